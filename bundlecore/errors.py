@@ -1,0 +1,50 @@
+"""Errors a user can cause, each mapped to the exit code every command shares.
+
+0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
+4 update failed and rolled back; 5 rollback failed, operator needed.
+"""
+
+
+class BundleError(Exception):
+    """Base of every error printed as one line; `exit_code` is what the process returns."""
+
+    exit_code = 1
+    prefix = "error"
+
+    def line(self) -> str:
+        return f"{self.prefix}: {self}"
+
+
+class EnvironmentProblem(BundleError):
+    """The machine is not as needed (engine unreachable, disk full, lock held); nothing changed."""
+
+    exit_code = 1
+
+
+class UsageProblem(BundleError):
+    """The command line or the spec file is wrong."""
+
+    exit_code = 2
+
+
+class Refused(BundleError):
+    """The bundle is not exactly what trusted people signed; nothing changed.
+
+    Subclasses name the failed check (see importer.gate)."""
+
+    exit_code = 3
+    prefix = "refused"
+
+
+class UpdateFailed(BundleError):
+    """The new version failed and the previous one was put back and is running."""
+
+    exit_code = 4
+    prefix = "update failed"
+
+
+class OperatorNeeded(BundleError):
+    """Rollback itself failed: nothing was deleted, the state dir says what is where."""
+
+    exit_code = 5
+    prefix = "operator needed"

@@ -1,0 +1,578 @@
+"""The bundle format, defined once: the writer (`bundle build`) and the reader (`bundle verify/import`).
+
+A bundle is ONE zstd file that decompresses to ONE tar stream (docs/format.md):
+
+  frame 1 (the head):  manifest.json, SHA256SUMS, SHA256SUMS.asc      -- no tar end marker
+  frames 2..n:         images/... payload files, in the manifest's order, then the tar end
+                       (exactly two zero blocks) and nothing after it
+
+So a reader can check the signature over SHA256SUMS before it decompresses a byte of payload,
+and a signature can be added by rewriting the first frame only. Every tar member is a regular
+file with a fixed, plain name; the reader accepts nothing else.
+
+The reader trusts nothing: the head frame is located by walking the zstd frame structure
+(`ZstdFrameScanner`), with caps on every size; payload decompression uses a bounded window;
+the tar headers are parsed here (no tarfile, no extraction) and checked against an exact
+member list; bytes after the tar end, skippable frames and trailing garbage are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import zstandard
+
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+SIGNATURES = "SHA256SUMS.asc"
+HEAD_MEMBERS = (MANIFEST, SUMS, SIGNATURES)
+PAYLOAD_PREFIX = "images/"
+DOCKER_ARCHIVE_MANIFEST = PAYLOAD_PREFIX + "manifest.json"
+
+# Caps, enforced before the bytes they bound are used.
+MAX_MANIFEST = 4 << 20
+MAX_SUMS = 4 << 20
+MAX_SIGNATURES = 256 << 10
+MAX_SIGNATURE_BLOCKS = 16
+MAX_HEAD_TAR = MAX_MANIFEST + MAX_SUMS + MAX_SIGNATURES + 6 * 512
+MAX_HEAD_FRAME = MAX_HEAD_TAR + (64 << 10)  # compressed head is never larger than this
+MAX_WINDOW = 1 << 25  # decoder memory bound; the writer stays well under it
+MAX_PAYLOAD_FILES = 100_000
+
+BLOCK = 512
+TAR_END = b"\0" * (2 * BLOCK)
+_USTAR_SIZE_LIMIT = 8**11  # sizes from here on need a pax header
+_PAYLOAD_NAME = re.compile(r"^images/(?:[A-Za-z0-9._-]+/)*[A-Za-z0-9._-]+$")
+
+COMPRESSION_LEVEL = 3
+CHUNK = 1 << 20
+
+
+class FormatError(ValueError):
+    """The bytes are not a well-formed bundle; `check` names the rule they broke."""
+
+    def __init__(self, check: str, message: str):
+        super().__init__(message)
+        self.check = check
+
+
+# ---------------------------------------------------------------------------------------------
+# tar headers (ustar, plus a pax 'x' record for sizes of 8 GiB and more)
+# ---------------------------------------------------------------------------------------------
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _ustar_header(name: str, size: int, mtime: int, typeflag: bytes) -> bytes:
+    raw = name.encode()
+    if len(raw) > 100:
+        raise ValueError(f"tar member name too long for this format: {name}")
+    hdr = bytearray(BLOCK)
+    hdr[0:len(raw)] = raw
+    hdr[100:108] = _octal(0o644, 8)
+    hdr[108:116] = _octal(0, 8)
+    hdr[116:124] = _octal(0, 8)
+    hdr[124:136] = _octal(size if size < _USTAR_SIZE_LIMIT else 0, 12)
+    hdr[136:148] = _octal(mtime, 12)
+    hdr[148:156] = b" " * 8
+    hdr[156:157] = typeflag
+    hdr[257:265] = b"ustar\x0000"
+    hdr[148:156] = b"%06o\0 " % sum(hdr)
+    return bytes(hdr)
+
+
+def _pad(n: int) -> int:
+    return -n % BLOCK
+
+
+def tar_member_header(name: str, size: int, mtime: int) -> bytes:
+    """The header block(s) of one regular file; a pax record carries sizes of 8 GiB and more."""
+    if size < _USTAR_SIZE_LIMIT:
+        return _ustar_header(name, size, mtime, b"0")
+    body = b""
+    rec = b" size=%d\n" % size
+    length = len(rec)
+    while len(b"%d" % length) + len(rec) != length:
+        length = len(b"%d" % length) + len(rec)
+    body = b"%d" % length + rec
+    pax = _ustar_header("PaxHeader/" + name[-80:], len(body), mtime, b"x")
+    return pax + body + b"\0" * _pad(len(body)) + _ustar_header(name, size, mtime, b"0")
+
+
+def tar_member(name: str, data: bytes, mtime: int) -> bytes:
+    return tar_member_header(name, len(data), mtime) + data + b"\0" * _pad(len(data))
+
+
+@dataclass(frozen=True)
+class TarMember:
+    name: str
+    size: int
+
+
+def _parse_octal(field: bytes, what: str) -> int:
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    if not text or not re.fullmatch(rb"[0-7]+", text):
+        raise FormatError("tar", f"tar header has a malformed {what} field")
+    return int(text, 8)
+
+
+def _check_member_name(name: str) -> None:
+    if name.startswith("/") or "\\" in name:
+        raise FormatError("tar", f"tar member {name!r} has an absolute path")
+    if any(part in ("..", ".", "") for part in name.split("/")):
+        raise FormatError("tar", f"tar member {name!r} has a '..', '.' or empty path component")
+
+
+def parse_tar_header(block: bytes, pax_size: int | None = None) -> TarMember | None:
+    """Parse one header block strictly. Returns None for a zero block (the tar end)."""
+    if block == b"\0" * BLOCK:
+        return None
+    stored = _parse_octal(block[148:156], "checksum")
+    actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    if stored != actual:
+        raise FormatError("tar", "tar header checksum mismatch")
+    if block[257:263] not in (b"ustar\x00", b"ustar "):
+        raise FormatError("tar", "tar header is not ustar")
+    name = block[0:100].split(b"\0", 1)[0]
+    prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\x00" else b""
+    if prefix:
+        name = prefix + b"/" + name
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("tar", "tar member name is not UTF-8") from None
+    typeflag = block[156:157]
+    kinds = {b"1": "hard link", b"2": "symlink", b"3": "character device", b"4": "block device",
+             b"5": "directory", b"6": "fifo", b"7": "contiguous file", b"g": "global pax header",
+             b"L": "GNU long name", b"K": "GNU long link"}
+    if typeflag == b"x":
+        return TarMember(text, -1)  # a pax record; caller reads it
+    if typeflag not in (b"0", b"\0"):
+        raise FormatError("tar", f"tar member {text!r} is a {kinds.get(typeflag, 'special entry')}, not a regular file")
+    _check_member_name(text)
+    size = _parse_octal(block[124:136], "size") if pax_size is None else pax_size
+    return TarMember(text, size)
+
+
+def parse_pax_size(body: bytes) -> int:
+    """Only the 'size' key is accepted in a pax record (the writer emits nothing else)."""
+    m = re.fullmatch(rb"(\d+) size=(\d+)\n", body)
+    if not m or int(m.group(1)) != len(body):
+        raise FormatError("tar", "tar pax header carries something other than a size")
+    return int(m.group(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# zstd frame structure
+# ---------------------------------------------------------------------------------------------
+
+ZSTD_MAGIC = 0xFD2FB528
+
+
+class ZstdFrameScanner:
+    """Walks the structure of zstd frames as bytes pass through, without decompressing.
+
+    It finds where each frame ends, so the head frame can be cut out exactly, and it refuses
+    skippable frames and anything that is not a zstd frame (trailing garbage)."""
+
+    def __init__(self):
+        self.offset = 0          # bytes seen
+        self.frames_ended = 0
+        self.frame_ends: list[int] = []
+        self._need = 4           # bytes still wanted by the current state
+        self._buf = b""
+        self._state = "magic"
+        self._skip = 0           # bytes of block body / checksum to pass over
+        self._checksum = False
+
+    @property
+    def at_frame_boundary(self) -> bool:
+        return self._state == "magic" and not self._buf and self._skip == 0
+
+    def feed(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+                if self._skip == 0 and self._state == "end":
+                    self._frame_done(self.offset + pos)
+                continue
+            take = min(self._need - len(self._buf), n - pos)
+            self._buf += data[pos:pos + take]
+            pos += take
+            if len(self._buf) == self._need:
+                buf, self._buf = self._buf, b""
+                self._step(buf, self.offset + pos)
+        self.offset += n
+
+    def _frame_done(self, end: int) -> None:
+        self.frames_ended += 1
+        self.frame_ends.append(end)
+        self._state, self._need = "magic", 4
+
+    def _step(self, buf: bytes, at: int) -> None:
+        if self._state == "magic":
+            magic = struct.unpack("<I", buf)[0]
+            if 0x184D2A50 <= magic <= 0x184D2A5F:
+                raise FormatError("zstd", f"skippable zstd frame at byte {at - 4}: not allowed in a bundle")
+            if magic != ZSTD_MAGIC:
+                raise FormatError("zstd", f"not a zstd frame at byte {at - 4} (wrong magic or trailing garbage)")
+            self._state, self._need = "fhd", 1
+        elif self._state == "fhd":
+            fhd = buf[0]
+            fcs_flag, single, reserved, checksum, did_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 3) & 1, (fhd >> 2) & 1, fhd & 3
+            if reserved:
+                raise FormatError("zstd", "zstd frame header has the reserved bit set")
+            self._checksum = bool(checksum)
+            fcs_size = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs_flag]
+            rest = (0 if single else 1) + {0: 0, 1: 1, 2: 2, 3: 4}[did_flag] + fcs_size
+            if rest:
+                self._state, self._need = "fh_rest", rest
+            else:
+                self._state, self._need = "block", 3
+        elif self._state == "fh_rest":
+            self._state, self._need = "block", 3
+        elif self._state == "block":
+            hdr = buf[0] | buf[1] << 8 | buf[2] << 16
+            last, btype, bsize = hdr & 1, (hdr >> 1) & 3, hdr >> 3
+            if btype == 3:
+                raise FormatError("zstd", "zstd block of reserved type")
+            body = 1 if btype == 1 else bsize
+            if last:
+                self._state = "end"
+                self._skip = body + (4 if self._checksum else 0)
+                if self._skip == 0:
+                    self._frame_done(at)
+            else:
+                self._skip = body
+                self._need = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# SHA256SUMS and JSON
+# ---------------------------------------------------------------------------------------------
+
+def format_sha256sums(entries: Iterable[tuple[str, str]]) -> bytes:
+    """coreutils `sha256sum` text format: '<64 hex>  <name>' per line, sorted by name."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(entries)).encode()
+
+
+_SUM_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9._/-]+)")
+
+
+def parse_sha256sums(raw: bytes) -> dict[str, str]:
+    """Strict inverse of format_sha256sums: name -> hex digest. No duplicates, no odd lines."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("sums", "SHA256SUMS is not ASCII") from None
+    if not text.endswith("\n"):
+        raise FormatError("sums", "SHA256SUMS does not end with a newline")
+    out: dict[str, str] = {}
+    for i, line in enumerate(text[:-1].split("\n"), 1):
+        m = _SUM_LINE.fullmatch(line)
+        if not m:
+            raise FormatError("sums", f"SHA256SUMS line {i} is not '<sha256>  <name>'")
+        if m.group(2) in out:
+            raise FormatError("sums", f"SHA256SUMS names {m.group(2)} twice")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def loads_strict_json(raw: bytes, what: str):
+    """json.loads that refuses duplicate keys (Python would keep the last one silently)."""
+
+    def no_dupes(pairs):
+        obj = {}
+        for k, v in pairs:
+            if k in obj:
+                raise FormatError("json", f"{what} has the key {k!r} twice")
+            obj[k] = v
+        return obj
+
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_dupes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError("json", f"{what} is not valid JSON: {e}") from None
+
+
+def dumps_canonical(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def compress_head(manifest: bytes, sums: bytes, signatures: bytes, mtime: int) -> bytes:
+    """The first frame: the three head members, without a tar end marker."""
+    tar = tar_member(MANIFEST, manifest, mtime) + tar_member(SUMS, sums, mtime) + tar_member(SIGNATURES, signatures, mtime)
+    if len(signatures) > MAX_SIGNATURES or len(manifest) > MAX_MANIFEST or len(sums) > MAX_SUMS:
+        raise ValueError("head member over its size cap")
+    return zstandard.ZstdCompressor(level=19, write_checksum=True).compress(tar)
+
+
+@dataclass
+class PayloadFile:
+    path: str
+    size: int
+    sha256: str
+
+
+class PayloadWriter:
+    """Streams payload files through sha256 and zstd into `fh`, in the order they are added.
+
+    Compression runs on zstd's own worker threads, so hashing, compressing and the producer
+    (docker save) overlap; memory stays at a few MiB whatever the file sizes."""
+
+    def __init__(self, fh: BinaryIO, mtime: int, level: int = COMPRESSION_LEVEL, threads: int = -1):
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, window_log=min(23, MAX_WINDOW.bit_length() - 1), write_checksum=True)
+        self._writer = zstandard.ZstdCompressor(compression_params=params).stream_writer(fh, closefd=False)
+        self._mtime = mtime
+        self.files: list[PayloadFile] = []
+        self.bytes_in = 0
+
+    def add(self, path: str, size: int, chunks: Iterable[bytes], on_bytes: Callable[[int], None] | None = None) -> PayloadFile:
+        if not _PAYLOAD_NAME.fullmatch(path) or path in HEAD_MEMBERS:
+            raise ValueError(f"not a valid payload path: {path}")
+        self._writer.write(tar_member_header(path, size, self._mtime))
+        h = hashlib.sha256()
+        seen = 0
+        for chunk in chunks:
+            seen += len(chunk)
+            if seen > size:
+                raise ValueError(f"{path}: more bytes than its declared size {size}")
+            h.update(chunk)
+            self._writer.write(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+        if seen != size:
+            raise ValueError(f"{path}: {seen} bytes, expected {size}")
+        self._writer.write(b"\0" * _pad(size))
+        self.bytes_in += size
+        entry = PayloadFile(path, size, h.hexdigest())
+        self.files.append(entry)
+        return entry
+
+    def add_bytes(self, path: str, data: bytes) -> PayloadFile:
+        return self.add(path, len(data), [data])
+
+    def close(self) -> None:
+        self._writer.write(TAR_END)
+        self._writer.flush(zstandard.FLUSH_FRAME)
+        self._writer.close()
+
+
+def assemble(out_path: Path, head_frame: bytes, payload_path: Path) -> str:
+    """Write head + payload frames to `out_path` (a temp name the caller renames); returns its sha256.
+
+    The copy is the one pass that also hashes the whole file for OUT.sha256."""
+    h = hashlib.sha256(head_frame)
+    with open(out_path, "wb") as out, open(payload_path, "rb") as src:
+        out.write(head_frame)
+        while True:
+            chunk = src.read(4 * CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return h.hexdigest()
+
+
+def rewrite_head(bundle: Path, out_path: Path, head: "Head", signatures: bytes) -> str:
+    """Copy `bundle` to `out_path` with a new first frame carrying `signatures`; returns the sha256."""
+    mtime = head.mtime
+    new_head = compress_head(head.manifest, head.sums, signatures, mtime)
+    h = hashlib.sha256(new_head)
+    with open(bundle, "rb") as src, open(out_path, "wb") as out:
+        out.write(new_head)
+        src.seek(head.frame_size)
+        while True:
+            chunk = src.read(4 * CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Head:
+    """The first frame's three members, as raw bytes (nothing parsed or trusted yet)."""
+
+    manifest: bytes
+    sums: bytes
+    signatures: bytes
+    frame_size: int  # compressed bytes of the head frame; the payload starts here
+    mtime: int
+
+
+def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            raise FormatError("truncated", f"bundle is truncated ({what})")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_head(path: Path) -> Head:
+    """Cut the first zstd frame out of the file and read the three head members from it."""
+    with open(path, "rb") as f:
+        start = f.read(MAX_HEAD_FRAME + 4)
+    if len(start) < 4 or struct.unpack("<I", start[:4])[0] != ZSTD_MAGIC:
+        raise FormatError("zstd", "not a bundle: the file does not start with a zstd frame")
+    scanner = ZstdFrameScanner()
+    try:
+        scanner.feed(start)
+    except FormatError:
+        if not scanner.frame_ends:
+            raise
+    if not scanner.frame_ends:
+        if len(start) > MAX_HEAD_FRAME:
+            raise FormatError("cap", f"head frame is larger than its cap of {MAX_HEAD_FRAME} bytes")
+        raise FormatError("truncated", "bundle is truncated (inside the head frame)")
+    size = scanner.frame_ends[0]
+    try:
+        raw = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompress(start[:size], max_output_size=MAX_HEAD_TAR)
+    except zstandard.ZstdError as e:
+        raise FormatError("zstd", f"head frame does not decompress: {e}") from None
+    if len(raw) > MAX_HEAD_TAR:
+        raise FormatError("cap", "head frame decompresses past its cap")
+    stream = io.BytesIO(raw)
+    members: dict[str, bytes] = {}
+    caps = {MANIFEST: MAX_MANIFEST, SUMS: MAX_SUMS, SIGNATURES: MAX_SIGNATURES}
+    mtime = 0
+    for expected in HEAD_MEMBERS:
+        block = stream.read(BLOCK)
+        if len(block) < BLOCK:
+            raise FormatError("head", f"head frame ends before {expected}")
+        member = parse_tar_header(block)
+        if member is None or member.size < 0:
+            raise FormatError("head", f"head frame must hold {expected} here")
+        if member.name != expected:
+            raise FormatError("head", f"unexpected member {member.name!r} in the head (expected {expected})")
+        if member.size > caps[expected]:
+            raise FormatError("cap", f"{expected} is {member.size} bytes, over its cap of {caps[expected]}")
+        mtime = _parse_octal(block[136:148], "mtime")
+        members[expected] = _read_exact(stream, member.size, expected)
+        _read_exact(stream, _pad(member.size), expected)
+    if stream.read(1):
+        raise FormatError("head", "head frame holds more than manifest.json, SHA256SUMS and SHA256SUMS.asc")
+    return Head(members[MANIFEST], members[SUMS], members[SIGNATURES], size, mtime)
+
+
+class _ScannedSource:
+    """Raw file reader that walks zstd frame structure on the bytes it hands out."""
+
+    def __init__(self, f: BinaryIO, scanner: ZstdFrameScanner):
+        self._f = f
+        self.scanner = scanner
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.scanner.feed(data)
+        return data
+
+
+class PayloadReader:
+    """Streams the payload members after the head, strictly in the order `expected` lists them.
+
+    `expected` is [(path, size)] from the (already verified) manifest. Decompressed bytes are
+    capped by those sizes plus tar overhead; after the last member come exactly two zero blocks,
+    then the end of both the decompressed and the compressed stream."""
+
+    def __init__(self, path: Path, head_frame_size: int, expected: list[tuple[str, int]]):
+        self._path = path
+        self._offset = head_frame_size
+        self._expected = expected
+        self._limit = sum(size + _pad(size) + 3 * BLOCK for _, size in expected) + len(TAR_END)
+        self._read = 0
+
+    def _read_exact(self, stream, n: int, what: str) -> bytes:
+        if self._read + n > self._limit:
+            raise FormatError("cap", "payload decompresses past the sizes the manifest declares")
+        data = _read_exact(stream, n, what)
+        self._read += n
+        return data
+
+    def members(self) -> Iterator[tuple[str, int, Iterator[bytes]]]:
+        """Yields (path, size, chunks); each chunk iterator must be consumed before the next item."""
+        scanner = ZstdFrameScanner()
+        with open(self._path, "rb") as raw:
+            raw.seek(self._offset)
+            source = _ScannedSource(raw, scanner)
+            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+            stream = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True)
+            try:
+                for path, size in self._expected:
+                    member = self._next_member(stream, path)
+                    if member.name != path:
+                        raise FormatError("members", f"unexpected payload member {member.name!r} (expected {path})")
+                    if member.size != size:
+                        raise FormatError("members", f"{path} is {member.size} bytes, the manifest says {size}")
+                    yield path, size, self._chunks(stream, path, size)
+                end = self._read_exact(stream, BLOCK, "tar end")
+                if end != b"\0" * BLOCK:
+                    member = self._member_from_block(stream, end)
+                    raise FormatError("members", f"extra member {member.name!r} not listed in the manifest")
+                if self._read_exact(stream, BLOCK, "tar end") != b"\0" * BLOCK:
+                    raise FormatError("trailing", "bytes after the tar end")
+                if stream.read(1):
+                    raise FormatError("trailing", "bytes after the tar end")
+                while source.read(CHUNK):
+                    pass
+                if not scanner.at_frame_boundary:
+                    raise FormatError("truncated", "bundle is truncated (inside a zstd frame)")
+            except zstandard.ZstdError as e:
+                raise FormatError("zstd", f"payload does not decompress: {e}") from None
+
+    def _next_member(self, stream, expected_path: str) -> TarMember:
+        block = self._read_exact(stream, BLOCK, f"header of {expected_path}")
+        if block == b"\0" * BLOCK:
+            raise FormatError("members", f"payload member {expected_path} is missing")
+        return self._member_from_block(stream, block)
+
+    def _member_from_block(self, stream, block: bytes) -> TarMember:
+        member = parse_tar_header(block)
+        if member.size == -1:  # pax record: only a size for the member that follows
+            body_len = _parse_octal(block[124:136], "size")
+            if body_len > BLOCK:
+                raise FormatError("tar", "tar pax header too large")
+            body = self._read_exact(stream, body_len + _pad(body_len), "pax header")[:body_len]
+            real = self._read_exact(stream, BLOCK, "header after pax")
+            member = parse_tar_header(real, pax_size=parse_pax_size(body))
+            if member is None or member.size < 0:
+                raise FormatError("tar", "tar pax header not followed by a regular file")
+        return member
+
+    def _chunks(self, stream, path: str, size: int) -> Iterator[bytes]:
+        left = size
+        while left:
+            chunk = self._read_exact(stream, min(CHUNK, left), path)
+            left -= len(chunk)
+            yield chunk
+        self._read_exact(stream, _pad(size), path)

@@ -1,0 +1,1 @@
+"""Internet side of `bundle`: build bundles, watch upstream releases, add approvals."""

@@ -1,0 +1,72 @@
+"""The build spec (bundle.toml): read, validate against schemas/spec.schema.json, normalize."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundlecore.errors import UsageProblem
+from bundlecore.schema import first_error
+from bundlecore.timeutil import parse_duration
+
+DEFAULT_EXPIRES = "90d"
+DEFAULT_HEALTH_TIMEOUT = 60
+DEFAULT_HEALTH_ATTEMPTS = 3
+
+
+@dataclass
+class BuildSpec:
+    name: str
+    version: str
+    sequence: int | None
+    expires_seconds: int
+    platform: str | None
+    images: list[str]
+    target: dict  # normalized as the manifest stores it
+
+
+def image_tag(ref: str) -> str | None:
+    """The tag of an image reference ('repo:tag'), '@digest' counting as pinned; None if untagged."""
+    if "@" in ref:
+        return ref.split("@", 1)[1]
+    last = ref.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def is_pinned(ref: str) -> bool:
+    tag = image_tag(ref)
+    return tag is not None and tag != "latest"
+
+
+def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageProblem(f"spec {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageProblem(f"spec {path} is not valid TOML: {e}") from None
+    problem = first_error("spec.schema.json", raw)
+    if problem:
+        raise UsageProblem(f"spec {path} {problem}")
+    for ref in raw["images"]:
+        if not is_pinned(ref) and not allow_latest:
+            raise UsageProblem(f"image {ref} is not pinned (tag 'latest' or no tag); pin a version or pass --allow-latest")
+    target = dict(raw["target"])
+    if target["image"] not in raw["images"]:
+        raise UsageProblem(f"spec {path}: target.image {target['image']} is not one of images")
+    target["run"] = dict(target.get("run", {}))
+    if "health" in target:
+        health = dict(target["health"])
+        health["timeout"] = parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT))
+        health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
+        target["health"] = health
+    return BuildSpec(
+        name=raw["name"],
+        version=raw["version"],
+        sequence=raw.get("sequence"),
+        expires_seconds=parse_duration(raw.get("expires", DEFAULT_EXPIRES)),
+        platform=raw.get("platform"),
+        images=list(raw["images"]),
+        target=target,
+    )

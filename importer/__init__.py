@@ -1,0 +1,1 @@
+"""Intranet side of `bundle`: the trust gate, image loading and the swap. Never imports `bundler`."""

@@ -1,0 +1,1 @@
+"""JSON Schemas of the bundle spec and manifest (package data)."""

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers on this machine: reuse a running one, else install
+# (Debian's docker.io) and start one, then wait until `docker info` answers.
+# Idempotent; used by `make test`, `make demo`, `make bench` and .ci/run.
+set -euo pipefail
+
+log=${DOCKERD_LOG:-/tmp/bundle-dockerd.log}
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
+command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-docker: missing ${need_pkgs[*]} and not root: install them first" >&2
+        exit 1
+    fi
+    echo "ensure-docker: installing ${need_pkgs[*]} (about a minute)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if docker info >/dev/null 2>&1; then
+    exit 0
+fi
+
+if ! pgrep -x dockerd >/dev/null 2>&1; then
+    echo "ensure-docker: starting dockerd (log: $log)" >&2
+    nohup dockerd >"$log" 2>&1 &
+fi
+
+for _ in $(seq 1 60); do
+    if docker info >/dev/null 2>&1; then
+        exit 0
+    fi
+    sleep 0.5
+done
+echo "ensure-docker: the Docker engine did not answer within 30 s; see $log" >&2
+tail -5 "$log" >&2 || true
+exit 1
