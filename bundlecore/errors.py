@@ -34,6 +34,10 @@ class Refused(BundleError):
 
     exit_code = 3
     prefix = "refused"
+    check = ""
+
+    def line(self) -> str:
+        return f"refused: {self.check}: {self}" if self.check else f"refused: {self}"
 
 
 class UpdateFailed(BundleError):

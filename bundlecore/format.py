@@ -425,8 +425,12 @@ class Head:
     manifest: bytes
     sums: bytes
     signatures: bytes
-    frame_size: int  # compressed bytes of the head frame; the payload starts here
+    frame: bytes     # the compressed head frame; the payload starts right after it
     mtime: int
+
+    @property
+    def frame_size(self) -> int:
+        return len(self.frame)
 
 
 def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
@@ -482,19 +486,21 @@ def read_head(path: Path) -> Head:
         _read_exact(stream, _pad(member.size), expected)
     if stream.read(1):
         raise FormatError("head", "head frame holds more than manifest.json, SHA256SUMS and SHA256SUMS.asc")
-    return Head(members[MANIFEST], members[SUMS], members[SIGNATURES], size, mtime)
+    return Head(members[MANIFEST], members[SUMS], members[SIGNATURES], start[:size], mtime)
 
 
 class _ScannedSource:
-    """Raw file reader that walks zstd frame structure on the bytes it hands out."""
+    """Raw file reader that walks zstd frame structure on the bytes it hands out, and hashes them."""
 
-    def __init__(self, f: BinaryIO, scanner: ZstdFrameScanner):
+    def __init__(self, f: BinaryIO, scanner: ZstdFrameScanner, hasher):
         self._f = f
         self.scanner = scanner
+        self.hasher = hasher
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         self.scanner.feed(data)
+        self.hasher.update(data)
         return data
 
 
@@ -505,9 +511,10 @@ class PayloadReader:
     capped by those sizes plus tar overhead; after the last member come exactly two zero blocks,
     then the end of both the decompressed and the compressed stream."""
 
-    def __init__(self, path: Path, head_frame_size: int, expected: list[tuple[str, int]]):
+    def __init__(self, path: Path, head: Head, expected: list[tuple[str, int]]):
         self._path = path
-        self._offset = head_frame_size
+        self._head = head
+        self.file_sha256: str | None = None  # of the whole file, once members() is exhausted
         self._expected = expected
         self._limit = sum(size + _pad(size) + 3 * BLOCK for _, size in expected) + len(TAR_END)
         self._read = 0
@@ -523,8 +530,8 @@ class PayloadReader:
         """Yields (path, size, chunks); each chunk iterator must be consumed before the next item."""
         scanner = ZstdFrameScanner()
         with open(self._path, "rb") as raw:
-            raw.seek(self._offset)
-            source = _ScannedSource(raw, scanner)
+            raw.seek(self._head.frame_size)
+            source = _ScannedSource(raw, scanner, hashlib.sha256(self._head.frame))
             dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
             stream = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True)
             try:
@@ -547,6 +554,7 @@ class PayloadReader:
                     pass
                 if not scanner.at_frame_boundary:
                     raise FormatError("truncated", "bundle is truncated (inside a zstd frame)")
+                self.file_sha256 = source.hasher.hexdigest()
             except zstandard.ZstdError as e:
                 raise FormatError("zstd", f"payload does not decompress: {e}") from None
 

@@ -1,0 +1,33 @@
+"""`bundle import`: the gate, then loading, then the swap."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from importer.options import json_option, keys_option, state_dir_option
+from importer.pipeline import import_bundle
+from importer.state import StateDir
+from importer.trust import TrustStore
+
+
+@click.command("import")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@keys_option
+@state_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
+@click.option("--dry-run", is_flag=True, help="Verify and print the plan, change nothing.")
+@click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
+@click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
+@json_option
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, keep, as_json):
+    """Verify a bundle, load its images and swap the running application."""
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    out = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    result = import_bundle(
+        bundle, TrustStore.load(keys_dir), StateDir(state_dir), yes=yes, dry_run=dry_run,
+        allow_downgrade=allow_downgrade, keep=keep, out=out,
+        confirm=(lambda q: click.confirm(q, default=False)) if interactive else None)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))

@@ -1,0 +1,44 @@
+"""`bundle inspect`: what the head frame says, read without verifying anything."""
+
+import json
+from pathlib import Path
+
+import click
+
+from bundlecore import format as fmt
+from bundlecore.errors import UsageProblem
+from importer.options import json_option
+from importer.trust import signature_key_ids
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@json_option
+def inspect_cmd(bundle, as_json):
+    """Show a bundle's manifest summary from its first frame only. NOTHING here is verified."""
+    if not Path(bundle).is_file():
+        raise UsageProblem(f"bundle {bundle} not found")
+    try:
+        head = fmt.read_head(bundle)
+        m = fmt.loads_strict_json(head.manifest, "manifest.json")
+    except fmt.FormatError as e:
+        raise UsageProblem(f"cannot read {bundle}: {e}") from None
+    sizes = {p["path"]: p["size"] for p in m.get("payload", [])}
+    info = {
+        "verified": False,
+        "name": m.get("name"), "version": m.get("version"), "sequence": m.get("sequence"),
+        "created": m.get("created"), "expires": m.get("expires"), "platform": m.get("platform"),
+        "signers_unverified": signature_key_ids(head.signatures),
+        "images": [{"ref": i.get("ref"), "id": i.get("id"),
+                    "size": sum(sizes.get(p, 0) for p in [i.get("config"), *i.get("layers", [])])}
+                   for i in m.get("images", [])],
+        "payload_bytes": sum(sizes.values()),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
+    click.echo(f"created {info['created']}, expires {info['expires']}")
+    click.echo(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
+    for i in info["images"]:
+        click.echo(f"image {i['ref']}  {i['id']}  {i['size']} bytes")

@@ -1,0 +1,33 @@
+"""`bundle verify`: every check of the trust gate, no side effects."""
+
+import json
+from pathlib import Path
+
+import click
+
+from importer.options import json_option, keys_option, state_dir_option
+from importer.pipeline import verify_bundle
+from importer.state import StateDir
+from importer.trust import TrustStore
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@keys_option
+@state_dir_option
+@click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one.")
+@json_option
+def verify(bundle, keys_dir, state_dir, allow_downgrade, as_json):
+    """Check a bundle completely (exit 0 trusted, 3 refused) without changing anything."""
+    result = verify_bundle(bundle, TrustStore.load(keys_dir), StateDir(state_dir), allow_downgrade=allow_downgrade)
+    report = result.report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"checked: {', '.join(report['checks'])}")
+    for s in report["signers"]:
+        click.echo(f"signed by: {s['fingerprint']}" + (f" ({', '.join(s['roles'])})" if s["roles"] else ""))
+    for note in report["notes"]:
+        click.echo(f"note: {note}")
+    click.echo(f"trusted: {report['name']} {report['version']} sequence {report['sequence']}, "
+               f"expires {report['expires']}, {len(report['images'])} image(s), {report['payload_bytes']} payload bytes")

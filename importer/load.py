@@ -1,0 +1,129 @@
+"""Staging verified payload and loading it into Docker: the archive is checked before, the images after.
+
+`docker load` applies whatever RepoTags the archive names and moves existing tags silently, so the
+archive's manifest.json is checked against the signed manifest before a byte goes to the engine,
+and each image ID and tag is checked again once the engine has loaded them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import docker
+import requests
+
+from bundlecore import format as fmt
+from bundlecore.errors import EnvironmentProblem, Refused
+from importer.gate import VerifiedHead
+
+SPACE_MARGIN = 64 << 20
+
+
+class ArchiveRefused(Refused):
+    """The docker archive inside the (signed) payload does not match the signed manifest."""
+
+    check = "docker archive"
+
+
+class LoadedImageMismatch(Refused):
+    """After loading, an image ID or tag is not what was signed."""
+
+    check = "loaded images"
+
+
+class StagingSink:
+    """Writes verified payload files under a private staging directory, never outside it."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path_of(self, member: str) -> Path:
+        return self.root / member
+
+    def open(self, member: str, size: int):
+        target = self.path_of(member)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb", buffering=fmt.CHUNK)
+
+
+def check_free_space(where: Path, needed: int, what: str) -> None:
+    free = shutil.disk_usage(where).free
+    if free < needed + SPACE_MARGIN:
+        raise EnvironmentProblem(
+            f"not enough free space in {where} for {what}: need {needed + SPACE_MARGIN} bytes, have {free}")
+
+
+def check_docker_archive(sink: StagingSink, verified: VerifiedHead) -> list[dict]:
+    """The staged images/manifest.json may reference only signed configs, layers and tags."""
+    raw = sink.path_of(fmt.DOCKER_ARCHIVE_MANIFEST).read_bytes()
+    try:
+        entries = fmt.loads_strict_json(raw, "the docker archive manifest.json")
+    except fmt.FormatError as e:
+        raise ArchiveRefused(str(e)) from None
+    if not isinstance(entries, list) or not entries:
+        raise ArchiveRefused("the docker archive manifest.json is not a list of images")
+    signed = {img["config"][len(fmt.PAYLOAD_PREFIX):]: img for img in verified.manifest["images"]}
+    seen = set()
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) - {"Config", "RepoTags", "Layers"}:
+            raise ArchiveRefused("the docker archive manifest.json has an entry with unexpected fields")
+        img = signed.get(entry.get("Config"))
+        if img is None:
+            raise ArchiveRefused(f"the docker archive loads config {entry.get('Config')!r}, whose digest is no signed image ID")
+        tags = entry.get("RepoTags") or []
+        if any(tag != img["ref"] for tag in tags):
+            bad = next(tag for tag in tags if tag != img["ref"])
+            raise ArchiveRefused(f"the docker archive tags {bad}, which is not the signed ref of image {img['id']}")
+        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in img["layers"]]:
+            raise ArchiveRefused(f"the docker archive gives image {img['ref']} other layers than signed")
+        seen.add(img["ref"])
+    missing = [img["ref"] for img in verified.manifest["images"] if img["ref"] not in seen]
+    if missing:
+        raise ArchiveRefused(f"the docker archive does not load {missing[0]}")
+    return entries
+
+
+def _archive_stream(sink: StagingSink, members: list[str]):
+    """A tar stream of the staged docker archive (paths without the images/ prefix), read in chunks."""
+    for member in members:
+        path = sink.path_of(member)
+        size = path.stat().st_size
+        yield fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0)
+        with open(path, "rb") as f:
+            while chunk := f.read(fmt.CHUNK):
+                yield chunk
+        yield b"\0" * (-size % fmt.BLOCK)
+    yield fmt.TAR_END
+
+
+def load_images(client, sink: StagingSink, verified: VerifiedHead) -> dict[str, str]:
+    """Stream the verified archive into `docker load`; returns {ref: image ID} after checking both."""
+    images = verified.manifest["images"]
+    members = [fmt.DOCKER_ARCHIVE_MANIFEST] + sorted({p for img in images for p in [img["config"], *img["layers"]]})
+    try:
+        events = client.api.load_image(_archive_stream(sink, members))
+        loaded = []
+        for event in events:
+            if "error" in event:
+                raise EnvironmentProblem(f"docker load failed: {event['error']}")
+            text = event.get("stream", "").strip()
+            if text.startswith("Loaded image: "):
+                loaded.append(text[len("Loaded image: "):])
+            elif text.startswith("Loaded image ID: "):
+                loaded.append(text[len("Loaded image ID: "):])
+    except (docker.errors.APIError, requests.RequestException) as e:
+        raise EnvironmentProblem(f"docker load failed: {getattr(e, 'explanation', None) or e}") from None
+    signed = {img["ref"]: img["id"] for img in images}
+    for name in loaded:
+        if name not in signed and name not in signed.values():
+            raise LoadedImageMismatch(f"docker load set {name}, which was not signed")
+    for ref, image_id in signed.items():
+        try:
+            got = client.images.get(ref).id
+        except docker.errors.ImageNotFound:
+            raise LoadedImageMismatch(f"{ref} is not in the engine after loading") from None
+        if got != image_id:
+            raise LoadedImageMismatch(f"{ref} is {got} in the engine, the signed ID is {image_id}")
+    return signed

@@ -1,0 +1,138 @@
+"""What `bundle verify` and `bundle import` do, end to end, over the gate, the loader and the swap.
+
+import: lock -> finish any interrupted swap -> gate steps 1-5 -> free space -> gate step 6 into
+staging -> docker archive check -> plan + confirmation -> docker load -> image check -> swap.
+Nothing reaches Docker before the whole payload has been verified; staging is removed after.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bundlecore import format as fmt
+from bundlecore.docker_engine import connect, engine_platform
+from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
+from bundlecore.progress import Progress
+from bundlecore.timeutil import format_ts, utc_now
+from importer.gate import TrustGate, VerifiedHead
+from importer.load import StagingSink, check_docker_archive, check_free_space, load_images
+from importer.state import StateDir
+from importer.trust import TrustStore
+
+CHECKS = ["size caps", "tar members", "signatures", "manifest", "platform", "expiry", "sequence", "payload"]
+
+
+@dataclass
+class Verified:
+    """The result of the whole gate, for reports."""
+
+    path: Path
+    head: VerifiedHead
+
+    def report(self) -> dict:
+        m = self.head.manifest
+        return {
+            "trusted": True,
+            "bundle": str(self.path),
+            "name": m["name"], "version": m["version"], "sequence": m["sequence"],
+            "created": m["created"], "expires": m["expires"], "platform": m["platform"],
+            "signers": [{"fingerprint": s.fingerprint, "roles": s.roles} for s in self.head.signers],
+            "images": [{"ref": i["ref"], "id": i["id"]} for i in m["images"]],
+            "payload_bytes": self.head.payload_bytes,
+            "checks": CHECKS,
+            "notes": self.head.notes,
+        }
+
+
+def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
+                allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
+    gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
+                     allow_downgrade=allow_downgrade)
+    return gate, gate.check_head(path)
+
+
+def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downgrade: bool = False,
+                  show_progress: bool | None = None) -> Verified:
+    """Every check, no side effects: payload is hashed and thrown away."""
+    path = _existing(path)
+    try:
+        platform = engine_platform(connect(timeout=10))
+    except EnvironmentProblem:
+        platform = None
+    gate, head = _check_head(path, store, state, platform, allow_downgrade)
+    progress = Progress("verify", head.payload_bytes, enabled=show_progress)
+    gate.check_payload(path, head, None, progress)
+    progress.close()
+    return Verified(path, head)
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageProblem(f"bundle {path} not found")
+    return path
+
+
+def import_bundle(path: Path, store: TrustStore, state: StateDir, *, yes: bool, dry_run: bool,
+                  allow_downgrade: bool = False, keep: int = 2, confirm: Callable[[str], bool] | None = None,
+                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
+    """Gate, load and swap one bundle. Returns a summary; raises BundleError subclasses."""
+    from importer import swap  # the swap is the last stage; imported here to keep verify light
+
+    path = _existing(path)
+    started = time.monotonic()
+    client = connect()
+    platform = engine_platform(client)
+    state.ensure()
+    audit = {"action": "import", "user": getpass.getuser(), "started": format_ts(utc_now()), "bundle": str(path)}
+    try:
+        with state.lock():
+            for line in swap.recover(client, state, out=out):
+                out(f"recovered: {line}")
+            gate, head = _check_head(path, store, state, platform, allow_downgrade)
+            m = head.manifest
+            audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
+                         signers=[s.fingerprint for s in head.signers])
+            out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
+            with state.staging() as staging:
+                check_free_space(staging, head.payload_bytes, "staging the payload")
+                sink = StagingSink(staging)
+                progress = Progress("verify+stage", head.payload_bytes, enabled=show_progress)
+                audit["sha256"] = gate.check_payload(path, head, sink, progress)
+                progress.close()
+                check_docker_archive(sink, head)
+                out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) against SHA256SUMS")
+                target = m["target"]
+                new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
+                plan = swap.plan_swap(client, state, target, new_id)
+                for line in plan.lines():
+                    out(line)
+                if dry_run:
+                    audit["result"] = "dry-run"
+                    return {"result": "dry-run", **audit}
+                if not yes:
+                    if confirm is None:
+                        raise UsageProblem("not a terminal: pass --yes to import without confirmation")
+                    if not confirm("Go ahead?"):
+                        raise UsageProblem("not confirmed; nothing changed")
+                images = load_images(client, sink, head)
+                out(f"loaded {', '.join(images)} (image IDs checked)")
+            record = swap.run_swap(client, state, plan, {
+                "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
+                "signers": audit["signers"], "images": images}, keep=keep, out=out)
+            audit["result"] = "installed"
+            return {"result": "installed", "installed": record, **audit}
+    except BundleError as e:
+        audit["result"] = e.line()
+        raise
+    finally:
+        audit["duration"] = round(time.monotonic() - started, 3)
+        if "result" in audit:
+            try:
+                state.audit(audit)
+            except OSError:
+                pass

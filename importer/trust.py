@@ -1,0 +1,203 @@
+"""The trust store: pinned public keys plus an optional policy of roles, and signature checks under it.
+
+Where the store is: --keys DIR, else $BUNDLE_KEYS, else /etc/bundle/keys, else the keys/ shipped
+with the package. Its public keys (*.asc, *.gpg, *.pub, *.key) are imported into a fresh private
+GNUPGHOME for each check: never the user's keyring, never a key carried inside a bundle.
+
+policy.toml (optional) names roles, each a list of primary-key fingerprints and a threshold of
+distinct keys that must have signed; without it, any one key of the store is enough.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bundlecore.errors import EnvironmentProblem, Refused
+from bundlecore.format import MAX_SIGNATURE_BLOCKS
+from bundlecore.gpg import gpg_for, key_problem, throwaway_gnupghome
+
+SYSTEM_STORE = Path("/etc/bundle/keys")
+KEY_SUFFIXES = (".asc", ".gpg", ".pub", ".key")
+_FPR = re.compile(r"^[0-9A-F]{40}$")
+_SIG_BLOCK = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n.*?-----END PGP SIGNATURE-----\r?\n?", re.S)
+
+
+class SignatureRefused(Refused):
+    """Step 3 of the gate: the signatures do not satisfy the trust store's policy."""
+
+    check = "signature"
+
+
+def default_store_dir() -> Path:
+    env = os.environ.get("BUNDLE_KEYS")
+    if env:
+        return Path(env)
+    if SYSTEM_STORE.is_dir():
+        return SYSTEM_STORE
+    return Path(str(resources.files("bundlecore.keys")))
+
+
+@dataclass
+class Role:
+    name: str
+    keys: list[str]
+    threshold: int
+
+
+@dataclass
+class Signer:
+    """One good signature: the primary key it counts for and the roles that key holds."""
+
+    fingerprint: str
+    roles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrustStore:
+    directory: Path
+    key_files: list[Path]
+    fingerprints: set[str]          # primary fingerprints of every key in the store
+    roles: list[Role]               # empty: any one key of the store is enough
+
+    @classmethod
+    def load(cls, directory: Path | str | None = None) -> "TrustStore":
+        d = Path(directory) if directory else default_store_dir()
+        if not d.is_dir():
+            raise EnvironmentProblem(f"trust store {d} is not a directory")
+        files = sorted(p for p in d.iterdir() if p.suffix in KEY_SUFFIXES and p.is_file())
+        if not files:
+            raise EnvironmentProblem(f"trust store {d} holds no public keys ({', '.join(KEY_SUFFIXES)})")
+        with throwaway_gnupghome() as home:
+            gpg = _import_keys(home, files)
+            fingerprints = {k["fingerprint"] for k in gpg.list_keys()}
+        roles = _load_policy(d / "policy.toml", fingerprints)
+        return cls(d, files, fingerprints, roles)
+
+    def verify(self, signed: bytes, signatures: bytes) -> list[Signer]:
+        """Check every signature block over `signed`; returns the signers if the policy is met.
+
+        A signature counts only if gpg calls it valid, exits 0, reports no problem, the key is
+        neither expired nor revoked, and its primary fingerprint is in the store. Each armored
+        block is checked on its own, so one block's result never stands for another's."""
+        blocks = _split_signature_blocks(signatures)
+        good: dict[str, Signer] = {}
+        reasons: list[str] = []
+        with throwaway_gnupghome() as home:
+            gpg = _import_keys(home, self.key_files)
+            keys = {k["fingerprint"]: k for k in gpg.list_keys()}
+            for block in blocks:
+                fpr, why = _judge_block(gpg, home, block, signed, keys, self)
+                if fpr:
+                    good.setdefault(fpr, Signer(fpr, [r.name for r in self.roles if fpr in r.keys]))
+                else:
+                    reasons.append(why)
+        self._check_policy(list(good.values()), reasons)
+        return list(good.values())
+
+    def _check_policy(self, signers: list[Signer], reasons: list[str]) -> None:
+        if not signers:
+            raise SignatureRefused(reasons[0] if reasons else f"no valid signature from the trust store {self.directory}")
+        why = f" ({reasons[0]})" if reasons else ""
+        for role in self.roles:
+            have = sum(1 for s in signers if role.name in s.roles)
+            if have < role.threshold:
+                raise SignatureRefused(
+                    f"role {role.name} needs {role.threshold} distinct signing keys, found {have}{why}")
+
+
+def _import_keys(home: Path, files: list[Path]):
+    gpg = gpg_for(home)
+    for f in files:
+        result = gpg.import_keys(f.read_bytes())
+        if getattr(result, "sec_imported", 0):
+            raise EnvironmentProblem(f"trust store file {f} holds a secret key; keep only public keys there")
+        if not result.fingerprints:
+            raise EnvironmentProblem(f"trust store file {f} holds no OpenPGP public key")
+    return gpg
+
+
+def _load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
+    if not path.exists():
+        return []
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EnvironmentProblem(f"policy {path} is not valid TOML: {e}") from None
+    if set(raw) - {"roles"} or not isinstance(raw.get("roles", {}), dict):
+        raise EnvironmentProblem(f"policy {path}: only a [roles.NAME] table is allowed")
+    roles = []
+    for name, spec in raw.get("roles", {}).items():
+        if not isinstance(spec, dict) or set(spec) - {"keys", "threshold"} or not isinstance(spec.get("keys"), list):
+            raise EnvironmentProblem(f"policy {path}: role {name} needs keys = [...] and optional threshold")
+        keys = [str(k).replace(" ", "").upper() for k in spec["keys"]]
+        for k in keys:
+            if not _FPR.match(k):
+                raise EnvironmentProblem(f"policy {path}: role {name}: {k} is not a 40-hex fingerprint")
+            if k not in fingerprints:
+                raise EnvironmentProblem(f"policy {path}: role {name}: key {k} is not in the trust store")
+        threshold = spec.get("threshold", 1)
+        if not isinstance(threshold, int) or not 1 <= threshold <= len(keys):
+            raise EnvironmentProblem(f"policy {path}: role {name}: threshold must be 1..{len(keys)}")
+        roles.append(Role(name, keys, threshold))
+    return roles
+
+
+def _split_signature_blocks(signatures: bytes) -> list[bytes]:
+    """The armored signature blocks of SHA256SUMS.asc; anything else in the file is refused."""
+    blocks = _SIG_BLOCK.findall(signatures)
+    rest = _SIG_BLOCK.sub(b"", signatures)
+    if rest.strip():
+        raise SignatureRefused("SHA256SUMS.asc holds something other than armored signatures")
+    if not blocks:
+        raise SignatureRefused("the bundle is unsigned (SHA256SUMS.asc holds no signature)")
+    if len(blocks) > MAX_SIGNATURE_BLOCKS:
+        raise SignatureRefused(f"SHA256SUMS.asc holds more than {MAX_SIGNATURE_BLOCKS} signatures")
+    return blocks
+
+
+def _judge_block(gpg, home: Path, block: bytes, signed: bytes, keys: dict, store: TrustStore) -> tuple[str | None, str]:
+    """(primary fingerprint, '') for a signature that counts, else (None, why not)."""
+    fd, sig_path = tempfile.mkstemp(dir=home, suffix=".asc")
+    with os.fdopen(fd, "wb") as f:
+        f.write(block)
+    v = gpg.verify_data(sig_path, signed)
+    if len(v.sig_info) > 1:
+        return None, "a signature block holds more than one signature"
+    primary = (v.pubkey_fingerprint or "").upper()
+    who = primary or (v.fingerprint or v.key_id or "an unknown key")
+    if v.status == "no public key" or (v.key_id and not primary and not v.valid):
+        return None, f"signed by {who}, which is not in the trust store {store.directory}"
+    if v.key_status:
+        return None, f"signed by {who}, whose key {v.key_status.replace('signing key ', '')}"
+    if not v.valid or v.returncode != 0 or v.problems:
+        return None, f"signature by {who} does not match SHA256SUMS ({v.status or 'no valid signature'})"
+    if primary not in store.fingerprints or primary not in keys:
+        return None, f"signed by {who}, which is not in the trust store {store.directory}"
+    problem = key_problem(keys[primary])
+    if problem:
+        return None, f"signed by {who}, whose key is {problem}"
+    return primary, ""
+
+
+def signature_key_ids(signatures: bytes) -> list[str]:
+    """Who claims to have signed (fingerprints or key IDs), read with an EMPTY keyring: not verified."""
+    try:
+        blocks = _split_signature_blocks(signatures)
+    except SignatureRefused:
+        return []
+    found = []
+    with throwaway_gnupghome() as home:
+        gpg = gpg_for(home)
+        for block in blocks:
+            fd, sig_path = tempfile.mkstemp(dir=home, suffix=".asc")
+            with os.fdopen(fd, "wb") as f:
+                f.write(block)
+            v = gpg.verify_data(sig_path, b"")
+            found.append((v.fingerprint or v.key_id or "unreadable signature").upper())
+    return found
