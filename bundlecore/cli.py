@@ -19,7 +19,6 @@ from bundlecore.errors import BundleError
 COMMANDS = {
     "build": "bundler.cmd_build:build",
     "approve": "bundler.cmd_approve:approve",
-    "check": "bundler.cmd_check:check",
     "inspect": "importer.cmd_inspect:inspect_cmd",
     "verify": "importer.cmd_verify:verify",
     "import": "importer.cmd_import:import_cmd",

@@ -5,19 +5,24 @@ the developer sets BUNDLE_TESTS_ALLOW_NO_DOCKER=1)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tarfile
-import io
+import time
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parent.parent
 APP_CONTEXT = REPO / "examples" / "demo" / "app"
+BUNDLE = Path(os.environ.get("BUNDLE_BIN") or Path(sys.executable).parent / "bundle")
 
 
 def _engine_or_fail():
@@ -90,7 +95,66 @@ def app_image(docker_client):
             pass
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def busybox_available():
-    if not Path("/bin/busybox").exists():
-        pytest.fail("/bin/busybox is missing: run scripts/ensure-docker.sh (installs busybox-static)", pytrace=False)
+def registry(tmp_path_factory, docker_client):
+    """A real registry (Debian's docker-registry, the reference registry) on loopback: '127.0.0.1:PORT'."""
+    root = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
+    exe = shutil.which("docker-registry")
+    if not exe:
+        pytest.fail("docker-registry is missing: run scripts/ensure-docker.sh", pytrace=False)
+    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=open(root / "log", "w"))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"registry did not start: {(root / 'log').read_text()[-500:]}", pytrace=False)
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def run_bundle(*args, env: dict | None = None, input: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `bundle` command in a new process, as a user would."""
+    return subprocess.run([str(BUNDLE), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def one_line(stderr: str) -> str:
+    """The single line a user-caused error must print (no traceback)."""
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, f"expected one line on stderr, got:\n{stderr}"
+    return lines[0]
+
+
+def gpg_key(home: Path, name: str, expire: str = "never") -> str:
+    """Generate an ed25519 signing key in `home` (created 0700); returns its fingerprint."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+                    "--quick-gen-key", f"{name} <{name.lower().replace(' ', '.')}@example.test>", "ed25519", "sign", expire],
+                   check=True, capture_output=True)
+    out = subprocess.run(["gpg", "--homedir", str(home), "--list-keys", "--with-colons", name],
+                         check=True, capture_output=True, text=True).stdout
+    return [l.split(":")[9] for l in out.splitlines() if l.startswith("fpr:")][0]
+
+
+def export_public(home: Path, fpr: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(subprocess.run(["gpg", "--homedir", str(home), "--armor", "--export", fpr],
+                                    check=True, capture_output=True).stdout)
+    return dest

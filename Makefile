@@ -1,0 +1,31 @@
+# bundle: `make test` (whole suite, real engine/registry/gpg), `make demo` (the story end to end),
+# `make bench` (build/verify/import against docker save|zstd and docker load).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench engine venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+engine:
+	bash scripts/ensure-docker.sh
+
+test: engine venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: engine venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+bench: engine venv
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
