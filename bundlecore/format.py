@@ -461,6 +461,9 @@ def read_head(path: Path) -> Head:
         raise FormatError("truncated", "bundle is truncated (inside the head frame)")
     size = scanner.frame_ends[0]
     try:
+        # zstandard ignores max_output_size when the frame declares its content size: check that first
+        if zstandard.frame_content_size(start[:size]) > MAX_HEAD_TAR:
+            raise FormatError("cap", "head frame declares a decompressed size past its cap")
         raw = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompress(start[:size], max_output_size=MAX_HEAD_TAR)
     except zstandard.ZstdError as e:
         raise FormatError("zstd", f"head frame does not decompress: {e}") from None

@@ -208,9 +208,11 @@ class TrustGate:
 
     # 6 ---------------------------------------------------------------------------------------
     def check_payload(self, path: Path, verified: VerifiedHead, sink: PayloadSink | None = None,
-                      on_bytes: Callable[[int], None] | None = None) -> str:
+                      on_bytes: Callable[[int], None] | None = None,
+                      on_verified: Callable[[str], None] | None = None) -> str:
         """Stream every payload member through sha256 into `sink` (or nowhere), refusing on the
-        first mismatch. Returns the sha256 of the whole bundle file, hashed on the way."""
+        first mismatch; `on_verified(path)` is called once a member has matched. Returns the
+        sha256 of the whole bundle file, hashed on the way."""
         reader = fmt.PayloadReader(path, verified.head, verified.payload)
         try:
             for member, size, chunks in reader.members():
@@ -228,6 +230,8 @@ class TrustGate:
                         out.close()
                 if h.hexdigest() != verified.sums[member]:
                     raise PayloadMismatch(f"{member} does not match its line in the signed SHA256SUMS")
+                if on_verified:
+                    on_verified(member)
         except fmt.FormatError as e:
             raise MalformedBundle(e) from None
         return reader.file_sha256

@@ -8,7 +8,9 @@ and each image ID and tag is checked again once the engine has loaded them.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
 
 import docker
@@ -85,25 +87,77 @@ def check_docker_archive(sink: StagingSink, verified: VerifiedHead) -> list[dict
     return entries
 
 
-def _archive_stream(sink: StagingSink, members: list[str]):
-    """A tar stream of the staged docker archive (paths without the images/ prefix), read in chunks."""
-    for member in members:
-        path = sink.path_of(member)
-        size = path.stat().st_size
-        yield fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0)
-        with open(path, "rb") as f:
-            while chunk := f.read(fmt.CHUNK):
-                yield chunk
-        yield b"\0" * (-size % fmt.BLOCK)
-    yield fmt.TAR_END
+class VerifiedFeed:
+    """Hands verified members from the gate's thread to the `docker load` upload, in order.
+
+    A member is queued only after its sha256 matched (and, for the archive manifest, after
+    check_docker_archive passed), so Docker never receives an unverified byte; if the gate
+    refuses midway, the upload is cut and `docker load`, which reads the whole archive before
+    loading anything, loads nothing."""
+
+    _END = object()
+
+    def __init__(self, sink: StagingSink, verified: VerifiedHead):
+        self.sink = sink
+        self.verified = verified
+        images = verified.manifest["images"]
+        self.wanted = {fmt.DOCKER_ARCHIVE_MANIFEST} | {p for img in images for p in [img["config"], *img["layers"]]}
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+
+    def member_verified(self, member: str) -> None:
+        if member == fmt.DOCKER_ARCHIVE_MANIFEST:
+            check_docker_archive(self.sink, self.verified)
+        if member in self.wanted:
+            self.queue.put(member)
+
+    def run_gate(self, gate_payload_check) -> None:
+        """Thread body: run the payload check; its end (or its refusal) closes the feed."""
+        try:
+            self.sha256 = gate_payload_check(self.member_verified)
+        except BaseException as e:  # handed to the loading side, which re-raises it
+            self.error = e
+        finally:
+            self.queue.put(self._END)
+
+    def tar_stream(self):
+        """The docker archive as a tar stream (paths without images/), each file unlinked once sent."""
+        while (member := self.queue.get()) is not self._END:
+            path = self.sink.path_of(member)
+            size = path.stat().st_size
+            yield fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0)
+            with open(path, "rb") as f:
+                while chunk := f.read(fmt.CHUNK):
+                    yield chunk
+            yield b"\0" * (-size % fmt.BLOCK)
+            path.unlink()
+        if self.error is not None:
+            raise self.error
+        yield fmt.TAR_END
 
 
-def load_images(client, sink: StagingSink, verified: VerifiedHead) -> dict[str, str]:
-    """Stream the verified archive into `docker load`; returns {ref: image ID} after checking both."""
-    images = verified.manifest["images"]
-    members = [fmt.DOCKER_ARCHIVE_MANIFEST] + sorted({p for img in images for p in [img["config"], *img["layers"]]})
+def stage_and_load(client, feed: VerifiedFeed, gate_payload_check) -> tuple[str, dict[str, str]]:
+    """Verify the payload (in a thread) while verified members stream into `docker load`.
+
+    Returns (sha256 of the bundle file, {ref: image ID}); raises the gate's refusal if any."""
+    worker = threading.Thread(target=feed.run_gate, args=(gate_payload_check,), name="payload-gate", daemon=True)
+    worker.start()
     try:
-        events = client.api.load_image(_archive_stream(sink, members))
+        images = _docker_load(client, feed.tar_stream(), feed.verified)
+    except BaseException:
+        worker.join()  # the gate thread only reads the bundle and writes staging: it ends by itself
+        if feed.error is not None:
+            raise feed.error from None
+        raise
+    worker.join()
+    return feed.sha256, images
+
+
+def _docker_load(client, stream, verified: VerifiedHead) -> dict[str, str]:
+    """`docker load` of `stream`; returns {ref: image ID} after checking IDs and tags."""
+    images = verified.manifest["images"]
+    try:
+        events = client.api.load_image(stream)
         loaded = []
         for event in events:
             if "error" in event:

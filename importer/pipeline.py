@@ -19,7 +19,7 @@ from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.timeutil import format_ts, utc_now
 from importer.gate import TrustGate, VerifiedHead
-from importer.load import StagingSink, check_docker_archive, check_free_space, load_images
+from importer.load import StagingSink, VerifiedFeed, check_free_space, stage_and_load
 from importer.state import StateDir
 from importer.trust import TrustStore
 
@@ -98,29 +98,31 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, yes: bool, 
             audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
                          signers=[s.fingerprint for s in head.signers])
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
+            target = m["target"]
+            new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
+            plan = swap.plan_swap(client, state, target, new_id, new_version=m["version"])
+            for line in plan.lines():
+                out(line)
+            if not yes and not dry_run:
+                if confirm is None:
+                    raise UsageProblem("not a terminal: pass --yes to import without confirmation")
+                if not confirm("Go ahead?"):
+                    raise UsageProblem("not confirmed; nothing changed")
             with state.staging() as staging:
                 check_free_space(staging, head.payload_bytes, "staging the payload")
                 sink = StagingSink(staging)
-                progress = Progress("verify+stage", head.payload_bytes, enabled=show_progress)
-                audit["sha256"] = gate.check_payload(path, head, sink, progress)
-                progress.close()
-                check_docker_archive(sink, head)
-                out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) against SHA256SUMS")
-                target = m["target"]
-                new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
-                plan = swap.plan_swap(client, state, target, new_id)
-                for line in plan.lines():
-                    out(line)
+                progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
+                check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
                 if dry_run:
+                    audit["sha256"] = check(VerifiedFeed(sink, head).member_verified)
+                    progress.close()
+                    out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); dry run: nothing loaded or changed")
                     audit["result"] = "dry-run"
                     return {"result": "dry-run", **audit}
-                if not yes:
-                    if confirm is None:
-                        raise UsageProblem("not a terminal: pass --yes to import without confirmation")
-                    if not confirm("Go ahead?"):
-                        raise UsageProblem("not confirmed; nothing changed")
-                images = load_images(client, sink, head)
-                out(f"loaded {', '.join(images)} (image IDs checked)")
+                audit["sha256"], images = stage_and_load(client, VerifiedFeed(sink, head), check)
+                progress.close()
+            out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
+                f"{', '.join(images)} (image IDs checked)")
             record = swap.run_swap(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)

@@ -171,7 +171,7 @@ def _judge_block(gpg, home: Path, block: bytes, signed: bytes, keys: dict, store
         return None, "a signature block holds more than one signature"
     primary = (v.pubkey_fingerprint or "").upper()
     who = primary or (v.fingerprint or v.key_id or "an unknown key")
-    if v.status == "no public key" or (v.key_id and not primary and not v.valid):
+    if v.status == "no public key" or (v.key_id and not primary and not v.valid and v.status != "signature bad"):
         return None, f"signed by {who}, which is not in the trust store {store.directory}"
     if v.key_status:
         return None, f"signed by {who}, whose key {v.key_status.replace('signing key ', '')}"

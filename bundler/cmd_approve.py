@@ -1,0 +1,19 @@
+"""`bundle approve`: parse options, call bundler.approve."""
+
+from pathlib import Path
+
+import click
+
+from bundler.approve import approve as approve_bundle
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--sign-key", required=True, help="Fingerprint of the approver's signing key.")
+@click.option("--gnupghome", envvar="GNUPGHOME", help="Keyring holding the approver's key (default $GNUPGHOME).")
+@click.option("--keys", "keys_dir", type=click.Path(), default=None,
+              help="Trust store holding the builders' public keys, to verify the bundle before signing.")
+def approve(bundle, sign_key, gnupghome, keys_dir):
+    """Verify a bundle, then add your signature to it (rewrites its first frame only)."""
+    digest, before = approve_bundle(bundle, sign_key, gnupghome, keys_dir)
+    click.echo(f"approved {bundle}: signed after {', '.join(before)}; new sha256 {digest}")
