@@ -12,7 +12,6 @@ import errno
 import hashlib
 import os
 import socket
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.progress import Progress
 from bundlecore.schema import first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
+from bundler.dockersave import DockerSaveReader
 from bundler.spec import BuildSpec, image_tag, load_spec
 
 MAX_DOCKER_MANIFEST = 4 << 20
@@ -98,37 +98,27 @@ def _save_stream(client, refs: list[str]):
     return resp
 
 
-def _chunks(f, size: int):
-    left = size
-    while left:
-        chunk = f.read(min(fmt.CHUNK, left))
-        if not chunk:
-            raise EnvironmentProblem("docker save stream ended early")
-        left -= len(chunk)
-        yield chunk
-
-
 def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) -> list[fmt.PayloadFile]:
     """Stream `docker save` into the payload; fills each image's config/layers payload paths."""
     writer = fmt.PayloadWriter(payload_fh, mtime)
     docker_manifest = None
     links: dict[str, str] = {}
     resp = _save_stream(client, sorted({i["ref"] for i in images}))
-    with tarfile.open(fileobj=resp.raw, mode="r|", bufsize=fmt.CHUNK) as tar:
-        for member in tar:
-            name = os.path.normpath(member.name).lstrip("/")
-            if member.issym() or member.islnk():
-                links[name] = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname)) if member.issym() else member.linkname
-                continue
-            if not member.isfile():
-                continue
-            f = tar.extractfile(member)
-            if name == "manifest.json":
-                if member.size > MAX_DOCKER_MANIFEST:
-                    raise EnvironmentProblem("docker save wrote an oversized manifest.json")
-                docker_manifest = fmt.loads_strict_json(f.read(), "docker save manifest.json")
-            elif name != "repositories":
-                writer.add(fmt.PAYLOAD_PREFIX + name, member.size, _chunks(f, member.size), progress)
+    reader = DockerSaveReader(resp.raw)
+    for member in reader.members():
+        name = os.path.normpath(member.name).lstrip("/")
+        if member.kind == "symlink":
+            links[name] = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
+        elif member.kind == "hardlink":
+            links[name] = os.path.normpath(member.linkname)
+        elif member.kind != "file":
+            continue
+        elif name == "manifest.json":
+            if member.size > MAX_DOCKER_MANIFEST:
+                raise EnvironmentProblem("docker save wrote an oversized manifest.json")
+            docker_manifest = fmt.loads_strict_json(b"".join(reader.chunks(member)), "docker save manifest.json")
+        elif name != "repositories":
+            writer.add(fmt.PAYLOAD_PREFIX + name, member.size, reader.chunks(member), progress)
     resp.close()
     if docker_manifest is None:
         raise EnvironmentProblem("docker save wrote no manifest.json")
