@@ -1,0 +1,32 @@
+"""`bundle recover`: finish or undo any swap interrupted by a crash, a kill or a power cut."""
+
+import sys
+
+import click
+
+from bundlecore.errors import UsageProblem
+from importer.options import state_dir_option
+from importer.state import StateDir
+
+
+@click.command("recover")
+@state_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def recover(state_dir, yes):
+    """Bring every application with an interrupted swap back to a healthy version."""
+    from importer import swap
+    state = StateDir(state_dir)
+    client = swap.engine()
+    with state.lock():
+        names = swap.pending(state)
+        if not names:
+            click.echo("no interrupted swap")
+            return
+        click.echo("interrupted swap(s): " + ", ".join(names))
+        if not yes:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise UsageProblem("not a terminal: pass --yes to recover without confirmation")
+            if not click.confirm("Finish or undo them now?", default=True):
+                raise UsageProblem("not confirmed; nothing changed")
+        for line in swap.recover(client, state, out=click.echo):
+            click.echo(line)

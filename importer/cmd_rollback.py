@@ -1,0 +1,33 @@
+"""`bundle rollback NAME`: put the previous generation back (its container and its data)."""
+
+import sys
+
+import click
+
+from bundlecore.errors import UsageProblem
+from importer.options import state_dir_option
+from importer.state import StateDir
+
+
+@click.command("rollback")
+@click.argument("name")
+@state_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rollback(name, state_dir, yes):
+    """Put the previous generation of NAME back, with the data it had when it was replaced."""
+    from importer import swap
+    state = StateDir(state_dir)
+    client = swap.engine()
+    with state.lock():
+        for line in swap.recover(client, state, out=click.echo):
+            click.echo(f"recovered: {line}")
+        plan = swap.plan_rollback(client, state, name)
+        for line in plan.lines():
+            click.echo(line)
+        if not yes:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise UsageProblem("not a terminal: pass --yes to roll back without confirmation")
+            if not click.confirm("Go ahead?", default=False):
+                raise UsageProblem("not confirmed; nothing changed")
+        record = swap.rollback(client, state, plan, out=click.echo)
+    click.echo(f"{name} {record.get('version')} (generation {record.get('generation')}) is running")

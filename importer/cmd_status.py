@@ -1,0 +1,29 @@
+"""`bundle status`: what is installed, which generations are kept, how the last swap ended."""
+
+import json
+
+import click
+
+from importer.options import state_dir_option
+from importer.state import StateDir
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+def status(name, state_dir, as_json):
+    """Show the installed version, previous generations and the last import result."""
+    from importer import swap
+    state = StateDir(state_dir)
+    client = swap.engine_or_none()
+    names = [name] if name else swap.known_apps(state)
+    result = [swap.app_status(client, state, n) for n in names]
+    if as_json:
+        click.echo(json.dumps(result if not name else result[0], indent=2, default=str))
+        return
+    if not result:
+        click.echo(f"nothing installed (state dir {state.root})")
+    for st in result:
+        for line in swap.status_lines(st):
+            click.echo(line)

@@ -1,0 +1,144 @@
+"""kill -9 at every journal step of a swap (and of its undo, and of a recovery), then `bundle
+recover` in a fresh process: the application ends healthy on the old or the new version, with its
+data intact and exactly one container of its name; no backup is lost, no helper left behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from importer import swap
+from importer.swap_data import HELPER_LABEL
+from importer.swap_journal import FORWARD_STEPS, UNDO_STEPS
+from tests.conftest import run_bundle
+from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_images, digest, install,  # noqa: F401
+                                 run_driver, seed_data, served_version, swap_env, target_for)
+
+KILLED = -9
+
+
+def _swap_killed(swap_env, image, sequence, step, when, **target_kw):
+    target = target_for(swap_env, image, **target_kw)
+    r = run_driver("swap", swap_env["state"].root, json.dumps(target), image["id"],
+                   json.dumps(bundle_for(image, sequence)),
+                   env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
+    assert r.returncode == KILLED, f"not killed at {step}/{when}: rc={r.returncode} {r.stderr[-500:]}"
+    assert swap.pending(swap_env["state"]) == [swap_env["name"]]
+
+
+def _recover(swap_env, env=None):
+    r = run_bundle("recover", "--yes", "--state-dir", swap_env["state"].root, env=env)
+    return r
+
+
+def _assert_healthy_on(client, swap_env, version, data_before):
+    name = swap_env["name"]
+    assert swap.pending(swap_env["state"]) == []
+    assert len(containers_named(client, name)) == 1
+    info = client.api.inspect_container(name)
+    assert info["State"]["Running"], info["State"]
+    assert served_version(swap_env) == version
+    rec = swap_env["state"].installed(name)
+    assert rec["version"] == version and rec["container_id"] == info["Id"]
+    after = data_files(client, name)
+    assert digest(after, exclude=("migrations.log",)) == digest(data_before, exclude=("migrations.log",))
+    assert after["data/migrations.log"].startswith(data_before["data/migrations.log"])
+    assert client.api.containers(all=True, filters={"label": HELPER_LABEL}) == []
+    # Parked containers are stopped and cannot come back by themselves.
+    for c in client.api.containers(all=True):
+        if any(n.startswith(f"/{name}.previous-") for n in c["Names"]):
+            parked = client.api.inspect_container(c["Id"])
+            assert not parked["State"]["Running"] and parked["HostConfig"]["RestartPolicy"]["Name"] == "no"
+
+
+def _with_v1(client, swap_env, demo_images):
+    install(client, swap_env, demo_images["v1"], 1)
+    seed_data(client, swap_env["name"])
+    return data_files(client, swap_env["name"])
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", FORWARD_STEPS["upgrade"])
+def test_upgrade_killed_at_each_step_is_recovered(docker_client, swap_env, demo_images, step, when):
+    before = _with_v1(docker_client, swap_env, demo_images)
+    _swap_killed(swap_env, demo_images["v2"], 2, step, when)
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    committed = step in ("commit", "prune")  # the new version had passed its gate: finish it
+    _assert_healthy_on(docker_client, swap_env, "2.0.0" if committed else "1.0.0", before)
+    last = swap.app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
+    assert last["result"] == ("installed" if committed else "rolled back")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", UNDO_STEPS)
+def test_undo_of_a_failed_migration_killed_at_each_step_is_recovered(docker_client, swap_env, demo_images, step, when):
+    before = _with_v1(docker_client, swap_env, demo_images)
+    _swap_killed(swap_env, demo_images["v3"], 3, step, when, timeout=3, attempts=1)
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    _assert_healthy_on(docker_client, swap_env, "1.0.0", before)
+    assert b"3.0.0" not in data_files(docker_client, swap_env["name"])["data/migrations.log"]
+
+
+@pytest.mark.parametrize("step", ["create_new", "start_new", "commit"])
+def test_first_install_killed_is_recovered(docker_client, swap_env, demo_images, step):
+    _swap_killed(swap_env, demo_images["v1"], 1, step, "after")
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    assert swap.pending(swap_env["state"]) == []
+    if step == "commit":
+        assert served_version(swap_env) == "1.0.0" and len(containers_named(docker_client, swap_env["name"])) == 1
+    else:
+        assert containers_named(docker_client, swap_env["name"]) == []
+        assert swap_env["state"].installed(swap_env["name"]) is None
+
+
+def test_recovery_killed_while_restoring_is_recovered_again(docker_client, swap_env, demo_images):
+    before = _with_v1(docker_client, swap_env, demo_images)
+    _swap_killed(swap_env, demo_images["v3"], 3, "start_new", "before", timeout=3, attempts=1)
+    # The broken version never started: make it run (and damage the data) as if the kill came later.
+    name = swap_env["name"]
+    broken = next(c for c in containers_named(docker_client, name))
+    docker_client.api.start(broken["Id"])
+    docker_client.api.wait(broken["Id"], timeout=30)
+    assert "data/important.txt" not in data_files(docker_client, broken["Id"])
+    r = _recover(swap_env, env={"BUNDLE_CRASH_AT": "restore_data", "BUNDLE_CRASH_WHEN": "before"})
+    assert r.returncode == KILLED
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    _assert_healthy_on(docker_client, swap_env, "1.0.0", before)
+
+
+def test_import_refuses_to_swap_over_a_pending_journal(docker_client, swap_env, demo_images):
+    _with_v1(docker_client, swap_env, demo_images)
+    _swap_killed(swap_env, demo_images["v2"], 2, "backup", "after")
+    plan = swap.plan_swap(docker_client, swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+    with pytest.raises(Exception, match="bundle recover"):
+        swap.run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
+    # What `bundle import` does first inside the lock: recover, then swap.
+    install(docker_client, swap_env, demo_images["v2"], 2)
+    assert served_version(swap_env) == "2.0.0" and swap.pending(swap_env["state"]) == []
+
+
+@pytest.mark.parametrize("step,when", [(s, "after") for s in FORWARD_STEPS["rollback"]]
+                         + [("restore_target", "before"), ("rename_target", "before")])
+def test_manual_rollback_killed_at_each_step_is_recovered(docker_client, swap_env, demo_images, step, when):
+    v1_data = _with_v1(docker_client, swap_env, demo_images)
+    install(docker_client, swap_env, demo_images["v2"], 2)
+    name = swap_env["name"]
+    docker_client.api.exec_start(docker_client.api.exec_create(name, ["sh", "-c", "echo v2 > /data/v2-only.txt"]))
+    v2_data = data_files(docker_client, name)
+    r = run_bundle("rollback", name, "--yes", "--state-dir", swap_env["state"].root,
+                   env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
+    assert r.returncode == KILLED, r.stderr
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    if step in ("commit", "prune"):
+        _assert_healthy_on(docker_client, swap_env, "1.0.0", v1_data)
+        assert "data/v2-only.txt" not in data_files(docker_client, name)
+    else:
+        _assert_healthy_on(docker_client, swap_env, "2.0.0", v2_data)
+    # Whatever happened, the other generation is still kept for a later rollback.
+    assert len(swap.app_status(docker_client, swap_env["state"], name)["previous"]) == 1
