@@ -3,8 +3,8 @@
 A bundle is ONE zstd file that decompresses to ONE tar stream (docs/format.md):
 
   frame 1 (the head):  manifest.json, SHA256SUMS, SHA256SUMS.asc      -- no tar end marker
-  frames 2..n:         images/... payload files, in the manifest's order, then the tar end
-                       (exactly two zero blocks) and nothing after it
+  frame 2 (payload):   images/... payload files, in the manifest's order, then the tar end
+                       (exactly two zero blocks) and nothing after it, not even another frame
 
 So a reader can check the signature over SHA256SUMS before it decompresses a byte of payload,
 and a signature can be added by rewriting the first frame only. Every tar member is a regular
@@ -378,8 +378,7 @@ class PayloadWriter:
 
     def close(self) -> None:
         self._writer.write(TAR_END)
-        self._writer.flush(zstandard.FLUSH_FRAME)
-        self._writer.close()
+        self._writer.close()  # ends the one payload frame
 
 
 def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int) -> None:
@@ -576,6 +575,8 @@ class PayloadReader:
                     pass
                 if not scanner.at_frame_boundary:
                     raise FormatError("truncated", "bundle is truncated (inside a zstd frame)")
+                if scanner.frames_ended != 1:
+                    raise FormatError("trailing", f"the payload is {scanner.frames_ended} zstd frames, the format allows one")
                 self.file_sha256 = source.hasher.hexdigest()
             except zstandard.ZstdError as e:
                 raise FormatError("zstd", f"payload does not decompress: {e}") from None

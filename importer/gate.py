@@ -153,6 +153,11 @@ class TrustGate:
         problem = first_error("manifest.schema.json", manifest)
         if problem:
             raise ManifestRefused(f"manifest.json fails its schema {problem}")
+        for key in ("created", "expires"):
+            try:
+                parse_ts(manifest[key])
+            except ValueError:
+                raise ManifestRefused(f"manifest.json {key} {manifest[key]!r} is not a real UTC time") from None
         TrustGate._cross_check(manifest, sums)
         return manifest, sums
 

@@ -7,6 +7,7 @@ and each image ID and tag is checked again once the engine has loaded them.
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import shutil
@@ -21,6 +22,7 @@ from bundlecore.errors import EnvironmentProblem, Refused
 from importer.gate import VerifiedHead
 
 SPACE_MARGIN = 64 << 20
+MAX_ARCHIVE_MANIFEST = 4 << 20
 
 
 class ArchiveRefused(Refused):
@@ -57,9 +59,29 @@ def check_free_space(where: Path, needed: int, what: str) -> None:
             f"not enough free space in {where} for {what}: need {needed + SPACE_MARGIN} bytes, have {free}")
 
 
-def check_docker_archive(sink: StagingSink, verified: VerifiedHead) -> list[dict]:
-    """The staged images/manifest.json may reference only signed configs, layers and tags."""
-    raw = sink.path_of(fmt.DOCKER_ARCHIVE_MANIFEST).read_bytes()
+class ArchiveManifestSink:
+    """For `bundle verify`: keeps only images/manifest.json (in memory, capped), drops the rest."""
+
+    def __init__(self):
+        self.data: bytes | None = None
+
+    def open(self, member: str, size: int):
+        if member != fmt.DOCKER_ARCHIVE_MANIFEST:
+            return None
+        if size > MAX_ARCHIVE_MANIFEST:
+            raise ArchiveRefused(f"{member} is {size} bytes, over its cap of {MAX_ARCHIVE_MANIFEST}")
+        sink = self
+
+        class _Buffer(io.BytesIO):
+            def close(self):
+                sink.data = self.getvalue()
+                super().close()
+
+        return _Buffer()
+
+
+def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
+    """The archive's manifest.json (verified bytes) may reference only signed configs, layers and tags."""
     try:
         entries = fmt.loads_strict_json(raw, "the docker archive manifest.json")
     except fmt.FormatError as e:
@@ -107,7 +129,7 @@ class VerifiedFeed:
 
     def member_verified(self, member: str) -> None:
         if member == fmt.DOCKER_ARCHIVE_MANIFEST:
-            check_docker_archive(self.sink, self.verified)
+            check_docker_archive(self.sink.path_of(member).read_bytes(), self.verified)
         if member in self.wanted:
             self.queue.put(member)
 

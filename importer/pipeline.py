@@ -19,11 +19,13 @@ from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.timeutil import format_ts, utc_now
 from importer.gate import TrustGate, VerifiedHead
-from importer.load import StagingSink, VerifiedFeed, check_free_space, stage_and_load
+from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_docker_archive, check_free_space,
+                           stage_and_load)
 from importer.state import StateDir
 from importer.trust import TrustStore
 
-CHECKS = ["size caps", "tar members", "signatures", "manifest", "platform", "expiry", "sequence", "payload"]
+CHECKS = ["size caps", "tar members", "signatures", "manifest", "platform", "expiry", "sequence", "payload",
+          "docker archive"]
 
 
 @dataclass
@@ -65,7 +67,9 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
         platform = None
     gate, head = _check_head(path, store, state, platform, allow_downgrade)
     progress = Progress("verify", head.payload_bytes, enabled=show_progress)
-    gate.check_payload(path, head, None, progress)
+    archive = ArchiveManifestSink()
+    gate.check_payload(path, head, archive, progress,
+                       lambda member: member == fmt.DOCKER_ARCHIVE_MANIFEST and check_docker_archive(archive.data, head))
     progress.close()
     return Verified(path, head)
 
@@ -88,7 +92,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, yes: bool, 
     client = connect()
     platform = engine_platform(client)
     state.ensure()
-    audit = {"action": "import", "user": getpass.getuser(), "started": format_ts(utc_now()), "bundle": str(path)}
+    audit = {"event": "import", "user": getpass.getuser(), "started": format_ts(utc_now()), "bundle": str(path)}
     try:
         with state.lock():
             for line in swap.recover(client, state, out=out):

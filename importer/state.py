@@ -2,7 +2,8 @@
 
 Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or --state-dir):
   lock                      flock held by the one import/rollback/recover running
-  installed/<name>.json     what is installed for that application (version, sequence, images, ...)
+  sequences/<app>.json      the anti-rollback mark: the highest sequence ever installed for that app
+  installed/<name>.json     what runs as container <name> (version, sequence, images, generation, ...)
   apps/<name>/              per-application working area of the swap (journal, backups, generations)
   staging/<random>/         verified payload of the import in progress, removed afterwards
   audit.log                 append-only JSON lines, one per import/rollback/recover result
@@ -58,11 +59,20 @@ class StateDir:
         atomic_write_json(self.installed_path(name), record)
 
     def highest_sequence(self, name: str) -> int | None:
-        """The anti-rollback high-water mark: the largest sequence ever installed for `name`."""
-        rec = self.installed(name)
-        if not rec:
+        """The anti-rollback high-water mark: the largest sequence ever installed for app `name`."""
+        try:
+            return json.loads((self.root / "sequences" / f"{name}.json").read_text())["highest_sequence"]
+        except FileNotFoundError:
             return None
-        return rec.get("highest_sequence", rec.get("sequence"))
+
+    def raise_sequence(self, name: str, sequence: int) -> None:
+        """Raise the mark of app `name` to `sequence` (never lowers it; safe to repeat)."""
+        current = self.highest_sequence(name)
+        if current is not None and current >= sequence:
+            return
+        self.ensure()
+        (self.root / "sequences").mkdir(mode=0o700, exist_ok=True)
+        atomic_write_json(self.root / "sequences" / f"{name}.json", {"name": name, "highest_sequence": sequence})
 
     # -- per-application working area ----------------------------------------------------
     def app_dir(self, name: str) -> Path:

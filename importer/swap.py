@@ -502,6 +502,9 @@ class ContainerSwap:
             "previous": [_prev_summary(i) for i in gens.previous()], "health": self.d.get("health"),
         }
         self.state.record_installed(name, record)
+        app = (self.d.get("bundle") or {}).get("name")
+        if app and isinstance(new.get("sequence"), int):  # the gate's anti-rollback mark, keyed by app name
+            self.state.raise_sequence(app, new["sequence"])
 
     def prune(self):
         """Drop generations beyond `keep` (container, backup, image), and backups nobody refers to."""
@@ -777,6 +780,8 @@ def _record_unchanged(client, state: StateDir, plan: SwapPlan, bundle: dict) -> 
                 "images": bundle.get("images") or rec.get("images"), "bundle_sha256": bundle.get("sha256"),
                 "signers": bundle.get("signers")})
     state.record_installed(plan.name, rec)
+    if bundle.get("name") and isinstance(bundle.get("sequence"), int):
+        state.raise_sequence(bundle["name"], bundle["sequence"])
     state.audit({"event": "upgrade", "name": plan.name, "result": "unchanged", "user": _who(), "uid": os.getuid(),
                  "at": now(), "bundle_sha256": bundle.get("sha256"), "signers": bundle.get("signers"),
                  "old_version": plan.old.get("version"), "new_version": bundle.get("version"), "duration_s": 0})

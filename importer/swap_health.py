@@ -100,6 +100,8 @@ class HealthGate:
             st = info["State"]
             if not st.get("Running") or st.get("Restarting") or info.get("RestartCount", 0) != restarts \
                     or st.get("StartedAt") != started_at:
+                if st.get("Running") or st.get("Restarting"):  # its restart policy brought it back
+                    return False, "the container exited and was restarted by its restart policy"
                 return False, f"the container exited (code {st.get('ExitCode')})"
             if kind:
                 ok, last = self._probe(client, cid, kind)

@@ -137,11 +137,9 @@ def data_files(client, container: str, path: str = "/data") -> dict[str, bytes]:
     return out
 
 
-def digest(files: dict[str, bytes], exclude: tuple[str, ...] = ()) -> str:
+def digest(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for name in sorted(files):
-        if name.split("/")[-1] in exclude:
-            continue
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return h.hexdigest()
 
