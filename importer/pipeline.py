@@ -1,8 +1,10 @@
 """What `bundle verify` and `bundle import` do, end to end, over the gate, the loader and the swap.
 
-import: lock -> finish any interrupted swap -> gate steps 1-5 -> free space -> gate step 6 into
-staging -> docker archive check -> plan + confirmation -> docker load -> image check -> swap.
-Nothing reaches Docker before the whole payload has been verified; staging is removed after.
+import: lock -> finish any interrupted swap -> gate rules 1-5 (head) -> plan + confirmation ->
+free space -> gate rule 6 (payload) into staging, each verified member streaming on into
+`docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
+member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
+`docker load` (which reads the whole archive before loading) loads nothing. Staging is removed after.
 """
 
 from __future__ import annotations

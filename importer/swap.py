@@ -679,6 +679,18 @@ def _prev_summary(item: dict) -> dict:
 
 # -- entry points -------------------------------------------------------------------------
 
+def _displaced(plan: SwapPlan, info: dict, gen: int) -> dict:
+    """The journal's record of the container being replaced: enough to park, back up and restore it."""
+    return {
+        "id": info["Id"], "generation": gen, "parked_name": _parked_name(plan.name, gen),
+        "image_id": info["Image"], "image_ref": info["Config"].get("Image"),
+        "version": plan.old.get("version"), "sequence": plan.old.get("sequence"),
+        "was_running": bool(info["State"].get("Running")),
+        "restart_policy": info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+        "mounts": swap_data.backed_up_mounts(info), "backup_dir": f"generations/{gen}",
+    }
+
+
 def _begin_journal(state: StateDir, plan: SwapPlan, bundle: dict, keep: int, helper: str | None,
                    kind: str) -> SwapJournal:
     from importer.swap_journal import FORWARD_STEPS
@@ -733,14 +745,7 @@ def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int
             old_gen = new_gen
             new_gen = gens.allocate()
             new["generation"] = new_gen
-        d["old"] = {
-            "id": old_info["Id"], "generation": old_gen, "parked_name": _parked_name(plan.name, old_gen),
-            "image_id": old_info["Image"], "image_ref": old_info["Config"].get("Image"),
-            "version": plan.old.get("version"), "sequence": plan.old.get("sequence"),
-            "was_running": bool(old_info["State"].get("Running")),
-            "restart_policy": old_info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-            "mounts": swap_data.backed_up_mounts(old_info), "backup_dir": f"generations/{old_gen}",
-        }
+        d["old"] = _displaced(plan, old_info, old_gen)
     d["new"] = new
     gens.save()  # the allocated generation numbers are never reused
     j.mark("begin", "started")
@@ -838,15 +843,7 @@ def rollback(client, state: StateDir, plan: SwapPlan, *, health: dict | None = N
     cur_info = client.api.inspect_container(plan.old["id"])
     cur = gens.current
     old_gen = cur["generation"] if cur and cur.get("container_id") == cur_info["Id"] else gens.allocate()
-    d["old"] = {
-        "id": cur_info["Id"], "generation": old_gen, "parked_name": _parked_name(plan.name, old_gen),
-        "image_id": cur_info["Image"], "image_ref": cur_info["Config"].get("Image"),
-        "version": plan.old.get("version"), "sequence": plan.old.get("sequence"),
-        "was_running": bool(cur_info["State"].get("Running")),
-        "restart_policy": cur_info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-        "mounts": swap_data.backed_up_mounts(cur_info), "backup_dir": f"generations/{old_gen}",
-        "bundle": (cur or {}).get("bundle"),
-    }
+    d["old"] = dict(_displaced(plan, cur_info, old_gen), bundle=(cur or {}).get("bundle"))
     d["new"] = {
         "id": target_item["container_id"], "generation": target_item["generation"],
         "parked_name": target_item["parked_name"], "image_id": target_item["image_id"],
