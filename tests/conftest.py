@@ -20,6 +20,9 @@ import docker
 import pytest
 import requests
 
+# Real keys (tests/keys.py) and crafted bundle variants (tests/craft.py), shared by the suites.
+pytest_plugins = ["tests.keys", "tests.craft"]
+
 REPO = Path(__file__).resolve().parent.parent
 APP_CONTEXT = REPO / "examples" / "demo" / "app"
 BUNDLE = Path(os.environ.get("BUNDLE_BIN") or Path(sys.executable).parent / "bundle")
@@ -140,21 +143,3 @@ def one_line(stderr: str) -> str:
     lines = [l for l in stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, f"expected one line on stderr, got:\n{stderr}"
     return lines[0]
-
-
-def gpg_key(home: Path, name: str, expire: str = "never") -> str:
-    """Generate an ed25519 signing key in `home` (created 0700); returns its fingerprint."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-                    "--quick-gen-key", f"{name} <{name.lower().replace(' ', '.')}@example.test>", "ed25519", "sign", expire],
-                   check=True, capture_output=True)
-    out = subprocess.run(["gpg", "--homedir", str(home), "--list-keys", "--with-colons", name],
-                         check=True, capture_output=True, text=True).stdout
-    return [l.split(":")[9] for l in out.splitlines() if l.startswith("fpr:")][0]
-
-
-def export_public(home: Path, fpr: str, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(subprocess.run(["gpg", "--homedir", str(home), "--armor", "--export", fpr],
-                                    check=True, capture_output=True).stdout)
-    return dest

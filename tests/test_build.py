@@ -12,14 +12,14 @@ import zstandard
 
 from bundlecore import format as fmt
 from bundlecore.schema import first_error
-from tests.conftest import export_public, gpg_key, one_line, run_bundle
+from tests.conftest import one_line, run_bundle
+from tests.keys import KeyFactory, gpg
+
 
 
 @pytest.fixture(scope="session")
-def builder_key(tmp_path_factory):
-    home = tmp_path_factory.mktemp("builder") / "gnupg"
-    fpr = gpg_key(home, "Builder")
-    return home, fpr
+def builder_key(pgp_keys):
+    return pgp_keys.builder.home, pgp_keys.builder.fpr
 
 
 def write_spec(path: Path, images: list[str], name: str = "app", version: str = "1.0.0", extra: str = "") -> Path:
@@ -167,7 +167,7 @@ def test_unreachable_registry_is_an_environment_error(tmp_path, builder_key, doc
     assert not (tmp_path / "o.zst").exists()
 
 
-def test_unknown_expired_and_revoked_signing_keys_stop_the_build_first(tmp_path, local_app, builder_key):
+def test_unknown_expired_and_revoked_signing_keys_stop_the_build_first(tmp_path, local_app, builder_key, pgp_keys):
     tag, _ = local_app
     spec = write_spec(tmp_path / "s.toml", [tag])
     out = tmp_path / "o.zst"
@@ -175,17 +175,17 @@ def test_unknown_expired_and_revoked_signing_keys_stop_the_build_first(tmp_path,
     r = run_bundle("build", spec, "-o", out, "--sign-key", "0" * 40, "--gnupghome", home, "--local")
     assert r.returncode == 2 and "is not in the keyring" in one_line(r.stderr)
 
-    ehome = tmp_path / "expiring"
-    efpr = gpg_key(ehome, "Expiring", expire="seconds=1")
-    rhome = tmp_path / "revoked"
-    rfpr = gpg_key(rhome, "Revoked")
-    rev = (rhome / "openpgp-revocs.d" / f"{rfpr}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
-    subprocess.run(["gpg", "--homedir", rhome, "--batch", "--import"], input=rev.encode(), check=True, capture_output=True)
-    import time
-    time.sleep(1.5)
-    for home_, fpr, word in ((ehome, efpr, "expired"), (rhome, rfpr, "revoked")):
-        r = run_bundle("build", spec, "-o", out, "--sign-key", fpr, "--gnupghome", home_, "--local")
-        assert r.returncode == 2 and f"is {word}" in one_line(r.stderr), r.stderr
+    # a keyring where the builder's own key has been revoked (its revocation certificate imported)
+    factory = KeyFactory(tmp_path / "revoking")
+    revoked = factory.generate("selfrevoked")
+    cert = (factory.home / "openpgp-revocs.d" / f"{revoked.fpr}.rev").read_bytes()
+    gpg(factory.home, "--import", input=cert.replace(b":-----BEGIN", b"-----BEGIN"))
+    try:
+        for key, word in ((pgp_keys.expired, "expired"), (revoked, "revoked")):
+            r = run_bundle("build", spec, "-o", out, "--sign-key", key.fpr, "--gnupghome", key.home, "--local")
+            assert r.returncode == 2 and f"is {word}" in one_line(r.stderr), r.stderr
+    finally:
+        factory.close()
     assert list(tmp_path.glob("*.zst*")) == [] and list(tmp_path.glob(".o.zst*")) == []
 
 

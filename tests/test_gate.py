@@ -26,7 +26,6 @@ pytest.register_assert_rewrite("tests.keys", "tests.craft")
 from tests.craft import (IMAGE_REPO, EngineSnapshot, Member, damaged, resign, run_bundle, sha256,  # noqa: E402
                          snapshot_dir, zstd_frame)
 
-pytest_plugins = ["tests.keys", "tests.craft"]
 
 SKIPPABLE = struct.pack("<II", 0x184D2A50, 4) + b"skip"
 

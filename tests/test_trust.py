@@ -14,7 +14,6 @@ pytest.register_assert_rewrite("tests.keys")
 
 from tests.keys import gpg  # noqa: E402
 
-pytest_plugins = ["tests.keys"]
 
 SUMS = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef  manifest.json\n"
 OTHER_SUMS = b"fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210  manifest.json\n"
