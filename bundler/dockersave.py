@@ -5,6 +5,8 @@ extensions Go's archive/tar writes and reports links and directories instead of 
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -55,13 +57,54 @@ def _pax(body: bytes) -> dict[str, str]:
     return out
 
 
+class Prefetcher:
+    """Reads `raw` ahead on its own thread (a few MiB at most), so receiving the stream overlaps
+    with hashing and compressing it. `read(n)` returns exactly n bytes unless the stream ends."""
+
+    def __init__(self, raw: BinaryIO, depth: int = 8):
+        self._raw = raw
+        self._chunks: queue.Queue = queue.Queue(maxsize=depth)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        threading.Thread(target=self._run, name="docker-save-reader", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while chunk := self._raw.read(CHUNK):
+                self._chunks.put(chunk)
+            self._chunks.put(b"")
+        except BaseException as e:  # handed to the reading side
+            self._chunks.put(e)
+
+    def _next(self) -> bool:
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            raise EnvironmentProblem(f"reading the docker save stream failed: {item}")
+        if not item:
+            self._eof = True
+            return False
+        self._buf, self._pos = item, 0
+        return True
+
+    def read(self, n: int) -> bytes:
+        if self._pos == len(self._buf) and (self._eof or not self._next()):
+            return b""
+        if self._pos == 0 and n >= len(self._buf):  # a whole chunk: hand it over without copying
+            self._pos = len(self._buf)
+            return self._buf
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+
 class DockerSaveReader:
     """Iterate members; for files, `chunks(member)` must be consumed before the next member."""
 
     KINDS = {b"0": "file", b"\0": "file", b"7": "file", b"2": "symlink", b"1": "hardlink", b"5": "dir"}
 
     def __init__(self, raw: BinaryIO):
-        self.raw = raw
+        self.raw = Prefetcher(raw)
 
     def members(self) -> Iterator[SavedMember]:
         pax: dict[str, str] = {}

@@ -49,7 +49,44 @@ class StagingSink:
     def open(self, member: str, size: int):
         target = self.path_of(member)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb", buffering=fmt.CHUNK)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        return _BackgroundWriter(fd)
+
+
+class _BackgroundWriter:
+    """Writes a staged file on its own thread, so decompressing and hashing go on meanwhile;
+    a few chunks in flight at most. `close()` returns once every byte is written."""
+
+    def __init__(self, fd: int, depth: int = 4):
+        self._fd = fd
+        self._chunks: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="staging-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except BaseException as e:
+            self._error = e
+            while self._chunks.get() is not None:  # keep draining so the producer never blocks
+                pass
+        finally:
+            os.close(self._fd)
+
+    def write(self, chunk: bytes) -> None:
+        if self._error:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error:
+            raise self._error
 
 
 def check_free_space(where: Path, needed: int, what: str) -> None:
