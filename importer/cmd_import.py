@@ -1,12 +1,11 @@
 """`bundle import`: the gate, then loading, then the swap."""
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from importer.options import json_option, keys_option, state_dir_option
+from importer.options import json_option, keys_option, require_confirmation, state_dir_option
 from importer.pipeline import import_bundle
 from importer.state import StateDir
 from importer.trust import TrustStore
@@ -23,11 +22,10 @@ from importer.trust import TrustStore
 @json_option
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, keep, as_json):
     """Verify a bundle, load its images and swap the running application."""
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     out = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     result = import_bundle(
-        bundle, TrustStore.load(keys_dir), StateDir(state_dir), yes=yes, dry_run=dry_run,
+        bundle, TrustStore.load(keys_dir), StateDir(state_dir), dry_run=dry_run,
         allow_downgrade=allow_downgrade, keep=keep, out=out,
-        confirm=(lambda q: click.confirm(q, default=False)) if interactive else None)
+        confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -1,11 +1,8 @@
 """`bundle recover`: finish or undo any swap interrupted by a crash, a kill or a power cut."""
 
-import sys
-
 import click
 
-from bundlecore.errors import UsageProblem
-from importer.options import state_dir_option
+from importer.options import require_confirmation, state_dir_option
 from importer.state import StateDir
 
 
@@ -23,10 +20,6 @@ def recover(state_dir, yes):
             click.echo("no interrupted swap")
             return
         click.echo("interrupted swap(s): " + ", ".join(names))
-        if not yes:
-            if not (sys.stdin.isatty() and sys.stdout.isatty()):
-                raise UsageProblem("not a terminal: pass --yes to recover without confirmation")
-            if not click.confirm("Finish or undo them now?", default=True):
-                raise UsageProblem("not confirmed; nothing changed")
+        require_confirmation(yes, "Finish or undo them now?", "recover")
         for line in swap.recover(client, state, out=click.echo):
             click.echo(line)

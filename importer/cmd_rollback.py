@@ -1,11 +1,8 @@
 """`bundle rollback NAME`: put the previous generation back (its container and its data)."""
 
-import sys
-
 import click
 
-from bundlecore.errors import UsageProblem
-from importer.options import state_dir_option
+from importer.options import require_confirmation, state_dir_option
 from importer.state import StateDir
 
 
@@ -24,10 +21,6 @@ def rollback(name, state_dir, yes):
         plan = swap.plan_rollback(client, state, name)
         for line in plan.lines():
             click.echo(line)
-        if not yes:
-            if not (sys.stdin.isatty() and sys.stdout.isatty()):
-                raise UsageProblem("not a terminal: pass --yes to roll back without confirmation")
-            if not click.confirm("Go ahead?", default=False):
-                raise UsageProblem("not confirmed; nothing changed")
+        require_confirmation(yes, "Go ahead?", "roll back")
         record = swap.rollback(client, state, plan, out=click.echo)
     click.echo(f"{name} {record.get('version')} (generation {record.get('generation')}) is running")

@@ -83,10 +83,11 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def import_bundle(path: Path, store: TrustStore, state: StateDir, *, yes: bool, dry_run: bool,
-                  allow_downgrade: bool = False, keep: int = 2, confirm: Callable[[str], bool] | None = None,
+def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
+                  allow_downgrade: bool = False, keep: int = 2, confirm: Callable[[], None] = lambda: None,
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
-    """Gate, load and swap one bundle. Returns a summary; raises BundleError subclasses."""
+    """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
+    run) and raises to stop. Returns a summary; raises BundleError subclasses."""
     from importer import swap  # the swap is the last stage; imported here to keep verify light
 
     path = _existing(path)
@@ -109,11 +110,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, yes: bool, 
             plan = swap.plan_swap(client, state, target, new_id, new_version=m["version"])
             for line in plan.lines():
                 out(line)
-            if not yes and not dry_run:
-                if confirm is None:
-                    raise UsageProblem("not a terminal: pass --yes to import without confirmation")
-                if not confirm("Go ahead?"):
-                    raise UsageProblem("not confirmed; nothing changed")
+            if not dry_run:
+                confirm()
             with state.staging() as staging:
                 check_free_space(staging, head.payload_bytes, "staging the payload")
                 sink = StagingSink(staging)
