@@ -34,6 +34,7 @@ import docker
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.progress import human
 from importer import swap_data
 from importer.state import StateDir
 from importer.swap_config import describe_mount, recreate_config, run_config
@@ -217,13 +218,7 @@ class SwapPlan:
 
 
 def _human(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return "?" if n is None else human(n)
 
 
 def _image_ref_for(client, target_ref: str, image_id: str) -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.timeutil import format_ts, utc_now
 
 # Forward steps of each kind of swap, in order. "commit" is the point after which recovery
 # finishes the swap instead of undoing it (the new version passed its health gate).
@@ -35,7 +35,7 @@ ALL_STEPS = sorted({s for steps in FORWARD_STEPS.values() for s in steps} | set(
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return format_ts(utc_now())
 
 
 class SwapJournal:

@@ -20,8 +20,9 @@ import docker
 import pytest
 import requests
 
-# Real keys (tests/keys.py) and crafted bundle variants (tests/craft.py), shared by the suites.
-pytest_plugins = ["tests.keys", "tests.craft"]
+# Real keys (tests/keys.py), crafted bundle variants (tests/craft.py) and the swap's scenario
+# fixtures (tests/swap_fixtures.py), shared by the suites.
+pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 APP_CONTEXT = REPO / "examples" / "demo" / "app"

@@ -1,6 +1,5 @@
 """Pure functions of the spec: pinning, durations, and the issue's example spec as written."""
 
-import textwrap
 
 import pytest
 

@@ -12,8 +12,8 @@ import pytest
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from importer import swap, swap_data
 from tests.conftest import one_line, run_bundle
-from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_images, digest, install,  # noqa: F401
-                                 seed_data, served_version, swap_env, target_for, wait_until)
+from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
+                                 seed_data, served_version, target_for, wait_until)
 
 QUIET = dict(out=lambda s: None)
 

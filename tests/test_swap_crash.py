@@ -12,8 +12,8 @@ from importer import swap
 from importer.swap_data import HELPER_LABEL
 from importer.swap_journal import FORWARD_STEPS, UNDO_STEPS
 from tests.conftest import run_bundle
-from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_images, digest, install,  # noqa: F401
-                                 run_driver, seed_data, served_version, swap_env, target_for)
+from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
+                                 run_driver, seed_data, served_version, target_for)
 
 KILLED = -9
 
