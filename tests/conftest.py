@@ -12,8 +12,11 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -133,10 +136,48 @@ def registry(tmp_path_factory, docker_client):
     proc.wait(timeout=10)
 
 
-def run_bundle(*args, env: dict | None = None, input: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real `bundle` command in a new process, as a user would."""
-    return subprocess.run([str(BUNDLE), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+@dataclass
+class CliResult:
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+    maxrss_mib: float
+    seconds: float
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    @property
+    def returncode(self) -> int:  # as subprocess.CompletedProcess names it
+        return self.code
+
+    def __str__(self) -> str:
+        return (f"`bundle {' '.join(self.args)}` exited {self.code}\n--- stdout\n{self.stdout}"
+                f"--- stderr\n{self.stderr}")
+
+
+def run_bundle(*args, timeout: float = 600, env: dict | None = None) -> CliResult:
+    """Run the installed `bundle` command; returns exit code, output, and the child's own peak RSS
+    (os.wait4 gives the rusage of exactly this child)."""
+    args = [str(a) for a in args]
+    environ = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_KEYS", "BUNDLE_STATE_DIR")}
+    environ.update(env or {})
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen([str(BUNDLE), *args], stdin=devnull, stdout=out, stderr=err, env=environ)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return CliResult(args, proc.returncode, out.read().decode(errors="replace"),
+                         err.read().decode(errors="replace"), usage.ru_maxrss / 1024, time.monotonic() - started)
 
 
 def one_line(stderr: str) -> str:

@@ -25,11 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,54 +35,14 @@ import pytest
 import zstandard
 
 from bundlecore import format as fmt
+from tests.conftest import CliResult, run_bundle  # noqa: F401  (re-exported for the gate tests)
 
-BUNDLE_CLI = Path(os.environ.get("BUNDLE_BIN") or Path(sys.executable).with_name("bundle"))
 IMAGE_REPO = "bundle-gate-test/app"
 
 
 # ---------------------------------------------------------------------------------------------
 # running the CLI
 # ---------------------------------------------------------------------------------------------
-
-@dataclass
-class CliResult:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    maxrss_mib: float
-    seconds: float
-
-    @property
-    def stderr_lines(self) -> list[str]:
-        return self.stderr.splitlines()
-
-    def __str__(self) -> str:
-        return (f"`bundle {' '.join(self.args)}` exited {self.code}\n--- stdout\n{self.stdout}"
-                f"--- stderr\n{self.stderr}")
-
-
-def run_bundle(*args, timeout: float = 120, env: dict | None = None) -> CliResult:
-    """Run the installed `bundle` command; returns exit code, output, and the child's own peak RSS
-    (os.wait4 gives the rusage of exactly this child)."""
-    args = [str(a) for a in args]
-    environ = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_KEYS", "BUNDLE_STATE_DIR")}
-    environ.update(env or {})
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([str(BUNDLE_CLI), *args], stdin=devnull, stdout=out, stderr=err, env=environ)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return CliResult(args, proc.returncode, out.read().decode(errors="replace"),
-                         err.read().decode(errors="replace"), usage.ru_maxrss / 1024, time.monotonic() - started)
-
 
 # ---------------------------------------------------------------------------------------------
 # tar members and frames

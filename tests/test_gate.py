@@ -187,6 +187,17 @@ def test_dry_run_import_of_a_good_bundle_loads_nothing(gate):
     assert event["result"] == "dry-run"
 
 
+def test_unattended_import_without_yes_is_refused_and_changes_nothing(gate):
+    before = EngineSnapshot.take(gate.client, gate.base.target_name)
+    r = run_bundle("import", gate.base.path, "--keys", gate.keys_dir, "--state-dir", gate.state_dir)
+    assert r.code == 2, str(r)
+    assert r.stderr_lines[-1] == "error: not a terminal: pass --yes to import without confirmation", str(r)
+    after = EngineSnapshot.take(gate.client, gate.base.target_name)
+    assert gate.base.image["id"] not in after.image_ids
+    assert after.containers == before.containers and after.tags == before.tags
+    assert not (gate.state_dir / "staging").exists() or not any((gate.state_dir / "staging").iterdir())
+
+
 # =============================================================================================
 # rule 1: zstd framing, caps, truncation, trailing bytes
 # =============================================================================================
