@@ -261,6 +261,12 @@ def test_skippable_zstd_frame_appended_is_refused(gate):
     gate.refused(bad, "zstd", "skippable zstd frame")
 
 
+def test_empty_zstd_frame_appended_is_refused(gate):
+    """It would change nothing that is read, but the file would no longer be the one signed for."""
+    bad = damaged(gate.base.path, gate.path("empty-frame"), append=zstandard.ZstdCompressor().compress(b""))
+    gate.refused(bad, "trailing data", "the payload is 2 zstd frames, the format allows one")
+
+
 def test_skippable_zstd_frame_between_head_and_payload_is_refused(gate):
     v = gate.variant()
     v.between = SKIPPABLE
