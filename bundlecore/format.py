@@ -49,7 +49,6 @@ MAX_SIGNATURE_BLOCKS = 16
 MAX_HEAD_TAR = MAX_MANIFEST + MAX_SUMS + MAX_SIGNATURES + 6 * 512
 MAX_HEAD_FRAME = MAX_HEAD_TAR + (64 << 10)  # compressed head is never larger than this
 MAX_WINDOW = 1 << 25  # decoder memory bound; the writer stays well under it
-MAX_PAYLOAD_FILES = 100_000
 
 BLOCK = 512
 TAR_END = b"\0" * (2 * BLOCK)
@@ -339,7 +338,7 @@ class PayloadWriter:
     """Streams payload files through sha256 and zstd into `fh`, in the order they are added.
 
     Compression runs on zstd's own worker threads, so hashing, compressing and the producer
-    (docker save) overlap; memory stays at a few MiB whatever the file sizes."""
+    (docker save) overlap; memory stays flat whatever the file sizes."""
 
     def __init__(self, fh: BinaryIO, mtime: int, level: int = COMPRESSION_LEVEL, threads: int = -1):
         # Small jobs keep the worker threads' buffers (and so the RSS) small at no cost in ratio;
