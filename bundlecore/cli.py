@@ -63,9 +63,9 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
+    except click.ClickException as e:  # bad options or arguments: one line too (see --help)
+        click.echo(f"error: {e.format_message()} (see 'bundle --help')", err=True)
+        sys.exit(e.exit_code)
     except BundleError as e:
         if debug:
             traceback.print_exc()

@@ -12,7 +12,7 @@ from importer.trust import TrustStore
 
 
 @click.command("import")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @keys_option
 @state_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")

@@ -12,12 +12,10 @@ from importer.trust import signature_key_ids
 
 
 @click.command("inspect")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def inspect_cmd(bundle, as_json):
     """Show a bundle's manifest summary from its first frame only. NOTHING here is verified."""
-    if not Path(bundle).is_file():
-        raise UsageProblem(f"bundle {bundle} not found")
     try:
         head = fmt.read_head(bundle)
         m = fmt.loads_strict_json(head.manifest, "manifest.json")

@@ -12,7 +12,7 @@ from importer.trust import TrustStore
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @keys_option
 @state_dir_option
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one.")

@@ -216,3 +216,13 @@ def test_inspect_reads_the_head_and_says_nothing_is_verified(tmp_path, local_app
     assert info["signers_unverified"] == [builder_key[1]]
     text = run_bundle("inspect", out).stdout
     assert "NOT verified" in text and tag in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["build", "-o", "x.zst"], "Missing option '--sign-key'"),
+    (["verify", "/nonexistent.zst"], "does not exist"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args, needle):
+    r = run_bundle(*args)
+    assert r.code == 2 and needle in one_line(r.stderr)
