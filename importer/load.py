@@ -8,6 +8,7 @@ and each image ID and tag is checked again once the engine has loaded them.
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import shutil
@@ -37,16 +38,51 @@ class LoadedImageMismatch(Refused):
     check = "loaded images"
 
 
-class StagingSink:
-    """Writes verified payload files under a private staging directory, never outside it."""
+def docker_archive_members(verified: VerifiedHead) -> set[str]:
+    """What `docker load` needs of the payload: the archive manifest, the configs, the layers."""
+    images = verified.manifest["images"]
+    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {p for img in images for p in [img["config"], *img["layers"]]}
 
-    def __init__(self, root: Path):
+
+def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
+    """Payload paths of layers the engine already has, with the same chain of diff IDs below them.
+
+    `docker load` skips such a layer without opening its file, so it is verified like every
+    member but neither staged nor sent: an upgrade moves only the layers that changed. Only on
+    the classic layer store, whose skip rule this is; the containerd image store gets everything."""
+    info = client.info()
+    if info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []):
+        return set()
+    chains = set()
+    for summary in client.api.images(all=True):
+        try:
+            diff_ids = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
+        except docker.errors.NotFound:  # removed meanwhile
+            continue
+        chains.update(tuple(diff_ids[:k]) for k in range(1, len(diff_ids) + 1))
+    needed, layers = set(), set()
+    for img in verified.manifest["images"]:
+        for k, path in enumerate(img["layers"]):
+            layers.add(path)
+            if tuple(img["diff_ids"][:k + 1]) not in chains:
+                needed.add(path)
+    return layers - needed
+
+
+class StagingSink:
+    """Writes the verified payload files named in `keep` under a private staging directory,
+    never outside it; other members are verified and dropped."""
+
+    def __init__(self, root: Path, keep: set[str]):
         self.root = Path(root)
+        self.keep = keep
 
     def path_of(self, member: str) -> Path:
         return self.root / member
 
     def open(self, member: str, size: int):
+        if member not in self.keep:
+            return None
         target = self.path_of(member)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -159,15 +195,13 @@ class VerifiedFeed:
     def __init__(self, sink: StagingSink, verified: VerifiedHead):
         self.sink = sink
         self.verified = verified
-        images = verified.manifest["images"]
-        self.wanted = {fmt.DOCKER_ARCHIVE_MANIFEST} | {p for img in images for p in [img["config"], *img["layers"]]}
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
 
     def member_verified(self, member: str) -> None:
         if member == fmt.DOCKER_ARCHIVE_MANIFEST:
             check_docker_archive(self.sink.path_of(member).read_bytes(), self.verified)
-        if member in self.wanted:
+        if member in self.sink.keep:
             self.queue.put(member)
 
     def run_gate(self, gate_payload_check) -> None:

@@ -22,7 +22,7 @@ from bundlecore.progress import Progress
 from bundlecore.timeutil import format_ts, utc_now
 from importer.gate import TrustGate, VerifiedHead
 from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_docker_archive, check_free_space,
-                           stage_and_load)
+                           docker_archive_members, layers_in_engine, stage_and_load)
 from importer.state import StateDir
 from importer.trust import TrustStore
 
@@ -112,9 +112,13 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 out(line)
             if not dry_run:
                 confirm()
+            # a dry run stages only the archive manifest (to check it); an import what docker load needs
+            in_engine = set() if dry_run else layers_in_engine(client, head)
+            to_stage = {fmt.DOCKER_ARCHIVE_MANIFEST} if dry_run else docker_archive_members(head) - in_engine
             with state.staging() as staging:
-                check_free_space(staging, head.payload_bytes, "staging the payload")
-                sink = StagingSink(staging)
+                sizes = {p["path"]: p["size"] for p in m["payload"]}
+                check_free_space(staging, sum(sizes[p] for p in to_stage), "staging the payload")
+                sink = StagingSink(staging, to_stage)
                 progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
                 check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
                 if dry_run:
@@ -126,7 +130,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 audit["sha256"], images = stage_and_load(client, VerifiedFeed(sink, head), check)
                 progress.close()
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
-                f"{', '.join(images)} (image IDs checked)")
+                f"{', '.join(images)} (image IDs checked)"
+                + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
             record = swap.run_swap(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)
