@@ -4,7 +4,9 @@ import: lock -> finish any interrupted swap -> gate rules 1-5 (head) -> plan + c
 free space -> gate rule 6 (payload) into staging, each verified member streaming on into
 `docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
 member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
-`docker load` (which reads the whole archive before loading) loads nothing. Staging is removed after.
+`docker load` (which reads the whole archive before loading) loads nothing. Every member is
+hashed, but layers the engine already has are neither staged nor sent (docker load skips them),
+so an upgrade moves only what changed. Staging is removed after.
 """
 
 from __future__ import annotations
