@@ -14,15 +14,18 @@ say "Clean slate: $work, container 'demo', volume 'demo-data'"
 docker rm -f demo demo.previous >/dev/null 2>&1 || true
 docker ps -aq --filter name='^/demo\.' | xargs -r docker rm -f >/dev/null
 docker volume rm demo-data >/dev/null 2>&1 || true
+docker rmi demo/app:1.0.0 demo/app:2.0.0 demo/app:3.0.0 >/dev/null 2>&1 || true  # a previous run's images
+gpgconf --homedir "$work/gnupg" --kill all 2>/dev/null || true  # a previous run's gpg-agent
 rm -rf "$work" && mkdir -p "$work/keys" && mkdir -m 700 "$work/gnupg"
+trap 'gpgconf --homedir "$work/gnupg" --kill all 2>/dev/null || true' EXIT
 
 say "Internet side: a builder key, three releases of the app (v3 has a bad migration)"
-gpg --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'Demo Builder <builder@example.test>' ed25519 sign never 2>/dev/null
-fpr=$(gpg --list-keys --with-colons | awk -F: '/^fpr/{print $10; exit}')
+gpg --batch --quiet --pinentry-mode loopback --passphrase '' --quick-gen-key 'Demo Builder <builder@example.test>' ed25519 sign never
+fpr=$(gpg --list-keys --with-colons 2>/dev/null | awk -F: '/^fpr/{print $10; exit}')
 gpg --armor --export "$fpr" > "$work/keys/builder.asc"
 echo "builder key $fpr (its public half is the intranet's trust store: $work/keys)"
 for v in 1 2 3; do
-    "$here/examples/demo/build-app.sh" "demo/app:$v.0.0" "$v.0.0" $([ $v = 3 ] && echo broken) 2>/dev/null
+    "$here/examples/demo/build-app.sh" "demo/app:$v.0.0" "$v.0.0" $([ $v = 3 ] && echo broken)
     sed -e "s/1\.0\.0/$v.0.0/g" -e "s/^sequence = 1/sequence = $v/" "$here/examples/demo/bundle.toml" > "$work/v$v.toml"
     bundle build "$work/v$v.toml" -o "$work/demo-$v.0.0.bundle.zst" --sign-key "$fpr" --local
 done
