@@ -25,7 +25,20 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+# A pid that is gone or a zombie does not count as running (a killed session can leave either).
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat")" != Z ]; }
+
+live=""
+for pid in $(pgrep -x dockerd || true); do
+    alive "$pid" && live=$pid
+done
+if [ -z "$live" ]; then
+    # pid files left by an engine that is gone would stop a new one from starting
+    for pidfile in /var/run/docker.pid /run/docker/containerd/containerd.pid; do
+        if [ -f "$pidfile" ] && ! alive "$(cat "$pidfile" 2>/dev/null)"; then
+            rm -f "$pidfile"
+        fi
+    done
     echo "ensure-docker: starting dockerd (log: $log)" >&2
     nohup dockerd >"$log" 2>&1 &
 fi
