@@ -299,17 +299,3 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
             client.api.remove_container(cid, force=True, v=True)
         except docker.errors.APIError:
             pass
-
-
-def tree_digest(client, container_id: str, path: str) -> str:
-    """sha256 over a path's tree (names, types, modes, contents) via the API: used by tests and
-    by `bundle status --verify`-style checks to compare data before and after."""
-    stream, _ = client.api.get_archive(container_id, path)
-    data = b"".join(stream)
-    h = hashlib.sha256()
-    with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        for m in sorted(t.getmembers(), key=lambda m: m.name):
-            h.update(f"{m.name}\0{m.type!r}\0{m.mode:o}\0{m.linkname}\0".encode())
-            if m.isreg():
-                h.update(hashlib.sha256(t.extractfile(m).read()).digest())
-    return h.hexdigest()
