@@ -447,7 +447,8 @@ class Head:
         return len(self.frame)
 
 
-def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+def read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+    """Exactly n bytes from `stream` (which may return fewer per read); FormatError if it ends."""
     first = stream.read(n)
     if len(first) == n:  # the usual case: no copy
         return first
@@ -502,8 +503,8 @@ def read_head(path: Path) -> Head:
         if member.size > caps[expected]:
             raise FormatError("cap", f"{expected} is {member.size} bytes, over its cap of {caps[expected]}")
         mtime = _parse_octal(block[136:148], "mtime")
-        members[expected] = _read_exact(stream, member.size, expected)
-        _read_exact(stream, _pad(member.size), expected)
+        members[expected] = read_exact(stream, member.size, expected)
+        read_exact(stream, _pad(member.size), expected)
     if stream.read(1):
         raise FormatError("head", "head frame holds more than manifest.json, SHA256SUMS and SHA256SUMS.asc")
     return Head(members[MANIFEST], members[SUMS], members[SIGNATURES], start[:size], mtime)
@@ -542,7 +543,7 @@ class PayloadReader:
     def _read_exact(self, stream, n: int, what: str) -> bytes:
         if self._read + n > self._limit:
             raise FormatError("cap", "payload decompresses past the sizes the manifest declares")
-        data = _read_exact(stream, n, what)
+        data = read_exact(stream, n, what)
         self._read += n
         return data
 

@@ -56,9 +56,10 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return ref[: -len(tag) - 1], tag
 
 
-def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> list[dict]:
-    """Pull (or find locally) every image for `platform`; what the manifest records of each."""
-    records = []
+def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple[list[dict], int]:
+    """Pull (or find locally) every image for `platform`; returns what the manifest records of
+    each, and their total size (for the progress display)."""
+    records, total = [], 0
     for ref in spec.images:
         if local:
             try:
@@ -85,7 +86,8 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> list[
             "id": image.id,
             "diff_ids": list(image.attrs["RootFS"].get("Layers") or []),
         })
-    return records
+        total += image.attrs.get("Size", 0)
+    return records, total
 
 
 def _save_stream(client, refs: list[str]):
@@ -172,7 +174,7 @@ def build(spec_path: Path, out: Path, sign_key: str, gnupghome: str | None = Non
     key = signing_key(gpg, sign_key)  # a missing, expired or revoked key stops us before any work
     client = connect()
     platform = spec.platform or engine_platform(client)
-    images = resolve_images(client, spec, platform, local)
+    images, total = resolve_images(client, spec, platform, local)
 
     created = utc_now()
     mtime = int(created.timestamp())
@@ -181,8 +183,7 @@ def build(spec_path: Path, out: Path, sign_key: str, gnupghome: str | None = Non
     tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp_sum = out.with_name(f".{out.name}.sha256.tmp-{os.getpid()}")
     try:
-        total = sum(client.images.get(i["id"]).attrs.get("Size", 0) for i in images) or None
-        progress = Progress("save+compress", total, enabled=show_progress)
+        progress = Progress("save+compress", total or None, enabled=show_progress)
         with open(tmp_payload, "wb") as payload_fh:
             files = write_payload(client, images, payload_fh, mtime, progress)
         progress.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.format import BLOCK, CHUNK
+from bundlecore.format import BLOCK, CHUNK, FormatError, read_exact
 
 
 @dataclass
@@ -23,16 +23,10 @@ class SavedMember:
 
 
 def _read(raw: BinaryIO, n: int) -> bytes:
-    data = raw.read(n)
-    if len(data) == n:
-        return data
-    buf = bytearray(data)
-    while len(buf) < n:
-        more = raw.read(n - len(buf))
-        if not more:
-            raise EnvironmentProblem("docker save stream ended early")
-        buf += more
-    return bytes(buf)
+    try:
+        return read_exact(raw, n, "docker save")
+    except FormatError:
+        raise EnvironmentProblem("docker save stream ended early") from None
 
 
 def _number(field: bytes) -> int:
