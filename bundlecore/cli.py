@@ -13,6 +13,7 @@ import click
 
 from bundlecore import __version__
 from bundlecore.errors import BundleError
+from bundlecore.text import printable
 
 # verb -> ("module:function", one-line summary). A verb's module is imported only when that verb
 # runs, so `bundle --help` loads none of them and the intranet side never loads the internet-side
@@ -78,12 +79,12 @@ def main(argv=None) -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
-        click.echo(f"error: {e.format_message()} (see 'bundle --help')", err=True)
+        click.echo(printable(f"error: {e.format_message()} (see 'bundle --help')"), err=True)
         sys.exit(e.exit_code)
     except BundleError as e:
         if debug:
             traceback.print_exc()
-        click.echo(e.line(), err=True)
+        click.echo(printable(e.line()), err=True)  # the message may quote signed or engine text
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -92,6 +93,6 @@ def main(argv=None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            click.echo(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+            click.echo(printable(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)"), err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
