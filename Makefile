@@ -1,11 +1,12 @@
-# bundle: `make test` (whole suite, real engine/registry/gpg), `make demo` (the story end to end),
+# bundle: `make test` (whole suite, real engine/registry/gpg), `make test-unit` (pure functions,
+# no engine, seconds), `make demo` (the story end to end),
 # `make bench` (build/verify/import against docker save|zstd and docker load).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench engine venv clean
+.PHONY: test test-unit demo bench engine venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +21,9 @@ engine:
 
 test: engine venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 demo: engine venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

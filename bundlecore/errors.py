@@ -30,7 +30,7 @@ class UsageProblem(BundleError):
 class Refused(BundleError):
     """The bundle is not exactly what trusted people signed; nothing changed.
 
-    Subclasses name the failed check (see importer.gate)."""
+    Subclasses name the failed check (bundlecore.refusals)."""
 
     exit_code = 3
     prefix = "refused"

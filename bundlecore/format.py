@@ -312,6 +312,8 @@ def loads_strict_json(raw: bytes, what: str):
 
 
 def dumps_canonical(obj) -> bytes:
+    """The one JSON form written anywhere (manifest.json, state files): sorted keys, so equal data
+    gives equal bytes."""
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 

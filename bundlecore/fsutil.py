@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from bundlecore.format import dumps_canonical
 
 
 def fsync_dir(path: Path) -> None:
@@ -30,7 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def atomic_write_json(path: Path, obj, mode: int = 0o600) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+    atomic_write_bytes(path, dumps_canonical(obj), mode)
 
 
 def append_line_durably(path: Path, line: str) -> None:

@@ -1,7 +1,7 @@
 """GnuPG through python-gnupg, the parts both sides share.
 
 Each use runs gpg in a GNUPGHOME it is given: the builder's own keyring for signing, and on
-the intranet side a throwaway home holding only the trust store's keys (importer.trust)."""
+the intranet side a throwaway home holding only the trust store's keys (bundlecore.trust)."""
 
 from __future__ import annotations
 

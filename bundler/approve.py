@@ -12,8 +12,8 @@ from pathlib import Path
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
-from importer.gate import TrustGate
-from importer.trust import TrustStore
+from bundlecore.trust import TrustStore
+from bundlecore.verify import BundleVerifier
 
 
 def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | None) -> tuple[str, list[str]]:
@@ -23,11 +23,11 @@ def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | 
         raise UsageProblem(f"bundle {bundle} not found")
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)
-    # The approver vouches for the whole bundle: run the gate (minus this machine's platform and
-    # install history, which are the intranet's business) before signing anything.
-    gate = TrustGate(TrustStore.load(keys_dir), engine_platform=None, installed_sequence=lambda name: None)
-    verified = gate.check_head(bundle)
-    gate.check_payload(bundle, verified)
+    # The approver vouches for the whole bundle: every check the intranet runs too (minus its
+    # engine's platform and install history, the intranet's business) before signing anything.
+    verifier = BundleVerifier(TrustStore.load(keys_dir))
+    verified = verifier.check_head(bundle)
+    verifier.check_payload(bundle, verified)
     before = [s.fingerprint for s in verified.signers]
     if key["fingerprint"] in before:
         raise UsageProblem(f"{bundle} is already signed by {key['fingerprint']}")

@@ -24,6 +24,7 @@ from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
+from bundlecore.platforms import platforms_match
 from bundlecore.progress import Progress
 from bundlecore.schema import first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
@@ -75,7 +76,7 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
             except (docker.errors.APIError, requests.RequestException) as e:
                 raise EnvironmentProblem(f"cannot pull {ref}: {getattr(e, 'explanation', None) or e}") from None
         got = image_platform(image.attrs)
-        if got != platform and not platform.startswith(got + "/"):
+        if not platforms_match(got, platform):
             raise UsageProblem(f"image {ref} is {got}, not {platform}")
         repo_name = _split_ref(ref)[0]
         digests = [d for d in image.attrs.get("RepoDigests") or [] if d.split("@")[0] == repo_name]

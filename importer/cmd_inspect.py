@@ -7,8 +7,8 @@ import click
 
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
+from bundlecore.trust import signature_key_ids
 from importer.options import json_option
-from importer.trust import signature_key_ids
 
 
 @click.command("inspect")

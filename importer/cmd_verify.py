@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
+from bundlecore.trust import TrustStore
 from importer.options import json_option, keys_option, state_dir_option
 from importer.pipeline import verify_bundle
 from importer.state import StateDir
-from importer.trust import TrustStore
 
 
 @click.command()

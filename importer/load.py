@@ -19,23 +19,11 @@ import docker
 import requests
 
 from bundlecore import format as fmt
-from bundlecore.errors import EnvironmentProblem, Refused
-from importer.gate import VerifiedHead
+from bundlecore.errors import EnvironmentProblem
+from bundlecore.refusals import ArchiveRefused, LoadedImageMismatch
+from bundlecore.verify import MAX_ARCHIVE_MANIFEST, VerifiedHead
 
 SPACE_MARGIN = 64 << 20
-MAX_ARCHIVE_MANIFEST = 4 << 20
-
-
-class ArchiveRefused(Refused):
-    """The docker archive inside the (signed) payload does not match the signed manifest."""
-
-    check = "docker archive"
-
-
-class LoadedImageMismatch(Refused):
-    """After loading, an image ID or tag is not what was signed."""
-
-    check = "loaded images"
 
 
 def docker_archive_members(verified: VerifiedHead) -> set[str]:
@@ -153,40 +141,11 @@ class ArchiveManifestSink:
         return _Buffer()
 
 
-def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
-    """The archive's manifest.json (verified bytes) may reference only signed configs, layers and tags."""
-    try:
-        entries = fmt.loads_strict_json(raw, "the docker archive manifest.json")
-    except fmt.FormatError as e:
-        raise ArchiveRefused(str(e)) from None
-    if not isinstance(entries, list) or not entries:
-        raise ArchiveRefused("the docker archive manifest.json is not a list of images")
-    signed = {img["config"][len(fmt.PAYLOAD_PREFIX):]: img for img in verified.manifest["images"]}
-    seen = set()
-    for entry in entries:
-        if not isinstance(entry, dict) or set(entry) - {"Config", "RepoTags", "Layers"}:
-            raise ArchiveRefused("the docker archive manifest.json has an entry with unexpected fields")
-        img = signed.get(entry.get("Config"))
-        if img is None:
-            raise ArchiveRefused(f"the docker archive loads config {entry.get('Config')!r}, whose digest is no signed image ID")
-        tags = entry.get("RepoTags") or []
-        if any(tag != img["ref"] for tag in tags):
-            bad = next(tag for tag in tags if tag != img["ref"])
-            raise ArchiveRefused(f"the docker archive tags {bad}, which is not the signed ref of image {img['id']}")
-        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in img["layers"]]:
-            raise ArchiveRefused(f"the docker archive gives image {img['ref']} other layers than signed")
-        seen.add(img["ref"])
-    missing = [img["ref"] for img in verified.manifest["images"] if img["ref"] not in seen]
-    if missing:
-        raise ArchiveRefused(f"the docker archive does not load {missing[0]}")
-    return entries
-
-
 class VerifiedFeed:
     """Hands verified members from the gate's thread to the `docker load` upload, in order.
 
-    A member is queued only after its sha256 matched (and, for the archive manifest, after
-    check_docker_archive passed), so Docker never receives an unverified byte; if the gate
+    A member is queued only after its sha256 matched (and, for the archive manifest, after the
+    verifier's docker archive rule passed), so Docker never receives an unverified byte; if the gate
     refuses midway, the upload is cut and `docker load`, which reads the whole archive before
     loading anything, loads nothing."""
 
@@ -199,8 +158,6 @@ class VerifiedFeed:
         self.error: BaseException | None = None
 
     def member_verified(self, member: str) -> None:
-        if member == fmt.DOCKER_ARCHIVE_MANIFEST:
-            check_docker_archive(self.sink.path_of(member).read_bytes(), self.verified)
         if member in self.sink.keep:
             self.queue.put(member)
 

@@ -22,14 +22,16 @@ from bundlecore.docker_engine import connect, engine_platform
 from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.timeutil import format_ts, utc_now
-from importer.gate import TrustGate, VerifiedHead
-from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_docker_archive, check_free_space,
-                           docker_archive_members, layers_in_engine, stage_and_load)
+from bundlecore.refusals import Check
+from bundlecore.trust import TrustStore
+from bundlecore.verify import VerifiedHead, check_docker_archive
+from importer.gate import TrustGate
+from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
+                           layers_in_engine, stage_and_load)
 from importer.state import StateDir
-from importer.trust import TrustStore
 
-CHECKS = ["size caps", "tar members", "signatures", "manifest", "platform", "expiry", "sequence", "payload",
-          "docker archive"]
+# every check `bundle verify` runs, in the order they run: all but loading into the engine
+CHECKS = [c.value for c in Check if c is not Check.LOADED_IMAGES]
 
 
 @dataclass

@@ -166,7 +166,7 @@ def test_verify_json_output_parses_and_lists_every_check(verify_only_gate, pgp_k
     assert [s["fingerprint"] for s in report["signers"]] == [pgp_keys.builder.fpr]
     assert report["images"] == [{"ref": g.base.image["ref"], "id": g.base.image["id"]}]
     assert report["payload_bytes"] == sum(len(m.data) for m in g.base.members)
-    assert {"signatures", "manifest", "payload", "sequence"} <= set(report["checks"])
+    assert {"signature", "manifest", "payload", "sequence"} <= set(report["checks"])
 
 
 def test_repacked_copy_of_the_bundle_still_verifies(verify_only_gate):

@@ -1,4 +1,4 @@
-"""The trust store (importer.trust) with real gpg and real keys: loading a store and its policy,
+"""The trust store (bundlecore.trust) with real gpg and real keys: loading a store and its policy,
 and judging every armored signature block over SHA256SUMS on its own.
 
 No Docker here; the end-to-end runs of the same rules through the CLI are in test_gate.py."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from bundlecore.errors import EnvironmentProblem, Refused
-from importer.trust import Signer, SignatureRefused, TrustStore, signature_key_ids
+from bundlecore.refusals import SignatureRefused
+from bundlecore.trust import Signer, TrustStore, signature_key_ids
 
 pytest.register_assert_rewrite("tests.keys")
 

@@ -1,5 +1,7 @@
 """The trust store: pinned public keys plus an optional policy of roles, and signature checks under it.
 
+Shared by both sides: the importer's gate and `bundle approve` judge signatures the same way.
+
 Where the store is: --keys DIR, else $BUNDLE_KEYS, else /etc/bundle/keys, else the keys/ shipped
 with the package. Its public keys (*.asc, *.gpg, *.pub, *.key) are imported into a fresh private
 GNUPGHOME for each check: never the user's keyring, never a key carried inside a bundle.
@@ -18,20 +20,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from bundlecore.errors import EnvironmentProblem, Refused
+from bundlecore.errors import EnvironmentProblem
 from bundlecore.format import MAX_SIGNATURE_BLOCKS
 from bundlecore.gpg import gpg_for, key_problem, throwaway_gnupghome
+from bundlecore.refusals import SignatureRefused
 
 SYSTEM_STORE = Path("/etc/bundle/keys")
 KEY_SUFFIXES = (".asc", ".gpg", ".pub", ".key")
 _FPR = re.compile(r"^[0-9A-F]{40}$")
 _SIG_BLOCK = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n.*?-----END PGP SIGNATURE-----\r?\n?", re.S)
-
-
-class SignatureRefused(Refused):
-    """Step 3 of the gate: the signatures do not satisfy the trust store's policy."""
-
-    check = "signature"
 
 
 def default_store_dir() -> Path:
@@ -76,7 +73,7 @@ class TrustStore:
         with throwaway_gnupghome() as home:
             gpg = _import_keys(home, files)
             fingerprints = {k["fingerprint"] for k in gpg.list_keys()}
-        roles = _load_policy(d / "policy.toml", fingerprints)
+        roles = load_policy(d / "policy.toml", fingerprints)
         return cls(d, files, fingerprints, roles)
 
     def verify(self, signed: bytes, signatures: bytes) -> list[Signer]:
@@ -122,7 +119,7 @@ def _import_keys(home: Path, files: list[Path]):
     return gpg
 
 
-def _load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
+def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
     if not path.exists():
         return []
     try:

@@ -79,7 +79,7 @@ def test_bad_specs_are_one_clear_usage_error(tmp_path, mutation, needle):
 
 def test_the_shipped_examples_are_valid_specs():
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent / "examples"
+    root = Path(__file__).resolve().parents[2] / "examples"
     for p in (root / "demo" / "bundle.toml", root / "anythingllm" / "bundle.toml"):
         spec = load_spec(p)
         assert spec.target["image"] in spec.images

@@ -1,5 +1,5 @@
 """Unit tests of the format's pure functions: the zstd frame walker, the strict tar header parser,
-SHA256SUMS and strict JSON, the pax size record for members of 8 GiB and more, platform matching.
+SHA256SUMS and strict JSON, the pax size record for members of 8 GiB and more.
 
 No Docker, no gpg: these run in milliseconds."""
 
@@ -14,7 +14,6 @@ import pytest
 import zstandard
 
 from bundlecore import format as fmt
-from importer.gate import same_platform
 
 pytest.register_assert_rewrite("tests.craft")
 
@@ -330,25 +329,6 @@ def test_canonical_json_is_sorted_and_stable():
 
 
 # =============================================================================================
-# platforms
-# =============================================================================================
-
-@pytest.mark.parametrize("a, b, same", [
-    ("linux/amd64", "linux/amd64", True),
-    ("linux/arm64", "linux/arm64/v8", True),
-    ("linux/arm64/v8", "linux/arm64", True),
-    ("linux/arm/v7", "linux/arm/v7", True),
-    ("linux/arm/v6", "linux/arm/v7", False),
-    ("linux/arm64", "linux/amd64", False),
-    ("linux/amd64", "windows/amd64", False),
-    ("linux/amd64", "linux", False),
-])
-def test_same_platform_compares_the_variant_only_when_both_name_one(a, b, same):
-    assert same_platform(a, b) is same
-    assert same_platform(b, a) is same
-
-
-# =============================================================================================
 # read_head: the head frame is inflated only within its cap
 # =============================================================================================
 
@@ -381,3 +361,11 @@ def test_read_head_refuses_a_head_frame_bomb_without_inflating_it(tmp_path, cont
         tracemalloc.stop()
     assert e.value.check == check, str(e.value)
     assert peak < 2 * fmt.MAX_HEAD_TAR + (8 << 20), f"read_head allocated {peak >> 20} MiB"
+
+
+def test_state_files_are_written_in_the_same_canonical_json(tmp_path):
+    from bundlecore.fsutil import atomic_write_json
+
+    obj = {"z": [1, {"b": 2, "a": 1}], "a": "ü"}
+    atomic_write_json(tmp_path / "state.json", obj)
+    assert (tmp_path / "state.json").read_bytes() == fmt.dumps_canonical(obj)

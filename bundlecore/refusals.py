@@ -1,0 +1,91 @@
+"""Every way a bundle can be refused, in one place: one exception type per failed check.
+
+Each class carries its `Check`, the name printed in `refused: <check>: ...` (exit 3). The enum
+lists the checks in the order they run (bundlecore.verify, then the importer's gate and loader),
+so the list shown to users is derived from it, never kept by hand beside it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from bundlecore.errors import Refused
+from bundlecore.format import FormatError
+
+
+class Check(StrEnum):
+    """The checks a bundle passes, in the order they run; the values are the names users see."""
+
+    SIZE_CAP = "size cap"
+    ZSTD = "zstd"
+    TRUNCATED = "truncated"
+    TRAILING_DATA = "trailing data"
+    TAR_MEMBERS = "tar members"
+    SIGNATURE = "signature"
+    MANIFEST = "manifest"
+    PLATFORM = "platform"
+    EXPIRY = "expiry"
+    CREATED = "created"
+    SEQUENCE = "sequence"
+    PAYLOAD = "payload"
+    DOCKER_ARCHIVE = "docker archive"
+    LOADED_IMAGES = "loaded images"
+
+
+class MalformedBundle(Refused):
+    """The bytes break the format (caps, zstd framing, tar rules, trailing data)."""
+
+    check = Check.TAR_MEMBERS
+    # bundlecore.format's error kinds; every other kind (tar, head, members) is a tar member rule
+    CHECK_OF_KIND = {"cap": Check.SIZE_CAP, "zstd": Check.ZSTD, "truncated": Check.TRUNCATED,
+                    "trailing": Check.TRAILING_DATA}
+
+    def __init__(self, err: FormatError):
+        super().__init__(str(err))
+        self.check = self.CHECK_OF_KIND.get(err.check, Check.TAR_MEMBERS)
+
+
+class SignatureRefused(Refused):
+    """The signatures do not satisfy the trust store's policy."""
+
+    check = Check.SIGNATURE
+
+
+class ManifestRefused(Refused):
+    """manifest.json is not the one signed, or not a valid manifest."""
+
+    check = Check.MANIFEST
+
+
+class PlatformMismatch(Refused):
+    check = Check.PLATFORM
+
+
+class BundleExpired(Refused):
+    check = Check.EXPIRY
+
+
+class BundleFromTheFuture(Refused):
+    check = Check.CREATED
+
+
+class RollbackRefused(Refused):
+    """A replay (same sequence) or a downgrade (older sequence) of what this host installed."""
+
+    check = Check.SEQUENCE
+
+
+class PayloadMismatch(Refused):
+    check = Check.PAYLOAD
+
+
+class ArchiveRefused(Refused):
+    """The docker archive inside the (signed) payload does not match the signed manifest."""
+
+    check = Check.DOCKER_ARCHIVE
+
+
+class LoadedImageMismatch(Refused):
+    """After loading, an image ID or tag is not what was signed."""
+
+    check = Check.LOADED_IMAGES
