@@ -184,7 +184,7 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
         hc = old["Config"].get("Healthcheck")  # the user's override is carried over
     plan.health = _describe_health(target, hc, loaded or bool(hc))
-    _warnings(plan, old)
+    note_risks(plan, old)
     return plan
 
 
@@ -212,7 +212,7 @@ def plan_rollback(client, state: StateDir, name: str) -> SwapPlan:
     _fill_mounts(client, plan, cur)
     info = engine.inspect(client, target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
-    _warnings(plan, cur)
+    note_risks(plan, cur)
     return plan
 
 
@@ -232,7 +232,8 @@ def _fill_mounts(client, plan: SwapPlan, old: dict) -> None:
     plan.unknown_sizes = sum(1 for s in sizes if s is None)
 
 
-def _warnings(plan: SwapPlan, old: dict) -> None:
+def note_risks(plan: SwapPlan, old: dict) -> None:
+    """Warnings for the operator, and the typed blockers preflight refuses on."""
     labels = old["Config"].get("Labels") or {}
     if old["HostConfig"].get("AutoRemove"):
         plan.blockers.append(Blocker.AUTO_REMOVE)
