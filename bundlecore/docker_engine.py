@@ -9,12 +9,33 @@ from bundlecore.errors import EnvironmentProblem
 
 
 def connect(timeout: int = 600) -> docker.DockerClient:
+    """The project's one way to reach the engine; EnvironmentProblem (one line) when it is away."""
     try:
         client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
     except (docker.errors.DockerException, requests.RequestException) as e:
-        raise EnvironmentProblem(f"Docker engine unreachable ({e.__class__.__name__}); is dockerd running?") from None
+        raise _unreachable(e) from None
+    ping(client)
+    return client
+
+
+def connect_or_none(timeout: int = 600) -> docker.DockerClient | None:
+    """For read-only reports that still have something to say without the engine."""
+    try:
+        return connect(timeout)
+    except EnvironmentProblem:
+        return None
+
+
+def ping(client) -> None:
+    """Check that the engine of an existing client still answers (same message as connect)."""
+    try:
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise _unreachable(e) from None
+
+
+def _unreachable(e: Exception) -> EnvironmentProblem:
+    return EnvironmentProblem(f"Docker engine unreachable ({e.__class__.__name__}); is dockerd running?")
 
 
 def engine_platform(client) -> str:

@@ -11,15 +11,17 @@ from importer.state import StateDir
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def recover(state_dir, yes):
     """Bring every application with an interrupted swap back to a healthy version."""
-    from importer import swap
+    from bundlecore.docker_engine import connect
+    from importer.swap import kinds
+    from importer.swap.journal import pending
     state = StateDir(state_dir)
-    client = swap.engine()
+    client = connect()
     with state.lock():
-        names = swap.pending(state)
+        names = pending(state)
         if not names:
             click.echo("no interrupted swap")
             return
         click.echo("interrupted swap(s): " + ", ".join(names))
         require_confirmation(yes, "Finish or undo them now?", "recover")
-        for line in swap.recover(client, state, out=click.echo):
+        for line in kinds.recover_all(client, state, out=click.echo):
             click.echo(line)

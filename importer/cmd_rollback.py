@@ -12,15 +12,17 @@ from importer.state import StateDir
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def rollback(name, state_dir, yes):
     """Put the previous generation of NAME back, with the data it had when it was replaced."""
-    from importer import swap
+    from bundlecore.docker_engine import connect
+    from importer.swap import kinds
     state = StateDir(state_dir)
-    client = swap.engine()
+    client = connect()
     with state.lock():
-        for line in swap.recover(client, state, out=click.echo):
+        for line in kinds.recover_all(client, state, out=click.echo):
             click.echo(f"recovered: {line}")
-        plan = swap.plan_rollback(client, state, name)
+        kind = kinds.for_app(state, name)
+        plan = kind.plan_rollback(client, state, name)
         for line in plan.lines():
             click.echo(line)
         require_confirmation(yes, "Go ahead?", "roll back")
-        record = swap.rollback(client, state, plan, out=click.echo)
+        record = kind.rollback(client, state, plan, out=click.echo)
     click.echo(f"{name} {record.get('version')} (generation {record.get('generation')}) is running")

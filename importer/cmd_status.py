@@ -14,16 +14,18 @@ from importer.state import StateDir
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 def status(name, state_dir, as_json):
     """Show the installed version, previous generations and the last import result."""
-    from importer import swap
+    from bundlecore.docker_engine import connect_or_none
+    from importer.swap import kinds
+    from importer.swap.status import known_apps
     state = StateDir(state_dir)
-    client = swap.engine_or_none()
-    names = [name] if name else swap.known_apps(state)
-    result = [swap.app_status(client, state, n) for n in names]
+    client = connect_or_none()
+    names = [name] if name else known_apps(state)
+    result = [kinds.for_app(state, n).status(client, state, n) for n in names]
     if as_json:
         click.echo(json.dumps(result if not name else result[0], indent=2, default=str))
         return
     if not result:
         click.echo(f"nothing installed (state dir {state.root})")
     for st in result:
-        for line in swap.status_lines(st):
+        for line in kinds.for_app(state, st["name"]).status_lines(st):
             click.echo(line)

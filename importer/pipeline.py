@@ -11,7 +11,6 @@ so an upgrade moves only what changed. Staging is removed after.
 
 from __future__ import annotations
 
-import getpass
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from bundlecore.timeutil import format_ts, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead, check_docker_archive
+from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
@@ -92,17 +92,17 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. Returns a summary; raises BundleError subclasses."""
-    from importer import swap  # the swap is the last stage; imported here to keep verify light
+    from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
 
     path = _existing(path)
     started = time.monotonic()
     client = connect()
     platform = engine_platform(client)
     state.ensure()
-    audit = {"event": "import", "user": getpass.getuser(), "started": format_ts(utc_now()), "bundle": str(path)}
+    audit = {"event": "import", "user": who(), "started": format_ts(utc_now()), "bundle": str(path)}
     try:
         with state.lock():
-            for line in swap.recover(client, state, out=out):
+            for line in kinds.recover_all(client, state, out=out):
                 out(f"recovered: {line}")
             gate, head = _check_head(path, store, state, platform, allow_downgrade)
             m = head.manifest
@@ -111,7 +111,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
-            plan = swap.plan_swap(client, state, target, new_id, new_version=m["version"])
+            kind = kinds.for_target(target)
+            plan = kind.plan(client, state, target, new_id, new_version=m["version"])
             for line in plan.lines():
                 out(line)
             if not dry_run:
@@ -136,7 +137,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
                 f"{', '.join(images)} (image IDs checked)"
                 + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
-            record = swap.run_swap(client, state, plan, {
+            record = kind.apply(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)
             audit["result"] = "installed"
@@ -148,6 +149,6 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
         audit["duration"] = round(time.monotonic() - started, 3)
         if "result" in audit:
             try:
-                state.audit(audit)
+                audit_event(state, audit)
             except OSError:
                 pass

@@ -25,6 +25,13 @@ from bundlecore.fsutil import append_line_durably, atomic_write_json
 DEFAULT_STATE_DIR = "/var/lib/bundle"
 
 
+def highest_sequence_after(installed: dict | None, sequence) -> int | None:
+    """The installed record's highest_sequence once `sequence` is installed over `installed`."""
+    rec = installed or {}
+    return max([s for s in (rec.get("highest_sequence"), rec.get("sequence"), sequence) if isinstance(s, int)],
+               default=None)
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("BUNDLE_STATE_DIR") or DEFAULT_STATE_DIR)
 
@@ -75,8 +82,17 @@ class StateDir:
         atomic_write_json(self.root / "sequences" / f"{name}.json", {"name": name, "highest_sequence": sequence})
 
     # -- per-application working area ----------------------------------------------------
+    @property
+    def apps_root(self) -> Path:
+        return self.root / "apps"
+
     def app_dir(self, name: str) -> Path:
-        d = self.root / "apps" / name
+        """Where the swap keeps `name`'s journal, generations and backups (a path; creates nothing)."""
+        return self.apps_root / name
+
+    def ensure_app_dir(self, name: str) -> Path:
+        """app_dir(name), created 0700 (for writers)."""
+        d = self.app_dir(name)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         return d
 

@@ -112,12 +112,14 @@ def bundle_for(image: dict, sequence: int) -> dict:
 
 def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
     """plan + run_swap under the lock, as `bundle import` does."""
-    from importer import swap
+    from importer.swap.kinds import recover_all
+    from importer.swap.plan import plan_swap
+    from importer.swap.run import run_swap
     target = target_for(env, image, **kw)
     with env["state"].lock():
-        swap.recover(client, env["state"], out=lambda s: None)
-        plan = swap.plan_swap(client, env["state"], target, image["id"])
-        return swap.run_swap(client, env["state"], plan, bundle_for(image, sequence), out=lambda s: None)
+        recover_all(client, env["state"], out=lambda s: None)
+        plan = plan_swap(client, env["state"], target, image["id"])
+        return run_swap(client, env["state"], plan, bundle_for(image, sequence), out=lambda s: None)
 
 
 def served_version(env: dict) -> str | None:
@@ -175,7 +177,9 @@ def _driver(argv: list[str]) -> int:
     import docker
 
     from bundlecore.errors import BundleError
-    from importer import swap
+    from importer.swap.kinds import recover_all
+    from importer.swap.plan import plan_swap
+    from importer.swap.run import run_swap
     from importer.state import StateDir
     cmd, state_dir, target, image_id, bundle = argv
     assert cmd == "swap"
@@ -183,9 +187,9 @@ def _driver(argv: list[str]) -> int:
     state = StateDir(state_dir)
     try:
         with state.lock():
-            swap.recover(client, state)
-            plan = swap.plan_swap(client, state, json.loads(target), image_id)
-            swap.run_swap(client, state, plan, json.loads(bundle))
+            recover_all(client, state)
+            plan = plan_swap(client, state, json.loads(target), image_id)
+            run_swap(client, state, plan, json.loads(bundle))
     except BundleError as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code

@@ -10,7 +10,11 @@ import docker
 import pytest
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
-from importer import swap, swap_data
+from importer.swap import data as swap_data
+from importer.swap.journal import pending
+from importer.swap.plan import plan_swap
+from importer.swap.run import run_swap
+from importer.swap.status import app_status
 from tests.conftest import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
                                  seed_data, served_version, target_for, wait_until)
@@ -128,10 +132,10 @@ def test_upgrade_keeps_data_and_every_user_setting_while_new_image_defaults_appl
     data_before = data_files(docker_client, cid)
 
     target = target_for(swap_env, demo_images["v2"])
-    plan = swap.plan_swap(docker_client, swap_env["state"], target, demo_images["v2"]["id"])
+    plan = plan_swap(docker_client, swap_env["state"], target, demo_images["v2"]["id"])
     assert plan.kind == "upgrade" and any("/data" in l for l in plan.lines())
     with swap_env["state"].lock():
-        rec = swap.run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        rec = run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
 
     assert served_version(swap_env) == "2.0.0"
     new = api.inspect_container(name)
@@ -182,7 +186,7 @@ def test_failed_migration_is_undone_on_rollback(docker_client, swap_env, demo_im
     assert len(containers_named(docker_client, name)) == 1
     rec = swap_env["state"].installed(name)
     assert rec["version"] == "2.0.0" and rec["highest_sequence"] == 2  # a failed version is no high-water mark
-    st = swap.app_status(docker_client, swap_env["state"], name)
+    st = app_status(docker_client, swap_env["state"], name)
     assert st["last_swap"]["result"] == "rolled back" and not st["pending_swap"]
 
 
@@ -278,15 +282,15 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
         return files, cs, data_files(docker_client, swap_env["name"])
 
     before = world()
-    plan = swap.plan_swap(docker_client, state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"],
+    plan = plan_swap(docker_client, state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"],
                           new_version="2.0.0")
     text = "\n".join(plan.lines())
     assert "1.0.0 -> 2.0.0" in text and "health check: GET" in text and swap_env["volume"] in text
-    fresh = swap.plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v1"]), name=f"other-{swap_env['uniq']}"),
+    fresh = plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v1"]), name=f"other-{swap_env['uniq']}"),
                            demo_images["v1"]["id"])
     assert fresh.kind == "install"
     # The plan is confirmed before the bundle's images are loaded: an image not in the engine yet is fine.
-    unloaded = swap.plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
+    unloaded = plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
                               "sha256:" + "0" * 64, new_version="9.0.0")
     assert unloaded.kind == "upgrade" and "1.0.0 -> 9.0.0" in "\n".join(unloaded.lines())
     assert world() == before
@@ -314,10 +318,10 @@ def test_image_healthcheck_is_the_gate_when_the_manifest_has_none(docker_client,
     image = {"ref": ref, "id": app_image(ref, "1.5.0", dockerfile_extra=hc), "version": "1.5.0"}
     target = target_for(swap_env, image)
     target.pop("health")
-    plan = swap.plan_swap(docker_client, swap_env["state"], target, image["id"])
+    plan = plan_swap(docker_client, swap_env["state"], target, image["id"])
     assert "HEALTHCHECK reports healthy" in plan.health
     with swap_env["state"].lock():
-        swap.run_swap(docker_client, swap_env["state"], plan, bundle_for(image, 1), **QUIET)
+        run_swap(docker_client, swap_env["state"], plan, bundle_for(image, 1), **QUIET)
     assert docker_client.api.inspect_container(swap_env["name"])["State"]["Health"]["Status"] == "healthy"
 
 
@@ -329,12 +333,12 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     old_id = docker_client.api.inspect_container(name)["Id"]
     target = target_for(swap_env, demo_images["v2"])
     target["health"] = {"cmd": "exit 1", "timeout": 1, "attempts": 1}  # neither version can pass this
-    plan = swap.plan_swap(docker_client, state, target, demo_images["v2"]["id"])
+    plan = plan_swap(docker_client, state, target, demo_images["v2"]["id"])
     with state.lock(), pytest.raises(OperatorNeeded) as e:
-        swap.run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
     assert "does not come up healthy either" in str(e.value) and "Nothing was deleted" in str(e.value)
     assert e.value.exit_code == 5
-    assert swap.pending(state) == [name]  # the journal stays for `bundle recover`
+    assert pending(state) == [name]  # the journal stays for `bundle recover`
     assert docker_client.api.inspect_container(name)["Id"] == old_id  # the old container, back under its name
     assert (state.app_dir(name) / "generations" / "1" / "backup.json").exists()
     assert data_files(docker_client, name)["data/important.txt"] == b"do not lose me\n"

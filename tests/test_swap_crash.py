@@ -8,9 +8,11 @@ import json
 
 import pytest
 
-from importer import swap
-from importer.swap_data import HELPER_LABEL
-from importer.swap_journal import FORWARD_STEPS, UNDO_STEPS
+from importer.swap.data import HELPER_LABEL
+from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, pending
+from importer.swap.plan import plan_swap
+from importer.swap.run import run_swap
+from importer.swap.status import app_status
 from tests.conftest import run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
                                  run_driver, seed_data, served_version, target_for)
@@ -24,7 +26,7 @@ def _swap_killed(swap_env, image, sequence, step, when, **target_kw):
                    json.dumps(bundle_for(image, sequence)),
                    env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
     assert r.returncode == KILLED, f"not killed at {step}/{when}: rc={r.returncode} {r.stderr[-500:]}"
-    assert swap.pending(swap_env["state"]) == [swap_env["name"]]
+    assert pending(swap_env["state"]) == [swap_env["name"]]
 
 
 def _recover(swap_env, env=None):
@@ -34,7 +36,7 @@ def _recover(swap_env, env=None):
 
 def _assert_healthy_on(client, swap_env, version, data_before):
     name = swap_env["name"]
-    assert swap.pending(swap_env["state"]) == []
+    assert pending(swap_env["state"]) == []
     assert len(containers_named(client, name)) == 1
     info = client.api.inspect_container(name)
     assert info["State"]["Running"], info["State"]
@@ -71,7 +73,7 @@ def test_upgrade_killed_at_each_step_is_recovered(docker_client, swap_env, demo_
     assert r.returncode == 0, r.stderr
     committed = step in ("commit", "prune")  # the new version had passed its gate: finish it
     _assert_healthy_on(docker_client, swap_env, "2.0.0" if committed else "1.0.0", before)
-    last = swap.app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
+    last = app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
     assert last["result"] == ("installed" if committed else "rolled back")
 
 
@@ -91,7 +93,7 @@ def test_first_install_killed_is_recovered(docker_client, swap_env, demo_images,
     _swap_killed(swap_env, demo_images["v1"], 1, step, "after")
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
-    assert swap.pending(swap_env["state"]) == []
+    assert pending(swap_env["state"]) == []
     if step == "commit":
         assert served_version(swap_env) == "1.0.0" and len(containers_named(docker_client, swap_env["name"])) == 1
     else:
@@ -118,12 +120,12 @@ def test_recovery_killed_while_restoring_is_recovered_again(docker_client, swap_
 def test_import_refuses_to_swap_over_a_pending_journal(docker_client, swap_env, demo_images):
     _with_v1(docker_client, swap_env, demo_images)
     _swap_killed(swap_env, demo_images["v2"], 2, "backup", "after")
-    plan = swap.plan_swap(docker_client, swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+    plan = plan_swap(docker_client, swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
     with pytest.raises(Exception, match="bundle recover"):
-        swap.run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
+        run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
     # What `bundle import` does first inside the lock: recover, then swap.
     install(docker_client, swap_env, demo_images["v2"], 2)
-    assert served_version(swap_env) == "2.0.0" and swap.pending(swap_env["state"]) == []
+    assert served_version(swap_env) == "2.0.0" and pending(swap_env["state"]) == []
 
 
 @pytest.mark.parametrize("step,when", [(s, "after") for s in FORWARD_STEPS["rollback"]]
@@ -145,4 +147,4 @@ def test_manual_rollback_killed_at_each_step_is_recovered(docker_client, swap_en
     else:
         _assert_healthy_on(docker_client, swap_env, "2.0.0", v2_data)
     # Whatever happened, the other generation is still kept for a later rollback.
-    assert len(swap.app_status(docker_client, swap_env["state"], name)["previous"]) == 1
+    assert len(app_status(docker_client, swap_env["state"], name)["previous"]) == 1

@@ -211,8 +211,10 @@ def remove_stale_helpers(client) -> None:
 
 # -- restore ------------------------------------------------------------------------------
 
-def _emptying_script(mounts: list[dict]) -> str:
-    """sh that empties every directory mount, except the paths where another mount nests."""
+def emptying_script(mounts: list[dict], root: str = RESTORE_ROOT, staging: str = STAGING_DIR) -> str:
+    """sh that empties every directory mount (under `root`, as the helper mounts them) except the
+    paths where another mount nests, and rewrites single-file mounts in place from `staging`.
+    Every path is quoted: names come from the container and may hold anything but NUL."""
     dests = [e["destination"] for e in mounts if e["is_dir"]]
     lines = ["set -e", "empty() {",
              '  for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do',
@@ -222,10 +224,10 @@ def _emptying_script(mounts: list[dict]) -> str:
     for d in [e["destination"] for e in mounts]:
         for p in dests:
             if d != p and d.startswith(p.rstrip("/") + "/"):
-                nested.add(RESTORE_ROOT + d)
+                nested.add(root + d)
                 a = posixpath.dirname(d)
                 while a != p and a.startswith(p):
-                    ancestors.add(RESTORE_ROOT + a)
+                    ancestors.add(root + a)
                     a = posixpath.dirname(a)
     if nested:
         lines.append("      " + "|".join(shlex.quote(p) for p in sorted(nested)) + ") ;;")
@@ -233,11 +235,11 @@ def _emptying_script(mounts: list[dict]) -> str:
         lines.append("      " + "|".join(shlex.quote(p) for p in sorted(ancestors)) + ') empty "$f" ;;')
     lines += ['      *) rm -rf -- "$f" ;;', "    esac", "  done", "}"]
     for d in sorted(dests):
-        lines.append(f"empty {shlex.quote(RESTORE_ROOT + d)}")
+        lines.append(f"empty {shlex.quote(root + d)}")
     for i, e in enumerate(mounts):
         if not e["is_dir"]:
-            staged = f"{STAGING_DIR}/f{i}/{e['top']}"
-            lines.append(f"cat {shlex.quote(staged)} > {shlex.quote(RESTORE_ROOT + e['destination'])}")
+            staged = f"{staging}/f{i}/{e['top']}"
+            lines.append(f"cat {shlex.quote(staged)} > {shlex.quote(root + e['destination'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +278,7 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
     mounts = manifest["mounts"]
     if not mounts:
         return
-    script = _emptying_script(mounts)
+    script = emptying_script(mounts)
     binds = _helper_binds(mounts)
     cid = _create_helper(client, helper_image, script, binds)
     try:

@@ -17,6 +17,8 @@ import time
 import docker
 import requests
 
+from importer.swap import engine
+
 POLL = 0.3
 RUNNING_GRACE = 10.0
 DEFAULT_TIMEOUT = 60
@@ -38,21 +40,24 @@ class HealthGate:
         self.docker_hc = hc if (test and test[0] != "NONE") else None
         if "timeout" in self.health:
             self.timeout = float(self.health["timeout"])
-        elif self.docker_hc and not self._probe_kind():
+        elif self.docker_hc and not self.probe_kind:
             # Wait long enough for the start period and two intervals of the image's HEALTHCHECK.
             self.timeout = min(900.0, max(DEFAULT_TIMEOUT, _ns(hc.get("StartPeriod")) + 2 * (_ns(hc.get("Interval")) or 30)
                                           + (_ns(hc.get("Timeout")) or 30)))
         else:
             self.timeout = float(DEFAULT_TIMEOUT)
 
-    def _probe_kind(self) -> str | None:
+    @property
+    def probe_kind(self) -> str | None:
+        """The manifest's probe ("http", "tcp" or "cmd"), or None when the image's HEALTHCHECK (if
+        any) or "still running" decides."""
         for k in ("http", "tcp", "cmd"):
             if self.health.get(k):
                 return k
         return None
 
     def describe(self) -> str:
-        kind = self._probe_kind()
+        kind = self.probe_kind
         if kind == "http":
             what = f"GET {self.health['http']} answers 2xx/3xx"
         elif kind == "tcp":
@@ -74,7 +79,7 @@ class HealthGate:
                 state = client.api.inspect_container(container_id)["State"]
                 if attempt > 1 or not state.get("Running"):
                     if state.get("Running") or state.get("Restarting"):
-                        client.api.restart(container_id, timeout=_stop_timeout(client, container_id))
+                        engine.restart(client, container_id)
                     else:
                         client.api.start(container_id)
             except docker.errors.APIError as e:
@@ -93,7 +98,7 @@ class HealthGate:
         restarts = client.api.inspect_container(cid).get("RestartCount", 0)
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
-        kind = self._probe_kind()
+        kind = self.probe_kind
         last = "no answer"
         while True:
             info = client.api.inspect_container(cid)
@@ -145,7 +150,3 @@ class HealthGate:
             return False, str(e.explanation or e)[:200]
         return code == 0, f"exit {code}: {output.decode(errors='replace').strip()[:200]}"
 
-
-def _stop_timeout(client, cid: str) -> int:
-    t = client.api.inspect_container(cid)["Config"].get("StopTimeout")
-    return 10 if t is None else int(t)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import shlex
 
-from bundlecore.errors import UsageProblem
+from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 
 # Config keys posted as they are (when the user set them they are theirs; engine defaults
 # posted back are the same defaults).
@@ -30,11 +30,8 @@ def _short_id(container_id: str) -> str:
 
 def _anonymous_volume_names(old: dict) -> dict[str, dict]:
     """Destination -> mount for volumes the user did not name (anonymous or from the image's VOLUME)."""
-    named_in_binds = set()
-    for b in (old["HostConfig"].get("Binds") or []):
-        parts = b.split(":")
-        if len(parts) >= 2 and not parts[0].startswith("/"):
-            named_in_binds.add(parts[0])
+    named_in_binds = {v.source for v in map(parse_volume, old["HostConfig"].get("Binds") or [])
+                      if v.kind is VolumeKind.NAMED}
     for m in (old["HostConfig"].get("Mounts") or []):
         if m.get("Type", "volume") == "volume" and m.get("Source"):
             named_in_binds.add(m["Source"])
@@ -113,12 +110,8 @@ def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: 
     # HostConfig: the user's, whole (ports, mounts, restart, resources, caps, devices, logs, DNS...)
     hc_new = copy.deepcopy(host_cfg_old)
     anon = _anonymous_volume_names(old)
-    binds = []
-    for b in hc_new.get("Binds") or []:
-        parts = b.split(":")
-        if len(parts) == 1 or (parts[0].startswith("/") and len(parts) == 2 and parts[1] in ("ro", "rw")):
-            continue  # an anonymous volume spec ("/path"): replaced by its named volume below
-        binds.append(b)
+    # An anonymous volume spec ("/path") is replaced by its named volume below.
+    binds = [b for b in hc_new.get("Binds") or [] if parse_volume(b).kind is not VolumeKind.ANONYMOUS]
     mounts = []
     for m in hc_new.get("Mounts") or []:
         if m.get("Type", "volume") == "volume" and not m.get("Source"):
@@ -128,7 +121,7 @@ def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: 
         mounts.append(m)
     if mounts:
         hc_new["Mounts"] = mounts
-    bound_dests = {b.split(":")[1] for b in binds if len(b.split(":")) >= 2}
+    bound_dests = {parse_volume(b).target for b in binds}
     bound_dests |= {m["Target"] for m in mounts}
     for dest, m in sorted(anon.items()):
         if dest in bound_dests:
@@ -177,26 +170,6 @@ def _endpoint_config(ep: dict, old_id: str) -> dict:
 
 # -- first install from the manifest's `run` object ---------------------------------------
 
-def parse_port(spec: str) -> tuple[str, str, str]:
-    """docker -p syntax -> (container port key "8080/tcp", host ip, host port)."""
-    proto = "tcp"
-    s = str(spec)
-    if "/" in s:
-        s, proto = s.rsplit("/", 1)
-    parts = s.rsplit(":", 2) if s.count(":") <= 2 else None
-    if parts is None:
-        raise UsageProblem(f"cannot parse port {spec!r} ([ip:]hostport:containerport[/proto])")
-    if len(parts) == 1:
-        ip, host, cport = "", "", parts[0]
-    elif len(parts) == 2:
-        ip, (host, cport) = "", parts
-    else:
-        ip, host, cport = parts
-    if not cport.isdigit() or (host and not host.isdigit()):
-        raise UsageProblem(f"cannot parse port {spec!r} ([ip:]hostport:containerport[/proto])")
-    return f"{cport}/{proto}", ip, host
-
-
 def run_config(target: dict, image_ref: str) -> dict:
     """The create body for a first install, from target["run"] (docker run's -p/-v/-e syntax)."""
     run = target.get("run") or {}
@@ -218,22 +191,19 @@ def run_config(target: dict, image_ref: str) -> dict:
         cfg["Entrypoint"] = shlex.split(ep) if isinstance(ep, str) else list(ep)
     bindings: dict = {}
     exposed: dict = {}
-    for p in run.get("ports") or []:
-        key, ip, host = parse_port(p)
-        exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": host})
+    for p in map(parse_port, run.get("ports") or []):
+        exposed[p.key] = {}
+        bindings.setdefault(p.key, []).append({"HostIp": p.host_ip, "HostPort": p.host_port})
     if exposed:
         cfg["ExposedPorts"] = exposed
         hc["PortBindings"] = bindings
     binds, anon = [], {}
     for v in run.get("volumes") or []:
-        parts = v.split(":")
-        if len(parts) == 1:
-            anon[parts[0]] = {}
-        elif len(parts) in (2, 3):
+        spec = parse_volume(v)
+        if spec.kind is VolumeKind.ANONYMOUS and not spec.mode:
+            anon[spec.target] = {}
+        else:  # as written (the engine reads "/path:ro" as an anonymous read-only volume itself)
             binds.append(v)
-        else:
-            raise UsageProblem(f"cannot parse volume {v!r} (name:/path[:ro], /host:/path or /path)")
     if binds:
         hc["Binds"] = binds
     if anon:

@@ -1,0 +1,274 @@
+"""The durable record of one swap: which step it is at, and everything needed to finish or undo it.
+
+The journal is the swap's state machine state. Every step is written (fsync, atomic rename) as
+"started" before it runs and as "done" after it ran, so a process killed at any point leaves a
+journal that says what may have happened; `recover()` reads it and brings the system back to a
+healthy version. A finished swap's journal is moved to `last-swap.json` (what `bundle status`
+shows as the last result) and removed from `journal.json`, which therefore exists only while a
+swap is unfinished.
+
+Test hook: BUNDLE_CRASH_AT=<step> (and BUNDLE_CRASH_WHEN=before|after, default after) kills
+the process with SIGKILL right after that step's record is durable, to prove crash safety.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+
+from bundlecore.fsutil import atomic_write_json
+from importer.audit import now
+from importer.state import StateDir
+
+
+class SwapKind(StrEnum):
+    INSTALL = "install"
+    UPGRADE = "upgrade"
+    ROLLBACK = "rollback"
+
+
+class Step(StrEnum):
+    """Every step a journal can record (the values are what the journal file says)."""
+
+    BEGIN = "begin"
+    STOP_OLD = "stop_old"
+    RENAME_OLD = "rename_old"
+    BACKUP = "backup"
+    CREATE_NEW = "create_new"
+    RESTORE_TARGET = "restore_target"
+    RENAME_TARGET = "rename_target"
+    START_NEW = "start_new"
+    COMMIT = "commit"
+    PRUNE = "prune"
+    REMOVE_NEW = "remove_new"
+    RESTORE_DATA = "restore_data"
+    RENAME_BACK = "rename_back"
+    START_OLD = "start_old"
+
+
+class Direction(StrEnum):
+    FORWARD = "forward"
+    UNDO = "undo"
+
+
+S = Step
+# Forward steps of each kind of swap, in order. COMMIT is the point after which recovery
+# finishes the swap instead of undoing it (the new version passed its health gate).
+FORWARD_STEPS: dict[SwapKind, list[Step]] = {
+    SwapKind.INSTALL: [S.BEGIN, S.CREATE_NEW, S.BACKUP, S.START_NEW, S.COMMIT, S.PRUNE],
+    SwapKind.UPGRADE: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.CREATE_NEW, S.START_NEW, S.COMMIT, S.PRUNE],
+    SwapKind.ROLLBACK: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.RESTORE_TARGET, S.RENAME_TARGET,
+                        S.START_NEW, S.COMMIT, S.PRUNE],
+}
+# Steps of the undo path (a failed or interrupted swap before commit), in order.
+UNDO_STEPS: list[Step] = [S.REMOVE_NEW, S.RESTORE_DATA, S.RENAME_BACK, S.START_OLD]
+del S
+
+
+# -- the records the journal holds --------------------------------------------------------
+# Each reads and writes the journal's JSON keys as they have always been. A field marked
+# _optional exists only in some kinds of swap: it is left out of the JSON when None.
+
+def _optional(default=None):
+    return field(default=default, metadata={"optional": True})
+
+
+class _Record:
+    @classmethod
+    def from_json(cls, data: dict):
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None and f.metadata.get("optional"):
+                continue
+            out[f.name] = v.to_json() if isinstance(v, _Record) else v
+        return out
+
+
+@dataclass
+class DisplacedContainer(_Record):
+    """The container being replaced: enough to park it, back up its data and put it back."""
+
+    id: str
+    generation: int
+    parked_name: str
+    image_id: str
+    image_ref: str | None
+    version: str | None
+    sequence: int | None
+    was_running: bool
+    restart_policy: dict
+    mounts: list[dict]          # importer.swap.data.backed_up_mounts
+    backup_dir: str             # relative to the app dir
+    bundle: dict | None = _optional()  # rollback only: the bundle it came from
+
+    @property
+    def backup_source(self) -> str:
+        return self.id
+
+
+@dataclass
+class PreexistingData(_Record):
+    """First install: data already in the volumes/bind mounts before the new container existed."""
+
+    named_volumes: list[str]
+    mounts: list[dict]
+    backup_dir: str
+    container_id: str | None = _optional()  # the created container the backup reads through
+
+    @property
+    def backup_source(self) -> str | None:
+        return self.container_id
+
+
+@dataclass
+class IncomingContainer(_Record):
+    """The version being put in place: a container to create (install, upgrade) or a parked
+    generation to put back (rollback)."""
+
+    id: str | None
+    image_id: str
+    image_ref: str | None
+    generation: int
+    version: str | None
+    sequence: int | None
+    bundle: dict | None
+    create: dict | None = _optional()          # install/upgrade: importer.swap.config body
+    parked_name: str | None = _optional()      # rollback: where it is parked
+    backup_dir: str | None = _optional()       # rollback: the data it had when displaced
+    restart_policy: dict | None = _optional()  # rollback: its policy before it was parked
+
+
+@dataclass
+class JournalRecord(_Record):
+    """Everything in journal.json (and, once finished, last-swap.json)."""
+
+    kind: SwapKind
+    name: str
+    steps: list[Step]
+    keep: int
+    health: dict | None
+    bundle: dict
+    helper_image: str | None
+    t0: float
+    installed_before: dict | None
+    generations_before: dict
+    new: IncomingContainer | None = None
+    old: DisplacedContainer | None = None
+    preexisting: PreexistingData | None = _optional()
+    created_volumes: list[str] | None = _optional()
+    history: list[dict] = field(default_factory=list)
+    direction: Direction = Direction.FORWARD
+    started_at: str | None = _optional()
+    pid: int | None = _optional()
+    step: Step | None = _optional()
+    phase: str | None = _optional()
+    failure: str | None = _optional()
+    operator_needed: str | None = _optional()
+    data_restored: bool | None = _optional()
+    result: str | None = _optional()
+    message: str | None = _optional()
+    finished_at: str | None = _optional()
+
+    @classmethod
+    def from_json(cls, data: dict) -> "JournalRecord":
+        r = super().from_json(data)
+        r.kind = SwapKind(r.kind)
+        r.steps = [Step(s) for s in r.steps]
+        r.direction = Direction(r.direction)
+        r.step = Step(r.step) if r.step is not None else None
+        r.new = IncomingContainer.from_json(r.new) if r.new is not None else None
+        r.old = DisplacedContainer.from_json(r.old) if r.old is not None else None
+        r.preexisting = PreexistingData.from_json(r.preexisting) if r.preexisting is not None else None
+        return r
+
+    @property
+    def data_side(self) -> DisplacedContainer | PreexistingData:
+        """Whose data a failure must restore: the old container's, or (first install) what was
+        in the volumes and bind mounts before."""
+        return self.old if self.old is not None else self.preexisting
+
+
+class SwapJournal:
+    """The journal file of one application's swap in progress (apps/<name>/journal.json)."""
+
+    FILE = "journal.json"
+    LAST = "last-swap.json"
+
+    def __init__(self, app_dir: Path, record: JournalRecord):
+        self.app_dir = Path(app_dir)
+        self.record = record
+
+    # -- life cycle ----------------------------------------------------------------------
+    @classmethod
+    def start(cls, app_dir: Path, record: JournalRecord) -> "SwapJournal":
+        record.started_at = now()
+        record.pid = os.getpid()
+        return cls(app_dir, record)
+
+    @classmethod
+    def load(cls, app_dir: Path) -> "SwapJournal | None":
+        path = Path(app_dir) / cls.FILE
+        try:
+            return cls(app_dir, JournalRecord.from_json(json.loads(path.read_text())))
+        except FileNotFoundError:
+            return None
+
+    @classmethod
+    def last(cls, app_dir: Path) -> dict | None:
+        try:
+            return json.loads((Path(app_dir) / cls.LAST).read_text())
+        except FileNotFoundError:
+            return None
+
+    def finish(self, result: str, message: str = "") -> None:
+        """Close the swap: keep its record as the last result, then drop the live journal."""
+        self.record.result = result
+        self.record.message = message
+        self.record.finished_at = now()
+        atomic_write_json(self.app_dir / self.LAST, self.record.to_json())
+        try:
+            os.unlink(self.app_dir / self.FILE)
+        except FileNotFoundError:
+            pass
+
+    # -- steps ---------------------------------------------------------------------------
+    def save(self) -> None:
+        atomic_write_json(self.app_dir / self.FILE, self.record.to_json())
+
+    def mark(self, step: Step, phase: str) -> None:
+        """Record that `step` is "started" or "done" (with what the record learned), durably."""
+        self.record.step = step
+        self.record.phase = phase
+        self.record.history.append({"step": step, "phase": phase, "at": now()})
+        self.save()
+        _crash_hook(step, "before" if phase == "started" else "after")
+
+    def reached(self, step: Step, phase: str = "started") -> bool:
+        """Whether `step` was ever recorded in `phase` (a started step may have partly run)."""
+        return any(h["step"] == step and h["phase"] == phase for h in self.record.history)
+
+
+def pending(state: StateDir) -> list[str]:
+    """Names of applications with an unfinished swap journal."""
+    apps = state.apps_root
+    if not apps.exists():
+        return []
+    return sorted(d.name for d in apps.iterdir() if (d / SwapJournal.FILE).exists())
+
+
+def _crash_hook(step: str, when: str) -> None:
+    """SIGKILL ourselves at the step named by BUNDLE_CRASH_AT (tests of crash safety only)."""
+    at = os.environ.get("BUNDLE_CRASH_AT")
+    if not at or at != step:
+        return
+    if os.environ.get("BUNDLE_CRASH_WHEN", "after") != when:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

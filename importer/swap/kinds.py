@@ -1,0 +1,70 @@
+"""Target kinds: what the importer swaps. The manifest's `target.kind` picks one; the pipeline and
+the rollback, recover and status commands reach the swap only through this table, so a new kind
+(a Swarm service, a multi-container app) is a new module registered here, not a branch inside
+the container swap.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from bundlecore.errors import UsageProblem
+from importer.state import StateDir
+from importer.swap import container
+from importer.swap.journal import pending
+
+Out = Callable[[str], None]
+
+
+class Plan(Protocol):
+    def lines(self) -> list[str]:
+        """What the operator confirms; making the plan changed nothing."""
+
+
+class TargetKind(Protocol):
+    """What a target kind provides. Every mutation is journaled so that `recover` can finish or
+    undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
+    (UpdateFailed) or say that they could not (OperatorNeeded)."""
+
+    def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
+             new_version: str | None = None) -> Plan: ...
+
+    def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
+        """Put the new version in place behind its health gate; returns the installed record."""
+
+    def plan_rollback(self, client, state: StateDir, name: str) -> Plan: ...
+
+    def rollback(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> dict: ...
+
+    def recover(self, client, state: StateDir, name: str, out: Out = print) -> list[str]:
+        """Finish or undo the interrupted swap of `name`; lines to report."""
+
+    def status(self, client, state: StateDir, name: str) -> dict:
+        """A JSON-able report (client is None when the engine does not answer)."""
+
+    def status_lines(self, status: dict) -> list[str]: ...
+
+
+CONTAINER = "container"
+KINDS: dict[str, TargetKind] = {CONTAINER: container}
+
+
+def for_target(target: dict) -> TargetKind:
+    kind = target.get("kind", CONTAINER)
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise UsageProblem(f"target kind {kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
+
+
+def for_app(state: StateDir, name: str) -> TargetKind:
+    """The kind of an installed application. Only containers exist so far (their records name no kind)."""
+    return KINDS[CONTAINER]
+
+
+def recover_all(client, state: StateDir, out: Out = print) -> list[str]:
+    """Finish or undo every interrupted swap; one line per application handled."""
+    lines = []
+    for name in pending(state):
+        lines += for_app(state, name).recover(client, state, name, out=out)
+    return lines

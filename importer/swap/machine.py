@@ -1,0 +1,342 @@
+"""The container swap as a state machine whose states are the journal's steps.
+
+Each step is recorded "started" before it runs and "done" after (importer.swap.journal), and is
+idempotent against the engine's actual state, so recovery can replay or undo from any point.
+The old container is only ever stopped and renamed (`NAME.previous-G`), never removed here;
+`prune` removes generations beyond `keep` once a later version is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import docker
+
+from bundlecore.errors import OperatorNeeded, UpdateFailed
+from bundlecore.progress import human
+from importer.audit import audit_event, now
+from importer.state import StateDir, highest_sequence_after
+from importer.swap import data, engine
+from importer.swap.generations import Generations, summary
+from importer.swap.health import HealthGate
+from importer.swap.journal import Direction, Step, SwapJournal, SwapKind
+
+# Steps run outside the forward loop (BEGIN by whoever starts the journal, COMMIT/PRUNE by
+# commit_and_finish).
+_NOT_IN_FORWARD_LOOP = (Step.BEGIN, Step.COMMIT, Step.PRUNE)
+
+
+class AttemptFailed(Exception):
+    """The new version did not pass its health gate (carries the one-line reason)."""
+
+
+class ContainerSwap:
+    """Runs one swap (install, upgrade or rollback) through the journal's steps, forward or undo."""
+
+    def __init__(self, client, state: StateDir, journal: SwapJournal, out=print):
+        self.client = client
+        self.state = state
+        self.j = journal
+        self.r = journal.record
+        self.out = out
+        self.app_dir = journal.app_dir
+
+    # -- driving -----------------------------------------------------------------------
+    def step(self, step: Step) -> None:
+        self.j.mark(step, "started")
+        _ACTIONS[step](self)
+        self.j.mark(step, "done")
+
+    def run_forward(self) -> dict:
+        """All forward steps; on a failed gate (or any error before commit), undo and raise."""
+        try:
+            for s in self.r.steps:
+                if s not in _NOT_IN_FORWARD_LOOP:
+                    self.step(s)
+        except AttemptFailed as e:
+            self.undo(str(e))  # raises UpdateFailed or OperatorNeeded
+        except (Exception, KeyboardInterrupt) as e:
+            why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            self.undo(f"the swap stopped on an error at step {self.r.step}: {why}")
+        return self.commit_and_finish()
+
+    def commit_and_finish(self) -> dict:
+        self.step(Step.COMMIT)
+        self.step(Step.PRUNE)
+        record = self.state.installed(self.r.name)
+        self.finish("installed", f"{self.r.name} {self.r.new.version} is running")
+        return record
+
+    def finish(self, result: str, message: str) -> None:
+        self.j.finish(result, message)
+        self._audit(result, message)
+
+    def _audit(self, result: str, message: str) -> None:
+        r, b = self.r, self.r.bundle or {}
+        audit_event(self.state, {
+            "event": r.kind, "name": r.name, "result": result, "message": message, "started_at": r.started_at,
+            "duration_s": round(time.time() - r.t0, 3) if r.t0 else None,
+            "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
+            "old_version": r.old.version if r.old else None, "new_version": r.new.version,
+            "old_sequence": r.old.sequence if r.old else None, "new_sequence": r.new.sequence,
+            "steps": [h["step"] + ":" + h["phase"] for h in r.history][-40:],
+        })
+
+    # -- forward steps -----------------------------------------------------------------
+    def stop_old(self):
+        engine.stop(self.client, self.r.old.id)
+        engine.set_restart_policy(self.client, self.r.old.id, {"Name": "no"})
+
+    def rename_old(self):
+        engine.rename(self.client, self.r.old.id, self.r.old.parked_name)
+
+    def backup(self):
+        side = self.r.data_side
+        if self.r.kind == SwapKind.INSTALL:
+            # Back up through the created (not yet started) container: only mounts holding data that
+            # existed before (bind mounts, named volumes this install did not create).
+            info = engine.inspect(self.client, self.r.new.id)
+            created = set(self.r.created_volumes or [])
+            named = set(side.named_volumes)
+            side.mounts = [m for m in data.backed_up_mounts(info)
+                           if m["type"] == "bind" or (m["name"] in named and m["name"] not in created)]
+            side.container_id = info["Id"]
+            self.j.save()
+        manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, self.app_dir / side.backup_dir)
+        total = sum(m["size"] for m in manifest["mounts"])
+        self.out(f"  backed up {len(manifest['mounts'])} mount(s) of {self.r.name} ({human(total)} compressed)")
+
+    def create_new(self):
+        body = self.r.new.create
+        self.r.new.id = self.client.api.create_container_from_config(body["config"], name=self.r.name)["Id"]
+        self.j.save()
+        for net, ep in body.get("extra_networks", {}).items():
+            engine.connect_network(self.client, self.r.new.id, net, ep)
+
+    def restore_target(self):
+        """Rollback: the generation put back gets the data it had when it was displaced."""
+        bdir = self.app_dir / self.r.new.backup_dir
+        data.restore_mounts(self.client, bdir, data.load_backup(bdir), self._helper())
+
+    def rename_target(self):
+        new = self.r.new
+        engine.rename(self.client, new.id, self.r.name)
+        engine.set_restart_policy(self.client, new.id, new.restart_policy or {"Name": "no"})
+
+    def start_new(self):
+        new = self.r.new
+        info = engine.inspect(self.client, new.id)
+        gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
+        self.out(f"  starting {self.r.name} {new.version or ''}; health check: {gate.describe()}")
+        ok, why = gate.wait_healthy(self.client, new.id, out=self.out)
+        if not ok:
+            raise AttemptFailed(f"{self.r.name} {new.version or ''} did not become healthy "
+                                f"after {gate.attempts} attempt(s): {why}")
+
+    def commit(self):
+        """Point of no return: the new version passed its gate; record it as installed."""
+        name, new, old = self.r.name, self.r.new, self.r.old
+        gens = Generations(self.app_dir)
+        t = now()
+        if old:
+            gens.record_displaced(old, t)
+        gens.record_current(name, new, t)
+        gens.save()
+        b = new.bundle or {}
+        record = {
+            "name": name, "version": new.version, "sequence": new.sequence,
+            "highest_sequence": highest_sequence_after(self.r.installed_before, new.sequence),
+            "image": new.image_ref, "image_id": new.image_id,
+            "images": b.get("images") or {new.image_ref: new.image_id},
+            "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
+            "container_id": new.id, "generation": new.generation, "installed_at": t,
+            "previous": [summary(i) for i in gens.previous()], "health": self.r.health,
+        }
+        self.state.record_installed(name, record)
+        app = (self.r.bundle or {}).get("name")
+        if app and isinstance(new.sequence, int):  # the gate's anti-rollback mark, keyed by app name
+            self.state.raise_sequence(app, new.sequence)
+
+    def prune(self):
+        """Drop generations beyond `keep` (container, backup, image), and backups nobody refers to."""
+        gens = Generations(self.app_dir)
+        keep = max(1, int(self.r.keep or 2))
+        for item in gens.previous()[keep - 1:]:
+            item["pruned"] = True
+        gens.save()
+        in_use = {gens.current["image_id"]} if gens.current else set()
+        in_use |= {i["image_id"] for i in gens.previous()}
+        for k, item in list(gens.data["items"].items()):
+            if not item.get("pruned"):
+                continue
+            if engine.inspect(self.client, item["container_id"]):
+                try:
+                    self.client.api.remove_container(item["container_id"], force=True)
+                except docker.errors.APIError as e:
+                    self.out(f"  could not remove {item['parked_name']}: {e.explanation or e}")
+                    continue
+            if item["image_id"] not in in_use:
+                try:
+                    self.client.api.remove_image(item["image_id"])
+                except docker.errors.APIError:
+                    pass  # still tagged elsewhere or used by another container: not ours to force
+            del gens.data["items"][k]
+            gens.save()
+        referenced = {i.get("backup_dir") for i in gens.data["items"].values()}
+        gdir = self.app_dir / "generations"
+        if gdir.exists():
+            for d in gdir.iterdir():
+                if f"generations/{d.name}" not in referenced:
+                    shutil.rmtree(d, ignore_errors=True)
+        if self.r.old or self.r.kind == SwapKind.ROLLBACK:
+            rec = self.state.installed(self.r.name)
+            if rec:
+                rec["previous"] = [summary(i) for i in gens.previous()]
+                self.state.record_installed(self.r.name, rec)
+
+    # -- undo --------------------------------------------------------------------------
+    def undo(self, why: str):
+        """Put the old version back exactly as it was; raise UpdateFailed, or OperatorNeeded if we cannot."""
+        self.r.direction = Direction.UNDO
+        self.r.failure = why
+        self.j.save()
+        self.out(f"  {why}")
+        self.out("  rolling back")
+        old = self.r.old
+        try:
+            self.step(Step.REMOVE_NEW)
+            self.step(Step.RESTORE_DATA)
+            if old:
+                self.step(Step.RENAME_BACK)
+                self.step(Step.START_OLD)
+        except Exception as e:
+            detail = str(e) if isinstance(e, OperatorNeeded) else (
+                e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}")
+            self.r.operator_needed = detail
+            self.j.save()  # the journal stays: `bundle recover` retries once the cause is fixed
+            msg = (f"{why}; putting the previous version back failed at step {self.r.step}: {detail}. "
+                   f"Nothing was deleted; see {self.app_dir / SwapJournal.FILE}")
+            self._audit("operator needed", msg)
+            raise OperatorNeeded(msg) from e
+        if not old:
+            msg = f"{why}; nothing was installed"
+        elif old.was_running:
+            msg = f"{why}; the previous version {old.version or old.image_ref} is running again"
+        else:
+            msg = f"{why}; the previous version {old.version or old.image_ref} is back (stopped, as it was)"
+        self.finish("rolled back", msg)
+        raise UpdateFailed(msg)
+
+    def _new_containers(self) -> list[str]:
+        """Containers that are the new side: the journaled ID, and anything else now called NAME."""
+        ids = []
+        new_id = self.r.new.id
+        if new_id and engine.inspect(self.client, new_id):
+            ids.append(new_id)
+        cur = engine.inspect_named(self.client, self.r.name)
+        old_id = self.r.old.id if self.r.old else None
+        if cur and cur["Id"] != old_id and cur["Id"] not in ids:
+            ids.append(cur["Id"])
+        return ids
+
+    def remove_new(self):
+        """Get the new side out of the way.
+
+        Upgrade: remove the new container (and only the anonymous volumes it made itself; the old
+        container's volumes are bound by name, so the engine keeps them). Rollback: park the
+        generation we tried to put back again. First install: remove the container and the named
+        volumes this install created (they held nothing before it); volumes and bind mounts that
+        existed before are kept, and `restore_data` puts back what they held before the install.
+        """
+        if self.j.reached(Step.COMMIT, "started"):
+            self._uncommit()
+        if self.r.kind == SwapKind.ROLLBACK:
+            # The generation we tried to put back returns to its parking place, untouched otherwise.
+            new = self.r.new
+            engine.stop(self.client, new.id)
+            engine.set_restart_policy(self.client, new.id, {"Name": "no"})
+            engine.rename(self.client, new.id, new.parked_name)
+            return
+        for cid in self._new_containers():
+            self.client.api.remove_container(cid, force=True, v=True)
+        if self.r.kind == SwapKind.INSTALL:
+            for vol in self.r.created_volumes or []:
+                try:
+                    self.client.api.remove_volume(vol)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as e:
+                    self.out(f"  kept volume {vol}: {e.explanation or e}")
+
+    def _uncommit(self):
+        """Recovery found a committed swap whose new version is not healthy: restore the records."""
+        if self.r.generations_before is not None:
+            g = Generations(self.app_dir)
+            g.data = self.r.generations_before
+            g.save()
+        before = self.r.installed_before
+        if before:
+            self.state.record_installed(self.r.name, before)
+        else:
+            try:
+                os.unlink(self.state.installed_path(self.r.name))
+            except FileNotFoundError:
+                pass
+
+    def restore_data(self):
+        """Only when the new side may have run (and so written); a stopped old container changed nothing."""
+        # Creating a container may already copy image files into an empty volume: count it as touching.
+        touched = any(self.j.reached(s) for s in (Step.CREATE_NEW, Step.START_NEW, Step.RESTORE_TARGET))
+        if not touched or not self.j.reached(Step.BACKUP, "done"):
+            self.r.data_restored = False
+            return
+        bdir = self.app_dir / self.r.data_side.backup_dir
+        manifest = data.load_backup(bdir)
+        if manifest is None:
+            raise OperatorNeeded(f"the backup of {self.r.name} in {bdir} is incomplete")
+        data.restore_mounts(self.client, bdir, manifest, self._helper())
+        self.out(f"  restored {len(manifest['mounts'])} mount(s) from the backup taken {manifest['taken_at']}")
+        self.r.data_restored = True
+
+    def rename_back(self):
+        old = self.r.old
+        if not engine.inspect(self.client, old.id):
+            raise OperatorNeeded(f"the previous container {old.id[:12]} of {self.r.name} is gone")
+        engine.rename(self.client, old.id, self.r.name)
+        engine.set_restart_policy(self.client, old.id, old.restart_policy or {"Name": "no"})
+
+    def start_old(self):
+        old = self.r.old
+        if not old.was_running:
+            return
+        info = engine.inspect(self.client, old.id)
+        gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
+        ok, why = gate.wait_healthy(self.client, old.id, out=self.out)
+        if not ok:
+            raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}; "
+                                 f"its data was restored from {self.app_dir / old.backup_dir}")
+
+    def _helper(self) -> str:
+        cands = [c for c in (self.r.helper_image, self.r.old.image_id if self.r.old else None, self.r.new.image_id)
+                 if c]
+        return data.find_helper_image(self.client, cands)
+
+
+# The one table from journal step to what it does (BEGIN is recorded by whoever starts the journal).
+_ACTIONS = {
+    Step.STOP_OLD: ContainerSwap.stop_old,
+    Step.RENAME_OLD: ContainerSwap.rename_old,
+    Step.BACKUP: ContainerSwap.backup,
+    Step.CREATE_NEW: ContainerSwap.create_new,
+    Step.RESTORE_TARGET: ContainerSwap.restore_target,
+    Step.RENAME_TARGET: ContainerSwap.rename_target,
+    Step.START_NEW: ContainerSwap.start_new,
+    Step.COMMIT: ContainerSwap.commit,
+    Step.PRUNE: ContainerSwap.prune,
+    Step.REMOVE_NEW: ContainerSwap.remove_new,
+    Step.RESTORE_DATA: ContainerSwap.restore_data,
+    Step.RENAME_BACK: ContainerSwap.rename_back,
+    Step.START_OLD: ContainerSwap.start_old,
+}

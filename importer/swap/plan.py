@@ -1,0 +1,274 @@
+"""What a swap will do, read from the engine without changing anything, and the checks made
+just before it runs (preflight).
+
+A plan shows warnings to the operator; what may stop a swap is a separate, typed list of
+`Blocker`s, so rewording a warning can never turn a safety check off.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bundlecore.docker_engine import ping
+from bundlecore.errors import EnvironmentProblem, UsageProblem
+from bundlecore.progress import human
+from bundlecore.runspec import VolumeKind, parse_volume
+from importer.state import StateDir
+from importer.swap import data, engine
+from importer.swap.config import describe_mount
+from importer.swap.generations import Generations
+from importer.swap.health import HealthGate
+from importer.swap.journal import SwapJournal
+
+BACKUP_MARGIN = 1.1
+BACKUP_MIN_FREE = 64 << 20
+
+
+class PlanKind(StrEnum):
+    INSTALL = "install"
+    UPGRADE = "upgrade"
+    UNCHANGED = "unchanged"
+    ROLLBACK = "rollback"
+
+
+class Blocker(StrEnum):
+    """A reason preflight refuses the swap (shown as a warning in the plan before that)."""
+
+    AUTO_REMOVE = "auto_remove"
+    SWARM_TASK = "swarm_task"
+
+    @property
+    def warning(self) -> str:
+        return {
+            Blocker.AUTO_REMOVE: "the container was started with --rm: stopping it would delete it; refusing to swap",
+            Blocker.SWARM_TASK: "the container is a Swarm task: update the service instead",
+        }[self]
+
+    def refusal(self, name: str) -> str:
+        return {
+            Blocker.AUTO_REMOVE: f"container {name} was started with --rm: stopping it would delete it",
+            Blocker.SWARM_TASK: f"container {name} is a Swarm task: update its service instead",
+        }[self]
+
+
+COMPOSE_WARNING = ("the container belongs to a Compose project: `docker compose up` may recreate it "
+                   "from the compose file's image later")
+
+
+@dataclass
+class CurrentContainer:
+    """The container a swap replaces, as the plan found it."""
+
+    id: str
+    image_id: str
+    image_ref: str | None
+    version: str | None
+    sequence: int | None
+    generation: int | None
+    running: bool
+
+
+@dataclass
+class SwapPlan:
+    """What a swap will do; `lines()` is what the operator confirms. Reading it changed nothing."""
+
+    kind: PlanKind
+    name: str
+    target: dict
+    new_image_id: str
+    new_image_ref: str
+    new_version: str | None = None
+    old: CurrentContainer | None = None
+    mounts: list[dict] = field(default_factory=list)   # backed-up mounts: {"mount": inspect mount, "size"}
+    backup_estimate: int = 0
+    unknown_sizes: int = 0
+    health: str = ""
+    warnings: list[str] = field(default_factory=list)
+    blockers: list[Blocker] = field(default_factory=list)
+    rollback_to: dict | None = None  # for kind ROLLBACK: the generation item put back
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.kind == PlanKind.INSTALL:
+            out.append(f"install {self.name}: new container from {self.new_image_ref} ({self.new_image_id[:19]})")
+            run = self.target.get("run") or {}
+            for p in run.get("ports") or []:
+                out.append(f"  publish port {p}")
+            for v in run.get("volumes") or []:
+                out.append(f"  mount {v}")
+            if install_touches_existing_data(self.target):
+                out.append("  data already in those volumes/directories is backed up before the first start")
+        elif self.kind == PlanKind.UNCHANGED:
+            out.append(f"{self.name} already runs {self.new_image_ref} ({self.new_image_id[:19]}): nothing to swap")
+        else:
+            old = self.old
+            verb = "roll back" if self.kind == PlanKind.ROLLBACK else "update"
+            new_v = self.new_version or self.new_image_ref.rsplit("/", 1)[-1]
+            out.append(f"{verb} {self.name}: {old.version or 'unknown version'} -> {new_v}")
+            out.append(f"  container {self.name} ({old.id[:12]}): image {old.image_ref} "
+                       f"({(old.image_id or '')[:19]}) -> {self.new_image_ref} ({self.new_image_id[:19]})")
+            out.append(f"  stop it{' (it is not running)' if not old.running else ''}, keep it (stopped) as "
+                       f"{self.name}.previous-<generation>, back up its writable mounts:")
+            for m in self.mounts:
+                size = "size unknown" if m.get("size") is None else human_or_unknown(m["size"])
+                out.append(f"    {describe_mount(m['mount'])} [{size}]")
+            if not self.mounts:
+                out.append("    (no writable mounts)")
+            out.append(f"  backup needs about {human_or_unknown(self.backup_estimate)} in the state dir"
+                       + (f" (+{self.unknown_sizes} mount(s) of unknown size)" if self.unknown_sizes else ""))
+            if self.kind == PlanKind.ROLLBACK:
+                out.append(f"  then put generation {self.rollback_to['generation']} back with the data it had "
+                           f"when it was replaced ({self.rollback_to.get('displaced_at')})")
+            else:
+                out.append("  then create the new container with the same settings, networks and mounts")
+        if self.kind != PlanKind.UNCHANGED:
+            out.append(f"  health check: {self.health}")
+            if self.kind == PlanKind.UPGRADE:
+                out.append("  if it fails: remove the new container, restore the data exactly, restart the old one")
+            elif self.kind == PlanKind.ROLLBACK:
+                out.append("  if it fails: park it again, restore the current data exactly, restart the current one")
+        for w in self.warnings:
+            out.append(f"  warning: {w}")
+        return out
+
+
+def human_or_unknown(n: int | None) -> str:
+    return "?" if n is None else human(n)
+
+
+def install_touches_existing_data(target: dict) -> bool:
+    """A first install mounts named volumes or host paths, which may hold data from before."""
+    return any(parse_volume(v).kind is not VolumeKind.ANONYMOUS for v in (target.get("run") or {}).get("volumes") or [])
+
+
+def image_ref_for(client, target_ref: str, image_id: str) -> str:
+    """The tag when it names exactly this image (nicer in `docker ps`), else the ID."""
+    img = engine.image_or_none(client, target_ref) if target_ref else None
+    return target_ref if img and img["Id"] == image_id else image_id
+
+
+def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer:
+    cur = gens.current
+    rec = state.installed(engine.container_name(info)) or {}
+    mine = cur if cur and cur.get("container_id") == info["Id"] else {}
+    return CurrentContainer(
+        id=info["Id"], image_id=info["Image"], image_ref=info["Config"].get("Image"),
+        version=mine.get("version") or (rec.get("version") if rec.get("container_id") == info["Id"] else None),
+        sequence=mine.get("sequence"), generation=mine.get("generation"), running=bool(info["State"].get("Running")),
+    )
+
+
+def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None) -> SwapPlan:
+    """Read the current container (if any) and describe the swap; changes nothing."""
+    name = target["name"]
+    ping(client)
+    # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
+    # not be in the engine yet; run_swap resolves it again.
+    new_img = engine.image_or_none(client, new_image_id) or {"Id": new_image_id, "Config": {}}
+    loaded = "RepoTags" in new_img
+    ref = image_ref_for(client, target.get("image", ""), new_img["Id"]) if loaded else (target.get("image") or new_image_id)
+    old = engine.inspect_named(client, name)
+    if not old:
+        hc = (new_img.get("Config") or {}).get("Healthcheck")
+        return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
+                        health=_describe_health(target, hc, loaded))
+    current = _current(state, old, Generations(state.app_dir(name)))
+    unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
+    plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
+                    new_version, old=current)
+    _fill_mounts(client, plan, old)
+    hc = (new_img.get("Config") or {}).get("Healthcheck")
+    old_img = engine.image_or_none(client, old["Image"]) or {}
+    if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
+        hc = old["Config"].get("Healthcheck")  # the user's override is carried over
+    plan.health = _describe_health(target, hc, loaded or bool(hc))
+    note_risks(plan, old)
+    return plan
+
+
+def plan_rollback(client, state: StateDir, name: str) -> SwapPlan:
+    """Describe putting the previous generation of `name` back (its container and its data)."""
+    ping(client)
+    app_dir = state.app_dir(name)
+    gens = Generations(app_dir)
+    prev = gens.previous()
+    if not prev:
+        raise UsageProblem(f"no previous generation of {name} is kept: nothing to roll back to")
+    target_item = prev[0]
+    if not engine.inspect(client, target_item["container_id"]):
+        raise EnvironmentProblem(f"the previous container of {name} ({target_item['parked_name']}) is gone")
+    manifest = data.load_backup(app_dir / target_item["backup_dir"]) if target_item.get("backup_dir") else None
+    if manifest is None:
+        raise EnvironmentProblem(f"the data backup of generation {target_item['generation']} of {name} is missing")
+    cur = engine.inspect_named(client, name)
+    if not cur:
+        raise EnvironmentProblem(f"no container named {name} is installed")
+    health = (state.installed(name) or {}).get("health")
+    plan = SwapPlan(PlanKind.ROLLBACK, name, {"name": name, "health": health}, target_item["image_id"],
+                    target_item.get("image_ref") or target_item["image_id"], target_item.get("version"),
+                    old=_current(state, cur, gens), rollback_to=target_item)
+    _fill_mounts(client, plan, cur)
+    info = engine.inspect(client, target_item["container_id"])
+    plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
+    note_risks(plan, cur)
+    return plan
+
+
+def _describe_health(target: dict, image_hc: dict | None, image_known: bool) -> str:
+    gate = HealthGate(target.get("health"), image_hc)
+    if not image_known and not gate.probe_kind:
+        return "the image's HEALTHCHECK if it has one, else still running after 10 s"
+    return gate.describe()
+
+
+def _fill_mounts(client, plan: SwapPlan, old: dict) -> None:
+    mounts = data.backed_up_mounts(old)
+    sizes = data.estimate_sizes(client, mounts)
+    by_dest = {m["Destination"]: m for m in old.get("Mounts") or []}
+    plan.mounts = [{"mount": by_dest[m["destination"]], "size": s} for m, s in zip(mounts, sizes)]
+    plan.backup_estimate = sum(s for s in sizes if s is not None)
+    plan.unknown_sizes = sum(1 for s in sizes if s is None)
+
+
+def note_risks(plan: SwapPlan, old: dict) -> None:
+    """Warnings for the operator, and the typed blockers preflight refuses on."""
+    labels = old["Config"].get("Labels") or {}
+    if old["HostConfig"].get("AutoRemove"):
+        plan.blockers.append(Blocker.AUTO_REMOVE)
+        plan.warnings.append(Blocker.AUTO_REMOVE.warning)
+    if "com.docker.compose.project" in labels:
+        plan.warnings.append(COMPOSE_WARNING)
+    if "com.docker.swarm.service.id" in labels:
+        plan.blockers.append(Blocker.SWARM_TASK)
+        plan.warnings.append(Blocker.SWARM_TASK.warning)
+
+
+def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[str]) -> str | None:
+    """Checks made before anything is stopped; returns the image used to restore data (None when
+    no data can need restoring)."""
+    ping(client)
+    if SwapJournal.load(state.app_dir(plan.name)):
+        raise EnvironmentProblem(f"an interrupted swap of {plan.name} is pending: run `bundle recover` first")
+    for blocker in plan.blockers:
+        raise EnvironmentProblem(blocker.refusal(plan.name))
+    if not engine.image_or_none(client, plan.new_image_id):
+        raise EnvironmentProblem(f"image {plan.new_image_id} is not in the engine")
+    current = engine.inspect(client, plan.name)
+    if plan.kind == PlanKind.INSTALL:
+        if current:
+            raise EnvironmentProblem(f"a container named {plan.name} appeared since the plan was made; plan again")
+        if not install_touches_existing_data(plan.target):
+            return None  # nothing that existed before can be touched
+        return data.find_helper_image(client, helper_candidates)
+    if not current or current["Id"] != plan.old.id:
+        raise EnvironmentProblem(f"container {plan.name} changed since the plan was made; plan again")
+    need = int(plan.backup_estimate * BACKUP_MARGIN) + BACKUP_MIN_FREE
+    free = shutil.disk_usage(state.root).free
+    if free < need:
+        raise EnvironmentProblem(f"not enough space in {state.root} for the data backup: "
+                                 f"{human_or_unknown(free)} free, about {human_or_unknown(need)} needed")
+    if not plan.mounts:
+        return None
+    return data.find_helper_image(client, helper_candidates)

@@ -1,0 +1,177 @@
+"""Entry points of the container swap: run a plan, roll back to the previous generation, and
+finish or undo an interrupted swap after a crash.
+
+Unlike Watchtower (which removes the old container before creating the new one, and has no
+health gate and no rollback) the old container is only stopped and parked; its writable mounts
+are archived while it is stopped (importer.swap.data), the new container gets a faithful copy of
+its settings (importer.swap.config), and a health gate decides (importer.swap.health). A
+failure restores every mount to exactly the backup and puts the old container back.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bundlecore.docker_engine import ping
+from bundlecore.errors import UpdateFailed, UsageProblem
+from bundlecore.runspec import named_volumes
+from importer.audit import audit_event
+from importer.state import StateDir, highest_sequence_after
+from importer.swap import data, engine
+from importer.swap.config import recreate_config, run_config
+from importer.swap.generations import Generations, parked_name
+from importer.swap.health import HealthGate
+from importer.swap.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
+                                   PreexistingData, Step, SwapJournal, SwapKind)
+from importer.swap.machine import ContainerSwap
+from importer.swap.plan import PlanKind, SwapPlan, image_ref_for, preflight
+
+
+def _displaced(plan: SwapPlan, info: dict, gen: int, bundle: dict | None = None) -> DisplacedContainer:
+    return DisplacedContainer(
+        id=info["Id"], generation=gen, parked_name=parked_name(plan.name, gen),
+        image_id=info["Image"], image_ref=info["Config"].get("Image"),
+        version=plan.old.version, sequence=plan.old.sequence, was_running=bool(info["State"].get("Running")),
+        restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+        mounts=data.backed_up_mounts(info), backup_dir=f"generations/{gen}", bundle=bundle,
+    )
+
+
+def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *, bundle: dict, keep: int,
+           helper: str | None, new: IncomingContainer, old: DisplacedContainer | None,
+           preexisting: PreexistingData | None = None, created_volumes: list[str] | None = None) -> SwapJournal:
+    """Write the journal's first step; from here on a crash is recovered from the journal."""
+    app_dir = state.ensure_app_dir(plan.name)
+    record = JournalRecord(
+        kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.target.get("health"),
+        bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.name),
+        generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes)
+    j = SwapJournal.start(app_dir, record)
+    gens.save()  # the allocated generation numbers are never reused
+    j.mark(Step.BEGIN, "started")
+    j.mark(Step.BEGIN, "done")
+    return j
+
+
+def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int = 2, out=print) -> dict:
+    """Execute the plan; returns the installed record. Raises UpdateFailed (old version back),
+    OperatorNeeded (could not put it back; nothing deleted) or EnvironmentProblem (nothing changed)."""
+    bundle = dict(bundle or {})
+    if plan.kind == PlanKind.ROLLBACK:
+        raise UsageProblem("use rollback() for a rollback plan")
+    if plan.kind == PlanKind.UNCHANGED:
+        return _record_unchanged(state, plan, bundle)
+    helper = preflight(client, state, plan, [plan.old.image_id, plan.new_image_id] if plan.old else [plan.new_image_id])
+    plan.new_image_ref = image_ref_for(client, plan.target.get("image", ""), plan.new_image_id)
+    gens = Generations(state.app_dir(plan.name))
+    new = IncomingContainer(
+        id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
+        version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
+        bundle={k: bundle.get(k) for k in ("sha256", "signers", "images")})
+    if plan.kind == PlanKind.INSTALL:
+        new.create = run_config(plan.target, plan.new_image_ref)
+        vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
+        j = _begin(state, plan, SwapKind.INSTALL, gens, bundle=bundle, keep=keep, helper=helper, new=new, old=None,
+                   preexisting=PreexistingData(named_volumes=vols, mounts=[],
+                                               backup_dir=f"generations/{new.generation}-before-install"),
+                   created_volumes=[v for v in vols if not engine.volume_exists(client, v)])
+    else:
+        old_info = client.api.inspect_container(plan.old.id)
+        old_img = engine.image_or_none(client, old_info["Image"]) or {"Config": {}}
+        new_img = client.api.inspect_image(plan.new_image_id)
+        mode = old_info["HostConfig"].get("NetworkMode") or ""
+        joined = {}
+        if mode.startswith("container:"):
+            other = engine.inspect(client, mode[len("container:"):])
+            if other:
+                joined[mode[len("container:"):]] = engine.container_name(other)
+        new.create = recreate_config(old_info, old_img, new_img, plan.new_image_ref, joined)
+        cur = gens.current
+        if cur and cur.get("container_id") == old_info["Id"]:
+            old_gen = cur["generation"]
+        else:  # a container bundle did not install (or recreated by hand): adopt it as a generation
+            old_gen = new.generation
+            new.generation = gens.allocate()
+        j = _begin(state, plan, SwapKind.UPGRADE, gens, bundle=bundle, keep=keep, helper=helper, new=new,
+                   old=_displaced(plan, old_info, old_gen))
+    out(f"swapping {plan.name} (journal {j.app_dir / SwapJournal.FILE})")
+    return ContainerSwap(client, state, j, out=out).run_forward()
+
+
+def _record_unchanged(state: StateDir, plan: SwapPlan, bundle: dict) -> dict:
+    rec = state.installed(plan.name) or {}
+    rec.update({"name": plan.name, "version": bundle.get("version") or rec.get("version"),
+                "sequence": bundle.get("sequence", rec.get("sequence")),
+                "highest_sequence": highest_sequence_after(rec, bundle.get("sequence")),
+                "image_id": plan.new_image_id, "image": plan.new_image_ref, "container_id": plan.old.id,
+                "images": bundle.get("images") or rec.get("images"), "bundle_sha256": bundle.get("sha256"),
+                "signers": bundle.get("signers")})
+    state.record_installed(plan.name, rec)
+    if bundle.get("name") and isinstance(bundle.get("sequence"), int):
+        state.raise_sequence(bundle["name"], bundle["sequence"])
+    audit_event(state, {"event": "upgrade", "name": plan.name, "result": "unchanged",
+                        "bundle_sha256": bundle.get("sha256"), "signers": bundle.get("signers"),
+                        "old_version": plan.old.version, "new_version": bundle.get("version"), "duration_s": 0})
+    return rec
+
+
+def rollback(client, state: StateDir, plan: SwapPlan, *, health: dict | None = None, keep: int | None = None,
+             out=print) -> dict:
+    """Put the previous generation back (container + the data it had); same journal and undo as a swap."""
+    if plan.kind != PlanKind.ROLLBACK:
+        raise UsageProblem("not a rollback plan")
+    target_item = plan.rollback_to
+    helper = preflight(client, state, plan, [plan.old.image_id, target_item["image_id"]])
+    bdir = state.app_dir(plan.name) / target_item["backup_dir"]
+    data.verify_backup(bdir, data.load_backup(bdir))
+    if helper is None:
+        helper = data.find_helper_image(client, [plan.old.image_id, target_item["image_id"]])
+    if health is not None:
+        plan.target["health"] = health
+    gens = Generations(state.app_dir(plan.name))
+    cur_info = client.api.inspect_container(plan.old.id)
+    cur = gens.current
+    old_gen = cur["generation"] if cur and cur.get("container_id") == cur_info["Id"] else gens.allocate()
+    new = IncomingContainer(
+        id=target_item["container_id"], generation=target_item["generation"], image_id=target_item["image_id"],
+        image_ref=target_item.get("image_ref"), version=target_item.get("version"),
+        sequence=target_item.get("sequence"), bundle=target_item.get("bundle"),
+        parked_name=target_item["parked_name"], backup_dir=target_item["backup_dir"],
+        restart_policy=target_item.get("restart_policy") or {"Name": "no"})
+    # A rollback adds no generation, so it prunes nothing unless asked to.
+    j = _begin(state, plan, SwapKind.ROLLBACK, gens, bundle=target_item.get("bundle") or {}, keep=keep or 1_000_000,
+               helper=helper, new=new, old=_displaced(plan, cur_info, old_gen, bundle=(cur or {}).get("bundle")))
+    out(f"rolling {plan.name} back to generation {target_item['generation']} ({target_item.get('version')})")
+    return ContainerSwap(client, state, j, out=out).run_forward()
+
+
+def recover(client, state: StateDir, name: str, out=print) -> list[str]:
+    """Finish or undo the interrupted swap of `name`; returns the line(s) to report.
+
+    Before the commit step, the swap is undone (old version back with its data restored if the
+    new side may have run); after it, it is finished (the new version passed its gate), unless the
+    new version is not healthy any more, in which case it is undone too."""
+    j = SwapJournal.load(state.app_dir(name))
+    if j is None:
+        return []
+    ping(client)
+    data.remove_stale_helpers(client)
+    r = j.record
+    m = ContainerSwap(client, state, j, out=out)
+    where = f"{r.step}:{r.phase}"
+    out(f"recovering the interrupted {r.kind} of {name} (stopped at {where})")
+    if r.direction == "forward" and j.reached(Step.COMMIT, "started"):
+        info = engine.inspect(client, r.new.id)
+        gate = HealthGate(r.health, (info or {}).get("Config", {}).get("Healthcheck"))
+        ok, why = (gate.wait_healthy(client, r.new.id, out=out) if info else (False, "the new container is gone"))
+        if ok:
+            m.commit_and_finish()
+            return [f"{name}: finished the interrupted {r.kind}; {r.new.version} is running"]
+        reason = f"{name} {r.new.version} is not healthy after the interruption: {why}"
+    else:
+        reason = f"the {r.kind} of {name} was interrupted at {where}"
+    try:
+        m.undo(reason)
+    except UpdateFailed as e:
+        return [f"{name}: undid the interrupted {r.kind}: {e}"]
+    return []
