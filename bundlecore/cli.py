@@ -13,18 +13,27 @@ import click
 
 from bundlecore import __version__
 from bundlecore.errors import BundleError
+from bundlecore.text import printable
 
-# verb -> "module:function"; imported only when the verb runs, so the intranet side never
-# loads the internet-side modules (and their dependencies) it does not use.
+# verb -> ("module:function", one-line summary). A verb's module is imported only when that verb
+# runs, so `bundle --help` loads none of them and the intranet side never loads the internet-side
+# modules (and their dependencies) it does not use. The summary is shown by `bundle --help`; a
+# unit test keeps it equal to the first line of the command's own docstring.
 COMMANDS = {
-    "build": "bundler.cmd_build:build",
-    "approve": "bundler.cmd_approve:approve",
-    "inspect": "importer.cmd_inspect:inspect_cmd",
-    "verify": "importer.cmd_verify:verify",
-    "import": "importer.cmd_import:import_cmd",
-    "status": "importer.cmd_status:status",
-    "rollback": "importer.cmd_rollback:rollback",
-    "recover": "importer.cmd_recover:recover",
+    "build": ("bundler.cmd_build:build", "Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."),
+    "approve": ("bundler.cmd_approve:approve",
+                "Verify a bundle, then add your signature to it (rewrites its first frame only)."),
+    "inspect": ("importer.cmd_inspect:inspect_cmd",
+                "Show a bundle's manifest summary from its first frame only. NOTHING here is verified."),
+    "verify": ("importer.cmd_verify:verify",
+               "Check a bundle completely (exit 0 trusted, 3 refused) without changing anything."),
+    "import": ("importer.cmd_import:import_cmd", "Verify a bundle, load its images and swap the running application."),
+    "status": ("importer.cmd_status:status",
+               "Show the installed version, previous generations and the last import result."),
+    "rollback": ("importer.cmd_rollback:rollback",
+                 "Put the previous generation of NAME back, with the data it had when it was replaced."),
+    "recover": ("importer.cmd_recover:recover",
+                "Bring every application with an interrupted swap back to a healthy version."),
 }
 
 
@@ -32,11 +41,17 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx, formatter):
+        """The verb list from the registry's summaries: no command module is imported."""
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
         if target is None:
             return None
-        module, func = target.split(":")
+        module, func = target[0].split(":")
         try:
             mod = __import__(module, fromlist=[func])
         except ModuleNotFoundError as e:
@@ -64,12 +79,12 @@ def main(argv=None) -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
-        click.echo(f"error: {e.format_message()} (see 'bundle --help')", err=True)
+        click.echo(printable(f"error: {e.format_message()} (see 'bundle --help')"), err=True)
         sys.exit(e.exit_code)
     except BundleError as e:
         if debug:
             traceback.print_exc()
-        click.echo(e.line(), err=True)
+        click.echo(printable(e.line()), err=True)  # the message may quote signed or engine text
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -78,6 +93,6 @@ def main(argv=None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            click.echo(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+            click.echo(printable(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)"), err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

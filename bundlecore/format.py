@@ -543,9 +543,14 @@ class PayloadReader:
         self._read = 0
 
     def _read_exact(self, stream, n: int, what: str) -> bytes:
+        """Every decompressed byte comes through here, so every zstd failure becomes a FormatError
+        here too: member chunks are read by the caller, outside members()' own try."""
         if self._read + n > self._limit:
             raise FormatError("cap", "payload decompresses past the sizes the manifest declares")
-        data = read_exact(stream, n, what)
+        try:
+            data = read_exact(stream, n, what)
+        except zstandard.ZstdError as e:
+            raise FormatError("zstd", f"payload does not decompress ({what}): {e}") from None
         self._read += n
         return data
 

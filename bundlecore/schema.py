@@ -1,4 +1,8 @@
-"""Loading the JSON Schemas shipped in schemas/ and turning the first violation into one line."""
+"""Loading the JSON Schemas shipped in schemas/ and turning the first violation into one line.
+
+The schemas reference each other (run.schema.json holds the run settings both the spec and the
+manifest use), so every validator resolves `$ref`s against one registry of the shipped files;
+nothing is ever fetched."""
 
 from __future__ import annotations
 
@@ -7,13 +11,24 @@ import json
 from importlib import resources
 
 import jsonschema
+from referencing import Registry, Resource
+
+
+@functools.cache
+def _registry() -> Registry:
+    resources_ = []
+    for entry in resources.files("bundlecore.schemas").iterdir():
+        if entry.name.endswith(".schema.json"):
+            schema = json.loads(entry.read_text())
+            jsonschema.Draft202012Validator.check_schema(schema)
+            resources_.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources_)
 
 
 @functools.cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = json.loads(resources.files("bundlecore.schemas").joinpath(name).read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    return jsonschema.Draft202012Validator(schema, registry=_registry(), format_checker=jsonschema.FormatChecker())
 
 
 def first_error(name: str, instance) -> str | None:
@@ -23,4 +38,7 @@ def first_error(name: str, instance) -> str | None:
         return None
     err = jsonschema.exceptions.best_match(errors)
     where = ".".join(str(p) for p in err.absolute_path) or "top level"
+    if err.validator == "pattern" and isinstance(err.schema, dict) and err.schema.get("description"):
+        # The pattern itself helps nobody; its description says what is expected.
+        return f"at {where}: {err.instance!r} is not {err.schema['description']}"
     return f"at {where}: {err.message}"

@@ -8,11 +8,16 @@ from pathlib import Path
 
 from bundlecore.errors import UsageProblem
 from bundlecore.schema import first_error
+from bundlecore.text import first_unprintable
 from bundlecore.timeutil import parse_duration
 
 DEFAULT_EXPIRES = "90d"
 DEFAULT_HEALTH_TIMEOUT = 60
 DEFAULT_HEALTH_ATTEMPTS = 3
+# A bundle must live long enough to cross the air gap; an hour is the least that makes sense.
+MIN_EXPIRES = 3600
+# The health gate holds the swap (old version down) for timeout x attempts: keep that bounded.
+MAX_HEALTH_TIMEOUT = 3600
 
 
 @dataclass
@@ -46,6 +51,9 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
         raise UsageProblem(f"spec {path} not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageProblem(f"spec {path} is not valid TOML: {e}") from None
+    bad = first_unprintable(raw)
+    if bad:
+        raise UsageProblem(f"spec {path} at {bad}: control or non-printing characters are not allowed")
     problem = first_error("spec.schema.json", raw)
     if problem:
         raise UsageProblem(f"spec {path} {problem}")
@@ -59,13 +67,19 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
     if "health" in target:
         health = dict(target["health"])
         health["timeout"] = parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT))
+        if not 1 <= health["timeout"] <= MAX_HEALTH_TIMEOUT:
+            raise UsageProblem(f"spec {path}: target.health.timeout must be between 1s and {MAX_HEALTH_TIMEOUT}s")
         health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
         target["health"] = health
+    expires = parse_duration(raw.get("expires", DEFAULT_EXPIRES))
+    if expires < MIN_EXPIRES:
+        raise UsageProblem(f"spec {path}: expires {raw['expires']} is under an hour; the bundle would expire "
+                           f"before it crossed")
     return BuildSpec(
         name=raw["name"],
         version=raw["version"],
         sequence=raw.get("sequence"),
-        expires_seconds=parse_duration(raw.get("expires", DEFAULT_EXPIRES)),
+        expires_seconds=expires,
         platform=raw.get("platform"),
         images=list(raw["images"]),
         target=target,

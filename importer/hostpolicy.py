@@ -1,0 +1,230 @@
+"""What a bundle may ask of this host: decided by the intranet, never by the builder.
+
+A valid signature proves who built a bundle, not that its run settings are safe here: one
+builder key that may bind-mount `/` or join the host's network is root on every intranet host.
+So the importer holds its own deny-by-default policy (`host-policy.toml`, beside the keys in the
+trust store) and refuses, before anything is loaded, every setting it does not grant:
+
+- host bind mounts: only below a granted path prefix (`bind_prefixes`), compared on whole path
+  components, for the path as written AND as the host resolves it (a symlink under a granted
+  prefix cannot lead elsewhere);
+- the engine's socket (`/var/run/docker.sock`, `/run/docker.sock`, a unix DOCKER_HOST), or any
+  directory holding it: never, unless `engine_socket = true` — a prefix grant is not enough;
+- added capabilities: Docker's default set adds nothing and is always fine; any other
+  (`SYS_ADMIN`, `NET_ADMIN`, `ALL`...) only when granted in `cap_add`;
+- network modes `host` and `container:NAME`: only when granted in `network_modes`;
+- labels under a reserved prefix (`io.bundle.`, which marks this tool's own helpers, and
+  `com.docker.`, plus any the policy adds): never.
+Privileged mode, devices, pid/ipc/uts namespaces and security options cannot be asked for at
+all: the manifest schema has no field for them.
+
+Grants are per app: `[host]` applies to every app, `[apps.NAME]` adds to it for app NAME only
+(AnythingLLM needs `cap_add = ["SYS_ADMIN"]`). A refusal names the setting and the exact policy
+key that would allow it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from bundlecore.errors import EnvironmentProblem, Refused
+
+POLICY_FILE = "host-policy.toml"
+
+# Docker's default capability set: adding one of these grants nothing the container lacks.
+DOCKER_DEFAULT_CAPS = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"})
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+RESERVED_LABEL_PREFIXES = ("io.bundle.", "com.docker.")
+NETWORK_MODES = ("host", "container")
+
+
+class HostPolicyRefused(Refused):
+    """The signed run settings ask for host access this host's policy does not grant."""
+
+    check = "host policy"
+
+
+class Setting(str, Enum):
+    """The policy key that governs each kind of host access (also what a refusal tells to set)."""
+
+    BIND_MOUNT = "bind_prefixes"
+    ENGINE_SOCKET = "engine_socket"
+    CAP_ADD = "cap_add"
+    NETWORK_MODE = "network_modes"
+    LABEL = "reserved_label_prefixes"
+
+
+@dataclass(frozen=True)
+class Grants:
+    bind_prefixes: tuple[str, ...] = ()
+    cap_add: frozenset[str] = frozenset()
+    network_modes: frozenset[str] = frozenset()
+    engine_socket: bool = False
+
+    def __or__(self, other: "Grants") -> "Grants":
+        return Grants(self.bind_prefixes + other.bind_prefixes, self.cap_add | other.cap_add,
+                      self.network_modes | other.network_modes, self.engine_socket or other.engine_socket)
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """One thing the run settings ask of the host, and whether (and by which key) it is granted."""
+
+    setting: Setting
+    value: str
+    where: str                  # e.g. target.run.volumes.0
+    granted_by: str | None      # "[apps.demo] bind_prefixes", "Docker's default capabilities", or None
+
+    def line(self) -> str:
+        what = {Setting.BIND_MOUNT: "bind mount of host path", Setting.ENGINE_SOCKET: "the Docker engine socket via",
+                Setting.CAP_ADD: "added capability", Setting.NETWORK_MODE: "network mode",
+                Setting.LABEL: "reserved label"}[self.setting]
+        return f"{what} {self.value}"
+
+
+@dataclass
+class HostPolicy:
+    path: Path | None
+    host: Grants = field(default_factory=Grants)
+    apps: dict[str, Grants] = field(default_factory=dict)
+    reserved_label_prefixes: tuple[str, ...] = RESERVED_LABEL_PREFIXES
+
+    @classmethod
+    def load(cls, store_dir: Path | str) -> "HostPolicy":
+        """The policy beside the trust store's keys; no file means nothing is granted."""
+        path = Path(store_dir) / POLICY_FILE
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(path)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise EnvironmentProblem(f"host policy {path} is not valid TOML: {e}") from None
+        if set(raw) - {"host", "apps"}:
+            raise EnvironmentProblem(f"host policy {path}: only [host] and [apps.NAME] tables are allowed, "
+                                     f"not {sorted(set(raw) - {'host', 'apps'})[0]}")
+        host_raw = dict(raw.get("host") or {})
+        extra_labels = host_raw.pop(Setting.LABEL.value, [])
+        if not isinstance(extra_labels, list) or not all(isinstance(p, str) and p for p in extra_labels):
+            raise EnvironmentProblem(f"host policy {path}: [host] {Setting.LABEL.value} must be a list of prefixes")
+        apps_raw = raw.get("apps") or {}
+        if not isinstance(apps_raw, dict):
+            raise EnvironmentProblem(f"host policy {path}: apps must be [apps.NAME] tables")
+        return cls(path, _grants(path, "host", host_raw),
+                   {name: _grants(path, f"apps.{name}", g) for name, g in apps_raw.items()},
+                   RESERVED_LABEL_PREFIXES + tuple(extra_labels))
+
+    # -- the decision -----------------------------------------------------------------------
+    def review(self, app: str, run: dict) -> list[HostAccess]:
+        """Everything in `run` (a manifest's target.run) that reaches beyond the container, each
+        with the grant that allows it or None; what the plan shows and `check` enforces."""
+        app_grants = self.apps.get(app, Grants())
+        found: list[HostAccess] = []
+        for i, spec in enumerate(run.get("volumes") or []):
+            source = spec.split(":", 1)[0] if ":" in spec else ""
+            if not source.startswith("/"):
+                continue  # a named or anonymous volume lives in the engine's own area
+            where = f"target.run.volumes.{i}"
+            resolved = os.path.realpath(source)
+            sockets = _engine_sockets()
+            if any(_is_within(sock, p) for sock in sockets for p in {source, resolved}):
+                found.append(HostAccess(Setting.ENGINE_SOCKET, source, where,
+                                        self._which(app, app_grants.engine_socket, self.host.engine_socket,
+                                                    Setting.ENGINE_SOCKET)))
+                if source in sockets:
+                    continue  # the socket itself: engine_socket is the grant that matters
+            found.append(HostAccess(Setting.BIND_MOUNT, source, where, self._which(
+                app, _under_any(app_grants.bind_prefixes, source, resolved),
+                _under_any(self.host.bind_prefixes, source, resolved), Setting.BIND_MOUNT)))
+        for i, cap in enumerate(run.get("cap_add") or []):
+            name = cap.upper().removeprefix("CAP_")
+            where = f"target.run.cap_add.{i}"
+            if name in DOCKER_DEFAULT_CAPS:
+                continue
+            found.append(HostAccess(Setting.CAP_ADD, name, where, self._which(
+                app, name in app_grants.cap_add, name in self.host.cap_add, Setting.CAP_ADD)))
+        network = run.get("network") or ""
+        mode = "container" if network.startswith("container:") else network
+        if mode in NETWORK_MODES:
+            found.append(HostAccess(Setting.NETWORK_MODE, network, "target.run.network", self._which(
+                app, mode in app_grants.network_modes, mode in self.host.network_modes, Setting.NETWORK_MODE)))
+        for key in sorted(run.get("labels") or {}):
+            if key.startswith(self.reserved_label_prefixes):
+                found.append(HostAccess(Setting.LABEL, key, f"target.run.labels.{key}", None))
+        return found
+
+    def check(self, app: str, run: dict) -> list[HostAccess]:
+        """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
+        found = self.review(app, run)
+        for access in found:
+            if access.granted_by is None:
+                raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
+        return found
+
+    def _which(self, app: str, by_app: bool, by_host: bool, setting: Setting) -> str | None:
+        if by_app:
+            return f"[apps.{app}] {setting.value}"
+        if by_host:
+            return f"[host] {setting.value}"
+        return None
+
+    def _hint(self, app: str, access: HostAccess) -> str:
+        where = self.path or POLICY_FILE
+        if access.setting is Setting.LABEL:
+            return f"is reserved on this host ({where})"
+        value = {Setting.BIND_MOUNT: f'["{access.value}"]', Setting.ENGINE_SOCKET: "true",
+                 Setting.CAP_ADD: f'["{access.value}"]',
+                 Setting.NETWORK_MODE: f'["{access.value.split(":", 1)[0]}"]'}[access.setting]
+        return f"this host does not allow (to grant it: [apps.{app}] {access.setting.value} = {value} in {where})"
+
+
+def _grants(path: Path, table: str, raw) -> Grants:
+    if not isinstance(raw, dict):
+        raise EnvironmentProblem(f"host policy {path}: [{table}] must be a table")
+    unknown = set(raw) - {s.value for s in Setting if s is not Setting.LABEL}
+    if unknown:
+        raise EnvironmentProblem(f"host policy {path}: [{table}] has unknown key {sorted(unknown)[0]}")
+
+    def strings(key: str) -> list[str]:
+        v = raw.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise EnvironmentProblem(f"host policy {path}: [{table}] {key} must be a list of strings")
+        return v
+
+    prefixes = strings(Setting.BIND_MOUNT.value)
+    for p in prefixes:
+        if not p.startswith("/") or ".." in p.split("/"):
+            raise EnvironmentProblem(f"host policy {path}: [{table}] bind_prefixes: {p} is not a clean absolute path")
+    modes = strings(Setting.NETWORK_MODE.value)
+    if set(modes) - set(NETWORK_MODES):
+        raise EnvironmentProblem(f"host policy {path}: [{table}] network_modes may hold only {list(NETWORK_MODES)}")
+    socket = raw.get(Setting.ENGINE_SOCKET.value, False)
+    if not isinstance(socket, bool):
+        raise EnvironmentProblem(f"host policy {path}: [{table}] engine_socket must be true or false")
+    return Grants(tuple(os.path.normpath(p) for p in prefixes),
+                  frozenset(c.upper().removeprefix("CAP_") for c in strings(Setting.CAP_ADD.value)),
+                  frozenset(modes), socket)
+
+
+def _engine_sockets() -> set[str]:
+    socks = set(ENGINE_SOCKETS) | {os.path.realpath(s) for s in ENGINE_SOCKETS}
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        socks |= {host[len("unix://"):], os.path.realpath(host[len("unix://"):])}
+    return socks
+
+
+def _is_within(path: str, ancestor: str) -> bool:
+    """Whether `path` is `ancestor` or below it, on whole components."""
+    path, ancestor = os.path.normpath(path), os.path.normpath(ancestor)
+    return ancestor == "/" or path == ancestor or path.startswith(ancestor + "/")
+
+
+def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
+    """Every one of `paths` (as written, as resolved) lies below one of `prefixes`."""
+    return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
