@@ -27,6 +27,7 @@ class Check(StrEnum):
     EXPIRY = "expiry"
     CREATED = "created"
     SEQUENCE = "sequence"
+    HOST_POLICY = "host policy"
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
@@ -73,6 +74,12 @@ class RollbackRefused(Refused):
     """A replay (same sequence) or a downgrade (older sequence) of what this host installed."""
 
     check = Check.SEQUENCE
+
+
+class HostPolicyRefused(Refused):
+    """The signed run settings ask for host access this host's policy does not grant."""
+
+    check = Check.HOST_POLICY
 
 
 class PayloadMismatch(Refused):

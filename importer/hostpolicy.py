@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from bundlecore.errors import EnvironmentProblem, Refused
+from bundlecore.errors import EnvironmentProblem
+from bundlecore.refusals import HostPolicyRefused
 
 POLICY_FILE = "host-policy.toml"
 
@@ -42,12 +43,6 @@ DOCKER_DEFAULT_CAPS = frozenset({
 ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 RESERVED_LABEL_PREFIXES = ("io.bundle.", "com.docker.")
 NETWORK_MODES = ("host", "container")
-
-
-class HostPolicyRefused(Refused):
-    """The signed run settings ask for host access this host's policy does not grant."""
-
-    check = "host policy"
 
 
 class Setting(str, Enum):

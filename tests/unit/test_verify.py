@@ -194,5 +194,5 @@ def test_the_checks_bundle_verify_reports_are_derived_in_the_order_they_run():
     from importer.pipeline import CHECKS
 
     assert CHECKS == ["size cap", "zstd", "truncated", "trailing data", "tar members", "signature", "manifest",
-                      "platform", "expiry", "created", "sequence", "payload", "docker archive"]
+                      "platform", "expiry", "created", "sequence", "host policy", "payload", "docker archive"]
     assert json.loads(json.dumps(CHECKS)) == CHECKS
