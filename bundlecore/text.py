@@ -54,3 +54,11 @@ def first_unprintable(obj, where: str = "") -> str | None:
             if found:
                 return found
     return None
+
+
+def say(line: object = "", err: bool = False) -> None:
+    """Print one line of human output, escaped: every command prints through here (JSON output
+    goes through json.dumps, which escapes on its own)."""
+    import click
+
+    click.echo(printable_lines(line), err=err)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from bundlecore.text import say
 from bundler.approve import approve as approve_bundle
 
 
@@ -16,4 +17,4 @@ from bundler.approve import approve as approve_bundle
 def approve(bundle, sign_key, gnupghome, keys_dir):
     """Verify a bundle, then add your signature to it (rewrites its first frame only)."""
     digest, before = approve_bundle(bundle, sign_key, gnupghome, keys_dir)
-    click.echo(f"approved {bundle}: signed after {', '.join(before)}; new sha256 {digest}")
+    say(f"approved {bundle}: signed after {', '.join(before)}; new sha256 {digest}")

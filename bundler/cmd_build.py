@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bundlecore.text import say
 from bundler.build import build as build_bundle
 
 
@@ -22,4 +23,4 @@ def build(spec, out, sign_key, gnupghome, local, allow_latest, as_json):
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
     else:
-        click.echo(f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s")
+        say(f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bundlecore.text import say
 from bundlecore.trust import TrustStore
 from importer.options import json_option, keys_option, require_confirmation, state_dir_option
 from importer.pipeline import import_bundle
@@ -22,7 +23,7 @@ from importer.state import StateDir
 @json_option
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, keep, as_json):
     """Verify a bundle, load its images and swap the running application."""
-    out = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    out = (lambda line: say(line, err=True)) if as_json else say
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), StateDir(state_dir), dry_run=dry_run,
         allow_downgrade=allow_downgrade, keep=keep, out=out,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bundlecore.text import say
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
 from bundlecore.trust import signature_key_ids
@@ -35,8 +36,8 @@ def inspect_cmd(bundle, as_json):
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
-    click.echo(f"created {info['created']}, expires {info['expires']}")
-    click.echo(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
+    say(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
+    say(f"created {info['created']}, expires {info['expires']}")
+    say(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
     for i in info["images"]:
-        click.echo(f"image {i['ref']}  {i['id']}  {i['size']} bytes")
+        say(f"image {i['ref']}  {i['id']}  {i['size']} bytes")

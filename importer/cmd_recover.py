@@ -2,6 +2,7 @@
 
 import click
 
+from bundlecore.text import say
 from importer.options import require_confirmation, state_dir_option
 from importer.state import StateDir
 
@@ -19,9 +20,9 @@ def recover(state_dir, yes):
     with state.lock():
         names = pending(state)
         if not names:
-            click.echo("no interrupted swap")
+            say("no interrupted swap")
             return
-        click.echo("interrupted swap(s): " + ", ".join(names))
+        say("interrupted swap(s): " + ", ".join(names))
         require_confirmation(yes, "Finish or undo them now?", "recover")
-        for line in kinds.recover_all(client, state, out=click.echo):
-            click.echo(line)
+        for line in kinds.recover_all(client, state, out=say):
+            say(line)

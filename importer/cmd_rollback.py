@@ -2,6 +2,7 @@
 
 import click
 
+from bundlecore.text import say
 from importer.options import require_confirmation, state_dir_option
 from importer.state import StateDir
 
@@ -17,12 +18,12 @@ def rollback(name, state_dir, yes):
     state = StateDir(state_dir)
     client = connect()
     with state.lock():
-        for line in kinds.recover_all(client, state, out=click.echo):
-            click.echo(f"recovered: {line}")
+        for line in kinds.recover_all(client, state, out=say):
+            say(f"recovered: {line}")
         kind = kinds.for_app(state, name)
         plan = kind.plan_rollback(client, state, name)
         for line in plan.lines():
-            click.echo(line)
+            say(line)
         require_confirmation(yes, "Go ahead?", "roll back")
-        record = kind.rollback(client, state, plan, out=click.echo)
-    click.echo(f"{name} {record.get('version')} (generation {record.get('generation')}) is running")
+        record = kind.rollback(client, state, plan, out=say)
+    say(f"{name} {record.get('version')} (generation {record.get('generation')}) is running")

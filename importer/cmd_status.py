@@ -4,6 +4,7 @@ import json
 
 import click
 
+from bundlecore.text import say
 from importer.options import state_dir_option
 from importer.state import StateDir
 
@@ -25,7 +26,7 @@ def status(name, state_dir, as_json):
         click.echo(json.dumps(result if not name else result[0], indent=2, default=str))
         return
     if not result:
-        click.echo(f"nothing installed (state dir {state.root})")
+        say(f"nothing installed (state dir {state.root})")
     for st in result:
         for line in kinds.for_app(state, st["name"]).status_lines(st):
-            click.echo(line)
+            say(line)

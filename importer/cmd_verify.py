@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bundlecore.text import say
 from bundlecore.trust import TrustStore
 from importer.options import json_option, keys_option, state_dir_option
 from importer.pipeline import verify_bundle
@@ -24,10 +25,10 @@ def verify(bundle, keys_dir, state_dir, allow_downgrade, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"checked: {', '.join(report['checks'])}")
+    say(f"checked: {', '.join(report['checks'])}")
     for s in report["signers"]:
-        click.echo(f"signed by: {s['fingerprint']}" + (f" ({', '.join(s['roles'])})" if s["roles"] else ""))
+        say(f"signed by: {s['fingerprint']}" + (f" ({', '.join(s['roles'])})" if s["roles"] else ""))
     for note in report["notes"]:
-        click.echo(f"note: {note}")
-    click.echo(f"trusted: {report['name']} {report['version']} sequence {report['sequence']}, "
+        say(f"note: {note}")
+    say(f"trusted: {report['name']} {report['version']} sequence {report['sequence']}, "
                f"expires {report['expires']}, {len(report['images'])} image(s), {report['payload_bytes']} payload bytes")
