@@ -235,21 +235,24 @@ def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
         raise ArchiveRefused(str(e)) from None
     if not isinstance(entries, list) or not entries:
         raise ArchiveRefused("the docker archive manifest.json is not a list of images")
-    signed = {img["config"][len(fmt.PAYLOAD_PREFIX):]: img for img in verified.manifest["images"]}
+    signed: dict[str, list[dict]] = {}   # config -> its signed images (several refs of one image share it)
+    for img in verified.manifest["images"]:
+        signed.setdefault(img["config"][len(fmt.PAYLOAD_PREFIX):], []).append(img)
     seen = set()
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - {"Config", "RepoTags", "Layers"}:
             raise ArchiveRefused("the docker archive manifest.json has an entry with unexpected fields")
-        img = signed.get(entry.get("Config"))
-        if img is None:
+        imgs = signed.get(entry.get("Config"))
+        if imgs is None:
             raise ArchiveRefused(f"the docker archive loads config {entry.get('Config')!r}, whose digest is no signed image ID")
+        refs = [img["ref"] for img in imgs]
         tags = entry.get("RepoTags") or []
-        if any(tag != img["ref"] for tag in tags):
-            bad = next(tag for tag in tags if tag != img["ref"])
-            raise ArchiveRefused(f"the docker archive tags {bad}, which is not the signed ref of image {img['id']}")
-        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in img["layers"]]:
-            raise ArchiveRefused(f"the docker archive gives image {img['ref']} other layers than signed")
-        seen.add(img["ref"])
+        bad = next((tag for tag in tags if tag not in refs), None)
+        if bad is not None:
+            raise ArchiveRefused(f"the docker archive tags {bad}, which is not a signed ref of image {imgs[0]['id']}")
+        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in imgs[0]["layers"]]:
+            raise ArchiveRefused(f"the docker archive gives image {refs[0]} other layers than signed")
+        seen.update(tags or refs)
     missing = [img["ref"] for img in verified.manifest["images"] if img["ref"] not in seen]
     if missing:
         raise ArchiveRefused(f"the docker archive does not load {missing[0]}")
