@@ -60,13 +60,19 @@ class Key:
     signing_fpr: str
     faked_time: str | None = None
 
-    def sign(self, data: bytes, by: str | None = None) -> bytes:
+    def sign(self, data: bytes, by: str | None = None, gpg_args: tuple[str, ...] = ()) -> bytes:
         """An armored detached signature over `data` (the way `bundle build` signs SHA256SUMS),
-        made by the signing (sub)key, or by the (sub)key fingerprint `by`."""
+        made by the signing (sub)key, or by the (sub)key fingerprint `by`; `gpg_args` go to gpg
+        as well (`--digest-algo SHA1`, `--faked-system-time ...`, `--default-sig-expire ...`)."""
         args = ["--armor", "--detach-sign", "--local-user", (by or self.signing_fpr) + "!"]
         if self.faked_time:
             args = ["--faked-system-time", self.faked_time, *args]
-        return gpg(self.home, *args, input=data)
+        return gpg(self.home, *gpg_args, *args, input=data)
+
+    def revocation_cert(self) -> bytes:
+        """The revocation certificate gpg wrote when it made the key (openpgp-revocs.d/FPR.rev),
+        as is: with the ':' that guards it against accidental import."""
+        return (self.home / "openpgp-revocs.d" / f"{self.fpr}.rev").read_bytes()
 
     def store_file(self, directory: Path) -> Path:
         path = Path(directory) / f"{self.name}.asc"
