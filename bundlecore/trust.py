@@ -216,7 +216,8 @@ def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
     for name, spec in raw["roles"].items():
         if not isinstance(spec, dict) or set(spec) - {"keys", "threshold", "apps", "repos"} \
                 or not isinstance(spec.get("keys"), list):
-            raise EnvironmentProblem(f"policy {path}: role {name} needs keys = [...] and optional threshold, apps, repos")
+            raise EnvironmentProblem(
+                f"policy {path}: role {name} needs keys = [...] and optional threshold, apps, repos")
         keys = [str(k).replace(" ", "").upper() for k in spec["keys"]]
         for k in keys:
             if not _FPR.match(k):

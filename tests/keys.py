@@ -25,6 +25,7 @@ Used as a pytest plugin (`pytest_plugins = ["tests.keys"]`) for the session fixt
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,11 @@ def gpg(home: Path, *args: str, input: bytes | None = None) -> bytes:
     if r.returncode != 0:
         raise RuntimeError(f"gpg {' '.join(args)} failed: {r.stderr.decode(errors='replace').strip()}")
     return r.stdout
+
+
+def gpg_time(seconds_from_now: int) -> str:
+    """A --faked-system-time value `seconds_from_now` from now (negative: in the past)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + seconds_from_now))
 
 
 def _fingerprints(home: Path, ident: str) -> list[str]:
@@ -225,6 +231,6 @@ def isolated_gnupghome(tmp_path, monkeypatch):
     return home
 
 
-__all__ = ["Key", "KeyFactory", "Keys", "gpg", "make_keys", "trust_store", "pgp_keys", "trust_store_of",
+__all__ = ["Key", "KeyFactory", "Keys", "gpg", "gpg_time", "make_keys", "trust_store", "pgp_keys", "trust_store_of",
            "isolated_gnupghome"]
 

@@ -27,6 +27,7 @@ pytest.register_assert_rewrite("tests.keys", "tests.craft")
 
 from tests.craft import (IMAGE_REPO, EngineSnapshot, Member, damaged, resign, run_bundle, sha256,  # noqa: E402
                          snapshot_dir, zstd_frame)
+from tests.keys import gpg_time  # noqa: E402
 
 
 SKIPPABLE = struct.pack("<II", 0x184D2A50, 4) + b"skip"
@@ -596,17 +597,13 @@ def test_policy_without_roles_is_an_environment_error_and_changes_nothing(gate, 
     assert engine_after.containers == engine_before.containers and engine_after.tags == engine_before.tags
 
 
-def _in(seconds: int) -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + seconds))
-
-
 @pytest.mark.parametrize("gpg_args, reason", [
-    (("--digest-algo", "SHA1"), "uses a weak hash (gpg hash algorithm 2); SHA-256 or stronger is required"),
-    (("--faked-system-time", _in(3600)), "is dated in the future"),
+    (lambda: ("--digest-algo", "SHA1"), "uses a weak hash (gpg hash algorithm 2); SHA-256 or stronger is required"),
+    (lambda: ("--faked-system-time", gpg_time(3600)), "is dated in the future"),
 ], ids=["sha1", "dated-an-hour-ahead"])
 def test_signature_with_sha1_or_from_the_future_is_refused(gate, pgp_keys, gpg_args, reason):
     v = gate.variant()
-    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=gpg_args)
+    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=gpg_args())
     gate.refused(v.write(gate.path("weak-sig")), "signature", f"signature by {pgp_keys.builder.fpr} {reason}")
 
 
@@ -653,8 +650,8 @@ def test_builder_scoped_to_an_app_may_not_sign_a_bundle_named_otherwise(gate, pg
 def test_builder_scoped_to_repositories_may_not_sign_an_image_outside_them(gate, pgp_keys, trust_store_of):
     k = pgp_keys.builder
     store = scoped_store(trust_store_of, k, [gate.base.name], ["demo/app", "mintplexlabs/*"])
-    gate.refused(gate.base.path, "signature", f"key {k.fpr} (role builders) may not sign image {gate.base.image['ref']}",
-                 keys_dir=store)
+    gate.refused(gate.base.path, "signature",
+                 f"key {k.fpr} (role builders) may not sign image {gate.base.image['ref']}", keys_dir=store)
 
 
 @pytest.mark.parametrize("repos", [[IMAGE_REPO], [IMAGE_REPO.split("/")[0] + "/*"]], ids=["exact", "prefix"])

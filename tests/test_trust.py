@@ -15,7 +15,7 @@ from bundlecore.trust import Signer, TrustStore, signature_key_ids
 
 pytest.register_assert_rewrite("tests.keys")
 
-from tests.keys import gpg  # noqa: E402
+from tests.keys import gpg, gpg_time  # noqa: E402
 
 
 SUMS = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef  manifest.json\n"
@@ -299,7 +299,8 @@ def test_policy_file_without_roles_is_an_error_not_anyone(pgp_keys, trust_store_
     (d / "policy.toml").write_text(policy)
     with pytest.raises(EnvironmentProblem) as e:
         TrustStore.load(d)
-    assert str(e.value) == f"policy {d / 'policy.toml'}: a policy must define at least one role ([roles.NAME] with keys)"
+    assert str(e.value) == (f"policy {d / 'policy.toml'}: "
+                            "a policy must define at least one role ([roles.NAME] with keys)")
     assert e.value.exit_code == 1
 
 
@@ -319,17 +320,13 @@ def test_signature_with_sha2_is_accepted(store, pgp_keys, algo):
         [Signer(pgp_keys.builder.fpr, [])]
 
 
-def _in(seconds: int) -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + seconds))
-
-
 def test_signature_dated_beyond_the_clock_skew_is_refused(store, pgp_keys):
-    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", _in(3600)))
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", gpg_time(3600)))
     refused(store, sig, match=f"signature by {pgp_keys.builder.fpr} is dated in the future")
 
 
 def test_signature_dated_within_the_clock_skew_is_accepted(store, pgp_keys):
-    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", _in(120)))
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", gpg_time(120)))
     assert store.verify(SUMS, sig) == [Signer(pgp_keys.builder.fpr, [])]
 
 
@@ -360,8 +357,8 @@ def test_revocation_certificate_in_the_store_revokes_its_key(pgp_keys, trust_sto
 
 
 @pytest.mark.parametrize("name, content, match", [
-    ("{outsider}.rev", lambda k, out: out.revocation_cert(), "a revocation must be named FPR.rev after a key of the store"),
-    ("revoked.rev", lambda k, out: k.revocation_cert(), "a revocation must be named FPR.rev after a key of the store"),
+    ("{outsider}.rev", lambda k, out: out.revocation_cert(), "must be named FPR.rev after a key of the store"),
+    ("revoked.rev", lambda k, out: k.revocation_cert(), "must be named FPR.rev after a key of the store"),
     ("{fpr}.rev", lambda k, out: b"not a certificate\n", "is not a revocation certificate of key"),
     ("{fpr}.rev", lambda k, out: out.revocation_cert(), "is not a revocation certificate of key"),
 ], ids=["key-not-in-store", "not-named-by-fpr", "garbage", "another-keys-certificate"])

@@ -105,8 +105,9 @@ def test_a_policy_that_is_not_utf8_is_an_environment_error(tmp_path):
 def test_policy_roles_may_be_scoped_to_apps_and_repositories(tmp_path):
     path = write(tmp_path, f'[roles.builders]\nkeys = ["{A}"]\napps = ["demo", "anythingllm"]\n'
                            f'repos = ["demo/app", "mintplexlabs/*"]\n\n[roles.approvers]\nkeys = ["{B}"]\n')
-    assert load_policy(path, {A, B}) == [Role("builders", [A], 1, ["demo", "anythingllm"], ["demo/app", "mintplexlabs/*"]),
-                                         Role("approvers", [B], 1)]
+    assert load_policy(path, {A, B}) == [
+        Role("builders", [A], 1, apps=["demo", "anythingllm"], repos=["demo/app", "mintplexlabs/*"]),
+        Role("approvers", [B], 1)]
 
 
 @pytest.mark.parametrize("ref, repo", [
