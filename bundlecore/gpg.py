@@ -33,6 +33,21 @@ def throwaway_gnupghome():
         shutil.rmtree(home, ignore_errors=True)
 
 
+# OpenPGP hash algorithm IDs (RFC 4880 9.4) of SHA-256 and stronger: SHA256, SHA384, SHA512, SHA224
+STRONG_HASH_ALGOS = frozenset({8, 9, 10, 11})
+
+
+def validsig_hash_algo(status: str) -> int | None:
+    """The hash algorithm ID of the (one) good signature in gpg's status output, from its line
+    `[GNUPG:] VALIDSIG fpr date ts expire version reserved pubkey-algo HASH-ALGO class [primary]`;
+    python-gnupg does not keep it."""
+    for line in (status or "").splitlines():
+        parts = line.split()
+        if parts[:2] == ["[GNUPG:]", "VALIDSIG"] and len(parts) >= 10 and parts[9].isdigit():
+            return int(parts[9])
+    return None
+
+
 def key_problem(key: dict, now: float | None = None) -> str | None:
     """Why a key from gpg.list_keys() cannot sign or be trusted, or None if it can."""
     now = time.time() if now is None else now

@@ -7,7 +7,26 @@ with the package. Its public keys (*.asc, *.gpg, *.pub, *.key) are imported into
 GNUPGHOME for each check: never the user's keyring, never a key carried inside a bundle.
 
 policy.toml (optional) names roles, each a list of primary-key fingerprints and a threshold of
-distinct keys that must have signed; without it, any one key of the store is enough.
+distinct keys that must have signed; without it, any one key of the store is enough. A policy
+file that defines no role at all is an error, never "anyone".
+
+A revocation certificate `FPR.rev` in the store (as gpg writes it to openpgp-revocs.d/, with or
+without the ':' guard before its armor) revokes key FPR: its signatures are refused as revoked.
+A `.rev` for no key of the store, or that is no revocation of FPR, is an environment error.
+
+A signature counts only if gpg calls it good with a SHA-256-or-stronger hash, it is not expired,
+and it is dated no more than MAX_CLOCK_SKEW in the future.
+
+Scope of a signature (like TUF delegations). A role may carry `apps` (bundle names) and/or
+`repos` (image repositories, exact, or `prefix/*` for everything under prefix/); such a role is
+*scoped*. The rules:
+1. A role covers a bundle when the bundle's name is in its `apps` (if given) and the repository
+   of every image ref of the bundle is in its `repos` (if given). An unscoped role covers all.
+2. Every role that covers the bundle must be met by its threshold of distinct keys.
+3. If the policy has scoped roles, at least one of them must cover the bundle: a bundle that no
+   scoped role covers is refused, whoever signed it.
+Unscoped roles are judged right after the signatures (before manifest.json is parsed); scoped
+roles once the signed manifest is known (`check_scope`).
 """
 
 from __future__ import annotations
@@ -15,18 +34,22 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.format import MAX_SIGNATURE_BLOCKS
-from bundlecore.gpg import gpg_for, key_problem, throwaway_gnupghome
+from bundlecore.gpg import STRONG_HASH_ALGOS, gpg_for, key_problem, throwaway_gnupghome, validsig_hash_algo
 from bundlecore.refusals import SignatureRefused
 
 SYSTEM_STORE = Path("/etc/bundle/keys")
 KEY_SUFFIXES = (".asc", ".gpg", ".pub", ".key")
+REVOCATION_SUFFIX = ".rev"
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 _FPR = re.compile(r"^[0-9A-F]{40}$")
 _SIG_BLOCK = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n.*?-----END PGP SIGNATURE-----\r?\n?", re.S)
 
@@ -45,6 +68,31 @@ class Role:
     name: str
     keys: list[str]
     threshold: int
+    apps: list[str] | None = None      # bundle names this role may sign; None: any
+    repos: list[str] | None = None     # image repositories ('repo' or 'prefix/*'); None: any
+
+    @property
+    def scoped(self) -> bool:
+        return self.apps is not None or self.repos is not None
+
+    def out_of_scope(self, app: str, refs: list[str]) -> str | None:
+        """What of the bundle this role may not sign (`app evil`, `image x/y:1`), or None."""
+        if self.apps is not None and app not in self.apps:
+            return f"app {app}"
+        if self.repos is not None:
+            for ref in refs:
+                repo = image_repository(ref)
+                if not any(repo == r or (r.endswith("/*") and repo.startswith(r[:-1])) for r in self.repos):
+                    return f"image {ref}"
+        return None
+
+
+def image_repository(ref: str) -> str:
+    """'registry:5000/team/app' of 'registry:5000/team/app:1.0' or '...@sha256:...', as written."""
+    name = ref.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
 
 
 @dataclass
@@ -70,6 +118,7 @@ class TrustStore:
         files = sorted(p for p in d.iterdir() if p.suffix in KEY_SUFFIXES and p.is_file())
         if not files:
             raise EnvironmentProblem(f"trust store {d} holds no public keys ({', '.join(KEY_SUFFIXES)})")
+        files += sorted(p for p in d.iterdir() if p.suffix == REVOCATION_SUFFIX and p.is_file())
         with throwaway_gnupghome() as home:
             gpg = _import_keys(home, files)
             fingerprints = {k["fingerprint"] for k in gpg.list_keys()}
@@ -98,25 +147,58 @@ class TrustStore:
         return list(good.values())
 
     def _check_policy(self, signers: list[Signer], reasons: list[str]) -> None:
+        """Rule 2 for the unscoped roles (the scoped ones wait for the manifest: check_scope)."""
         if not signers:
             raise SignatureRefused(reasons[0] if reasons else f"no valid signature from the trust store {self.directory}")
-        why = f" ({reasons[0]})" if reasons else ""
-        for role in self.roles:
-            have = sum(1 for s in signers if role.name in s.roles)
-            if have < role.threshold:
-                raise SignatureRefused(
-                    f"role {role.name} needs {role.threshold} distinct signing keys, found {have}{why}")
+        _check_thresholds([r for r in self.roles if not r.scoped], signers, f" ({reasons[0]})" if reasons else "")
+
+    def check_scope(self, signers: list[Signer], app: str, refs: list[str]) -> None:
+        """Rules 1-3 for the scoped roles, for the bundle named `app` with images `refs`."""
+        scoped = [r for r in self.roles if r.scoped]
+        if not scoped:
+            return
+        covering = [r for r in scoped if r.out_of_scope(app, refs) is None]
+        if not covering:
+            for s in signers:
+                for role in (r for r in scoped if r.name in s.roles):
+                    raise SignatureRefused(f"key {s.fingerprint} (role {role.name}) may not sign "
+                                           f"{role.out_of_scope(app, refs)}")
+            raise SignatureRefused(f"no role of the policy may sign app {app}")
+        _check_thresholds(covering, signers, "")
+
+
+def _check_thresholds(roles: list[Role], signers: list[Signer], why: str) -> None:
+    for role in roles:
+        have = sum(1 for s in signers if role.name in s.roles)
+        if have < role.threshold:
+            raise SignatureRefused(f"role {role.name} needs {role.threshold} distinct signing keys, found {have}{why}")
 
 
 def _import_keys(home: Path, files: list[Path]):
     gpg = gpg_for(home)
     for f in files:
+        if f.suffix == REVOCATION_SUFFIX:
+            _import_revocation(gpg, f)
+            continue
         result = gpg.import_keys(f.read_bytes())
         if getattr(result, "sec_imported", 0):
             raise EnvironmentProblem(f"trust store file {f} holds a secret key; keep only public keys there")
         if not result.fingerprints:
             raise EnvironmentProblem(f"trust store file {f} holds no OpenPGP public key")
     return gpg
+
+
+def _import_revocation(gpg, f: Path) -> None:
+    """`FPR.rev` must revoke key FPR of the store; anything else is refused loudly."""
+    fpr = f.stem.upper()
+    if not _FPR.match(fpr) or fpr not in {k["fingerprint"] for k in gpg.list_keys()}:
+        raise EnvironmentProblem(f"trust store file {f}: a revocation must be named FPR.rev after a key of the store")
+    # gpg guards the certificate it writes against accidental import with a ':' before the armor
+    raw = f.read_bytes().replace(b":-----BEGIN PGP PUBLIC KEY BLOCK", b"-----BEGIN PGP PUBLIC KEY BLOCK")
+    gpg.import_keys(raw)
+    key = next((k for k in gpg.list_keys(keys=[fpr]) if k["fingerprint"] == fpr), None)
+    if key is None or key_problem(key) != "revoked":
+        raise EnvironmentProblem(f"trust store file {f} is not a revocation certificate of key {fpr}")
 
 
 def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
@@ -128,10 +210,14 @@ def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
         raise EnvironmentProblem(f"policy {path} is not valid TOML: {e}") from None
     if set(raw) - {"roles"} or not isinstance(raw.get("roles", {}), dict):
         raise EnvironmentProblem(f"policy {path}: only a [roles.NAME] table is allowed")
+    if not raw.get("roles"):
+        raise EnvironmentProblem(f"policy {path}: a policy must define at least one role ([roles.NAME] with keys)")
     roles = []
-    for name, spec in raw.get("roles", {}).items():
-        if not isinstance(spec, dict) or set(spec) - {"keys", "threshold"} or not isinstance(spec.get("keys"), list):
-            raise EnvironmentProblem(f"policy {path}: role {name} needs keys = [...] and optional threshold")
+    for name, spec in raw["roles"].items():
+        if not isinstance(spec, dict) or set(spec) - {"keys", "threshold", "apps", "repos"} \
+                or not isinstance(spec.get("keys"), list):
+            raise EnvironmentProblem(
+                f"policy {path}: role {name} needs keys = [...] and optional threshold, apps, repos")
         keys = [str(k).replace(" ", "").upper() for k in spec["keys"]]
         for k in keys:
             if not _FPR.match(k):
@@ -141,7 +227,14 @@ def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
         threshold = spec.get("threshold", 1)
         if not isinstance(threshold, int) or not 1 <= threshold <= len(keys):
             raise EnvironmentProblem(f"policy {path}: role {name}: threshold must be 1..{len(keys)}")
-        roles.append(Role(name, keys, threshold))
+        scope = {}
+        for field_ in ("apps", "repos"):
+            if field_ in spec:
+                names = spec[field_]
+                if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+                    raise EnvironmentProblem(f"policy {path}: role {name}: {field_} must be a non-empty list of names")
+                scope[field_] = list(names)
+        roles.append(Role(name, keys, threshold, **scope))
     return roles
 
 
@@ -172,8 +265,15 @@ def _judge_block(gpg, home: Path, block: bytes, signed: bytes, keys: dict, store
         return None, f"signed by {who}, which is not in the trust store {store.directory}"
     if v.key_status:
         return None, f"signed by {who}, whose key {v.key_status.replace('signing key ', '')}"
+    if any(p.get("status") == "signature expired" for p in v.problems):
+        return None, f"signature by {who} expired"
     if not v.valid or v.returncode != 0 or v.problems:
         return None, f"signature by {who} does not match SHA256SUMS ({v.status or 'no valid signature'})"
+    algo = validsig_hash_algo(v.stderr)
+    if algo not in STRONG_HASH_ALGOS:
+        return None, f"signature by {who} uses a weak hash (gpg hash algorithm {algo}); SHA-256 or stronger is required"
+    if int(v.sig_timestamp or 0) > time.time() + MAX_CLOCK_SKEW.total_seconds():
+        return None, f"signature by {who} is dated in the future ({v.creation_date})"
     if primary not in store.fingerprints or primary not in keys:
         return None, f"signed by {who}, which is not in the trust store {store.directory}"
     problem = key_problem(keys[primary])

@@ -15,9 +15,11 @@ caller gives.
 3. Signatures over the raw bytes of SHA256SUMS, each block judged on its own, under the trust
    store's policy (bundlecore.trust).
 4. manifest.json's sha256 equals its SHA256SUMS line; only then is it parsed (duplicate keys
-   refused) and validated against schemas/manifest.schema.json, and cross-checked: the payload
-   list equals SHA256SUMS, each image ID is the digest of its config, each diff ID the digest of
-   its layer.
+   refused); no key or string in it may hold a control or non-printing character (a signed carriage
+   return or bidi override could make the plan lie); then it is validated against
+   schemas/manifest.schema.json and cross-checked: the payload list equals SHA256SUMS, each image
+   ID is the digest of its config, each diff ID the digest of its layer. Last, the policy's
+   scoped roles, which need the bundle's name and images (bundlecore.trust).
 5. Platform: (hook: the host's own platform, importer.gate) then every image is of the bundle's
    platform (bundlecore.platforms).
 6. Freshness: `expires` is in the future and `created` not (beyond a small skew).
@@ -32,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -41,10 +43,10 @@ from bundlecore.platforms import platforms_match
 from bundlecore.refusals import (ArchiveRefused, BundleExpired, BundleFromTheFuture, MalformedBundle,
                                  ManifestRefused, PayloadMismatch, PlatformMismatch)
 from bundlecore.schema import first_error
+from bundlecore.text import first_unprintable
 from bundlecore.timeutil import parse_ts, utc_now
-from bundlecore.trust import Signer, TrustStore
+from bundlecore.trust import MAX_CLOCK_SKEW, Signer, TrustStore
 
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_ARCHIVE_MANIFEST = 4 << 20
 
 
@@ -87,6 +89,7 @@ class BundleVerifier:
         head = self._read_head(path)                   # 1, 2
         signers = self._check_signatures(head)         # 3
         manifest, sums = self._check_manifest(head)    # 4
+        self._check_scope(signers, manifest)           # 4b
         notes = self._check_platform(manifest)         # 5
         self._check_freshness(manifest)                # 6
         notes += self._check_history(manifest)         # 7
@@ -117,6 +120,9 @@ class BundleVerifier:
             manifest = fmt.loads_strict_json(head.manifest, "manifest.json")
         except fmt.FormatError as e:
             raise ManifestRefused(str(e)) from None
+        where = first_unprintable(manifest)
+        if where:
+            raise ManifestRefused(f"control or non-printing character at {where}")
         problem = first_error("manifest.schema.json", manifest)
         if problem:
             raise ManifestRefused(f"manifest.json fails its schema {problem}")
@@ -127,6 +133,9 @@ class BundleVerifier:
                 raise ManifestRefused(f"manifest.json {key} {manifest[key]!r} is not a real UTC time") from None
         cls.cross_check(manifest, sums)
         return manifest, sums
+
+    def _check_scope(self, signers: list[Signer], manifest: dict) -> None:
+        self.store.check_scope(signers, manifest["name"], [img["ref"] for img in manifest["images"]])
 
     @staticmethod
     def cross_check(manifest: dict, sums: dict[str, str]) -> None:
@@ -235,21 +244,24 @@ def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
         raise ArchiveRefused(str(e)) from None
     if not isinstance(entries, list) or not entries:
         raise ArchiveRefused("the docker archive manifest.json is not a list of images")
-    signed = {img["config"][len(fmt.PAYLOAD_PREFIX):]: img for img in verified.manifest["images"]}
+    signed: dict[str, list[dict]] = {}   # config -> its signed images (several refs of one image share it)
+    for img in verified.manifest["images"]:
+        signed.setdefault(img["config"][len(fmt.PAYLOAD_PREFIX):], []).append(img)
     seen = set()
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - {"Config", "RepoTags", "Layers"}:
             raise ArchiveRefused("the docker archive manifest.json has an entry with unexpected fields")
-        img = signed.get(entry.get("Config"))
-        if img is None:
+        imgs = signed.get(entry.get("Config"))
+        if imgs is None:
             raise ArchiveRefused(f"the docker archive loads config {entry.get('Config')!r}, whose digest is no signed image ID")
+        refs = [img["ref"] for img in imgs]
         tags = entry.get("RepoTags") or []
-        if any(tag != img["ref"] for tag in tags):
-            bad = next(tag for tag in tags if tag != img["ref"])
-            raise ArchiveRefused(f"the docker archive tags {bad}, which is not the signed ref of image {img['id']}")
-        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in img["layers"]]:
-            raise ArchiveRefused(f"the docker archive gives image {img['ref']} other layers than signed")
-        seen.add(img["ref"])
+        bad = next((tag for tag in tags if tag not in refs), None)
+        if bad is not None:
+            raise ArchiveRefused(f"the docker archive tags {bad}, which is not a signed ref of image {imgs[0]['id']}")
+        if entry.get("Layers") != [p[len(fmt.PAYLOAD_PREFIX):] for p in imgs[0]["layers"]]:
+            raise ArchiveRefused(f"the docker archive gives image {refs[0]} other layers than signed")
+        seen.update(tags or refs)
     missing = [img["ref"] for img in verified.manifest["images"] if img["ref"] not in seen]
     if missing:
         raise ArchiveRefused(f"the docker archive does not load {missing[0]}")

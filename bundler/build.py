@@ -126,7 +126,7 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) 
     if docker_manifest is None:
         raise EnvironmentProblem("docker save wrote no manifest.json")
     by_path = {f.path: f for f in writer.files}
-    entries = []
+    entries: dict[str, dict] = {}   # one archive entry per image (config), carrying each signed ref
     for img in images:
         entry = next((e for e in docker_manifest if img["ref"] in (e.get("RepoTags") or [])
                       or _config_id(e, links, by_path) == img["id"]), None)
@@ -139,9 +139,10 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) 
         if ["sha256:" + by_path[p].sha256 for p in layers] != img["diff_ids"]:
             raise EnvironmentProblem(f"docker save gave layers for {img['ref']} that do not match its diff IDs")
         img["config"], img["layers"] = config, layers
-        entries.append({"Config": config[len(fmt.PAYLOAD_PREFIX):], "RepoTags": [img["ref"]],
-                        "Layers": [p[len(fmt.PAYLOAD_PREFIX):] for p in layers]})
-    writer.add_bytes(fmt.DOCKER_ARCHIVE_MANIFEST, fmt.dumps_canonical(entries))
+        entry = entries.setdefault(config, {"Config": config[len(fmt.PAYLOAD_PREFIX):], "RepoTags": [],
+                                            "Layers": [p[len(fmt.PAYLOAD_PREFIX):] for p in layers]})
+        entry["RepoTags"].append(img["ref"])
+    writer.add_bytes(fmt.DOCKER_ARCHIVE_MANIFEST, fmt.dumps_canonical(list(entries.values())))
     writer.close()
     return writer.files
 

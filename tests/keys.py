@@ -25,6 +25,7 @@ Used as a pytest plugin (`pytest_plugins = ["tests.keys"]`) for the session fixt
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,11 @@ def gpg(home: Path, *args: str, input: bytes | None = None) -> bytes:
     if r.returncode != 0:
         raise RuntimeError(f"gpg {' '.join(args)} failed: {r.stderr.decode(errors='replace').strip()}")
     return r.stdout
+
+
+def gpg_time(seconds_from_now: int) -> str:
+    """A --faked-system-time value `seconds_from_now` from now (negative: in the past)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + seconds_from_now))
 
 
 def _fingerprints(home: Path, ident: str) -> list[str]:
@@ -60,13 +66,19 @@ class Key:
     signing_fpr: str
     faked_time: str | None = None
 
-    def sign(self, data: bytes, by: str | None = None) -> bytes:
+    def sign(self, data: bytes, by: str | None = None, gpg_args: tuple[str, ...] = ()) -> bytes:
         """An armored detached signature over `data` (the way `bundle build` signs SHA256SUMS),
-        made by the signing (sub)key, or by the (sub)key fingerprint `by`."""
+        made by the signing (sub)key, or by the (sub)key fingerprint `by`; `gpg_args` go to gpg
+        as well (`--digest-algo SHA1`, `--faked-system-time ...`, `--default-sig-expire ...`)."""
         args = ["--armor", "--detach-sign", "--local-user", (by or self.signing_fpr) + "!"]
         if self.faked_time:
             args = ["--faked-system-time", self.faked_time, *args]
-        return gpg(self.home, *args, input=data)
+        return gpg(self.home, *gpg_args, *args, input=data)
+
+    def revocation_cert(self) -> bytes:
+        """The revocation certificate gpg wrote when it made the key (openpgp-revocs.d/FPR.rev),
+        as is: with the ':' that guards it against accidental import."""
+        return (self.home / "openpgp-revocs.d" / f"{self.fpr}.rev").read_bytes()
 
     def store_file(self, directory: Path) -> Path:
         path = Path(directory) / f"{self.name}.asc"
@@ -219,6 +231,6 @@ def isolated_gnupghome(tmp_path, monkeypatch):
     return home
 
 
-__all__ = ["Key", "KeyFactory", "Keys", "gpg", "make_keys", "trust_store", "pgp_keys", "trust_store_of",
+__all__ = ["Key", "KeyFactory", "Keys", "gpg", "gpg_time", "make_keys", "trust_store", "pgp_keys", "trust_store_of",
            "isolated_gnupghome"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 from pathlib import Path
 
 import docker
@@ -26,6 +27,7 @@ pytest.register_assert_rewrite("tests.keys", "tests.craft")
 
 from tests.craft import (IMAGE_REPO, EngineSnapshot, Member, damaged, resign, run_bundle, sha256,  # noqa: E402
                          snapshot_dir, zstd_frame)
+from tests.keys import gpg_time  # noqa: E402
 
 
 SKIPPABLE = struct.pack("<II", 0x184D2A50, 4) + b"skip"
@@ -107,7 +109,9 @@ class Gate:
         new_ids = engine_after.image_ids - engine_before.image_ids
         watched = {self.base.image["id"], *watch_ids}
         assert not new_ids & watched, f"the refused import loaded {new_ids & watched}"
-        ours = lambda tags: {t: i for t, i in tags.items() if t.startswith(IMAGE_REPO)}  # noqa: E731
+        # this session's tags only: other sessions build under the same repository on the shared engine
+        ours = lambda tags: {t: i for t, i in tags.items()  # noqa: E731
+                             if t.startswith(IMAGE_REPO) and t.endswith(self.base.token)}
         assert ours(engine_after.tags) == ours(engine_before.tags), "the refused import moved a tag"
         assert engine_after.containers == engine_before.containers, "the refused import touched a container"
 
@@ -574,6 +578,90 @@ def test_signature_by_a_signing_subkey_counts_for_its_primary(verify_only_gate, 
     assert json.loads(r.stdout)["signers"] == [{"fingerprint": k.fpr, "roles": ["builders"]}]
 
 
+@pytest.mark.parametrize("policy", ["", "[roles]\n"], ids=["empty-file", "lone-roles-table"])
+def test_policy_without_roles_is_an_environment_error_and_changes_nothing(gate, pgp_keys, trust_store_of, policy):
+    """Finding 11: an empty policy.toml failed open (any one key sufficed)."""
+    store = trust_store_of([pgp_keys.builder])
+    (store / "policy.toml").write_text(policy)
+    expected = f"error: policy {store / 'policy.toml'}: a policy must define at least one role ([roles.NAME] with keys)"
+    engine_before = EngineSnapshot.take(gate.client, gate.base.target_name)
+    for run in (gate.verify, gate.import_):
+        state_before = snapshot_dir(gate.state_dir)
+        r = run(gate.base.path, keys_dir=store)
+        assert r.code == 1, str(r)
+        assert r.stderr_lines == [expected], str(r)
+        assert {k: v for k, v in snapshot_dir(gate.state_dir).items() if k not in ("lock", "audit.log")} == \
+            {k: v for k, v in state_before.items() if k not in ("lock", "audit.log")}
+    engine_after = EngineSnapshot.take(gate.client, gate.base.target_name)
+    assert gate.base.image["id"] not in engine_after.image_ids
+    assert engine_after.containers == engine_before.containers and engine_after.tags == engine_before.tags
+
+
+@pytest.mark.parametrize("gpg_args, reason", [
+    (lambda: ("--digest-algo", "SHA1"), "uses a weak hash (gpg hash algorithm 2); SHA-256 or stronger is required"),
+    (lambda: ("--faked-system-time", gpg_time(3600)), "is dated in the future"),
+], ids=["sha1", "dated-an-hour-ahead"])
+def test_signature_with_sha1_or_from_the_future_is_refused(gate, pgp_keys, gpg_args, reason):
+    v = gate.variant()
+    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=gpg_args())
+    gate.refused(v.write(gate.path("weak-sig")), "signature", f"signature by {pgp_keys.builder.fpr} {reason}")
+
+
+def test_expired_signature_is_refused_as_expired(gate, pgp_keys):
+    v = gate.variant()
+    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=("--default-sig-expire", "seconds=2"))
+    bundle = v.write(gate.path("expired-sig"))
+    time.sleep(3)
+    for r in gate.refused(bundle, "signature", f"signature by {pgp_keys.builder.fpr} expired"):
+        assert "does not match" not in r.stderr
+
+
+def test_revocation_certificate_in_the_store_revokes_its_key(gate, pgp_keys, trust_store_of):
+    """The certificate exactly as gpg wrote it at key generation (openpgp-revocs.d/FPR.rev)."""
+    k = pgp_keys.approver
+    store = trust_store_of([pgp_keys.builder, k])
+    (store / f"{k.fpr}.rev").write_bytes(k.revocation_cert())
+    v = gate.variant()
+    v.signers = [k]
+    gate.refused(v.write(gate.path("rev")), "signature", f"signed by {k.fpr}, whose key was revoked", keys_dir=store)
+
+
+# =============================================================================================
+# scope of a signature: roles bound to app names and image repositories
+# =============================================================================================
+
+def scoped_store(trust_store_of, key, apps: list[str], repos: list[str]) -> Path:
+    store = trust_store_of([key])
+    quoted = lambda names: ", ".join(f'"{n}"' for n in names)  # noqa: E731
+    (store / "policy.toml").write_text(f'[roles.builders]\nkeys = ["{key.fpr}"]\nthreshold = 1\n'
+                                       f'apps = [{quoted(apps)}]\nrepos = [{quoted(repos)}]\n')
+    return store
+
+
+def test_builder_scoped_to_an_app_may_not_sign_a_bundle_named_otherwise(gate, pgp_keys, trust_store_of):
+    k = pgp_keys.builder
+    store = scoped_store(trust_store_of, k, [gate.base.name], [IMAGE_REPO])
+    v = gate.variant()
+    v.manifest["name"] = "evil"
+    gate.refused(v.write(gate.path("evil")), "signature", f"key {k.fpr} (role builders) may not sign app evil",
+                 keys_dir=store)
+
+
+def test_builder_scoped_to_repositories_may_not_sign_an_image_outside_them(gate, pgp_keys, trust_store_of):
+    k = pgp_keys.builder
+    store = scoped_store(trust_store_of, k, [gate.base.name], ["demo/app", "mintplexlabs/*"])
+    gate.refused(gate.base.path, "signature",
+                 f"key {k.fpr} (role builders) may not sign image {gate.base.image['ref']}", keys_dir=store)
+
+
+@pytest.mark.parametrize("repos", [[IMAGE_REPO], [IMAGE_REPO.split("/")[0] + "/*"]], ids=["exact", "prefix"])
+def test_builder_signing_within_its_scope_is_accepted(verify_only_gate, pgp_keys, trust_store_of, repos):
+    g = verify_only_gate
+    r = g.verify(g.base.path, "--json", keys_dir=scoped_store(trust_store_of, pgp_keys.builder, [g.base.name], repos))
+    assert r.code == 0, str(r)
+    assert json.loads(r.stdout)["signers"] == [{"fingerprint": pgp_keys.builder.fpr, "roles": ["builders"]}]
+
+
 # =============================================================================================
 # rule 4: the manifest
 # =============================================================================================
@@ -590,6 +678,25 @@ def test_signed_manifest_failing_its_schema_is_refused(gate):
     v = gate.variant()
     v.manifest["sequence"] = "6"
     gate.refused(v.write(gate.path("schema")), "manifest", "fails its schema at sequence")
+
+
+@pytest.mark.parametrize("where, value", [
+    ("volumes", "/:/h\r/srv/app/data:/data"),
+    ("volumes", "/srv/app/data\u202e:/data"),
+    ("env", "hello\rGREETING=harmless"),
+    ("env", "hello \u202eevil"),
+], ids=["volume-cr", "volume-rtl-override", "env-cr", "env-rtl-override"])
+def test_validly_signed_manifest_with_a_control_or_bidi_character_is_refused(gate, where, value):
+    """Finding 4 / 13: a signed string could make the plan show a harmless line for `/:/h`."""
+    v = gate.variant()
+    run = v.manifest["target"].setdefault("run", {})
+    if where == "volumes":
+        run["volumes"] = [value]
+        at = "target.run.volumes.0"
+    else:
+        run["env"] = {"GREETING": value}
+        at = "target.run.env.GREETING"
+    gate.refused(v.write(gate.path(f"unprintable-{where}")), "manifest", f"control or non-printing character at {at}")
 
 
 def test_signed_manifest_with_an_unknown_field_is_refused(gate):

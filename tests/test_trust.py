@@ -5,6 +5,8 @@ No Docker here; the end-to-end runs of the same rules through the CLI are in tes
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bundlecore.errors import EnvironmentProblem, Refused
@@ -13,7 +15,7 @@ from bundlecore.trust import Signer, TrustStore, signature_key_ids
 
 pytest.register_assert_rewrite("tests.keys")
 
-from tests.keys import gpg  # noqa: E402
+from tests.keys import gpg, gpg_time  # noqa: E402
 
 
 SUMS = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef  manifest.json\n"
@@ -284,3 +286,138 @@ def test_refusal_is_a_refused_error_with_exit_code_3(store):
     with pytest.raises(Refused) as e:
         store.verify(SUMS, b"")
     assert e.value.exit_code == 3
+
+
+# =============================================================================================
+# a policy file must say something (finding 11)
+# =============================================================================================
+
+@pytest.mark.parametrize("policy", ["", "[roles]\n"], ids=["empty-file", "lone-roles-table"])
+def test_policy_file_without_roles_is_an_error_not_anyone(pgp_keys, trust_store_of, policy):
+    """An empty policy.toml used to mean "no roles": any one key of the store was enough."""
+    d = trust_store_of([pgp_keys.builder, pgp_keys.approver])
+    (d / "policy.toml").write_text(policy)
+    with pytest.raises(EnvironmentProblem) as e:
+        TrustStore.load(d)
+    assert str(e.value) == (f"policy {d / 'policy.toml'}: "
+                            "a policy must define at least one role ([roles.NAME] with keys)")
+    assert e.value.exit_code == 1
+
+
+# =============================================================================================
+# what a good signature must also be (finding 13): strong hash, not from the future, not expired
+# =============================================================================================
+
+@pytest.mark.parametrize("algo", ["SHA1", "RIPEMD160"])
+def test_signature_with_a_weak_hash_is_refused(store, pgp_keys, algo):
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--digest-algo", algo))
+    refused(store, sig, match=f"signature by {pgp_keys.builder.fpr} uses a weak hash")
+
+
+@pytest.mark.parametrize("algo", ["SHA224", "SHA256", "SHA384", "SHA512"])
+def test_signature_with_sha2_is_accepted(store, pgp_keys, algo):
+    assert store.verify(SUMS, pgp_keys.builder.sign(SUMS, gpg_args=("--digest-algo", algo))) == \
+        [Signer(pgp_keys.builder.fpr, [])]
+
+
+def test_signature_dated_beyond_the_clock_skew_is_refused(store, pgp_keys):
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", gpg_time(3600)))
+    refused(store, sig, match=f"signature by {pgp_keys.builder.fpr} is dated in the future")
+
+
+def test_signature_dated_within_the_clock_skew_is_accepted(store, pgp_keys):
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--faked-system-time", gpg_time(120)))
+    assert store.verify(SUMS, sig) == [Signer(pgp_keys.builder.fpr, [])]
+
+
+def test_expired_signature_is_reported_as_expired(store, pgp_keys):
+    sig = pgp_keys.builder.sign(SUMS, gpg_args=("--default-sig-expire", "seconds=2"))
+    assert store.verify(SUMS, sig)  # good while it lasts
+    time.sleep(3)
+    err = refused(store, sig, match=f"signature by {pgp_keys.builder.fpr} expired")
+    assert "does not match" not in str(err) and "signature valid" not in str(err)
+
+
+# =============================================================================================
+# a revocation certificate dropped in the store revokes its key (finding 13)
+# =============================================================================================
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["as-gpg-wrote-it", "guard-removed"])
+def test_revocation_certificate_in_the_store_revokes_its_key(pgp_keys, trust_store_of, tmp_path, guarded):
+    k = pgp_keys.approver2
+    d = trust_store_of([pgp_keys.builder, k])
+    sig = k.sign(SUMS)
+    assert TrustStore.load(d).verify(SUMS, sig)
+    cert = k.revocation_cert()
+    assert b":-----BEGIN PGP PUBLIC KEY BLOCK" in cert
+    (d / f"{k.fpr}.rev").write_bytes(cert if guarded else cert.replace(b":-----BEGIN", b"-----BEGIN"))
+    store = TrustStore.load(d)
+    refused(store, sig, match=f"signed by {k.fpr}, whose key was revoked")
+    assert store.verify(SUMS, pgp_keys.builder.sign(SUMS)) == [Signer(pgp_keys.builder.fpr, [])]
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("{outsider}.rev", lambda k, out: out.revocation_cert(), "must be named FPR.rev after a key of the store"),
+    ("revoked.rev", lambda k, out: k.revocation_cert(), "must be named FPR.rev after a key of the store"),
+    ("{fpr}.rev", lambda k, out: b"not a certificate\n", "is not a revocation certificate of key"),
+    ("{fpr}.rev", lambda k, out: out.revocation_cert(), "is not a revocation certificate of key"),
+], ids=["key-not-in-store", "not-named-by-fpr", "garbage", "another-keys-certificate"])
+def test_revocation_file_that_revokes_no_key_of_the_store_is_refused_loudly(pgp_keys, trust_store_of, name,
+                                                                            content, match):
+    k, out = pgp_keys.approver2, pgp_keys.outsider
+    d = trust_store_of([pgp_keys.builder, k])
+    (d / name.format(fpr=k.fpr, outsider=out.fpr)).write_bytes(content(k, out))
+    with pytest.raises(EnvironmentProblem, match=match):
+        TrustStore.load(d)
+
+
+# =============================================================================================
+# scope of a signature: roles bound to apps and image repositories
+# =============================================================================================
+
+def scoped_store(pgp_keys, trust_store_of, extra: str = "") -> TrustStore:
+    d = trust_store_of([pgp_keys.builder, pgp_keys.approver])
+    (d / "policy.toml").write_text(f'[roles.builders]\nkeys = ["{pgp_keys.builder.fpr}"]\napps = ["demo"]\n'
+                                   f'repos = ["demo/app"]\n' + extra)
+    return TrustStore.load(d)
+
+
+def scope_refused(store, signers, app, refs, match):
+    with pytest.raises(SignatureRefused) as e:
+        store.check_scope(signers, app, refs)
+    assert e.value.line() == f"refused: signature: {match}", e.value.line()
+
+
+def test_builder_scoped_to_demo_may_not_sign_another_app(pgp_keys, trust_store_of):
+    store = scoped_store(pgp_keys, trust_store_of)
+    signers = store.verify(SUMS, pgp_keys.builder.sign(SUMS))
+    scope_refused(store, signers, "evil", ["demo/app:1"],
+                  f"key {pgp_keys.builder.fpr} (role builders) may not sign app evil")
+
+
+def test_builder_scoped_to_demo_may_not_sign_an_image_outside_its_repositories(pgp_keys, trust_store_of):
+    store = scoped_store(pgp_keys, trust_store_of)
+    signers = store.verify(SUMS, pgp_keys.builder.sign(SUMS))
+    scope_refused(store, signers, "demo", ["demo/app:1", "victim/db:15"],
+                  f"key {pgp_keys.builder.fpr} (role builders) may not sign image victim/db:15")
+
+
+def test_builder_in_scope_is_accepted(pgp_keys, trust_store_of):
+    store = scoped_store(pgp_keys, trust_store_of)
+    signers = store.verify(SUMS, pgp_keys.builder.sign(SUMS))
+    store.check_scope(signers, "demo", ["demo/app:1", "demo/app:1.0"])
+
+
+def test_a_key_with_no_scoped_role_cannot_sign_what_no_scoped_role_covers(pgp_keys, trust_store_of):
+    """An unscoped approver next to a scoped builder does not open the store to other apps."""
+    store = scoped_store(pgp_keys, trust_store_of, f'\n[roles.approvers]\nkeys = ["{pgp_keys.approver.fpr}"]\n')
+    signers = store.verify(SUMS, pgp_keys.approver.sign(SUMS))
+    scope_refused(store, signers, "evil", ["evil/app:1"], "no role of the policy may sign app evil")
+    scope_refused(store, signers, "demo", ["demo/app:1"], "role builders needs 1 distinct signing keys, found 0")
+    store.check_scope(store.verify(SUMS, pgp_keys.approver.sign(SUMS) + pgp_keys.builder.sign(SUMS)),
+                      "demo", ["demo/app:1"])
+
+
+def test_unscoped_roles_are_still_judged_before_the_manifest(pgp_keys, trust_store_of):
+    store = scoped_store(pgp_keys, trust_store_of, f'\n[roles.approvers]\nkeys = ["{pgp_keys.approver.fpr}"]\n')
+    refused(store, pgp_keys.builder.sign(SUMS), match="role approvers needs 1 distinct signing keys, found 0")

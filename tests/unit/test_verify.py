@@ -133,8 +133,8 @@ def test_an_archive_that_loads_exactly_the_signed_image_passes(entries):
 
 
 @pytest.mark.parametrize("raw, why", [
-    (json.dumps(archive(RepoTags=["app:1", "installed:1"])), "tags installed:1, which is not the signed ref"),
-    (json.dumps(archive(RepoTags=["app:2"])), "tags app:2, which is not the signed ref"),
+    (json.dumps(archive(RepoTags=["app:1", "installed:1"])), "tags installed:1, which is not a signed ref"),
+    (json.dumps(archive(RepoTags=["app:2"])), "tags app:2, which is not a signed ref"),
     (json.dumps(archive(Config="blobs/sha256/unknown")), "loads config 'blobs/sha256/unknown', whose digest is no signed"),
     (json.dumps(archive(Layers=["blobs/sha256/layer"])), "gives image app:1 other layers than signed"),
     (json.dumps(archive(Layers=["blobs/sha256/layer2", "blobs/sha256/layer"])), "other layers than signed"),
@@ -159,6 +159,34 @@ def test_an_archive_that_misses_a_signed_image_is_refused():
     v.manifest["images"].append(second)
     with pytest.raises(ArchiveRefused, match="does not load sidecar:1"):
         check_docker_archive(json.dumps(archive()).encode(), v)
+
+
+def two_refs_of_one_image() -> VerifiedHead:
+    """app:1 and app:1.0 signed as two images with ONE config (as `bundle build` records them)."""
+    v = verified()
+    v.manifest["images"].append(copy.deepcopy(v.manifest["images"][0]) | {"ref": "app:1.0"})
+    return v
+
+
+@pytest.mark.parametrize("tags", [["app:1", "app:1.0"], ["app:1.0", "app:1"]], ids=["in-order", "reversed"])
+def test_one_archive_entry_carrying_every_signed_ref_of_one_image_passes(tags):
+    entries = archive(RepoTags=tags)
+    assert check_docker_archive(json.dumps(entries).encode(), two_refs_of_one_image()) == entries
+
+
+def test_one_entry_per_ref_of_the_same_image_passes():
+    """What builds before the fix wrote: two entries with the same Config, one tag each."""
+    entries = archive(RepoTags=["app:1"]) + archive(RepoTags=["app:1.0"])
+    assert check_docker_archive(json.dumps(entries).encode(), two_refs_of_one_image()) == entries
+
+
+@pytest.mark.parametrize("tags, why", [
+    (["app:1"], "does not load app:1.0"),
+    (["app:1", "app:1.0", "app:2"], "tags app:2, which is not a signed ref"),
+], ids=["one-ref-missing", "extra-tag"])
+def test_two_refs_of_one_image_still_refuse_a_missing_or_extra_tag(tags, why):
+    with pytest.raises(ArchiveRefused, match=why):
+        check_docker_archive(json.dumps(archive(RepoTags=tags)).encode(), two_refs_of_one_image())
 
 
 # ---------------------------------------------------------------------------------------------
