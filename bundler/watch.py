@@ -203,6 +203,7 @@ def _build(spec_path: Path, spec: BuildSpec, request: BuildRequest) -> dict:
     from bundler.build import build_spec  # the Docker SDK only when a build is asked for
 
     out = (request.out_dir or spec_path.parent) / f"{spec.name}-{spec.version}.bundle.zst"
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = build_spec(spec, out, request.sign_key, request.gnupghome, show_progress=False)
     except UsageProblem as e:
