@@ -23,6 +23,8 @@ COMMANDS = {
     "build": ("bundler.cmd_build:build", "Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."),
     "approve": ("bundler.cmd_approve:approve",
                 "Verify a bundle, then add your signature to it (rewrites its first frame only)."),
+    "check": ("bundler.cmd_check:check",
+              "Ask upstream's GitHub Releases for a newer version (exit 10), optionally build and announce it."),
     "inspect": ("importer.cmd_inspect:inspect_cmd",
                 "Show a bundle's manifest summary from its first frame only. NOTHING here is verified."),
     "verify": ("importer.cmd_verify:verify",

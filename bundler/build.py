@@ -29,7 +29,7 @@ from bundlecore.progress import Progress
 from bundlecore.schema import first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
 from bundler.dockersave import DockerSaveReader
-from bundler.spec import BuildSpec, image_tag, load_spec
+from bundler.spec import BuildSpec, load_spec, split_ref
 
 MAX_DOCKER_MANIFEST = 4 << 20
 
@@ -48,15 +48,6 @@ class BuildResult:
                 "duration": round(self.duration, 3)}
 
 
-def _split_ref(ref: str) -> tuple[str, str]:
-    tag = image_tag(ref)
-    if tag is None:
-        return ref, "latest"
-    if "@" in ref:
-        return ref.split("@", 1)[0], tag
-    return ref[: -len(tag) - 1], tag
-
-
 def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple[list[dict], int]:
     """Pull (or find locally) every image for `platform`; returns what the manifest records of
     each, and their total size (for the progress display)."""
@@ -68,7 +59,7 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
             except docker.errors.ImageNotFound:
                 raise UsageProblem(f"image {ref} is not in the local engine (drop --local to pull it)") from None
         else:
-            repo, tag = _split_ref(ref)
+            repo, tag = split_ref(ref)
             try:
                 image = client.images.pull(repo, tag=tag, platform=platform)
             except docker.errors.NotFound:
@@ -78,7 +69,7 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
         got = image_platform(image.attrs)
         if not platforms_match(got, platform):
             raise UsageProblem(f"image {ref} is {got}, not {platform}")
-        repo_name = _split_ref(ref)[0]
+        repo_name = split_ref(ref)[0]
         digests = [d for d in image.attrs.get("RepoDigests") or [] if d.split("@")[0] == repo_name]
         records.append({
             "ref": ref,
@@ -170,8 +161,15 @@ def _unlink_quietly(*paths: Path) -> None:
 
 def build(spec_path: Path, out: Path, sign_key: str, gnupghome: str | None = None, *, local: bool = False,
           allow_latest: bool = False, show_progress: bool | None = None) -> BuildResult:
-    started = time.monotonic()
     spec = load_spec(spec_path, allow_latest=allow_latest)
+    return build_spec(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
+                      show_progress=show_progress)
+
+
+def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None = None, *, local: bool = False,
+               allow_latest: bool = False, show_progress: bool | None = None) -> BuildResult:
+    """Build from a spec already loaded (and possibly changed in memory, as `bundle check --build` does)."""
+    started = time.monotonic()
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)  # a missing, expired or revoked key stops us before any work
     client = connect()

@@ -29,6 +29,17 @@ class BuildSpec:
     platform: str | None
     images: list[str]
     target: dict  # normalized as the manifest stores it
+    upstream: Upstream | None = None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where new releases come from (`[upstream]`): read by `bundle check` only."""
+
+    github: str  # owner/repo
+    image: str  # image template holding {version}
+    prereleases: bool = False
+    drafts: bool = False
 
 
 def image_tag(ref: str) -> str | None:
@@ -37,6 +48,16 @@ def image_tag(ref: str) -> str | None:
         return ref.split("@", 1)[1]
     last = ref.rsplit("/", 1)[-1]
     return last.split(":", 1)[1] if ":" in last else None
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; an untagged ref is 'latest'."""
+    tag = image_tag(ref)
+    if tag is None:
+        return ref, "latest"
+    if "@" in ref:
+        return ref.split("@", 1)[0], tag
+    return ref[: -len(tag) - 1], tag
 
 
 def is_pinned(ref: str) -> bool:
@@ -71,6 +92,12 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
             raise UsageProblem(f"spec {path}: target.health.timeout must be between 1s and {MAX_HEALTH_TIMEOUT}s")
         health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
         target["health"] = health
+    upstream = None
+    if "upstream" in raw:
+        upstream = Upstream(**raw["upstream"])
+        repo = split_ref(upstream.image)[0]
+        if not any(split_ref(ref)[0] == repo for ref in raw["images"]):
+            raise UsageProblem(f"spec {path}: upstream.image {upstream.image} names no repository of images")
     expires = parse_duration(raw.get("expires", DEFAULT_EXPIRES))
     if expires < MIN_EXPIRES:
         raise UsageProblem(f"spec {path}: expires {raw['expires']} is under an hour; the bundle would expire "
@@ -83,4 +110,5 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
         platform=raw.get("platform"),
         images=list(raw["images"]),
         target=target,
+        upstream=upstream,
     )
