@@ -25,13 +25,15 @@ from bundlecore.timeutil import format_ts, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead, check_docker_archive
+from importer import hostpolicy, ownership
 from importer.gate import TrustGate
 from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
 from importer.state import StateDir
 
-# every check `bundle verify` runs, in the order they run: all but loading into the engine
-CHECKS = [c.value for c in Check if c is not Check.LOADED_IMAGES]
+# every check `bundle verify` runs, in the order they run: all but those of the engine's own state
+IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES}
+CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Verified:
 
     path: Path
     head: VerifiedHead
+    host_access: list[hostpolicy.HostAccess]
 
     def report(self) -> dict:
         m = self.head.manifest
@@ -53,13 +56,15 @@ class Verified:
             "payload_bytes": self.head.payload_bytes,
             "checks": CHECKS,
             "notes": self.head.notes,
+            "host_access": hostpolicy.plan_lines(self.host_access),
         }
 
 
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
                 allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
-                     allow_downgrade=allow_downgrade)
+                     container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
+                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade)
     return gate, gate.check_head(path)
 
 
@@ -77,7 +82,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     gate.check_payload(path, head, archive, progress,
                        lambda member: member == fmt.DOCKER_ARCHIVE_MANIFEST and check_docker_archive(archive.data, head))
     progress.close()
-    return Verified(path, head)
+    return Verified(path, head, gate.host_access)
 
 
 def _existing(path: Path) -> Path:
@@ -88,7 +93,7 @@ def _existing(path: Path) -> Path:
 
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
-                  allow_downgrade: bool = False, keep: int = 2, confirm: Callable[[], None] = lambda: None,
+                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2, confirm: Callable[[], None] = lambda: None,
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. Returns a summary; raises BundleError subclasses."""
@@ -109,10 +114,11 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
                          signers=[s.fingerprint for s in head.signers])
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
+            taken = ownership.review(client, state, m, adopt=adopt)
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             plan = swap.plan_swap(client, state, target, new_id, new_version=m["version"])
-            for line in plan.lines():
+            for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
                 out(line)
             if not dry_run:
                 confirm()
@@ -139,6 +145,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             record = swap.run_swap(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)
+            ownership.record_owner(state, target["name"], m["name"])
             audit["result"] = "installed"
             return {"result": "installed", "installed": record, **audit}
     except BundleError as e:
