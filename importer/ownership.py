@@ -11,7 +11,9 @@ A key trusted to sign app `evil` is not trusted to replace container `victimdb` 
   image is a tag move; it is refused (check `tags`) unless this app loaded that ref before (its
   installed record lists it) or the operator passes --adopt; every move is in the plan.
 
-Only StateDir.installed() and the engine's inspect calls are read, so the swap's internals are not.
+The owner record is written after the swap succeeds: an install whose owner was never recorded
+(a crash right after the swap, a swap finished by `bundle recover`) fails closed and needs --adopt
+once. Only StateDir.installed() and the engine's inspect calls are read, not the swap's internals.
 """
 
 from __future__ import annotations

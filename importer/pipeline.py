@@ -1,7 +1,8 @@
 """What `bundle verify` and `bundle import` do, end to end, over the gate, the loader and the swap.
 
-import: lock -> finish any interrupted swap -> gate rules 1-5 (head) -> plan + confirmation ->
-free space -> gate rule 6 (payload) into staging, each verified member streaming on into
+import: lock -> finish any interrupted swap -> gate rules 1-7 and the host policy (head) ->
+ownership and tag moves (importer.ownership) -> plan + confirmation ->
+free space -> gate rule 8 (payload) into staging, each verified member streaming on into
 `docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
 member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
 `docker load` (which reads the whole archive before loading) loads nothing. Every member is
@@ -93,8 +94,9 @@ def _existing(path: Path) -> Path:
 
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
-                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2, confirm: Callable[[], None] = lambda: None,
-                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
+                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
+                  confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
+                  show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. Returns a summary; raises BundleError subclasses."""
     from importer import swap  # the swap is the last stage; imported here to keep verify light
@@ -115,6 +117,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                          signers=[s.fingerprint for s in head.signers])
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
             taken = ownership.review(client, state, m, adopt=adopt)
+            if taken.plan_lines():
+                audit["takes_over"] = taken.plan_lines()
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             plan = swap.plan_swap(client, state, target, new_id, new_version=m["version"])

@@ -65,7 +65,8 @@ def test_a_container_is_the_apps_only_when_bundle_installed_it_for_that_app(stat
 def test_the_plan_names_the_adoption_and_every_tag_move():
     old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     review = ownership.OwnershipReview("evil", "victimdb", "not installed by bundle", [
-        ownership.TagMove("demo/app:1", old, new, owned=True), ownership.TagMove("victim/db:15", old, new, owned=False)])
+        ownership.TagMove("demo/app:1", old, new, owned=True),
+        ownership.TagMove("victim/db:15", old, new, owned=False)])
     assert review.plan_lines() == [
         "adopt container victimdb, not installed by bundle",
         f"move tag demo/app:1 from {old[:19]}… to {new[:19]}…",
