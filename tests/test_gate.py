@@ -110,7 +110,9 @@ class Gate:
         new_ids = engine_after.image_ids - engine_before.image_ids
         watched = {self.base.image["id"], *watch_ids}
         assert not new_ids & watched, f"the refused import loaded {new_ids & watched}"
-        ours = lambda tags: {t: i for t, i in tags.items() if t.startswith(IMAGE_REPO)}  # noqa: E731
+        # this session's tags only: other sessions build and remove theirs on the same engine
+        ours = lambda tags: {t: i for t, i in tags.items()  # noqa: E731
+                             if t.startswith(IMAGE_REPO) and t.endswith(f"-{self.base.token}")}
         assert ours(engine_after.tags) == ours(engine_before.tags), "the refused import moved a tag"
         assert engine_after.containers == engine_before.containers, "the refused import touched a container"
 
