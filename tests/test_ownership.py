@@ -44,7 +44,9 @@ def dry_run_plan(gate: Gate, bundle, *extra) -> list[str]:
     r = gate.import_(bundle, "--dry-run", *extra)
     assert r.code == 0, str(r)
     after = EngineSnapshot.take(gate.client, gate.base.target_name)
-    assert after.containers == before.containers and after.tags == before.tags, "the dry run changed the engine"
+    assert after.containers == before.containers, "the dry run touched a container"
+    assert all(after.tags.get(t, i) == i for t, i in before.tags.items()), "the dry run moved a tag"
+    assert gate.base.image["id"] not in after.image_ids - before.image_ids, "the dry run loaded the image"
     return r.stdout.splitlines()
 
 
