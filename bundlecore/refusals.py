@@ -28,6 +28,8 @@ class Check(StrEnum):
     CREATED = "created"
     SEQUENCE = "sequence"
     HOST_POLICY = "host policy"
+    OWNERSHIP = "ownership"      # import only: the engine's containers
+    TAGS = "tags"                # import only: the engine's tags
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
@@ -80,6 +82,18 @@ class HostPolicyRefused(Refused):
     """The signed run settings ask for host access this host's policy does not grant."""
 
     check = Check.HOST_POLICY
+
+
+class OwnershipRefused(Refused):
+    """The target names a container this tool did not install for this app (--adopt overrides)."""
+
+    check = Check.OWNERSHIP
+
+
+class TagMoveRefused(Refused):
+    """Loading would move a tag this app never loaded to another image (--adopt overrides)."""
+
+    check = Check.TAGS
 
 
 class PayloadMismatch(Refused):

@@ -19,14 +19,16 @@ from importer.state import StateDir
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan, change nothing.")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
+@click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
+              "(shown in the plan).")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
 @json_option
-def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, keep, as_json):
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), StateDir(state_dir), dry_run=dry_run,
-        allow_downgrade=allow_downgrade, keep=keep, out=out,
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

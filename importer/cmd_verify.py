@@ -30,5 +30,7 @@ def verify(bundle, keys_dir, state_dir, allow_downgrade, as_json):
         say(f"signed by: {s['fingerprint']}" + (f" ({', '.join(s['roles'])})" if s["roles"] else ""))
     for note in report["notes"]:
         say(f"note: {note}")
+    for line in report["host_access"]:
+        say(line)
     say(f"trusted: {report['name']} {report['version']} sequence {report['sequence']}, "
                f"expires {report['expires']}, {len(report['images'])} image(s), {report['payload_bytes']} payload bytes")

@@ -2,35 +2,53 @@
 
 bundlecore.verify runs every rule that holds anywhere (caps, tar, signatures, manifest, image
 platforms, freshness, payload, docker archive) in order. The gate fills in its two hooks with
-this host's business:
+this host's business, and adds one rule after the head:
 
 - rule 5, platform: the bundle's platform is this engine's (not compared, with a note, when no
   engine answers, as for `bundle verify` on a machine without Docker);
-- rule 7, history: `sequence` is above the highest ever installed for that name (equal is a
-  replay) unless a downgrade is explicitly allowed.
+- rule 7, history: `sequence` is above the highest ever installed for that app name AND the
+  highest ever installed in the target container (equal is a replay), unless a downgrade is
+  explicitly allowed -- a bundle renamed `seq-canary` cannot take container `seqc` back to an
+  old release `seq` replaced;
+- host policy (after rule 7, before any payload byte): the signed run settings ask of the host
+  only what this host's policy grants the app (importer.hostpolicy); `host_access` holds the
+  granted accesses for the plan.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 from bundlecore.platforms import platforms_match
 from bundlecore.refusals import PlatformMismatch, RollbackRefused
 from bundlecore.trust import TrustStore
-from bundlecore.verify import BundleVerifier
+from bundlecore.verify import BundleVerifier, VerifiedHead
+from importer.hostpolicy import HostAccess, HostPolicy
+
+Mark = Callable[[str], int | None]
 
 
 class TrustGate(BundleVerifier):
     """The verifier for a bundle about to be installed on this host."""
 
-    def __init__(self, store: TrustStore, *, engine_platform: str | None,
-                 installed_sequence: Callable[[str], int | None],
+    def __init__(self, store: TrustStore, *, engine_platform: str | None, installed_sequence: Mark,
+                 container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
                  allow_downgrade: bool = False, now: datetime | None = None):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
         self.installed_sequence = installed_sequence
+        self.container_sequence = container_sequence
+        self.host_policy = host_policy or HostPolicy(None)
         self.allow_downgrade = allow_downgrade
+        self.host_access: list[HostAccess] = []
+
+    def check_head(self, path: Path) -> VerifiedHead:
+        head = super().check_head(path)
+        m = head.manifest
+        self.host_access = self.host_policy.check(m["name"], m["target"].get("run") or {})
+        return head
 
     def _check_host_platform(self, manifest: dict) -> list[str]:
         if self.engine_platform is None:
@@ -40,12 +58,16 @@ class TrustGate(BundleVerifier):
         return []
 
     def _check_history(self, manifest: dict) -> list[str]:
-        seq, last = manifest["sequence"], self.installed_sequence(manifest["name"])
-        if last is None or seq > last:
-            return []
-        kind = "replay" if seq == last else "downgrade"
-        if not self.allow_downgrade:
-            raise RollbackRefused(
-                f"{kind}: {manifest['name']} sequence {seq} is not above {last}, the highest installed "
-                f"(--allow-downgrade overrides)")
-        return [f"{kind} allowed by --allow-downgrade: sequence {seq}, highest installed {last}"]
+        seq, container = manifest["sequence"], manifest["target"]["name"]
+        notes = []
+        for last, whose in ((self.installed_sequence(manifest["name"]), "highest installed"),
+                            (self.container_sequence(container),
+                             f"highest installed in container {container}")):
+            if last is None or seq > last:
+                continue
+            kind = "replay" if seq == last else "downgrade"
+            if not self.allow_downgrade:
+                raise RollbackRefused(f"{kind}: {manifest['name']} sequence {seq} is not above {last}, the {whose} "
+                                      f"(--allow-downgrade overrides)")
+            notes.append(f"{kind} allowed by --allow-downgrade: sequence {seq}, {whose} {last}")
+        return notes

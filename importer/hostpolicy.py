@@ -223,3 +223,8 @@ def _is_within(path: str, ancestor: str) -> bool:
 def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
     """Every one of `paths` (as written, as resolved) lies below one of `prefixes`."""
     return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
+
+
+def plan_lines(granted: list[HostAccess]) -> list[str]:
+    """What the operator confirms: every host access the bundle gets, and the key that granted it."""
+    return [f"host access: {a.line()} (granted by {a.granted_by})" for a in granted]

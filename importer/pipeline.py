@@ -1,7 +1,8 @@
 """What `bundle verify` and `bundle import` do, end to end, over the gate, the loader and the swap.
 
-import: lock -> finish any interrupted swap -> gate rules 1-5 (head) -> plan + confirmation ->
-free space -> gate rule 6 (payload) into staging, each verified member streaming on into
+import: lock -> finish any interrupted swap -> gate rules 1-7 and the host policy (head) ->
+ownership and tag moves (importer.ownership) -> plan + confirmation ->
+free space -> gate rule 8 (payload) into staging, each verified member streaming on into
 `docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
 member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
 `docker load` (which reads the whole archive before loading) loads nothing. Every member is
@@ -24,14 +25,16 @@ from bundlecore.timeutil import format_ts, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead, check_docker_archive
+from importer import hostpolicy, ownership
 from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
 from importer.state import StateDir
 
-# every check `bundle verify` runs, in the order they run: all but loading into the engine
-CHECKS = [c.value for c in Check if c is not Check.LOADED_IMAGES]
+# every check `bundle verify` runs, in the order they run: all but those of the engine's own state
+IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES}
+CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Verified:
 
     path: Path
     head: VerifiedHead
+    host_access: list[hostpolicy.HostAccess]
 
     def report(self) -> dict:
         m = self.head.manifest
@@ -53,13 +57,15 @@ class Verified:
             "payload_bytes": self.head.payload_bytes,
             "checks": CHECKS,
             "notes": self.head.notes,
+            "host_access": hostpolicy.plan_lines(self.host_access),
         }
 
 
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
                 allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
-                     allow_downgrade=allow_downgrade)
+                     container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
+                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade)
     return gate, gate.check_head(path)
 
 
@@ -77,7 +83,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     gate.check_payload(path, head, archive, progress,
                        lambda member: member == fmt.DOCKER_ARCHIVE_MANIFEST and check_docker_archive(archive.data, head))
     progress.close()
-    return Verified(path, head)
+    return Verified(path, head, gate.host_access)
 
 
 def _existing(path: Path) -> Path:
@@ -88,8 +94,9 @@ def _existing(path: Path) -> Path:
 
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
-                  allow_downgrade: bool = False, keep: int = 2, confirm: Callable[[], None] = lambda: None,
-                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
+                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
+                  confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
+                  show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. Returns a summary; raises BundleError subclasses."""
     from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
@@ -109,11 +116,14 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
                          signers=[s.fingerprint for s in head.signers])
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
+            taken = ownership.review(client, state, m, adopt=adopt)
+            if taken.plan_lines():
+                audit["takes_over"] = taken.plan_lines()
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
             plan = kind.plan(client, state, target, new_id, new_version=m["version"])
-            for line in plan.lines():
+            for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
                 out(line)
             if not dry_run:
                 confirm()
@@ -140,6 +150,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             record = kind.apply(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)
+            ownership.record_owner(state, target["name"], m["name"])
             audit["result"] = "installed"
             return {"result": "installed", "installed": record, **audit}
     except BundleError as e:

@@ -22,6 +22,7 @@ fixtures `base_bundle` and `installed_app`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -267,6 +268,20 @@ def snapshot_dir(root: Path) -> dict[str, bytes | None]:
         rel = str(p.relative_to(root))
         out[rel] = None if p.is_dir() else p.read_bytes()
     return out
+
+
+@contextlib.contextmanager
+def imported_for_real(gate, bundle: Path, container: str, *extra: str, keys_dir: Path | None = None):
+    """`bundle import --yes` of a variant of the base bundle into its own container (asserted to
+    succeed); its containers (parked generations too) and the base image are removed afterwards."""
+    try:
+        r = gate.import_(bundle, *extra, keys_dir=keys_dir)
+        assert r.code == 0, str(r)
+        yield r
+    finally:
+        for c in gate.client.containers.list(all=True, filters={"name": container}):
+            c.remove(force=True)
+        _remove_image(gate.client, gate.base.image["id"])
 
 
 # ---------------------------------------------------------------------------------------------

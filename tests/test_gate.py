@@ -25,8 +25,8 @@ from importer.state import StateDir
 
 pytest.register_assert_rewrite("tests.keys", "tests.craft")
 
-from tests.craft import (IMAGE_REPO, EngineSnapshot, Member, damaged, resign, run_bundle, sha256,  # noqa: E402
-                         snapshot_dir, zstd_frame)
+from tests.craft import (IMAGE_REPO, EngineSnapshot, Member, damaged, imported_for_real, resign,  # noqa: E402
+                         run_bundle, sha256, snapshot_dir, zstd_frame)
 from tests.keys import gpg_time  # noqa: E402
 
 
@@ -43,6 +43,9 @@ class Gate:
         self.tmp = tmp_path
         self.keys_dir = base.keys_dir
         self.state_dir = tmp_path / "state"
+        # the installed app was started by hand, not by bundle: the gate's imports adopt it
+        # (what a bundle may take over is tests/test_ownership.py's business)
+        self.adopt = True
 
     def variant(self):
         return self.base.variant()
@@ -55,7 +58,7 @@ class Gate:
 
     def import_(self, bundle: Path, *extra, keys_dir: Path | None = None):
         return run_bundle("import", bundle, "--keys", keys_dir or self.keys_dir, "--state-dir", self.state_dir,
-                          "--yes", *extra)
+                          "--yes", *(("--adopt",) if self.adopt else ()), *extra)
 
     def record_installed(self, sequence: int) -> None:
         StateDir(self.state_dir).raise_sequence(self.base.name, sequence)
@@ -109,9 +112,9 @@ class Gate:
         new_ids = engine_after.image_ids - engine_before.image_ids
         watched = {self.base.image["id"], *watch_ids}
         assert not new_ids & watched, f"the refused import loaded {new_ids & watched}"
-        # this session's tags only: other sessions build under the same repository on the shared engine
+        # this session's tags only: other sessions build and remove theirs on the same engine
         ours = lambda tags: {t: i for t, i in tags.items()  # noqa: E731
-                             if t.startswith(IMAGE_REPO) and t.endswith(self.base.token)}
+                             if t.startswith(IMAGE_REPO) and t.endswith(f"-{self.base.token}")}
         assert ours(engine_after.tags) == ours(engine_before.tags), "the refused import moved a tag"
         assert engine_after.containers == engine_before.containers, "the refused import touched a container"
 
@@ -194,7 +197,7 @@ def test_dry_run_import_of_a_good_bundle_loads_nothing(gate):
 
 def test_unattended_import_without_yes_is_refused_and_changes_nothing(gate):
     before = EngineSnapshot.take(gate.client, gate.base.target_name)
-    r = run_bundle("import", gate.base.path, "--keys", gate.keys_dir, "--state-dir", gate.state_dir)
+    r = run_bundle("import", gate.base.path, "--keys", gate.keys_dir, "--state-dir", gate.state_dir, "--adopt")
     assert r.code == 2, str(r)
     assert r.stderr_lines[-1] == "error: not a terminal: pass --yes to import without confirmation", str(r)
     after = EngineSnapshot.take(gate.client, gate.base.target_name)
@@ -765,20 +768,11 @@ def _import_for_real_then_replay(gate, app_name: str, container_name: str) -> No
     v.manifest["name"] = app_name
     v.manifest["target"]["name"] = container_name   # its own container: the installed app stays as it is
     bundle = v.write(gate.path("real"))
-    try:
-        r = gate.import_(bundle)
-        assert r.code == 0, str(r)
+    with imported_for_real(gate, bundle, container_name):
         assert gate.client.images.get(gate.base.image["id"]).id == gate.base.image["id"]
         assert StateDir(gate.state_dir).highest_sequence(app_name) == 5, \
             f"the import recorded no sequence for {app_name}: {sorted(snapshot_dir(gate.state_dir / 'sequences'))}"
         gate.refused(bundle, "sequence", f"replay: {app_name} sequence 5 is not above 5")
-    finally:
-        for c in gate.client.containers.list(all=True, filters={"name": container_name}):
-            c.remove(force=True)
-        try:
-            gate.client.images.remove(gate.base.image["id"], force=True)
-        except docker.errors.APIError:
-            pass
     assert gate.base.image["id"] not in EngineSnapshot.take(gate.client, container_name).image_ids
 
 
