@@ -23,10 +23,11 @@ from importer.state import StateDir
 from importer.swap import data as swap_data
 from importer.swap.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
                                    SwapJournal, SwapKind, pending)
+from importer.swap.kinds import recover_all
 from tests.conftest import one_line, run_bundle
 from tests.craft import snapshot_dir
-from tests.swap_fixtures import data_files, digest
-from tests.test_swap_crash import _recover, _swap_killed, _with_v1
+from tests.swap_fixtures import data_files, digest, served_version
+from tests.test_swap_crash import _swap_killed, _with_v1
 
 REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -195,6 +196,29 @@ def test_a_planted_journal_naming_an_unrelated_container_leaves_it_and_its_data_
 
 # -- recover removes only its own helpers (finding 8) ------------------------------------------
 
+class _RecordingEngine:
+    """The real client, noting which containers bundle asks the engine to remove. Other test runs on
+    the shared engine (with code before this fix) remove every helper-labelled container, so the
+    proof that recovery spared a container is that it never asked for its removal."""
+
+    class _Api:
+        def __init__(self, api):
+            self._api, self.removed = api, []
+
+        def remove_container(self, container, **kw):
+            self.removed.append(container)
+            return self._api.remove_container(container, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self._api, name)
+
+    def __init__(self, client):
+        self._client, self.api = client, self._Api(client.api)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
 def test_recover_removes_only_the_helpers_of_its_own_state_dir_and_swap(docker_client, swap_env, demo_images):
     api = docker_client.api
     _with_v1(docker_client, swap_env, demo_images)
@@ -204,16 +228,19 @@ def test_recover_removes_only_the_helpers_of_its_own_state_dir_and_swap(docker_c
     image = demo_images["v1"]["id"]
     # An app container whose signed run spec merely set the helper label.
     app = api.create_container(image, name=f"labelled-app-{uniq}", labels={swap_data.HELPER_LABEL: "restore"})["Id"]
-    api.start(app)
     other_state = hashlib.sha256(b"/some/other/state").hexdigest()
     others = api.create_container(image, name=f"other-helper-{uniq}", labels={
         swap_data.HELPER_LABEL: "restore", swap_data.STATE_LABEL: other_state, swap_data.SWAP_LABEL: swap_id})["Id"]
+    earlier = api.create_container(image, name=f"earlier-swap-helper-{uniq}", labels={
+        swap_data.HELPER_LABEL: "restore", swap_data.STATE_LABEL: state.identity, swap_data.SWAP_LABEL: "0" * 32})["Id"]
     # What a crash in the middle of a restore leaves: a helper of this state dir and this swap.
     ours = api.create_container(image, name=f"own-helper-{uniq}", labels={
         swap_data.HELPER_LABEL: "restore", swap_data.STATE_LABEL: state.identity, swap_data.SWAP_LABEL: swap_id})["Id"]
-    r = _recover(swap_env)
-    assert r.returncode == 0, r
-    assert api.inspect_container(app)["State"]["Running"]
-    assert api.inspect_container(others)["Id"] == others
-    assert not [c for c in api.containers(all=True) if c["Id"] == ours]
-    assert pending(state) == []
+    engine = _RecordingEngine(docker_client)
+    with state.lock():
+        lines = recover_all(engine, state, out=lambda s: None)
+    assert lines == [f"{swap_env['name']}: undid the interrupted upgrade: the upgrade of {swap_env['name']} was "
+                     "interrupted at backup:done; the previous version 1.0.0 is running again"]
+    assert not {app, others, earlier} & set(engine.api.removed)
+    assert ours in engine.api.removed and not [c for c in api.containers(all=True) if c["Id"] == ours]
+    assert pending(state) == [] and served_version(swap_env) == "1.0.0"
