@@ -14,9 +14,11 @@ acts on next, and a state dir someone else can write could make it say anything.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
+import docker
 import pytest
 
 from importer.state import StateDir
@@ -137,11 +139,11 @@ def victim(docker_client, demo_images, uniq, tmp_path):
     api.exec_start(api.exec_create(cid, ["sh", "-c", "echo 'victim data' > /data/victim.txt"]))
     yield {"name": name, "id": cid, "volume": volume, "host": host, "info": api.inspect_container(cid),
            "data": digest(data_files(docker_client, cid))}
-    api.remove_container(cid, force=True, v=True)
-    try:
-        api.remove_volume(volume, force=True)
-    except Exception:
-        pass
+    for remove in (lambda: api.remove_container(cid, force=True, v=True), lambda: api.remove_volume(volume, force=True)):
+        try:
+            remove()
+        except docker.errors.NotFound:
+            pass
 
 
 def _planted_install_journal(state: StateDir, victim: dict, *, new_id: str | None, swap_id: str | None) -> Path:
@@ -156,13 +158,16 @@ def _planted_install_journal(state: StateDir, victim: dict, *, new_id: str | Non
                               sequence=1, bundle=None),
         preexisting=PreexistingData(named_volumes=[victim["volume"]], mounts=swap_data.backed_up_mounts(info),
                                     backup_dir="generations/1-before-install", container_id=new_id),
-        created_volumes=[victim["volume"]], swap_id=swap_id,
+        created_volumes=[victim["volume"]],
         history=[{"step": s, "phase": p, "at": "2026-11-30T00:00:00Z"} for s in steps for p in ("started", "done")]
         + [{"step": Step.START_NEW, "phase": "started", "at": "2026-11-30T00:00:00Z"}],
         step=Step.START_NEW, phase="started")
-    app_dir = state.ensure_app_dir(name)
-    SwapJournal(app_dir, record).save()
-    return app_dir / SwapJournal.FILE
+    planted = record.to_json()
+    if swap_id:
+        planted["swap_id"] = swap_id
+    path = state.ensure_app_dir(name) / SwapJournal.FILE
+    path.write_text(json.dumps(planted))
+    return path
 
 
 PLANTED = {

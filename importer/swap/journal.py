@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -213,7 +212,6 @@ class SwapJournal:
     # -- life cycle ----------------------------------------------------------------------
     @classmethod
     def start(cls, app_dir: Path, record: JournalRecord) -> "SwapJournal":
-        record.swap_id = record.swap_id or uuid.uuid4().hex
         record.started_at = now()
         record.pid = os.getpid()
         return cls(app_dir, record)
