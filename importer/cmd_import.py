@@ -26,8 +26,9 @@ from importer.state import StateDir
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
+    state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
-        bundle, TrustStore.load(keys_dir), StateDir(state_dir), dry_run=dry_run,
+        bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
         allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:

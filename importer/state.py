@@ -7,20 +7,29 @@ Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or -
   apps/<name>/              per-application working area of the swap (journal, backups, generations)
   staging/<random>/         verified payload of the import in progress, removed afterwards
   audit.log                 append-only JSON lines, one per import/rollback/recover result
+
+Whoever can write the state dir decides what root's `recover` removes and restores, so it is
+checked before anything in it is read, like OpenSSH's StrictModes: the state dir and every
+directory above it must be owned by the running user or root and not writable by group or
+others; a root-owned sticky directory (/tmp) is a safe ancestor, since nobody else can replace
+what root made inside it. State files are opened with O_NOFOLLOW and created with O_EXCL
+(bundlecore.fsutil), so a planted symlink cannot redirect a read or a write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.fsutil import append_line_durably, atomic_write_json
+from bundlecore.fsutil import append_line_durably, atomic_write_json, open_nofollow, read_bytes_nofollow
 
 DEFAULT_STATE_DIR = "/var/lib/bundle"
 
@@ -36,11 +45,64 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("BUNDLE_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
+class UnsafeStateDir(EnvironmentProblem):
+    """The state dir, or a directory above it, can be changed by someone other than us or root."""
+
+
+def unsafe_reason(st: os.stat_result, uid: int, *, is_ancestor: bool) -> str | None:
+    """Why a directory with this lstat is not safe to hold (or lead to) the state dir, else None."""
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid not in (uid, 0):
+        return f"owned by uid {st.st_uid}, not by uid {uid} or root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if is_ancestor and st.st_uid == 0 and st.st_mode & stat.S_ISVTX:
+            return None  # /tmp: root-owned and sticky, nobody else can replace what root made in it
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_state_dir(root: Path, uid: int | None = None) -> Path:
+    """The real path of `root` once it and every directory above it are safe (raises UnsafeStateDir).
+    A state dir not created yet is fine if its nearest existing ancestor chain is safe."""
+    uid = os.geteuid() if uid is None else uid
+    real = Path(os.path.realpath(root))
+    path, is_ancestor = real, False
+    while True:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise UnsafeStateDir(f"unsafe state dir {root}: cannot check {path}: {e.strerror}") from None
+        if st is not None:
+            why = unsafe_reason(st, uid, is_ancestor=is_ancestor)
+            if why:
+                where = "" if path == real else f" (its ancestor {path})"
+                raise UnsafeStateDir(f"unsafe state dir {root}{where}: {why}")
+        if path.parent == path:
+            return real
+        path, is_ancestor = path.parent, True
+
+
 class StateDir:
-    """One importer state directory (created 0700 on first use)."""
+    """One importer state directory (created 0700 on first use), checked before first use."""
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root else default_state_dir()
+        self.real_root = check_state_dir(self.root)
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the state dir's real path: the label that marks helpers this state dir made."""
+        return hashlib.sha256(str(self.real_root).encode()).hexdigest()
+
+    def read_json(self, path: Path) -> dict | None:
+        """A state file's JSON (never through a symlink), or None if it does not exist."""
+        try:
+            return json.loads(read_bytes_nofollow(path))
+        except FileNotFoundError:
+            return None
 
     def ensure(self) -> "StateDir":
         try:
@@ -55,10 +117,7 @@ class StateDir:
 
     def installed(self, name: str) -> dict | None:
         """The installed record of `name`, or None if nothing was ever installed."""
-        try:
-            return json.loads(self.installed_path(name).read_text())
-        except FileNotFoundError:
-            return None
+        return self.read_json(self.installed_path(name))
 
     def record_installed(self, name: str, record: dict) -> None:
         self.ensure()
@@ -67,10 +126,8 @@ class StateDir:
 
     def highest_sequence(self, name: str) -> int | None:
         """The anti-rollback high-water mark: the largest sequence ever installed for app `name`."""
-        try:
-            return json.loads((self.root / "sequences" / f"{name}.json").read_text())["highest_sequence"]
-        except FileNotFoundError:
-            return None
+        rec = self.read_json(self.root / "sequences" / f"{name}.json")
+        return None if rec is None else rec["highest_sequence"]
 
     def raise_sequence(self, name: str, sequence: int) -> None:
         """Raise the mark of app `name` to `sequence` (never lowers it; safe to repeat)."""
@@ -106,7 +163,7 @@ class StateDir:
     def lock(self):
         """One import/rollback/recover at a time per state dir; a second one is refused."""
         self.ensure()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock_file(self.root / "lock")
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,3 +190,17 @@ class StateDir:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file: created with O_EXCL, else opened as it is, never through a symlink, and only
+    if it is a plain file of ours (a hard link to another file is refused: we truncate it)."""
+    try:
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        fd = open_nofollow(path, os.O_RDWR | os.O_NONBLOCK)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in (os.geteuid(), 0):
+        os.close(fd)
+        raise UnsafeStateDir(f"unsafe state file {path}: not a plain file of this user")
+    return fd

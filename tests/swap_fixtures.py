@@ -58,10 +58,11 @@ def demo_images(docker_client):
 
 
 class Cleanup:
-    """Removes, after a test, every container/volume/network whose name contains the test's token."""
+    """Removes, after a test, every container/volume/network whose name contains the test's token,
+    and the restore helpers its state dir left (identity: importer.state.StateDir.identity)."""
 
-    def __init__(self, client, token: str):
-        self.client, self.token = client, token
+    def __init__(self, client, token: str, state_identity: str | None = None):
+        self.client, self.token, self.state_identity = client, token, state_identity
 
     def __call__(self):
         api = self.client.api
@@ -70,7 +71,8 @@ class Cleanup:
             if any(self.token in n for n in c.get("Names") or []):
                 volumes |= {m["Name"] for m in c.get("Mounts") or [] if m.get("Type") == "volume"}
                 api.remove_container(c["Id"], force=True, v=True)
-        for c in api.containers(all=True, filters={"label": "io.bundle.helper"}):
+        helpers = ["io.bundle.helper", f"io.bundle.state={self.state_identity}"]
+        for c in api.containers(all=True, filters={"label": helpers}) if self.state_identity else []:
             api.remove_container(c["Id"], force=True, v=True)
         volumes |= {v["Name"] for v in (api.volumes().get("Volumes") or []) if self.token in v["Name"]}
         for v in volumes:  # named ones, and the anonymous ones the test's containers used
@@ -92,7 +94,7 @@ def swap_env(docker_client, uniq, tmp_path):
         "volume": f"demo-{uniq}-data", "uniq": uniq,
     }
     yield env
-    Cleanup(docker_client, uniq)()
+    Cleanup(docker_client, uniq, env["state"].identity)()
 
 
 def target_for(env: dict, image: dict, *, timeout: int = 5, attempts: int = 2, run_extra: dict | None = None) -> dict:

@@ -11,6 +11,7 @@ import pytest
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from importer.swap import data as swap_data
+from importer.swap.data import STATE_LABEL, SWAP_LABEL
 from importer.swap.journal import pending
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
@@ -40,6 +41,8 @@ def _settings(client, cid: str) -> dict:
     info = client.api.inspect_container(cid)
     cfg = dict(info["Config"])
     cfg.pop("Image")
+    # The state dir and swap that made a container (importer.swap.data.HelperOwner) are per-container.
+    cfg["Labels"] = {k: v for k, v in (cfg.get("Labels") or {}).items() if k not in (STATE_LABEL, SWAP_LABEL)}
     cfg["Env"] = sorted(cfg.get("Env") or [])
     host = dict(info["HostConfig"])
     host.pop("Binds")  # compared through the mounts (anonymous volumes become named binds)
@@ -218,12 +221,14 @@ def test_restore_puts_back_every_kind_of_mount_exactly(docker_client, swap_env, 
         "rm /anon/x; echo z > /anon/..z; echo t > /state/t; echo bad > /bind/keep.txt; echo B > /bind/b;"
         "echo SECRET=2 > /etc/app.env"]))
     api.stop(cid, timeout=0)
-    helper = swap_data.find_helper_image(docker_client, [demo_images["v1"]["id"]])
-    swap_data.restore_mounts(docker_client, bdir, manifest, helper)
+    with swap_data.helpers_owned_by(swap_data.HelperOwner(swap_env["state"].identity, "test")):
+        helper = swap_data.find_helper_image(docker_client, [demo_images["v1"]["id"]])
+        swap_data.restore_mounts(docker_client, bdir, manifest, helper)
     for dest, files in snapshot.items():
         assert data_files(docker_client, cid, dest) == files, dest
     assert hostfile.read_text() == "SECRET=1\n" and (hostdir / "keep.txt").read_text() == "bind\n"
-    assert api.containers(all=True, filters={"label": swap_data.HELPER_LABEL}) == []
+    assert api.containers(all=True, filters={"label": [swap_data.HELPER_LABEL,
+                                                       f"{STATE_LABEL}={swap_env['state'].identity}"]}) == []
 
 
 def test_manual_rollback_puts_the_previous_generation_and_its_data_back(docker_client, swap_env, demo_images):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from importer.swap.data import HELPER_LABEL
+from importer.swap.data import HELPER_LABEL, STATE_LABEL
 from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, pending
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
@@ -50,7 +50,8 @@ def _assert_healthy_on(client, swap_env, version, data_before):
         migrated = {**data_before, "data/schema-version": f"{version}\n".encode(),
                     "data/migrations.log": data_before["data/migrations.log"] + f"migrated to {version}\n".encode()}
         assert digest(after) == digest(migrated)
-    assert client.api.containers(all=True, filters={"label": HELPER_LABEL}) == []
+    mine = [HELPER_LABEL, f"{STATE_LABEL}={swap_env['state'].identity}"]  # other state dirs' are not ours
+    assert client.api.containers(all=True, filters={"label": mine}) == []
     # Parked containers are stopped and cannot come back by themselves.
     for c in client.api.containers(all=True):
         if any(n.startswith(f"/{name}.previous-") for n in c["Names"]):

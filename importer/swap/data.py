@@ -13,6 +13,9 @@ rewrite single files in place (`cat >`, which keeps the bind-mounted inode), and
 archives are then extracted into the stopped helper with `put_archive`.
 The helper's image is the first of: the old image, the new image, any other local image, that
 can run `/bin/sh` (checked in preflight, before anything is stopped).
+Every helper carries the identity of the state dir and the swap that made it (HelperOwner, set
+around a swap with `helpers_owned_by`); recovery removes only the stale helpers of its own swap,
+never another state dir's, nor an app container that merely carries `io.bundle.helper`.
 
 Limits: read-only mounts and tmpfs are not backed up (the new version cannot change them);
 a single-file mount gets its content back, not its owner/mode; files under a directory mount
@@ -30,6 +33,9 @@ import shlex
 import shutil
 import tarfile
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -39,6 +45,8 @@ from bundlecore.errors import EnvironmentProblem
 from bundlecore.fsutil import atomic_write_json, fsync_dir
 
 HELPER_LABEL = "io.bundle.helper"
+STATE_LABEL = "io.bundle.state"  # sha256 of the real path of the state dir that made the container
+SWAP_LABEL = "io.bundle.swap"    # the swap (journal) that made it
 RESTORE_ROOT = "/bundle-restore/root"
 STAGING_DIR = "/bundle-restore-staging"
 
@@ -175,10 +183,36 @@ def find_helper_image(client, candidates: list[str]) -> str:
                              "update needs; load one (e.g. busybox) and retry")
 
 
+@dataclass(frozen=True)
+class HelperOwner:
+    """Which state dir and which swap a helper (or a created container) belongs to."""
+
+    state: str  # importer.state.StateDir.identity
+    swap: str   # the journal's swap_id
+
+    def labels(self) -> dict[str, str]:
+        return {STATE_LABEL: self.state, SWAP_LABEL: self.swap}
+
+
+_owner: ContextVar[HelperOwner | None] = ContextVar("helper_owner", default=None)
+
+
+@contextmanager
+def helpers_owned_by(owner: HelperOwner):
+    """Every helper created inside this block is labelled with `owner`."""
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
 def _create_helper(client, image: str, script: str, binds: list[str]) -> str:
+    owner = _owner.get()
     cfg = {
         "Image": image, "Entrypoint": ["/bin/sh", "-c", script], "Cmd": None, "User": "0:0",
-        "Labels": {HELPER_LABEL: "restore"}, "NetworkDisabled": True, "WorkingDir": "/",
+        "Labels": {HELPER_LABEL: "restore", **(owner.labels() if owner else {})},
+        "NetworkDisabled": True, "WorkingDir": "/",
         "HostConfig": {"Binds": binds, "NetworkMode": "none", "LogConfig": {"Type": "json-file", "Config": {}}},
     }
     return client.api.create_container_from_config(cfg)["Id"]
@@ -201,8 +235,10 @@ def _run_helper(client, image: str, script: str, binds: list[str], timeout: int 
         client.api.remove_container(cid, force=True, v=True)
 
 
-def remove_stale_helpers(client) -> None:
-    for c in client.api.containers(all=True, filters={"label": HELPER_LABEL}):
+def remove_stale_helpers(client, owner: HelperOwner) -> None:
+    """Remove the helpers a crash left behind: only those of this state dir and this swap."""
+    wanted = [HELPER_LABEL] + [f"{k}={v}" for k, v in owner.labels().items()]
+    for c in client.api.containers(all=True, filters={"label": wanted}):
         try:
             client.api.remove_container(c["Id"], force=True, v=True)
         except docker.errors.APIError:

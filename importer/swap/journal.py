@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 
-from bundlecore.fsutil import atomic_write_json
+from bundlecore.fsutil import atomic_write_json, read_bytes_nofollow
 from importer.audit import now
 from importer.state import StateDir
 
@@ -165,6 +165,9 @@ class JournalRecord(_Record):
     preexisting: PreexistingData | None = _optional()
     created_volumes: list[str] | None = _optional()
     history: list[dict] = field(default_factory=list)
+    # Marks the helpers and the new container this swap made (importer.swap.data.HelperOwner):
+    # recovery acts only on containers that carry it.
+    swap_id: str | None = _optional()
     direction: Direction = Direction.FORWARD
     started_at: str | None = _optional()
     pid: int | None = _optional()
@@ -217,14 +220,14 @@ class SwapJournal:
     def load(cls, app_dir: Path) -> "SwapJournal | None":
         path = Path(app_dir) / cls.FILE
         try:
-            return cls(app_dir, JournalRecord.from_json(json.loads(path.read_text())))
+            return cls(app_dir, JournalRecord.from_json(json.loads(read_bytes_nofollow(path))))
         except FileNotFoundError:
             return None
 
     @classmethod
     def last(cls, app_dir: Path) -> dict | None:
         try:
-            return json.loads((Path(app_dir) / cls.LAST).read_text())
+            return json.loads(read_bytes_nofollow(Path(app_dir) / cls.LAST))
         except FileNotFoundError:
             return None
 

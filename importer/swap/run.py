@@ -6,14 +6,20 @@ health gate and no rollback) the old container is only stopped and parked; its w
 are archived while it is stopped (importer.swap.data), the new container gets a faithful copy of
 its settings (importer.swap.config), and a health gate decides (importer.swap.health). A
 failure restores every mount to exactly the backup and puts the old container back.
+
+Recovery acts on a journal only where the engine matches it (`check_journal_matches_engine`):
+the containers it names must exist by ID with the names the journal gives them, a container it
+would remove must carry this state dir's and this swap's labels, and the data it would restore
+must be the mounts those containers really have. Anything else is refused (exit 5) untouched.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 
 from bundlecore.docker_engine import ping
-from bundlecore.errors import UpdateFailed, UsageProblem
+from bundlecore.errors import OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
 from importer.audit import audit_event
 from importer.state import StateDir, highest_sequence_after
@@ -37,15 +43,22 @@ def _displaced(plan: SwapPlan, info: dict, gen: int, bundle: dict | None = None)
     )
 
 
-def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *, bundle: dict, keep: int,
-           helper: str | None, new: IncomingContainer, old: DisplacedContainer | None,
+def _owner(state: StateDir, swap_id: str) -> data.HelperOwner:
+    return data.HelperOwner(state=state.identity, swap=swap_id)
+
+
+def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *, swap_id: str, bundle: dict,
+           keep: int, helper: str | None, new: IncomingContainer, old: DisplacedContainer | None,
            preexisting: PreexistingData | None = None, created_volumes: list[str] | None = None) -> SwapJournal:
     """Write the journal's first step; from here on a crash is recovered from the journal."""
     app_dir = state.ensure_app_dir(plan.name)
+    if new.create is not None:  # the container this swap creates says so: recovery removes only that one
+        new.create["config"].setdefault("Labels", {}).update(_owner(state, swap_id).labels())
     record = JournalRecord(
         kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.target.get("health"),
         bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.name),
-        generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes)
+        generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes,
+        swap_id=swap_id)
     j = SwapJournal.start(app_dir, record)
     gens.save()  # the allocated generation numbers are never reused
     j.mark(Step.BEGIN, "started")
@@ -61,6 +74,12 @@ def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int
         raise UsageProblem("use rollback() for a rollback plan")
     if plan.kind == PlanKind.UNCHANGED:
         return _record_unchanged(state, plan, bundle)
+    swap_id = uuid.uuid4().hex
+    with data.helpers_owned_by(_owner(state, swap_id)):
+        return _run_swap(client, state, plan, bundle, swap_id, keep, out)
+
+
+def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: str, keep: int, out) -> dict:
     helper = preflight(client, state, plan, [plan.old.image_id, plan.new_image_id] if plan.old else [plan.new_image_id])
     plan.new_image_ref = image_ref_for(client, plan.target.get("image", ""), plan.new_image_id)
     gens = Generations(state.app_dir(plan.name))
@@ -71,7 +90,7 @@ def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(plan.target, plan.new_image_ref)
         vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
-        j = _begin(state, plan, SwapKind.INSTALL, gens, bundle=bundle, keep=keep, helper=helper, new=new, old=None,
+        j = _begin(state, plan, SwapKind.INSTALL, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new, old=None,
                    preexisting=PreexistingData(named_volumes=vols, mounts=[],
                                                backup_dir=f"generations/{new.generation}-before-install"),
                    created_volumes=[v for v in vols if not engine.volume_exists(client, v)])
@@ -92,7 +111,7 @@ def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int
         else:  # a container bundle did not install (or recreated by hand): adopt it as a generation
             old_gen = new.generation
             new.generation = gens.allocate()
-        j = _begin(state, plan, SwapKind.UPGRADE, gens, bundle=bundle, keep=keep, helper=helper, new=new,
+        j = _begin(state, plan, SwapKind.UPGRADE, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new,
                    old=_displaced(plan, old_info, old_gen))
     out(f"swapping {plan.name} (journal {j.app_dir / SwapJournal.FILE})")
     return ContainerSwap(client, state, j, out=out).run_forward()
@@ -120,6 +139,13 @@ def rollback(client, state: StateDir, plan: SwapPlan, *, health: dict | None = N
     """Put the previous generation back (container + the data it had); same journal and undo as a swap."""
     if plan.kind != PlanKind.ROLLBACK:
         raise UsageProblem("not a rollback plan")
+    swap_id = uuid.uuid4().hex
+    with data.helpers_owned_by(_owner(state, swap_id)):
+        return _rollback(client, state, plan, swap_id, health, keep, out)
+
+
+def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dict | None, keep: int | None,
+              out) -> dict:
     target_item = plan.rollback_to
     helper = preflight(client, state, plan, [plan.old.image_id, target_item["image_id"]])
     bdir = state.app_dir(plan.name) / target_item["backup_dir"]
@@ -139,7 +165,7 @@ def rollback(client, state: StateDir, plan: SwapPlan, *, health: dict | None = N
         parked_name=target_item["parked_name"], backup_dir=target_item["backup_dir"],
         restart_policy=target_item.get("restart_policy") or {"Name": "no"})
     # A rollback adds no generation, so it prunes nothing unless asked to.
-    j = _begin(state, plan, SwapKind.ROLLBACK, gens, bundle=target_item.get("bundle") or {}, keep=keep or 1_000_000,
+    j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {}, keep=keep or 1_000_000,
                helper=helper, new=new, old=_displaced(plan, cur_info, old_gen, bundle=(cur or {}).get("bundle")))
     out(f"rolling {plan.name} back to generation {target_item['generation']} ({target_item.get('version')})")
     return ContainerSwap(client, state, j, out=out).run_forward()
@@ -155,7 +181,13 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     if j is None:
         return []
     ping(client)
-    data.remove_stale_helpers(client)
+    check_journal_matches_engine(client, state, name, j.record)
+    with data.helpers_owned_by(_owner(state, j.record.swap_id)):
+        return _recover(client, state, name, j, out)
+
+
+def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[str]:
+    data.remove_stale_helpers(client, _owner(state, j.record.swap_id))
     r = j.record
     m = ContainerSwap(client, state, j, out=out)
     where = f"{r.step}:{r.phase}"
@@ -175,3 +207,58 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     except UpdateFailed as e:
         return [f"{name}: undid the interrupted {r.kind}: {e}"]
     return []
+
+
+def check_journal_matches_engine(client, state: StateDir, name: str, r: JournalRecord) -> None:
+    """Refuse (OperatorNeeded, nothing touched) a journal whose containers are not the ones it made
+    or parked: a journal is data anyone with write access to the state dir could have written."""
+    def refuse(why: str):
+        raise OperatorNeeded(f"the swap journal of {name} does not match the engine: {why}; nothing was changed")
+
+    if r.name != name:
+        refuse(f"it is the journal of {r.name!r}")
+    if not r.swap_id:
+        refuse("it carries no swap id (written by an older bundle); finish the swap by hand")
+    owner = _owner(state, r.swap_id).labels()
+    if r.old is not None:
+        old = r.old
+        if old.parked_name != parked_name(name, old.generation):
+            refuse(f"parked name {old.parked_name!r} is not {parked_name(name, old.generation)!r}")
+        info = _exactly(client, old.id) or refuse(f"the previous container {old.id[:12]} does not exist")
+        if engine.container_name(info) not in (name, old.parked_name):
+            refuse(f"container {old.id[:12]} is {engine.container_name(info)!r}, not {name!r} or {old.parked_name!r}")
+        _mounts_are_real(old.mounts, info, refuse)
+    new = r.new
+    if r.kind == SwapKind.ROLLBACK:
+        info = _exactly(client, new.id) or refuse(f"the generation {new.id[:12]} to put back does not exist")
+        if engine.container_name(info) not in (name, new.parked_name) or info["Image"] != new.image_id:
+            refuse(f"container {new.id[:12]} is not generation {new.generation} of {name}")
+        return
+    new_side = [i for i in (_exactly(client, new.id) if new.id else None, engine.inspect_named(client, name))
+                if i and i["Id"] != (r.old.id if r.old else None)]
+    for info in new_side:
+        labels = info["Config"].get("Labels") or {}
+        if any(labels.get(k) != v for k, v in owner.items()):
+            refuse(f"container {info['Id'][:12]} ({engine.container_name(info)}) was not created by this swap")
+    if r.preexisting is not None and new_side:
+        _mounts_are_real(r.preexisting.mounts, new_side[0], refuse)
+    ours = {i["Id"] for i in new_side}
+    for vol in r.created_volumes or []:
+        users = {c["Id"] for c in client.api.containers(all=True, filters={"volume": vol})}
+        if users - ours:
+            refuse(f"volume {vol} is used by container(s) this swap did not create")
+
+
+def _exactly(client, cid: str | None) -> dict | None:
+    """The container with exactly this full ID (not a name, not an ID prefix)."""
+    info = engine.inspect(client, cid) if cid else None
+    return info if info and info["Id"] == cid else None
+
+
+def _mounts_are_real(journal_mounts: list[dict], info: dict, refuse) -> None:
+    def key(m):
+        return (m["type"], m.get("name"), m.get("source"), m["destination"])
+    real = {key(m) for m in data.backed_up_mounts(info)}
+    for m in journal_mounts or []:
+        if key(m) not in real:
+            refuse(f"mount {m['destination']} is not a mount of container {info['Id'][:12]}")
