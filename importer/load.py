@@ -7,7 +7,6 @@ and each image ID and tag is checked again once the engine has loaded them.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import queue
@@ -20,8 +19,8 @@ import requests
 
 from bundlecore import format as fmt
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.refusals import ArchiveRefused, LoadedImageMismatch
-from bundlecore.verify import MAX_ARCHIVE_MANIFEST, VerifiedHead
+from bundlecore.refusals import LoadedImageMismatch
+from bundlecore.verify import VerifiedHead
 
 SPACE_MARGIN = 64 << 20
 
@@ -118,27 +117,6 @@ def check_free_space(where: Path, needed: int, what: str) -> None:
     if free < needed + SPACE_MARGIN:
         raise EnvironmentProblem(
             f"not enough free space in {where} for {what}: need {needed + SPACE_MARGIN} bytes, have {free}")
-
-
-class ArchiveManifestSink:
-    """For `bundle verify`: keeps only images/manifest.json (in memory, capped), drops the rest."""
-
-    def __init__(self):
-        self.data: bytes | None = None
-
-    def open(self, member: str, size: int):
-        if member != fmt.DOCKER_ARCHIVE_MANIFEST:
-            return None
-        if size > MAX_ARCHIVE_MANIFEST:
-            raise ArchiveRefused(f"{member} is {size} bytes, over its cap of {MAX_ARCHIVE_MANIFEST}")
-        sink = self
-
-        class _Buffer(io.BytesIO):
-            def close(self):
-                sink.data = self.getvalue()
-                super().close()
-
-        return _Buffer()
 
 
 class VerifiedFeed:

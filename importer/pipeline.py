@@ -24,11 +24,11 @@ from bundlecore.progress import Progress
 from bundlecore.timeutil import format_ts, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
-from bundlecore.verify import VerifiedHead, check_docker_archive
+from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership
 from importer.audit import audit_event, who
 from importer.gate import TrustGate
-from importer.load import (ArchiveManifestSink, StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
+from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
 from importer.state import StateDir
 
@@ -79,9 +79,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
         platform = None
     gate, head = _check_head(path, store, state, platform, allow_downgrade)
     progress = Progress("verify", head.payload_bytes, enabled=show_progress)
-    archive = ArchiveManifestSink()
-    gate.check_payload(path, head, archive, progress,
-                       lambda member: member == fmt.DOCKER_ARCHIVE_MANIFEST and check_docker_archive(archive.data, head))
+    gate.check_payload(path, head, None, progress)  # the verifier checks the archive manifest itself
     progress.close()
     return Verified(path, head, gate.host_access)
 
