@@ -71,7 +71,10 @@ class Cleanup:
                 volumes |= {m["Name"] for m in c.get("Mounts") or [] if m.get("Type") == "volume"}
                 api.remove_container(c["Id"], force=True, v=True)
         for c in api.containers(all=True, filters={"label": "io.bundle.helper"}):
-            api.remove_container(c["Id"], force=True, v=True)
+            try:
+                api.remove_container(c["Id"], force=True, v=True)
+            except Exception:
+                pass  # already going (the engine is shared)
         volumes |= {v["Name"] for v in (api.volumes().get("Volumes") or []) if self.token in v["Name"]}
         for v in volumes:  # named ones, and the anonymous ones the test's containers used
             try:

@@ -6,13 +6,22 @@ shell and whatever the host layout (remote engine, rootless, Docker Desktop). Ea
 zstd-compressed into the state dir with its sha256 and size in `backup.json`.
 
 Restore ("exactly its backed-up content": files the new version created are gone, files it
-deleted are back) needs the mounts EMPTIED first, which the archive API cannot do. A short-lived
-helper container mounts every mount at `/bundle-restore/root<destination>` (the container's own
-layout, so nested mounts nest the same way), runs `/bin/sh` to empty the directories and to
-rewrite single files in place (`cat >`, which keeps the bind-mounted inode), and the directory
-archives are then extracted into the stopped helper with `put_archive`.
+deleted are back) must never half-fail. A short-lived helper container mounts every mount at
+`/bundle-restore/root<destination>` (the container's own layout, so nested mounts nest the same
+way). Each directory backup is copied as ONE plain file into a scratch directory at the top of
+its own mount and unpacked there by the helper's own tar, where a symlink is just a link (the
+engine's archive upload refuses links that climb out of the mount): that is the proof. Only when
+every backup unpacked are the live entries moved aside (renames, same filesystem) and the
+unpacked ones moved in; then the scratch directories go. A restore that stops before that leaves
+the live data untouched; one that stops during the renames keeps what it moved aside in the
+scratch directory; RestoreError says which, and where the backup is.
+Space: the engine's archive stream is not sparse (a 2 GiB sparse file comes as 2 GiB of zeros, and
+busybox tar writes them), so the archive and its unpacked copy need twice the apparent size free
+on each mount's filesystem; this is checked right after the backup (the swap is refused while
+nothing needs restoring) and again before a restore writes anything. Sparse files are restored
+allocated when there is room.
 The helper's image is the first of: the old image, the new image, any other local image, that
-can run `/bin/sh` (checked in preflight, before anything is stopped).
+can run `/bin/sh` with tar, stat and df (checked in preflight, before anything is stopped).
 
 Limits: read-only mounts and tmpfs are not backed up (the new version cannot change them);
 a single-file mount gets its content back, not its owner/mode; files under a directory mount
@@ -42,6 +51,7 @@ HELPER_LABEL = "io.bundle.helper"
 RESTORE_ROOT = "/bundle-restore/root"
 STAGING_DIR = "/bundle-restore-staging"
 # What the restore helper runs besides /bin/sh (restore_script, check_restore_space).
+GO = "go"  # uploaded into STAGING_DIR once every archive is in place
 HELPER_TOOLS_PROBE = "for t in tar stat df awk mv; do command -v $t >/dev/null || exit 1; done"
 
 
@@ -119,14 +129,18 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
         is_dir = bool(stat.get("mode", 0) & (1 << 31))  # Go's os.ModeDir
         h = hashlib.sha256()
         raw = 0
-        with open(backup_dir / fname, "wb") as f:
-            cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-            with cctx.stream_writer(_HashingWriter(f, h), closefd=False) as z:
-                for chunk in stream:
-                    raw += len(chunk)
-                    z.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(backup_dir / fname, "wb") as f:
+                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                with cctx.stream_writer(_HashingWriter(f, h), closefd=False) as z:
+                    for chunk in stream:
+                        raw += len(chunk)
+                        z.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            _drain(stream)
+            raise
         entries.append(dict(m, file=fname, sha256=h.hexdigest(), size=(backup_dir / fname).stat().st_size,
                             tar_bytes=raw, is_dir=is_dir, top=stat.get("name")))
     manifest = {"container": container_id, "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -134,6 +148,16 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
     atomic_write_json(backup_dir / "backup.json", manifest)
     fsync_dir(backup_dir)
     return manifest
+
+
+def _drain(stream) -> None:
+    """Read an abandoned archive stream to its end: until then the engine holds the container's
+    lock, and every later call on it (the rename back, the start) hangs."""
+    try:
+        for _ in stream:
+            pass
+    except Exception:
+        pass
 
 
 class _HashingWriter:
@@ -249,7 +273,8 @@ def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, lis
                    root: str = RESTORE_ROOT, staging: str = STAGING_DIR) -> str:
     """sh run by the helper (busybox or any POSIX sh + tar) to make every mount hold its backup.
 
-    Phase 1 proves the backup: each directory archive (uploaded as one plain file into the
+    The helper is started first and waits for `GO` in the staging dir (archives can only be put
+    into a volume's path once the container has mounted it). Phase 1 proves the backup: each directory archive (uploaded as one plain file into the
     mount's scratch directory) is unpacked there by the helper's own tar, where a symlink is just
     a link whatever it points to; symlink owners (which busybox tar does not set) are applied.
     Any failure removes the scratch directories and exits 3: the live data was not touched.
@@ -277,7 +302,7 @@ def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, lis
     cases = []
     if skip:
         cases.append("      " + "|".join(q(p) for p in sorted(skip)) + ") ;;")
-    lines = ["set -u", "n=0", "abort() {"]
+    lines = ["set -u", "n=0", f"while [ ! -e {q(staging + '/' + GO)} ]; do sleep 1; done", "abort() {"]
     if scratch:
         lines.append("  rm -rf -- " + " ".join(q(s) for s in scratch.values()))
     lines += ['  echo "$1" >&2', "  exit 3", "}"]
@@ -383,6 +408,13 @@ def _wrapped_archive(dirname: str, path: Path, size: int):
     yield b"\0" * ((-size) % 512) + b"\0" * 1024
 
 
+def _go_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.addfile(tarfile.TarInfo(GO), io.BytesIO(b""))
+    return buf.getvalue()
+
+
 def _staging_dirs_tar(n: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
@@ -426,7 +458,10 @@ def _helper_output(client, image: str, script: str, binds: list[str]) -> str:
             raise EnvironmentProblem(f"the restore helper failed ({rc}): {err[-300:]}")
         return out
     finally:
-        client.api.remove_container(cid, force=True, v=True)
+        try:
+            client.api.remove_container(cid, force=True, v=True)
+        except docker.errors.APIError:
+            pass
 
 
 def check_restore_space(client, backup_dir: Path, manifest: dict, helper_image: str) -> None:
@@ -462,12 +497,20 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
         return
     check_restore_space(client, backup_dir, manifest, helper_image)
     token = os.urandom(6).hex()
-    owners = {i: symlink_owners(backup_dir / e["file"]) for i, e in enumerate(mounts) if e["is_dir"]}
+    owners = {}
+    for i, e in enumerate(mounts):
+        if e["is_dir"]:
+            try:
+                owners[i] = symlink_owners(backup_dir / e["file"])
+            except (tarfile.TarError, zstandard.ZstdError) as err:
+                raise RestoreError(f"the backup of {e['destination']} does not unpack: {err}",
+                                   untouched(backup_dir)) from None
     binds = _helper_binds(mounts)
     cid = _create_helper(client, helper_image, restore_script(mounts, token, owners), binds)
     try:
+        client.api.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
+        client.api.start(cid)
         try:
-            client.api.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
             for i, e in enumerate(mounts):
                 src = backup_dir / e["file"]
                 if e["is_dir"]:
@@ -475,12 +518,13 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
                                            _wrapped_archive(scratch_name(token), src, int(e["tar_bytes"])))
                 else:
                     client.api.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(src))
+            client.api.put_archive(cid, STAGING_DIR, _go_tar())
         except (docker.errors.APIError, EnvironmentProblem, OSError) as e:
+            client.api.remove_container(cid, force=True, v=True)
             _remove_scratch(client, helper_image, mounts, token)
             why = e.explanation if isinstance(e, docker.errors.APIError) else e
             raise RestoreError(f"the backup could not be copied next to the data: {why}",
                                untouched(backup_dir)) from None
-        client.api.start(cid)
         rc = client.api.wait(cid, timeout=3600)["StatusCode"]
         if rc != 0:
             logs = client.api.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()

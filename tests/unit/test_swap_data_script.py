@@ -65,6 +65,9 @@ def _stage(root: Path, dest: str, archive: bytes):
 
 
 def _run(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    staging = cwd / "st" if "/st/go" in script else cwd / "staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "go").touch()
     return subprocess.run(["/bin/sh", "-c", script], cwd=cwd, capture_output=True, text=True)
 
 
