@@ -343,8 +343,7 @@ class ContainerSwap:
         gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
         ok, why = gate.wait_healthy(self.client, old.id, out=self.out)
         if not ok:
-            raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}; "
-                                 f"its data was restored from {self.app_dir / old.backup_dir}")
+            raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}")
 
     def _helper(self) -> str:
         cands = [c for c in (self.r.helper_image, self.r.old.image_id if self.r.old else None, self.r.new.image_id)
