@@ -73,7 +73,10 @@ class Cleanup:
                 api.remove_container(c["Id"], force=True, v=True)
         helpers = ["io.bundle.helper", f"io.bundle.state={self.state_identity}"]
         for c in api.containers(all=True, filters={"label": helpers}) if self.state_identity else []:
-            api.remove_container(c["Id"], force=True, v=True)
+            try:
+                api.remove_container(c["Id"], force=True, v=True)
+            except Exception:
+                pass  # already going
         volumes |= {v["Name"] for v in (api.volumes().get("Volumes") or []) if self.token in v["Name"]}
         for v in volumes:  # named ones, and the anonymous ones the test's containers used
             try:

@@ -341,7 +341,9 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     plan = plan_swap(docker_client, state, target, demo_images["v2"]["id"])
     with state.lock(), pytest.raises(OperatorNeeded) as e:
         run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
-    assert "does not come up healthy either" in str(e.value) and "Nothing was deleted" in str(e.value)
+    assert "does not come up healthy either" in str(e.value) and "No container or backup was deleted" in str(e.value)
+    # What the data holds is said exactly: here, restored, and from where.
+    assert f"the data was restored from the backup in {state.app_dir(name) / 'generations' / '1'}" in str(e.value)
     assert e.value.exit_code == 5
     assert pending(state) == [name]  # the journal stays for `bundle recover`
     assert docker_client.api.inspect_container(name)["Id"] == old_id  # the old container, back under its name

@@ -6,13 +6,22 @@ shell and whatever the host layout (remote engine, rootless, Docker Desktop). Ea
 zstd-compressed into the state dir with its sha256 and size in `backup.json`.
 
 Restore ("exactly its backed-up content": files the new version created are gone, files it
-deleted are back) needs the mounts EMPTIED first, which the archive API cannot do. A short-lived
-helper container mounts every mount at `/bundle-restore/root<destination>` (the container's own
-layout, so nested mounts nest the same way), runs `/bin/sh` to empty the directories and to
-rewrite single files in place (`cat >`, which keeps the bind-mounted inode), and the directory
-archives are then extracted into the stopped helper with `put_archive`.
+deleted are back) must never half-fail. A short-lived helper container mounts every mount at
+`/bundle-restore/root<destination>` (the container's own layout, so nested mounts nest the same
+way). Each directory backup is copied as ONE plain file into a scratch directory at the top of
+its own mount and unpacked there by the helper's own tar, where a symlink is just a link (the
+engine's archive upload refuses links that climb out of the mount): that is the proof. Only when
+every backup unpacked are the live entries moved aside (renames, same filesystem) and the
+unpacked ones moved in; then the scratch directories go. A restore that stops before that leaves
+the live data untouched; one that stops during the renames keeps what it moved aside in the
+scratch directory; RestoreError says which, and where the backup is.
+Space: the engine's archive stream is not sparse (a 2 GiB sparse file comes as 2 GiB of zeros, and
+busybox tar writes them), so the archive and its unpacked copy need twice the apparent size free
+on each mount's filesystem; this is checked right after the backup (the swap is refused while
+nothing needs restoring) and again before a restore writes anything. Sparse files are restored
+allocated when there is room.
 The helper's image is the first of: the old image, the new image, any other local image, that
-can run `/bin/sh` (checked in preflight, before anything is stopped).
+can run `/bin/sh` with tar, stat and df (checked in preflight, before anything is stopped).
 Every helper carries the identity of the state dir and the swap that made it (HelperOwner, set
 around a swap with `helpers_owned_by`); recovery removes only the stale helpers of its own swap,
 never another state dir's, nor an app container that merely carries `io.bundle.helper`.
@@ -41,7 +50,7 @@ from pathlib import Path
 import docker
 import zstandard
 
-from bundlecore.errors import EnvironmentProblem
+from bundlecore.errors import EnvironmentProblem, OperatorNeeded
 from bundlecore.fsutil import atomic_write_json, fsync_dir
 
 HELPER_LABEL = "io.bundle.helper"
@@ -49,6 +58,9 @@ STATE_LABEL = "io.bundle.state"  # sha256 of the real path of the state dir that
 SWAP_LABEL = "io.bundle.swap"    # the swap (journal) that made it
 RESTORE_ROOT = "/bundle-restore/root"
 STAGING_DIR = "/bundle-restore-staging"
+# What the restore helper runs besides /bin/sh (restore_script, check_restore_space).
+GO = "go"  # uploaded into STAGING_DIR once every archive is in place
+HELPER_TOOLS_PROBE = "for t in tar stat df awk mv; do command -v $t >/dev/null || exit 1; done"
 
 
 def backed_up_mounts(container_inspect: dict) -> list[dict]:
@@ -108,6 +120,16 @@ def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Pat
     if backup_dir.exists():
         shutil.rmtree(backup_dir)
     backup_dir.mkdir(mode=0o700, parents=True)
+    try:
+        return _write_backup(client, container_id, mounts, backup_dir)
+    except (OSError, docker.errors.APIError) as e:
+        # A partial backup is worthless and may be what filled the disk: drop it (our own copy only).
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        why = e.explanation if isinstance(e, docker.errors.APIError) else (e.strerror or e)
+        raise EnvironmentProblem(f"backing up the data into {backup_dir} failed: {why}") from e
+
+
+def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Path) -> dict:
     entries = []
     for i, m in enumerate(mounts):
         fname = f"mount-{i}.tar.zst"
@@ -115,14 +137,18 @@ def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Pat
         is_dir = bool(stat.get("mode", 0) & (1 << 31))  # Go's os.ModeDir
         h = hashlib.sha256()
         raw = 0
-        with open(backup_dir / fname, "wb") as f:
-            cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-            with cctx.stream_writer(_HashingWriter(f, h), closefd=False) as z:
-                for chunk in stream:
-                    raw += len(chunk)
-                    z.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(backup_dir / fname, "wb") as f:
+                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                with cctx.stream_writer(_HashingWriter(f, h), closefd=False) as z:
+                    for chunk in stream:
+                        raw += len(chunk)
+                        z.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            _drain(stream)
+            raise
         entries.append(dict(m, file=fname, sha256=h.hexdigest(), size=(backup_dir / fname).stat().st_size,
                             tar_bytes=raw, is_dir=is_dir, top=stat.get("name")))
     manifest = {"container": container_id, "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -130,6 +156,16 @@ def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Pat
     atomic_write_json(backup_dir / "backup.json", manifest)
     fsync_dir(backup_dir)
     return manifest
+
+
+def _drain(stream) -> None:
+    """Read an abandoned archive stream to its end: until then the engine holds the container's
+    lock, and every later call on it (the rename back, the start) hangs."""
+    try:
+        for _ in stream:
+            pass
+    except Exception:
+        pass
 
 
 class _HashingWriter:
@@ -175,12 +211,12 @@ def find_helper_image(client, candidates: list[str]) -> str:
             continue
         seen.append(ref)
         try:
-            if _run_helper(client, ref, "exit 0", binds=[], timeout=30) == 0:
+            if _run_helper(client, ref, HELPER_TOOLS_PROBE, binds=[], timeout=30) == 0:
                 return ref
         except (docker.errors.APIError, EnvironmentProblem):
             continue
-    raise EnvironmentProblem("no local image can run /bin/sh, which restoring data after a failed "
-                             "update needs; load one (e.g. busybox) and retry")
+    raise EnvironmentProblem("no local image can run /bin/sh with tar, stat and df, which restoring data "
+                             "after a failed update needs; load one (e.g. busybox) and retry")
 
 
 @dataclass(frozen=True)
@@ -247,35 +283,101 @@ def remove_stale_helpers(client, owner: HelperOwner) -> None:
 
 # -- restore ------------------------------------------------------------------------------
 
-def emptying_script(mounts: list[dict], root: str = RESTORE_ROOT, staging: str = STAGING_DIR) -> str:
-    """sh that empties every directory mount (under `root`, as the helper mounts them) except the
-    paths where another mount nests, and rewrites single-file mounts in place from `staging`.
+class RestoreError(OperatorNeeded):
+    """The restore could not finish; `data_state` says exactly what the live mounts hold now."""
+
+    def __init__(self, message: str, data_state: str):
+        super().__init__(f"{message}; {data_state}")
+        self.data_state = data_state
+
+
+class RestoreSpaceShort(RestoreError):
+    """A mount's filesystem has no room to unpack its backup beside the live data (which is kept
+    until the unpacked copy is proven): refused before anything is written."""
+
+
+def untouched(backup_dir) -> str:
+    return f"nothing in the mounts was removed or changed by the restore; the backup is in {backup_dir}"
+
+
+def scratch_name(token: str) -> str:
+    """The scratch directory made at the top of each directory mount (same filesystem: renames)."""
+    return f".bundle-restore-{token}"
+
+
+def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, list] | None = None,
+                   root: str = RESTORE_ROOT, staging: str = STAGING_DIR) -> str:
+    """sh run by the helper (busybox or any POSIX sh + tar) to make every mount hold its backup.
+
+    The helper is started first and waits for `GO` in the staging dir (archives can only be put
+    into a volume's path once the container has mounted it). Phase 1 proves the backup: each directory archive (uploaded as one plain file into the
+    mount's scratch directory) is unpacked there by the helper's own tar, where a symlink is just
+    a link whatever it points to; symlink owners (which busybox tar does not set) are applied.
+    Any failure removes the scratch directories and exits 3: the live data was not touched.
+    Phase 2 swaps by renames: every live entry moves into scratch/old, every unpacked entry moves
+    in, the mount root gets the archived owner and mode, single files are rewritten in place
+    (`cat >` keeps a bind-mounted inode); then the scratch directories go. Nested mount points
+    (and the scratch directories) are left where they are; their ancestors are walked into.
     Every path is quoted: names come from the container and may hold anything but NUL."""
-    dests = [e["destination"] for e in mounts if e["is_dir"]]
-    lines = ["set -e", "empty() {",
-             '  for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do',
-             '    [ -e "$f" ] || [ -L "$f" ] || continue',
-             '    case "$f" in']
-    nested, ancestors = set(), set()
+    q = shlex.quote
+    symlink_owners = symlink_owners or {}
+    dirs = [(i, e) for i, e in enumerate(mounts) if e["is_dir"]]
+    live = {i: root + e["destination"].rstrip("/") for i, e in dirs}
+    scratch = {i: f"{live[i]}/{scratch_name(token)}" for i, _ in dirs}
+    dests = [e["destination"] for _, e in dirs]
+    skip, ancestors = set(scratch.values()), set()
     for d in [e["destination"] for e in mounts]:
         for p in dests:
             if d != p and d.startswith(p.rstrip("/") + "/"):
-                nested.add(root + d)
+                skip.add(root + d)
                 a = posixpath.dirname(d)
                 while a != p and a.startswith(p):
                     ancestors.add(root + a)
                     a = posixpath.dirname(a)
-    if nested:
-        lines.append("      " + "|".join(shlex.quote(p) for p in sorted(nested)) + ") ;;")
-    if ancestors:
-        lines.append("      " + "|".join(shlex.quote(p) for p in sorted(ancestors)) + ') empty "$f" ;;')
-    lines += ['      *) rm -rf -- "$f" ;;', "    esac", "  done", "}"]
-    for d in sorted(dests):
-        lines.append(f"empty {shlex.quote(root + d)}")
+    every = '"$1"/* "$1"/.[!.]* "$1"/..?*'
+    cases = []
+    if skip:
+        cases.append("      " + "|".join(q(p) for p in sorted(skip)) + ") ;;")
+    lines = ["set -u", "n=0", f"while [ ! -e {q(staging + '/' + GO)} ]; do sleep 1; done", "abort() {"]
+    if scratch:
+        lines.append("  rm -rf -- " + " ".join(q(s) for s in scratch.values()))
+    lines += ['  echo "$1" >&2', "  exit 3", "}"]
+    # Phase 1: prove every backup unpacks.
+    for i, e in dirs:
+        s, dest = scratch[i], e["destination"]
+        why = q(f"the backup of {dest} does not unpack")
+        lines += [f"mkdir -- {q(s + '/new')} || abort {why}",
+                  f"tar -xp --numeric-owner -f {q(s + '/archive.tar')} -C {q(s + '/new')} || abort {why}",
+                  f"rm -f -- {q(s + '/archive.tar')}",
+                  f"[ -d {q(s + '/new/' + e['top'])} ] || abort {why}"]
+        for name, uid, gid in symlink_owners.get(i, []):
+            lines.append(f"chown -h {int(uid)}:{int(gid)} {q(s + '/new/' + name)} || abort {why}")
     for i, e in enumerate(mounts):
         if not e["is_dir"]:
-            staged = f"{staging}/f{i}/{e['top']}"
-            lines.append(f"cat {shlex.quote(staged)} > {shlex.quote(root + e['destination'])}")
+            lines.append(f"[ -f {q(f'{staging}/f{i}/' + e['top'])} ] || abort "
+                         + q(f"the backup of {e['destination']} was not staged"))
+    # Phase 2: swap by renames.
+    lines += ["set -e",
+              "park() {", f"  for f in {every}; do", '    [ -e "$f" ] || [ -L "$f" ] || continue', '    case "$f" in']
+    lines += cases
+    if ancestors:
+        lines.append("      " + "|".join(q(p) for p in sorted(ancestors)) + ') park "$f" "$2" ;;')
+    lines += ['      *) n=$((n+1)); mv -- "$f" "$2/$n" ;;', "    esac", "  done", "}",
+              "fill() {", f"  for f in {every}; do", '    [ -e "$f" ] || [ -L "$f" ] || continue',
+              '    d="$2/${f##*/}"', '    case "$d" in']
+    lines += cases
+    if ancestors:
+        lines.append("      " + "|".join(q(p) for p in sorted(ancestors)) + ') fill "$f" "$d" ;;')
+    lines += ['      *) mv -- "$f" "$d" ;;', "    esac", "  done", "}"]
+    for i, e in dirs:
+        s, top = scratch[i], q(f"{scratch[i]}/new/{e['top']}")
+        lines += [f"mkdir -- {q(s + '/old')}", f"park {q(live[i])} {q(s + '/old')}", f"fill {top} {q(live[i])}",
+                  f'chown "$(stat -c %u:%g {top})" {q(live[i])}', f'chmod "$(stat -c %a {top})" {q(live[i])}']
+    for i, e in enumerate(mounts):
+        if not e["is_dir"]:
+            lines.append(f"cat {q(f'{staging}/f{i}/' + e['top'])} > {q(root + e['destination'])}")
+    if scratch:
+        lines.append("rm -rf -- " + " ".join(q(s) for s in scratch.values()))
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +399,58 @@ def _decompressed_chunks(path: Path):
             yield chunk
 
 
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of a chunk generator (for tarfile's stream mode)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.buf = chunks, b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self.buf:
+            self.buf = next(self.chunks, b"")
+            if not self.buf:
+                return 0
+        n = min(len(b), len(self.buf))
+        b[:n], self.buf = self.buf[:n], self.buf[n:]
+        return n
+
+
+def symlink_owners(path: Path) -> list[tuple[str, int, int]]:
+    """(name, uid, gid) of every symlink in an archive not owned by root (tar does not lchown)."""
+    out = []
+    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(_decompressed_chunks(path))), mode="r|") as t:
+        for m in t:
+            if m.issym() and (m.uid or m.gid):
+                out.append((m.name, m.uid, m.gid))
+    return out
+
+
+def _wrapped_archive(dirname: str, path: Path, size: int):
+    """A tar stream holding `dirname/archive.tar` = the decompressed backup, read as it is sent."""
+    d = tarfile.TarInfo(dirname)
+    d.type, d.mode = tarfile.DIRTYPE, 0o700
+    f = tarfile.TarInfo(f"{dirname}/archive.tar")
+    f.size, f.mode = size, 0o600
+    yield d.tobuf(format=tarfile.GNU_FORMAT) + f.tobuf(format=tarfile.GNU_FORMAT)
+    sent = 0
+    for chunk in _decompressed_chunks(path):
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise EnvironmentProblem(f"backup {path} holds {sent} bytes, not the {size} recorded")
+    yield b"\0" * ((-size) % 512) + b"\0" * 1024
+
+
+def _go_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.addfile(tarfile.TarInfo(GO), io.BytesIO(b""))
+    return buf.getvalue()
+
+
 def _staging_dirs_tar(n: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
@@ -308,32 +462,125 @@ def _staging_dirs_tar(n: int) -> bytes:
     return buf.getvalue()
 
 
-def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) -> None:
-    """Make every backed-up mount hold exactly its backup again (see the module docstring)."""
-    verify_backup(backup_dir, manifest)
-    mounts = manifest["mounts"]
-    if not mounts:
-        return
-    script = emptying_script(mounts)
-    binds = _helper_binds(mounts)
-    cid = _create_helper(client, helper_image, script, binds)
+# Unpacking a directory backup next to the live data needs the archive plus its unpacked copy
+# (the archive is not sparse: the engine's archive stream is not, so apparent sizes count).
+RESTORE_SLACK_KIB = 1024
+
+
+def space_shortfalls(mounts: list[dict], probes: dict[int, tuple[str, int]]) -> list[str]:
+    """One line per filesystem that cannot hold the unpacking of the directory backups on it.
+
+    `probes` maps a mount's index to (filesystem id, KiB available) as the helper saw them."""
+    need: dict[str, int] = {}
+    dests: dict[str, list[str]] = {}
+    for i, e in enumerate(mounts):
+        if e["is_dir"] and i in probes:
+            dev = probes[i][0]
+            need[dev] = need.get(dev, RESTORE_SLACK_KIB) + -(-2 * int(e.get("tar_bytes") or 0) // 1024)
+            dests.setdefault(dev, []).append(e["destination"])
+    avail = {probes[i][0]: probes[i][1] for i in probes}
+    return [f"the filesystem of {', '.join(dests[dev])} has {avail[dev]} KiB free; restoring needs {n} KiB"
+            for dev, n in sorted(need.items()) if avail[dev] < n]
+
+
+def _helper_output(client, image: str, script: str, binds: list[str]) -> str:
+    cid = _create_helper(client, image, script, binds)
     try:
-        client.api.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
-        for i, e in enumerate(mounts):
-            if not e["is_dir"]:
-                client.api.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(Path(backup_dir) / e["file"]))
         client.api.start(cid)
-        rc = client.api.wait(cid, timeout=3600)["StatusCode"]
+        rc = client.api.wait(cid, timeout=120)["StatusCode"]
+        out = client.api.logs(cid, stdout=True, stderr=False).decode(errors="replace")
         if rc != 0:
-            logs = client.api.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
-            raise EnvironmentProblem(f"emptying the mounts before restore failed ({rc}): {logs[-300:]}")
-        # Extract shallow mounts first, so a nested mount's own archive has the last word.
-        order = sorted((e for e in mounts if e["is_dir"]), key=lambda e: e["destination"].count("/"))
-        for e in order:
-            parent = posixpath.dirname(RESTORE_ROOT + e["destination"].rstrip("/"))
-            client.api.put_archive(cid, parent, _decompressed_chunks(Path(backup_dir) / e["file"]))
+            err = client.api.logs(cid, stdout=False, stderr=True, tail=3).decode(errors="replace").strip()
+            raise EnvironmentProblem(f"the restore helper failed ({rc}): {err[-300:]}")
+        return out
     finally:
         try:
             client.api.remove_container(cid, force=True, v=True)
         except docker.errors.APIError:
             pass
+
+
+def check_restore_space(client, backup_dir: Path, manifest: dict, helper_image: str) -> None:
+    """Refuse (RestoreSpaceShort) when a mount's filesystem cannot take the restore of its backup."""
+    mounts = manifest["mounts"]
+    idx = [i for i, e in enumerate(mounts) if e["is_dir"]]
+    if not idx:
+        return
+    q = shlex.quote
+    script = "\n".join(f"p={q(RESTORE_ROOT + mounts[i]['destination'])}; "
+                       f"echo {i} \"$(stat -c %d \"$p\")\" \"$(df -Pk \"$p\" | awk 'NR==2{{print $4}}')\""
+                       for i in idx)
+    probes = {}
+    for line in _helper_output(client, helper_image, script, _helper_binds(mounts)).splitlines():
+        i, dev, kib = line.split()
+        probes[int(i)] = (dev, int(kib))
+    short = space_shortfalls(mounts, probes)
+    if short:
+        raise RestoreSpaceShort(f"not enough space to restore the data: {'; '.join(short)}", untouched(backup_dir))
+
+
+def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) -> None:
+    """Make every backed-up mount hold exactly its backup again (see restore_script): the backup
+    is proven to unpack on each mount's own filesystem before anything live is moved aside.
+    Raises RestoreError saying whether the live data is untouched or partially restored."""
+    backup_dir = Path(backup_dir)
+    try:
+        verify_backup(backup_dir, manifest)
+    except EnvironmentProblem as e:
+        raise RestoreError(str(e), untouched(backup_dir)) from None
+    mounts = manifest["mounts"]
+    if not mounts:
+        return
+    check_restore_space(client, backup_dir, manifest, helper_image)
+    token = os.urandom(6).hex()
+    owners = {}
+    for i, e in enumerate(mounts):
+        if e["is_dir"]:
+            try:
+                owners[i] = symlink_owners(backup_dir / e["file"])
+            except (tarfile.TarError, zstandard.ZstdError) as err:
+                raise RestoreError(f"the backup of {e['destination']} does not unpack: {err}",
+                                   untouched(backup_dir)) from None
+    binds = _helper_binds(mounts)
+    cid = _create_helper(client, helper_image, restore_script(mounts, token, owners), binds)
+    try:
+        client.api.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
+        client.api.start(cid)
+        try:
+            for i, e in enumerate(mounts):
+                src = backup_dir / e["file"]
+                if e["is_dir"]:
+                    client.api.put_archive(cid, RESTORE_ROOT + e["destination"],
+                                           _wrapped_archive(scratch_name(token), src, int(e["tar_bytes"])))
+                else:
+                    client.api.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(src))
+            client.api.put_archive(cid, STAGING_DIR, _go_tar())
+        except (docker.errors.APIError, EnvironmentProblem, OSError) as e:
+            client.api.remove_container(cid, force=True, v=True)
+            _remove_scratch(client, helper_image, mounts, token)
+            why = e.explanation if isinstance(e, docker.errors.APIError) else e
+            raise RestoreError(f"the backup could not be copied next to the data: {why}",
+                               untouched(backup_dir)) from None
+        rc = client.api.wait(cid, timeout=3600)["StatusCode"]
+        if rc != 0:
+            logs = client.api.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
+            why = logs.splitlines()[-1] if logs else f"exit {rc}"
+            if rc == 3:
+                raise RestoreError(f"the backup was not restored: {why}", untouched(backup_dir))
+            raise RestoreError(
+                f"restoring the data failed half-way: {why}",
+                f"the mounts are partially restored: what they held is kept in {scratch_name(token)}/old "
+                f"inside each mount; the backup is in {backup_dir}")
+    finally:
+        try:
+            client.api.remove_container(cid, force=True, v=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _remove_scratch(client, image: str, mounts: list[dict], token: str) -> None:
+    paths = [f"{RESTORE_ROOT}{e['destination'].rstrip('/')}/{scratch_name(token)}" for e in mounts if e["is_dir"]]
+    try:
+        _run_helper(client, image, "rm -rf -- " + " ".join(shlex.quote(p) for p in paths), _helper_binds(mounts))
+    except (docker.errors.APIError, EnvironmentProblem):
+        pass

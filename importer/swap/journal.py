@@ -13,6 +13,7 @@ the process with SIGKILL right after that step's record is durable, to prove cra
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -212,9 +213,42 @@ class SwapJournal:
     # -- life cycle ----------------------------------------------------------------------
     @classmethod
     def start(cls, app_dir: Path, record: JournalRecord) -> "SwapJournal":
+        """A new journal, with its disk space reserved before the swap touches anything."""
         record.started_at = now()
         record.pid = os.getpid()
-        return cls(app_dir, record)
+        j = cls(app_dir, record)
+        j.reserve_space()
+        return j
+
+    # -- space for the undo records -------------------------------------------------------
+    # A full disk (say, the backup filled it) must not stop the journal from recording the undo:
+    # RESERVE_BYTES of real blocks are written before the old container is stopped, and given
+    # back the first time a journal write finds no space.
+    RESERVE = "journal.reserve"
+    RESERVE_BYTES = 1 << 20
+
+    def reserve_space(self) -> None:
+        path = self.app_dir / self.RESERVE
+        with open(path, "wb") as f:
+            for _ in range(self.RESERVE_BYTES // (1 << 16)):
+                f.write(b"\0" * (1 << 16))  # written, not truncated: a sparse file reserves nothing
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self.app_dir / self.RESERVE)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _write(self, name: str) -> None:
+        try:
+            atomic_write_json(self.app_dir / name, self.record.to_json())
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+                raise
+            atomic_write_json(self.app_dir / name, self.record.to_json())
 
     @classmethod
     def load(cls, app_dir: Path) -> "SwapJournal | None":
@@ -236,15 +270,16 @@ class SwapJournal:
         self.record.result = result
         self.record.message = message
         self.record.finished_at = now()
-        atomic_write_json(self.app_dir / self.LAST, self.record.to_json())
+        self._write(self.LAST)
         try:
             os.unlink(self.app_dir / self.FILE)
         except FileNotFoundError:
             pass
+        self._release_reserve()
 
     # -- steps ---------------------------------------------------------------------------
     def save(self) -> None:
-        atomic_write_json(self.app_dir / self.FILE, self.record.to_json())
+        self._write(self.FILE)
 
     def mark(self, step: Step, phase: str) -> None:
         """Record that `step` is "started" or "done" (with what the record learned), durably."""

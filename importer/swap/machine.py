@@ -74,6 +74,12 @@ class ContainerSwap:
         self._audit(result, message)
 
     def _audit(self, result: str, message: str) -> None:
+        try:
+            self._write_audit(result, message)
+        except OSError as e:  # a full disk must not turn a finished rollback into "nothing changed"
+            self.out(f"  could not write the audit log: {e.strerror or e}")
+
+    def _write_audit(self, result: str, message: str) -> None:
         r, b = self.r, self.r.bundle or {}
         audit_event(self.state, {
             "event": r.kind, "name": r.name, "result": result, "message": message, "started_at": r.started_at,
@@ -104,9 +110,12 @@ class ContainerSwap:
                            if m["type"] == "bind" or (m["name"] in named and m["name"] not in created)]
             side.container_id = info["Id"]
             self.j.save()
-        manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, self.app_dir / side.backup_dir)
+        bdir = self.app_dir / side.backup_dir
+        manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, bdir)
         total = sum(m["size"] for m in manifest["mounts"])
         self.out(f"  backed up {len(manifest['mounts'])} mount(s) of {self.r.name} ({human(total)} compressed)")
+        # A backup that could not be restored is no backup: refuse now, while nothing needs restoring.
+        data.check_restore_space(self.client, bdir, manifest, self._helper())
 
     def create_new(self):
         body = self.r.new.create
@@ -215,9 +224,14 @@ class ContainerSwap:
             detail = str(e) if isinstance(e, OperatorNeeded) else (
                 e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}")
             self.r.operator_needed = detail
-            self.j.save()  # the journal stays: `bundle recover` retries once the cause is fixed
-            msg = (f"{why}; putting the previous version back failed at step {self.r.step}: {detail}. "
-                   f"Nothing was deleted; see {self.app_dir / SwapJournal.FILE}")
+            try:
+                self.j.save()  # the journal stays: `bundle recover` retries once the cause is fixed
+            except OSError:
+                pass  # the journal on disk still says where the undo stopped
+            msg = f"{why}; putting the previous version back failed at step {self.r.step}: {detail}"
+            if not isinstance(e, data.RestoreError):
+                msg += f"; {self._data_state()}"
+            msg += f". No container or backup was deleted; see {self.app_dir / SwapJournal.FILE}"
             self._audit("operator needed", msg)
             raise OperatorNeeded(msg) from e
         if not old:
@@ -226,8 +240,22 @@ class ContainerSwap:
             msg = f"{why}; the previous version {old.version or old.image_ref} is running again"
         else:
             msg = f"{why}; the previous version {old.version or old.image_ref} is back (stopped, as it was)"
-        self.finish("rolled back", msg)
+        try:
+            self.finish("rolled back", msg)
+        except OSError as e:  # the old version is back: that is what the exit code says
+            msg += f" (the journal could not be closed: {e.strerror or e}; `bundle recover` will close it)"
         raise UpdateFailed(msg)
+
+    def _data_state(self) -> str:
+        """What the mounts hold after an undo stopped (restore_data's own errors say it themselves)."""
+        bdir = self.app_dir / self.r.data_side.backup_dir if self.r.data_side else None
+        if self.r.data_restored:
+            return f"the data was restored from the backup in {bdir}"
+        if self.j.reached(Step.RESTORE_DATA, "started") and self.r.data_restored is None:
+            return f"the data may be partially restored; the backup is in {bdir}"
+        if self.r.data_restored is False:
+            return "the data needed no restore and was not touched"
+        return f"the data was not restored yet (as the new version left it); the backup is in {bdir}"
 
     def _new_containers(self) -> list[str]:
         """Containers that are the new side: the journaled ID, and anything else now called NAME."""
@@ -315,8 +343,7 @@ class ContainerSwap:
         gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
         ok, why = gate.wait_healthy(self.client, old.id, out=self.out)
         if not ok:
-            raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}; "
-                                 f"its data was restored from {self.app_dir / old.backup_dir}")
+            raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}")
 
     def _helper(self) -> str:
         cands = [c for c in (self.r.helper_image, self.r.old.image_id if self.r.old else None, self.r.new.image_id)

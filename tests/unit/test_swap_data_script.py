@@ -1,16 +1,21 @@
-"""The helper's emptying script (importer.swap.data.emptying_script), run by a real /bin/sh on a
-scratch tree: it empties exactly the directory mounts, keeps nested mounts, rewrites single-file
-mounts in place, and names from the container cannot break out of their quotes."""
+"""The helper's restore script (importer.swap.data.restore_script), run by a real /bin/sh and tar
+on a scratch tree: a backup that does not unpack leaves the live data untouched; otherwise every
+directory mount holds exactly its archive (symlinks climbing out of the mount included), nested
+mounts are kept, single-file mounts are rewritten in place, and names from the container cannot
+break out of their quotes. Also the free-space rule (space_shortfalls)."""
 
+import io
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from importer.swap.data import emptying_script
+from importer.swap.data import scratch_name, restore_script, space_shortfalls
 
 HOSTILE = ["/data", "/we'ird dir", "/new\nline", "/-rf", '/dq"$(touch PWNED)`x`', "/sp ace/*"]
+TOKEN = "t0k"
 
 
 def _populate(d: Path):
@@ -22,34 +27,109 @@ def _populate(d: Path):
     os.symlink("/etc/passwd", d / "link")
 
 
-def _run(script: str, cwd: Path):
-    r = subprocess.run(["/bin/sh", "-c", script], cwd=cwd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+def _tree(d: Path) -> dict:
+    out = {}
+    for p in sorted(d.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(d))
+        out[rel] = (st.st_mode, os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+    return out
+
+
+def _archive(top: str, entries: dict) -> bytes:
+    """A tar like the engine's get_archive: `top/` then its entries (name -> bytes, or ('->', target))."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        d = tarfile.TarInfo(top)
+        d.type, d.mode = tarfile.DIRTYPE, 0o750
+        t.addfile(d)
+        for name, content in entries.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            if isinstance(content, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, content[1]
+                t.addfile(info)
+            elif content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o640
+                t.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _stage(root: Path, dest: str, archive: bytes):
+    """What restore_mounts uploads before the helper starts: scratch/archive.tar in the mount."""
+    s = root / dest.lstrip("/") / scratch_name(TOKEN)
+    s.mkdir(parents=True)
+    (s / "archive.tar").write_bytes(archive)
+
+
+def _run(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    staging = cwd / "st" if "/st/go" in script else cwd / "staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "go").touch()
+    return subprocess.run(["/bin/sh", "-c", script], cwd=cwd, capture_output=True, text=True)
+
+
+def _dir(dest: str) -> dict:
+    return {"destination": dest, "is_dir": True, "top": dest.rsplit("/", 1)[-1]}
+
+
+BACKUP = {"notes.txt": b"my notes\n", "docs": None, "docs/a.bin": b"\x00\x01", ".hidden": b"h",
+          "link": ("->", "../../srv/shared"), "abs": ("->", "/etc/passwd")}
 
 
 @pytest.mark.parametrize("dest", HOSTILE)
-def test_a_directory_mount_with_a_hostile_name_is_emptied_and_nothing_else(tmp_path, dest):
-    root, staging = tmp_path / "root", tmp_path / "staging"
-    _populate(root / dest.lstrip("/"))
+def test_a_directory_mount_with_a_hostile_name_holds_exactly_its_backup_and_nothing_else_moves(tmp_path, dest):
+    root, live = tmp_path / "root", tmp_path / "root" / dest.lstrip("/")
+    _populate(live)
     bystanders = [root / "we", root / "data2", tmp_path / "outside"]
     for b in bystanders:
         _populate(b)
-    _run(emptying_script([{"destination": dest, "is_dir": True}], str(root), str(staging)), tmp_path)
-    assert list((root / dest.lstrip("/")).iterdir()) == []
+    _stage(root, dest, _archive(dest.rsplit("/", 1)[-1], BACKUP))
+    r = _run(restore_script([_dir(dest)], TOKEN, root=str(root), staging=str(tmp_path / "st")), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in live.iterdir()) == [".hidden", "abs", "docs", "link", "notes.txt"]
+    assert os.readlink(live / "link") == "../../srv/shared" and (live / "docs" / "a.bin").read_bytes() == b"\x00\x01"
+    assert oct(live.stat().st_mode & 0o7777) == "0o750"  # the mount root gets the archived mode
     assert all(len(list(b.iterdir())) == 9 for b in bystanders)
     assert not (tmp_path / "PWNED").exists() and os.path.exists("/etc/passwd")
 
 
-def test_a_nested_mount_point_survives_while_everything_around_it_is_emptied(tmp_path):
+@pytest.mark.parametrize("bad", ["truncated", "garbage", "missing", "wrong top"])
+def test_a_backup_that_does_not_unpack_leaves_the_live_data_untouched(tmp_path, bad):
+    root = tmp_path / "root"
+    _populate(root / "data")
+    _populate(root / "logs")
+    before = {d: _tree(root / d) for d in ("data", "logs")}
+    good = _archive("logs", BACKUP)
+    archive = {"truncated": _archive("data", {"big": b"x" * 5000})[:1500], "garbage": b"not a tar" * 100,
+               "missing": None, "wrong top": _archive("other", BACKUP)}[bad]
+    _stage(root, "/logs", good)
+    if archive is None:
+        (root / "data" / scratch_name(TOKEN)).mkdir()
+    else:
+        _stage(root, "/data", archive)
+    r = _run(restore_script([_dir("/data"), _dir("/logs")], TOKEN, root=str(root), staging=str(tmp_path / "st")),
+             tmp_path)
+    assert r.returncode == 3 and "the backup of /data does not unpack" in r.stderr
+    assert {d: _tree(root / d) for d in ("data", "logs")} == before  # scratch directories gone too
+
+
+def test_a_nested_mount_point_survives_and_each_mount_gets_its_own_archive(tmp_path):
     root = tmp_path / "root"
     _populate(root / "data")
     _populate(root / "data" / "a" / "cache")
     (root / "data" / "a" / "sibling").write_text("x")
-    mounts = [{"destination": "/data", "is_dir": True}, {"destination": "/data/a/cache", "is_dir": True}]
-    _run(emptying_script(mounts, str(root), str(tmp_path / "staging")), tmp_path)
-    assert sorted(p.name for p in (root / "data").iterdir()) == ["a"]
-    assert sorted(p.name for p in (root / "data" / "a").iterdir()) == ["cache"]  # the mount point itself
-    assert list((root / "data" / "a" / "cache").iterdir()) == []  # emptied by its own entry
+    _stage(root, "/data", _archive("data", {"top.txt": b"t", "a": None, "a/kept": b"k", "a/cache": None,
+                                            "a/cache/from-parent": b"no"}))
+    _stage(root, "/data/a/cache", _archive("cache", {"c.txt": b"c"}))
+    mounts = [_dir("/data"), _dir("/data/a/cache")]
+    r = _run(restore_script(mounts, TOKEN, root=str(root), staging=str(tmp_path / "st")), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["a", "top.txt"]
+    assert sorted(p.name for p in (root / "data" / "a").iterdir()) == ["cache", "kept"]
+    assert sorted(p.name for p in (root / "data" / "a" / "cache").iterdir()) == ["c.txt"]  # its own archive
 
 
 def test_a_single_file_mount_is_rewritten_in_place_from_its_staged_copy(tmp_path):
@@ -60,6 +140,18 @@ def test_a_single_file_mount_is_rewritten_in_place_from_its_staged_copy(tmp_path
     inode = target.stat().st_ino
     (staging / "f0").mkdir(parents=True)
     (staging / "f0" / "it's conf").write_text("original\n")
-    _run(emptying_script([{"destination": "/etc/it's conf", "is_dir": False, "top": "it's conf"}],
-                         str(root), str(staging)), tmp_path)
+    r = _run(restore_script([{"destination": "/etc/it's conf", "is_dir": False, "top": "it's conf"}], TOKEN,
+                            root=str(root), staging=str(staging)), tmp_path)
+    assert r.returncode == 0, r.stderr
     assert target.read_text() == "original\n" and target.stat().st_ino == inode  # same inode: bind mounts keep it
+
+
+def test_space_is_counted_per_filesystem_for_the_archive_and_its_unpacked_copy():
+    mounts = [dict(_dir("/data"), tar_bytes=600 << 20), dict(_dir("/logs"), tar_bytes=100 << 20),
+              {"destination": "/etc/x", "is_dir": False, "tar_bytes": 10 << 30}]
+    # Both on one filesystem: 2 x 700 MiB + slack.
+    short = space_shortfalls(mounts, {0: ("64", 1400 << 10), 1: ("64", 1400 << 10)})
+    assert short == ["the filesystem of /data, /logs has 1433600 KiB free; restoring needs 1434624 KiB"]
+    assert space_shortfalls(mounts, {0: ("64", 1500 << 10), 1: ("64", 1500 << 10)}) == []
+    # Apart: each fits on its own filesystem; a single-file mount is not unpacked.
+    assert space_shortfalls(mounts, {0: ("64", 1300 << 10), 1: ("65", 300 << 10)}) == []
