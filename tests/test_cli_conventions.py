@@ -15,6 +15,7 @@ import pytest
 from bundlecore import __version__
 from tests.conftest import REPO, one_line, run_bundle
 from tests.craft import snapshot_dir
+from tests.test_build import build, write_spec
 
 DEAD = {"DOCKER_HOST": "unix:///nonexistent"}
 ENGINE_DOWN = "error: Docker engine unreachable at unix:///nonexistent; is dockerd running?"
@@ -70,9 +71,7 @@ def test_shell_completion_is_clicks_and_knows_the_verbs():
 
 def _engine_down_commands(base_bundle, pgp_keys, tmp_path):
     state = tmp_path / "state"
-    spec = tmp_path / "bundle.toml"
-    spec.write_text(f'name = "down"\nversion = "1"\nexpires = "30d"\nimages = ["{base_bundle.image["ref"]}"]\n'
-                    f'[target]\nkind = "container"\nname = "down"\nimage = "{base_bundle.image["ref"]}"\n')
+    spec = write_spec(tmp_path / "bundle.toml", [base_bundle.image["ref"]])
     return {
         "import": ["import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "-y"],
         "import --dry-run": ["import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state,
@@ -140,11 +139,9 @@ def test_build_shows_its_pulls_in_a_log_and_q_silences_them(tmp_path, app_image,
     for _ in docker_client.images.push(ref, stream=True, decode=True):
         pass
     docker_client.images.remove(ref)
-    spec = tmp_path / "bundle.toml"
-    spec.write_text(f'name = "pulled"\nversion = "1"\nexpires = "30d"\nimages = ["{ref}"]\n'
-                    f'[target]\nkind = "container"\nname = "pulled-{uniq}"\nimage = "{ref}"\n')
-    key = ["--sign-key", pgp_keys.builder.fpr, "--gnupghome", pgp_keys.builder.home]
-    r = run_bundle("build", spec, "-o", tmp_path / "a.zst", *key)
+    spec = write_spec(tmp_path / "bundle.toml", [ref], name=f"pulled-{uniq}")
+    key = (pgp_keys.builder.home, pgp_keys.builder.fpr)
+    r = build(spec, tmp_path / "a.zst", key)
     assert r.code == 0, str(r)
     log = r.stderr.splitlines()
     assert all(STAMPED.match(line) for line in log), r.stderr
@@ -152,6 +149,6 @@ def test_build_shows_its_pulls_in_a_log_and_q_silences_them(tmp_path, app_image,
     assert re.search(rf" pulled {re.escape(ref)}: \d+ layer\(s\), .* fetched$", log[1]), log
 
     docker_client.images.remove(ref)
-    quiet = run_bundle("build", spec, "-o", tmp_path / "b.zst", *key, "-q")
+    quiet = build(spec, tmp_path / "b.zst", key, "-q")
     assert quiet.code == 0 and quiet.stderr == "", str(quiet)
     assert docker_client.images.get(ref)  # it did pull, silently
