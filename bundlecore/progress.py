@@ -1,18 +1,21 @@
 """Progress on stderr: a redrawn counter on a terminal, plain timestamped lines otherwise.
 
 Why both: an admin at a terminal wants one live line; cron, CI and `ssh host bundle import | tee`
-want lines a log keeps, each with its time, and not every 0.2 s. `-q` silences progress (results
-and errors still print), `-v` adds step-by-step lines (`step`). The level is set once by the CLI.
+want lines a log keeps, each with its time, and not every 0.2 s: one every LINE_EVERY seconds
+($BUNDLE_PROGRESS_INTERVAL), the first after that long, so a quick step adds nothing to a log and a
+one-line error stays one line. `-q` silences progress (results and errors still print), `-v` adds
+step-by-step lines (`step`). The level is set once by the CLI.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
-LINE_EVERY = 10.0   # seconds between plain progress lines (not a terminal)
+LINE_EVERY = 10.0   # seconds between plain progress lines (not a terminal); $BUNDLE_PROGRESS_INTERVAL
 DRAW_EVERY = 0.2    # seconds between redraws on a terminal
 
 _level = NORMAL
@@ -25,6 +28,14 @@ def set_verbosity(level: int) -> None:
 
 def verbosity() -> int:
     return _level
+
+
+def line_every() -> float:
+    """Seconds between progress lines in a log: $BUNDLE_PROGRESS_INTERVAL if it is a number >= 0."""
+    try:
+        return max(0.0, float(os.environ["BUNDLE_PROGRESS_INTERVAL"]))
+    except (KeyError, ValueError):
+        return LINE_EVERY
 
 
 def human(n: float) -> str:
@@ -64,7 +75,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = (_level >= NORMAL) if enabled is None else enabled
         self.tty = self.stream.isatty()
-        self.every = DRAW_EVERY if self.tty else LINE_EVERY
+        self.every = DRAW_EVERY if self.tty else line_every()
         self.start = self._last = time.monotonic()
 
     def __call__(self, n: int) -> None:
@@ -98,22 +109,25 @@ class Progress:
 
 
 class Countdown:
-    """'waiting for health: 42 s left' while a deadline runs: redrawn on a terminal, a line every
-    LINE_EVERY seconds otherwise. Silent with -q."""
+    """'waiting for the health gate: 42 s left' while a deadline runs: redrawn every second on a
+    terminal, a line every line_every() seconds otherwise. Silent with -q."""
 
     def __init__(self, label: str, seconds: float, stream=None):
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = _level >= NORMAL
         self.tty = self.stream.isatty()
-        self.deadline = time.monotonic() + seconds
-        self._last = None
+        now = time.monotonic()
+        self.deadline = now + seconds
+        self.every = 1.0 if self.tty else line_every()
+        self._last = None if self.tty else now   # in a log, the first line after `every`
+        self._drawn = False
 
     def tick(self, detail: str = "") -> None:
         now = time.monotonic()
-        every = 1.0 if self.tty else LINE_EVERY
-        if not self.enabled or (self._last is not None and now - self._last < every):
+        if not self.enabled or (self._last is not None and now - self._last < self.every):
             return
+        self._drawn = True
         self._last = now
         text = f"{self.label}: {max(0, int(self.deadline - now + 0.5))} s left" + (f" ({detail})" if detail else "")
         if self.tty:
@@ -124,7 +138,7 @@ class Countdown:
             _line(text, self.stream)
 
     def close(self) -> None:
-        if self.enabled and self.tty and self._last is not None:
+        if self.enabled and self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -132,17 +146,20 @@ class Countdown:
 class PullProgress(Progress):
     """`docker pull`'s event stream folded into one figure: layers finished and bytes fetched.
 
-    A line when the pull starts and when it ends (also in logs: a pull is the slow part of a
-    build), the figure in between at the usual pace."""
+    A line when the pull starts (its first event: an image the registry lacks stays a one-line
+    error) and when it ends, also in logs (a pull is the slow part of a build); the figure in
+    between at the usual pace."""
 
     def __init__(self, ref: str, stream=None, enabled: bool | None = None):
         super().__init__(f"pulling {ref}", None, stream, enabled)
         self.ref = ref
         self.layers: dict[str, tuple[int, int, str]] = {}  # layer id -> (current, total, status)
-        if self.enabled:
-            _line(f"pulling {ref}", self.stream)
+        self.started = False
 
     def event(self, ev: dict) -> None:
+        if self.enabled and not self.started:  # once the engine accepted the pull, not before
+            self.started = True
+            _line(f"pulling {self.ref}", self.stream)
         lid, status = ev.get("id"), str(ev.get("status", ""))
         if lid and ev.get("progressDetail") is not None:
             detail = ev.get("progressDetail") or {}
@@ -158,7 +175,7 @@ class PullProgress(Progress):
         return f"{self.label}: {finished}/{len(self.layers)} layers, {human(self.done)}"
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.started:
             if self.tty:
                 self.stream.write("\r")
             finished = sum(1 for _, _, s in self.layers.values() if s in ("Pull complete", "Already exists"))

@@ -30,6 +30,7 @@ EXIT_STATUS = [
 ENVIRONMENT = [
     ("BUNDLE_KEYS", "trust store directory (default /etc/bundle/keys)"),
     ("BUNDLE_STATE_DIR", "importer state directory (default /var/lib/bundle)"),
+    ("BUNDLE_PROGRESS_INTERVAL", "seconds between progress lines when stderr is not a terminal (default 10)"),
     ("DOCKER_HOST", "the Docker engine to use (default unix:///var/run/docker.sock)"),
     ("GNUPGHOME", "keyring holding the signing key (build, approve)"),
 ]

@@ -119,7 +119,7 @@ def test_dash_y_confirms_and_dash_v_logs_each_step_with_a_health_countdown(own_t
     assert unconfirmed.code == 2 and "pass --yes" in one_line(unconfirmed.stderr)
     assert not docker_client.containers.list(all=True, filters={"name": name})
 
-    r = run_bundle(*args, "-y", "-v")
+    r = run_bundle(*args, "-y", "-v", env={"BUNDLE_PROGRESS_INTERVAL": "1"})
     assert r.code == 0, str(r)
     assert docker_client.containers.get(name).status == "running"
     log = r.stderr.splitlines()

@@ -84,7 +84,7 @@ def level():
 
 
 def test_off_a_terminal_progress_is_timestamped_lines_not_redraws(level, monkeypatch):
-    monkeypatch.setattr(progress, "LINE_EVERY", 0.0)
+    monkeypatch.setenv("BUNDLE_PROGRESS_INTERVAL", "0")
     out = Pipe(tty=False)
     p = progress.Progress("verify", 100, stream=out)
     p(50)
@@ -103,7 +103,7 @@ def test_a_short_run_off_a_terminal_adds_no_line(level):
 
 
 def test_quiet_silences_progress_countdown_and_pulls(level, monkeypatch):
-    monkeypatch.setattr(progress, "LINE_EVERY", 0.0)
+    monkeypatch.setenv("BUNDLE_PROGRESS_INTERVAL", "0")
     level(progress.QUIET)
     out = Pipe(tty=False)
     p = progress.Progress("verify", 10, stream=out)
@@ -119,7 +119,7 @@ def test_quiet_silences_progress_countdown_and_pulls(level, monkeypatch):
 
 
 def test_countdown_counts_down_in_lines_off_a_terminal(level, monkeypatch):
-    monkeypatch.setattr(progress, "LINE_EVERY", 0.0)
+    monkeypatch.setenv("BUNDLE_PROGRESS_INTERVAL", "0")
     out = Pipe(tty=False)
     c = progress.Countdown("waiting for the health gate", 30, stream=out)
     c.tick("health status starting")
@@ -147,3 +147,34 @@ def test_verbose_adds_step_lines(level, capsys):
     level(progress.VERBOSE)
     progress.step("app: stop_old")
     assert capsys.readouterr().err.endswith("Z app: stop_old\n")
+
+
+@pytest.mark.parametrize("value, every", [(None, 10.0), ("2.5", 2.5), ("0", 0.0), ("-3", 0.0), ("soon", 10.0)])
+def test_progress_interval_comes_from_the_environment_or_defaults(monkeypatch, value, every):
+    if value is None:
+        monkeypatch.delenv("BUNDLE_PROGRESS_INTERVAL", raising=False)
+    else:
+        monkeypatch.setenv("BUNDLE_PROGRESS_INTERVAL", value)
+    assert progress.line_every() == every
+
+
+def test_in_a_log_the_first_countdown_line_waits_an_interval(level, monkeypatch):
+    """A health gate passing in a few seconds adds nothing to a log (and an error stays one line)."""
+    monkeypatch.delenv("BUNDLE_PROGRESS_INTERVAL", raising=False)
+    out = Pipe(tty=False)
+    c = progress.Countdown("waiting for the health gate", 30, stream=out)
+    c.tick()
+    c.close()
+    assert out.getvalue() == ""
+    tty = Pipe(tty=True)
+    c = progress.Countdown("waiting for the health gate", 30, stream=tty)
+    c.tick()
+    c.close()
+    assert tty.getvalue() == "\rwaiting for the health gate: 30 s left   \n"
+
+
+def test_a_pull_the_engine_refused_prints_nothing(level):
+    out = Pipe(tty=False)
+    pull = progress.PullProgress("a/missing:1", stream=out)
+    pull.close()
+    assert out.getvalue() == ""
