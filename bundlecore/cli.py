@@ -75,7 +75,7 @@ class LazyGroup(click.Group):
     def resolve_command(self, ctx, args):
         name = args[0] if args else ""
         if name and not name.startswith("-") and name not in COMMANDS:
-            raise click.UsageError(f"no such command '{name}'{suggestion(name, COMMANDS)}", ctx)
+            raise click.UsageError(f"No such command '{name}'{suggestion(name, COMMANDS)}", ctx)
         return super().resolve_command(ctx, args)
 
     def get_command(self, ctx, name):
@@ -130,7 +130,7 @@ def help_cmd(ctx, command):
         return
     cmd = cli.get_command(group_ctx, command) if command in COMMANDS else None
     if cmd is None:
-        raise click.UsageError(f"no such command '{command}'{suggestion(command, COMMANDS)}")
+        raise click.UsageError(f"No such command '{command}'{suggestion(command, COMMANDS)}")
     with click.Context(cmd, info_name=command, parent=group_ctx) as sub:
         say(cmd.get_help(sub))
 

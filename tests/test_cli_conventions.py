@@ -36,9 +36,9 @@ def test_help_verb_shows_the_same_help_as_dash_dash_help():
 
 
 @pytest.mark.parametrize("argv, line", [
-    (["imprt", "x.zst"], "error: no such command 'imprt' (did you mean 'import'?) (see 'bundle --help')"),
-    (["help", "rollbak"], "error: no such command 'rollbak' (did you mean 'rollback'?) (see 'bundle --help')"),
-    (["frobnicate"], "error: no such command 'frobnicate' (see 'bundle --help')"),
+    (["imprt", "x.zst"], "error: No such command 'imprt' (did you mean 'import'?) (see 'bundle --help')"),
+    (["help", "rollbak"], "error: No such command 'rollbak' (did you mean 'rollback'?) (see 'bundle --help')"),
+    (["frobnicate"], "error: No such command 'frobnicate' (see 'bundle --help')"),
     (["status", "-q", "-v"], "error: -q and -v exclude each other (see 'bundle --help')"),
 ])
 def test_a_careless_command_line_is_one_usage_line(argv, line):
