@@ -102,7 +102,7 @@ def cli(ctx, debug, quiet, verbose):
     """Carry a containerized application across an air gap, safely.
 
     Shell completion: eval "$(_BUNDLE_COMPLETE=bash_source bundle)" in ~/.bashrc
-    (zsh_source, fish_source for the other shells). Manual: man docs/bundle.1.
+    (zsh_source, fish_source for the other shells). Manual: man -l docs/bundle.1.
     """
     if quiet and verbose:
         raise click.UsageError("-q and -v exclude each other")

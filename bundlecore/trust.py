@@ -3,8 +3,9 @@
 Shared by both sides: the importer's gate and `bundle approve` judge signatures the same way.
 
 Where the store is: --keys DIR, else $BUNDLE_KEYS, else /etc/bundle/keys (the offline kit's
-install.sh creates it; keys/ in the source tree is documentation only). Its public keys (*.asc, *.gpg, *.pub, *.key) are imported into a fresh private
-GNUPGHOME for each check: never the user's keyring, never a key carried inside a bundle.
+install.sh creates it; keys/ in the source tree is documentation only). Its public keys (*.asc,
+*.gpg, *.pub, *.key) are imported into a fresh private GNUPGHOME for each check: never the user's
+keyring, never a key carried inside a bundle.
 
 policy.toml (optional) names roles, each a list of primary-key fingerprints and a threshold of
 distinct keys that must have signed; without it, any one key of the store is enough. A policy
