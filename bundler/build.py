@@ -25,7 +25,7 @@ from bundlecore.docker_engine import connect, engine_platform, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.platforms import platforms_match
-from bundlecore.progress import Progress
+from bundlecore.progress import Progress, PullProgress
 from bundlecore.schema import first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
 from bundler.dockersave import DockerSaveReader
@@ -61,7 +61,7 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
         else:
             repo, tag = split_ref(ref)
             try:
-                image = client.images.pull(repo, tag=tag, platform=platform)
+                image = _pull(client, ref, repo, tag, platform)
             except docker.errors.NotFound:
                 raise UsageProblem(f"image {ref} not found in its registry") from None
             except (docker.errors.APIError, requests.RequestException) as e:
@@ -80,6 +80,17 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
         })
         total += image.attrs.get("Size", 0)
     return records, total
+
+
+def _pull(client, ref: str, repo: str, tag: str | None, platform: str):
+    """`docker pull` with its progress shown (bundlecore.progress.PullProgress)."""
+    shown = PullProgress(ref)
+    for ev in client.api.pull(repo, tag=tag, platform=platform, stream=True, decode=True):
+        if ev.get("error"):
+            raise docker.errors.APIError(ev["error"], explanation=ev["error"])
+        shown.event(ev)
+    shown.close()
+    return client.images.get(f"{repo}@{tag}" if tag and tag.startswith("sha256:") else f"{repo}:{tag or 'latest'}")
 
 
 def _save_stream(client, refs: list[str]):

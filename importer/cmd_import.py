@@ -16,7 +16,7 @@ from importer.state import StateDir
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @keys_option
 @state_dir_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan, change nothing.")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "

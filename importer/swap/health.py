@@ -17,6 +17,7 @@ import time
 import docker
 import requests
 
+from bundlecore.progress import Countdown
 from importer.swap import engine
 
 POLL = 0.3
@@ -93,6 +94,13 @@ class HealthGate:
         return False, why
 
     def _one_attempt(self, client, cid: str) -> tuple[bool, str]:
+        countdown = Countdown("waiting for the health gate", self.timeout)
+        try:
+            return self._watch(client, cid, countdown)
+        finally:
+            countdown.close()
+
+    def _watch(self, client, cid: str, countdown: Countdown) -> tuple[bool, str]:
         st = client.api.inspect_container(cid)["State"]
         started_at = st.get("StartedAt")
         restarts = client.api.inspect_container(cid).get("RestartCount", 0)
@@ -124,6 +132,7 @@ class HealthGate:
                 return True, ""
             if time.monotonic() >= deadline:
                 return False, f"not healthy within {self.timeout:g} s ({last})"
+            countdown.tick(last)
             time.sleep(POLL)
 
     def _probe(self, client, cid: str, kind: str) -> tuple[bool, str]:
