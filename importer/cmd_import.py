@@ -13,7 +13,7 @@ from importer.state import StateDir
 
 
 @click.command("import")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))  # or the parts' prefix
 @keys_option
 @state_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")

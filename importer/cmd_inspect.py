@@ -13,10 +13,12 @@ from importer.options import json_option
 
 
 @click.command("inspect")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def inspect_cmd(bundle, as_json):
     """Show a bundle's manifest summary from its first frame only. NOTHING here is verified."""
+    if not fmt.BundleFiles.exists(bundle):
+        raise UsageProblem(f"bundle {bundle} not found")
     try:
         head = fmt.read_head(bundle)
         m = fmt.loads_strict_json(head.manifest, "manifest.json")
@@ -32,6 +34,7 @@ def inspect_cmd(bundle, as_json):
                     "size": sum(sizes.get(p, 0) for p in [i.get("config"), *i.get("layers", [])])}
                    for i in m.get("images", [])],
         "payload_bytes": sum(sizes.values()),
+        "delta": m.get("delta"),
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -39,5 +42,13 @@ def inspect_cmd(bundle, as_json):
     say(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
     say(f"created {info['created']}, expires {info['expires']}")
     say(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
+    delta = info["delta"]
+    if not delta:
+        say("full bundle: carries every layer")
+    else:
+        base = delta.get("base") or {}
+        say(f"delta bundle: {len(delta.get('omitted') or [])} layer(s) left out, which the engine must hold; base: "
+            f"{base.get('kind')} {base.get('name')} {base.get('version', '')} sequence {base.get('sequence', '-')} "
+            f"sha256 {base.get('sha256')}")
     for i in info["images"]:
         say(f"image {i['ref']}  {i['id']}  {i['size']} bytes")
