@@ -559,7 +559,7 @@ class PayloadReader:
         self._expected = expected
         self._limit = sum(size + _pad(size) + 3 * BLOCK for _, size in expected) + len(TAR_END)
         self._read = 0
-        self._where: Callable[[], str | None] = lambda: None
+        self._parts: PartsReader | None = None
 
     def _read_exact(self, stream, n: int, what: str) -> bytes:
         """Every decompressed byte comes through here, so every zstd failure becomes a FormatError
@@ -576,7 +576,7 @@ class PayloadReader:
         scanner = ZstdFrameScanner()
         with BundleFiles.of(self._path).open() as raw:
             raw.seek(self._head.frame_size)
-            self._where = raw.where if isinstance(raw, PartsReader) else (lambda: None)
+            self._parts = raw if isinstance(raw, PartsReader) else None
             source = _ScannedSource(raw, scanner, hashlib.sha256(self._head.frame))
             dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
             stream = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True)
@@ -615,10 +615,9 @@ class PayloadReader:
             raise self._in_part(e) from None
 
     def _in_part(self, e: FormatError) -> FormatError:
-        where = self._where()
-        if where is None or e.check == "parts":
+        if self._parts is None or e.check == "parts":
             return e
-        return FormatError(e.check, f"{e} (the stream broke in part {where})")
+        return self._parts.blame() or FormatError(e.check, f"{e} (the stream broke in part {self._parts.where()})")
 
     def _next_member(self, stream, expected_path: str) -> TarMember:
         block = self._read_exact(stream, BLOCK, f"header of {expected_path}")
@@ -775,6 +774,20 @@ class PartsReader:
         if want is not None and self._hash.hexdigest() != want:
             raise FormatError("parts", f"part {name} does not match its line in {sums_path(self._files.stem).name} "
                                        f"(swapped, truncated or corrupted)")
+
+    def blame(self) -> FormatError | None:
+        """When the stream broke inside a part: that part's refusal if the sidecar's line says it is bad."""
+        if self._fh is None:
+            return None
+        h = self._hash.copy()
+        while chunk := self._fh.read(4 * CHUNK):
+            h.update(chunk)
+        self._hash = h
+        try:
+            self._check_part()
+        except FormatError as e:
+            return e
+        return None
 
     def where(self) -> str | None:
         """The part being read (or the last one, at the end)."""
