@@ -9,16 +9,14 @@ from bundlecore.text import say
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
 from bundlecore.trust import signature_key_ids
-from importer.options import json_option
+from importer.options import bundle_argument, json_option
 
 
 @click.command("inspect")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@bundle_argument
 @json_option
 def inspect_cmd(bundle, as_json):
     """Show a bundle's manifest summary from its first frame only. NOTHING here is verified."""
-    if not fmt.BundleFiles.exists(bundle):
-        raise UsageProblem(f"bundle {bundle} not found")
     try:
         head = fmt.read_head(bundle)
         m = fmt.loads_strict_json(head.manifest, "manifest.json")
