@@ -4,28 +4,15 @@ its base carried, imports where the engine has them, and is refused by name wher
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import docker
 import pytest
 
 from bundlecore import format as fmt
-from tests.conftest import build_app_image, one_line, run_bundle
-
-
-def _child_image(client, parent: str, tag: str, token: str) -> str:
-    """Release 2: `parent` plus one layer of its own (about 256 KiB that does not compress)."""
-    dockerfile = f"FROM {parent}\nRUN head -c 262144 /dev/urandom > /two.bin && echo {token} > /two.txt\n".encode()
-    ctx = io.BytesIO()
-    with tarfile.open(fileobj=ctx, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    image, _ = client.images.build(fileobj=io.BytesIO(ctx.getvalue()), custom_context=True, tag=tag, rm=True)
-    return image.id
+from tests.conftest import build_app_image, child_image, one_line, run_bundle
+from tests.craft import _remove_image
 
 
 def _spec(path: Path, name: str, ref: str, version: str, sequence: int) -> Path:
@@ -33,14 +20,6 @@ def _spec(path: Path, name: str, ref: str, version: str, sequence: int) -> Path:
                     f'[target]\nkind = "container"\nname = "{name}"\nimage = "{ref}"\n\n'
                     '[target.health]\ncmd = ["/bin/true"]\ntimeout = "20s"\nattempts = 1\n')
     return path
-
-
-def _remove(client, *refs):
-    for ref in refs:
-        try:
-            client.images.remove(ref, force=True)
-        except docker.errors.APIError:
-            pass
 
 
 class Scene:
@@ -60,7 +39,9 @@ class Scene:
         self.id2 = None
 
     def make_release2(self) -> None:
-        self.id2 = _child_image(self.client, self.ref1, self.ref2, self.name)
+        # release 2's own layer: about 256 KiB that does not compress
+        self.id2 = child_image(self.client, self.ref1, self.ref2,
+                               f"head -c 262144 /dev/urandom > /two.bin && echo {self.name} > /two.txt")
         self.layers2 = self.client.images.get(self.ref2).attrs["RootFS"]["Layers"]
 
     def build(self, spec: Path, out: Path, *more):
@@ -80,7 +61,9 @@ class Scene:
     def cleanup(self) -> None:
         for c in self.client.containers.list(all=True, filters={"name": self.name}):
             c.remove(force=True)
-        _remove(self.client, self.ref2, *([self.id2] if self.id2 else []), self.ref1, self.id1)
+        for ref in (self.ref2, self.id2, self.ref1, self.id1):
+            if ref:
+                _remove_image(self.client, ref)
 
 
 @pytest.fixture
@@ -119,7 +102,7 @@ def test_a_delta_imports_where_the_engine_has_its_base_and_the_app_runs(scene, d
     scene.make_release2()
     delta = scene.root / "v2-delta.bundle.zst"
     assert scene.build(scene.spec2, delta, "--since", scene.v1).code == 0
-    _remove(docker_client, scene.ref2)   # the intranet has release 1, not release 2
+    _remove_image(docker_client, scene.ref2)   # the intranet has release 1, not release 2
     # the archive docker load receives names the left-out layers without carrying them: this engine
     # loads it because it has them (docker 20.10 skips a layer whose chain ID it has, unopened)
     r = scene.import_(delta)
@@ -135,7 +118,8 @@ def test_a_delta_is_refused_naming_the_missing_layers_where_the_engine_lacks_its
     scene.make_release2()
     delta = scene.root / "v2-delta.bundle.zst"
     assert scene.build(scene.spec2, delta, "--since", scene.v1).code == 0
-    _remove(docker_client, scene.ref2, scene.id2, scene.ref1, scene.id1)  # release 1's own layer is gone
+    for ref in (scene.ref2, scene.id2, scene.ref1, scene.id1):  # release 1's own layer is gone
+        _remove_image(docker_client, ref)
     for verb in ("verify", "import"):
         r = run_bundle(verb, delta, "--keys", scene.keys, "--state-dir", scene.state,
                        *(["--yes"] if verb == "import" else []))
@@ -165,7 +149,7 @@ def test_a_delta_whose_base_is_another_app_is_refused(scene, docker_client, tmp_
     sums_raw = fmt.format_sha256sums(sums.items())
     crafted = tmp_path / "crafted.bundle.zst"
     fmt.rewrite_head(delta, crafted, fmt.Head(raw, sums_raw, b"", head.frame, head.mtime), scene.key.sign(sums_raw))
-    _remove(docker_client, scene.ref2)
+    _remove_image(docker_client, scene.ref2)
     r = scene.import_(crafted)
     assert r.code == 3, str(r)
     assert one_line(r.stderr).startswith(f"refused: delta base: {scene.name} is a delta of someone-else 1.0.0"), r.stderr
@@ -186,7 +170,7 @@ def test_have_from_a_real_inventory_builds_a_delta_that_imports(scene, docker_cl
     manifest = json.loads(fmt.read_head(delta).manifest)
     assert manifest["delta"]["base"]["kind"] == "inventory"
     assert {o["diff_id"] for o in manifest["delta"]["omitted"]} == set(scene.layers1)
-    _remove(docker_client, scene.ref2)
+    _remove_image(docker_client, scene.ref2)
     r = scene.import_(delta)
     assert r.code == 0, str(r)
     assert docker_client.containers.get(scene.name).attrs["Image"] == scene.id2

@@ -15,6 +15,7 @@ import pytest
 
 from bundlecore import format as fmt
 from tests.conftest import one_line, run_bundle
+from tests.craft import _remove_image
 
 PART = "128K"
 
@@ -39,10 +40,7 @@ def split_scene(tmp_path, app_image, uniq, pgp_keys, trust_store_of, docker_clie
     yield scene
     for c in docker_client.containers.list(all=True, filters={"name": name}):
         c.remove(force=True)
-    try:
-        docker_client.images.remove(image_id, force=True)
-    except docker.errors.APIError:
-        pass
+    _remove_image(docker_client, image_id)
 
 
 def _parts(out: Path) -> list[Path]:
