@@ -563,7 +563,7 @@ class PayloadReader:
 
     def _read_exact(self, stream, n: int, what: str) -> bytes:
         """Every decompressed byte comes through here, so every zstd failure becomes a FormatError
-        here too: member chunks are read by the caller, outside members()' own try."""
+        here too (naming the part, when split): member chunks are read by the caller, outside members()."""
         if self._read + n > self._limit:
             raise FormatError("cap", "payload decompresses past the sizes the manifest declares")
         with self._naming_the_part(what):
@@ -652,6 +652,7 @@ class PayloadReader:
 # ---------------------------------------------------------------------------------------------
 
 MIN_PART_SIZE = 64 << 10  # and never smaller than the head frame, which must fit in the first part
+MAX_PARTS = 999           # three-digit part numbers
 _PART_NAME = re.compile(r"^(?P<stem>.+)\.part(?P<n>[0-9]{3})$")
 _SIZE = re.compile(r"^([0-9]+)([KMG]?)$")
 

@@ -331,6 +331,8 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
         if split is not None and split < len(head):
             raise UsageProblem(f"--split {split} is smaller than the head frame ({len(head)} bytes), "
                                f"which must fit in the first part")
+        if split is not None and len(head) + tmp_payload.stat().st_size > fmt.MAX_PARTS * split:
+            raise UsageProblem(f"--split {split} would make more than {fmt.MAX_PARTS} parts: choose a larger size")
         digest = fmt.assemble(tmp_out, head, tmp_payload)
         _unlink_quietly(tmp_payload)
         size = tmp_out.stat().st_size
