@@ -283,9 +283,9 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
     """Build from a spec already loaded (and possibly changed in memory, as `bundle check --build` does)."""
     started = time.monotonic()
     out = Path(out)
-    stale = sorted(out.parent.glob(out.name + ".part[0-9][0-9][0-9]"))
+    stale = sorted(out.parent.glob(out.name + ".part[0-9][0-9][0-9]")) + ([out] if split and out.exists() else [])
     if stale:  # a reader would take them for parts of this bundle; never removed for the operator
-        raise UsageProblem(f"{stale[0]} is in the way: move the old parts of {out.name} away first")
+        raise UsageProblem(f"{stale[0]} is in the way: move the old bundle or parts of {out.name} away first")
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)  # a missing, expired or revoked key stops us before any work
     client = connect()

@@ -176,6 +176,13 @@ def test_careless_split_requests_are_usage_errors_and_write_nothing(split_scene,
                    "--split", PART)
     assert r.code == 2 and "in the way" in one_line(r.stderr), str(r)
     assert {p: p.read_bytes() for p in _parts(out)} == before
+    # an unsplit bundle of that name: the prefix would name it, not the new parts
+    single = tmp_path / "single.bundle.zst"
+    single.write_bytes(b"an older bundle")
+    r = run_bundle("build", s["spec"], "-o", single, "--sign-key", key.fpr, "--gnupghome", key.home, "--local",
+                   "--split", PART)
+    assert r.code == 2 and "in the way" in one_line(r.stderr), str(r)
+    assert single.read_bytes() == b"an older bundle" and not list(tmp_path.glob("single.bundle.zst.part*"))
     r = run_bundle("build", s["spec"], "-o", tmp_path / "small", "--sign-key", key.fpr, "--gnupghome", key.home,
                    "--local", "--split", "1K")
     assert r.code == 2 and "minimum" in one_line(r.stderr), str(r)
