@@ -614,6 +614,10 @@ class PayloadReader:
         except FormatError as e:
             raise self._in_part(e) from None
 
+    def blame(self) -> FormatError | None:
+        """For a member whose hash did not match: the part to blame, when the sidecar names one."""
+        return self._parts.blame() if self._parts else None
+
     def _in_part(self, e: FormatError) -> FormatError:
         if self._parts is None or e.check == "parts":
             return e

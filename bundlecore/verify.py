@@ -224,7 +224,7 @@ class BundleVerifier:
                     if out:
                         out.close()
                 if h.hexdigest() != verified.sums[member]:
-                    raise PayloadMismatch(f"{member} does not match its line in the signed SHA256SUMS")
+                    raise reader.blame() or PayloadMismatch(f"{member} does not match its line in the signed SHA256SUMS")
                 if archive:
                     check_docker_archive(archive.getvalue(), verified)
                 if on_verified:

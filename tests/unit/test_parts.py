@@ -174,3 +174,20 @@ def test_a_malformed_inventory_is_refused(raw):
 
 def test_an_inventory_is_read():
     assert fmt.parse_inventory(_inventory())["images"][0]["diff_ids"] == [B, C]
+
+
+def test_a_member_that_does_not_match_is_blamed_on_its_part_when_the_sidecar_says_so(tmp_path):
+    """The member ends inside the bad (last) part: its hash fails before the part's own check ran."""
+    out, digest, expected = _bundle(tmp_path)
+    parts, _ = _split(tmp_path, out, digest)
+    data = bytearray(parts[-1].read_bytes())
+    data[100] ^= 0x01   # inside a raw (incompressible) block: zstd cannot notice, only the member's hash
+    parts[-1].write_bytes(bytes(data))
+    reader = fmt.PayloadReader(parts[0], fmt.read_head(parts[0]), expected)
+    members = reader.members()
+    _, _, chunks = next(members)
+    for _ in chunks:
+        pass
+    blamed = reader.blame()
+    assert blamed is not None and blamed.check == "parts" and parts[-1].name in str(blamed)
+    members.close()
