@@ -16,6 +16,7 @@ from bundlecore.format import FormatError
 class Check(StrEnum):
     """The checks a bundle passes, in the order they run; the values are the names users see."""
 
+    PARTS = "parts"              # a split bundle's parts: all there, in order, intact
     SIZE_CAP = "size cap"
     ZSTD = "zstd"
     TRUNCATED = "truncated"
@@ -28,6 +29,7 @@ class Check(StrEnum):
     CREATED = "created"
     SEQUENCE = "sequence"
     HOST_POLICY = "host policy"
+    DELTA_BASE = "delta base"    # a delta's left-out layers are in this engine
     OWNERSHIP = "ownership"      # import only: the engine's containers
     TAGS = "tags"                # import only: the engine's tags
     PAYLOAD = "payload"
@@ -40,7 +42,7 @@ class MalformedBundle(Refused):
 
     check = Check.TAR_MEMBERS
     # bundlecore.format's error kinds; every other kind (tar, head, members) is a tar member rule
-    CHECK_OF_KIND = {"cap": Check.SIZE_CAP, "zstd": Check.ZSTD, "truncated": Check.TRUNCATED,
+    CHECK_OF_KIND = {"parts": Check.PARTS, "cap": Check.SIZE_CAP, "zstd": Check.ZSTD, "truncated": Check.TRUNCATED,
                     "trailing": Check.TRAILING_DATA}
 
     def __init__(self, err: FormatError):
@@ -82,6 +84,12 @@ class HostPolicyRefused(Refused):
     """The signed run settings ask for host access this host's policy does not grant."""
 
     check = Check.HOST_POLICY
+
+
+class DeltaBaseRefused(Refused):
+    """A delta bundle whose base is another app, or whose left-out layers this engine lacks."""
+
+    check = Check.DELTA_BASE
 
 
 class OwnershipRefused(Refused):

@@ -7,13 +7,13 @@ import click
 
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
-from importer.options import json_option, keys_option, require_confirmation, state_dir_option
+from importer.options import bundle_argument, json_option, keys_option, require_confirmation, state_dir_option
 from importer.pipeline import import_bundle
 from importer.state import StateDir
 
 
 @click.command("import")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@bundle_argument
 @keys_option
 @state_dir_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")

@@ -1,6 +1,7 @@
 """Options and the confirmation rule shared by the intranet-side commands."""
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -21,3 +22,14 @@ def require_confirmation(yes: bool, question: str, action: str) -> None:
         raise UsageProblem(f"not a terminal: pass --yes to {action} without confirmation")
     if not click.confirm(question, default=False):
         raise UsageProblem("not confirmed; nothing changed")
+
+
+def _existing_bundle(ctx, param, value):
+    from bundlecore.format import BundleFiles  # one file, or its parts OUT.part001, ...
+
+    if not BundleFiles.exists(value):
+        raise click.BadParameter(f"bundle {value} not found (a file, a part OUT.part001 or the prefix OUT of parts)")
+    return value
+
+
+bundle_argument = click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path), callback=_existing_bundle)

@@ -62,10 +62,11 @@ class Verified:
 
 
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
-                allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
+                allow_downgrade: bool, client=None) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
-                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade)
+                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
+                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None)
     return gate, gate.check_head(path)
 
 
@@ -74,10 +75,11 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     """Every check, no side effects: payload is hashed and thrown away."""
     path = _existing(path)
     try:
-        platform = engine_platform(connect(timeout=10))
+        client = connect(timeout=10)
+        platform = engine_platform(client)
     except EnvironmentProblem:
-        platform = None
-    gate, head = _check_head(path, store, state, platform, allow_downgrade)
+        client = platform = None
+    gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
     progress = Progress("verify", head.payload_bytes, enabled=show_progress)
     gate.check_payload(path, head, None, progress)  # the verifier checks the archive manifest itself
     progress.close()
@@ -86,7 +88,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
 
 def _existing(path: Path) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not fmt.BundleFiles.exists(path):  # one file, or its parts OUT.part001, ... (bundlecore.format)
         raise UsageProblem(f"bundle {path} not found")
     return path
 
@@ -109,7 +111,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
         with state.lock():
             for line in kinds.recover_all(client, state, out=out):
                 out(f"recovered: {line}")
-            gate, head = _check_head(path, store, state, platform, allow_downgrade)
+            gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
             m = head.manifest
             audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
                          signers=[s.fingerprint for s in head.signers])
