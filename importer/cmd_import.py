@@ -1,7 +1,6 @@
 """`bundle import`: the gate, then loading, then the swap."""
 
 import json
-from pathlib import Path
 
 import click
 

@@ -1,7 +1,6 @@
 """`bundle inspect`: what the head frame says, read without verifying anything."""
 
 import json
-from pathlib import Path
 
 import click
 

@@ -1,7 +1,6 @@
 """`bundle verify`: every check of the trust gate, no side effects."""
 
 import json
-from pathlib import Path
 
 import click
 
