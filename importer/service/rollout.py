@@ -5,7 +5,8 @@ is a durable record of the rollout in the state dir and the waiting, so a killed
 followed by a `bundle recover` that leaves the service on exactly one version, healthy:
 
   journal step BEGIN   -> nothing asked of Swarm yet: recover drops the journal
-  journal step UPDATE  -> Swarm may be rolling: recover waits for Swarm's verdict; `completed`
+  journal step UPDATE  -> (started: asked, maybe not accepted; done: Swarm is rolling on its own)
+                          Swarm may be rolling: recover waits for Swarm's verdict; `completed`
                           with every task on the new image is committed, `paused` (or a service
                           that is half on each) is rolled back by Swarm, a first install that is
                           not healthy is removed
@@ -74,11 +75,12 @@ class RolloutJournal:
         return cls(**data) if data.get("target_kind") == KIND else None
 
     def mark(self, state: StateDir, step: RolloutStep, phase: str) -> None:
-        _crash_hook(f"service_{step}", "before")
+        hook = f"service_{step}" + ("" if phase == "done" else f"_{phase}")
+        _crash_hook(hook, "before")
         self.step, self.phase = step, phase
         state.ensure_app_dir(self.service)
         atomic_write_json(self.path(state, self.service), asdict(self))
-        _crash_hook(f"service_{step}", "after")
+        _crash_hook(hook, "after")
 
     def finish(self, state: StateDir, result: str, message: str) -> None:
         atomic_write_json(state.app_dir(self.service) / LAST,
@@ -91,7 +93,7 @@ class RolloutJournal:
 
 
 def _crash_hook(step: str, when: str) -> None:
-    """BUNDLE_CRASH_AT=service_<step> (BUNDLE_CRASH_WHEN=before|after): SIGKILL (crash tests only)."""
+    """BUNDLE_CRASH_AT=service_<step>[_started] (BUNDLE_CRASH_WHEN=before|after): SIGKILL (crash tests only)."""
     if os.environ.get("BUNDLE_CRASH_AT") == step and os.environ.get("BUNDLE_CRASH_WHEN", "after") == when:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -226,6 +228,7 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
         out(f"updating service {service}: {j.old_image} -> {image}")
         _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], image, target),
               {"version": info["Version"]["Index"]})
+    j.mark(state, RolloutStep.UPDATE, "done")  # Swarm accepted it and is rolling on its own
     return _settle(client, state, j, deadline, out)
 
 
