@@ -104,8 +104,8 @@ def plan_options(kind, **options) -> dict:
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
-                  registry: str | None = None, resume: bool = False, confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
-                  show_progress: bool | None = None) -> dict:
+                  registry: str | None = None, resume: bool = False, confirm: Callable[[], None] = lambda: None,
+                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. `registry` (else the target's own) receives every verified image
     after the load (importer.registry); `resume` continues a release stopped between stages.
@@ -170,8 +170,9 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             ownership.record_owner(state, target["name"], m["name"])
-            audit["result"] = "installed"
-            return {"result": "installed", "installed": record, **audit}
+            audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
+                else "installed"
+            return {"result": audit["result"], "installed": record, **audit}
     except BundleError as e:
         audit["result"] = e.line()
         raise

@@ -91,9 +91,10 @@ def services(fleet, docker_client, tmp_path):
 
 
 def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], str]] | None = None,
-              name: str = "fleet") -> Path:
+              name: str = "fleet", rollout: dict | None = None) -> Path:
     """A signed bundle (bundle build --local) of `version` as a service target (or a staged release)."""
-    key = (version, sequence, json.dumps(stages), name)
+    key = (version, sequence, json.dumps(stages), name, json.dumps(rollout))
+    r = {"parallelism": 1, "order": "start-first", "failure_action": "rollback"} | (rollout or {})
     if key in fleet["built"]:
         return fleet["built"][key]
     ref = f"{fleet['repo']}:{version}"
@@ -102,8 +103,9 @@ def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], 
             f'[target]\nkind = "service"\nname = "{fleet["web"]}"\nimage = "{ref}"\n\n'
             f'[target.run]\nreplicas = 2\nendpoint_mode = "dnsrr"\nnetworks = ["{fleet["net"]}"]\n'
             f'stop_timeout = 1\n\n'
-            '[target.rollout]\nparallelism = 1\ndelay = "0s"\norder = "start-first"\nmonitor = "3s"\n'
-            'max_failure_ratio = 0\nfailure_action = "rollback"\n\n'
+            '[target.rollout]\n'
+            f'parallelism = {r["parallelism"]}\ndelay = "0s"\norder = "{r["order"]}"\nmonitor = "3s"\n'
+            f'max_failure_ratio = 0\nfailure_action = "{r["failure_action"]}"\n\n'
             '[target.health]\ntcp = "127.0.0.1:8080"\ntimeout = "10s"\nattempts = 2\n')
     for services, soak in stages or []:
         text += "\n[[stage]]\nservices = [" + ", ".join(f'"{s}"' for s in services) + f']\nsoak = "{soak}"\n'
@@ -164,6 +166,9 @@ def test_first_install_creates_a_two_replica_service_pulled_by_digest_from_the_r
     assert st.code == 0, str(st)
     assert "replicas 2/2 running" in st.stdout and st.stdout.count(f"running {ref}") == 2, st.stdout
     assert f"pushed {fleet['repo']}:1.0.0 -> {ref}" in st.stdout
+    js = json.loads(run_bundle("status", fleet["web"], "--state-dir", services, "--json").stdout)
+    assert js["kind"] == "service" and js["installed"]["pushed"] == doc["pushed"]
+    assert js["service"]["replicas"] == 2 and {t["image"] for t in js["service"]["tasks"]} == {ref}
 
 
 class DigestRewritingProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -301,6 +306,46 @@ def test_start_first_update_to_v2_drops_no_request_of_a_poller_on_the_service_ne
     assert fail == 0, f"{fail} failed requests during a start-first rollout"
 
 
+def test_a_stop_first_update_of_both_replicas_at_once_is_seen_failing_by_the_same_poller(fleet, services, swarm):
+    """The measurement discriminates: the outage a careless rollout setting causes is counted."""
+    assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
+    poller = start_poller(swarm, fleet, fleet["web"])
+    try:
+        assert wait_until(lambda: poll_counts(poller)[0] >= 20, timeout=30), poller.logs()[-500:]
+        before = poll_counts(poller)
+        r = do_import(fleet, bundle_of(fleet, "2.0.0", 2, rollout={"order": "stop-first", "parallelism": 2}),
+                      services)
+        time.sleep(1)
+        ok, fail = poll_counts(poller)
+    finally:
+        poller.remove(force=True)
+    assert r.code == 0, str(r)
+    print(f"\nstop-first update of 2 replicas at once: {fail - before[1]} of {ok + fail - sum(before)} polls failed")
+    assert fail - before[1] > 0
+
+
+def test_a_broken_first_install_is_removed_again_with_exit_4(fleet, services, swarm):
+    r = do_import(fleet, bundle_of(fleet, "3.0.0", 3), services)
+    assert r.code == 4, str(r)
+    assert f"service {fleet['web']} did not get healthy" in one_line(r.stderr)
+    assert not [s for s in swarm.api.services() if s["Spec"]["Name"] == fleet["web"]]
+    assert not (services / "installed" / f"{fleet['web']}.json").exists()
+
+
+def test_a_failure_action_pause_leaves_swarm_paused_and_exits_5_for_an_operator(fleet, services, swarm):
+    assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
+    r = do_import(fleet, bundle_of(fleet, "3.0.0", 3, rollout={"failure_action": "pause"}), services)
+    assert r.code == 5, str(r)
+    line = one_line(r.stderr)
+    assert line.startswith(f"operator needed: service {fleet['web']}: Swarm left the update paused"), line
+    assert swarm.api.inspect_service(fleet["web"])["UpdateStatus"]["State"] == "paused"
+    rec = json.loads((services / "installed" / f"{fleet['web']}.json").read_text())
+    assert rec["version"] == "1.0.0"  # the record never claims the paused version
+    r = run_bundle("rollback", fleet["web"], "--state-dir", services, "--yes")  # the operator's way out
+    assert r.code == 0, str(r)
+    assert wait_until(lambda: running(swarm, fleet["web"]) == {pinned(fleet, "1.0.0"): 2}, timeout=30)
+
+
 def test_a_broken_v3_is_rolled_back_by_swarm_to_v2_with_exit_4_and_the_task_errors(fleet, services, swarm):
     assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
     assert do_import(fleet, bundle_of(fleet, "2.0.0", 2), services).code == 0
@@ -386,6 +431,15 @@ def test_a_long_soak_ends_the_import_after_stage_1_and_resume_finishes_stage_2(f
 
 
 # -- crash ----------------------------------------------------------------------------------------
+
+def test_kill_9_during_a_first_install_then_recover_leaves_a_healthy_service(fleet, services, swarm):
+    r = do_import(fleet, bundle_of(fleet, "1.0.0", 1), services, env={"BUNDLE_CRASH_AT": "service_update"})
+    assert r.code == -signal.SIGKILL, str(r)
+    rec = run_bundle("recover", "--state-dir", services, "--yes")
+    assert rec.code == 0, str(rec)
+    assert running(swarm, fleet["web"]) == {pinned(fleet, "1.0.0"): 2}
+    assert json.loads((services / "installed" / f"{fleet['web']}.json").read_text())["version"] == "1.0.0"
+
 
 # every journal step of a service rollout, and the version recover must leave running
 @pytest.mark.parametrize("step,when,left", [("service_begin", "after", "1.0.0"),

@@ -191,11 +191,19 @@ def wait_update(client, name: str, since: str | None, deadline: float) -> Outcom
         time.sleep(POLL)
 
 
-def wait_created(client, name: str, image: str, deadline: float) -> bool:
+def failed_tasks(client, name: str) -> int:
+    return sum(1 for t in tasks(client, name) if (t.get("Status") or {}).get("State") in ("failed", "rejected"))
+
+
+def wait_created(client, name: str, image: str, deadline: float, replicas: int) -> bool:
+    """Every replica healthy: True; False at the deadline, or as soon as more tasks failed than
+    there are replicas (each failed and a restart failed again: no point in waiting)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if settled_on(client, name, image):
             return True
+        if failed_tasks(client, name) > replicas:
+            return False
         time.sleep(POLL)
     return False
 
@@ -236,12 +244,12 @@ def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) ->
     """Wait for Swarm's verdict on the journaled rollout and act on it (also used by recover)."""
     name, image = j.service, j.new_image
     if j.old_image is None:
-        if wait_created(client, name, image, deadline):
+        if wait_created(client, name, image, deadline, replicas_of(inspect(client, name) or {"Spec": {}})):
             return _commit_journal(state, j, f"created with {running_images(client, name).get(image)} replica(s)")
         errors = task_errors(client, name, image)
         _remove(client, name)
         j.finish(state, "failed", "first install not healthy; service removed")
-        raise UpdateFailed(f"service {name} did not get healthy within {int(deadline)}s and was removed"
+        raise UpdateFailed(f"service {name} did not get healthy and was removed"
                            + (": " + "; ".join(errors) if errors else ""))
     result = wait_update(client, name, j.since, deadline)
     if result == Outcome.COMPLETED and settled_on(client, name, image):
