@@ -284,7 +284,9 @@ def poll_counts(container) -> tuple[int, int]:
     return lines.count("ok"), lines.count("fail")
 
 
-def test_start_first_update_to_v2_drops_no_request_of_a_poller_on_the_service_network(fleet, services, swarm):
+def update_under_poller(fleet, swarm, services, bundle: Path):
+    """Install v1, start the poller, import `bundle` while it polls: (result, ok, failed, seconds)
+    counted during the import only."""
     assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
     poller = start_poller(swarm, fleet, fleet["web"])
     try:
@@ -292,36 +294,30 @@ def test_start_first_update_to_v2_drops_no_request_of_a_poller_on_the_service_ne
         before = poll_counts(poller)
         assert before[1] == 0, f"failures before the update: {before}"
         started = time.monotonic()
-        r = do_import(fleet, bundle_of(fleet, "2.0.0", 2), services)
-        rollout_s = time.monotonic() - started
+        r = do_import(fleet, bundle, services)
+        seconds = time.monotonic() - started
         time.sleep(1)
         ok, fail = poll_counts(poller)
     finally:
         poller.remove(force=True)
     assert r.code == 0, str(r)
     assert running(swarm, fleet["web"]) == {pinned(fleet, "2.0.0"): 2}
-    print(f"\nstart-first update of 2 replicas: {ok - before[0]} polls during {rollout_s:.1f}s, "
-          f"{fail - before[1]} failed")
-    assert ok - before[0] > 20
+    return r, ok - before[0], fail - before[1], seconds
+
+
+def test_start_first_update_to_v2_drops_no_request_of_a_poller_on_the_service_network(fleet, services, swarm):
+    _, ok, fail, seconds = update_under_poller(fleet, swarm, services, bundle_of(fleet, "2.0.0", 2))
+    print(f"\nstart-first update of 2 replicas: {ok + fail} polls during {seconds:.1f}s, {fail} failed")
+    assert ok > 20
     assert fail == 0, f"{fail} failed requests during a start-first rollout"
 
 
 def test_a_stop_first_update_of_both_replicas_at_once_is_seen_failing_by_the_same_poller(fleet, services, swarm):
     """The measurement discriminates: the outage a careless rollout setting causes is counted."""
-    assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
-    poller = start_poller(swarm, fleet, fleet["web"])
-    try:
-        assert wait_until(lambda: poll_counts(poller)[0] >= 20, timeout=30), poller.logs()[-500:]
-        before = poll_counts(poller)
-        r = do_import(fleet, bundle_of(fleet, "2.0.0", 2, rollout={"order": "stop-first", "parallelism": 2}),
-                      services)
-        time.sleep(1)
-        ok, fail = poll_counts(poller)
-    finally:
-        poller.remove(force=True)
-    assert r.code == 0, str(r)
-    print(f"\nstop-first update of 2 replicas at once: {fail - before[1]} of {ok + fail - sum(before)} polls failed")
-    assert fail - before[1] > 0
+    careless = bundle_of(fleet, "2.0.0", 2, rollout={"order": "stop-first", "parallelism": 2})
+    _, ok, fail, seconds = update_under_poller(fleet, swarm, services, careless)
+    print(f"\nstop-first update of 2 replicas at once: {fail} of {ok + fail} polls failed in {seconds:.1f}s")
+    assert fail > 0
 
 
 def test_a_broken_first_install_is_removed_again_with_exit_4(fleet, services, swarm):
