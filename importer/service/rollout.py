@@ -32,7 +32,8 @@ import requests
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_json
 from importer.audit import audit_event, now
-from importer.service.settings import NS, Outcome, outcome, service_spec, with_image
+from importer.service.settings import Outcome, outcome, service_spec, with_image
+from importer.service.settings import rollout as rollout_settings
 from importer.state import StateDir
 
 JOURNAL = "journal.json"
@@ -168,9 +169,9 @@ def task_errors(client, name: str, image: str) -> list[str]:
 
 def deadline_for(target: dict, replicas: int) -> float:
     """How long Swarm may take: each replica may spend its health start period and the monitor."""
-    from importer.service.settings import rollout
-    r = rollout(target)
-    health = int((target.get("health") or {}).get("timeout", 30)) * int((target.get("health") or {}).get("attempts", 1))
+    r = rollout_settings(target)
+    health = target.get("health") or {}
+    health = int(health.get("timeout", 30)) * int(health.get("attempts", 1))
     return 60 + max(replicas, 1) * (r["delay"] + r["monitor"] + health + 10) * 2
 
 
@@ -261,7 +262,8 @@ def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) ->
         raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}"
                            + (": " + "; ".join(errors) if errors else ""))
     j.finish(state, "paused", f"Swarm left the update {result}")
-    raise OperatorNeeded(f"service {name}: Swarm left the update {result} ({(inspect(client, name) or {}).get('UpdateStatus', {}).get('Message')}); "
+    message = ((inspect(client, name) or {}).get("UpdateStatus") or {}).get("Message")
+    raise OperatorNeeded(f"service {name}: Swarm left the update {result} ({message}); "
                          f"`bundle rollback {name}` or `docker service update --rollback {name}`")
 
 
