@@ -35,6 +35,7 @@ class Check(StrEnum):
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
+    REGISTRY_DIGEST = "registry digest"  # import --registry only: what the registry stored
 
 
 class MalformedBundle(Refused):
@@ -118,3 +119,9 @@ class LoadedImageMismatch(Refused):
     """After loading, an image ID or tag is not what was signed."""
 
     check = Check.LOADED_IMAGES
+
+
+class RegistryDigestMismatch(Refused):
+    """The registry serves another manifest than the one pushed from the verified image."""
+
+    check = Check.REGISTRY_DIGEST

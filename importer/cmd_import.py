@@ -21,14 +21,17 @@ from importer.state import StateDir
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
               "(shown in the plan).")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
+@click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
+              "target's registry); a service target is rolled out from it by digest.")
+@click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
-def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, as_json):
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, registry, resume, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out,
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, registry=registry, resume=resume, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

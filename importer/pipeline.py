@@ -30,10 +30,11 @@ from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
+from importer.registry import check_registry_address, push_verified
 from importer.state import StateDir
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
-IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES}
+IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
 CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
@@ -93,15 +94,27 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def plan_options(kind, **options) -> dict:
+    """The import options a target kind's plan takes (PLAN_OPTIONS); one it cannot honour is a usage error."""
+    accepted = getattr(kind, "PLAN_OPTIONS", ())
+    if options.get("resume") and "resume" not in accepted:
+        raise UsageProblem("--resume continues a staged release of a service target; this target has no stages")
+    return {k: v for k, v in options.items() if k in accepted}
+
+
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
-                  confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
-                  show_progress: bool | None = None) -> dict:
+                  registry: str | None = None, resume: bool = False, confirm: Callable[[], None] = lambda: None,
+                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
-    run) and raises to stop. Returns a summary; raises BundleError subclasses."""
+    run) and raises to stop. `registry` (else the target's own) receives every verified image
+    after the load (importer.registry); `resume` continues a release stopped between stages.
+    Returns a summary; raises BundleError subclasses."""
     from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
 
     path = _existing(path)
+    if registry:
+        check_registry_address(registry)
     started = time.monotonic()
     client = connect()
     platform = engine_platform(client)
@@ -122,7 +135,9 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
-            plan = kind.plan(client, state, target, new_id, new_version=m["version"])
+            registry = registry or target.get("registry")
+            plan = kind.plan(client, state, target, new_id, new_version=m["version"],
+                             **plan_options(kind, registry=registry, resume=resume))
             for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
                 out(line)
             if not dry_run:
@@ -147,12 +162,17 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
                 f"{', '.join(images)} (image IDs checked)"
                 + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
-            record = kind.apply(client, state, plan, {
-                "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
-                "signers": audit["signers"], "images": images}, keep=keep, out=out)
+            bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
+                      "signers": audit["signers"], "images": images}
+            if registry:
+                pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out)
+                audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
+                bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
+            record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             ownership.record_owner(state, target["name"], m["name"])
-            audit["result"] = "installed"
-            return {"result": "installed", "installed": record, **audit}
+            audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
+                else "installed"
+            return {"result": audit["result"], "installed": record, **audit}
     except BundleError as e:
         audit["result"] = e.line()
         raise

@@ -10,6 +10,7 @@ from typing import Callable, Protocol
 
 from bundlecore.errors import UsageProblem
 from importer.state import StateDir
+from importer import service
 from importer.swap import container
 from importer.swap.journal import pending
 
@@ -46,7 +47,8 @@ class TargetKind(Protocol):
 
 
 CONTAINER = "container"
-KINDS: dict[str, TargetKind] = {CONTAINER: container}
+SERVICE = "service"
+KINDS: dict[str, TargetKind] = {CONTAINER: container, SERVICE: service}
 
 
 def for_target(target: dict) -> TargetKind:
@@ -58,8 +60,16 @@ def for_target(target: dict) -> TargetKind:
 
 
 def for_app(state: StateDir, name: str) -> TargetKind:
-    """The kind of an installed application. Only containers exist so far (their records name no kind)."""
-    return KINDS[CONTAINER]
+    """The kind of an installed application: its record (or its unfinished journal) names it; container
+    records name no kind."""
+    import json
+    named = (state.installed(name) or {}).get("kind")
+    if named is None:
+        try:
+            named = json.loads((state.app_dir(name) / "journal.json").read_text()).get("target_kind")
+        except (FileNotFoundError, ValueError):
+            pass
+    return KINDS.get(named or CONTAINER, KINDS[CONTAINER])
 
 
 def recover_all(client, state: StateDir, out: Out = print) -> list[str]:
