@@ -30,6 +30,7 @@ class Check(StrEnum):
     HOST_POLICY = "host policy"
     OWNERSHIP = "ownership"      # import only: the engine's containers
     TAGS = "tags"                # import only: the engine's tags
+    SETTINGS = "settings"        # import only: the running container's settings vs the release's
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
@@ -110,3 +111,9 @@ class LoadedImageMismatch(Refused):
     """After loading, an image ID or tag is not what was signed."""
 
     check = Check.LOADED_IMAGES
+
+
+class SettingsConflict(Refused):
+    """A run setting was changed both on this host and by the release, differently (--prefer decides)."""
+
+    check = Check.SETTINGS

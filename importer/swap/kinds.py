@@ -27,7 +27,10 @@ class TargetKind(Protocol):
     (UpdateFailed) or say that they could not (OperatorNeeded)."""
 
     def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
-             new_version: str | None = None) -> Plan: ...
+             new_version: str | None = None, prefer: str | None = None,
+             masked: frozenset[str] = frozenset()) -> Plan:
+        """Describe the swap; `prefer` (bundle|local) decides run-setting conflicts, `masked` env
+        keys are never shown."""
 
     def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
