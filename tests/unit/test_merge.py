@@ -147,3 +147,18 @@ def test_no_site_file_is_no_site_settings(tmp_path, monkeypatch):
     assert SiteSettings.load("demo").run == {} and SiteSettings.load("demo").plan_lines() == []
     (tmp_path / "demo.toml").write_text('[run]\nenv = { A = "1" }\n')
     assert SiteSettings.load("demo").run == {"env": {"A": "1"}}
+
+
+def test_the_anythingllm_example_persists_its_env_file_through_the_site_settings():
+    import tomllib
+    from pathlib import Path
+
+    from importer.hostpolicy import HostPolicy, plan_lines
+    example = Path(__file__).resolve().parents[2] / "examples/anythingllm"
+    spec = tomllib.loads((example / "bundle.toml").read_text())
+    run = SiteSettings.load("anythingllm", example / "site.toml").over(spec["target"]["run"])
+    assert "/srv/anythingllm/.env:/app/server/.env" in run["volumes"]
+    assert "anythingllm-storage:/app/server/storage" in run["volumes"]
+    granted = HostPolicy.load(example).check(spec["name"], run)
+    assert "host access: bind mount of host path /srv/anythingllm/.env (granted by [apps.anythingllm] bind_prefixes)" \
+        in plan_lines(granted)
