@@ -28,9 +28,9 @@ from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership
 from importer.audit import audit_event, who
 from importer.gate import TrustGate
-from importer.site import SiteSettings
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
+from importer.site import SiteSettings
 from importer.state import StateDir
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
@@ -94,7 +94,8 @@ def _existing(path: Path) -> Path:
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
-                  site: Path | None = None, prefer: str | None = None, confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
+                  site: Path | None = None, prefer: str | None = None,
+                  confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
                   show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. Returns a summary; raises BundleError subclasses."""

@@ -1,7 +1,7 @@
 """Site settings: what an application needs on this host that must not be inside a signed bundle
 (secrets, host names, a host file holding an app's keys), kept by the intranet admin in
 `/etc/bundle/apps/NAME.toml` (or the file given with `--site`; `$BUNDLE_SITE_DIR` moves the
-directory). The file holds one `[run]` table in the bundle's run vocabulary (schemas/site.schema.json)
+directory). It must not be writable by group or others. The file holds one `[run]` table in the bundle's run vocabulary (schemas/site.schema.json)
 and is merged over the bundle's `[target.run]`, on first installs and upgrades alike:
 
 - env and labels: per key, the site's value wins;
@@ -47,6 +47,9 @@ class SiteSettings:
             if not path.is_file():
                 return cls(None)
         try:
+            if Path(path).stat().st_mode & 0o022:
+                raise EnvironmentProblem(f"site settings {path} is writable by group or others: "
+                                         f"anyone who can write it decides what this app runs with (chmod go-w)")
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise EnvironmentProblem(f"site settings {path} not found") from None

@@ -162,3 +162,11 @@ def test_the_anythingllm_example_persists_its_env_file_through_the_site_settings
     granted = HostPolicy.load(example).check(spec["name"], run)
     assert "host access: bind mount of host path /srv/anythingllm/.env (granted by [apps.anythingllm] bind_prefixes)" \
         in plan_lines(granted)
+
+
+def test_a_site_file_others_can_write_is_refused(tmp_path):
+    site = tmp_path / "demo.toml"
+    site.write_text('[run]\nenv = { A = "1" }\n')
+    site.chmod(0o666)
+    with pytest.raises(EnvironmentProblem, match="writable by group or others"):
+        SiteSettings.load("demo", site)
