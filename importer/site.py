@@ -1,8 +1,9 @@
 """Site settings: what an application needs on this host that must not be inside a signed bundle
 (secrets, host names, a host file holding an app's keys), kept by the intranet admin in
 `/etc/bundle/apps/NAME.toml` (or the file given with `--site`; `$BUNDLE_SITE_DIR` moves the
-directory). It must not be writable by group or others. The file holds one `[run]` table in the bundle's run vocabulary (schemas/site.schema.json)
-and is merged over the bundle's `[target.run]`, on first installs and upgrades alike:
+directory; the file must not be writable by group or others). It holds one `[run]` table in the
+bundle's run vocabulary (schemas/site.schema.json), merged over the bundle's `[target.run]` on
+first installs and upgrades alike:
 
 - env and labels: per key, the site's value wins;
 - ports (per container port) and volumes (per mount target): the site's replaces the bundle's;
