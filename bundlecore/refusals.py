@@ -32,6 +32,7 @@ class Check(StrEnum):
     DELTA_BASE = "delta base"    # a delta's left-out layers are in this engine
     OWNERSHIP = "ownership"      # import only: the engine's containers
     TAGS = "tags"                # import only: the engine's tags
+    SETTINGS = "settings"        # import only: the running container's settings vs the release's
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
@@ -125,3 +126,9 @@ class RegistryDigestMismatch(Refused):
     """The registry serves another manifest than the one pushed from the verified image."""
 
     check = Check.REGISTRY_DIGEST
+
+
+class SettingsConflict(Refused):
+    """A run setting was changed both on this host and by the release, differently (--prefer decides)."""
+
+    check = Check.SETTINGS

@@ -1,6 +1,7 @@
 """`bundle import`: the gate, then loading, then the swap."""
 
 import json
+from pathlib import Path
 
 import click
 
@@ -20,18 +21,24 @@ from importer.state import StateDir
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
               "(shown in the plan).")
+@click.option("--site", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Site settings merged over the bundle's run settings (default /etc/bundle/apps/NAME.toml).")
+@click.option("--prefer", type=click.Choice(["bundle", "local"]), default=None,
+              help="Which side wins a run setting changed both on this host and by the release.")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
               "target's registry); a service target is rolled out from it by digest.")
 @click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
-def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, registry, resume, as_json):
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
+               as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, registry=registry, resume=resume, out=out,
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
+        resume=resume, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -31,10 +31,11 @@ from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
 from importer.registry import check_registry_address, push_verified
+from importer.site import SiteSettings
 from importer.state import StateDir
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
-IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
+IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
 CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
@@ -104,7 +105,8 @@ def plan_options(kind, **options) -> dict:
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
-                  registry: str | None = None, resume: bool = False, confirm: Callable[[], None] = lambda: None,
+                  site: Path | None = None, prefer: str | None = None, registry: str | None = None,
+                  resume: bool = False, confirm: Callable[[], None] = lambda: None,
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. `registry` (else the target's own) receives every verified image
@@ -132,13 +134,18 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             taken = ownership.review(client, state, m, adopt=adopt)
             if taken.plan_lines():
                 audit["takes_over"] = taken.plan_lines()
-            target = m["target"]
+            # the site settings over the signed ones; the host policy decides on what reaches the host
+            settings = SiteSettings.load(m["name"], site)
+            target = {**m["target"], "run": settings.over(m["target"].get("run"))}
+            host_access = gate.host_policy.check(m["name"], target["run"]) if settings.run else gate.host_access
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
             registry = registry or target.get("registry")
             plan = kind.plan(client, state, target, new_id, new_version=m["version"],
-                             **plan_options(kind, registry=registry, resume=resume))
-            for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
+                             **plan_options(kind, registry=registry, resume=resume, prefer=prefer,
+                                            masked=settings.masked))
+            for line in (plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
+                         + taken.plan_lines()):
                 out(line)
             if not dry_run:
                 confirm()

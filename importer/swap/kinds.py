@@ -27,8 +27,14 @@ class TargetKind(Protocol):
     undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
     (UpdateFailed) or say that they could not (OperatorNeeded)."""
 
+    PLAN_OPTIONS: tuple[str, ...]
+    """Which import options its plan takes (e.g. the container's `prefer`, bundle|local, which
+    decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
+    `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
+
     def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
-             new_version: str | None = None) -> Plan: ...
+             new_version: str | None = None, **options) -> Plan:
+        """Describe the change; makes none."""
 
     def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
