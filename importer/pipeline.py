@@ -64,9 +64,15 @@ class Verified:
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
                 allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
-                     container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
+                     container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade)
     return gate, gate.check_head(path)
+
+
+def _container_mark(state: StateDir, container: str) -> int | None:
+    """The highest sequence installed in `container`, by whichever app installed it."""
+    app = state.app_of_container(container)
+    return (state.installed(app) or {}).get("highest_sequence") if app else None
 
 
 def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downgrade: bool = False,
@@ -120,7 +126,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             target = m["target"]
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
-            plan = kind.plan(client, state, target, new_id, new_version=m["version"])
+            plan = kind.plan(client, state, target, new_id, new_version=m["version"], app=m["name"])
             for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
                 out(line)
             if not dry_run:
@@ -148,7 +154,6 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             record = kind.apply(client, state, plan, {
                 "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                 "signers": audit["signers"], "images": images}, keep=keep, out=out)
-            ownership.record_owner(state, target["name"], m["name"])
             audit["result"] = "installed"
             return {"result": "installed", "installed": record, **audit}
     except BundleError as e:

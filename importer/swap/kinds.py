@@ -27,12 +27,12 @@ class TargetKind(Protocol):
     (UpdateFailed) or say that they could not (OperatorNeeded)."""
 
     def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
-             new_version: str | None = None) -> Plan: ...
+             new_version: str | None = None, app: str | None = None) -> Plan: ...
 
     def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
 
-    def plan_rollback(self, client, state: StateDir, name: str) -> Plan: ...
+    def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> Plan: ...
 
     def rollback(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> dict: ...
 
@@ -43,6 +43,11 @@ class TargetKind(Protocol):
         """A JSON-able report (client is None when the engine does not answer)."""
 
     def status_lines(self, status: dict) -> list[str]: ...
+
+    def plan_uninstall(self, client, state: StateDir, name: str, *, keep_data: bool = False) -> Plan: ...
+
+    def uninstall(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> str:
+        """Remove the application (journaled); returns where its state and final backup were kept."""
 
 
 CONTAINER = "container"
