@@ -36,6 +36,11 @@ COMMANDS = {
                  "Put the previous generation of NAME back, with the data it had when it was replaced."),
     "recover": ("importer.cmd_recover:recover",
                 "Bring every application with an interrupted swap back to a healthy version."),
+    "list": ("importer.cmd_list:list_cmd", "List the installed applications with their version, container and health."),
+    "history": ("importer.cmd_history:history",
+                "Show every install, upgrade, rollback and uninstall of NAME with its bundle, signers and result."),
+    "uninstall": ("importer.cmd_uninstall:uninstall",
+                  "Stop and remove NAME's container, after a final backup of its data; clear its state."),
 }
 
 

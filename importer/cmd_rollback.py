@@ -1,4 +1,4 @@
-"""`bundle rollback NAME`: put the previous generation back (its container and its data)."""
+"""`bundle rollback NAME [--to GEN]`: put a kept generation back (its container and its data)."""
 
 import click
 
@@ -9,9 +9,11 @@ from importer.state import StateDir
 
 @click.command("rollback")
 @click.argument("name")
+@click.option("--to", "to", type=click.IntRange(min=1), default=None, metavar="GEN",
+              help="The kept generation to put back (see `bundle status NAME`); default the previous one.")
 @state_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def rollback(name, state_dir, yes):
+def rollback(name, to, state_dir, yes):
     """Put the previous generation of NAME back, with the data it had when it was replaced."""
     from bundlecore.docker_engine import connect
     from importer.swap import kinds
@@ -21,7 +23,7 @@ def rollback(name, state_dir, yes):
         for line in kinds.recover_all(client, state, out=say):
             say(f"recovered: {line}")
         kind = kinds.for_app(state, name)
-        plan = kind.plan_rollback(client, state, name)
+        plan = kind.plan_rollback(client, state, name, to)
         for line in plan.lines():
             say(line)
         require_confirmation(yes, "Go ahead?", "roll back")

@@ -6,5 +6,6 @@ from importer.swap.run import recover, rollback
 from importer.swap.run import run_swap as apply
 from importer.swap.status import app_status as status
 from importer.swap.status import status_lines
+from importer.swap.uninstall import plan_uninstall, uninstall
 
-__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]
+__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines", "plan_uninstall", "uninstall"]
