@@ -23,7 +23,7 @@ def history(name, state_dir, as_json):
     events = events_of(state, name, state.container_of(name))
     for ev in events:
         if ev.get("logs"):
-            ev["logs_path"] = str(state.app_dir(name) / ev["logs"])
+            ev["logs_path"] = str(_saved_logs(state, name, ev["logs"]))
     if as_json:
         click.echo(json.dumps(events, indent=2))
         return
@@ -46,6 +46,15 @@ def event_line(ev: dict) -> str:
              f"result: {ev.get('result')}", f"bundle sha256 {sha[:16]}…" if sha else "",
              f"signed by {', '.join(ev['signers'])}" if ev.get("signers") else "", f"by {ev.get('user')}"]
     return "  ".join(p for p in parts if p)
+
+
+def _saved_logs(state: StateDir, name: str, rel: str):
+    """Where a saved log is now: the app's dir, or (after `uninstall`) the dir it was moved to."""
+    here = state.app_dir(name) / rel
+    if here.exists():
+        return here
+    moved = sorted((state.root / "removed").glob(f"{name}-*/{rel}"))
+    return moved[-1] if moved else here
 
 
 def _tail(path: str) -> list[str]:

@@ -125,6 +125,10 @@ def test_history_lists_every_swap_with_sha256_signers_result_and_the_failed_cont
     text = bundle_cmd(swap_env, "history", app).stdout
     assert "install  1.0.0  result: installed" in text and "2.0.0 -> 3.0.0  result: rolled back" in text
     assert f"signed by {'F' * 40}" in text and "migration failed" in text
+    # After an uninstall, the logs are found where the app's state was moved.
+    assert bundle_cmd(swap_env, "uninstall", app, "--yes").returncode == 0
+    moved = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)[2]["logs_path"]
+    assert "/removed/" in moved and b"migration failed" in open(moved, "rb").read()
     # Nothing of another app.
     assert json.loads(bundle_cmd(swap_env, "history", f"other-{swap_env['uniq']}", "--json").stdout) == []
 

@@ -304,7 +304,7 @@ class ContainerSwap:
 
     def _save_logs(self, cid: str) -> None:
         """Keep the failed container's last log lines (shown by `bundle history`); never blocks the undo."""
-        rel = f"logs/generation-{self.r.new.generation}.log"
+        rel = f"logs/generation-{self.r.new.generation}-{(self.r.swap_id or 'swap')[:12]}.log"
         try:
             raw = self.client.api.logs(cid, stdout=True, stderr=True, tail=LOG_TAIL_LINES)[-LOG_TAIL_BYTES:]
             (self.app_dir / "logs").mkdir(mode=0o700, exist_ok=True)
