@@ -240,16 +240,10 @@ JOURNALS = ("journal.json", "last-swap.json")
 
 
 def old_layout_keys(root: Path) -> set[str]:
-    """Layout-1 keys: installed records without `container`, app dirs whose journals lack `app`
-    (layout 2 writes both into everything it records)."""
-    keys = set()
-    if (root / "installed").is_dir():
-        keys |= {p.stem for p in (root / "installed").glob("*.json") if "container" not in (_json_or_none(p) or {})}
-    if (root / "apps").is_dir():
-        for d in (root / "apps").iterdir():
-            if d.is_dir() and any("app" not in j for j in map(_json_or_none, (d / f for f in JOURNALS)) if j):
-                keys.add(d.name)
-    return keys
+    """Layout-1 keys: installed records without `container` (layout 2 writes it into every record).
+    Journals are not rewritten: one without `app` belongs to the app of the directory it is in."""
+    d = root / "installed"
+    return {p.stem for p in d.glob("*.json") if "container" not in (_json_or_none(p) or {})} if d.is_dir() else set()
 
 
 def needs_migration(root: Path) -> bool:
@@ -271,7 +265,7 @@ def app_of_old_key(root: Path, key: str) -> str:
 
 def migrate_layout(root: Path) -> dict[str, str]:
     """Layout 1 -> 2: re-key installed/<container>.json and apps/<container>/ by app name (the record
-    gets `container`), fold owners/<container>.json into it, and mark the journals with their app.
+    gets `container`) and fold owners/<container>.json into it.
 
     Atomic per file and idempotent: the container -> app map is written first (migration.json) and
     reused after a crash, every move is a rename or an atomic write that is skipped once done, and
@@ -308,10 +302,6 @@ def _migrate_one(root: Path, container: str, app: str) -> None:
     src, dst = root / "apps" / container, root / "apps" / app
     if src != dst and src.is_dir() and not dst.exists():
         os.rename(src, dst)
-    for f in JOURNALS:
-        j = _json_or_none(dst / f)
-        if j is not None and "app" not in j:
-            atomic_write_json(dst / f, {**j, "app": app})
 
 
 def _json_or_none(path: Path):

@@ -269,9 +269,12 @@ class SwapJournal:
     def load(cls, app_dir: Path) -> "SwapJournal | None":
         path = Path(app_dir) / cls.FILE
         try:
-            return cls(app_dir, JournalRecord.from_json(json.loads(read_bytes_nofollow(path))))
+            record = JournalRecord.from_json(json.loads(read_bytes_nofollow(path)))
         except FileNotFoundError:
             return None
+        if record.app is None:  # written before the state was keyed by app: its directory is its app
+            record.app = Path(app_dir).name
+        return cls(app_dir, record)
 
     @classmethod
     def last(cls, app_dir: Path) -> dict | None:

@@ -48,7 +48,7 @@ def test_a_layout_1_state_dir_is_rekeyed_by_app_name(tmp_path, owner, journal_ap
     assert state.container_of(expected) == "web" and state.app_of_container("web") == expected
     assert sorted(p.name for p in (root / "installed").iterdir()) == [f"{expected}.json"]
     assert sorted(p.name for p in (root / "apps").iterdir()) == [expected]
-    assert json.loads((root / "apps" / expected / "last-swap.json").read_text())["app"] == expected
+    assert (root / "apps" / expected / "generations.json").exists()  # the working area moved with it
     assert not (root / "owners").exists() and not (root / MIGRATION_PLAN).exists()
     assert state.highest_sequence("shop") == 3  # the anti-rollback mark was keyed by app already
     after = tree(root)
@@ -127,3 +127,16 @@ def test_history_reads_an_apps_events_old_and_new_and_skips_garbage(tmp_path):
     (state.root / "audit.log").write_text("\n".join(map(json.dumps, lines)) + "\nnot json\n[1]\n")
     assert events_of(state, "shop", "web") == lines[:3]
     assert events_of(state, "web") == [lines[2], lines[3]]
+
+
+def test_a_pending_journal_of_the_previous_layout_moves_with_its_app_and_is_keyed_by_it(tmp_path):
+    from importer.swap.journal import SwapJournal, pending
+    from tests.unit.test_swap_journal import UPGRADE
+    root = tmp_path / "state"
+    layout_1(root)
+    write(root / "apps" / "web" / "journal.json", {**UPGRADE, "name": "web"})
+    state = StateDir(root)
+    assert pending(state) == ["shop"]
+    r = SwapJournal.load(state.app_dir("shop")).record
+    assert r.key == "shop" and r.name == "web"
+    assert "app" not in json.loads((root / "apps" / "shop" / "journal.json").read_text())  # not rewritten
