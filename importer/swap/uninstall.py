@@ -117,12 +117,13 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
             image_id=info["Image"], image_ref=info["Config"].get("Image"), version=plan.record.get("version"),
             sequence=plan.record.get("sequence"), was_running=bool(info["State"].get("Running")),
             restart_policy=rp, mounts=data.backed_up_mounts(info), backup_dir=FINAL_BACKUP)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    swap_id = uuid.uuid4().hex
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + swap_id[:8]  # unique even within a second
     record = JournalRecord(
         kind=SwapKind.UNINSTALL, name=plan.container, app=plan.app, steps=UNINSTALL_STEPS, keep=0, health=None,
         bundle={"sha256": plan.record.get("bundle_sha256"), "signers": plan.record.get("signers")},
         helper_image=None, t0=time.time(), installed_before=plan.record, generations_before={}, old=old,
-        swap_id=uuid.uuid4().hex,
+        swap_id=swap_id,
         uninstall={"keep_data": plan.keep_data, "volumes": plan.volumes, "parked": plan.parked,
                    "removed_to": f"removed/{plan.app}-{stamp}"})
     j = SwapJournal.start(state.ensure_app_dir(plan.app), record)
