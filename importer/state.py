@@ -106,10 +106,7 @@ class StateDir:
 
     def read_json(self, path: Path) -> dict | None:
         """A state file's JSON (never through a symlink), or None if it does not exist."""
-        try:
-            return json.loads(read_bytes_nofollow(path))
-        except FileNotFoundError:
-            return None
+        return _json_or_none(path)
 
     def ensure(self) -> "StateDir":
         try:
@@ -276,9 +273,10 @@ def migrate_layout(root: Path) -> dict[str, str]:
     if mapping is None:
         mapping = {k: app_of_old_key(root, k) for k in sorted(old_layout_keys(root))}
         targets = list(mapping.values())
-        clash = sorted({a for a in targets if targets.count(a) > 1}
-                       | {a for k, a in mapping.items() if a != k and (a in mapping and mapping[a] != a or a not in mapping
-                          and ((root / "installed" / f"{a}.json").exists() or (root / "apps" / a).exists()))})
+
+        def taken(a: str) -> bool:  # state of another container, or of an app already in layout 2
+            return a in mapping or (root / "installed" / f"{a}.json").exists() or (root / "apps" / a).exists()
+        clash = sorted({a for k, a in mapping.items() if targets.count(a) > 1 or (a != k and taken(a))})
         if clash:
             raise EnvironmentProblem(f"cannot migrate state dir {root}: app name(s) {', '.join(clash)} would take "
                                      f"the place of another container's state; move them by hand")

@@ -85,7 +85,8 @@ class ContainerSwap:
     def _write_audit(self, result: str, message: str) -> None:
         r, b = self.r, self.r.bundle or {}
         audit_event(self.state, {
-            "event": r.kind, "name": r.name, "app": r.key, "result": result, "logs": r.failed_logs, "message": message, "started_at": r.started_at,
+            "event": r.kind, "name": r.name, "app": r.key, "result": result, "message": message,
+            "started_at": r.started_at, "logs": r.failed_logs,
             "duration_s": round(time.time() - r.t0, 3) if r.t0 else None,
             "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
             "old_version": r.old.version if r.old else None, "new_version": r.new.version,
