@@ -268,3 +268,20 @@ def test_a_state_dir_of_the_previous_layout_is_migrated_on_first_use(docker_clie
     r = bundle_cmd(swap_env, "rollback", app, "--yes")
     assert r.returncode == 0, r.stderr
     assert served_version(swap_env) == "1.0.0"
+
+
+def test_a_tampered_uninstall_journal_cannot_make_recover_remove_another_volume(docker_client, swap_env, demo_images):
+    install_app(docker_client, swap_env, demo_images["v1"], 1)
+    app, state = app_of(swap_env), swap_env["state"]
+    victim = f"victim-{swap_env['uniq']}"
+    docker_client.api.create_volume(victim)
+    r = bundle_cmd(swap_env, "uninstall", app, "--yes", env={"BUNDLE_CRASH_AT": "backup", "BUNDLE_CRASH_WHEN": "after"})
+    assert r.returncode == -9, r.stderr
+    path = state.app_dir(app) / "journal.json"
+    journal = json.loads(path.read_text())
+    journal["uninstall"]["volumes"].append(victim)
+    path.write_text(json.dumps(journal))
+    r = bundle_cmd(swap_env, "recover", "--yes")
+    assert r.returncode == 5 and f"{victim} are not mounted by {swap_env['name']}" in one_line(r.stderr)
+    assert docker_client.api.inspect_volume(victim)["Name"] == victim
+    assert len(containers_named(docker_client, swap_env["name"])) == 1 and state.installed(app) is not None

@@ -271,6 +271,10 @@ def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> lis
         if info is not None and (info["Id"] != r.old.id or engine.container_name(info) != r.name):
             raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: container "
                                  f"{r.old.id[:12]} is not {r.name}; nothing was changed")
+        foreign = set(r.uninstall["volumes"]) - {m.get("name") for m in (data.backed_up_mounts(info) if info else [])}
+        if info is not None and foreign:
+            raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: volume(s) "
+                                 f"{', '.join(sorted(foreign))} are not mounted by {r.name}; nothing was changed")
     m = Uninstall(client, state, j, out)
     out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
     if r.direction == Direction.FORWARD and j.reached(Step.BACKUP, "done"):
