@@ -43,6 +43,11 @@ COMMANDS = {
                  "Put the previous generation of NAME back, with the data it had when it was replaced."),
     "recover": ("importer.cmd_recover:recover",
                 "Bring every application with an interrupted swap back to a healthy version."),
+    "list": ("importer.cmd_list:list_cmd", "List the installed applications with their version, container and health."),
+    "history": ("importer.cmd_history:history",
+                "Show every install, upgrade, rollback and uninstall of NAME with its bundle, signers and result."),
+    "uninstall": ("importer.cmd_uninstall:uninstall",
+                  "Stop and remove NAME's container, after a final backup of its data; clear its state."),
     "doctor": ("importer.cmd_doctor:doctor", "Check this host before a first import (exit 1 when something would stop it)."),
     "version": ("bundlecore.cli:version_cmd", "Print the version of bundle."),
     "help": ("bundlecore.cli:help_cmd", "Show the help of bundle, or of one command."),
@@ -60,9 +65,13 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
     return list(dict.fromkeys(flags)) + rest
 
 
+# A typo is never answered with a verb that removes things ("install" is close to "uninstall").
+NEVER_SUGGESTED = {"uninstall"}
+
+
 def suggestion(name: str, verbs) -> str:
     """" (did you mean 'import'?)" for a verb close to a known one, else ""."""
-    close = difflib.get_close_matches(name, sorted(verbs), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, sorted(set(verbs) - NEVER_SUGGESTED), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

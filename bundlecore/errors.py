@@ -2,7 +2,26 @@
 
 0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
 4 update failed and rolled back; 5 rollback failed, operator needed.
+
+`bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState), numbered
+above the contract so that a monitoring script never mistakes one for a refusal or a rollback.
 """
+
+from enum import IntEnum
+
+
+class AppState(IntEnum):
+    """`bundle status` exit codes (like `systemctl is-active`): the worst state among the apps asked."""
+
+    ACTIVE = 0              # runs its installed version, running and healthy
+    NOT_INSTALLED = 6       # nothing is installed under that app name
+    INACTIVE = 7            # installed, but its container is missing, stopped, restarting, unhealthy
+                            # or not running the installed image
+    ENGINE_UNREACHABLE = 8  # the Docker engine does not answer: the state cannot be known
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
 
 
 class BundleError(Exception):

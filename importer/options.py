@@ -33,3 +33,24 @@ def _existing_bundle(ctx, param, value):
 
 
 bundle_argument = click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path), callback=_existing_bundle)
+
+
+def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str, make_plan, apply):
+    """What `rollback` and `uninstall` of app `name` share: under the lock, finish interrupted swaps
+    first, show the plan `make_plan(client, state, kind)` made, confirm, then `apply(client, state,
+    kind, plan)` and return what it returns."""
+    from bundlecore.docker_engine import connect
+    from bundlecore.text import say
+    from importer.state import StateDir
+    from importer.swap import kinds
+    state = StateDir(state_dir)
+    client = connect()
+    with state.lock():
+        for line in kinds.recover_all(client, state, out=say):
+            say(f"recovered: {line}")
+        kind = kinds.for_app(state, name)
+        plan = make_plan(client, state, kind)
+        for line in plan.lines():
+            say(line)
+        require_confirmation(yes, question, action)
+        return apply(client, state, kind, plan)

@@ -3,31 +3,27 @@
 A key trusted to sign app `evil` is not trusted to replace container `victimdb` or retag
 `victim/db:15`. Before anything is loaded, for the signed manifest:
 
-- the target container must not exist yet, or be the one this tool installed (its installed
-  record names the live container's ID) for this same app (the owner record written after each
-  install, owners/<container>.json, which rollback and recovery never rewrite); anything else is
-  refused (check `ownership`) unless the operator passes --adopt, and the plan says what is adopted;
+- the target container must not exist yet, or be the one this tool installed for this same app:
+  container X is owned by app A iff A's installed record names X as its `container` and X's live
+  ID as its `container_id` (the record is written at the swap's commit, so a swap finished by
+  `bundle recover` is owned too); anything else is refused (check `ownership`) unless the
+  operator passes --adopt, and the plan says what is adopted;
 - `docker load` silently moves an existing tag: every signed ref already in the engine on another
   image is a tag move; it is refused (check `tags`) unless this app loaded that ref before (its
   installed record lists it) or the operator passes --adopt; every move is in the plan.
 
-The owner record is written after the swap succeeds: an install whose owner was never recorded
-(a crash right after the swap, a swap finished by `bundle recover`) fails closed and needs --adopt
-once. Only StateDir.installed() and the engine's inspect calls are read, not the swap's internals.
+Only the installed records (importer.state) and the engine's inspect calls are read, not the
+swap's internals.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import docker
 
-from bundlecore.fsutil import atomic_write_json
 from bundlecore.refusals import OwnershipRefused, TagMoveRefused
 from importer.state import StateDir
-
-OWNERS = "owners"
 
 
 @dataclass(frozen=True)
@@ -55,31 +51,18 @@ class OwnershipReview:
         return lines + [m.line() + ("" if m.owned else " (adopted)") for m in self.tag_moves]
 
 
-def owner(state: StateDir, container: str) -> str | None:
-    """The app this tool last installed as `container`, if recorded."""
-    try:
-        return json.loads((state.root / OWNERS / f"{container}.json").read_text())["app"]
-    except FileNotFoundError:
-        return None
-
-
-def record_owner(state: StateDir, container: str, app: str) -> None:
-    (state.root / OWNERS).mkdir(mode=0o700, exist_ok=True)
-    atomic_write_json(state.root / OWNERS / f"{container}.json", {"container": container, "app": app})
-
-
 def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> OwnershipReview:
     """Refuse (exit 3) what the bundle would take over without owning it, unless `adopt`."""
     app, container = manifest["name"], manifest["target"]["name"]
     result = OwnershipReview(app, container)
-    record = state.installed(container)
+    owner = state.app_of_container(container)
     live = _inspect(client.api.inspect_container, container)
     if live is not None and live["Name"].lstrip("/") == container:
-        result.adopt = _not_owned(state, app, container, record, live["Id"])
+        result.adopt = _not_owned(app, owner, state.installed(owner) if owner else None, live["Id"])
         if result.adopt and not adopt:
             raise OwnershipRefused(f"container {container} exists and is {result.adopt}: a bundle of app {app} "
                                    f"may not take it over (--adopt overrides)")
-    owned_refs = set(record.get("images") or {}) if record and owner(state, container) == app else set()
+    owned_refs = set((state.installed(app) or {}).get("images") or {})
     for img in manifest["images"]:
         current = _inspect(client.api.inspect_image, img["ref"])
         if current is None or current["Id"] == img["id"]:
@@ -92,15 +75,12 @@ def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> O
     return result
 
 
-def _not_owned(state: StateDir, app: str, container: str, record: dict | None, live_id: str) -> str | None:
-    """Why the live `container` is not this app's to replace, or None when it is."""
+def _not_owned(app: str, owner: str | None, record: dict | None, live_id: str) -> str | None:
+    """Why the live container is not this app's to replace, or None when it is."""
     if not record or record.get("container_id") != live_id:
         return "not installed by bundle"
-    installed_for = owner(state, container)
-    if installed_for is None:
-        return "installed by bundle for an app it did not record"
-    if installed_for != app:
-        return f"installed by bundle for app {installed_for}"
+    if owner != app:
+        return f"installed by bundle for app {owner}"
     return None
 
 

@@ -66,10 +66,16 @@ class Verified:
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
                 allow_downgrade: bool, client=None) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
-                     container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
+                     container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
                      engine_layers=(lambda head: layers_in_engine(client, head)) if client else None)
     return gate, gate.check_head(path)
+
+
+def _container_mark(state: StateDir, container: str) -> int | None:
+    """The highest sequence installed in `container`, by whichever app installed it."""
+    app = state.app_of_container(container)
+    return (state.installed(app) or {}).get("highest_sequence") if app else None
 
 
 def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downgrade: bool = False,
@@ -142,7 +148,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             kind = kinds.for_target(target)
             registry = registry or target.get("registry")
             plan = kind.plan(client, state, target, new_id, new_version=m["version"],
-                             **plan_options(kind, registry=registry, resume=resume, prefer=prefer,
+                             **plan_options(kind, registry=registry, resume=resume, prefer=prefer, app=m["name"],
                                             masked=settings.masked))
             for line in (plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
                          + taken.plan_lines()):
@@ -176,7 +182,6 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
                 bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
-            ownership.record_owner(state, target["name"], m["name"])
             audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
                 else "installed"
             return {"result": audit["result"], "installed": record, **audit}

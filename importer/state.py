@@ -3,8 +3,9 @@
 Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or --state-dir):
   lock                      flock held by the one import/rollback/recover running
   sequences/<app>.json      the anti-rollback mark: the highest sequence ever installed for that app
-  installed/<name>.json     what runs as container <name> (version, sequence, images, generation, ...)
-  apps/<name>/              per-application working area of the swap (journal, backups, generations)
+  installed/<app>.json      what app <app> runs (its target container, version, sequence, images, ...)
+  apps/<app>/               per-application working area of the swap (journal, backups, generations)
+  removed/<app>-<time>/     what `bundle uninstall` kept: the final data backup and the last records
   staging/<random>/         verified payload of the import in progress, removed afterwards
   audit.log                 append-only JSON lines, one per import/rollback/recover result
 
@@ -14,6 +15,10 @@ directory above it must be owned by the running user or root and not writable by
 others; a root-owned sticky directory (/tmp) is a safe ancestor, since nobody else can replace
 what root made inside it. State files are opened with O_NOFOLLOW and created with O_EXCL
 (bundlecore.fsutil), so a planted symlink cannot redirect a read or a write.
+
+Everything is keyed by the bundle's app name (`manifest.name`); the target container's name is
+the installed record's `container` property. Layout 1 keyed installed/ and apps/ by container
+name and kept owners/<container>.json; it is migrated on first use (`migrate_layout`).
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ class StateDir:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root else default_state_dir()
         self.real_root = check_state_dir(self.root)
+        if self.root.is_dir():
+            self._migrate()
 
     @property
     def identity(self) -> str:
@@ -99,30 +106,58 @@ class StateDir:
 
     def read_json(self, path: Path) -> dict | None:
         """A state file's JSON (never through a symlink), or None if it does not exist."""
-        try:
-            return json.loads(read_bytes_nofollow(path))
-        except FileNotFoundError:
-            return None
+        return _json_or_none(path)
 
     def ensure(self) -> "StateDir":
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise EnvironmentProblem(f"cannot create state dir {self.root}: {e.strerror}") from e
+        self._migrate()
         return self
 
+    def _migrate(self) -> None:
+        """Bring a layout-1 state dir to the current layout, once, under the lock (see migrate_layout)."""
+        if not needs_migration(self.root):
+            return
+        fd = _open_lock_file(self.root / "lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EnvironmentProblem(f"the state dir {self.root} needs its one-time migration, but another "
+                                         f"bundle operation holds its lock; try again when it ends") from None
+            migrate_layout(self.root)
+        finally:
+            os.close(fd)
+
     # -- what is installed -------------------------------------------------------------
-    def installed_path(self, name: str) -> Path:
-        return self.root / "installed" / f"{name}.json"
+    def installed_path(self, app: str) -> Path:
+        return self.root / "installed" / f"{app}.json"
 
-    def installed(self, name: str) -> dict | None:
-        """The installed record of `name`, or None if nothing was ever installed."""
-        return self.read_json(self.installed_path(name))
+    def installed(self, app: str) -> dict | None:
+        """The installed record of app `app`, or None if nothing is installed for it."""
+        return self.read_json(self.installed_path(app))
 
-    def record_installed(self, name: str, record: dict) -> None:
+    def record_installed(self, app: str, record: dict) -> None:
         self.ensure()
-        self.installed_path(name).parent.mkdir(mode=0o700, exist_ok=True)
-        atomic_write_json(self.installed_path(name), record)
+        self.installed_path(app).parent.mkdir(mode=0o700, exist_ok=True)
+        atomic_write_json(self.installed_path(app), record)
+
+    def installed_apps(self) -> list[str]:
+        d = self.root / "installed"
+        return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+    def container_of(self, app: str) -> str:
+        """The target container of `app` (its installed record's `container`; the app name if unknown)."""
+        return container_of(app, self.installed(app))
+
+    def app_of_container(self, container: str) -> str | None:
+        """The app whose installed record names `container` as its target, if any."""
+        for app in self.installed_apps():
+            if self.container_of(app) == container:
+                return app
+        return None
 
     def highest_sequence(self, name: str) -> int | None:
         """The anti-rollback high-water mark: the largest sequence ever installed for app `name`."""
@@ -190,6 +225,94 @@ class StateDir:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def container_of(app: str, record: dict | None) -> str:
+    return (record or {}).get("container") or app
+
+
+# -- layout migration -------------------------------------------------------------------------
+MIGRATION_PLAN = "migration.json"
+JOURNALS = ("journal.json", "last-swap.json")
+
+
+def _is_layout1(record: dict | None) -> bool:
+    """A container record of layout 1: no `container` (layout 2 writes it into every container
+    record). Swarm service records (`kind` service) are keyed by service name and never migrate."""
+    return record is not None and "container" not in record and record.get("kind") != "service"
+
+
+def old_layout_keys(root: Path) -> set[str]:
+    """Layout-1 keys. Journals are not rewritten: one without `app` belongs to the app of the
+    directory it is in."""
+    d = root / "installed"
+    return {p.stem for p in d.glob("*.json") if _is_layout1(_json_or_none(p))} if d.is_dir() else set()
+
+
+def needs_migration(root: Path) -> bool:
+    return (root / MIGRATION_PLAN).exists() or (root / "owners").exists() or bool(old_layout_keys(root))
+
+
+def app_of_old_key(root: Path, key: str) -> str:
+    """Layout 1: the app that installed container `key`: its owner record, else the bundle named in
+    its journals, else the container name itself."""
+    owner = _json_or_none(root / "owners" / f"{key}.json") or {}
+    if owner.get("app"):
+        return owner["app"]
+    for f in JOURNALS:
+        b = (_json_or_none(root / "apps" / key / f) or {}).get("bundle") or {}
+        if b.get("name"):
+            return b["name"]
+    return key
+
+
+def migrate_layout(root: Path) -> dict[str, str]:
+    """Layout 1 -> 2: re-key installed/<container>.json and apps/<container>/ by app name (the record
+    gets `container`) and fold owners/<container>.json into it.
+
+    Atomic per file and idempotent: the container -> app map is written first (migration.json) and
+    reused after a crash, every move is a rename or an atomic write that is skipped once done, and
+    the plan file is removed last. A map that would merge two containers into one app, or move
+    onto a key in use, is refused before anything moves. Returns the map used."""
+    plan_path = root / MIGRATION_PLAN
+    mapping = _json_or_none(plan_path)
+    if mapping is None:
+        mapping = {k: app_of_old_key(root, k) for k in sorted(old_layout_keys(root))}
+        targets = list(mapping.values())
+
+        def taken(a: str) -> bool:  # state of another container, or of an app already in layout 2
+            return a in mapping or (root / "installed" / f"{a}.json").exists() or (root / "apps" / a).exists()
+        clash = sorted({a for k, a in mapping.items() if targets.count(a) > 1 or (a != k and taken(a))})
+        if clash:
+            raise EnvironmentProblem(f"cannot migrate state dir {root}: app name(s) {', '.join(clash)} would take "
+                                     f"the place of another container's state; move them by hand")
+        if mapping:
+            atomic_write_json(plan_path, mapping)
+    for key, app in mapping.items():
+        _migrate_one(root, key, app)
+    shutil.rmtree(root / "owners", ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(plan_path)
+    return mapping
+
+
+def _migrate_one(root: Path, container: str, app: str) -> None:
+    old, new = root / "installed" / f"{container}.json", root / "installed" / f"{app}.json"
+    rec = _json_or_none(old)
+    if _is_layout1(rec):
+        atomic_write_json(new, {**rec, "app": app, "container": container})
+        if app != container:
+            os.unlink(old)
+    src, dst = root / "apps" / container, root / "apps" / app
+    if src != dst and src.is_dir() and not dst.exists():
+        os.rename(src, dst)
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(read_bytes_nofollow(path))
+    except FileNotFoundError:
+        return None
 
 
 def _open_lock_file(path: Path) -> int:

@@ -793,7 +793,7 @@ def test_older_sequence_is_refused_as_a_downgrade(gate):
 def test_highest_sequence_ever_installed_is_the_mark_not_the_current_one(gate):
     state = StateDir(gate.state_dir)
     state.raise_sequence(gate.base.name, 6)
-    state.record_installed(gate.base.target_name, {"sequence": 3})  # rolled back to an older one since
+    state.record_installed(gate.base.name, {"sequence": 3, "container": gate.base.target_name})  # rolled back since
     gate.refused(gate.base.path, "sequence", "sequence 5 is not above 6")
 
 

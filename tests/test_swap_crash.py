@@ -1,5 +1,6 @@
 """kill -9 at every journal step of a swap (and of its undo, and of a recovery), then `bundle
-recover` in a fresh process: the application ends healthy on the old or the new version, with its
+recover` in a fresh process (and of an uninstall: its final backup decides, finish or undo): the
+application ends healthy on the old or the new version (or uninstalled), with its
 data intact and exactly one container of its name; no backup is lost, no helper left behind."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import pytest
 
 from importer.swap.data import HELPER_LABEL, STATE_LABEL
-from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, pending
+from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pending
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from importer.swap.status import app_status
@@ -149,3 +150,34 @@ def test_manual_rollback_killed_at_each_step_is_recovered(docker_client, swap_en
         _assert_healthy_on(docker_client, swap_env, "2.0.0", v2_data)
     # Whatever happened, the other generation is still kept for a later rollback.
     assert len(app_status(docker_client, swap_env["state"], name)["previous"]) == 1
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", UNINSTALL_STEPS)
+def test_uninstall_killed_at_each_step_is_recovered(docker_client, swap_env, demo_images, step, when):
+    """Before the final backup is complete, recovery puts the app back untouched; from then on it
+    finishes the uninstall (the data is safe in the backup)."""
+    before = _with_v1(docker_client, swap_env, demo_images)
+    name, state = swap_env["name"], swap_env["state"]
+    anonymous = [m["Name"] for m in docker_client.api.inspect_container(name)["Mounts"] if m["Type"] == "volume"]
+    r = run_bundle("uninstall", name, "--yes", "--state-dir", state.root,
+                   env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
+    assert r.returncode == KILLED, r.stderr
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    assert pending(state) == []
+    finished = UNINSTALL_STEPS.index(step) > UNINSTALL_STEPS.index("backup") or (step, when) == ("backup", "after")
+    if finished:
+        assert containers_named(docker_client, name) == [] and state.installed(name) is None
+        assert not any(v["Name"] == swap_env["volume"] for v in docker_client.api.volumes()["Volumes"] or [])
+        (kept,) = (state.root / "removed").iterdir()
+        assert (kept / "final-backup" / "backup.json").exists()
+    else:
+        _assert_healthy_on(docker_client, swap_env, "1.0.0", before)
+        info = docker_client.api.inspect_container(name)
+        assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    for v in anonymous:  # the image's anonymous VOLUME, if the uninstall left it
+        try:
+            docker_client.api.remove_volume(v, force=True)
+        except Exception:
+            pass

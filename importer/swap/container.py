@@ -6,8 +6,10 @@ from importer.swap.run import recover, rollback
 from importer.swap.run import run_swap as apply
 from importer.swap.status import app_status as status
 from importer.swap.status import status_lines
+from importer.swap.uninstall import plan_uninstall, uninstall
 
 # the import options its plan takes (importer.pipeline.plan_options)
-PLAN_OPTIONS = ("prefer", "masked")
+PLAN_OPTIONS = ("prefer", "masked", "app")
 
-__all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]
+__all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines",
+           "plan_uninstall", "uninstall"]

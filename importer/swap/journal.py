@@ -30,6 +30,7 @@ class SwapKind(StrEnum):
     INSTALL = "install"
     UPGRADE = "upgrade"
     ROLLBACK = "rollback"
+    UNINSTALL = "uninstall"
 
 
 class Step(StrEnum):
@@ -49,6 +50,9 @@ class Step(StrEnum):
     RESTORE_DATA = "restore_data"
     RENAME_BACK = "rename_back"
     START_OLD = "start_old"
+    REMOVE_OLD = "remove_old"
+    REMOVE_VOLUMES = "remove_volumes"
+    CLEAR_STATE = "clear_state"
 
 
 class Direction(StrEnum):
@@ -67,6 +71,9 @@ FORWARD_STEPS: dict[SwapKind, list[Step]] = {
 }
 # Steps of the undo path (a failed or interrupted swap before commit), in order.
 UNDO_STEPS: list[Step] = [S.REMOVE_NEW, S.RESTORE_DATA, S.RENAME_BACK, S.START_OLD]
+# `bundle uninstall` (importer.swap.uninstall): a complete final BACKUP is its point of no return;
+# before it, the undo is START_OLD alone.
+UNINSTALL_STEPS: list[Step] = [S.BEGIN, S.STOP_OLD, S.BACKUP, S.REMOVE_OLD, S.REMOVE_VOLUMES, S.CLEAR_STATE]
 del S
 
 
@@ -180,6 +187,14 @@ class JournalRecord(_Record):
     result: str | None = _optional()
     message: str | None = _optional()
     finished_at: str | None = _optional()
+    app: str | None = _optional()  # the app whose state this is (`name` is its container); None: same name
+    failed_logs: str | None = _optional()  # the removed new container's `docker logs` tail (relative path)
+    uninstall: dict | None = _optional()  # uninstall only: keep_data, volumes, parked, removed_to
+
+    @property
+    def key(self) -> str:
+        """The app name the state dir keys this swap by."""
+        return self.app or self.name
 
     @classmethod
     def from_json(cls, data: dict) -> "JournalRecord":
@@ -254,9 +269,12 @@ class SwapJournal:
     def load(cls, app_dir: Path) -> "SwapJournal | None":
         path = Path(app_dir) / cls.FILE
         try:
-            return cls(app_dir, JournalRecord.from_json(json.loads(read_bytes_nofollow(path))))
+            record = JournalRecord.from_json(json.loads(read_bytes_nofollow(path)))
         except FileNotFoundError:
             return None
+        if record.app is None:  # written before the state was keyed by app: its directory is its app
+            record.app = Path(app_dir).name
+        return cls(app_dir, record)
 
     @classmethod
     def last(cls, app_dir: Path) -> dict | None:
@@ -295,7 +313,7 @@ class SwapJournal:
 
 
 def pending(state: StateDir) -> list[str]:
-    """Names of applications with an unfinished swap journal."""
+    """App names of applications with an unfinished swap journal."""
     apps = state.apps_root
     if not apps.exists():
         return []

@@ -39,7 +39,7 @@ class TargetKind(Protocol):
     def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
 
-    def plan_rollback(self, client, state: StateDir, name: str) -> Plan: ...
+    def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> Plan: ...
 
     def rollback(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> dict: ...
 
@@ -50,6 +50,11 @@ class TargetKind(Protocol):
         """A JSON-able report (client is None when the engine does not answer)."""
 
     def status_lines(self, status: dict) -> list[str]: ...
+
+    def plan_uninstall(self, client, state: StateDir, name: str, *, keep_data: bool = False) -> Plan: ...
+
+    def uninstall(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> str:
+        """Remove the application (journaled); returns where its state and final backup were kept."""
 
 
 CONTAINER = "container"

@@ -16,6 +16,7 @@ import docker
 
 from bundlecore.errors import OperatorNeeded, UpdateFailed
 from bundlecore import progress
+from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from importer.audit import audit_event, now
 from importer.state import StateDir, highest_sequence_after
@@ -23,6 +24,8 @@ from importer.swap import data, engine
 from importer.swap.generations import Generations, summary
 from importer.swap.health import HealthGate
 from importer.swap.journal import Direction, Step, SwapJournal, SwapKind
+
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
 
 # Steps run outside the forward loop (BEGIN by whoever starts the journal, COMMIT/PRUNE by
 # commit_and_finish).
@@ -67,7 +70,7 @@ class ContainerSwap:
     def commit_and_finish(self) -> dict:
         self.step(Step.COMMIT)
         self.step(Step.PRUNE)
-        record = self.state.installed(self.r.name)
+        record = self.state.installed(self.r.key)
         self.finish("installed", f"{self.r.name} {self.r.new.version} is running")
         return record
 
@@ -84,7 +87,8 @@ class ContainerSwap:
     def _write_audit(self, result: str, message: str) -> None:
         r, b = self.r, self.r.bundle or {}
         audit_event(self.state, {
-            "event": r.kind, "name": r.name, "result": result, "message": message, "started_at": r.started_at,
+            "event": r.kind, "name": r.name, "app": r.key, "result": result, "message": message,
+            "started_at": r.started_at, "logs": r.failed_logs,
             "duration_s": round(time.time() - r.t0, 3) if r.t0 else None,
             "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
             "old_version": r.old.version if r.old else None, "new_version": r.new.version,
@@ -157,7 +161,7 @@ class ContainerSwap:
         gens.save()
         b = new.bundle or {}
         record = {
-            "name": name, "version": new.version, "sequence": new.sequence,
+            "name": name, "app": self.r.key, "container": name, "version": new.version, "sequence": new.sequence,
             "highest_sequence": highest_sequence_after(self.r.installed_before, new.sequence),
             "image": new.image_ref, "image_id": new.image_id,
             "images": b.get("images") or {new.image_ref: new.image_id},
@@ -165,7 +169,7 @@ class ContainerSwap:
             "container_id": new.id, "generation": new.generation, "installed_at": t,
             "previous": [summary(i) for i in gens.previous()], "health": self.r.health,
         }
-        self.state.record_installed(name, record)
+        self.state.record_installed(self.r.key, record)
         app = (self.r.bundle or {}).get("name")
         if app and isinstance(new.sequence, int):  # the gate's anti-rollback mark, keyed by app name
             self.state.raise_sequence(app, new.sequence)
@@ -202,10 +206,10 @@ class ContainerSwap:
                 if f"generations/{d.name}" not in referenced:
                     shutil.rmtree(d, ignore_errors=True)
         if self.r.old or self.r.kind == SwapKind.ROLLBACK:
-            rec = self.state.installed(self.r.name)
+            rec = self.state.installed(self.r.key)
             if rec:
                 rec["previous"] = [summary(i) for i in gens.previous()]
-                self.state.record_installed(self.r.name, rec)
+                self.state.record_installed(self.r.key, rec)
 
     # -- undo --------------------------------------------------------------------------
     def undo(self, why: str):
@@ -290,6 +294,7 @@ class ContainerSwap:
             engine.rename(self.client, new.id, new.parked_name)
             return
         for cid in self._new_containers():
+            self._save_logs(cid)
             self.client.api.remove_container(cid, force=True, v=True)
         if self.r.kind == SwapKind.INSTALL:
             for vol in self.r.created_volumes or []:
@@ -300,6 +305,19 @@ class ContainerSwap:
                 except docker.errors.APIError as e:
                     self.out(f"  kept volume {vol}: {e.explanation or e}")
 
+    def _save_logs(self, cid: str) -> None:
+        """Keep the failed container's last log lines (shown by `bundle history`); never blocks the undo."""
+        rel = f"logs/generation-{self.r.new.generation}-{(self.r.swap_id or 'swap')[:12]}.log"
+        try:
+            raw = self.client.api.logs(cid, stdout=True, stderr=True, tail=LOG_TAIL_LINES)[-LOG_TAIL_BYTES:]
+            (self.app_dir / "logs").mkdir(mode=0o700, exist_ok=True)
+            atomic_write_bytes(self.app_dir / rel, raw)
+        except (OSError, docker.errors.APIError) as e:
+            self.out(f"  could not save the logs of {cid[:12]}: {e}")
+            return
+        self.r.failed_logs = rel
+        self.j.save()
+
     def _uncommit(self):
         """Recovery found a committed swap whose new version is not healthy: restore the records."""
         if self.r.generations_before is not None:
@@ -308,10 +326,10 @@ class ContainerSwap:
             g.save()
         before = self.r.installed_before
         if before:
-            self.state.record_installed(self.r.name, before)
+            self.state.record_installed(self.r.key, before)
         else:
             try:
-                os.unlink(self.state.installed_path(self.r.name))
+                os.unlink(self.state.installed_path(self.r.key))
             except FileNotFoundError:
                 pass
 

@@ -94,6 +94,11 @@ class SwapPlan:
     setting_changes: dict = field(default_factory=dict)  # what the new container gets differently
     prefer: Side | None = None
     masked: frozenset[str] = frozenset()  # env keys whose values are never shown (site settings)
+    app: str | None = None  # the app (state key); `name` is its target container. None: the same name
+
+    @property
+    def key(self) -> str:
+        return self.app or self.name
 
     def lines(self) -> list[str]:
         out = []
@@ -160,7 +165,8 @@ def image_ref_for(client, target_ref: str, image_id: str) -> str:
 
 def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer:
     cur = gens.current
-    rec = state.installed(engine.container_name(info)) or {}
+    app = state.app_of_container(engine.container_name(info))
+    rec = (state.installed(app) if app else None) or {}
     mine = cur if cur and cur.get("container_id") == info["Id"] else {}
     return CurrentContainer(
         id=info["Id"], image_id=info["Image"], image_ref=info["Config"].get("Image"),
@@ -170,10 +176,11 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
 
 
 def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None,
-              prefer: Side | None = None, masked: frozenset[str] = frozenset()) -> SwapPlan:
+              prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
     whose run settings conflict (importer.swap.merge) is refused here, before anything is loaded."""
     name = target["name"]
+    app = app or name
     ping(client)
     # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
     # not be in the engine yet; run_swap resolves it again.
@@ -184,11 +191,11 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
     if not old:
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
-                        health=_describe_health(target, hc, loaded))
-    current = _current(state, old, Generations(state.app_dir(name)))
+                        health=_describe_health(target, hc, loaded), app=app)
+    current = _current(state, old, Generations(state.app_dir(app)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
     plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
-                    new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked)
+                    new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app)
     _fill_mounts(client, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = engine.image_or_none(client, old["Image"]) or {}
@@ -204,7 +211,7 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
 def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -> None:
     """base: the run settings recorded when the current generation was installed (None for a
     container bundle never installed); theirs: the new target's; ours: the running container."""
-    recorded = (Generations(state.app_dir(plan.name)).current or {}).get("bundle") or {}
+    recorded = (Generations(state.app_dir(plan.key)).current or {}).get("bundle") or {}
     base = settings_of_run(recorded["run"]) if "run" in recorded else None
     theirs = settings_of_run(plan.target.get("run"))
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
@@ -216,15 +223,22 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     plan.setting_changes = plan.settings.changes(ours)
 
 
-def plan_rollback(client, state: StateDir, name: str) -> SwapPlan:
-    """Describe putting the previous generation of `name` back (its container and its data)."""
+def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> SwapPlan:
+    """Describe putting a kept generation of app `app` back (its container and its data): generation
+    `to`, or the most recently displaced one."""
     ping(client)
-    app_dir = state.app_dir(name)
+    app_dir = state.app_dir(app)
+    name = state.container_of(app)
     gens = Generations(app_dir)
     prev = gens.previous()
     if not prev:
-        raise UsageProblem(f"no previous generation of {name} is kept: nothing to roll back to")
-    target_item = prev[0]
+        raise UsageProblem(f"no previous generation of {app} is kept: nothing to roll back to")
+    target_item = prev[0] if to is None else next((i for i in prev if i["generation"] == to), None)
+    if target_item is None:
+        cur = (gens.current or {}).get("generation")
+        why = "it is the installed one" if to == cur else "it is not kept"
+        raise UsageProblem(f"cannot roll {app} back to generation {to}: {why} "
+                           f"(kept: {', '.join(str(i['generation']) for i in prev)})")
     if not engine.inspect(client, target_item["container_id"]):
         raise EnvironmentProblem(f"the previous container of {name} ({target_item['parked_name']}) is gone")
     manifest = data.load_backup(app_dir / target_item["backup_dir"]) if target_item.get("backup_dir") else None
@@ -233,10 +247,10 @@ def plan_rollback(client, state: StateDir, name: str) -> SwapPlan:
     cur = engine.inspect_named(client, name)
     if not cur:
         raise EnvironmentProblem(f"no container named {name} is installed")
-    health = (state.installed(name) or {}).get("health")
+    health = (state.installed(app) or {}).get("health")
     plan = SwapPlan(PlanKind.ROLLBACK, name, {"name": name, "health": health}, target_item["image_id"],
                     target_item.get("image_ref") or target_item["image_id"], target_item.get("version"),
-                    old=_current(state, cur, gens), rollback_to=target_item)
+                    old=_current(state, cur, gens), rollback_to=target_item, app=app)
     _fill_mounts(client, plan, cur)
     info = engine.inspect(client, target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
@@ -277,7 +291,7 @@ def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[s
     """Checks made before anything is stopped; returns the image used to restore data (None when
     no data can need restoring)."""
     ping(client)
-    if SwapJournal.load(state.app_dir(plan.name)):
+    if SwapJournal.load(state.app_dir(plan.key)):
         raise EnvironmentProblem(f"an interrupted swap of {plan.name} is pending: run `bundle recover` first")
     for blocker in plan.blockers:
         raise EnvironmentProblem(blocker.refusal(plan.name))

@@ -51,14 +51,14 @@ def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *
            keep: int, helper: str | None, new: IncomingContainer, old: DisplacedContainer | None,
            preexisting: PreexistingData | None = None, created_volumes: list[str] | None = None) -> SwapJournal:
     """Write the journal's first step; from here on a crash is recovered from the journal."""
-    app_dir = state.ensure_app_dir(plan.name)
+    app_dir = state.ensure_app_dir(plan.key)
     if new.create is not None:  # the container this swap creates says so: recovery removes only that one
         new.create["config"].setdefault("Labels", {}).update(_owner(state, swap_id).labels())
     record = JournalRecord(
         kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.target.get("health"),
-        bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.name),
+        bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.key),
         generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes,
-        swap_id=swap_id)
+        swap_id=swap_id, app=plan.app)
     j = SwapJournal.start(app_dir, record)
     gens.save()  # the allocated generation numbers are never reused
     j.mark(Step.BEGIN, "started")
@@ -82,7 +82,7 @@ def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int
 def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: str, keep: int, out) -> dict:
     helper = preflight(client, state, plan, [plan.old.image_id, plan.new_image_id] if plan.old else [plan.new_image_id])
     plan.new_image_ref = image_ref_for(client, plan.target.get("image", ""), plan.new_image_id)
-    gens = Generations(state.app_dir(plan.name))
+    gens = Generations(state.app_dir(plan.key))
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
         version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
@@ -118,17 +118,17 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
 
 
 def _record_unchanged(state: StateDir, plan: SwapPlan, bundle: dict) -> dict:
-    rec = state.installed(plan.name) or {}
-    rec.update({"name": plan.name, "version": bundle.get("version") or rec.get("version"),
+    rec = state.installed(plan.key) or {}
+    rec.update({"name": plan.name, "app": plan.key, "container": plan.name, "version": bundle.get("version") or rec.get("version"),
                 "sequence": bundle.get("sequence", rec.get("sequence")),
                 "highest_sequence": highest_sequence_after(rec, bundle.get("sequence")),
                 "image_id": plan.new_image_id, "image": plan.new_image_ref, "container_id": plan.old.id,
                 "images": bundle.get("images") or rec.get("images"), "bundle_sha256": bundle.get("sha256"),
                 "signers": bundle.get("signers")})
-    state.record_installed(plan.name, rec)
+    state.record_installed(plan.key, rec)
     if bundle.get("name") and isinstance(bundle.get("sequence"), int):
         state.raise_sequence(bundle["name"], bundle["sequence"])
-    audit_event(state, {"event": "upgrade", "name": plan.name, "result": "unchanged",
+    audit_event(state, {"event": "upgrade", "name": plan.name, "app": plan.key, "result": "unchanged",
                         "bundle_sha256": bundle.get("sha256"), "signers": bundle.get("signers"),
                         "old_version": plan.old.version, "new_version": bundle.get("version"), "duration_s": 0})
     return rec
@@ -148,13 +148,13 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
               out) -> dict:
     target_item = plan.rollback_to
     helper = preflight(client, state, plan, [plan.old.image_id, target_item["image_id"]])
-    bdir = state.app_dir(plan.name) / target_item["backup_dir"]
+    bdir = state.app_dir(plan.key) / target_item["backup_dir"]
     data.verify_backup(bdir, data.load_backup(bdir))
     if helper is None:
         helper = data.find_helper_image(client, [plan.old.image_id, target_item["image_id"]])
     if health is not None:
         plan.target["health"] = health
-    gens = Generations(state.app_dir(plan.name))
+    gens = Generations(state.app_dir(plan.key))
     cur_info = client.api.inspect_container(plan.old.id)
     cur = gens.current
     old_gen = cur["generation"] if cur and cur.get("container_id") == cur_info["Id"] else gens.allocate()
@@ -172,7 +172,7 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
 
 
 def recover(client, state: StateDir, name: str, out=print) -> list[str]:
-    """Finish or undo the interrupted swap of `name`; returns the line(s) to report.
+    """Finish or undo the interrupted swap of app `name`; returns the line(s) to report.
 
     Before the commit step, the swap is undone (old version back with its data restored if the
     new side may have run); after it, it is finished (the new version passed its gate), unless the
@@ -181,6 +181,9 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     if j is None:
         return []
     ping(client)
+    if j.record.kind == SwapKind.UNINSTALL:
+        from importer.swap import uninstall
+        return uninstall.recover(client, state, name, j, out)
     check_journal_matches_engine(client, state, name, j.record)
     with data.helpers_owned_by(_owner(state, j.record.swap_id)):
         return _recover(client, state, name, j, out)
@@ -215,8 +218,9 @@ def check_journal_matches_engine(client, state: StateDir, name: str, r: JournalR
     def refuse(why: str):
         raise OperatorNeeded(f"the swap journal of {name} does not match the engine: {why}; nothing was changed")
 
-    if r.name != name:
-        refuse(f"it is the journal of {r.name!r}")
+    if r.key != name:
+        refuse(f"it is the journal of {r.key!r}")
+    name = r.name  # from here on: the container
     if not r.swap_id:
         refuse("it carries no swap id (written by an older bundle); finish the swap by hand")
     owner = _owner(state, r.swap_id).labels()

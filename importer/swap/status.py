@@ -1,41 +1,70 @@
-"""`bundle status`: what is installed, which generations are kept, how the last swap ended, and
-what the engine says now (when it answers)."""
+"""`bundle status` and `bundle list`: what is installed, which generations are kept, how the last
+swap ended, what the engine says now (when it answers), and the one verdict monitoring reads
+(bundlecore.errors.AppState: running its installed image, healthy, else why not)."""
 
 from __future__ import annotations
 
-from importer.state import StateDir
+from bundlecore.errors import AppState
+from importer.state import StateDir, container_of
 from importer.swap import engine
 from importer.swap.generations import Generations, summary
 from importer.swap.journal import SwapJournal
+
+HEALTHY = (None, "healthy")  # Docker's health status of a container without HEALTHCHECK is None
 
 
 def app_status(client, state: StateDir, name: str) -> dict:
     """Installed version, kept generations, last swap result and the live container (client may be None)."""
     app_dir = state.app_dir(name)
     last = SwapJournal.last(app_dir)
+    installed = state.installed(name)
+    container = container_of(name, installed)
     live = None
     if client is not None:
-        info = engine.inspect_named(client, name)
+        info = engine.inspect_named(client, container)
         if info:
             st = info["State"]
             live = {"id": info["Id"][:12], "image_id": info["Image"], "status": st.get("Status"),
-                    "health": (st.get("Health") or {}).get("Status")}
-    return {
+                    "health": (st.get("Health") or {}).get("Status"), "restarting": bool(st.get("Restarting"))}
+    result = {
         "name": name,
-        "installed": state.installed(name),
+        "container_name": container,
+        "installed": installed,
         "container": live,
         "previous": [summary(i) for i in Generations(app_dir).previous()],
         "pending_swap": (app_dir / SwapJournal.FILE).exists(),
         "last_swap": ({k: last.get(k) for k in ("kind", "result", "message", "started_at", "finished_at")}
                       if last else None),
     }
+    verdict = app_state(result, engine_answers=client is not None)
+    result["state"], result["exit_code"] = verdict.label, int(verdict)
+    return result
+
+
+def app_state(st: dict, *, engine_answers: bool) -> AppState:
+    """The one verdict on an app_status report (pure: table-tested)."""
+    rec = st.get("installed")
+    if not rec:
+        return AppState.NOT_INSTALLED
+    if not engine_answers:
+        return AppState.ENGINE_UNREACHABLE
+    live = st.get("container")
+    if (not live or live.get("status") != "running" or live.get("restarting")
+            or live.get("health") not in HEALTHY or live.get("image_id") != rec.get("image_id")):
+        return AppState.INACTIVE
+    return AppState.ACTIVE
+
+
+def overall(states: list[AppState]) -> AppState:
+    """The exit code of several apps: the engine being down first, then the worst app."""
+    if not states:
+        return AppState.NOT_INSTALLED
+    order = (AppState.ENGINE_UNREACHABLE, AppState.NOT_INSTALLED, AppState.INACTIVE)
+    return next((s for s in order if s in states), AppState.ACTIVE)
 
 
 def known_apps(state: StateDir) -> list[str]:
-    names = set()
-    d = state.root / "installed"
-    if d.exists():
-        names |= {p.stem for p in d.glob("*.json")}
+    names = set(state.installed_apps())
     if state.apps_root.exists():
         names |= {p.name for p in state.apps_root.iterdir() if p.is_dir()}
     return sorted(names)
@@ -45,14 +74,16 @@ def status_lines(st: dict) -> list[str]:
     """Human lines for one application's status (see app_status)."""
     rec = st.get("installed") or {}
     out = [f"{st['name']}: " + (f"{rec.get('version')} (sequence {rec.get('sequence')}, generation "
-                                f"{rec.get('generation')}, installed {rec.get('installed_at')})" if rec else "not installed")]
+                                f"{rec.get('generation')}, installed {rec.get('installed_at')})" if rec else "not installed")
+           + f" [{st.get('state')}]"]
     live = st.get("container")
+    cname = st.get("container_name") or st["name"]
     if live:
         health = f", health {live['health']}" if live.get("health") else ""
         mismatch = "" if not rec or live["image_id"] == rec.get("image_id") else " (NOT the installed image)"
-        out.append(f"  container {live['id']}: {live['status']}{health}{mismatch}")
-    elif rec:
-        out.append("  container: missing")
+        out.append(f"  container {cname} {live['id']}: {live['status']}{health}{mismatch}")
+    elif rec and st.get("state") != AppState.ENGINE_UNREACHABLE.label:
+        out.append(f"  container {cname}: missing")
     if rec.get("highest_sequence") is not None:
         out.append(f"  highest sequence ever installed: {rec['highest_sequence']}")
     for p in st.get("previous") or []:
@@ -64,3 +95,12 @@ def status_lines(st: dict) -> list[str]:
     if st.get("pending_swap"):
         out.append("  an interrupted swap is pending: run `bundle recover`")
     return out
+
+
+def list_row(st: dict) -> dict:
+    """One app of `bundle list` (from an app_status report)."""
+    rec, live = st.get("installed") or {}, st.get("container") or {}
+    return {"name": st["name"], "version": rec.get("version"), "sequence": rec.get("sequence"),
+            "generation": rec.get("generation"), "container": st.get("container_name"),
+            "status": live.get("status"), "health": live.get("health"), "state": st.get("state"),
+            "previous": [p["generation"] for p in st.get("previous") or []]}

@@ -28,7 +28,8 @@ def test_global_flags_are_hoisted_from_anywhere(argv, expected):
     ("rollbak", " (did you mean 'rollback'?)"),
     ("statsu", " (did you mean 'status'?)"),
     ("zzz", ""),
-    ("install", ""),
+    ("install", ""),        # never "uninstall": a typo must not lead to removing an app
+    ("uninstal", ""),
 ])
 def test_a_mistyped_verb_gets_the_closest_known_one(typed, hint):
     assert suggestion(typed, COMMANDS) == hint

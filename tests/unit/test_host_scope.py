@@ -47,19 +47,18 @@ def state(tmp_path) -> StateDir:
     return StateDir(tmp_path / "state").ensure()
 
 
-@pytest.mark.parametrize("record, owner, why", [
+@pytest.mark.parametrize("owner, record, why", [
     (None, None, "not installed by bundle"),
-    ({"container_id": "other"}, "seq", "not installed by bundle"),          # recreated by hand since
-    ({"container_id": "live"}, None, "installed by bundle for an app it did not record"),
-    ({"container_id": "live"}, "other-app", "installed by bundle for app other-app"),
-    ({"container_id": "live"}, "seq", None),
+    ("seq", {"container": "seqc", "container_id": "other"}, "not installed by bundle"),  # recreated by hand
+    ("seq", {"container": "elsewhere", "container_id": "live"}, "not installed by bundle"),  # another container
+    ("other-app", {"container": "seqc", "container_id": "live"}, "installed by bundle for app other-app"),
+    ("seq", {"container": "seqc", "container_id": "live"}, None),
 ])
-def test_a_container_is_the_apps_only_when_bundle_installed_it_for_that_app(state, record, owner, why):
+def test_a_container_is_the_apps_only_when_that_apps_installed_record_names_it(state, owner, record, why):
     if record:
-        state.record_installed("seqc", record)
-    if owner:
-        ownership.record_owner(state, "seqc", owner)
-    assert ownership._not_owned(state, "seq", "seqc", state.installed("seqc"), "live") == why
+        state.record_installed(owner, record)
+    found = state.app_of_container("seqc")
+    assert ownership._not_owned("seq", found, state.installed(found) if found else None, "live") == why
 
 
 def test_the_plan_names_the_adoption_and_every_tag_move():

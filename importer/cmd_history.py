@@ -1,0 +1,65 @@
+"""`bundle history NAME`: every install, upgrade, rollback, recovery and uninstall of an app, from
+the audit log (importer.audit), with the failed containers' saved logs."""
+
+import json
+
+import click
+
+from bundlecore.text import say
+from importer.options import json_option, state_dir_option
+from importer.state import StateDir
+
+SHOWN_LOG_LINES = 20
+
+
+@click.command("history")
+@click.argument("name")
+@state_dir_option
+@json_option
+def history(name, state_dir, as_json):
+    """Show every install, upgrade, rollback and uninstall of NAME with its bundle, signers and result."""
+    from importer.audit import events_of
+    state = StateDir(state_dir)
+    events = events_of(state, name, state.container_of(name))
+    for ev in events:
+        if ev.get("logs"):
+            ev["logs_path"] = str(_saved_logs(state, name, ev["logs"]))
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+        return
+    if not events:
+        say(f"no history of {name} in {state.root / 'audit.log'}")
+    for ev in events:
+        say(event_line(ev))
+        if ev.get("logs_path"):
+            say(f"  logs of the failed container: {ev['logs_path']}")
+            for line in _tail(ev["logs_path"]):
+                say(f"    {line}")
+
+
+def event_line(ev: dict) -> str:
+    """One audit event as a line: when, what, result, versions, bundle sha256 and signers."""
+    old, new = ev.get("old_version"), ev.get("new_version") or ev.get("version")
+    versions = f"{old} -> {new}" if old and new else (old or new or "")
+    sha = ev.get("bundle_sha256") or ev.get("sha256")
+    parts = [ev.get("at") or ev.get("started") or "?", ev.get("event") or "?", versions,
+             f"result: {ev.get('result')}", f"bundle sha256 {sha[:16]}…" if sha else "",
+             f"signed by {', '.join(ev['signers'])}" if ev.get("signers") else "", f"by {ev.get('user')}"]
+    return "  ".join(p for p in parts if p)
+
+
+def _saved_logs(state: StateDir, name: str, rel: str):
+    """Where a saved log is now: the app's dir, or (after `uninstall`) the dir it was moved to."""
+    here = state.app_dir(name) / rel
+    if here.exists():
+        return here
+    moved = sorted((state.root / "removed").glob(f"{name}-*/{rel}"))
+    return moved[-1] if moved else here
+
+
+def _tail(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").splitlines()[-SHOWN_LOG_LINES:]
+    except OSError:
+        return ["(the saved logs are gone)"]

@@ -1,0 +1,287 @@
+"""`bundle uninstall`: an application's container (and the generations kept parked) removed, its
+named volumes kept or removed after a final backup, its state moved aside -- journaled like a swap.
+
+Steps (importer.swap.journal.UNINSTALL_STEPS): BEGIN, STOP_OLD, BACKUP, REMOVE_OLD,
+REMOVE_VOLUMES, CLEAR_STATE. The complete final backup is the point of no return: a crash or an
+error before it is undone (the container gets its restart policy back and runs again if it ran;
+nothing else was touched); after it, `bundle recover` finishes what the operator confirmed, since
+the data is safe in the backup.
+
+Rules: only the container the installed record names, with the ID it records, is removed (one
+replaced by hand is refused: check `ownership`); a parked generation only if it still has its
+parked name; host directories (bind mounts) are backed up but never removed; a named volume that
+another container also uses is kept. Nothing is deleted from the state dir: apps/<app>/ (with the
+final backup and the saved logs) is renamed to removed/<app>-<time>/. The anti-rollback mark
+(sequences/<app>.json) stays, so uninstalling does not make an old bundle installable again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import docker
+
+from bundlecore.docker_engine import ping
+from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
+from bundlecore.progress import human
+from bundlecore.refusals import OwnershipRefused
+from importer.audit import audit_event
+from importer.state import StateDir, container_of
+from importer.swap import data, engine
+from importer.swap.generations import Generations
+from importer.swap.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
+                                   SwapKind)
+
+FINAL_BACKUP = "final-backup"
+
+
+@dataclass
+class UninstallPlan:
+    """What `bundle uninstall` will do; `lines()` is what the operator confirms."""
+
+    app: str
+    container: str
+    record: dict
+    info: dict | None                     # the live container (None: already gone)
+    keep_data: bool
+    volumes: list[str] = field(default_factory=list)       # named volumes removed (unless keep_data)
+    shared: list[str] = field(default_factory=list)        # named volumes other containers use: kept
+    binds: list[str] = field(default_factory=list)         # host directories: backed up, never removed
+    parked: list[dict] = field(default_factory=list)       # {"id", "name"} of kept generations
+    backup_estimate: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"uninstall {self.app} {self.record.get('version')} (generation {self.record.get('generation')})"]
+        if self.info is None:
+            out.append(f"  container {self.container}: already gone; only the state is cleared")
+        else:
+            out.append(f"  stop and remove container {self.container} ({self.info['Id'][:12]})")
+            out.append(f"  final backup of its data first (about {human(self.backup_estimate)}), kept in the state dir")
+        for p in self.parked:
+            out.append(f"  remove kept generation {p['name']} ({p['id'][:12]})")
+        for v in self.volumes:
+            out.append(f"  {'keep' if self.keep_data else 'remove'} volume {v}")
+        for v in self.shared:
+            out.append(f"  keep volume {v} (other containers use it)")
+        for b in self.binds:
+            out.append(f"  keep host directory {b} (never removed)")
+        out.append("  move the state of the app to removed/ (the anti-rollback mark stays)")
+        return out
+
+
+def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False) -> UninstallPlan:
+    """Describe the uninstall of `app`; changes nothing."""
+    ping(client)
+    rec = state.installed(app)
+    if not rec:
+        raise UsageProblem(f"{app} is not installed (see `bundle list`)")
+    container = container_of(app, rec)
+    info = engine.inspect_named(client, container)
+    if info is not None and info["Id"] != rec.get("container_id"):
+        raise OwnershipRefused(f"container {container} ({info['Id'][:12]}) is not the one bundle installed for "
+                               f"{app} ({str(rec.get('container_id'))[:12]}); it is not removed")
+    plan = UninstallPlan(app, container, rec, info, keep_data)
+    for item in Generations(state.app_dir(app)).previous():
+        parked = engine.inspect(client, item["container_id"])
+        if parked and engine.container_name(parked) == item["parked_name"]:
+            plan.parked.append({"id": parked["Id"], "name": item["parked_name"]})
+    if info is None:
+        return plan
+    mounts = data.backed_up_mounts(info)
+    plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts))
+    ours = {info["Id"]} | {p["id"] for p in plan.parked}
+    for m in mounts:
+        if m["type"] == "bind":
+            plan.binds.append(m["source"])
+        elif m.get("name"):
+            users = {c["Id"] for c in client.api.containers(all=True, filters={"volume": m["name"]})}
+            (plan.shared if users - ours else plan.volumes).append(m["name"])
+    return plan
+
+
+def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str:
+    """Run the plan; returns where the app's state (with the final backup) was moved."""
+    if SwapJournal.load(state.app_dir(plan.app)):
+        raise EnvironmentProblem(f"an interrupted swap of {plan.app} is pending: run `bundle recover` first")
+    info = plan.info
+    if info is not None and (engine.inspect(client, info["Id"]) or {}).get("Id") != info["Id"]:
+        raise EnvironmentProblem(f"container {plan.container} changed since the plan was made; plan again")
+    old = None
+    if info is not None:
+        rp = info["HostConfig"].get("RestartPolicy") or {"Name": "no"}
+        old = DisplacedContainer(
+            id=info["Id"], generation=plan.record.get("generation") or 0, parked_name=plan.container,
+            image_id=info["Image"], image_ref=info["Config"].get("Image"), version=plan.record.get("version"),
+            sequence=plan.record.get("sequence"), was_running=bool(info["State"].get("Running")),
+            restart_policy=rp, mounts=data.backed_up_mounts(info), backup_dir=FINAL_BACKUP)
+    swap_id = uuid.uuid4().hex
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + swap_id[:8]  # unique even within a second
+    record = JournalRecord(
+        kind=SwapKind.UNINSTALL, name=plan.container, app=plan.app, steps=UNINSTALL_STEPS, keep=0, health=None,
+        bundle={"sha256": plan.record.get("bundle_sha256"), "signers": plan.record.get("signers")},
+        helper_image=None, t0=time.time(), installed_before=plan.record, generations_before={}, old=old,
+        swap_id=swap_id,
+        uninstall={"keep_data": plan.keep_data, "volumes": plan.volumes, "parked": plan.parked,
+                   "removed_to": f"removed/{plan.app}-{stamp}"})
+    j = SwapJournal.start(state.ensure_app_dir(plan.app), record)
+    j.mark(Step.BEGIN, "started")
+    j.mark(Step.BEGIN, "done")
+    return Uninstall(client, state, j, out).run_forward()
+
+
+class Uninstall:
+    """Runs (or, after a crash, finishes or undoes) one journaled uninstall."""
+
+    def __init__(self, client, state: StateDir, journal: SwapJournal, out=print):
+        self.client, self.state, self.j, self.r, self.out = client, state, journal, journal.record, out
+
+    def step(self, step: Step) -> None:
+        self.j.mark(step, "started")
+        _ACTIONS[step](self)
+        self.j.mark(step, "done")
+
+    @property
+    def removed_to(self):
+        return self.state.root / self.r.uninstall["removed_to"]
+
+    def run_forward(self) -> str:
+        try:
+            for s in self.r.steps:
+                if not self.j.reached(s, "done"):
+                    self.step(s)
+        except (Exception, KeyboardInterrupt) as e:
+            why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            if not self.j.reached(Step.BACKUP, "done"):
+                self.undo(f"the uninstall of {self.r.key} stopped at step {self.r.step}: {why}")
+            raise OperatorNeeded(f"the uninstall of {self.r.key} stopped at step {self.r.step} after its final "
+                                 f"backup: {why}; `bundle recover` finishes it") from e
+        where = str(self.removed_to)
+        self._finish("uninstalled", f"{self.r.key} was uninstalled; its final backup and records are in {where}")
+        return where
+
+    def _finish(self, result: str, message: str) -> None:
+        self.j.finish(result, message)
+        r = self.r
+        try:
+            audit_event(self.state, {
+                "event": "uninstall", "name": r.name, "app": r.key, "result": result, "message": message,
+                "started_at": r.started_at, "duration_s": round(time.time() - r.t0, 3),
+                "bundle_sha256": (r.bundle or {}).get("sha256"), "signers": (r.bundle or {}).get("signers"),
+                "old_version": (r.installed_before or {}).get("version"), "new_version": None,
+                "keep_data": r.uninstall["keep_data"], "steps": [h["step"] + ":" + h["phase"] for h in r.history]})
+        except OSError as e:
+            self.out(f"  could not write the audit log: {e.strerror or e}")
+
+    # -- forward steps -------------------------------------------------------------------------
+    def stop_old(self):
+        if self.r.old and engine.inspect(self.client, self.r.old.id):
+            engine.stop(self.client, self.r.old.id)
+            engine.set_restart_policy(self.client, self.r.old.id, {"Name": "no"})
+
+    def backup(self):
+        old = self.r.old
+        if old is None:
+            return
+        bdir = self.j.app_dir / old.backup_dir
+        manifest = data.backup_mounts(self.client, old.id, old.mounts, bdir)
+        self.out(f"  final backup: {len(manifest['mounts'])} mount(s) of {self.r.key} in {bdir}")
+
+    def remove_old(self):
+        keep = self.r.uninstall["keep_data"]
+        for p in self.r.uninstall["parked"]:
+            info = engine.inspect(self.client, p["id"])
+            if info and info["Id"] == p["id"] and engine.container_name(info) == p["name"]:
+                self.client.api.remove_container(p["id"], force=True, v=not keep)
+        if self.r.old and engine.inspect(self.client, self.r.old.id):
+            self.client.api.remove_container(self.r.old.id, force=True, v=not keep)  # v: anonymous volumes only
+
+    def remove_volumes(self):
+        if self.r.uninstall["keep_data"]:
+            return
+        for vol in self.r.uninstall["volumes"]:
+            try:
+                self.client.api.remove_volume(vol)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:  # in use by a container started since: keep it
+                self.out(f"  kept volume {vol}: {e.explanation or e}")
+
+    def clear_state(self):
+        try:
+            os.unlink(self.state.installed_path(self.r.key))
+        except FileNotFoundError:
+            pass
+        dest = self.removed_to
+        if self.j.app_dir.exists() and not dest.exists():
+            dest.parent.mkdir(mode=0o700, exist_ok=True)
+            os.rename(self.j.app_dir, dest)
+        self.j.app_dir = dest
+
+    # -- undo (before the final backup was complete) -------------------------------------------
+    def undo(self, why: str):
+        """Put the container back as it was (restart policy, running); raise EnvironmentProblem
+        (nothing changed) or OperatorNeeded."""
+        self.r.direction = Direction.UNDO
+        self.r.failure = why
+        self.j.save()
+        try:
+            self.step(Step.START_OLD)
+        except Exception as e:
+            detail = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            raise OperatorNeeded(f"{why}; putting {self.r.name} back failed: {detail}; nothing was deleted, "
+                                 f"see {self.j.app_dir / SwapJournal.FILE}") from e
+        self._finish("not uninstalled", f"{why}; nothing was removed")
+        raise EnvironmentProblem(f"{why}; nothing was removed, {self.r.name} is as it was")
+
+    def start_old(self):
+        old = self.r.old
+        if old is None:
+            return
+        if not engine.inspect(self.client, old.id):
+            raise OperatorNeeded(f"the container {old.id[:12]} of {self.r.key} is gone")
+        engine.set_restart_policy(self.client, old.id, old.restart_policy or {"Name": "no"})
+        if old.was_running:
+            self.client.api.start(old.id)
+
+
+_ACTIONS = {
+    Step.BEGIN: lambda m: None,
+    Step.STOP_OLD: Uninstall.stop_old,
+    Step.BACKUP: Uninstall.backup,
+    Step.REMOVE_OLD: Uninstall.remove_old,
+    Step.REMOVE_VOLUMES: Uninstall.remove_volumes,
+    Step.CLEAR_STATE: Uninstall.clear_state,
+    Step.START_OLD: Uninstall.start_old,
+}
+
+
+def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> list[str]:
+    """Finish (final backup complete) or undo an interrupted uninstall, once the engine matches the journal."""
+    r = j.record
+    if r.key != app:
+        raise OperatorNeeded(f"the uninstall journal of {app} is the journal of {r.key!r}; nothing was changed")
+    if r.old is not None:
+        info = engine.inspect(client, r.old.id)
+        if info is None and not j.reached(Step.REMOVE_OLD):
+            raise OperatorNeeded(f"the container {r.old.id[:12]} of {app} disappeared before the uninstall removed "
+                                 f"it; nothing was changed")
+        if info is not None and (info["Id"] != r.old.id or engine.container_name(info) != r.name):
+            raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: container "
+                                 f"{r.old.id[:12]} is not {r.name}; nothing was changed")
+        foreign = set(r.uninstall["volumes"]) - {m.get("name") for m in (data.backed_up_mounts(info) if info else [])}
+        if info is not None and foreign:
+            raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: volume(s) "
+                                 f"{', '.join(sorted(foreign))} are not mounted by {r.name}; nothing was changed")
+    m = Uninstall(client, state, j, out)
+    out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
+    if r.direction == Direction.FORWARD and j.reached(Step.BACKUP, "done"):
+        where = m.run_forward()
+        return [f"{app}: finished the interrupted uninstall; its final backup is in {where}"]
+    try:
+        m.undo(f"the uninstall of {app} was interrupted at {r.step}:{r.phase}")
+    except EnvironmentProblem:
+        return [f"{app}: undid the interrupted uninstall; {r.name} is as it was"]
+    return []
