@@ -1,7 +1,8 @@
 """Errors a user can cause, each mapped to the exit code every command shares.
 
 0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
-4 update failed and rolled back; 5 rollback failed, operator needed.
+4 update failed and the previous version runs again; 5 rollback failed, operator needed;
+6 a first install failed and was undone (nothing was there before, nothing is installed now).
 """
 
 
@@ -52,3 +53,11 @@ class OperatorNeeded(BundleError):
 
     exit_code = 5
     prefix = "operator needed"
+
+
+class InstallUndone(BundleError):
+    """A first install failed and was undone: no container, the volumes it created removed, data
+    that was there before put back. Not exit 4: no previous version exists to be running again."""
+
+    exit_code = 6
+    prefix = "install failed"
