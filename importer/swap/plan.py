@@ -364,7 +364,7 @@ def _in_use_here(p: HostPort) -> bool:
 def host_problems(client, body: dict, replaced: str | None) -> list[str]:
     """One line per thing the host lacks for creating this container (see the module docstring)."""
     hc = body["config"].get("HostConfig") or {}
-    local = client.api.base_url.startswith("http+docker://")  # a unix socket: the engine is on this host
+    local = client.api.base_url == "http+docker://localhost"  # a unix socket: the engine is on this host
     problems = []
     kept = []
     if replaced:
