@@ -2,7 +2,8 @@
 
 0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
 4 update failed and the previous version runs again; 5 rollback failed, operator needed;
-6 a first install failed and was undone (nothing was there before, nothing is installed now).
+9 a first install failed and was undone (nothing was there before, nothing is installed now;
+numbered after 6-8, which `bundle status` uses for its own states, so no code means two things).
 """
 
 
@@ -59,5 +60,5 @@ class InstallUndone(BundleError):
     """A first install failed and was undone: no container, the volumes it created removed, data
     that was there before put back. Not exit 4: no previous version exists to be running again."""
 
-    exit_code = 6
+    exit_code = 9
     prefix = "install failed"

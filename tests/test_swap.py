@@ -76,7 +76,7 @@ def test_first_install_creates_the_container_from_the_run_spec(docker_client, sw
 def test_failed_first_install_leaves_nothing_behind(docker_client, swap_env, demo_images):
     with pytest.raises(InstallUndone, match="nothing was installed") as e:
         install(docker_client, swap_env, demo_images["v3"], 1)
-    assert e.value.exit_code == 6
+    assert e.value.exit_code == 9
     assert containers_named(docker_client, swap_env["name"]) == []
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_volume(swap_env["volume"])  # it created the volume, so it removed it
@@ -95,7 +95,7 @@ def test_failed_first_install_puts_back_data_that_was_already_there(docker_clien
     api.remove_container(seeder, force=True, v=True)
     with pytest.raises(InstallUndone, match="nothing was installed") as e:
         install(docker_client, swap_env, demo_images["v3"], 1)
-    assert e.value.exit_code == 6
+    assert e.value.exit_code == 9
     assert containers_named(docker_client, swap_env["name"]) == []
     probe = api.create_container_from_config({"Image": demo_images["v1"]["ref"], "Cmd": ["true"],
                                               "HostConfig": {"Binds": [f"{swap_env['volume']}:/data"]}},

@@ -1,7 +1,7 @@
 """Issue 9, the operator's lifecycle (undo/recovery and preflight): the previous version is judged
 by its own health settings, an undo resumes where it stopped and never restores a second time over
 data written since, a host that cannot run the container is refused before anything is loaded or
-stopped, and a failed first install has its own outcome (exit 6), not "the previous version runs
+stopped, and a failed first install has its own outcome (exit 9), not "the previous version runs
 again" (exit 4). Real engine, real containers, real bundles."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_data_written_after_an_exit_5_survives_every_later_recover_rollback_and_
 
 # -- a failed first install --------------------------------------------------------------------
 
-def test_a_failed_first_install_is_exit_6_and_leaves_only_what_was_there(docker_client, swap_env, demo_images, tmp_path):
+def test_a_failed_first_install_is_exit_9_and_leaves_only_what_was_there(docker_client, swap_env, demo_images, tmp_path):
     host_dir = tmp_path / "existing"
     host_dir.mkdir()
     (host_dir / "keep.txt").write_text("from before the install\n")
@@ -123,7 +123,7 @@ def test_a_failed_first_install_is_exit_6_and_leaves_only_what_was_there(docker_
                         run_extra={"volumes": [f"{swap_env['volume']}:/data", f"{host_dir}:/existing"]})
     with pytest.raises(InstallUndone) as e:
         _swap(docker_client, swap_env, demo_images["v3"], 1, target)
-    assert e.value.exit_code == 6 and e.value.line().startswith("install failed: ")
+    assert e.value.exit_code == 9 and e.value.line().startswith("install failed: ")
     assert "nothing was installed" in e.value.line() and "running again" not in e.value.line()
     assert containers_named(docker_client, swap_env["name"]) == []
     with pytest.raises(docker.errors.NotFound):
