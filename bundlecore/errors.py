@@ -1,10 +1,12 @@
 """Errors a user can cause, each mapped to the exit code every command shares.
 
 0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
-4 update failed and rolled back; 5 rollback failed, operator needed.
+4 update failed and the previous version runs again; 5 rollback failed, operator needed;
+9 a first install failed and was undone (nothing was there before, nothing is installed now).
 
-`bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState), numbered
-above the contract so that a monitoring script never mistakes one for a refusal or a rollback.
+`bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState, 6-8), numbered
+above the contract so that a monitoring script never mistakes one for a refusal or a rollback;
+9 comes after them so that no code means two things.
 """
 
 from enum import IntEnum
@@ -71,3 +73,11 @@ class OperatorNeeded(BundleError):
 
     exit_code = 5
     prefix = "operator needed"
+
+
+class InstallUndone(BundleError):
+    """A first install failed and was undone: no container, the volumes it created removed, data
+    that was there before put back. Not exit 4: no previous version exists to be running again."""
+
+    exit_code = 9
+    prefix = "install failed"

@@ -9,7 +9,7 @@ import random
 import docker
 import pytest
 
-from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
+from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from importer.swap import data as swap_data
 from importer.swap.data import STATE_LABEL, SWAP_LABEL
 from importer.swap.journal import pending
@@ -17,7 +17,7 @@ from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from importer.swap.status import app_status
 from tests.conftest import one_line, run_bundle
-from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
+from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, free_port, install,
                                  seed_data, served_version, target_for, wait_until)
 
 QUIET = dict(out=lambda s: None)
@@ -74,8 +74,9 @@ def test_first_install_creates_the_container_from_the_run_spec(docker_client, sw
 
 
 def test_failed_first_install_leaves_nothing_behind(docker_client, swap_env, demo_images):
-    with pytest.raises(UpdateFailed, match="nothing was installed"):
+    with pytest.raises(InstallUndone, match="nothing was installed") as e:
         install(docker_client, swap_env, demo_images["v3"], 1)
+    assert e.value.exit_code == 9
     assert containers_named(docker_client, swap_env["name"]) == []
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_volume(swap_env["volume"])  # it created the volume, so it removed it
@@ -92,8 +93,9 @@ def test_failed_first_install_puts_back_data_that_was_already_there(docker_clien
     seed_data(docker_client, seeder)
     before = data_files(docker_client, seeder)
     api.remove_container(seeder, force=True, v=True)
-    with pytest.raises(UpdateFailed, match="nothing was installed"):
+    with pytest.raises(InstallUndone, match="nothing was installed") as e:
         install(docker_client, swap_env, demo_images["v3"], 1)
+    assert e.value.exit_code == 9
     assert containers_named(docker_client, swap_env["name"]) == []
     probe = api.create_container_from_config({"Image": demo_images["v1"]["ref"], "Cmd": ["true"],
                                               "HostConfig": {"Binds": [f"{swap_env['volume']}:/data"]}},
@@ -295,8 +297,8 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
                           new_version="2.0.0")
     text = "\n".join(plan.lines())
     assert "1.0.0 -> 2.0.0" in text and "health check: GET" in text and swap_env["volume"] in text
-    fresh = plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v1"]), name=f"other-{swap_env['uniq']}"),
-                           demo_images["v1"]["id"])
+    other = dict(swap_env, name=f"other-{swap_env['uniq']}", port=free_port())  # v1 holds swap_env's port
+    fresh = plan_swap(docker_client, state, target_for(other, demo_images["v1"]), demo_images["v1"]["id"])
     assert fresh.kind == "install"
     # The plan is confirmed before the bundle's images are loaded: an image not in the engine yet is fine.
     unloaded = plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
@@ -337,11 +339,16 @@ def test_image_healthcheck_is_the_gate_when_the_manifest_has_none(docker_client,
 def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothing_is_deleted(
         docker_client, swap_env, demo_images):
     name, state = swap_env["name"], swap_env["state"]
-    install(docker_client, swap_env, demo_images["v1"], 1)
+    v1 = target_for(swap_env, demo_images["v1"])
+    v1["health"] = {"cmd": "test ! -e /broken", "timeout": 1, "attempts": 1}  # v1's own check
+    with state.lock():
+        run_swap(docker_client, state, plan_swap(docker_client, state, v1, demo_images["v1"]["id"]),
+                 bundle_for(demo_images["v1"], 1), **QUIET)
     seed_data(docker_client, name)
+    docker_client.api.exec_start(docker_client.api.exec_create(name, ["sh", "-c", "echo > /broken"]))  # v1 breaks
     old_id = docker_client.api.inspect_container(name)["Id"]
     target = target_for(swap_env, demo_images["v2"])
-    target["health"] = {"cmd": "exit 1", "timeout": 1, "attempts": 1}  # neither version can pass this
+    target["health"] = {"cmd": "exit 1", "timeout": 1, "attempts": 1}
     plan = plan_swap(docker_client, state, target, demo_images["v2"]["id"])
     with state.lock(), pytest.raises(OperatorNeeded) as e:
         run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), **QUIET)

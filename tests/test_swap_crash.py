@@ -181,3 +181,26 @@ def test_uninstall_killed_at_each_step_is_recovered(docker_client, swap_env, dem
             docker_client.api.remove_volume(v, force=True)
         except Exception:
             pass
+
+
+def test_recovery_refuses_to_restore_over_data_written_after_the_new_version_stopped(docker_client, swap_env, demo_images):
+    """Killed right before the restore; then someone writes to the volume (say, the old version
+    started by hand). `recover` must not throw that away: exit 5 naming the volume, nothing
+    overwritten, the journal kept for the operator."""
+    _with_v1(docker_client, swap_env, demo_images)
+    _swap_killed(swap_env, demo_images["v3"], 3, "restore_data", "before", timeout=3, attempts=1)
+    name, vol = swap_env["name"], swap_env["volume"]
+    writer = docker_client.api.create_container_from_config(
+        {"Image": demo_images["v1"]["ref"], "Entrypoint": ["sh", "-c", "echo late > /data/late.txt"], "Cmd": None,
+         "HostConfig": {"Binds": [f"{vol}:/data"]}}, name=f"writer-{swap_env['uniq']}")["Id"]
+    docker_client.api.start(writer)
+    assert docker_client.api.wait(writer, timeout=30)["StatusCode"] == 0
+    written = data_files(docker_client, writer)
+    r = _recover(swap_env)
+    assert r.returncode == 5, r.stderr
+    assert len(r.stderr_lines) == 1 and r.stderr.startswith("operator needed:"), r.stderr
+    assert f"volume {vol} changed since the update was stopped; nothing was overwritten; the backup is in" in r.stderr
+    assert data_files(docker_client, writer) == written and written["data/late.txt"] == b"late\n"
+    assert pending(swap_env["state"]) == [name]
+    mine = [HELPER_LABEL, f"{STATE_LABEL}={swap_env['state'].identity}"]
+    assert docker_client.api.containers(all=True, filters={"label": mine}) == []

@@ -26,6 +26,12 @@ Every helper carries the identity of the state dir and the swap that made it (He
 around a swap with `helpers_owned_by`); recovery removes only the stale helpers of its own swap,
 never another state dir's, nor an app container that merely carries `io.bundle.helper`.
 
+Fingerprint (`fingerprint_mounts`): one sha256 per mount over the path, type, size, mtime,
+ctime, mode and owner of every entry (the helper's find + stat), the mount root by type, mode
+and owner only (the restore's scratch directory comes and goes there) and entries named
+`.bundle-restore-*` at the top left out. Taken when the new version is stopped and after a
+restore, it tells an undo whether anyone wrote to the data since (then it must not restore).
+
 Limits: read-only mounts and tmpfs are not backed up (the new version cannot change them);
 a single-file mount gets its content back, not its owner/mode; files under a directory mount
 that hides part of another mount's tree are restored through the nesting as in the container.
@@ -60,7 +66,8 @@ RESTORE_ROOT = "/bundle-restore/root"
 STAGING_DIR = "/bundle-restore-staging"
 # What the restore helper runs besides /bin/sh (restore_script, check_restore_space).
 GO = "go"  # uploaded into STAGING_DIR once every archive is in place
-HELPER_TOOLS_PROBE = "for t in tar stat df awk mv; do command -v $t >/dev/null || exit 1; done"
+HELPER_TOOLS_PROBE = ("for t in tar stat df awk mv find sort sha256sum; do command -v $t >/dev/null || exit 1; "
+                      "done")
 
 
 def backed_up_mounts(container_inspect: dict) -> list[dict]:
@@ -576,6 +583,51 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
             client.api.remove_container(cid, force=True, v=True)
         except docker.errors.APIError:
             pass
+
+
+# -- fingerprint --------------------------------------------------------------------------
+
+FINGERPRINT_STAT = "%n|%F|%s|%y|%z|%a|%u|%g"
+
+
+def fingerprint_script(mounts: list[dict], root: str = RESTORE_ROOT) -> str:
+    """sh printing `<index> <sha256>` for every mount (see the module docstring)."""
+    q = shlex.quote
+    lines = []
+    for i, e in enumerate(mounts):
+        p = q(root + e["destination"].rstrip("/"))
+        lines.append(
+            f"if [ -d {p} ]; then h=$( (cd {p} && stat -c '%F|%a|%u|%g' . && find . -path './.bundle-restore-*' "
+            f"-prune -o ! -path . -exec stat -c {q(FINGERPRINT_STAT)} {{}} + | sort) | sha256sum); "
+            f"else h=$(stat -c {q(FINGERPRINT_STAT)} {p} | sha256sum); fi; echo {i} \"${{h%% *}}\"")
+    return "\n".join(lines) + "\n"
+
+
+def fingerprint_mounts(client, mounts: list[dict], helper_image: str) -> dict[str, str]:
+    """destination -> fingerprint of what the mount holds now (read only, through a helper)."""
+    if not mounts:
+        return {}
+    out = {}
+    for line in _helper_output(client, helper_image, fingerprint_script(mounts), _helper_binds(mounts)).splitlines():
+        i, h = line.split()
+        out[mounts[int(i)]["destination"]] = h
+    return out
+
+
+def changed_mounts(before: dict[str, str] | None, now: dict[str, str], mounts: list[dict]) -> list[str]:
+    """The mounts (`volume NAME` / `bind mount SOURCE`) whose fingerprint differs from `before`."""
+    if before is None:
+        return []
+    return [describe(e) for e in mounts if before.get(e["destination"]) != now.get(e["destination"])]
+
+
+def describe(mount: dict) -> str:
+    return f"volume {mount['name']}" if mount["type"] == "volume" else f"bind mount {mount['source']}"
+
+
+class DataChangedSince(RestoreError):
+    """A mount no longer holds what it held when the new version was stopped: someone wrote to it
+    since (say, users of the old version running again). Restoring would throw that away."""
 
 
 def _remove_scratch(client, image: str, mounts: list[dict], token: str) -> None:

@@ -73,3 +73,11 @@ def volume_exists(client, name: str) -> bool:
         return True
     except docker.errors.NotFound:
         return False
+
+
+def network_exists(client, name: str) -> bool:
+    try:
+        client.api.inspect_network(name)
+        return True
+    except docker.errors.NotFound:
+        return False

@@ -65,17 +65,18 @@ class Generations:
             "image_id": old.image_id, "image_ref": old.image_ref, "version": old.version,
             "sequence": old.sequence, "displaced_at": at, "backup_dir": old.backup_dir,
             "restart_policy": old.restart_policy, "bundle": item.get("bundle") or old.bundle,
+            "health": item["health"] if "health" in item else old.health,
         })
         item.setdefault("installed_at", None)
         self.data["items"][str(old.generation)] = item
 
-    def record_current(self, name: str, new: IncomingContainer, at: str) -> None:
+    def record_current(self, name: str, new: IncomingContainer, at: str, health: dict | None = None) -> None:
         item = self.item(new.generation) or {}
         item.update({
             "generation": new.generation, "container_id": new.id, "parked_name": parked_name(name, new.generation),
             "image_id": new.image_id, "image_ref": new.image_ref, "version": new.version,
             "sequence": new.sequence, "installed_at": at, "displaced_at": None, "backup_dir": None,
-            "bundle": new.bundle or item.get("bundle"),
+            "bundle": new.bundle or item.get("bundle"), "health": health,
         })
         self.data["items"][str(new.generation)] = item
         self.data["current"] = new.generation

@@ -116,6 +116,9 @@ class DisplacedContainer(_Record):
     mounts: list[dict]          # importer.swap.data.backed_up_mounts
     backup_dir: str             # relative to the app dir
     bundle: dict | None = _optional()  # rollback only: the bundle it came from
+    # Its own health settings (from the bundle that installed it; None for an adopted container:
+    # the image's HEALTHCHECK or "still running" decides). The undo checks it with these.
+    health: dict | None = _optional()
 
     @property
     def backup_source(self) -> str:
@@ -184,6 +187,10 @@ class JournalRecord(_Record):
     failure: str | None = _optional()
     operator_needed: str | None = _optional()
     data_restored: bool | None = _optional()
+    # importer.swap.data.fingerprint_mounts of the data side when the new version was stopped
+    # (remove_new) and right after the restore: no restore overwrites data written since.
+    fingerprint_stopped: dict | None = _optional()
+    fingerprint_restored: dict | None = _optional()
     result: str | None = _optional()
     message: str | None = _optional()
     finished_at: str | None = _optional()

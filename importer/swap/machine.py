@@ -14,8 +14,8 @@ import time
 
 import docker
 
-from bundlecore.errors import OperatorNeeded, UpdateFailed
 from bundlecore import progress
+from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from importer.audit import audit_event, now
@@ -23,7 +23,7 @@ from importer.state import StateDir, highest_sequence_after
 from importer.swap import data, engine
 from importer.swap.generations import Generations, summary
 from importer.swap.health import HealthGate
-from importer.swap.journal import Direction, Step, SwapJournal, SwapKind
+from importer.swap.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
 
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
 
@@ -157,7 +157,7 @@ class ContainerSwap:
         t = now()
         if old:
             gens.record_displaced(old, t)
-        gens.record_current(name, new, t)
+        gens.record_current(name, new, t, self.r.health)
         gens.save()
         b = new.bundle or {}
         record = {
@@ -213,19 +213,24 @@ class ContainerSwap:
 
     # -- undo --------------------------------------------------------------------------
     def undo(self, why: str):
-        """Put the old version back exactly as it was; raise UpdateFailed, or OperatorNeeded if we cannot."""
+        """Put the old version back exactly as it was; raise UpdateFailed (InstallUndone for a first
+        install), or OperatorNeeded if we cannot.
+
+        An undo resumes after its last completed step (a later `recover` after an exit 5 does not
+        start over): a completed restore is never run again, whatever was written since."""
+        if self.r.direction != Direction.UNDO:
+            self.r.failure = why
         self.r.direction = Direction.UNDO
-        self.r.failure = why
         self.j.save()
         self.out(f"  {why}")
         self.out("  rolling back")
         old = self.r.old
         try:
-            self.step(Step.REMOVE_NEW)
-            self.step(Step.RESTORE_DATA)
-            if old:
-                self.step(Step.RENAME_BACK)
-                self.step(Step.START_OLD)
+            for s in UNDO_STEPS if old else UNDO_STEPS[:2]:
+                if not self.j.reached(s, "done"):
+                    self.step(s)
+                elif s == Step.RESTORE_DATA and self.r.data_restored:
+                    self._say_not_restored_again()
         except Exception as e:
             detail = str(e) if isinstance(e, OperatorNeeded) else (
                 e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}")
@@ -250,13 +255,13 @@ class ContainerSwap:
             self.finish("rolled back", msg)
         except OSError as e:  # the old version is back: that is what the exit code says
             msg += f" (the journal could not be closed: {e.strerror or e}; `bundle recover` will close it)"
-        raise UpdateFailed(msg)
+        raise UpdateFailed(msg) if old else InstallUndone(msg)
 
     def _data_state(self) -> str:
         """What the mounts hold after an undo stopped (restore_data's own errors say it themselves)."""
         bdir = self.app_dir / self.r.data_side.backup_dir if self.r.data_side else None
         if self.r.data_restored:
-            return f"the data was restored from the backup in {bdir}"
+            return f"the data was restored from the backup in {bdir} (once: no later command restores it again)"
         if self.j.reached(Step.RESTORE_DATA, "started") and self.r.data_restored is None:
             return f"the data may be partially restored; the backup is in {bdir}"
         if self.r.data_restored is False:
@@ -304,6 +309,9 @@ class ContainerSwap:
                     pass
                 except docker.errors.APIError as e:
                     self.out(f"  kept volume {vol}: {e.explanation or e}")
+        backup = self._backup_to_restore()
+        if backup:  # what the data is now: a restore must find it so, or someone wrote since
+            self.r.fingerprint_stopped = data.fingerprint_mounts(self.client, backup[1]["mounts"], self._helper())
 
     def _save_logs(self, cid: str) -> None:
         """Keep the failed container's last log lines (shown by `bundle history`); never blocks the undo."""
@@ -333,20 +341,50 @@ class ContainerSwap:
             except FileNotFoundError:
                 pass
 
-    def restore_data(self):
-        """Only when the new side may have run (and so written); a stopped old container changed nothing."""
+    def _backup_to_restore(self) -> tuple | None:
+        """(backup dir, manifest) when the new side may have run (and so written); None when a
+        stopped old container changed nothing."""
         # Creating a container may already copy image files into an empty volume: count it as touching.
         touched = any(self.j.reached(s) for s in (Step.CREATE_NEW, Step.START_NEW, Step.RESTORE_TARGET))
         if not touched or not self.j.reached(Step.BACKUP, "done"):
-            self.r.data_restored = False
-            return
+            return None
         bdir = self.app_dir / self.r.data_side.backup_dir
         manifest = data.load_backup(bdir)
         if manifest is None:
             raise OperatorNeeded(f"the backup of {self.r.name} in {bdir} is incomplete")
-        data.restore_mounts(self.client, bdir, manifest, self._helper())
+        return bdir, manifest
+
+    def restore_data(self):
+        """Put the backup back, unless someone wrote to the data since the new version was stopped."""
+        backup = self._backup_to_restore()
+        if backup is None:
+            self.r.data_restored = False
+            return
+        bdir, manifest = backup
+        helper = self._helper()
+        if self.r.fingerprint_stopped is not None:
+            now_fp = data.fingerprint_mounts(self.client, manifest["mounts"], helper)
+            changed = data.changed_mounts(self.r.fingerprint_stopped, now_fp, manifest["mounts"])
+            if changed:
+                raise data.DataChangedSince(f"{', '.join(changed)} changed since the update was stopped",
+                                            f"nothing was overwritten; the backup is in {bdir}")
+        data.restore_mounts(self.client, bdir, manifest, helper)
         self.out(f"  restored {len(manifest['mounts'])} mount(s) from the backup taken {manifest['taken_at']}")
+        self.r.fingerprint_restored = data.fingerprint_mounts(self.client, manifest["mounts"], helper)
         self.r.data_restored = True
+
+    def _say_not_restored_again(self):
+        """A resumed undo: the restore completed before; what was written since stays."""
+        bdir, manifest = self._backup_to_restore()
+        line = f"  the data was restored from {bdir} before; it is not restored again"
+        try:
+            now_fp = data.fingerprint_mounts(self.client, manifest["mounts"], self._helper())
+        except (docker.errors.APIError, EnvironmentProblem):
+            now_fp = None
+        changed = data.changed_mounts(self.r.fingerprint_restored, now_fp, manifest["mounts"]) if now_fp else []
+        if changed:
+            line += f" ({', '.join(changed)} changed since: kept as it is)"
+        self.out(line)
 
     def rename_back(self):
         old = self.r.old
@@ -360,7 +398,8 @@ class ContainerSwap:
         if not old.was_running:
             return
         info = engine.inspect(self.client, old.id)
-        gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
+        gate = HealthGate(old.health, info["Config"].get("Healthcheck"))  # its own settings, not the new one's
+        self.out(f"  starting the previous version again; health check: {gate.describe()}")
         ok, why = gate.wait_healthy(self.client, old.id, out=self.out)
         if not ok:
             raise OperatorNeeded(f"the previous version of {self.r.name} does not come up healthy either: {why}")

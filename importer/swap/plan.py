@@ -3,11 +3,21 @@ just before it runs (preflight).
 
 A plan shows warnings to the operator; what may stop a swap is a separate, typed list of
 `Blocker`s, so rewording a warning can never turn a safety check off.
+
+The host is checked for what the container to create needs (`check_host`): a first install
+before its images are loaded (plan_swap), every swap again before anything is stopped. A host
+port must be free or published by the container being replaced (the engine's view of published
+ports, then a bind on this host when the engine is local); a bind-mount source must exist (the
+engine would silently create an empty directory); a network must exist. Any failure is exit 1
+(environment), with nothing loaded, created or stopped.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -18,7 +28,7 @@ from bundlecore.refusals import SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from importer.state import StateDir
 from importer.swap import data, engine
-from importer.swap.config import describe_mount
+from importer.swap.config import describe_mount, run_config
 from importer.swap.generations import Generations
 from importer.swap.health import HealthGate
 from importer.swap.journal import SwapJournal
@@ -189,6 +199,7 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
     ref = image_ref_for(client, target.get("image", ""), new_img["Id"]) if loaded else (target.get("image") or new_image_id)
     old = engine.inspect_named(client, name)
     if not old:
+        check_host(client, run_config(target, ref), replaced=None)  # before anything is loaded
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
                         health=_describe_health(target, hc, loaded), app=app)
@@ -247,7 +258,7 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     cur = engine.inspect_named(client, name)
     if not cur:
         raise EnvironmentProblem(f"no container named {name} is installed")
-    health = (state.installed(app) or {}).get("health")
+    health = target_item.get("health")  # its own (None: from before generations kept theirs, or adopted)
     plan = SwapPlan(PlanKind.ROLLBACK, name, {"name": name, "health": health}, target_item["image_id"],
                     target_item.get("image_ref") or target_item["image_id"], target_item.get("version"),
                     old=_current(state, cur, gens), rollback_to=target_item, app=app)
@@ -314,3 +325,112 @@ def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[s
     if not plan.mounts:
         return None
     return data.find_helper_image(client, helper_candidates)
+
+
+# -- the host: ports, bind sources, networks -------------------------------------------------
+
+ANY_ADDRESS = ("", "0.0.0.0", "::")
+BUILTIN_NETWORKS = ("", "default", "bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    ip: str  # "" (or 0.0.0.0, ::): every address
+    port: int
+    proto: str
+
+    def overlaps(self, other: "HostPort") -> bool:
+        return (self.port, self.proto) == (other.port, other.proto) and (
+            self.ip in ANY_ADDRESS or other.ip in ANY_ADDRESS or self.ip == other.ip)
+
+    def __str__(self) -> str:
+        return f"{self.ip or '*'}:{self.port}/{self.proto}"
+
+
+def wanted_ports(hostconfig: dict) -> list[HostPort]:
+    """The fixed host ports a create body publishes (a random or ranged host port is the engine's)."""
+    out = []
+    for key, binds in (hostconfig.get("PortBindings") or {}).items():
+        proto = key.partition("/")[2] or "tcp"
+        for b in binds or []:
+            port = str((b or {}).get("HostPort") or "")
+            if port.isdigit() and int(port) > 0:
+                out.append(HostPort((b or {}).get("HostIp") or "", int(port), proto))
+    return out
+
+
+def port_holder(want: HostPort, published: dict[HostPort, str]) -> str | None:
+    """The container (name) publishing a port that overlaps `want`, if any."""
+    return next((who for p, who in published.items() if p.overlaps(want)), None)
+
+
+def bind_sources(hostconfig: dict) -> list[str]:
+    """Host paths a create body bind-mounts (Binds and Mounts of type bind)."""
+    out = [spec.source for spec in map(parse_volume, hostconfig.get("Binds") or []) if spec.kind is VolumeKind.BIND]
+    out += [m["Source"] for m in hostconfig.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")]
+    return out
+
+
+def networks_needed(body: dict) -> list[str]:
+    """User-defined networks a create body joins (the built-in ones always exist)."""
+    mode = body["config"].get("HostConfig", {}).get("NetworkMode") or ""
+    nets = [] if mode in BUILTIN_NETWORKS or mode.startswith("container:") else [mode]
+    return nets + [n for n in body.get("extra_networks") or {} if n not in nets and n not in BUILTIN_NETWORKS]
+
+
+def _published(client, skip_id: str | None) -> dict[HostPort, str]:
+    out = {}
+    for c in client.api.containers():
+        if c["Id"] == skip_id:
+            continue
+        for p in c.get("Ports") or []:
+            if p.get("PublicPort"):
+                out[HostPort(p.get("IP") or "", int(p["PublicPort"]), p.get("Type") or "tcp")] = \
+                    (c.get("Names") or ["?"])[0].lstrip("/")
+    return out
+
+
+def _in_use_here(p: HostPort) -> bool:
+    """Whether binding the port on this host fails because something holds it."""
+    family = socket.AF_INET6 if ":" in p.ip else socket.AF_INET
+    kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
+    try:
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((p.ip if p.ip not in ANY_ADDRESS else ("::" if family == socket.AF_INET6 else "0.0.0.0"), p.port))
+    except OSError as e:
+        return e.errno == errno.EADDRINUSE  # not ours to judge otherwise (privileged port, foreign address)
+    return False
+
+
+def host_problems(client, body: dict, replaced: str | None) -> list[str]:
+    """One line per thing the host lacks for creating this container (see the module docstring)."""
+    hc = body["config"].get("HostConfig") or {}
+    local = client.api.base_url == "http+docker://localhost"  # a unix socket: the engine is on this host
+    problems = []
+    kept = []
+    if replaced:
+        kept = wanted_ports((engine.inspect(client, replaced) or {}).get("HostConfig") or {})
+    published = _published(client, replaced)
+    for p in wanted_ports(hc):
+        holder = port_holder(p, published)
+        if holder:
+            problems.append(f"host port {p} is already published by container {holder}")
+        elif local and not any(k.overlaps(p) for k in kept) and _in_use_here(p):
+            problems.append(f"host port {p} is in use by another program on this host")
+    if local:
+        for src in bind_sources(hc):
+            if not os.path.exists(src):
+                problems.append(f"bind-mount source {src} does not exist (the engine would create an empty "
+                                f"directory there); create it or fix the setting")
+    for net in networks_needed(body):
+        if not engine.network_exists(client, net):
+            problems.append(f"network {net} does not exist; create it first (`docker network create {net}`)")
+    return problems
+
+
+def check_host(client, body: dict, replaced: str | None) -> None:
+    """Refuse (exit 1, nothing changed) a container this host cannot run as asked."""
+    problems = host_problems(client, body, replaced)
+    if problems:
+        raise EnvironmentProblem("this host is not ready: " + "; ".join(problems) + "; nothing was changed")

@@ -19,7 +19,7 @@ import time
 import uuid
 
 from bundlecore.docker_engine import ping
-from bundlecore.errors import OperatorNeeded, UpdateFailed, UsageProblem
+from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
 from importer.audit import audit_event
 from importer.state import StateDir, highest_sequence_after
@@ -30,16 +30,27 @@ from importer.swap.health import HealthGate
 from importer.swap.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 from importer.swap.machine import ContainerSwap
-from importer.swap.plan import PlanKind, SwapPlan, image_ref_for, preflight
+from importer.swap.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
 
 
-def _displaced(plan: SwapPlan, info: dict, gen: int, bundle: dict | None = None) -> DisplacedContainer:
+def _own_health(state: StateDir, gens: Generations, info: dict) -> dict | None:
+    """The health settings of the bundle that installed this container (None if bundle did not:
+    an adopted container is judged by its image's HEALTHCHECK or by still running)."""
+    cur = gens.current
+    if cur and cur.get("container_id") == info["Id"] and "health" in cur:
+        return cur["health"]
+    rec = state.installed(engine.container_name(info)) or {}
+    return rec.get("health") if rec.get("container_id") == info["Id"] else None
+
+
+def _displaced(plan: SwapPlan, info: dict, gen: int, health: dict | None,
+               bundle: dict | None = None) -> DisplacedContainer:
     return DisplacedContainer(
         id=info["Id"], generation=gen, parked_name=parked_name(plan.name, gen),
         image_id=info["Image"], image_ref=info["Config"].get("Image"),
         version=plan.old.version, sequence=plan.old.sequence, was_running=bool(info["State"].get("Running")),
         restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-        mounts=data.backed_up_mounts(info), backup_dir=f"generations/{gen}", bundle=bundle,
+        mounts=data.backed_up_mounts(info), backup_dir=f"generations/{gen}", bundle=bundle, health=health,
     )
 
 
@@ -89,6 +100,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
         bundle={k: bundle.get(k) for k in ("sha256", "signers", "images")} | {"run": plan.target.get("run") or {}})
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(plan.target, plan.new_image_ref)
+        check_host(client, new.create, replaced=None)
         vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
         j = _begin(state, plan, SwapKind.INSTALL, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new, old=None,
                    preexisting=PreexistingData(named_volumes=vols, mounts=[],
@@ -105,6 +117,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
             if other:
                 joined[mode[len("container:"):]] = engine.container_name(other)
         new.create = recreate_config(old_info, old_img, new_img, plan.new_image_ref, joined, plan.setting_changes)
+        check_host(client, new.create, replaced=old_info["Id"])  # before anything is stopped
         cur = gens.current
         if cur and cur.get("container_id") == old_info["Id"]:
             old_gen = cur["generation"]
@@ -112,7 +125,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
             old_gen = new.generation
             new.generation = gens.allocate()
         j = _begin(state, plan, SwapKind.UPGRADE, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new,
-                   old=_displaced(plan, old_info, old_gen))
+                   old=_displaced(plan, old_info, old_gen, _own_health(state, gens, old_info)))
     out(f"swapping {plan.name} (journal {j.app_dir / SwapJournal.FILE})")
     return ContainerSwap(client, state, j, out=out).run_forward()
 
@@ -166,7 +179,8 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
         restart_policy=target_item.get("restart_policy") or {"Name": "no"})
     # A rollback adds no generation, so it prunes nothing unless asked to.
     j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {}, keep=keep or 1_000_000,
-               helper=helper, new=new, old=_displaced(plan, cur_info, old_gen, bundle=(cur or {}).get("bundle")))
+               helper=helper, new=new,
+               old=_displaced(plan, cur_info, old_gen, _own_health(state, gens, cur_info), bundle=(cur or {}).get("bundle")))
     out(f"rolling {plan.name} back to generation {target_item['generation']} ({target_item.get('version')})")
     return ContainerSwap(client, state, j, out=out).run_forward()
 
@@ -207,7 +221,7 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
         reason = f"the {r.kind} of {name} was interrupted at {where}"
     try:
         m.undo(reason)
-    except UpdateFailed as e:
+    except (UpdateFailed, InstallUndone) as e:
         return [f"{name}: undid the interrupted {r.kind}: {e}"]
     return []
 
