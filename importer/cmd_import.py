@@ -8,7 +8,7 @@ import click
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
 from importer.options import json_option, keys_option, require_confirmation, state_dir_option
-from importer.pipeline import import_bundle
+from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
 
 
@@ -22,14 +22,17 @@ from importer.state import StateDir
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
               "(shown in the plan).")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
+@click.option("--probation", metavar="DURATION", default=None,
+              help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
+              "this import only, overrides the bundle's [target.health] probation.")
 @json_option
-def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, as_json):
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, probation, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out,
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out, probation=probation_seconds(probation),
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -21,7 +21,8 @@ from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform
 from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
-from bundlecore.timeutil import format_ts, utc_now
+from bundlecore.schema import bounds
+from bundlecore.timeutil import format_ts, parse_duration, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
@@ -91,8 +92,31 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def probation_seconds(text: str | None) -> int | None:
+    """`--probation DURATION` in seconds (a usage error when it is not a duration from 1 s to a day)."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise UsageProblem(f"--probation: {e}") from None
+    low, high = bounds("health_probation_seconds")
+    if not low <= seconds <= high:
+        raise UsageProblem(f"--probation: {text} is not between {low}s and {high}s")
+    return seconds
+
+
+def with_probation(target: dict, probation: int | None) -> dict:
+    """The signed target with this import's probation window (the bundle's max_restarts, else 0)."""
+    if probation is None:
+        return target
+    health = {**(target.get("health") or {}), "probation": probation}
+    health.setdefault("max_restarts", 0)
+    return {**target, "health": health}
+
+
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
-                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
+                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2, probation: int | None = None,
                   confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
                   show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
@@ -117,7 +141,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             taken = ownership.review(client, state, m, adopt=adopt)
             if taken.plan_lines():
                 audit["takes_over"] = taken.plan_lines()
-            target = m["target"]
+            target = with_probation(m["target"], probation)
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
             plan = kind.plan(client, state, target, new_id, new_version=m["version"])
