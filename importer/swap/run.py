@@ -198,7 +198,7 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
         info = engine.inspect(client, r.new.id)
         gate = HealthGate(r.health, (info or {}).get("Config", {}).get("Healthcheck"))
         ok, why = (gate.wait_healthy(client, r.new.id, out=out) if info else (False, "the new container is gone"))
-        if ok and not j.reached(Step.COMMIT):
+        if ok and not j.reached(Step.PROBATION, "done"):
             try:
                 m.step(Step.PROBATION)
             except AttemptFailed as e:
