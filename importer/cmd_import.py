@@ -5,11 +5,20 @@ from pathlib import Path
 
 import click
 
+from bundlecore.errors import UsageProblem
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
 from importer.options import json_option, keys_option, require_confirmation, state_dir_option
 from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
+
+
+def _probation(text):
+    """--probation read before anything else, so a bad value is a usage error that touched nothing."""
+    try:
+        return probation_seconds(text)
+    except UsageProblem as e:
+        raise click.BadParameter(str(e).removeprefix("--probation: ")) from None
 
 
 @click.command("import")
@@ -22,7 +31,7 @@ from importer.state import StateDir
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
               "(shown in the plan).")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
-@click.option("--probation", metavar="DURATION", default=None,
+@click.option("--probation", metavar="DURATION", default=None, callback=lambda ctx, param, v: _probation(v),
               help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
               "this import only, overrides the bundle's [target.health] probation.")
 @json_option
@@ -32,7 +41,7 @@ def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out, probation=probation_seconds(probation),
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out, probation=probation,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -220,3 +220,51 @@ def test_a_kill_during_probation_resumes_the_same_window_on_recovery(
     if expect == "1.0.0":
         assert digest(data_files(docker_client, swap_env["name"])) == digest(before)
         assert "restarted" in r.stdout + r.stderr
+
+
+def _spec(tmp_path, name, image, sequence, port, health_extra=""):
+    spec = tmp_path / f"bundle-{sequence}.toml"
+    spec.write_text(f'name = "{name}"\nversion = "{image["version"]}"\nsequence = {sequence}\nimages = ["{image["ref"]}"]\n\n'
+                    f'[target]\nkind = "container"\nname = "{name}"\nimage = "{image["ref"]}"\n\n'
+                    f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = ["{name}-data:/data"]\n'
+                    'restart = "always"\nstop_timeout = 0\n\n'
+                    f'[target.health]\nhttp = "http://127.0.0.1:{port}/health"\ntimeout = "5s"\nattempts = 1\n'
+                    + health_extra)
+    return spec
+
+
+def _build(tmp_path, spec, key):
+    out = spec.with_suffix(".bundle.zst")
+    r = run_bundle("build", spec, "-o", out, "--sign-key", key.fpr, "--gnupghome", key.home, "--local")
+    assert r.code == 0, str(r)
+    return out
+
+
+def test_import_with_probation_flag_rolls_back_a_release_the_bundle_lets_restart_3_times(
+        docker_client, swap_env, demo_images, variants, pgp_keys, trust_store_of, tmp_path):
+    """End to end: the bundle's signed `max_restarts = 3` (with a 1 s window) and `--probation 15s`
+    for this import: the crash-looping release is watched 15 s, restarts a 4th time, is rolled back."""
+    name, port, key = swap_env["name"], swap_env["port"], pgp_keys.builder
+    keys, state = trust_store_of([key]), swap_env["state"].root
+    v1 = _build(tmp_path, _spec(tmp_path, name, demo_images["v1"], 1, port), key)
+    r = run_bundle("import", v1, "--keys", keys, "--state-dir", state, "--yes")
+    assert r.code == 0, str(r)
+    bad = _build(tmp_path, _spec(tmp_path, name, variants["crashes-every-2s"], 2, port,
+                                 'probation = "1s"\nmax_restarts = 3\n'), key)
+    r = run_bundle("import", bad, "--keys", keys, "--state-dir", state, "--yes", "--probation", "15s")
+    assert r.code == UPDATE_FAILED, str(r)
+    assert "probation 15 s, at most 3 restart(s)" in r.stdout, r.stdout  # the plan says it
+    assert "it restarted 4 times in its probation (at most 3 allowed)" in r.stderr, r.stderr
+    assert served_version(swap_env) == "1.0.0" and swap_env["state"].installed(name)["version"] == "1.0.0"
+    assert len(containers_named(docker_client, name)) == 1 and pending(swap_env["state"]) == []
+
+
+@pytest.mark.parametrize("value", ["soon", "0s", "2d", "25h"])
+def test_a_bad_probation_flag_is_a_usage_error_that_changes_nothing(tmp_path, value):
+    from tests.conftest import one_line
+    bundle = tmp_path / "x.bundle.zst"
+    bundle.write_bytes(b"not even read")
+    r = run_bundle("import", bundle, "--state-dir", tmp_path / "state", "--yes", "--probation", value)
+    assert r.code == 2, str(r)
+    assert one_line(r.stderr).startswith("--probation") or "--probation" in one_line(r.stderr)
+    assert not (tmp_path / "state" / "apps").exists()
