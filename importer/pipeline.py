@@ -107,12 +107,10 @@ def probation_seconds(text: str | None) -> int | None:
 
 
 def with_probation(target: dict, probation: int | None) -> dict:
-    """The signed target with this import's probation window (the bundle's max_restarts, else 0)."""
+    """The signed target with this import's probation window (and the bundle's max_restarts, if any)."""
     if probation is None:
         return target
-    health = {**(target.get("health") or {}), "probation": probation}
-    health.setdefault("max_restarts", 0)
-    return {**target, "health": health}
+    return {**target, "health": {**(target.get("health") or {}), "probation": probation}}
 
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,

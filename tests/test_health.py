@@ -12,15 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import time
+import uuid
 
 import pytest
 
+from importer.swap.health import HealthGate, ProbeRoute
 from importer.swap.journal import SwapJournal, pending
 from importer.swap.status import app_status
-from tests.conftest import run_bundle
-from tests.swap_fixtures import (REPO, bundle_for, containers_named, data_files, digest, install, run_driver,
-                                 seed_data, served_version, target_for, wait_until)
+from tests.conftest import build_app_image, one_line, run_bundle
+from tests.swap_fixtures import (REPO, bundle_for, containers_named, data_files, digest, free_port, install,
+                                 remove_images, run_driver, seed_data, served_version, target_for, wait_until)
 
 UPDATE_FAILED = 4
 
@@ -40,8 +43,6 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def variants(docker_client, demo_images):
-    from tests.conftest import build_app_image
-    import uuid
     tag = f"healthtest/app-{uuid.uuid4().hex[:8]}"
     made = {}
     for i, (key, script) in enumerate(VARIANTS.items()):
@@ -50,11 +51,7 @@ def variants(docker_client, demo_images):
         made[key] = {"ref": ref, "version": version,
                      "id": build_app_image(docker_client, ref, version, dockerfile_extra=f"CMD {cmd}")}
     yield made
-    for m in made.values():
-        try:
-            docker_client.images.remove(m["ref"], force=True)
-        except Exception:
-            pass
+    remove_images(docker_client, made)
 
 
 def _v1(client, swap_env, demo_images, **kw):
@@ -120,18 +117,35 @@ def test_a_good_release_passes_a_check_at_the_container_s_own_address(docker_cli
     assert "through the published port" not in r.stdout + r.stderr  # the bridge is reachable here
 
 
-def test_a_tcp_check_of_a_container_without_an_address_goes_through_the_port_and_needs_a_held_connection(
-        docker_client, swap_env, demo_images, variants):
-    """A release on a network this host cannot reach is judged through the published port, where the
-    proxy's accept-then-close does not count: a listener must keep the connection open."""
-    before = _v1(docker_client, swap_env, demo_images)
-    net = f"demo-{swap_env['uniq']}-internal"
-    docker_client.api.create_network(net, internal=True)  # no route from the host, no published ports
-    r = _swap(swap_env, variants["never-listens"], 2, health=_tcp(swap_env), timeout=3,
-              run_extra={"network": net})
-    if r.returncode == 0:
-        pytest.fail(f"a release that never listens passed: {r.stdout}{r.stderr}")
-    _assert_back_on_v1(docker_client, swap_env, before, r)
+def test_through_the_port_proxy_only_a_connection_held_open_counts(docker_client, swap_env, demo_images, variants):
+    """The fallback for a container this host cannot reach: Docker's proxy accepts a connection to
+    the published port even when nothing listens inside (the trap), then closes it at once; a real
+    listener keeps it open. The fallback probe tells them apart."""
+    gate = HealthGate({"tcp": "127.0.0.1:1"})
+    for n, (image, listens) in enumerate(((variants["never-listens"], False), (demo_images["v2"], True))):
+        port = free_port()
+        cid = docker_client.api.create_container(
+            image["id"], name=f"probe-{swap_env['uniq']}-{n}",
+            host_config=docker_client.api.create_host_config(port_bindings={8080: ("127.0.0.1", port)}))["Id"]
+        docker_client.api.start(cid)
+        if listens:
+            assert wait_until(lambda: requests_ok(port), timeout=20)
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # the trap: accepted either way
+        gate.health["tcp"] = f"127.0.0.1:{port}"
+        route = ProbeRoute(None, "probing through the published port")
+        ok, why = gate.probe(docker_client, cid, docker_client.api.inspect_container(cid), route)
+        assert ok is listens, why
+        if not listens:
+            assert why == "the port proxy closed the connection (nothing listens inside)"
+        # The normal route: the container's own address, where nothing listening is a refusal.
+        route = gate.route(docker_client.api.inspect_container(cid))
+        assert route.address and route.address[1] == 8080 and route.why_fallback == ""
+        assert gate.probe(docker_client, cid, docker_client.api.inspect_container(cid), route)[0] is listens
+
+
+def requests_ok(port: int) -> bool:
+    return served_version({"port": port}) == "2.0.0"
 
 
 def test_probation_rolls_back_a_release_that_crashes_4_times_in_its_window(
@@ -261,10 +275,9 @@ def test_import_with_probation_flag_rolls_back_a_release_the_bundle_lets_restart
 
 @pytest.mark.parametrize("value", ["soon", "0s", "2d", "25h"])
 def test_a_bad_probation_flag_is_a_usage_error_that_changes_nothing(tmp_path, value):
-    from tests.conftest import one_line
     bundle = tmp_path / "x.bundle.zst"
     bundle.write_bytes(b"not even read")
     r = run_bundle("import", bundle, "--state-dir", tmp_path / "state", "--yes", "--probation", value)
     assert r.code == 2, str(r)
-    assert one_line(r.stderr).startswith("--probation") or "--probation" in one_line(r.stderr)
+    assert "--probation" in one_line(r.stderr)
     assert not (tmp_path / "state" / "apps").exists()

@@ -130,5 +130,6 @@ def test_the_probation_flag_overrides_the_window_and_keeps_the_signed_rest():
     target = {"name": "demo", "health": {**HEALTH, "probation": 60, "max_restarts": 2}}
     assert with_probation(target, None) is target
     assert with_probation(target, 15)["health"] == {**HEALTH, "probation": 15, "max_restarts": 2}
-    assert with_probation({"name": "demo"}, 15)["health"] == {"probation": 15, "max_restarts": 0}
+    assert with_probation({"name": "demo"}, 15)["health"] == {"probation": 15}
+    assert HealthGate(with_probation({"name": "demo"}, 15)["health"]).max_restarts == 0  # no restart allowed
     assert target["health"]["probation"] == 60  # the signed manifest's dict is not changed
