@@ -154,8 +154,8 @@ class HealthGate:
             self.timeout = float(self.health["timeout"])
         elif self.docker_hc and not self.probe_kind:
             # Wait long enough for the start period and two intervals of the image's HEALTHCHECK.
-            self.timeout = min(900.0, max(DEFAULT_TIMEOUT, _ns(hc.get("StartPeriod")) + 2 * (_ns(hc.get("Interval")) or 30)
-                                          + (_ns(hc.get("Timeout")) or 30)))
+            self.timeout = min(900.0, max(DEFAULT_TIMEOUT, _ns(hc.get("StartPeriod"))
+                                          + 2 * (_ns(hc.get("Interval")) or 30) + (_ns(hc.get("Timeout")) or 30)))
         else:
             self.timeout = float(DEFAULT_TIMEOUT)
 
@@ -243,8 +243,9 @@ class HealthGate:
                 if route.why_fallback != said:
                     out(f"  {route.why_fallback}")
             passes = passes + 1 if ok else 0
-            if time.monotonic() >= deadline:
-                return False, f"not healthy within {self.timeout:g} s ({last})"
+            if passes < STABLE_PROBES and time.monotonic() >= deadline:
+                seen = last or f"passed, but not {STABLE_PROBES} times in a row"
+                return False, f"not healthy within {self.timeout:g} s ({seen})"
             time.sleep(PROBE_SPACING if ok and passes < STABLE_PROBES else (0 if ok else POLL))
 
     # -- probes --------------------------------------------------------------------------
@@ -339,8 +340,7 @@ class HealthGate:
     def watch_probation(self, client, cid: str, until: float, base_restarts: int, out=print) -> tuple[bool, str]:
         """Watch the container until the wall-clock time `until`; (kept, why not). `base_restarts` is its
         RestartCount when the gate passed (a recovery resumes the same window with the same base)."""
-        failing_since = None
-        route = None
+        failing_since = route = started_at = None
         while True:
             info = engine.inspect(client, cid)
             if info is None:
@@ -355,7 +355,8 @@ class HealthGate:
                 return (True, "") if st.get("Running") and not st.get("Restarting") else (
                     False, "it was restarting when its probation ended")
             if st.get("Running") and not st.get("Restarting") and (self.probe_kind or self.docker_hc):
-                route = route or self.route(info)
+                if route is None or st.get("StartedAt") != started_at:  # a restart may change its address
+                    route, started_at = self.route(info), st.get("StartedAt")
                 try:
                     ok, last = self.probe(client, cid, info, route)
                 except Unhealthy as e:

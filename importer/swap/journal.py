@@ -64,7 +64,8 @@ S = Step
 # parked; recovery resumes its window (same deadline, same restart base) before committing.
 FORWARD_STEPS: dict[SwapKind, list[Step]] = {
     SwapKind.INSTALL: [S.BEGIN, S.CREATE_NEW, S.BACKUP, S.START_NEW, S.PROBATION, S.COMMIT, S.PRUNE],
-    SwapKind.UPGRADE: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.CREATE_NEW, S.START_NEW, S.PROBATION, S.COMMIT, S.PRUNE],
+    SwapKind.UPGRADE: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.CREATE_NEW, S.START_NEW, S.PROBATION,
+                       S.COMMIT, S.PRUNE],
     SwapKind.ROLLBACK: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.RESTORE_TARGET, S.RENAME_TARGET,
                         S.START_NEW, S.PROBATION, S.COMMIT, S.PRUNE],
 }
