@@ -1,12 +1,13 @@
 # bundle: `make test` (whole suite, real engine/registry/gpg), `make test-unit` (pure functions,
 # no engine, seconds), `make demo` (the story end to end),
-# `make bench` (build/verify/import against docker save|zstd and docker load).
+# `make bench` (build/verify/import against docker save|zstd and docker load),
+# `make offline-kit [KIT_PYTHON=3.12] [KIT_PLATFORM=...]` (wheels + install.sh for the intranet, in dist/).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-unit demo bench engine venv clean
+.PHONY: test test-unit demo bench engine venv clean offline-kit man
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +31,12 @@ demo: engine venv
 
 bench: engine venv
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+offline-kit:
+	KIT_PYTHON="$(KIT_PYTHON)" KIT_PLATFORM="$(KIT_PLATFORM)" PY="$(PY)" bash scripts/offline-kit.sh
+
+man: venv
+	$(BIN)/python scripts/gen-man.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import docker
 import requests
 
@@ -34,8 +36,15 @@ def ping(client) -> None:
         raise _unreachable(e) from None
 
 
+def engine_address() -> str:
+    """Where the Docker SDK looks for the engine (as `docker` does: $DOCKER_HOST or the socket)."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def _unreachable(e: Exception) -> EnvironmentProblem:
-    return EnvironmentProblem(f"Docker engine unreachable ({e.__class__.__name__}); is dockerd running?")
+    """The one engine-down line of every command: the same words whatever the SDK raised
+    (the exception's own text varies by transport and says nothing an admin can act on)."""
+    return EnvironmentProblem(f"Docker engine unreachable at {engine_address()}; is dockerd running?")
 
 
 def engine_platform(client) -> str:

@@ -14,10 +14,18 @@ The reader trusts nothing: the head frame is located by walking the zstd frame s
 (`ZstdFrameScanner`), with caps on every size; payload decompression uses a bounded window;
 the tar headers are parsed here (no tarfile, no extraction) and checked against an exact
 member list; bytes after the tar end, skippable frames and trailing garbage are errors.
+
+A bundle may be split into parts (`OUT.part001`, `OUT.part002`, ... for removable media): the
+reader takes them in order as ONE stream (`BundleFiles`, `PartsReader`), never joined on disk.
+The head frame must lie inside the first part. When `OUT.sha256` lists the parts, the set of
+parts is checked against it before anything is read and each part's sha256 as its last byte
+passes; otherwise a broken stream names the part it broke in. Those per-part lines only name
+the bad part: the signed SHA256SUMS still decides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -464,9 +472,19 @@ def read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
 
 
 def read_head(path: Path) -> Head:
-    """Cut the first zstd frame out of the file and read the three head members from it."""
-    with open(path, "rb") as f:
+    """Cut the first zstd frame out of the file (the first part) and read the three head members from it."""
+    files = BundleFiles.of(path)
+    with open(files.first, "rb") as f:
         start = f.read(MAX_HEAD_FRAME + 4)
+    try:
+        return _head_from(start)
+    except FormatError as e:
+        if files.split and e.check == "truncated":
+            raise FormatError("parts", f"the head frame is not inside the first part {files.first.name}") from None
+        raise
+
+
+def _head_from(start: bytes) -> Head:
     if len(start) < 4 or struct.unpack("<I", start[:4])[0] != ZSTD_MAGIC:
         raise FormatError("zstd", "not a bundle: the file does not start with a zstd frame")
     scanner = ZstdFrameScanner()
@@ -541,52 +559,69 @@ class PayloadReader:
         self._expected = expected
         self._limit = sum(size + _pad(size) + 3 * BLOCK for _, size in expected) + len(TAR_END)
         self._read = 0
+        self._parts: PartsReader | None = None
 
     def _read_exact(self, stream, n: int, what: str) -> bytes:
         """Every decompressed byte comes through here, so every zstd failure becomes a FormatError
-        here too: member chunks are read by the caller, outside members()' own try."""
+        here too (naming the part, when split): member chunks are read by the caller, outside members()."""
         if self._read + n > self._limit:
             raise FormatError("cap", "payload decompresses past the sizes the manifest declares")
-        try:
+        with self._naming_the_part(what):
             data = read_exact(stream, n, what)
-        except zstandard.ZstdError as e:
-            raise FormatError("zstd", f"payload does not decompress ({what}): {e}") from None
         self._read += n
         return data
 
     def members(self) -> Iterator[tuple[str, int, Iterator[bytes]]]:
         """Yields (path, size, chunks); each chunk iterator must be consumed before the next item."""
         scanner = ZstdFrameScanner()
-        with open(self._path, "rb") as raw:
+        with BundleFiles.of(self._path).open() as raw:
             raw.seek(self._head.frame_size)
+            self._parts = raw if isinstance(raw, PartsReader) else None
             source = _ScannedSource(raw, scanner, hashlib.sha256(self._head.frame))
             dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
             stream = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True)
-            try:
-                for path, size in self._expected:
-                    member = self._next_member(stream, path)
-                    if member.name != path:
-                        raise FormatError("members", f"unexpected payload member {member.name!r} (expected {path})")
-                    if member.size != size:
-                        raise FormatError("members", f"{path} is {member.size} bytes, the manifest says {size}")
-                    yield path, size, self._chunks(stream, path, size)
-                end = self._read_exact(stream, BLOCK, "tar end")
-                if end != b"\0" * BLOCK:
-                    member = self._member_from_block(stream, end)
-                    raise FormatError("members", f"extra member {member.name!r} not listed in the manifest")
-                if self._read_exact(stream, BLOCK, "tar end") != b"\0" * BLOCK:
-                    raise FormatError("trailing", "bytes after the tar end")
+            for path, size in self._expected:
+                member = self._next_member(stream, path)
+                if member.name != path:
+                    raise FormatError("members", f"unexpected payload member {member.name!r} (expected {path})")
+                if member.size != size:
+                    raise FormatError("members", f"{path} is {member.size} bytes, the manifest says {size}")
+                yield path, size, self._chunks(stream, path, size)
+            end = self._read_exact(stream, BLOCK, "tar end")
+            if end != b"\0" * BLOCK:
+                member = self._member_from_block(stream, end)
+                raise FormatError("members", f"extra member {member.name!r} not listed in the manifest")
+            if self._read_exact(stream, BLOCK, "tar end") != b"\0" * BLOCK:
+                raise FormatError("trailing", "bytes after the tar end")
+            with self._naming_the_part("the end"):
                 if stream.read(1):
                     raise FormatError("trailing", "bytes after the tar end")
                 while source.read(CHUNK):
                     pass
                 if not scanner.at_frame_boundary:
                     raise FormatError("truncated", "bundle is truncated (inside a zstd frame)")
-                if scanner.frames_ended != 1:
-                    raise FormatError("trailing", f"the payload is {scanner.frames_ended} zstd frames, the format allows one")
-                self.file_sha256 = source.hasher.hexdigest()
-            except zstandard.ZstdError as e:
-                raise FormatError("zstd", f"payload does not decompress: {e}") from None
+            if scanner.frames_ended != 1:
+                raise FormatError("trailing", f"the payload is {scanner.frames_ended} zstd frames, the format allows one")
+            self.file_sha256 = source.hasher.hexdigest()
+
+    @contextlib.contextmanager
+    def _naming_the_part(self, what: str):
+        """Every zstd failure becomes a FormatError; in a split bundle it names the part the stream broke in."""
+        try:
+            yield
+        except zstandard.ZstdError as e:
+            raise self._in_part(FormatError("zstd", f"payload does not decompress ({what}): {e}")) from None
+        except FormatError as e:
+            raise self._in_part(e) from None
+
+    def blame(self) -> FormatError | None:
+        """For a member whose hash did not match: the part to blame, when the sidecar names one."""
+        return self._parts.blame() if self._parts else None
+
+    def _in_part(self, e: FormatError) -> FormatError:
+        if self._parts is None or e.check == "parts":
+            return e
+        return self._parts.blame() or FormatError(e.check, f"{e} (the stream broke in part {self._parts.where()})")
 
     def _next_member(self, stream, expected_path: str) -> TarMember:
         block = self._read_exact(stream, BLOCK, f"header of {expected_path}")
@@ -614,3 +649,276 @@ class PayloadReader:
             left -= len(chunk)
             yield chunk
         self._read_exact(stream, _pad(size), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split bundles: OUT.part001, OUT.part002, ... read as one stream
+# ---------------------------------------------------------------------------------------------
+
+MIN_PART_SIZE = 64 << 10  # and never smaller than the head frame, which must fit in the first part
+MAX_PARTS = 999           # three-digit part numbers
+_PART_NAME = re.compile(r"^(?P<stem>.+)\.part(?P<n>[0-9]{3})$")
+_SIZE = re.compile(r"^([0-9]+)([KMG]?)$")
+
+
+def parse_part_size(text: str) -> int:
+    """'3900M' -> bytes (K, M, G are powers of 1024); at least MIN_PART_SIZE. ValueError otherwise."""
+    m = _SIZE.fullmatch(text.strip().upper())
+    if not m:
+        raise ValueError(f"part size {text!r} is not a number with an optional K, M or G")
+    size = int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+    if size < MIN_PART_SIZE:
+        raise ValueError(f"part size {text!r} is below the minimum of {MIN_PART_SIZE // 1024}K")
+    return size
+
+
+def part_path(out: Path, n: int) -> Path:
+    return out.with_name(f"{out.name}.part{n:03d}")
+
+
+def sums_path(out: Path) -> Path:
+    """The sidecar `OUT.sha256`: a line for the whole bundle and, when split, one per part."""
+    return out.with_name(out.name + ".sha256")
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """The file(s) one bundle path names: a single file, or its parts in order (with their
+    sha256 from `OUT.sha256` when that file lists them)."""
+
+    stem: Path
+    parts: tuple[Path, ...]
+    part_sums: dict[str, str]
+    whole_sum: str | None = None
+
+    @property
+    def split(self) -> bool:
+        return self.parts != (self.stem,)
+
+    @property
+    def first(self) -> Path:
+        return self.parts[0]
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        path = Path(path)
+        return path.is_file() or part_path(path, 1).is_file()
+
+    @classmethod
+    def of(cls, path: Path) -> "BundleFiles":
+        """`OUT`, `OUT.partNNN` (any part) or the prefix `OUT` of parts. FormatError('parts') when a
+        part is missing or a part is there that the sidecar does not list."""
+        path = Path(path)
+        m = _PART_NAME.match(path.name)
+        if m is None and (path.is_file() or not part_path(path, 1).exists()):
+            return cls(path, (path,), {})
+        stem = path.with_name(m.group("stem")) if m else path
+        listed = cls._sidecar(stem)
+        whole = listed.pop(stem.name, None)
+        found = sorted(p.name for p in stem.parent.glob(stem.name + ".part[0-9][0-9][0-9]"))
+        if listed:
+            names = sorted(listed)
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise FormatError("parts", f"part {missing[0]} is missing ({len(names)} parts listed in {sums_path(stem).name})")
+            extra = [n for n in found if n not in listed]
+            if extra:
+                raise FormatError("parts", f"part {extra[0]} is not listed in {sums_path(stem).name}")
+        else:
+            names = [part_path(stem, n).name for n in range(1, len(found) + 1)]
+            missing = [n for n in names if n not in found]
+            if missing or not names:
+                raise FormatError("parts", f"part {missing[0] if missing else part_path(stem, 1).name} is missing")
+        return cls(stem, tuple(stem.with_name(n) for n in names), listed, whole)
+
+    @staticmethod
+    def _sidecar(stem: Path) -> dict[str, str]:
+        """name -> sha256 from `OUT.sha256`, when it is there and well-formed (it is a convenience)."""
+        try:
+            raw = sums_path(stem).read_bytes()
+        except OSError:
+            return {}
+        if len(raw) > MAX_SUMS:
+            return {}
+        try:
+            return parse_sha256sums(raw)
+        except FormatError:
+            return {}
+
+    def open(self) -> BinaryIO:
+        return PartsReader(self) if self.split else open(self.first, "rb")
+
+
+class PartsReader:
+    """A read-only stream over the parts in order. Each part listed in the sidecar is hashed as it
+    passes and checked once its last byte was read, before any byte of the next part is handed out,
+    so a swapped, truncated or corrupted part is named as itself."""
+
+    def __init__(self, files: BundleFiles):
+        self._files = files
+        self._index = -1
+        self._fh: BinaryIO | None = None
+        self._hash = None
+        self._next_part()
+
+    def _next_part(self) -> bool:
+        if self._fh:
+            self._fh.close()
+            self._check_part()
+        self._index += 1
+        if self._index >= len(self._files.parts):
+            self._fh = None
+            return False
+        self._fh = open(self._files.parts[self._index], "rb")
+        self._hash = hashlib.sha256()
+        return True
+
+    def _check_part(self) -> None:
+        name = self._files.parts[self._index].name
+        want = self._files.part_sums.get(name)
+        if want is not None and self._hash.hexdigest() != want:
+            raise FormatError("parts", f"part {name} does not match its line in {sums_path(self._files.stem).name} "
+                                       f"(swapped, truncated or corrupted)")
+
+    def blame(self) -> FormatError | None:
+        """When the stream broke inside a part: that part's refusal if the sidecar's line says it is bad."""
+        if self._fh is None:
+            return None
+        h = self._hash.copy()
+        while chunk := self._fh.read(4 * CHUNK):
+            h.update(chunk)
+        self._hash = h
+        try:
+            self._check_part()
+        except FormatError as e:
+            return e
+        return None
+
+    def where(self) -> str | None:
+        """The part being read (or the last one, at the end)."""
+        parts = self._files.parts
+        return parts[min(self._index, len(parts) - 1)].name
+
+    def read(self, n: int = -1) -> bytes:
+        while self._fh is not None:
+            data = self._fh.read(n if n >= 0 else 4 * CHUNK)
+            if data:
+                self._hash.update(data)
+                return data
+            if not self._next_part():
+                break
+        return b""
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Only a forward skip from the start (past the head frame), read through the part hash."""
+        if whence != os.SEEK_SET or self._index != 0 or self._fh.tell() != 0:
+            raise io.UnsupportedOperation("a split bundle is read forward only")
+        left = offset
+        while left:
+            got = self.read(min(left, CHUNK))
+            if not got:
+                break
+            left -= len(got)
+        return offset - left
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str) -> list[tuple[Path, Path, str]]:
+    """Copy `src` into parts of `part_size` bytes under temp names; returns [(temp, final, sha256)]
+    in order. The caller renames them (and removes the temps on failure)."""
+    written: list[tuple[Path, Path, str]] = []
+    try:
+        _write_parts(src, out, part_size, tmp_suffix, written)
+    except BaseException:
+        for tmp, _, _ in written:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        raise
+    return written
+
+
+def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written: list) -> None:
+    with open(src, "rb") as f:
+        n = 1
+        while True:
+            chunk = f.read(min(part_size, 4 * CHUNK))
+            if not chunk:
+                break
+            final = part_path(out, n)
+            tmp = final.with_name(f".{final.name}{tmp_suffix}")
+            written.append((tmp, final, ""))
+            h, left = hashlib.sha256(), part_size
+            with open(tmp, "wb") as dst:
+                while chunk:
+                    h.update(chunk)
+                    dst.write(chunk)
+                    left -= len(chunk)
+                    chunk = f.read(min(left, 4 * CHUNK)) if left else b""
+                dst.flush()
+                os.fsync(dst.fileno())
+            written[-1] = (tmp, final, h.hexdigest())
+            n += 1
+
+
+def join_parts(path: Path, out: Path) -> str:
+    """Write the parts `path` names as the single file `out` (temp name + rename); returns its sha256.
+    Each part is checked against the sidecar as it passes, the whole too when the sidecar lists it."""
+    files = BundleFiles.of(path)
+    if not files.split:
+        raise FormatError("parts", f"{path} is not a split bundle (no {part_path(files.stem, 1).name})")
+    tmp = out.with_name(f".{out.name}.join-{os.getpid()}")
+    h = hashlib.sha256()
+    try:
+        with files.open() as src, open(tmp, "wb") as dst:
+            while chunk := src.read(4 * CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        if files.whole_sum is not None and h.hexdigest() != files.whole_sum:
+            raise FormatError("parts", f"the joined parts do not match the line for {files.stem.name} "
+                                       f"in {sums_path(files.stem).name}")
+        os.replace(tmp, out)
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine inventory (`bundle inventory --json`, read by `bundle build --have`)
+# ---------------------------------------------------------------------------------------------
+
+INVENTORY_KIND = "bundle-inventory"
+MAX_INVENTORY = 16 << 20
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def parse_inventory(raw: bytes) -> dict:
+    """Strictly read an inventory: {kind, version 1, host, engine, images: [{id, tags, diff_ids}]}."""
+    if len(raw) > MAX_INVENTORY:
+        raise FormatError("cap", f"the inventory is over its cap of {MAX_INVENTORY} bytes")
+    doc = loads_strict_json(raw, "the inventory")
+    if not isinstance(doc, dict) or doc.get("kind") != INVENTORY_KIND or doc.get("version") != 1:
+        raise FormatError("inventory", f"not a {INVENTORY_KIND} version 1 document")
+    if not isinstance(doc.get("host"), str) or not isinstance(doc.get("images"), list):
+        raise FormatError("inventory", "the inventory needs a host and a list of images")
+    for img in doc["images"]:
+        ids = img.get("diff_ids") if isinstance(img, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in ids):
+            raise FormatError("inventory", "an inventory image has no list of sha256 diff IDs")
+    return doc

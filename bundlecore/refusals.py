@@ -16,6 +16,7 @@ from bundlecore.format import FormatError
 class Check(StrEnum):
     """The checks a bundle passes, in the order they run; the values are the names users see."""
 
+    PARTS = "parts"              # a split bundle's parts: all there, in order, intact
     SIZE_CAP = "size cap"
     ZSTD = "zstd"
     TRUNCATED = "truncated"
@@ -28,11 +29,14 @@ class Check(StrEnum):
     CREATED = "created"
     SEQUENCE = "sequence"
     HOST_POLICY = "host policy"
+    DELTA_BASE = "delta base"    # a delta's left-out layers are in this engine
     OWNERSHIP = "ownership"      # import only: the engine's containers
     TAGS = "tags"                # import only: the engine's tags
+    SETTINGS = "settings"        # import only: the running container's settings vs the release's
     PAYLOAD = "payload"
     DOCKER_ARCHIVE = "docker archive"
     LOADED_IMAGES = "loaded images"
+    REGISTRY_DIGEST = "registry digest"  # import --registry only: what the registry stored
 
 
 class MalformedBundle(Refused):
@@ -40,7 +44,7 @@ class MalformedBundle(Refused):
 
     check = Check.TAR_MEMBERS
     # bundlecore.format's error kinds; every other kind (tar, head, members) is a tar member rule
-    CHECK_OF_KIND = {"cap": Check.SIZE_CAP, "zstd": Check.ZSTD, "truncated": Check.TRUNCATED,
+    CHECK_OF_KIND = {"parts": Check.PARTS, "cap": Check.SIZE_CAP, "zstd": Check.ZSTD, "truncated": Check.TRUNCATED,
                     "trailing": Check.TRAILING_DATA}
 
     def __init__(self, err: FormatError):
@@ -84,6 +88,12 @@ class HostPolicyRefused(Refused):
     check = Check.HOST_POLICY
 
 
+class DeltaBaseRefused(Refused):
+    """A delta bundle whose base is another app, or whose left-out layers this engine lacks."""
+
+    check = Check.DELTA_BASE
+
+
 class OwnershipRefused(Refused):
     """The target names a container this tool did not install for this app (--adopt overrides)."""
 
@@ -110,3 +120,15 @@ class LoadedImageMismatch(Refused):
     """After loading, an image ID or tag is not what was signed."""
 
     check = Check.LOADED_IMAGES
+
+
+class RegistryDigestMismatch(Refused):
+    """The registry serves another manifest than the one pushed from the verified image."""
+
+    check = Check.REGISTRY_DIGEST
+
+
+class SettingsConflict(Refused):
+    """A run setting was changed both on this host and by the release, differently (--prefer decides)."""
+
+    check = Check.SETTINGS

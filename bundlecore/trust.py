@@ -2,9 +2,10 @@
 
 Shared by both sides: the importer's gate and `bundle approve` judge signatures the same way.
 
-Where the store is: --keys DIR, else $BUNDLE_KEYS, else /etc/bundle/keys, else the keys/ shipped
-with the package. Its public keys (*.asc, *.gpg, *.pub, *.key) are imported into a fresh private
-GNUPGHOME for each check: never the user's keyring, never a key carried inside a bundle.
+Where the store is: --keys DIR, else $BUNDLE_KEYS, else /etc/bundle/keys (the offline kit's
+install.sh creates it; keys/ in the source tree is documentation only). Its public keys (*.asc,
+*.gpg, *.pub, *.key) are imported into a fresh private GNUPGHOME for each check: never the user's
+keyring, never a key carried inside a bundle.
 
 policy.toml (optional) names roles, each a list of primary-key fingerprints and a threshold of
 distinct keys that must have signed; without it, any one key of the store is enough. A policy
@@ -38,7 +39,6 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
@@ -55,12 +55,11 @@ _SIG_BLOCK = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n.*?-----END PGP SIG
 
 
 def default_store_dir() -> Path:
+    """$BUNDLE_KEYS, else /etc/bundle/keys. Never a directory inside the installed package: a pip
+    or wheel install puts the package in site-packages, where an admin's keys would be lost on the
+    next upgrade (and the shipped keys/ is empty on purpose anyway)."""
     env = os.environ.get("BUNDLE_KEYS")
-    if env:
-        return Path(env)
-    if SYSTEM_STORE.is_dir():
-        return SYSTEM_STORE
-    return Path(str(resources.files("bundlecore.keys")))
+    return Path(env) if env else SYSTEM_STORE
 
 
 @dataclass

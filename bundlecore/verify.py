@@ -18,7 +18,9 @@ caller gives.
    refused); no key or string in it may hold a control or non-printing character (a signed carriage
    return or bidi override could make the plan lie); then it is validated against
    schemas/manifest.schema.json and cross-checked: the payload list equals SHA256SUMS, each image
-   ID is the digest of its config, each diff ID the digest of its layer. Last, the policy's
+   ID is the digest of its config, each diff ID the digest of its layer (a delta's left-out
+   layers instead carry their diff ID in `delta.omitted`; the importer's gate checks that its
+   engine has them). Last, the policy's
    scoped roles, which need the bundle's name and images (bundlecore.trust).
 5. Platform: (hook: the host's own platform, importer.gate) then every image is of the bundle's
    platform (bundlecore.platforms).
@@ -155,13 +157,19 @@ class BundleVerifier:
         refs = [i["ref"] for i in manifest["images"]]
         if len(set(refs)) != len(refs):
             raise ManifestRefused("manifest.json lists an image ref twice")
+        omitted = {o["path"]: o["diff_id"] for o in (manifest.get("delta") or {}).get("omitted", [])}
+        if set(omitted) & set(payload):
+            raise ManifestRefused(f"{sorted(set(omitted) & set(payload))[0]} is both carried and left out")
+        layer_digest = {p: "sha256:" + sums[p] for p in payload} | omitted
         for img in manifest["images"]:
             if img["config"] not in payload or "sha256:" + sums[img["config"]] != img["id"]:
                 raise ManifestRefused(f"image {img['ref']}: its config is not in the payload with digest {img['id']}")
             if len(img["layers"]) != len(img["diff_ids"]) or any(
-                    layer not in payload or "sha256:" + sums[layer] != diff
-                    for layer, diff in zip(img["layers"], img["diff_ids"])):
+                    layer_digest.get(layer) != diff for layer, diff in zip(img["layers"], img["diff_ids"])):
                 raise ManifestRefused(f"image {img['ref']}: its layers do not match its diff IDs")
+        unused = set(omitted) - {layer for img in manifest["images"] for layer in img["layers"]}
+        if unused:
+            raise ManifestRefused(f"delta.omitted names {sorted(unused)[0]}, which no image uses")
         if manifest["target"]["image"] not in refs:
             raise ManifestRefused(f"target image {manifest['target']['image']} is not one of the bundle's images")
 
@@ -216,7 +224,7 @@ class BundleVerifier:
                     if out:
                         out.close()
                 if h.hexdigest() != verified.sums[member]:
-                    raise PayloadMismatch(f"{member} does not match its line in the signed SHA256SUMS")
+                    raise reader.blame() or PayloadMismatch(f"{member} does not match its line in the signed SHA256SUMS")
                 if archive:
                     check_docker_archive(archive.getvalue(), verified)
                 if on_verified:

@@ -4,6 +4,15 @@ The docker save stream is read as tar and each file goes straight through sha256
 a temporary payload file; the head (manifest, SHA256SUMS, signature) is made afterwards and
 written in front of the payload while the whole file is hashed for OUT.sha256. Nothing lands
 under the final name until it is complete.
+
+Delta (`--since OLD` / `--have INVENTORY`): a layer is left out when its whole chain (its diff ID
+and every diff ID below it) is one the base carried or the engine holds -- `docker load` skips a
+layer only by chain ID, so a layer equal by diff ID on a different parent is still carried. The
+file names of layers in `docker save` do not say their diff ID and its manifest comes last, so in
+a delta build each layer is spooled (hashed) to a temp file in the output directory first and
+added after the manifest was read, unless it is left out. OLD is read, not verified: a forged
+OLD can only make a delta that the importer refuses (its gate checks the omitted layers).
+With `--split SIZE` the finished file is cut into OUT.part001, ... (the head frame in the first).
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ import errno
 import hashlib
 import os
 import socket
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -25,7 +35,7 @@ from bundlecore.docker_engine import connect, engine_platform, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.platforms import platforms_match
-from bundlecore.progress import Progress
+from bundlecore.progress import Progress, PullProgress
 from bundlecore.schema import first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
 from bundler.dockersave import DockerSaveReader
@@ -41,11 +51,72 @@ class BuildResult:
     sha256: str
     images: list[dict]
     duration: float
+    parts: list[Path] = field(default_factory=list)
+    delta: dict | None = None
 
     def summary(self) -> dict:
         return {"path": str(self.path), "size": self.size, "sha256": self.sha256,
                 "images": [{"ref": i["ref"], "id": i["id"]} for i in self.images],
-                "duration": round(self.duration, 3)}
+                "duration": round(self.duration, 3), "parts": [str(p) for p in self.parts],
+                "delta": self.delta}
+
+
+@dataclass
+class DeltaBase:
+    """What a delta may leave out: the layer chains (tuples of diff IDs, bottom first) the base
+    carried or the engine holds, and how the signed manifest names that base."""
+
+    base: dict
+    chains: set[tuple[str, ...]]
+
+    @classmethod
+    def from_bundle(cls, path: Path, name: str) -> "DeltaBase":
+        if not fmt.BundleFiles.exists(path):
+            raise UsageProblem(f"base bundle {path} not found")
+        try:
+            files = fmt.BundleFiles.of(path)
+            manifest = fmt.loads_strict_json(fmt.read_head(path).manifest, "the base bundle's manifest.json")
+            h = hashlib.sha256()
+            with files.open() as f:
+                while chunk := f.read(4 * fmt.CHUNK):
+                    h.update(chunk)
+            base = {"kind": "bundle", "sha256": h.hexdigest(), "name": manifest["name"],
+                    "version": manifest["version"], "sequence": manifest["sequence"]}
+            chains = _chains(img["diff_ids"] for img in manifest["images"])
+        except (fmt.FormatError, KeyError, TypeError) as e:
+            raise UsageProblem(f"cannot read the base bundle {path}: {e}") from None
+        if base["name"] != name:
+            raise UsageProblem(f"the base bundle {path} is {base['name']}, not a release of {name}")
+        return cls(base, chains)
+
+    @classmethod
+    def from_inventory(cls, path: Path) -> "DeltaBase":
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise UsageProblem(f"cannot read the inventory {path}: {e.strerror or e}") from None
+        try:
+            inventory = fmt.parse_inventory(raw)
+        except fmt.FormatError as e:
+            raise UsageProblem(f"{path} is not a `bundle inventory --json` file: {e}") from None
+        base = {"kind": "inventory", "sha256": hashlib.sha256(raw).hexdigest(), "name": inventory["host"]}
+        return cls(base, _chains(img["diff_ids"] for img in inventory["images"]))
+
+
+def _chains(diff_id_lists) -> set[tuple[str, ...]]:
+    return {tuple(ids[:k]) for ids in diff_id_lists for k in range(1, len(ids) + 1)}
+
+
+def omitted_layers(images: list[dict], chains: set[tuple[str, ...]]) -> dict[str, str]:
+    """{layer payload path: diff ID} of the layers every image using them has in `chains`."""
+    keep, maybe = set(), {}
+    for img in images:
+        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])):
+            if tuple(img["diff_ids"][:k + 1]) in chains:
+                maybe[path] = diff
+            else:
+                keep.add(path)
+    return {p: d for p, d in maybe.items() if p not in keep}
 
 
 def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple[list[dict], int]:
@@ -61,7 +132,7 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
         else:
             repo, tag = split_ref(ref)
             try:
-                image = client.images.pull(repo, tag=tag, platform=platform)
+                image = _pull(client, ref, repo, tag, platform)
             except docker.errors.NotFound:
                 raise UsageProblem(f"image {ref} not found in its registry") from None
             except (docker.errors.APIError, requests.RequestException) as e:
@@ -82,6 +153,17 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
     return records, total
 
 
+def _pull(client, ref: str, repo: str, tag: str | None, platform: str):
+    """`docker pull` with its progress shown (bundlecore.progress.PullProgress)."""
+    shown = PullProgress(ref)
+    for ev in client.api.pull(repo, tag=tag, platform=platform, stream=True, decode=True):
+        if ev.get("error"):
+            raise docker.errors.APIError(ev["error"], explanation=ev["error"])
+        shown.event(ev)
+    shown.close()
+    return client.images.get(f"{repo}@{tag}" if tag and tag.startswith("sha256:") else f"{repo}:{tag or 'latest'}")
+
+
 def _save_stream(client, refs: list[str]):
     """The raw `docker save` tar stream of all refs at once (so shared layers come once)."""
     try:
@@ -92,11 +174,39 @@ def _save_stream(client, refs: list[str]):
     return resp
 
 
-def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) -> list[fmt.PayloadFile]:
-    """Stream `docker save` into the payload; fills each image's config/layers payload paths."""
+@dataclass
+class _Spooled:
+    """A layer held back in a delta build until the docker save manifest says which it is."""
+
+    file: object
+    size: int
+    sha256: str
+
+
+def _spool(spool_dir: Path, size: int, chunks) -> _Spooled:
+    f = tempfile.TemporaryFile(dir=spool_dir)
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+        f.write(chunk)
+    return _Spooled(f, size, h.hexdigest())
+
+
+def _spooled_chunks(f):
+    f.seek(0)
+    while chunk := f.read(fmt.CHUNK):
+        yield chunk
+
+
+def write_payload(client, images: list[dict], payload_fh, mtime: int, progress,
+                  delta: DeltaBase | None = None, spool_dir: Path | None = None
+                  ) -> tuple[list[fmt.PayloadFile], dict[str, str]]:
+    """Stream `docker save` into the payload; fills each image's config/layers payload paths.
+    Returns the payload files and, for a delta, the layers left out ({path: diff ID})."""
     writer = fmt.PayloadWriter(payload_fh, mtime)
     docker_manifest = None
     links: dict[str, str] = {}
+    spooled: dict[str, _Spooled] = {}
     resp = _save_stream(client, sorted({i["ref"] for i in images}))
     reader = DockerSaveReader(resp.raw)
     for member in reader.members():
@@ -111,12 +221,14 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) 
             if member.size > MAX_DOCKER_MANIFEST:
                 raise EnvironmentProblem("docker save wrote an oversized manifest.json")
             docker_manifest = fmt.loads_strict_json(b"".join(reader.chunks(member)), "docker save manifest.json")
+        elif delta is not None and name.endswith("/layer.tar"):
+            spooled[fmt.PAYLOAD_PREFIX + name] = _spool(spool_dir, member.size, reader.chunks(member))
         elif name != "repositories":
             writer.add(fmt.PAYLOAD_PREFIX + name, member.size, reader.chunks(member), progress)
     resp.close()
     if docker_manifest is None:
         raise EnvironmentProblem("docker save wrote no manifest.json")
-    by_path = {f.path: f for f in writer.files}
+    by_path = {f.path: f for f in writer.files} | spooled
     entries: dict[str, dict] = {}   # one archive entry per image (config), carrying each signed ref
     for img in images:
         entry = next((e for e in docker_manifest if img["ref"] in (e.get("RepoTags") or [])
@@ -133,9 +245,14 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress) 
         entry = entries.setdefault(config, {"Config": config[len(fmt.PAYLOAD_PREFIX):], "RepoTags": [],
                                             "Layers": [p[len(fmt.PAYLOAD_PREFIX):] for p in layers]})
         entry["RepoTags"].append(img["ref"])
+    omitted = omitted_layers(images, delta.chains) if delta is not None else {}
+    for path, held in spooled.items():
+        if path not in omitted:
+            writer.add(path, held.size, _spooled_chunks(held.file), progress)
+        held.file.close()
     writer.add_bytes(fmt.DOCKER_ARCHIVE_MANIFEST, fmt.dumps_canonical(list(entries.values())))
     writer.close()
-    return writer.files
+    return writer.files, omitted
 
 
 def _resolve(path: str, links: dict[str, str]) -> str:
@@ -160,16 +277,26 @@ def _unlink_quietly(*paths: Path) -> None:
 
 
 def build(spec_path: Path, out: Path, sign_key: str, gnupghome: str | None = None, *, local: bool = False,
-          allow_latest: bool = False, show_progress: bool | None = None) -> BuildResult:
+          allow_latest: bool = False, show_progress: bool | None = None, split: int | None = None,
+          since: Path | None = None, have: Path | None = None) -> BuildResult:
     spec = load_spec(spec_path, allow_latest=allow_latest)
+    if since is not None and have is not None:
+        raise UsageProblem("--since and --have are two ways to name the base: give one")
+    delta = (DeltaBase.from_bundle(since, spec.name) if since is not None
+             else DeltaBase.from_inventory(have) if have is not None else None)
     return build_spec(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
-                      show_progress=show_progress)
+                      show_progress=show_progress, split=split, delta=delta)
 
 
 def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None = None, *, local: bool = False,
-               allow_latest: bool = False, show_progress: bool | None = None) -> BuildResult:
+               allow_latest: bool = False, show_progress: bool | None = None, split: int | None = None,
+               delta: DeltaBase | None = None) -> BuildResult:
     """Build from a spec already loaded (and possibly changed in memory, as `bundle check --build` does)."""
     started = time.monotonic()
+    out = Path(out)
+    stale = sorted(out.parent.glob(out.name + ".part[0-9][0-9][0-9]")) + ([out] if split and out.exists() else [])
+    if stale:  # a reader would take them for parts of this bundle; never removed for the operator
+        raise UsageProblem(f"{stale[0]} is in the way: move the old bundle or parts of {out.name} away first")
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)  # a missing, expired or revoked key stops us before any work
     client = connect()
@@ -178,14 +305,14 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
 
     created = utc_now()
     mtime = int(created.timestamp())
-    out = Path(out)
     tmp_payload = out.with_name(f".{out.name}.payload-{os.getpid()}")
     tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp_sum = out.with_name(f".{out.name}.sha256.tmp-{os.getpid()}")
+    tmp_parts: list[Path] = []
     try:
         progress = Progress("save+compress", total or None, enabled=show_progress)
         with open(tmp_payload, "wb") as payload_fh:
-            files = write_payload(client, images, payload_fh, mtime, progress)
+            files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent)
         progress.close()
         manifest = {
             "format_version": fmt.FORMAT_VERSION,
@@ -202,6 +329,8 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             "payload": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             "target": spec.target,
         }
+        if omitted:
+            manifest["delta"] = {"base": delta.base, "omitted": [{"path": p, "diff_id": d} for p, d in sorted(omitted.items())]}
         problem = first_error("manifest.schema.json", manifest)
         if problem:
             raise UsageProblem(f"the manifest this spec produces is invalid {problem}")
@@ -210,14 +339,31 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
                                      + [(f.path, f.sha256) for f in files])
         signature = sign_detached(gpg, key["fingerprint"], sums)
         head = fmt.compress_head(manifest_bytes, sums, signature, mtime)
+        if split is not None and split < len(head):
+            raise UsageProblem(f"--split {split} is smaller than the head frame ({len(head)} bytes), "
+                               f"which must fit in the first part")
+        if split is not None and len(head) + tmp_payload.stat().st_size > fmt.MAX_PARTS * split:
+            raise UsageProblem(f"--split {split} would make more than {fmt.MAX_PARTS} parts: choose a larger size")
         digest = fmt.assemble(tmp_out, head, tmp_payload)
-        tmp_sum.write_text(f"{digest}  {out.name}\n")
-        os.replace(tmp_out, out)
-        os.replace(tmp_sum, out.with_name(out.name + ".sha256"))
+        _unlink_quietly(tmp_payload)
+        size = tmp_out.stat().st_size
+        if split is None:
+            tmp_sum.write_text(f"{digest}  {out.name}\n")
+            os.replace(tmp_out, out)
+            parts = []
+        else:
+            written = fmt.write_parts(tmp_out, out, split, f".tmp-{os.getpid()}")
+            tmp_parts += [tmp for tmp, _, _ in written]
+            tmp_sum.write_text("".join(f"{h}  {final.name}\n" for _, final, h in written) + f"{digest}  {out.name}\n")
+            for tmp, final, _ in written:
+                os.replace(tmp, final)
+            parts = [final for _, final, _ in written]
+        os.replace(tmp_sum, fmt.sums_path(out))
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise EnvironmentProblem(f"disk full while writing {out}; nothing was left under that name") from None
         raise EnvironmentProblem(f"cannot write {out}: {e.strerror or e}") from None
     finally:
-        _unlink_quietly(tmp_payload, tmp_out, tmp_sum)
-    return BuildResult(out, out.stat().st_size, digest, images, time.monotonic() - started)
+        _unlink_quietly(tmp_payload, tmp_out, tmp_sum, *tmp_parts)
+    return BuildResult(parts[0] if parts else out, size, digest, images, time.monotonic() - started,
+                       parts, manifest.get("delta"))

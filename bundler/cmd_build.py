@@ -5,8 +5,19 @@ from pathlib import Path
 
 import click
 
+from bundlecore import format as fmt
 from bundlecore.text import say
 from bundler.build import build as build_bundle
+
+
+class PartSize(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        try:
+            return fmt.parse_part_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 @click.command()
@@ -16,11 +27,24 @@ from bundler.build import build as build_bundle
 @click.option("--gnupghome", envvar="GNUPGHOME", help="Keyring holding the signing key (default $GNUPGHOME).")
 @click.option("--local", is_flag=True, help="Use images already in the local engine instead of pulling.")
 @click.option("--allow-latest", is_flag=True, help="Accept unpinned refs (recorded in the manifest).")
+@click.option("--split", type=PartSize(), help="Write OUT.part001, OUT.part002, ... of at most SIZE (e.g. 3900M).")
+@click.option("--since", type=click.Path(path_type=Path), help="Delta: leave out the layers this older bundle carried.")
+@click.option("--have", type=click.Path(path_type=Path),
+              help="Delta: leave out the layers the intranet engine holds (a `bundle inventory --json` file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def build(spec, out, sign_key, gnupghome, local, allow_latest, as_json):
+def build(spec, out, sign_key, gnupghome, local, allow_latest, split, since, have, as_json):
     """Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."""
-    result = build_bundle(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest)
+    result = build_bundle(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
+                          split=split, since=since, have=have)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
-    else:
-        say(f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s")
+        return
+    say(f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s")
+    if result.parts:
+        say(f"split into {len(result.parts)} parts: {result.parts[0].name} .. {result.parts[-1].name}")
+    if result.delta:
+        base = result.delta["base"]
+        say(f"delta of {base['name']} {base.get('version', '')}".rstrip()
+            + f": {len(result.delta['omitted'])} layer(s) left out")
+    elif since or have:
+        say("note: nothing in common with the base: this is a full bundle")

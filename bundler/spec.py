@@ -65,6 +65,21 @@ def is_pinned(ref: str) -> bool:
     return tag is not None and tag != "latest"
 
 
+def service_stages(path, target: dict, stages: list[dict]) -> list[dict]:
+    """`[[stage]]` of a service target as the manifest stores it: soak in seconds, each service once."""
+    if target["kind"] != "service":
+        raise UsageProblem(f"spec {path}: [[stage]] applies to target.kind = \"service\" only")
+    seen: set[str] = set()
+    out = []
+    for i, stage in enumerate(stages, 1):
+        again = seen.intersection(stage["services"])
+        if again:
+            raise UsageProblem(f"spec {path}: stage {i} names {sorted(again)[0]} again (a service is in one stage)")
+        seen.update(stage["services"])
+        out.append({"services": list(stage["services"]), "soak": parse_duration(stage.get("soak", 0))})
+    return out
+
+
 def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -98,6 +113,8 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
                 raise UsageProblem(f"spec {path}: target.health.probation must be between {low}s and {high}s")
             health.setdefault("max_restarts", 0)
         target["health"] = health
+    if "stage" in raw:
+        target["stages"] = service_stages(path, target, raw["stage"])
     upstream = None
     if "upstream" in raw:
         upstream = Upstream(**raw["upstream"])

@@ -8,7 +8,7 @@ import click
 from bundlecore.errors import UsageProblem
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
-from importer.options import json_option, keys_option, require_confirmation, state_dir_option
+from importer.options import bundle_argument, json_option, keys_option, require_confirmation, state_dir_option
 from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
 
@@ -22,26 +22,35 @@ def _probation(text):
 
 
 @click.command("import")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@bundle_argument
 @keys_option
 @state_dir_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan, change nothing.")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
 @click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
               "(shown in the plan).")
+@click.option("--site", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Site settings merged over the bundle's run settings (default /etc/bundle/apps/NAME.toml).")
+@click.option("--prefer", type=click.Choice(["bundle", "local"]), default=None,
+              help="Which side wins a run setting changed both on this host and by the release.")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
 @click.option("--probation", metavar="DURATION", default=None, callback=lambda ctx, param, v: _probation(v),
               help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
               "this import only, overrides the bundle's [target.health] probation.")
+@click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
+              "target's registry); a service target is rolled out from it by digest.")
+@click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
-def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, keep, probation, as_json):
+def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
+               probation, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, out=out, probation=probation,
+        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
+        resume=resume, probation=probation, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

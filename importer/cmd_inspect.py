@@ -1,7 +1,6 @@
 """`bundle inspect`: what the head frame says, read without verifying anything."""
 
 import json
-from pathlib import Path
 
 import click
 
@@ -9,11 +8,11 @@ from bundlecore.text import say
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
 from bundlecore.trust import signature_key_ids
-from importer.options import json_option
+from importer.options import bundle_argument, json_option
 
 
 @click.command("inspect")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@bundle_argument
 @json_option
 def inspect_cmd(bundle, as_json):
     """Show a bundle's manifest summary from its first frame only. NOTHING here is verified."""
@@ -32,6 +31,7 @@ def inspect_cmd(bundle, as_json):
                     "size": sum(sizes.get(p, 0) for p in [i.get("config"), *i.get("layers", [])])}
                    for i in m.get("images", [])],
         "payload_bytes": sum(sizes.values()),
+        "delta": m.get("delta"),
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -39,5 +39,13 @@ def inspect_cmd(bundle, as_json):
     say(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
     say(f"created {info['created']}, expires {info['expires']}")
     say(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
+    delta = info["delta"]
+    if not delta:
+        say("full bundle: carries every layer")
+    else:
+        base = delta.get("base") or {}
+        say(f"delta bundle: {len(delta.get('omitted') or [])} layer(s) left out, which the engine must hold; base: "
+            f"{base.get('kind')} {base.get('name')} {base.get('version', '')} sequence {base.get('sequence', '-')} "
+            f"sha256 {base.get('sha256')}")
     for i in info["images"]:
         say(f"image {i['ref']}  {i['id']}  {i['size']} bytes")

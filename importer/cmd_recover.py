@@ -9,7 +9,7 @@ from importer.state import StateDir
 
 @click.command("recover")
 @state_dir_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def recover(state_dir, yes):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.docker_engine import connect

@@ -10,7 +10,7 @@ from importer.state import StateDir
 @click.command("rollback")
 @click.argument("name")
 @state_dir_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def rollback(name, state_dir, yes):
     """Put the previous generation of NAME back, with the data it had when it was replaced."""
     from bundlecore.docker_engine import connect

@@ -1,19 +1,18 @@
 """`bundle verify`: every check of the trust gate, no side effects."""
 
 import json
-from pathlib import Path
 
 import click
 
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
-from importer.options import json_option, keys_option, state_dir_option
+from importer.options import bundle_argument, json_option, keys_option, state_dir_option
 from importer.pipeline import verify_bundle
 from importer.state import StateDir
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@bundle_argument
 @keys_option
 @state_dir_option
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one.")

@@ -12,7 +12,11 @@ this host's business, and adds one rule after the head:
   old release `seq` replaced;
 - host policy (after rule 7, before any payload byte): the signed run settings ask of the host
   only what this host's policy grants the app (importer.hostpolicy); `host_access` holds the
-  granted accesses for the plan.
+  granted accesses for the plan;
+- delta base (after the host policy, before any payload byte): a delta bundle's base must be a
+  release of the same app, and every layer it left out must be in this engine as part of a chain
+  `docker load` skips (`engine_layers`, importer.load.layers_in_engine); a refusal names the
+  missing diff IDs and the base they came in. Not checked, with a note, when no engine answers.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from bundlecore.platforms import platforms_match
-from bundlecore.refusals import PlatformMismatch, RollbackRefused
+from bundlecore.refusals import DeltaBaseRefused, PlatformMismatch, RollbackRefused
 from bundlecore.trust import TrustStore
 from bundlecore.verify import BundleVerifier, VerifiedHead
 from importer.hostpolicy import HostAccess, HostPolicy
@@ -35,7 +39,8 @@ class TrustGate(BundleVerifier):
 
     def __init__(self, store: TrustStore, *, engine_platform: str | None, installed_sequence: Mark,
                  container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
-                 allow_downgrade: bool = False, now: datetime | None = None):
+                 allow_downgrade: bool = False, now: datetime | None = None,
+                 engine_layers: Callable[[VerifiedHead], set[str]] | None = None):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
         self.installed_sequence = installed_sequence
@@ -43,12 +48,31 @@ class TrustGate(BundleVerifier):
         self.host_policy = host_policy or HostPolicy(None)
         self.allow_downgrade = allow_downgrade
         self.host_access: list[HostAccess] = []
+        self.engine_layers = engine_layers
 
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
         m = head.manifest
         self.host_access = self.host_policy.check(m["name"], m["target"].get("run") or {})
+        if "delta" in m:
+            head.notes += self._check_delta_base(head)
         return head
+
+    def _check_delta_base(self, head: VerifiedHead) -> list[str]:
+        m = head.manifest
+        base = m["delta"]["base"]
+        came_in = (f"{base['name']} {base['version']} (sequence {base['sequence']}, sha256 {base['sha256'][:12]})"
+                   if base["kind"] == "bundle" else f"the inventory of {base['name']} (sha256 {base['sha256'][:12]})")
+        if base["kind"] == "bundle" and base["name"] != m["name"]:
+            raise DeltaBaseRefused(f"{m['name']} is a delta of {came_in}, a different app")
+        if self.engine_layers is None:
+            return [f"delta of {came_in}: its left-out layers not looked for, no Docker engine here"]
+        present = self.engine_layers(head)
+        missing = [o["diff_id"] for o in m["delta"]["omitted"] if o["path"] not in present]
+        if missing:
+            raise DeltaBaseRefused(f"this engine lacks {len(missing)} layer(s) the delta left out: "
+                                   f"{', '.join(missing)}; they came in {came_in}")
+        return [f"delta of {came_in}: its {len(m['delta']['omitted'])} left-out layer(s) are in this engine"]
 
     def _check_host_platform(self, manifest: dict) -> list[str]:
         if self.engine_platform is None:

@@ -1,13 +1,14 @@
 """Options and the confirmation rule shared by the intranet-side commands."""
 
 import sys
+from pathlib import Path
 
 import click
 
 from bundlecore.errors import UsageProblem
 
 keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None,
-                           help="Trust store directory (default $BUNDLE_KEYS, /etc/bundle/keys, or the packaged keys/).")
+                           help="Trust store directory (default $BUNDLE_KEYS, else /etc/bundle/keys).")
 state_dir_option = click.option("--state-dir", type=click.Path(), default=None,
                                 help="Importer state directory (default $BUNDLE_STATE_DIR or /var/lib/bundle).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
@@ -21,3 +22,14 @@ def require_confirmation(yes: bool, question: str, action: str) -> None:
         raise UsageProblem(f"not a terminal: pass --yes to {action} without confirmation")
     if not click.confirm(question, default=False):
         raise UsageProblem("not confirmed; nothing changed")
+
+
+def _existing_bundle(ctx, param, value):
+    from bundlecore.format import BundleFiles  # one file, or its parts OUT.part001, ...
+
+    if not BundleFiles.exists(value):
+        raise click.BadParameter(f"bundle {value} not found (a file, a part OUT.part001 or the prefix OUT of parts)")
+    return value
+
+
+bundle_argument = click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path), callback=_existing_bundle)

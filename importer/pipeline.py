@@ -31,10 +31,12 @@ from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
                            layers_in_engine, stage_and_load)
+from importer.registry import check_registry_address, push_verified
+from importer.site import SiteSettings
 from importer.state import StateDir
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
-IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.LOADED_IMAGES}
+IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
 CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
@@ -63,10 +65,11 @@ class Verified:
 
 
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
-                allow_downgrade: bool) -> tuple[TrustGate, VerifiedHead]:
+                allow_downgrade: bool, client=None) -> tuple[TrustGate, VerifiedHead]:
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: (state.installed(name) or {}).get("highest_sequence"),
-                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade)
+                     host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
+                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None)
     return gate, gate.check_head(path)
 
 
@@ -75,10 +78,11 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     """Every check, no side effects: payload is hashed and thrown away."""
     path = _existing(path)
     try:
-        platform = engine_platform(connect(timeout=10))
+        client = connect(timeout=10)
+        platform = engine_platform(client)
     except EnvironmentProblem:
-        platform = None
-    gate, head = _check_head(path, store, state, platform, allow_downgrade)
+        client = platform = None
+    gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
     progress = Progress("verify", head.payload_bytes, enabled=show_progress)
     gate.check_payload(path, head, None, progress)  # the verifier checks the archive manifest itself
     progress.close()
@@ -87,7 +91,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
 
 def _existing(path: Path) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not fmt.BundleFiles.exists(path):  # one file, or its parts OUT.part001, ... (bundlecore.format)
         raise UsageProblem(f"bundle {path} not found")
     return path
 
@@ -113,15 +117,29 @@ def with_probation(target: dict, probation: int | None) -> dict:
     return {**target, "health": {**(target.get("health") or {}), "probation": probation}}
 
 
+def plan_options(kind, **options) -> dict:
+    """The import options a target kind's plan takes (PLAN_OPTIONS); one it cannot honour is a usage error."""
+    accepted = getattr(kind, "PLAN_OPTIONS", ())
+    if options.get("resume") and "resume" not in accepted:
+        raise UsageProblem("--resume continues a staged release of a service target; this target has no stages")
+    return {k: v for k, v in options.items() if k in accepted}
+
+
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
-                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2, probation: int | None = None,
-                  confirm: Callable[[], None] = lambda: None, out: Callable[[str], None] = print,
-                  show_progress: bool | None = None) -> dict:
+                  allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
+                  site: Path | None = None, prefer: str | None = None, registry: str | None = None,
+                  resume: bool = False, probation: int | None = None,
+                  confirm: Callable[[], None] = lambda: None,
+                  out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
-    run) and raises to stop. Returns a summary; raises BundleError subclasses."""
+    run) and raises to stop. `registry` (else the target's own) receives every verified image
+    after the load (importer.registry); `resume` continues a release stopped between stages.
+    Returns a summary; raises BundleError subclasses."""
     from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
 
     path = _existing(path)
+    if registry:
+        check_registry_address(registry)
     started = time.monotonic()
     client = connect()
     platform = engine_platform(client)
@@ -131,7 +149,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
         with state.lock():
             for line in kinds.recover_all(client, state, out=out):
                 out(f"recovered: {line}")
-            gate, head = _check_head(path, store, state, platform, allow_downgrade)
+            gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
             m = head.manifest
             audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
                          signers=[s.fingerprint for s in head.signers])
@@ -139,11 +157,18 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             taken = ownership.review(client, state, m, adopt=adopt)
             if taken.plan_lines():
                 audit["takes_over"] = taken.plan_lines()
-            target = with_probation(m["target"], probation)
+            # the site settings over the signed ones; the host policy decides on what reaches the host
+            settings = SiteSettings.load(m["name"], site)
+            target = with_probation({**m["target"], "run": settings.over(m["target"].get("run"))}, probation)
+            host_access = gate.host_policy.check(m["name"], target["run"]) if settings.run else gate.host_access
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
-            plan = kind.plan(client, state, target, new_id, new_version=m["version"])
-            for line in plan.lines() + hostpolicy.plan_lines(gate.host_access) + taken.plan_lines():
+            registry = registry or target.get("registry")
+            plan = kind.plan(client, state, target, new_id, new_version=m["version"],
+                             **plan_options(kind, registry=registry, resume=resume, prefer=prefer,
+                                            masked=settings.masked))
+            for line in (plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
+                         + taken.plan_lines()):
                 out(line)
             if not dry_run:
                 confirm()
@@ -167,12 +192,17 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
                 f"{', '.join(images)} (image IDs checked)"
                 + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
-            record = kind.apply(client, state, plan, {
-                "name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
-                "signers": audit["signers"], "images": images}, keep=keep, out=out)
+            bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
+                      "signers": audit["signers"], "images": images}
+            if registry:
+                pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out)
+                audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
+                bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
+            record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             ownership.record_owner(state, target["name"], m["name"])
-            audit["result"] = "installed"
-            return {"result": "installed", "installed": record, **audit}
+            audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
+                else "installed"
+            return {"result": audit["result"], "installed": record, **audit}
     except BundleError as e:
         audit["result"] = e.line()
         raise

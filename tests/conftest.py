@@ -83,6 +83,18 @@ def build_app_image(client, tag: str, version: str, broken: bool = False, docker
     return image.id
 
 
+def child_image(client, parent: str, tag: str, run: str = "echo two > /two.txt") -> str:
+    """An image FROM `parent` with one more layer (a release that changed one layer); returns its ID."""
+    dockerfile = f"FROM {parent}\nRUN {run}\n".encode()
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    image, _ = client.images.build(fileobj=io.BytesIO(ctx.getvalue()), custom_context=True, tag=tag, rm=True)
+    return image.id
+
+
 @pytest.fixture
 def app_image(docker_client):
     """Factory: app_image(tag, version, broken=False, dockerfile_extra="") -> image ID.

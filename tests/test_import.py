@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import docker
 
 from bundlecore import format as fmt
-from tests.conftest import run_bundle
-
-
-def _child_image(client, parent: str, tag: str) -> str:
-    """An image FROM `parent` with one more layer (a release that changed one layer)."""
-    dockerfile = f"FROM {parent}\nRUN echo two > /two.txt\n".encode()
-    ctx = io.BytesIO()
-    with tarfile.open(fileobj=ctx, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    image, _ = client.images.build(fileobj=io.BytesIO(ctx.getvalue()), custom_context=True, tag=tag, rm=True)
-    return image.id
+from tests.conftest import child_image, run_bundle
 
 
 def test_an_upgrade_sends_docker_load_only_the_layers_the_engine_lacks(
@@ -29,7 +15,7 @@ def test_an_upgrade_sends_docker_load_only_the_layers_the_engine_lacks(
     base_ref, child_ref, name = f"importtest/base-{uniq}:1.0.0", f"importtest/app-{uniq}:2.0.0", f"importtest-{uniq}"
     app_image(base_ref, "1.0.0")
     base_layers = docker_client.images.get(base_ref).attrs["RootFS"]["Layers"]
-    child_id = _child_image(docker_client, base_ref, child_ref)
+    child_id = child_image(docker_client, base_ref, child_ref)
     spec = tmp_path / "bundle.toml"
     spec.write_text(f'name = "{name}"\nversion = "2.0.0"\nsequence = 2\nimages = ["{child_ref}"]\n\n'
                     f'[target]\nkind = "container"\nname = "{name}"\nimage = "{child_ref}"\n\n'

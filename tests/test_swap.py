@@ -283,7 +283,11 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
 
     def world():
         files = sorted((str(p.relative_to(state.root)), p.stat().st_mtime_ns) for p in state.root.rglob("*") if p.is_file())
-        cs = sorted((c["Id"], tuple(c["Names"]), c["State"]) for c in docker_client.api.containers(all=True))
+        # this test's containers (by its unique token) and any helper of its state dir; other
+        # sessions' containers on a shared engine come and go on their own
+        cs = sorted((c["Id"], tuple(c["Names"]), c["State"]) for c in docker_client.api.containers(all=True)
+                    if any(swap_env["uniq"] in n for n in c["Names"])
+                    or (c.get("Labels") or {}).get("io.bundle.state") == state.identity)
         return files, cs, data_files(docker_client, swap_env["name"])
 
     before = world()

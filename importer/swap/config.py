@@ -13,6 +13,7 @@ import copy
 import shlex
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
+from importer.swap.merge import Key, Kind
 
 # Config keys posted as they are (when the user set them they are theirs; engine defaults
 # posted back are the same defaults).
@@ -43,14 +44,23 @@ def _anonymous_volume_names(old: dict) -> dict[str, dict]:
 
 
 def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: str,
-                    joined_names: dict[str, str] | None = None) -> dict:
+                    joined_names: dict[str, str] | None = None, changes: dict[Key, object] | None = None) -> dict:
     """The create body (Config + HostConfig + NetworkingConfig) for the new container.
 
     Returns {"config": <POST /containers/create body>, "extra_networks": {net: EndpointConfig}}:
     the engine accepts one network at create time, the others are connected before start.
     `joined_names` maps container IDs to names, to rewrite a `container:<id>` network mode to the
-    name (so it still means the same container if that one is recreated too).
+    name (so it still means the same container if that one is recreated too). `changes` are the
+    run settings the three-way merge (importer.swap.merge) changes: they override their parts of
+    the copy, everything else stays as the old container had it.
     """
+    body = _copy_config(old, old_image, new_image_ref, joined_names)
+    for key, value in (changes or {}).items():
+        _APPLY[key.kind](body, key.name, value)
+    return body
+
+
+def _copy_config(old: dict, old_image: dict, new_image_ref: str, joined_names: dict[str, str] | None) -> dict:
     joined_names = joined_names or {}
     oc = old["Config"]
     ic = _image_config(old_image)
@@ -150,6 +160,76 @@ def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: 
             cfg["NetworkingConfig"] = {"EndpointsConfig": {first: endpoints.pop(first)}}
         extra = endpoints
     return {"config": cfg, "extra_networks": extra}
+
+
+# -- merged run settings over the copy (value None: the setting is removed) ---------------------
+
+def _set_env(body: dict, name: str, value) -> None:
+    cfg = body["config"]
+    env = [e for e in cfg.get("Env") or [] if e.partition("=")[0] != name]
+    cfg["Env"] = env + ([f"{name}={value}"] if value is not None else [])
+
+
+def _set_label(body: dict, name: str, value) -> None:
+    labels = body["config"].setdefault("Labels", {})
+    if value is None:
+        labels.pop(name, None)
+    else:
+        labels[name] = value
+
+
+def _set_port(body: dict, key: str, value) -> None:
+    bindings = body["config"]["HostConfig"].setdefault("PortBindings", {}) or {}
+    body["config"]["HostConfig"]["PortBindings"] = bindings
+    bindings.pop(key, None)
+    if value is not None:
+        ports = [parse_port(p) for p in value]
+        bindings[key] = [{"HostIp": p.host_ip, "HostPort": p.host_port} for p in ports]
+        body["config"].setdefault("ExposedPorts", {})[key] = {}
+
+
+def _set_volume(body: dict, target: str, value) -> None:
+    cfg, hc = body["config"], body["config"]["HostConfig"]
+    hc["Binds"] = [b for b in hc.get("Binds") or [] if parse_volume(b).target != target] or None
+    hc["Mounts"] = [m for m in hc.get("Mounts") or [] if m.get("Target") != target] or None
+    (cfg.get("Volumes") or {}).pop(target, None)
+    if value is None:
+        return
+    spec = parse_volume(value)
+    if spec.kind is VolumeKind.ANONYMOUS and not spec.mode:
+        cfg.setdefault("Volumes", {})[target] = {}
+    else:
+        hc["Binds"] = (hc["Binds"] or []) + [value]
+
+
+def _set_cap(body: dict, name: str, value) -> None:
+    hc = body["config"]["HostConfig"]
+    caps = [c for c in hc.get("CapAdd") or [] if c.upper().removeprefix("CAP_") != name]
+    hc["CapAdd"] = (caps + ([name] if value is not None else [])) or None
+
+
+def _set_restart(body: dict, _: str, value) -> None:
+    name, _sep, count = str(value or "no").partition(":")
+    body["config"]["HostConfig"]["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def _set_command(body: dict, _: str, value) -> None:
+    if value is None:
+        body["config"].pop("Cmd", None)
+    else:
+        body["config"]["Cmd"] = list(value)
+
+
+def _set_network(body: dict, _: str, value) -> None:
+    net = value or "bridge"
+    body["config"]["HostConfig"]["NetworkMode"] = net
+    body["config"]["NetworkingConfig"] = {"EndpointsConfig": {net: {}}}
+    body["extra_networks"].pop(net, None)
+
+
+_APPLY = {Kind.ENV: _set_env, Kind.LABEL: _set_label, Kind.PORT: _set_port, Kind.VOLUME: _set_volume,
+          Kind.CAP_ADD: _set_cap, Kind.RESTART: _set_restart, Kind.COMMAND: _set_command,
+          Kind.NETWORK: _set_network}
 
 
 def _endpoint_config(ep: dict, old_id: str) -> dict:

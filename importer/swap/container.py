@@ -7,4 +7,7 @@ from importer.swap.run import run_swap as apply
 from importer.swap.status import app_status as status
 from importer.swap.status import status_lines
 
-__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]
+# the import options its plan takes (importer.pipeline.plan_options)
+PLAN_OPTIONS = ("prefer", "masked")
+
+__all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]

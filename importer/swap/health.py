@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 import docker
 import requests
 
+from bundlecore.progress import Countdown
 from importer.swap import engine
 
 POLL = 0.3
@@ -212,6 +213,13 @@ class HealthGate:
         return False, why
 
     def _one_attempt(self, client, cid: str, out) -> tuple[bool, str]:
+        countdown = Countdown("waiting for the health gate", self.timeout)
+        try:
+            return self._watch(client, cid, out, countdown)
+        finally:
+            countdown.close()
+
+    def _watch(self, client, cid: str, out, countdown: Countdown) -> tuple[bool, str]:
         first = client.api.inspect_container(cid)
         started_at, restarts = first["State"].get("StartedAt"), first.get("RestartCount", 0)
         deadline = time.monotonic() + self.timeout
@@ -246,6 +254,7 @@ class HealthGate:
             if passes < STABLE_PROBES and time.monotonic() >= deadline:
                 seen = last or f"passed, but not {STABLE_PROBES} times in a row"
                 return False, f"not healthy within {self.timeout:g} s ({seen})"
+            countdown.tick(last)
             time.sleep(PROBE_SPACING if ok and passes < STABLE_PROBES else (0 if ok else POLL))
 
     # -- probes --------------------------------------------------------------------------
@@ -340,6 +349,14 @@ class HealthGate:
     def watch_probation(self, client, cid: str, until: float, base_restarts: int, out=print) -> tuple[bool, str]:
         """Watch the container until the wall-clock time `until`; (kept, why not). `base_restarts` is its
         RestartCount when the gate passed (a recovery resumes the same window with the same base)."""
+        countdown = Countdown("probation", max(0.0, until - time.time()))
+        try:
+            return self._watch_probation(client, cid, until, base_restarts, countdown)
+        finally:
+            countdown.close()
+
+    def _watch_probation(self, client, cid: str, until: float, base_restarts: int,
+                         countdown: Countdown) -> tuple[bool, str]:
         failing_since = route = started_at = None
         while True:
             info = engine.inspect(client, cid)
@@ -364,6 +381,7 @@ class HealthGate:
                 failing_since = None if ok else (failing_since or time.monotonic())
                 if failing_since and time.monotonic() - failing_since >= self.timeout:
                     return False, f"its health check failed for {self.timeout:g} s in its probation ({last})"
+            countdown.tick(f"{max(0, grown)} restart(s)")
             time.sleep(min(PROBATION_EVERY, max(0.0, until - time.time())))
 
 

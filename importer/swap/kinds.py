@@ -10,6 +10,7 @@ from typing import Callable, Protocol
 
 from bundlecore.errors import UsageProblem
 from importer.state import StateDir
+from importer import service
 from importer.swap import container
 from importer.swap.journal import pending
 
@@ -26,8 +27,14 @@ class TargetKind(Protocol):
     undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
     (UpdateFailed) or say that they could not (OperatorNeeded)."""
 
+    PLAN_OPTIONS: tuple[str, ...]
+    """Which import options its plan takes (e.g. the container's `prefer`, bundle|local, which
+    decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
+    `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
+
     def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
-             new_version: str | None = None) -> Plan: ...
+             new_version: str | None = None, **options) -> Plan:
+        """Describe the change; makes none."""
 
     def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
@@ -46,7 +53,8 @@ class TargetKind(Protocol):
 
 
 CONTAINER = "container"
-KINDS: dict[str, TargetKind] = {CONTAINER: container}
+SERVICE = "service"
+KINDS: dict[str, TargetKind] = {CONTAINER: container, SERVICE: service}
 
 
 def for_target(target: dict) -> TargetKind:
@@ -58,8 +66,16 @@ def for_target(target: dict) -> TargetKind:
 
 
 def for_app(state: StateDir, name: str) -> TargetKind:
-    """The kind of an installed application. Only containers exist so far (their records name no kind)."""
-    return KINDS[CONTAINER]
+    """The kind of an installed application: its record (or its unfinished journal) names it; container
+    records name no kind."""
+    import json
+    named = (state.installed(name) or {}).get("kind")
+    if named is None:
+        try:
+            named = json.loads((state.app_dir(name) / "journal.json").read_text()).get("target_kind")
+        except (FileNotFoundError, ValueError):
+            pass
+    return KINDS.get(named or CONTAINER, KINDS[CONTAINER])
 
 
 def recover_all(client, state: StateDir, out: Out = print) -> list[str]:

@@ -15,6 +15,7 @@ import time
 import docker
 
 from bundlecore.errors import OperatorNeeded, UpdateFailed
+from bundlecore import progress
 from bundlecore.progress import human
 from importer.audit import audit_event, now
 from importer.state import StateDir, highest_sequence_after
@@ -46,6 +47,7 @@ class ContainerSwap:
     # -- driving -----------------------------------------------------------------------
     def step(self, step: Step) -> None:
         self.j.mark(step, "started")
+        progress.step(f"{self.r.name}: {step.value}")
         _ACTIONS[step](self)
         self.j.mark(step, "done")
 

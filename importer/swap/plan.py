@@ -14,6 +14,7 @@ from enum import StrEnum
 from bundlecore.docker_engine import ping
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
+from bundlecore.refusals import SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from importer.state import StateDir
 from importer.swap import data, engine
@@ -21,6 +22,7 @@ from importer.swap.config import describe_mount
 from importer.swap.generations import Generations
 from importer.swap.health import HealthGate
 from importer.swap.journal import SwapJournal
+from importer.swap.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
 
 BACKUP_MARGIN = 1.1
 BACKUP_MIN_FREE = 64 << 20
@@ -88,6 +90,10 @@ class SwapPlan:
     warnings: list[str] = field(default_factory=list)
     blockers: list[Blocker] = field(default_factory=list)
     rollback_to: dict | None = None  # for kind ROLLBACK: the generation item put back
+    settings: MergeResult | None = None  # for kind UPGRADE: the three-way merge of the run settings
+    setting_changes: dict = field(default_factory=dict)  # what the new container gets differently
+    prefer: Side | None = None
+    masked: frozenset[str] = frozenset()  # env keys whose values are never shown (site settings)
 
     def lines(self) -> list[str]:
         out = []
@@ -121,8 +127,11 @@ class SwapPlan:
             if self.kind == PlanKind.ROLLBACK:
                 out.append(f"  then put generation {self.rollback_to['generation']} back with the data it had "
                            f"when it was replaced ({self.rollback_to.get('displaced_at')})")
-            else:
+            elif not (self.settings and self.settings.decisions):
                 out.append("  then create the new container with the same settings, networks and mounts")
+            else:
+                out.append("  then create the new container with the same settings, networks and mounts, except:")
+                out += [f"    {d.line(self.masked, self.prefer)}" for d in self.settings.decisions]
         if self.kind != PlanKind.UNCHANGED:
             out.append(f"  health check: {self.health}")
             if self.kind == PlanKind.UPGRADE:
@@ -160,8 +169,10 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
     )
 
 
-def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None) -> SwapPlan:
-    """Read the current container (if any) and describe the swap; changes nothing."""
+def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None,
+              prefer: Side | None = None, masked: frozenset[str] = frozenset()) -> SwapPlan:
+    """Read the current container (if any) and describe the swap; changes nothing. An upgrade
+    whose run settings conflict (importer.swap.merge) is refused here, before anything is loaded."""
     name = target["name"]
     ping(client)
     # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
@@ -177,15 +188,32 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
     current = _current(state, old, Generations(state.app_dir(name)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
     plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
-                    new_version, old=current)
+                    new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked)
     _fill_mounts(client, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = engine.image_or_none(client, old["Image"]) or {}
+    if plan.kind == PlanKind.UPGRADE:
+        _merge_settings(plan, state, old, old_img)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
         hc = old["Config"].get("Healthcheck")  # the user's override is carried over
     plan.health = _describe_health(target, hc, loaded or bool(hc))
     note_risks(plan, old)
     return plan
+
+
+def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -> None:
+    """base: the run settings recorded when the current generation was installed (None for a
+    container bundle never installed); theirs: the new target's; ours: the running container."""
+    recorded = (Generations(state.app_dir(plan.name)).current or {}).get("bundle") or {}
+    base = settings_of_run(recorded["run"]) if "run" in recorded else None
+    theirs = settings_of_run(plan.target.get("run"))
+    ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
+    plan.settings = merge(base, theirs, ours, plan.prefer)
+    conflicts = plan.settings.conflicts
+    if conflicts and plan.prefer is None:
+        raise SettingsConflict("; ".join(d.conflict(plan.masked) for d in conflicts)
+                               + ": choose with --prefer bundle or --prefer local")
+    plan.setting_changes = plan.settings.changes(ours)
 
 
 def plan_rollback(client, state: StateDir, name: str) -> SwapPlan:

@@ -86,7 +86,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
         version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
-        bundle={k: bundle.get(k) for k in ("sha256", "signers", "images")})
+        bundle={k: bundle.get(k) for k in ("sha256", "signers", "images")} | {"run": plan.target.get("run") or {}})
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(plan.target, plan.new_image_ref)
         vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
@@ -104,7 +104,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
             other = engine.inspect(client, mode[len("container:"):])
             if other:
                 joined[mode[len("container:"):]] = engine.container_name(other)
-        new.create = recreate_config(old_info, old_img, new_img, plan.new_image_ref, joined)
+        new.create = recreate_config(old_info, old_img, new_img, plan.new_image_ref, joined, plan.setting_changes)
         cur = gens.current
         if cur and cur.get("container_id") == old_info["Id"]:
             old_gen = cur["generation"]

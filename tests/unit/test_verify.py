@@ -211,7 +211,7 @@ def test_every_refusal_carries_a_check_and_every_check_has_a_refusal():
 
 @pytest.mark.parametrize("kind, check", [
     ("cap", "size cap"), ("zstd", "zstd"), ("truncated", "truncated"), ("trailing", "trailing data"),
-    ("tar", "tar members"), ("head", "tar members"), ("members", "tar members"),
+    ("tar", "tar members"), ("head", "tar members"), ("members", "tar members"), ("parts", "parts"),
 ])
 def test_format_errors_are_refused_under_todays_check_names(kind, check):
     e = MalformedBundle(fmt.FormatError(kind, "boom"))
@@ -221,6 +221,7 @@ def test_format_errors_are_refused_under_todays_check_names(kind, check):
 def test_the_checks_bundle_verify_reports_are_derived_in_the_order_they_run():
     from importer.pipeline import CHECKS
 
-    assert CHECKS == ["size cap", "zstd", "truncated", "trailing data", "tar members", "signature", "manifest",
-                      "platform", "expiry", "created", "sequence", "host policy", "payload", "docker archive"]
+    assert CHECKS == ["parts", "size cap", "zstd", "truncated", "trailing data", "tar members", "signature", "manifest",
+                      "platform", "expiry", "created", "sequence", "host policy", "delta base", "payload",
+                      "docker archive"]
     assert json.loads(json.dumps(CHECKS)) == CHECKS

@@ -1,0 +1,28 @@
+"""`bundle join`: a split bundle's parts as the single file. In bundlecore because both sides use
+it (the builder before an upload, the intranet before archiving) and both installations ship it."""
+
+from pathlib import Path
+
+import click
+
+from bundlecore import format as fmt
+from bundlecore.errors import UsageProblem
+from bundlecore.refusals import MalformedBundle
+from bundlecore.text import say
+
+
+@click.command("join")
+@click.argument("parts", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The single bundle file to write.")
+def join(parts, out):
+    """Write a split bundle (OUT.part001 or the prefix OUT) as one file, each part checked on the way."""
+    if not fmt.BundleFiles.exists(parts):
+        raise UsageProblem(f"bundle {parts} not found")
+    if out.exists():
+        raise UsageProblem(f"{out} exists: choose another name (nothing is overwritten)")
+    try:
+        digest = fmt.join_parts(parts, out)
+    except fmt.FormatError as e:
+        raise MalformedBundle(e) from None
+    say(f"joined {out} ({out.stat().st_size} bytes, sha256 {digest})")

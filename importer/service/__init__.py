@@ -1,0 +1,18 @@
+"""The `service` target kind: Docker Swarm services updated by digest from the intranet registry,
+health-gated by Swarm, stage by stage (see importer.swap.kinds for the protocol).
+
+settings.py  what the signed target asks Swarm for (pure)
+rollout.py   one service created or updated, journaled, waited on; recover
+release.py   the stages of a release, soak and --resume; Swarm's rollback
+status.py    `bundle status` of a service
+"""
+
+from importer.service.release import plan
+from importer.service.release import apply
+from importer.service.rollout import recover
+from importer.service.status import plan_rollback, rollback, status, status_lines
+
+# the import options plan() takes (importer.pipeline.plan_options)
+PLAN_OPTIONS = ("registry", "resume")
+
+__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]

@@ -1,0 +1,87 @@
+"""`bundle status` and `bundle rollback` of a Swarm service."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bundlecore.errors import UsageProblem
+from importer.service import rollout
+from importer.service.release import pending_release, roll_back_service
+from importer.state import StateDir
+
+
+@dataclass
+class ServiceRollbackPlan:
+    name: str
+    current: str
+    previous: str
+
+    def lines(self) -> list[str]:
+        return [f"roll service {self.name} back with Swarm's rollback: {self.current} -> {self.previous}"]
+
+
+def plan_rollback(client, state: StateDir, name: str) -> ServiceRollbackPlan:
+    rollout.require_swarm(client)
+    info = rollout.inspect(client, name)
+    if info is None:
+        raise UsageProblem(f"service {name} does not exist")
+    if not info.get("PreviousSpec"):
+        raise UsageProblem(f"service {name} has no previous version to roll back to")
+    return ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}))
+
+
+def rollback(client, state: StateDir, plan: ServiceRollbackPlan, *, out=print) -> dict:
+    out(f"rolling service {plan.name} back to {plan.previous}")
+    return roll_back_service(client, state, plan.name, out=out)
+
+
+def status(client, state: StateDir, name: str) -> dict:
+    """Installed record, replicas, the image of each task, the last update's state (client may be None)."""
+    live = None
+    if client is not None:
+        info = rollout.inspect(client, name)
+        if info:
+            upd = info.get("UpdateStatus") or {}
+            live = {"replicas": rollout.replicas_of(info),
+                    "running": sum(rollout.running_images(client, name).values()),
+                    "image": rollout.image_of(info),
+                    "tasks": [{"id": t["ID"][:12], "image": t["Spec"]["ContainerSpec"]["Image"],
+                               "state": t["Status"].get("State"), "desired": t.get("DesiredState"),
+                               "error": t["Status"].get("Err")}
+                              for t in rollout.tasks(client, name) if t.get("DesiredState") == "running"],
+                    "update": {"state": upd.get("State"), "message": upd.get("Message")} if upd else None}
+    try:
+        last = json.loads((state.app_dir(name) / rollout.LAST).read_text())
+    except FileNotFoundError:
+        last = None
+    return {"name": name, "kind": rollout.KIND, "installed": state.installed(name), "service": live,
+            "last_rollout": last, "release": pending_release(state, name),
+            "pending_swap": rollout.RolloutJournal.path(state, name).exists()}
+
+
+def status_lines(st: dict) -> list[str]:
+    rec = st.get("installed") or {}
+    out = [f"{st['name']} (service): " + (f"{rec.get('version')} (sequence {rec.get('sequence')}) {rec.get('image')}"
+                                          if rec else "not installed")]
+    live = st.get("service")
+    if live:
+        out.append(f"  replicas {live['running']}/{live['replicas']} running; spec image {live['image']}")
+        for t in live["tasks"]:
+            out.append(f"  task {t['id']}: {t['state']} {t['image']}" + (f" ({t['error']})" if t.get("error") else ""))
+        if live.get("update"):
+            out.append(f"  last update: {live['update']['state']}: {live['update'].get('message')}")
+    elif rec:
+        out.append("  service: missing")
+    for p in (rec.get("pushed") or []):
+        out.append(f"  pushed {p['ref']} -> {p['by_digest']}")
+    last = st.get("last_rollout")
+    if last:
+        out.append(f"  last {last['kind']}: {last['result']} at {last.get('finished_at')}: {last.get('message')}")
+    rel = st.get("release")
+    if rel:
+        out.append(f"  release {rel['version']} stopped after stage {rel['done']} of {rel['stages']}; "
+                   f"continue with --resume after {rel['resume_after']}")
+    if st.get("pending_swap"):
+        out.append("  an interrupted rollout is pending: run `bundle recover`")
+    return out

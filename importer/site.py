@@ -1,0 +1,100 @@
+"""Site settings: what an application needs on this host that must not be inside a signed bundle
+(secrets, host names, a host file holding an app's keys), kept by the intranet admin in
+`/etc/bundle/apps/NAME.toml` (or the file given with `--site`; `$BUNDLE_SITE_DIR` moves the
+directory; the file must not be writable by group or others). It holds one `[run]` table in the
+bundle's run vocabulary (schemas/site.schema.json), merged over the bundle's `[target.run]` on
+first installs and upgrades alike:
+
+- env and labels: per key, the site's value wins;
+- ports (per container port) and volumes (per mount target): the site's replaces the bundle's;
+- cap_add, cap_drop, dns, extra_hosts: added to the bundle's;
+- every other setting (restart, command, network, user...): the site's replaces the bundle's.
+
+What reaches the host is then decided once, by the host policy, on the merged settings: the site
+file is the admin's, but one rule for what a container may ask of this host is simpler to audit
+than two. Every env value from the site file is masked in the plan (they are the secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundlecore.errors import EnvironmentProblem
+from bundlecore.runspec import parse_port, parse_volume
+from bundlecore.schema import first_error
+from importer.swap.merge import MASK
+
+SITE_DIR = Path("/etc/bundle/apps")
+_ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts")
+
+
+def site_dir() -> Path:
+    return Path(os.environ.get("BUNDLE_SITE_DIR") or SITE_DIR)
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    path: Path | None
+    run: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, app: str, path: Path | None = None) -> "SiteSettings":
+        """The given file, else the app's file in the site directory if there is one."""
+        if path is None:
+            path = site_dir() / f"{app}.toml"
+            if not path.is_file():
+                return cls(None)
+        try:
+            if Path(path).stat().st_mode & 0o022:
+                raise EnvironmentProblem(f"site settings {path} is writable by group or others: "
+                                         f"anyone who can write it decides what this app runs with (chmod go-w)")
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EnvironmentProblem(f"site settings {path} not found") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise EnvironmentProblem(f"site settings {path} cannot be read: {e}") from None
+        err = first_error("site.schema.json", raw)
+        if err:
+            raise EnvironmentProblem(f"site settings {path}: {err}")
+        return cls(Path(path), raw["run"])
+
+    @property
+    def masked(self) -> frozenset[str]:
+        return frozenset(self.run.get("env") or {})
+
+    def over(self, run: dict | None) -> dict:
+        """The bundle's run settings with this site's over them (see the module docstring)."""
+        out = dict(run or {})
+        for key, value in self.run.items():
+            if key in ("env", "labels"):
+                out[key] = {**(out.get(key) or {}), **value}
+            elif key == "ports":
+                keys = {parse_port(p).key for p in value}
+                out[key] = [p for p in out.get(key) or [] if parse_port(p).key not in keys] + value
+            elif key == "volumes":
+                targets = {parse_volume(v).target for v in value}
+                out[key] = [v for v in out.get(key) or [] if parse_volume(v).target not in targets] + value
+            elif key in _ADDED:
+                out[key] = list(dict.fromkeys([*(out.get(key) or []), *value]))
+            else:
+                out[key] = value
+        return out
+
+    def plan_lines(self) -> list[str]:
+        """What the operator confirms of the site file, env values masked."""
+        if self.path is None:
+            return []
+        out = [f"site settings {self.path} (over the bundle's):"]
+        for key, value in self.run.items():
+            if key == "env":
+                out += [f"  env {k}={MASK}" for k in value]
+            elif key == "labels":
+                out += [f"  label {k}={v}" for k, v in value.items()]
+            elif isinstance(value, list) and key not in ("command", "entrypoint"):
+                out += [f"  {key} {v}" for v in value]
+            else:
+                out.append(f"  {key} {value}")
+        return out

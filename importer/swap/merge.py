@@ -1,0 +1,249 @@
+"""Three-way merge of an application's run settings on upgrade (pure: no engine, no disk).
+
+base   = the run settings the running version was installed with (recorded at install: the
+         bundle's `[target.run]` with the site settings over it);
+theirs = the new bundle's (with the site settings over it);
+ours   = the running container, as the engine reports it, in the run-spec vocabulary.
+
+Settings are compared one by one, each under a `Key` (`env GREETING`, `port 8080/tcp`, `volume
+/data`, `cap_add SYS_ADMIN`, `label K`, `restart`, `command`, `network`):
+- changed by the release only: the release's value is applied;
+- changed on this host only: the host's value is kept;
+- changed by both to the same value: that value;
+- changed by both differently: a conflict, refused unless the operator prefers a side.
+Absent is a value: a setting one side removed is a change like any other.
+
+With no recorded base (a container adopted from outside, or installed before bases were
+recorded), the running container is the base for every setting the release names, and a
+setting it does not name is kept: a release cannot be said to remove what it never set.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bundlecore.runspec import VolumeKind, parse_port, parse_volume
+
+# Labels that mark this tool's own containers or the engine's tooling: never the admin's settings.
+RESERVED_LABELS = ("io.bundle.", "com.docker.")
+MASK = "***"
+
+
+class Side(StrEnum):
+    """Which side `--prefer` picks in a conflict."""
+
+    BUNDLE = "bundle"
+    LOCAL = "local"
+
+
+class Kind(StrEnum):
+    ENV = "env"
+    LABEL = "label"
+    PORT = "port"
+    VOLUME = "volume"
+    CAP_ADD = "cap_add"
+    RESTART = "restart"
+    COMMAND = "command"
+    NETWORK = "network"
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    kind: Kind
+    name: str = ""  # the env/label key, the container port, the mount target, the capability
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}" if self.name else str(self.kind)
+
+
+Settings = dict[Key, object]  # absent key = not set; values are str or tuples (hashable, comparable)
+
+
+class Origin(StrEnum):
+    BUNDLE = "bundle"   # the release changed it and it is applied
+    LOCAL = "local"     # this host changed it and it is kept
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One setting whose value differs between the sides, and what the merge made of it."""
+
+    key: Key
+    base: object
+    theirs: object
+    ours: object
+    origin: Origin
+    result: object
+
+    def line(self, masked: frozenset[str] = frozenset(), prefer: Side | None = None) -> str:
+        """The plan line: what happens to this setting and why."""
+        show = lambda v: _show(self.key, v, masked)  # noqa: E731
+        if self.origin is Origin.BUNDLE or (self.origin is Origin.CONFLICT and prefer is Side.BUNDLE):
+            why = "from the bundle" + ("; this host's change is overridden by --prefer bundle"
+                                       if self.origin is Origin.CONFLICT else "")
+            return f"{self.key}: {show(self.ours)} -> {show(self.theirs)} ({why})"
+        why = "set on this host" + ("; the bundle's change is dropped by --prefer local"
+                                    if self.origin is Origin.CONFLICT else "")
+        if self.ours is None:
+            return f"{self.key} unset kept ({why})"
+        return f"{_assigned(self.key, show(self.ours))} kept ({why})"
+
+    def conflict(self, masked: frozenset[str] = frozenset()) -> str:
+        show = lambda v: _show(self.key, v, masked)  # noqa: E731
+        return (f"{self.key} was changed on this host ({show(self.base)} -> {show(self.ours)}) and by the bundle "
+                f"({show(self.base)} -> {show(self.theirs)})")
+
+
+@dataclass
+class MergeResult:
+    merged: Settings
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def conflicts(self) -> list[Decision]:
+        return [d for d in self.decisions if d.origin is Origin.CONFLICT]
+
+    def changes(self, ours: Settings) -> dict[Key, object]:
+        """The settings the new container must get differently from the running one (None = remove)."""
+        return {k: self.merged.get(k) for k in sorted(set(self.merged) | set(ours)) if self.merged.get(k) != ours.get(k)}
+
+
+def merge(base: Settings | None, theirs: Settings, ours: Settings, prefer: Side | None = None) -> MergeResult:
+    """The three-way merge of the module docstring; conflicts are decided by `prefer` when given."""
+    if base is None:
+        base = {k: v for k, v in ours.items() if k in theirs}
+    out = MergeResult({})
+    for key in sorted(set(base) | set(theirs) | set(ours)):
+        b, t, o = base.get(key), theirs.get(key), ours.get(key)
+        if o == b or t == o:
+            result, origin = t, (Origin.BUNDLE if t != o else None)
+        elif t == b:
+            result, origin = o, Origin.LOCAL
+        else:
+            origin = Origin.CONFLICT
+            result = t if prefer is Side.BUNDLE else o
+        if result is not None:
+            out.merged[key] = result
+        if origin is not None:
+            out.decisions.append(Decision(key, b, t, o, origin, result))
+    return out
+
+
+# -- the run-spec vocabulary -------------------------------------------------------------
+
+def port_text(ip: str, host: str, cport_key: str) -> str:
+    """One published port in the run spec's syntax (`[ip:][hostport:]containerport[/proto]`)."""
+    cport, proto = cport_key.split("/")
+    text = f"{ip}:{host}:{cport}" if ip else (f"{host}:{cport}" if host else cport)
+    return text + ("" if proto == "tcp" else f"/{proto}")
+
+
+def volume_text(spec: str) -> str:
+    """A volume spec in one form: `rw` (the default) dropped, an engine-named anonymous volume
+    (64 hex digits, how a recreated container keeps its anonymous volumes) written as anonymous."""
+    v = parse_volume(spec)
+    mode = "" if v.mode == "rw" else v.mode
+    if v.kind is VolumeKind.ANONYMOUS or _engine_named(v.source):
+        return v.target + (f":{mode}" if mode else "")
+    return f"{v.source}:{v.target}" + (f":{mode}" if mode else "")
+
+
+def _engine_named(source: str | None) -> bool:
+    return bool(source) and len(source) == 64 and all(c in "0123456789abcdef" for c in source)
+
+
+def _restart(value) -> str | None:
+    return None if value in (None, "", "no") else str(value)
+
+
+def _network(value) -> str | None:
+    return None if value in (None, "", "default", "bridge") else str(value)
+
+
+def settings_of_run(run: dict | None) -> Settings:
+    """A run-spec object (`[target.run]`) as settings."""
+    run = run or {}
+    out: Settings = {}
+    for k, v in (run.get("env") or {}).items():
+        out[Key(Kind.ENV, k)] = str(v)
+    for k, v in (run.get("labels") or {}).items():
+        out[Key(Kind.LABEL, k)] = str(v)
+    ports: dict[str, list[str]] = {}
+    for p in map(parse_port, run.get("ports") or []):
+        ports.setdefault(p.key, []).append(port_text(p.host_ip, p.host_port, p.key))
+    for k, texts in ports.items():
+        out[Key(Kind.PORT, k)] = tuple(sorted(texts))
+    for spec in run.get("volumes") or []:
+        out[Key(Kind.VOLUME, parse_volume(spec).target)] = volume_text(spec)
+    for cap in run.get("cap_add") or []:
+        out[Key(Kind.CAP_ADD, cap.upper().removeprefix("CAP_"))] = "added"
+    if _restart(run.get("restart")):
+        out[Key(Kind.RESTART)] = _restart(run["restart"])
+    cmd = run.get("command")
+    if cmd:
+        out[Key(Kind.COMMAND)] = tuple(shlex.split(cmd) if isinstance(cmd, str) else cmd)
+    if _network(run.get("network")):
+        out[Key(Kind.NETWORK)] = _network(run["network"])
+    return out
+
+
+def settings_of_container(info: dict, image: dict, named: set[Key] = frozenset()) -> Settings:
+    """The running container (`docker inspect`) as settings. An env var or label equal to the
+    image's default is the image's, not a setting, unless `named` (the base) sets it."""
+    config, host = info.get("Config") or {}, info.get("HostConfig") or {}
+    img = image.get("Config") or {}
+    out: Settings = {}
+    image_env = set(img.get("Env") or [])
+    for entry in config.get("Env") or []:
+        k, _, v = entry.partition("=")
+        if entry not in image_env or Key(Kind.ENV, k) in named:
+            out[Key(Kind.ENV, k)] = v
+    image_labels = img.get("Labels") or {}
+    for k, v in (config.get("Labels") or {}).items():
+        if k.startswith(RESERVED_LABELS):
+            continue
+        if image_labels.get(k) != v or Key(Kind.LABEL, k) in named:
+            out[Key(Kind.LABEL, k)] = v
+    for key, bindings in (host.get("PortBindings") or {}).items():
+        texts = [port_text(b.get("HostIp") or "", b.get("HostPort") or "", key) for b in bindings or [{}]]
+        out[Key(Kind.PORT, key)] = tuple(sorted(texts))
+    image_volumes = set(img.get("Volumes") or {})
+    for spec in host.get("Binds") or []:
+        text = volume_text(spec)
+        target = parse_volume(spec).target
+        if text.startswith("/") and target in image_volumes:
+            continue  # the image's own VOLUME, carried over by a previous swap
+        out[Key(Kind.VOLUME, target)] = text
+    for target in config.get("Volumes") or {}:
+        if target not in image_volumes and Key(Kind.VOLUME, target) not in out:
+            out[Key(Kind.VOLUME, target)] = target
+    for cap in host.get("CapAdd") or []:
+        out[Key(Kind.CAP_ADD, cap.upper().removeprefix("CAP_"))] = "added"
+    policy = host.get("RestartPolicy") or {}
+    restart = _restart(policy.get("Name"))
+    if restart:
+        count = policy.get("MaximumRetryCount") or 0
+        out[Key(Kind.RESTART)] = f"{restart}:{count}" if restart == "on-failure" and count else restart
+    if config.get("Cmd") and (config.get("Cmd") != img.get("Cmd") or Key(Kind.COMMAND) in named):
+        out[Key(Kind.COMMAND)] = tuple(config["Cmd"])
+    if _network(host.get("NetworkMode")):
+        out[Key(Kind.NETWORK)] = _network(host["NetworkMode"])
+    return out
+
+
+def _show(key: Key, value, masked: frozenset[str]) -> str:
+    if value is None:
+        return "(unset)"
+    if key.kind is Kind.ENV and key.name in masked:
+        return MASK
+    if isinstance(value, tuple):
+        return shlex.join(value) if key.kind is Kind.COMMAND else ", ".join(value)
+    return str(value)
+
+
+def _assigned(key: Key, shown: str) -> str:
+    """`env EXTRA=1` for keyed values, `restart always` for the others."""
+    return f"{key}={shown}" if key.kind in (Kind.ENV, Kind.LABEL) else f"{key} {shown}"

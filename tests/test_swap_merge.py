@@ -1,0 +1,186 @@
+"""`bundle import` of a release whose run settings changed, on a real engine with signed bundles:
+the three-way merge (the release's changes applied, the host's kept, conflicts refused before
+anything is loaded or stopped unless --prefer decides) and site settings (merged over the
+bundle's, masked in the plan, under the host policy)."""
+
+from __future__ import annotations
+
+import socket
+
+import docker
+import pytest
+
+from importer.swap.journal import SwapJournal
+from tests.conftest import one_line, run_bundle
+from tests.swap_fixtures import free_port, served_version, wait_until
+
+
+def _spec(path, env: dict, image: dict, *, port: int, sequence: int, greeting: str = "hello") -> object:
+    path.write_text(
+        f'name = "{env["name"]}"\nversion = "{image["version"]}"\nsequence = {sequence}\nimages = ["{image["ref"]}"]\n\n'
+        f'[target]\nkind = "container"\nname = "{env["name"]}"\nimage = "{image["ref"]}"\n\n'
+        f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = ["{env["volume"]}:/data"]\n'
+        f'env = {{ GREETING = "{greeting}" }}\nstop_timeout = 0\n\n'
+        f'[target.health]\nhttp = "http://127.0.0.1:{port}/health"\ntimeout = "5s"\nattempts = 2\n')
+    return path
+
+
+class Site:
+    """One test's signed releases of the demo app, imported with the real CLI."""
+
+    def __init__(self, env, key, keys_dir, tmp_path):
+        self.env, self.key, self.keys, self.tmp = env, key, keys_dir, tmp_path
+        self.no_site_dir = {"BUNDLE_SITE_DIR": str(tmp_path / "no-site-files")}
+
+    def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello"):
+        spec = _spec(self.tmp / f"bundle-{sequence}.toml", self.env, image, port=port, sequence=sequence,
+                     greeting=greeting)
+        out = self.tmp / f"app-{sequence}.bundle.zst"
+        r = run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home, "--local")
+        assert r.code == 0, str(r)
+        return out
+
+    def import_(self, bundle, *extra):
+        return run_bundle("import", bundle, "--keys", self.keys, "--state-dir", self.env["state"].root, "--yes",
+                          *extra, env=self.no_site_dir)
+
+    def container(self) -> dict:
+        return self.env["client"].api.inspect_container(self.env["name"])
+
+    def env_of(self) -> dict:
+        return dict(e.split("=", 1) for e in self.container()["Config"]["Env"])
+
+    def recreate_by_hand(self, image: dict, port: int, **extra_env):
+        """What an admin does: remove the container and `docker run` it again with other env."""
+        api, name = self.env["client"].api, self.env["name"]
+        api.remove_container(name, force=True)
+        cid = api.create_container_from_config({
+            "Image": image["ref"], "Env": [f"{k}={v}" for k, v in {"GREETING": "hello", **extra_env}.items()],
+            "ExposedPorts": {"8080/tcp": {}}, "StopTimeout": 0,
+            "HostConfig": {"Binds": [f"{self.env['volume']}:/data"],
+                           "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}},
+            name=name)["Id"]
+        api.start(cid)
+        assert wait_until(lambda: served_version({"port": port}) == image["version"])
+        return cid
+
+
+@pytest.fixture
+def site(docker_client, swap_env, pgp_keys, trust_store_of, tmp_path):
+    swap_env["client"] = docker_client
+    return Site(swap_env, pgp_keys.builder, trust_store_of([pgp_keys.builder]), tmp_path)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_release_that_moves_its_port_ends_on_the_new_port(site, demo_images):
+    p1, p2 = site.env["port"], free_port()
+    assert site.import_(site.build(demo_images["v1"], 1, port=p1)).code == 0
+    assert served_version({"port": p1}) == "1.0.0"
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=p2))
+    assert r.code == 0, str(r)
+    assert f"port 8080/tcp: 127.0.0.1:{p1}:8080 -> 127.0.0.1:{p2}:8080 (from the bundle)" in r.stdout
+    assert served_version({"port": p2}) == "2.0.0"
+    assert _port_is_free(p1)
+    bindings = site.container()["HostConfig"]["PortBindings"]
+    assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(p2)}]}
+
+
+def test_an_env_change_of_the_release_is_applied_and_an_env_the_admin_added_is_kept(site, demo_images):
+    port = site.env["port"]
+    assert site.import_(site.build(demo_images["v1"], 1, port=port)).code == 0
+    site.recreate_by_hand(demo_images["v1"], port, EXTRA="1")
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=port, greeting="hi"), "--adopt")
+    assert r.code == 0, str(r)
+    assert "env GREETING: hello -> hi (from the bundle)" in r.stdout
+    assert "env EXTRA=1 kept (set on this host)" in r.stdout
+    env = site.env_of()
+    assert env["GREETING"] == "hi" and env["EXTRA"] == "1" and env["APP_VERSION"] == "2.0.0"
+    assert served_version(site.env) == "2.0.0"
+
+
+def test_an_upgrade_with_unchanged_settings_says_so(site, demo_images):
+    port = site.env["port"]
+    assert site.import_(site.build(demo_images["v1"], 1, port=port)).code == 0
+    r = site.import_(site.build(demo_images["v2"], 2, port=port))
+    assert r.code == 0, str(r)
+    assert "then create the new container with the same settings, networks and mounts" in r.stdout
+    assert "except:" not in r.stdout and site.env_of()["GREETING"] == "hello"
+
+
+@pytest.mark.parametrize("prefer,greeting", [("bundle", "hi"), ("local", "local")])
+def test_a_setting_changed_on_the_host_and_by_the_release_is_refused_before_anything_stops(
+        site, demo_images, app_image, docker_client, uniq, prefer, greeting):
+    port = site.env["port"]
+    v2 = {"ref": f"mergetest/app-{uniq}:2.0.0", "version": "2.0.0"}
+    v2["id"] = app_image(v2["ref"], "2.0.0")
+    assert site.import_(site.build(demo_images["v1"], 1, port=port)).code == 0
+    cid = site.recreate_by_hand(demo_images["v1"], port, GREETING="local")
+    bundle = site.build(v2, 2, port=port, greeting="hi")
+    docker_client.images.remove(v2["ref"])  # the intranet does not have the release yet
+
+    r = site.import_(bundle, "--adopt")
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr) == ("refused: settings: env GREETING was changed on this host (hello -> local) and "
+                                  "by the bundle (hello -> hi): choose with --prefer bundle or --prefer local")
+    # nothing stopped, nothing loaded, no swap begun
+    info = site.container()
+    assert info["Id"] == cid and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(v2["ref"])
+    assert SwapJournal.load(site.env["state"].app_dir(site.env["name"])) is None
+
+    r = site.import_(bundle, "--adopt", "--prefer", prefer)
+    assert r.code == 0, str(r)
+    assert f"--prefer {prefer}" in r.stdout
+    assert site.env_of()["GREETING"] == greeting and served_version(site.env) == "2.0.0"
+
+
+def test_site_settings_reach_the_container_masked_in_the_plan_and_under_the_host_policy(
+        site, demo_images, tmp_path):
+    port, secret = site.env["port"], "s3cr3t-value-for-test"
+    hostdir = tmp_path / "site-files"
+    hostdir.mkdir()
+    (hostdir / "app.env").write_text("SIG_KEY=abc\n")
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(f'[run]\nenv = {{ TOKEN = "{secret}" }}\nvolumes = ["{hostdir}/app.env:/app.env"]\n')
+    bundle = site.build(demo_images["v1"], 1, port=port)
+
+    # a bind mount in the site file is host access like any other: refused without a grant
+    r = site.import_(bundle, "--site", site_file)
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr).startswith(f"refused: host policy: target.run.volumes.1 asks for bind mount of host "
+                                         f"path {hostdir}/app.env")
+    with pytest.raises(docker.errors.NotFound):
+        site.container()
+
+    (site.keys / "host-policy.toml").write_text(f'[apps.{site.env["name"]}]\nbind_prefixes = ["{hostdir}"]\n')
+    r = site.import_(bundle, "--site", site_file)
+    assert r.code == 0, str(r)
+    assert f"site settings {site_file} (over the bundle's):" in r.stdout and "  env TOKEN=***" in r.stdout
+    assert secret not in r.stdout + r.stderr
+    assert site.env_of()["TOKEN"] == secret and site.env_of()["GREETING"] == "hello"
+    api = site.env["client"].api
+    out = api.exec_start(api.exec_create(site.env["name"], ["cat", "/app.env"]))
+    assert out == b"SIG_KEY=abc\n"
+
+    # the next release with the same site file: nothing reported as changed on the host
+    r = site.import_(site.build(demo_images["v2"], 2, port=port), "--site", site_file)
+    assert r.code == 0, str(r)
+    assert "except:" not in r.stdout and secret not in r.stdout + r.stderr
+    assert site.env_of()["TOKEN"] == secret and served_version(site.env) == "2.0.0"
+
+
+def test_a_broken_site_file_changes_nothing(site, demo_images, tmp_path):
+    site_file = tmp_path / "site.toml"
+    site_file.write_text('[run]\nprivileged = true\n')
+    r = site.import_(site.build(demo_images["v1"], 1, port=site.env["port"]), "--site", site_file)
+    assert r.code == 1, str(r)
+    assert one_line(r.stderr).startswith(f"error: site settings {site_file}: at run: ")
+    with pytest.raises(docker.errors.NotFound):
+        site.container()
