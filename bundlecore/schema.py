@@ -42,3 +42,10 @@ def first_error(name: str, instance) -> str | None:
         # The pattern itself helps nobody; its description says what is expected.
         return f"at {where}: {err.instance!r} is not {err.schema['description']}"
     return f"at {where}: {err.message}"
+
+
+def bounds(definition: str) -> tuple[int, int]:
+    """(minimum, maximum) of an integer definition in run.schema.json: limits a duration written
+    as text ('10m') must meet too, kept in the schema alone."""
+    d = json.loads(resources.files("bundlecore.schemas").joinpath("run.schema.json").read_text())["$defs"][definition]
+    return d["minimum"], d["maximum"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundlecore.errors import UsageProblem
-from bundlecore.schema import first_error
+from bundlecore.schema import bounds, first_error
 from bundlecore.text import first_unprintable
 from bundlecore.timeutil import parse_duration
 
@@ -106,6 +106,12 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
         if not 1 <= health["timeout"] <= MAX_HEALTH_TIMEOUT:
             raise UsageProblem(f"spec {path}: target.health.timeout must be between 1s and {MAX_HEALTH_TIMEOUT}s")
         health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
+        if "probation" in health:  # off unless set; then no restart is allowed unless max_restarts says so
+            health["probation"] = parse_duration(health["probation"])
+            low, high = bounds("health_probation_seconds")
+            if not low <= health["probation"] <= high:
+                raise UsageProblem(f"spec {path}: target.health.probation must be between {low}s and {high}s")
+            health.setdefault("max_restarts", 0)
         target["health"] = health
     if "stage" in raw:
         target["stages"] = service_stages(path, target, raw["stage"])

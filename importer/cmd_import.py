@@ -5,11 +5,20 @@ from pathlib import Path
 
 import click
 
+from bundlecore.errors import UsageProblem
 from bundlecore.text import say
 from bundlecore.trust import TrustStore
 from importer.options import bundle_argument, json_option, keys_option, require_confirmation, state_dir_option
-from importer.pipeline import import_bundle
+from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
+
+
+def _probation(text):
+    """--probation read before anything else, so a bad value is a usage error that touched nothing."""
+    try:
+        return probation_seconds(text)
+    except UsageProblem as e:
+        raise click.BadParameter(str(e).removeprefix("--probation: ")) from None
 
 
 @click.command("import")
@@ -26,19 +35,22 @@ from importer.state import StateDir
 @click.option("--prefer", type=click.Choice(["bundle", "local"]), default=None,
               help="Which side wins a run setting changed both on this host and by the release.")
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
+@click.option("--probation", metavar="DURATION", default=None, callback=lambda ctx, param, v: _probation(v),
+              help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
+              "this import only, overrides the bundle's [target.health] probation.")
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
               "target's registry); a service target is rolled out from it by digest.")
 @click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
-               as_json):
+               probation, as_json):
     """Verify a bundle, load its images and swap the running application."""
     out = (lambda line: say(line, err=True)) if as_json else say
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
         allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
-        resume=resume, out=out,
+        resume=resume, probation=probation, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

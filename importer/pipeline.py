@@ -21,7 +21,8 @@ from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform
 from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
-from bundlecore.timeutil import format_ts, utc_now
+from bundlecore.schema import bounds
+from bundlecore.timeutil import format_ts, parse_duration, utc_now
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
@@ -101,6 +102,27 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def probation_seconds(text: str | None) -> int | None:
+    """`--probation DURATION` in seconds (a usage error when it is not a duration from 1 s to a day)."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise UsageProblem(f"--probation: {e}") from None
+    low, high = bounds("health_probation_seconds")
+    if not low <= seconds <= high:
+        raise UsageProblem(f"--probation: {text} is not between {low}s and {high}s")
+    return seconds
+
+
+def with_probation(target: dict, probation: int | None) -> dict:
+    """The signed target with this import's probation window (and the bundle's max_restarts, if any)."""
+    if probation is None:
+        return target
+    return {**target, "health": {**(target.get("health") or {}), "probation": probation}}
+
+
 def plan_options(kind, **options) -> dict:
     """The import options a target kind's plan takes (PLAN_OPTIONS); one it cannot honour is a usage error."""
     accepted = getattr(kind, "PLAN_OPTIONS", ())
@@ -112,7 +134,8 @@ def plan_options(kind, **options) -> dict:
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
                   site: Path | None = None, prefer: str | None = None, registry: str | None = None,
-                  resume: bool = False, confirm: Callable[[], None] = lambda: None,
+                  resume: bool = False, probation: int | None = None,
+                  confirm: Callable[[], None] = lambda: None,
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. `registry` (else the target's own) receives every verified image
@@ -142,7 +165,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 audit["takes_over"] = taken.plan_lines()
             # the site settings over the signed ones; the host policy decides on what reaches the host
             settings = SiteSettings.load(m["name"], site)
-            target = {**m["target"], "run": settings.over(m["target"].get("run"))}
+            target = with_probation({**m["target"], "run": settings.over(m["target"].get("run"))}, probation)
             host_access = gate.host_policy.check(m["name"], target["run"]) if settings.run else gate.host_access
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)

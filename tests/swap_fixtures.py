@@ -50,9 +50,14 @@ def demo_images(docker_client):
         made[key] = {"ref": ref, "id": build_app_image(docker_client, ref, version, broken, image_extra(version)),
                      "version": version}
     yield made
+    remove_images(docker_client, made)
+
+
+def remove_images(client, made: dict) -> None:
+    """Remove the tags a module built ({key: {"ref": ...}}), whatever state a test left them in."""
     for m in made.values():
         try:
-            docker_client.images.remove(m["ref"], force=True)
+            client.images.remove(m["ref"], force=True)
         except Exception:
             pass
 

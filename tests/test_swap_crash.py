@@ -19,6 +19,9 @@ from tests.swap_fixtures import (bundle_for, containers_named, data_files, diges
                                  run_driver, seed_data, served_version, target_for)
 
 KILLED = -9
+# The new version had passed its gate: recovery finishes the swap (an unfinished probation window
+# is resumed first; with no probation set, the step is a no-op).
+GATE_PASSED = ("probation", "commit", "prune")
 
 
 def _swap_killed(swap_env, image, sequence, step, when, **target_kw):
@@ -73,7 +76,7 @@ def test_upgrade_killed_at_each_step_is_recovered(docker_client, swap_env, demo_
     _swap_killed(swap_env, demo_images["v2"], 2, step, when)
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
-    committed = step in ("commit", "prune")  # the new version had passed its gate: finish it
+    committed = step in GATE_PASSED
     _assert_healthy_on(docker_client, swap_env, "2.0.0" if committed else "1.0.0", before)
     last = app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
     assert last["result"] == ("installed" if committed else "rolled back")
@@ -90,13 +93,13 @@ def test_undo_of_a_failed_migration_killed_at_each_step_is_recovered(docker_clie
     assert b"3.0.0" not in data_files(docker_client, swap_env["name"])["data/migrations.log"]
 
 
-@pytest.mark.parametrize("step", ["create_new", "start_new", "commit"])
+@pytest.mark.parametrize("step", ["create_new", "start_new", "probation", "commit"])
 def test_first_install_killed_is_recovered(docker_client, swap_env, demo_images, step):
     _swap_killed(swap_env, demo_images["v1"], 1, step, "after")
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
     assert pending(swap_env["state"]) == []
-    if step == "commit":
+    if step in GATE_PASSED:
         assert served_version(swap_env) == "1.0.0" and len(containers_named(docker_client, swap_env["name"])) == 1
     else:
         assert containers_named(docker_client, swap_env["name"]) == []
@@ -143,7 +146,7 @@ def test_manual_rollback_killed_at_each_step_is_recovered(docker_client, swap_en
     assert r.returncode == KILLED, r.stderr
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
-    if step in ("commit", "prune"):
+    if step in GATE_PASSED:
         _assert_healthy_on(docker_client, swap_env, "1.0.0", v1_data)
         assert "data/v2-only.txt" not in data_files(docker_client, name)
     else:
@@ -204,3 +207,21 @@ def test_recovery_refuses_to_restore_over_data_written_after_the_new_version_sto
     assert pending(swap_env["state"]) == [name]
     mine = [HELPER_LABEL, f"{STATE_LABEL}={swap_env['state'].identity}"]
     assert docker_client.api.containers(all=True, filters={"label": mine}) == []
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker_client, swap_env, demo_images, when):
+    """With probation on: killed before the window was journaled (recovery starts it) or after it
+    ended (recovery only checks the restarts since the journaled base), then commits."""
+    before = _with_v1(docker_client, swap_env, demo_images)
+    target = target_for(swap_env, demo_images["v2"])
+    target["health"].update(probation=3, max_restarts=0)
+    r = run_driver("swap", swap_env["state"].root, json.dumps(target), demo_images["v2"]["id"],
+                   json.dumps(bundle_for(demo_images["v2"], 2)),
+                   env={"BUNDLE_CRASH_AT": "probation", "BUNDLE_CRASH_WHEN": when})
+    assert r.returncode == KILLED, r.stderr
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    assert ("probation: watching" in r.stdout) is (when == "before")
+    _assert_healthy_on(docker_client, swap_env, "2.0.0", before)
+    assert app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]["result"] == "installed"

@@ -1,18 +1,51 @@
-"""The health gate: is the container that was just started actually serving?
+"""The health gate: is the container that was just started actually serving, and does it stay up?
 
-Probe, in order of preference: the manifest's `health` (an http URL or tcp host:port probed from
-this host, or a command run in the container), else the image's own Docker HEALTHCHECK (waiting
-for Health.Status "healthy", which for AnythingLLM takes a minute or more: start period 1 min,
+Probe, in order of preference: the manifest's `health` (an http URL, a tcp host:port, or a
+command run in the container), else the image's own Docker HEALTHCHECK (waiting for
+Health.Status "healthy", which for AnythingLLM takes a minute or more: start period 1 min,
 interval 1 min), else "still running, not restarted, after 10 s".
 
-An attempt fails when the container exits or restarts, reports "unhealthy", or the probe does
-not pass within `timeout` seconds. Failed attempts are retried (a fresh start) up to `attempts`.
+What each probe kind proves:
+
+- `tcp = "HOST:PORT"`: a process INSIDE the container accepted a connection on the container
+  port. When HOST:PORT is a port this container publishes on this host, the probe connects to
+  the container's own address on its network and the container port behind the published one
+  (`container_address`): Docker's port proxy (docker-proxy) on the host accepts every
+  connection whether or not anything listens inside, so connecting to the published port proves
+  nothing. When the container has no address this host reaches (network none, a network of
+  another host), the probe goes through the published port and counts only if the connection is
+  still open after HOLD seconds (the proxy closes it at once when nothing listens inside); the
+  gate says so. Any other HOST:PORT is probed as written.
+- `http = "URL"`: a process inside the container answered the request with 2xx/3xx. A URL at a
+  port the container publishes on this host is sent to the container's address and port, with
+  the URL's Host header kept; the fallback (no reachable address, or https, whose certificate
+  names the published host) goes to the URL as written and is said.
+- `cmd = "..."`: the command exits 0 inside the container (it proves what the command checks).
+- the image's HEALTHCHECK: Docker's own probe reports "healthy".
+- none: the container ran RUNNING_GRACE seconds without exiting or restarting.
+
+An attempt passes only after STABLE_PROBES consecutive passing probes at least PROBE_SPACING
+seconds apart, with the container running, not restarting and not restarted since the attempt
+began (same RestartCount and StartedAt) when the gate passes: a release that answers once and
+then crashes is not kept. An attempt fails when the container exits or restarts, reports
+"unhealthy", or the probe does not pass within `timeout` seconds. Failed attempts are retried
+(a fresh start) up to `attempts`.
+
+Probation (`probation` seconds, `max_restarts`; off unless set): after the gate passed, the
+container is watched for the window (`watch_probation`). It fails when the container restarted
+more than `max_restarts` times since the gate passed, when it exited and is not being
+restarted (restart policy "no", or on-failure gave up), or when its probe kept failing for
+`timeout` seconds; the swap then rolls back exactly as after a failed gate.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import socket
 import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import requests
@@ -24,10 +57,87 @@ POLL = 0.3
 RUNNING_GRACE = 10.0
 DEFAULT_TIMEOUT = 60
 DEFAULT_ATTEMPTS = 3
+# The gate passes after this many consecutive passing probes, each PROBE_SPACING s after the last.
+STABLE_PROBES = 2
+PROBE_SPACING = 1.0
+# Fallback through a published port: a real listener keeps the connection open this long.
+HOLD = 0.5
+# How often probation looks at the container and probes it.
+PROBATION_EVERY = 1.0
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
+# Errors that mean "this host cannot reach that address" (as opposed to "nothing listens there").
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
 
 
 def _ns(v) -> float:
     return (v or 0) / 1e9
+
+
+def container_address(info: dict, host: str, port: int, host_is_local: bool) -> tuple[str, int] | None:
+    """The container's own (address, port) behind HOST:PORT when HOST:PORT is a port this container
+    publishes on this host (per NetworkSettings.Ports); None when it is not one of its published
+    ports or the container has no address on a network."""
+    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    for key, bindings in sorted(ports.items()):
+        cport, _, proto = key.partition("/")
+        if proto not in ("", "tcp"):
+            continue
+        for b in bindings or []:
+            bound = (b.get("HostIp") or "").strip("[]")
+            if str(b.get("HostPort")) != str(port):
+                continue
+            if host == bound or (host_is_local and (bound in LOCAL_HOSTS or _loopback(bound))):
+                ip = container_ip(info)
+                return (ip, int(cport)) if ip else None
+    return None
+
+
+def container_ip(info: dict) -> str | None:
+    """The container's address on its first network that gave it one (sorted by name)."""
+    ns = info.get("NetworkSettings") or {}
+    for _, net in sorted((ns.get("Networks") or {}).items()):
+        for key in ("IPAddress", "GlobalIPv6Address"):
+            if (net or {}).get(key):
+                return net[key]
+    return ns.get("IPAddress") or None
+
+
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_local(host: str) -> bool:
+    """Whether HOST names this machine (a name or address a socket here can bind)."""
+    if host in LOCAL_HOSTS or _loopback(host):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((sockaddr[0], 0))
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    host, _, port = str(text).rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass
+class ProbeRoute:
+    """Where one attempt's probes go: the container's own address, or (fallback) as written."""
+
+    address: tuple[str, int] | None  # the container's (ip, port); None: as written
+    why_fallback: str = ""
 
 
 class HealthGate:
@@ -36,6 +146,8 @@ class HealthGate:
     def __init__(self, health: dict | None, image_healthcheck: dict | None = None):
         self.health = dict(health or {})
         self.attempts = int(self.health.get("attempts") or DEFAULT_ATTEMPTS)
+        self.probation = float(self.health.get("probation") or 0)
+        self.max_restarts = int(self.health.get("max_restarts") or 0)
         hc = image_healthcheck or {}
         test = hc.get("Test") or []
         self.docker_hc = hc if (test and test[0] != "NONE") else None
@@ -43,8 +155,8 @@ class HealthGate:
             self.timeout = float(self.health["timeout"])
         elif self.docker_hc and not self.probe_kind:
             # Wait long enough for the start period and two intervals of the image's HEALTHCHECK.
-            self.timeout = min(900.0, max(DEFAULT_TIMEOUT, _ns(hc.get("StartPeriod")) + 2 * (_ns(hc.get("Interval")) or 30)
-                                          + (_ns(hc.get("Timeout")) or 30)))
+            self.timeout = min(900.0, max(DEFAULT_TIMEOUT, _ns(hc.get("StartPeriod"))
+                                          + 2 * (_ns(hc.get("Interval")) or 30) + (_ns(hc.get("Timeout")) or 30)))
         else:
             self.timeout = float(DEFAULT_TIMEOUT)
 
@@ -59,17 +171,24 @@ class HealthGate:
 
     def describe(self) -> str:
         kind = self.probe_kind
+        inside = " (at the container's own address when published here)"
         if kind == "http":
-            what = f"GET {self.health['http']} answers 2xx/3xx"
+            what = f"GET {self.health['http']} answers 2xx/3xx{inside}"
         elif kind == "tcp":
-            what = f"tcp connect to {self.health['tcp']}"
+            what = f"tcp connect to {self.health['tcp']}{inside}"
         elif kind == "cmd":
             what = f"command in the container succeeds: {self.health['cmd']}"
         elif self.docker_hc:
             what = "the image's HEALTHCHECK reports healthy"
         else:
             what = f"still running after {RUNNING_GRACE:g} s"
-        return f"{what} (timeout {self.timeout:g} s, {self.attempts} attempts)"
+        if kind or self.docker_hc:
+            what += f", {STABLE_PROBES} passes in a row {PROBE_SPACING:g} s apart"
+        text = f"{what} (timeout {self.timeout:g} s, {self.attempts} attempts)"
+        if self.probation:
+            text += (f"; probation {self.probation:g} s, at most {self.max_restarts} restart(s), "
+                     "previous version kept parked until it ends")
+        return text
 
     # -- the gate ------------------------------------------------------------------------
     def wait_healthy(self, client, container_id: str, out=print) -> tuple[bool, str]:
@@ -87,27 +206,28 @@ class HealthGate:
                 why = f"cannot start: {e.explanation or e}"
                 out(f"  attempt {attempt}/{self.attempts}: {why}")
                 continue
-            ok, why = self._one_attempt(client, container_id)
+            ok, why = self._one_attempt(client, container_id, out)
             if ok:
                 return True, ""
             out(f"  attempt {attempt}/{self.attempts} failed: {why}")
         return False, why
 
-    def _one_attempt(self, client, cid: str) -> tuple[bool, str]:
+    def _one_attempt(self, client, cid: str, out) -> tuple[bool, str]:
         countdown = Countdown("waiting for the health gate", self.timeout)
         try:
-            return self._watch(client, cid, countdown)
+            return self._watch(client, cid, out, countdown)
         finally:
             countdown.close()
 
-    def _watch(self, client, cid: str, countdown: Countdown) -> tuple[bool, str]:
-        st = client.api.inspect_container(cid)["State"]
-        started_at = st.get("StartedAt")
-        restarts = client.api.inspect_container(cid).get("RestartCount", 0)
+    def _watch(self, client, cid: str, out, countdown: Countdown) -> tuple[bool, str]:
+        first = client.api.inspect_container(cid)
+        started_at, restarts = first["State"].get("StartedAt"), first.get("RestartCount", 0)
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
-        kind = self.probe_kind
-        last = "no answer"
+        route = self.route(first)
+        if route.why_fallback:
+            out(f"  {route.why_fallback}")
+        last, passes = "no answer", 0
         while True:
             info = client.api.inspect_container(cid)
             st = info["State"]
@@ -116,39 +236,105 @@ class HealthGate:
                 if st.get("Running") or st.get("Restarting"):  # its restart policy brought it back
                     return False, "the container exited and was restarted by its restart policy"
                 return False, f"the container exited (code {st.get('ExitCode')})"
-            if kind:
-                ok, last = self._probe(client, cid, kind)
-                if ok:
-                    return True, ""
-            elif self.docker_hc:
-                status = (st.get("Health") or {}).get("Status")
-                if status == "healthy":
-                    return True, ""
-                if status == "unhealthy":
-                    log = ((st.get("Health") or {}).get("Log") or [{}])[-1]
-                    return False, f"HEALTHCHECK reports unhealthy: {str(log.get('Output', '')).strip()[:200]}"
-                last = f"health status {status}"
-            elif time.monotonic() - t0 >= min(RUNNING_GRACE, self.timeout):
+            if passes >= STABLE_PROBES:  # the state was just seen running, after the last pass
                 return True, ""
-            if time.monotonic() >= deadline:
-                return False, f"not healthy within {self.timeout:g} s ({last})"
-            countdown.tick(last)
-            time.sleep(POLL)
-
-    def _probe(self, client, cid: str, kind: str) -> tuple[bool, str]:
-        if kind == "http":
-            try:
-                r = requests.get(self.health["http"], timeout=2, allow_redirects=False)
-            except requests.RequestException as e:
-                return False, type(e).__name__
-            return (200 <= r.status_code < 400), f"HTTP {r.status_code}"
-        if kind == "tcp":
-            host, _, port = str(self.health["tcp"]).rpartition(":")
-            try:
-                with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2):
+            if not self.probe_kind and not self.docker_hc:
+                if time.monotonic() - t0 >= min(RUNNING_GRACE, self.timeout):
                     return True, ""
-            except OSError as e:
-                return False, e.strerror or type(e).__name__
+                ok = None
+            else:
+                said = route.why_fallback
+                try:
+                    ok, last = self.probe(client, cid, info, route)
+                except Unhealthy as e:
+                    return False, str(e)
+                if route.why_fallback != said:
+                    out(f"  {route.why_fallback}")
+            passes = passes + 1 if ok else 0
+            if passes < STABLE_PROBES and time.monotonic() >= deadline:
+                seen = last or f"passed, but not {STABLE_PROBES} times in a row"
+                return False, f"not healthy within {self.timeout:g} s ({seen})"
+            countdown.tick(last)
+            time.sleep(PROBE_SPACING if ok and passes < STABLE_PROBES else (0 if ok else POLL))
+
+    # -- probes --------------------------------------------------------------------------
+    def route(self, info: dict) -> ProbeRoute:
+        """Where this attempt's probe goes (see the module docstring), decided once the container runs."""
+        kind = self.probe_kind
+        if kind not in ("tcp", "http"):
+            return ProbeRoute(None)
+        if kind == "tcp":
+            host, port = split_host_port(self.health["tcp"])
+        else:
+            u = urlsplit(self.health["http"])
+            host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+        local = _is_local(host)
+        published = any(str(b.get("HostPort")) == str(port)
+                        for bs in ((info.get("NetworkSettings") or {}).get("Ports") or {}).values() for b in bs or [])
+        addr = container_address(info, host, port, local)
+        if addr and kind == "http" and urlsplit(self.health["http"]).scheme == "https":
+            return ProbeRoute(None, f"probing {self.health['http']} as written (https names the published host)")
+        if addr is None and local and published:
+            return ProbeRoute(None, f"the container has no address this host reaches: probing "
+                                    f"{host}:{port} through the published port" + self._hold_note(kind))
+        return ProbeRoute(addr)
+
+    @staticmethod
+    def _hold_note(kind: str) -> str:
+        return f" (the connection must stay open {HOLD:g} s)" if kind == "tcp" else ""
+
+    def probe(self, client, cid: str, info: dict, route: ProbeRoute) -> tuple[bool | None, str]:
+        """One probe of the running container: (passed, what was seen). The route may switch to the
+        fallback when the container's address turns out to be unreachable from here."""
+        kind = self.probe_kind
+        if kind is None:
+            status = (info["State"].get("Health") or {}).get("Status")
+            if status == "unhealthy":
+                log = ((info["State"].get("Health") or {}).get("Log") or [{}])[-1]
+                raise Unhealthy(f"HEALTHCHECK reports unhealthy: {str(log.get('Output', '')).strip()[:200]}")
+            return status == "healthy", f"health status {status}"
+        if kind == "cmd":
+            return self._probe_cmd(client, cid)
+        try:
+            return (self._probe_http(route) if kind == "http" else self._probe_tcp(route))
+        except _Unreachable as e:
+            route.address = None
+            route.why_fallback = (f"container address {e} is not reachable from this host: probing as written"
+                                  + self._hold_note(kind))
+            return False, "container address not reachable"
+
+    def _probe_tcp(self, route: ProbeRoute) -> tuple[bool, str]:
+        addr = route.address or split_host_port(self.health["tcp"])
+        try:
+            with socket.create_connection(addr, timeout=2) as s:
+                if route.address or not route.why_fallback:
+                    return True, ""
+                return _held(s)
+        except OSError as e:
+            if route.address and (isinstance(e, socket.timeout) or e.errno in _UNREACHABLE):
+                raise _Unreachable(f"{addr[0]}:{addr[1]}") from None
+            return False, e.strerror or type(e).__name__
+
+    def _probe_http(self, route: ProbeRoute) -> tuple[bool, str]:
+        url, headers = self.health["http"], {}
+        if route.address:
+            u = urlsplit(url)
+            ip, port = route.address
+            host = f"[{ip}]" if ":" in ip else ip
+            url, headers = urlunsplit(u._replace(netloc=f"{host}:{port}")), {"Host": u.netloc.rpartition("@")[2]}
+        try:
+            r = requests.get(url, timeout=2, allow_redirects=False, headers=headers)
+        except requests.ConnectTimeout:
+            if route.address:
+                raise _Unreachable(url) from None
+            return False, "ConnectTimeout"
+        except requests.RequestException as e:
+            if route.address and any(getattr(a, "errno", None) in _UNREACHABLE for a in _causes(e)):
+                raise _Unreachable(url) from None
+            return False, type(e).__name__
+        return (200 <= r.status_code < 400), f"HTTP {r.status_code}"
+
+    def _probe_cmd(self, client, cid: str) -> tuple[bool, str]:
         cmd = self.health["cmd"]
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         try:
@@ -159,3 +345,68 @@ class HealthGate:
             return False, str(e.explanation or e)[:200]
         return code == 0, f"exit {code}: {output.decode(errors='replace').strip()[:200]}"
 
+    # -- probation -----------------------------------------------------------------------
+    def watch_probation(self, client, cid: str, until: float, base_restarts: int, out=print) -> tuple[bool, str]:
+        """Watch the container until the wall-clock time `until`; (kept, why not). `base_restarts` is its
+        RestartCount when the gate passed (a recovery resumes the same window with the same base)."""
+        countdown = Countdown("probation", max(0.0, until - time.time()))
+        try:
+            return self._watch_probation(client, cid, until, base_restarts, countdown)
+        finally:
+            countdown.close()
+
+    def _watch_probation(self, client, cid: str, until: float, base_restarts: int,
+                         countdown: Countdown) -> tuple[bool, str]:
+        failing_since = route = started_at = None
+        while True:
+            info = engine.inspect(client, cid)
+            if info is None:
+                return False, "the container is gone"
+            st = info["State"]
+            grown = info.get("RestartCount", 0) - base_restarts
+            if grown > self.max_restarts:
+                return False, f"it restarted {grown} times in its probation (at most {self.max_restarts} allowed)"
+            if not st.get("Running") and not st.get("Restarting"):
+                return False, f"it exited (code {st.get('ExitCode')}) in its probation and is not being restarted"
+            if time.time() >= until:
+                return (True, "") if st.get("Running") and not st.get("Restarting") else (
+                    False, "it was restarting when its probation ended")
+            if st.get("Running") and not st.get("Restarting") and (self.probe_kind or self.docker_hc):
+                if route is None or st.get("StartedAt") != started_at:  # a restart may change its address
+                    route, started_at = self.route(info), st.get("StartedAt")
+                try:
+                    ok, last = self.probe(client, cid, info, route)
+                except Unhealthy as e:
+                    ok, last = False, str(e)
+                failing_since = None if ok else (failing_since or time.monotonic())
+                if failing_since and time.monotonic() - failing_since >= self.timeout:
+                    return False, f"its health check failed for {self.timeout:g} s in its probation ({last})"
+            countdown.tick(f"{max(0, grown)} restart(s)")
+            time.sleep(min(PROBATION_EVERY, max(0.0, until - time.time())))
+
+
+class Unhealthy(Exception):
+    """The image's own HEALTHCHECK says "unhealthy": the attempt fails at once."""
+
+
+class _Unreachable(Exception):
+    """The container's own address does not answer from this host (not "nothing listens")."""
+
+
+def _causes(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _held(s: socket.socket) -> tuple[bool, str]:
+    """Through a port proxy: a listener inside keeps the connection open (or speaks first); the proxy
+    closes it at once when nothing listens inside."""
+    s.settimeout(HOLD)
+    try:
+        data = s.recv(1)
+    except socket.timeout:
+        return True, ""
+    except OSError as e:
+        return False, f"connection reset ({e.strerror or type(e).__name__})"
+    return (True, "") if data else (False, "the port proxy closed the connection (nothing listens inside)")

@@ -44,6 +44,7 @@ class Step(StrEnum):
     RESTORE_TARGET = "restore_target"
     RENAME_TARGET = "rename_target"
     START_NEW = "start_new"
+    PROBATION = "probation"
     COMMIT = "commit"
     PRUNE = "prune"
     REMOVE_NEW = "remove_new"
@@ -62,12 +63,15 @@ class Direction(StrEnum):
 
 S = Step
 # Forward steps of each kind of swap, in order. COMMIT is the point after which recovery
-# finishes the swap instead of undoing it (the new version passed its health gate).
+# finishes the swap instead of undoing it (the new version passed its health gate). PROBATION
+# (a no-op unless the health settings ask for it) watches the new version with the old one still
+# parked; recovery resumes its window (same deadline, same restart base) before committing.
 FORWARD_STEPS: dict[SwapKind, list[Step]] = {
-    SwapKind.INSTALL: [S.BEGIN, S.CREATE_NEW, S.BACKUP, S.START_NEW, S.COMMIT, S.PRUNE],
-    SwapKind.UPGRADE: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.CREATE_NEW, S.START_NEW, S.COMMIT, S.PRUNE],
+    SwapKind.INSTALL: [S.BEGIN, S.CREATE_NEW, S.BACKUP, S.START_NEW, S.PROBATION, S.COMMIT, S.PRUNE],
+    SwapKind.UPGRADE: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.CREATE_NEW, S.START_NEW, S.PROBATION,
+                       S.COMMIT, S.PRUNE],
     SwapKind.ROLLBACK: [S.BEGIN, S.STOP_OLD, S.RENAME_OLD, S.BACKUP, S.RESTORE_TARGET, S.RENAME_TARGET,
-                        S.START_NEW, S.COMMIT, S.PRUNE],
+                        S.START_NEW, S.PROBATION, S.COMMIT, S.PRUNE],
 }
 # Steps of the undo path (a failed or interrupted swap before commit), in order.
 UNDO_STEPS: list[Step] = [S.REMOVE_NEW, S.RESTORE_DATA, S.RENAME_BACK, S.START_OLD]
@@ -191,6 +195,9 @@ class JournalRecord(_Record):
     # (remove_new) and right after the restore: no restore overwrites data written since.
     fingerprint_stopped: dict | None = _optional()
     fingerprint_restored: dict | None = _optional()
+    # Probation: its end (wall clock, seconds since the epoch) and the RestartCount it counts from.
+    probation_until: float | None = _optional()
+    probation_base_restarts: int | None = _optional()
     result: str | None = _optional()
     message: str | None = _optional()
     finished_at: str | None = _optional()

@@ -150,6 +150,28 @@ class ContainerSwap:
             raise AttemptFailed(f"{self.r.name} {new.version or ''} did not become healthy "
                                 f"after {gate.attempts} attempt(s): {why}")
 
+    def probation(self):
+        """Watch the new version for its probation window, the old one still parked (off unless set).
+
+        The window's end and the RestartCount it counts from are journaled before watching, so a
+        recovery after a crash resumes the same window instead of starting a fresh one."""
+        new = self.r.new
+        info = engine.inspect(self.client, new.id)
+        gate = HealthGate(self.r.health, (info or {}).get("Config", {}).get("Healthcheck"))
+        if not gate.probation:
+            return
+        if self.r.probation_until is None:
+            self.r.probation_until = time.time() + gate.probation
+            self.r.probation_base_restarts = (info or {}).get("RestartCount", 0)
+            self.j.save()
+        left = max(0.0, self.r.probation_until - time.time())
+        self.out(f"  probation: watching {self.r.name} {new.version or ''} for {left:.0f} s "
+                 f"(at most {gate.max_restarts} restart(s)); the previous version stays parked")
+        ok, why = gate.watch_probation(self.client, new.id, self.r.probation_until,
+                                       self.r.probation_base_restarts or 0, out=self.out)
+        if not ok:
+            raise AttemptFailed(f"{self.r.name} {new.version or ''} failed its probation: {why}")
+
     def commit(self):
         """Point of no return: the new version passed its gate; record it as installed."""
         name, new, old = self.r.name, self.r.new, self.r.old
@@ -345,7 +367,7 @@ class ContainerSwap:
         """(backup dir, manifest) when the new side may have run (and so written); None when a
         stopped old container changed nothing."""
         # Creating a container may already copy image files into an empty volume: count it as touching.
-        touched = any(self.j.reached(s) for s in (Step.CREATE_NEW, Step.START_NEW, Step.RESTORE_TARGET))
+        touched = any(self.j.reached(s) for s in (Step.CREATE_NEW, Step.START_NEW, Step.PROBATION, Step.RESTORE_TARGET))
         if not touched or not self.j.reached(Step.BACKUP, "done"):
             return None
         bdir = self.app_dir / self.r.data_side.backup_dir
@@ -419,6 +441,7 @@ _ACTIONS = {
     Step.RESTORE_TARGET: ContainerSwap.restore_target,
     Step.RENAME_TARGET: ContainerSwap.rename_target,
     Step.START_NEW: ContainerSwap.start_new,
+    Step.PROBATION: ContainerSwap.probation,
     Step.COMMIT: ContainerSwap.commit,
     Step.PRUNE: ContainerSwap.prune,
     Step.REMOVE_NEW: ContainerSwap.remove_new,

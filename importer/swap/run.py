@@ -29,7 +29,7 @@ from importer.swap.generations import Generations, parked_name
 from importer.swap.health import HealthGate
 from importer.swap.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
-from importer.swap.machine import ContainerSwap
+from importer.swap.machine import AttemptFailed, ContainerSwap
 from importer.swap.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
 
 
@@ -188,8 +188,9 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
 def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     """Finish or undo the interrupted swap of app `name`; returns the line(s) to report.
 
-    Before the commit step, the swap is undone (old version back with its data restored if the
-    new side may have run); after it, it is finished (the new version passed its gate), unless the
+    Before the probation step, the swap is undone (old version back with its data restored if the
+    new side may have run); after it, an unfinished probation window is resumed and the swap
+    finished (the new version passed its gate), unless the
     new version is not healthy any more, in which case it is undone too."""
     j = SwapJournal.load(state.app_dir(name))
     if j is None:
@@ -209,10 +210,16 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
     m = ContainerSwap(client, state, j, out=out)
     where = f"{r.step}:{r.phase}"
     out(f"recovering the interrupted {r.kind} of {name} (stopped at {where})")
-    if r.direction == "forward" and j.reached(Step.COMMIT, "started"):
+    if r.direction == "forward" and (j.reached(Step.PROBATION) or j.reached(Step.COMMIT)):
+        # The gate had passed: check it again, resume an unfinished probation window, then commit.
         info = engine.inspect(client, r.new.id)
         gate = HealthGate(r.health, (info or {}).get("Config", {}).get("Healthcheck"))
         ok, why = (gate.wait_healthy(client, r.new.id, out=out) if info else (False, "the new container is gone"))
+        if ok and not j.reached(Step.PROBATION, "done"):
+            try:
+                m.step(Step.PROBATION)
+            except AttemptFailed as e:
+                ok, why = False, str(e)
         if ok:
             m.commit_and_finish()
             return [f"{name}: finished the interrupted {r.kind}; {r.new.version} is running"]
