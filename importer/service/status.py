@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bundlecore.errors import UsageProblem
+from bundlecore.errors import AppState, UsageProblem
 from importer.service import rollout
 from importer.service.release import pending_release, roll_back_service
 from importer.state import StateDir
@@ -55,9 +55,26 @@ def status(client, state: StateDir, name: str) -> dict:
         last = json.loads((state.app_dir(name) / rollout.LAST).read_text())
     except FileNotFoundError:
         last = None
-    return {"name": name, "kind": rollout.KIND, "installed": state.installed(name), "service": live,
-            "last_rollout": last, "release": pending_release(state, name),
-            "pending_swap": rollout.RolloutJournal.path(state, name).exists()}
+    result = {"name": name, "kind": rollout.KIND, "installed": state.installed(name), "service": live,
+              "last_rollout": last, "release": pending_release(state, name),
+              "pending_swap": rollout.RolloutJournal.path(state, name).exists()}
+    verdict = service_state(result, engine_answers=client is not None)
+    result["state"], result["exit_code"] = verdict.label, int(verdict)
+    return result
+
+
+def service_state(st: dict, *, engine_answers: bool) -> AppState:
+    """`bundle status`'s verdict for a service: active only when every replica runs the installed image."""
+    rec = st.get("installed")
+    if not rec:
+        return AppState.NOT_INSTALLED
+    if not engine_answers:
+        return AppState.ENGINE_UNREACHABLE
+    live = st.get("service")
+    if not live or live["running"] < live["replicas"] or any(
+            t["state"] != "running" or t["image"] != rec.get("image") for t in live["tasks"]):
+        return AppState.INACTIVE
+    return AppState.ACTIVE
 
 
 def status_lines(st: dict) -> list[str]:
