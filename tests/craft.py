@@ -36,7 +36,7 @@ import pytest
 import zstandard
 
 from bundlecore import format as fmt
-from tests.conftest import CliResult, run_bundle  # noqa: F401  (re-exported for the gate tests)
+from tests.support import CliResult, run_bundle  # noqa: F401  (re-exported for the gate tests)
 
 IMAGE_REPO = "bundle-gate-test/app"
 
@@ -322,7 +322,7 @@ def _remove_image(client, ref: str) -> None:
 def base_bundle(docker_client, pgp_keys, tmp_path_factory) -> BaseBundle:
     """The session's real bundle (sequence 5, expires in 30 days), signed by pgp_keys.builder; its
     image is NOT in the engine afterwards."""
-    from tests.conftest import build_app_image
+    from tests.support import build_app_image
     from tests.keys import trust_store
 
     token = uuid.uuid4().hex[:8]
@@ -363,7 +363,7 @@ class InstalledApp:
 
 @pytest.fixture(scope="session")
 def installed_app(docker_client, base_bundle) -> InstalledApp:
-    from tests.conftest import build_app_image
+    from tests.support import build_app_image
 
     ref = f"{IMAGE_REPO}:1.0.0-{base_bundle.token}"
     image_id = build_app_image(docker_client, ref, "1.0.0",

@@ -41,7 +41,7 @@ def image_extra(version: str) -> str:
 @pytest.fixture(scope="module")
 def demo_images(docker_client):
     """v1, v2 (working), v3 (broken migration), v4 (working) of the demo app, built once per module."""
-    from tests.conftest import build_app_image
+    from tests.support import build_app_image
     tag = f"swaptest/app-{uuid.uuid4().hex[:8]}"
     made = {}
     for key, version, broken in (("v1", "1.0.0", False), ("v2", "2.0.0", False), ("v3", "3.0.0", True),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bundlecore import format as fmt
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import zstandard
 
 from bundlecore import format as fmt
 from bundlecore.schema import first_error
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.keys import KeyFactory, gpg
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bundlecore import format as fmt
 from bundlecore.timeutil import format_ts, plus, utc_now
-from tests.conftest import BUNDLE, one_line, run_bundle
+from tests.support import BUNDLE, one_line, run_bundle
 
 REPO = "acme/app"
 

@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from bundlecore import __version__
-from tests.conftest import REPO, one_line, run_bundle
+from tests.support import REPO, one_line, run_bundle
 from tests.craft import snapshot_dir
 from tests.test_build import build, write_spec
 

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from bundlecore import format as fmt
-from tests.conftest import build_app_image, child_image, one_line, run_bundle
+from tests.support import build_app_image, child_image, one_line, run_bundle
 from tests.craft import _remove_image
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_bundle
+from tests.support import run_bundle
 from tests.keys import trust_store
 
 ENGINE_DOWN = "Docker engine unreachable at unix:///nonexistent; is dockerd running?"

@@ -26,7 +26,7 @@ import docker
 import pytest
 import requests
 
-from tests.conftest import BUNDLE, build_app_image, one_line, run_bundle
+from tests.support import BUNDLE, build_app_image, one_line, run_bundle
 from tests.swap_fixtures import wait_until
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"

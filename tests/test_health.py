@@ -21,7 +21,7 @@ import pytest
 from importer.swap.health import HealthGate, ProbeRoute
 from importer.swap.journal import SwapJournal, pending
 from importer.swap.status import app_status
-from tests.conftest import build_app_image, one_line, run_bundle
+from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import (REPO, bundle_for, containers_named, data_files, digest, free_port, install,
                                  remove_images, run_driver, seed_data, served_version, target_for, wait_until)
 

@@ -7,7 +7,7 @@ import json
 import docker
 
 from bundlecore import format as fmt
-from tests.conftest import child_image, run_bundle
+from tests.support import child_image, run_bundle
 
 
 def test_an_upgrade_sends_docker_load_only_the_layers_the_engine_lacks(

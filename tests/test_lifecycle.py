@@ -12,7 +12,7 @@ import pytest
 from bundlecore.errors import AppState
 from importer.state import StateDir
 from importer.swap.journal import pending
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, seed_data, served_version,
                                  target_for)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, one_line
+from tests.support import REPO, one_line
 
 VERSION = subprocess.run(["python3", "-c", "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))"
                           "['project']['version'])"], cwd=REPO, capture_output=True, text=True).stdout.strip()

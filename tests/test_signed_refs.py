@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from bundlecore import format as fmt
-from tests.conftest import run_bundle
+from tests.support import run_bundle
 
 
 def test_two_refs_of_one_image_build_verify_and_import(docker_client, app_image, pgp_keys, trust_store_of,

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from bundlecore import format as fmt
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.craft import _remove_image
 
 PART = "128K"

@@ -26,7 +26,7 @@ from importer.swap import data as swap_data
 from importer.swap.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
                                    SwapJournal, SwapKind, pending)
 from importer.swap.kinds import recover_all
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.craft import snapshot_dir
 from tests.swap_fixtures import data_files, digest, served_version
 from tests.test_swap_crash import _swap_killed, _with_v1

@@ -16,7 +16,7 @@ from importer.swap.journal import pending
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from importer.swap.status import app_status
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, free_port, install,
                                  seed_data, served_version, target_for, wait_until)
 

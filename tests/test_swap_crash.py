@@ -14,7 +14,7 @@ from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pe
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from importer.swap.status import app_status
-from tests.conftest import run_bundle
+from tests.support import run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
                                  run_driver, seed_data, served_version, target_for)
 

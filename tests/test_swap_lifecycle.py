@@ -16,7 +16,7 @@ from importer.swap.journal import pending
 from importer.swap.kinds import recover_all
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
-from tests.conftest import run_bundle
+from tests.support import run_bundle
 from tests.craft import EngineSnapshot, snapshot_dir
 from tests.keys import trust_store
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_images, free_port,  # noqa: F401

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from importer.swap.journal import SwapJournal
-from tests.conftest import one_line, run_bundle
+from tests.support import one_line, run_bundle
 from tests.swap_fixtures import free_port, served_version, wait_until
 
 
