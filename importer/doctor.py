@@ -91,7 +91,7 @@ def examine(keys_dir: Path | str | None, state_dir: Path | str | None) -> Report
     else:
         findings.append(Finding(Check.STORAGE, Verdict.WARN, "not checked: no engine"))
     findings.append(gpg_finding())
-    findings.append(state_dir_finding(StateDir(state_dir).root))
+    findings.append(state_dir_finding(state_dir))
     findings.append(trust_store_finding(keys_dir))
     findings.append(clock_finding(info.get("SystemTime"), datetime.now(timezone.utc)))
     return Report(findings)
@@ -108,8 +108,13 @@ def gpg_finding() -> Finding:
     return Finding(Check.GPG, Verdict.OK, f"{first[0] if first else 'unknown version'} ({exe})")
 
 
-def state_dir_finding(root: Path) -> Finding:
-    """Writable and roomy enough; a dir not created yet is judged by its nearest existing parent."""
+def state_dir_finding(state_dir: Path | str | None) -> Finding:
+    """Safe (owner and mode of it and every directory above: importer.state), writable and roomy
+    enough; a dir not created yet is judged by its nearest existing parent."""
+    try:
+        root = StateDir(state_dir).root
+    except EnvironmentProblem as e:  # unsafe owner or mode: every import would refuse it
+        return Finding(Check.STATE_DIR, Verdict.FAIL, str(e))
     probe = root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -99,7 +99,7 @@ def own_target(base_bundle, docker_client, uniq, tmp_path):
     """The base bundle re-signed for a target of this test's own (no other test's container)."""
     name = f"conv-{uniq}"
     v = base_bundle.variant()
-    v.manifest["target"]["name"] = name
+    v.manifest["name"] = v.manifest["target"]["name"] = name  # the app is its container
     path = v.write(tmp_path / "own.bundle")
     yield name, path
     for c in docker_client.containers.list(all=True, filters={"name": name}):
