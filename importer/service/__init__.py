@@ -10,9 +10,10 @@ status.py    `bundle status` of a service
 from importer.service.release import plan
 from importer.service.release import apply
 from importer.service.rollout import recover
-from importer.service.status import plan_rollback, rollback, status, status_lines
+from importer.service.status import plan_rollback, plan_uninstall, rollback, status, status_lines, uninstall
 
 # the import options plan() takes (importer.pipeline.plan_options)
 PLAN_OPTIONS = ("registry", "resume")
 
-__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines"]
+__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines", "plan_uninstall",
+           "uninstall"]

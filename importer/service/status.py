@@ -21,7 +21,10 @@ class ServiceRollbackPlan:
         return [f"roll service {self.name} back with Swarm's rollback: {self.current} -> {self.previous}"]
 
 
-def plan_rollback(client, state: StateDir, name: str) -> ServiceRollbackPlan:
+def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> ServiceRollbackPlan:
+    """Swarm keeps one previous spec: `--to` a generation has no meaning for a service."""
+    if to is not None:
+        raise UsageProblem(f"service {name}: Swarm keeps only the previous version; rollback --to is for containers")
     rollout.require_swarm(client)
     info = rollout.inspect(client, name)
     if info is None:
@@ -29,6 +32,16 @@ def plan_rollback(client, state: StateDir, name: str) -> ServiceRollbackPlan:
     if not info.get("PreviousSpec"):
         raise UsageProblem(f"service {name} has no previous version to roll back to")
     return ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}))
+
+
+def plan_uninstall(client, state: StateDir, name: str, *, keep_data: bool = False):
+    """Not for services yet: their tasks' data lives on every node, which this host cannot back up."""
+    raise UsageProblem(f"service {name}: bundle uninstall handles containers; remove a service with "
+                       f"`docker service rm {name}` after backing up its volumes on every node")
+
+
+def uninstall(client, state: StateDir, plan, *, out=print) -> str:
+    raise UsageProblem("bundle uninstall handles containers only")
 
 
 def rollback(client, state: StateDir, plan: ServiceRollbackPlan, *, out=print) -> dict:
