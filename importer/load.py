@@ -3,14 +3,21 @@
 `docker load` applies whatever RepoTags the archive names and moves existing tags silently, so the
 archive's manifest.json is checked against the signed manifest before a byte goes to the engine,
 and each image ID and tag is checked again once the engine has loaded them.
+
+A delta's patched layer (`delta.patched`) is rebuilt once its patch member matched its hash: the
+base layer is streamed out of this engine (`docker save` of an image holding it, which gives the
+layer tar byte for byte) through bundlecore.layerpatch into staging, and only a rebuilt layer
+whose sha256 is its signed diff ID is queued for `docker load`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
 import shutil
+import tarfile
 import threading
 from pathlib import Path
 
@@ -18,17 +25,40 @@ import docker
 import requests
 
 from bundlecore import format as fmt
+from bundlecore import layerpatch
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.refusals import LoadedImageMismatch
+from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.verify import VerifiedHead
 
 SPACE_MARGIN = 64 << 20
 
 
 def docker_archive_members(verified: VerifiedHead) -> set[str]:
-    """What `docker load` needs of the payload: the archive manifest, the configs, the layers."""
+    """What `docker load` needs of the payload: the archive manifest, the configs, the layers
+    (a patched layer's patch member, from which it is rebuilt)."""
     images = verified.manifest["images"]
-    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {p for img in images for p in [img["config"], *img["layers"]]}
+    patch_of = {p["path"]: p["patch"] for p in patched_layers(verified).values()}
+    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {patch_of.get(p, p) for img in images for p in [img["config"], *img["layers"]]}
+
+
+def patched_layers(verified: VerifiedHead) -> dict[str, dict]:
+    """{patch member: its signed `delta.patched` entry}."""
+    return {p["patch"]: p for p in (verified.manifest.get("delta") or {}).get("patched", [])}
+
+
+def engine_images(client) -> dict[str, list[str]]:
+    """{image ID: its diff IDs, bottom first} of every image in the engine."""
+    images = {}
+    for summary in client.api.images(all=True):
+        try:
+            images[summary["Id"]] = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
+        except docker.errors.NotFound:  # removed meanwhile
+            continue
+    return images
+
+
+def diff_ids_in_engine(client) -> set[str]:
+    return {d for ids in engine_images(client).values() for d in ids}
 
 
 def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
@@ -40,13 +70,7 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
     info = client.info()
     if info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []):
         return set()
-    chains = set()
-    for summary in client.api.images(all=True):
-        try:
-            diff_ids = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
-        except docker.errors.NotFound:  # removed meanwhile
-            continue
-        chains.update(tuple(diff_ids[:k]) for k in range(1, len(diff_ids) + 1))
+    chains = {tuple(diff_ids[:k]) for diff_ids in engine_images(client).values() for k in range(1, len(diff_ids) + 1)}
     needed, layers = set(), set()
     for img in verified.manifest["images"]:
         for k, path in enumerate(img["layers"]):
@@ -54,6 +78,79 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
             if tuple(img["diff_ids"][:k + 1]) not in chains:
                 needed.add(path)
     return layers - needed
+
+
+def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
+    """Rebuild the patched layer `entry` (signed) from `patch` and this engine's base layer into
+    `out`; refused unless it is exactly the signed size and diff ID."""
+    image, member = _base_layer_member(client, entry["base_diff_id"])
+    h = hashlib.sha256()
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with _DockerSave(client, image) as saved, open(patch, "rb") as patch_fh, \
+            os.fdopen(fd, "wb") as out_fh:
+        base = next((m for m in saved if m.name == member), None)
+        if base is None:
+            raise EnvironmentProblem(f"docker save of {image} did not give {member} a second time")
+        try:
+            size = layerpatch.decode(saved.extractfile(base), patch_fh, _Hashing(out_fh, h, entry["size"]))
+        except layerpatch.PatchError as e:
+            raise PatchedLayerMismatch(f"layer {entry['diff_id']} cannot be rebuilt from its patch: {e}") from None
+    got = "sha256:" + h.hexdigest()
+    if size != entry["size"] or got != entry["diff_id"]:
+        raise PatchedLayerMismatch(f"layer {entry['diff_id']} rebuilt from its patch and base layer "
+                                   f"{entry['base_diff_id']} is {got} ({size} bytes), not what was signed; nothing loaded")
+
+
+class _Hashing:
+    """A writer that hashes what passes and refuses to grow past the signed size."""
+
+    def __init__(self, fh, h, cap: int):
+        self.fh, self.h, self.left = fh, h, cap
+
+    def write(self, data: bytes) -> int:
+        self.left -= len(data)
+        if self.left < 0:
+            raise layerpatch.PatchError("it rebuilds more bytes than the signed size")
+        self.h.update(data)
+        return self.fh.write(data)
+
+
+def _base_layer_member(client, diff_id: str) -> tuple[str, str]:
+    """An image of this engine holding layer `diff_id`, and the name of that layer's tar in its
+    `docker save` archive (read from the archive's manifest.json, which comes last)."""
+    holder = next(((image, ids.index(diff_id)) for image, ids in engine_images(client).items() if diff_id in ids), None)
+    if holder is None:
+        raise DeltaBaseRefused(f"this engine no longer has the base layer {diff_id} of a patched layer")
+    image, position = holder
+    with _DockerSave(client, image) as saved:
+        for m in saved:
+            if m.name == "manifest.json":
+                entries = json.load(saved.extractfile(m))
+                entry = next(e for e in entries if e["Config"].removeprefix("blobs/sha256/").removesuffix(".json")
+                             == image.removeprefix("sha256:"))
+                return image, entry["Layers"][position]
+    raise EnvironmentProblem(f"docker save of {image} wrote no manifest.json")
+
+
+class _DockerSave:
+    """`docker save IMAGE` as a tar read forward as it streams (the engine's own output)."""
+
+    def __init__(self, client, image: str):
+        try:
+            self._resp = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
+            self._resp.raise_for_status()
+        except (requests.RequestException, docker.errors.APIError) as e:
+            raise EnvironmentProblem(f"docker save of {image} failed: {e}") from None
+        self._resp.raw.decode_content = True
+
+    def __enter__(self) -> tarfile.TarFile:
+        self._tar = tarfile.open(fileobj=self._resp.raw, mode="r|")
+        return self._tar
+
+    def __exit__(self, *exc) -> None:
+        self._tar.close()
+        self._resp.close()
 
 
 class StagingSink:
@@ -129,15 +226,23 @@ class VerifiedFeed:
 
     _END = object()
 
-    def __init__(self, sink: StagingSink, verified: VerifiedHead):
+    def __init__(self, sink: StagingSink, verified: VerifiedHead, client=None):
         self.sink = sink
         self.verified = verified
+        self.client = client
+        self.patches = patched_layers(verified)
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
 
     def member_verified(self, member: str) -> None:
-        if member in self.sink.keep:
-            self.queue.put(member)
+        if member not in self.sink.keep:
+            return
+        if member in self.patches:  # the layer it rebuilds goes to docker load instead
+            entry = self.patches[member]
+            rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry["path"]))
+            self.sink.path_of(member).unlink()
+            member = entry["path"]
+        self.queue.put(member)
 
     def run_gate(self, gate_payload_check) -> None:
         """Thread body: run the payload check; its end (or its refusal) closes the feed."""
