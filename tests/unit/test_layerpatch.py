@@ -1,5 +1,6 @@
 """The layer patch codec (bundlecore.layerpatch): what encode writes, decode rebuilds byte for byte,
-at every size relation between segments, base and new layer; a patch that does not fit is refused."""
+at every size relation between segments, base and new layer; a patch that does not fit is refused.
+Also which base a layer is patched against, and the verifier's cross-check of patched layers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import struct
 import pytest
 
 from bundlecore import layerpatch as lp
+from bundlecore.refusals import ManifestRefused
+from bundlecore.verify import BundleVerifier
+from bundler.build import BaseLayer, choose_base
+from tests.unit.test_verify import signed
 
 SEG = 4096
 MARGIN = 1024
@@ -101,3 +106,66 @@ def test_a_patch_applied_to_another_base_of_the_same_size_gives_other_bytes_not_
     except lp.PatchError:
         return
     assert rebuilt != _decode(RANDOM, PATCH)
+
+
+# ---------------------------------------------------------------------------------------------
+# which base a changed layer is patched against (bundler.build.choose_base)
+
+def _base(path, repo="app", position=0, size=100):
+    return BaseLayer(path, "sha256:" + path, size, repo, position)
+
+
+BASES = [_base("a", "app", 0, 10), _base("b", "app", 1, 1000), _base("c", "other", 1, 500)]
+
+
+@pytest.mark.parametrize("repo, position, size, chosen", [
+    ("app", 1, 10, "b"),        # same position in the same image wins over a closer size
+    ("app", 2, 480, "c"),       # no such position: the closest in size
+    ("new", 0, 12, "a"),        # another image: the closest in size
+    ("app", 5, 10_000, "b"),
+])
+def test_a_changed_layer_is_patched_against_the_layer_at_its_place_else_the_closest_in_size(repo, position, size, chosen):
+    assert choose_base(repo, position, size, BASES).path == chosen
+
+
+def test_without_base_layers_nothing_is_patched():
+    assert choose_base("app", 0, 10, []) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the manifest's patched layers against the signed sums (bundlecore.verify cross-check)
+
+def _patched(m, s, **change):
+    layer2 = m["images"][0]["layers"][1]
+    entry = {"path": layer2, "diff_id": m["images"][0]["diff_ids"][1], "size": 1,
+             "base_diff_id": "sha256:" + "b" * 64, "patch": "images/patches/x.patch", "patch_sha256": "c" * 64}
+    m["payload"] = [p for p in m["payload"] if p["path"] != layer2] + [
+        {"path": entry["patch"], "size": 1, "sha256": entry["patch_sha256"]}]
+    del s[layer2]
+    s[entry["patch"]] = entry["patch_sha256"]
+    m["delta"] = {"base": {}, "omitted": [], "patched": [entry | change]}
+    return m, s
+
+
+def test_a_consistent_patched_layer_passes_the_cross_check():
+    BundleVerifier.cross_check(*_patched(*signed()))
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"patch_sha256": "d" * 64}, "the patch of images/blobs/sha256/layer2 is not in the payload"),
+    ({"patch": "images/patches/other.patch"}, "is not in the payload"),
+    ({"diff_id": "sha256:" + "e" * 64}, "its layers do not match its diff IDs"),
+    ({"path": "images/blobs/sha256/layer"}, "is patched and also carried"),
+    ({"path": "images/blobs/sha256/nobody"}, "its layers do not match its diff IDs"),  # layer2 then has no bytes
+])
+def test_a_patched_layer_that_disagrees_with_the_signed_manifest_is_refused(change, why):
+    manifest, sums = _patched(*signed(), **change)
+    with pytest.raises(ManifestRefused, match=why):
+        BundleVerifier.cross_check(manifest, sums)
+
+
+def test_a_layer_both_left_out_and_patched_is_refused():
+    manifest, sums = _patched(*signed())
+    manifest["delta"]["omitted"] = [{"path": "images/blobs/sha256/layer2", "diff_id": manifest["images"][0]["diff_ids"][1]}]
+    with pytest.raises(ManifestRefused, match="patched and also carried, left out"):
+        BundleVerifier.cross_check(manifest, sums)
