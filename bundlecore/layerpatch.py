@@ -23,6 +23,7 @@ layer's sha256 against the signed diff ID, which is what makes the result trustw
 from __future__ import annotations
 
 import struct
+from dataclasses import astuple, dataclass
 from typing import BinaryIO
 
 import zstandard
@@ -112,15 +113,29 @@ def encode(base: BinaryIO, base_size: int, new: BinaryIO, new_size: int, out: Bi
     return written
 
 
+@dataclass(frozen=True)
+class PatchHeader:
+    new_size: int
+    base_size: int
+    segment: int
+    margin: int
+
+
+def read_header(patch: BinaryIO) -> PatchHeader:
+    """The patch's header, checked against the caps; `patch` is left at the first segment."""
+    raw = _read_exact(patch, _HEADER.size)
+    if len(raw) != _HEADER.size or not raw.startswith(MAGIC):
+        raise PatchError("not a layer patch (bad header)")
+    header = PatchHeader(*_HEADER.unpack(raw)[1:])
+    if not (0 < header.segment <= MAX_SEGMENT and header.margin <= MAX_MARGIN):
+        raise PatchError("the patch's segment or margin is out of range")
+    return header
+
+
 def decode(base: BinaryIO, patch: BinaryIO, out: BinaryIO) -> int:
     """Write the layer `patch` rebuilds from `base` to `out`; returns its size. PatchError when the
     patch is malformed or does not fit this base."""
-    header = _read_exact(patch, _HEADER.size)
-    if len(header) != _HEADER.size or not header.startswith(MAGIC):
-        raise PatchError("not a layer patch (bad header)")
-    _, new_size, base_size, segment, margin = _HEADER.unpack(header)
-    if not (0 < segment <= MAX_SEGMENT and margin <= MAX_MARGIN):
-        raise PatchError("the patch's segment or margin is out of range")
+    new_size, base_size, segment, margin = astuple(read_header(patch))
     windows = _BaseWindow(base, base_size, segment, margin)
     max_frame = segment + (segment >> 7) + (64 << 10)  # zstd's worst case for a segment, with room
     written = 0

@@ -82,24 +82,41 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
 
 def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
     """Rebuild the patched layer `entry` (signed) from `patch` and this engine's base layer into
-    `out`; refused unless it is exactly the signed size and diff ID."""
-    image, member = _base_layer_member(client, entry["base_diff_id"])
-    h = hashlib.sha256()
-    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with _DockerSave(client, image) as saved, open(patch, "rb") as patch_fh, \
-            os.fdopen(fd, "wb") as out_fh:
-        base = next((m for m in saved if m.name == member), None)
-        if base is None:
-            raise EnvironmentProblem(f"docker save of {image} did not give {member} a second time")
+    `out`; refused unless it is exactly the signed size and diff ID.
+
+    One `docker save` of an image holding the base, read as it streams and left as soon as the
+    layer is rebuilt: the archive's manifest, which says which tar is which layer, comes last, so
+    each file of the base's size is tried in turn (usually the only one) and the first that
+    rebuilds the signed diff ID is the base."""
+    image = next((image for image, ids in engine_images(client).items() if entry["base_diff_id"] in ids), None)
+    if image is None:
+        raise DeltaBaseRefused(f"this engine no longer has the base layer {entry['base_diff_id']} of a patched layer")
+    with open(patch, "rb") as patch_fh:
         try:
-            size = layerpatch.decode(saved.extractfile(base), patch_fh, _Hashing(out_fh, h, entry["size"]))
+            base_size = layerpatch.read_header(patch_fh).base_size
         except layerpatch.PatchError as e:
             raise PatchedLayerMismatch(f"layer {entry['diff_id']} cannot be rebuilt from its patch: {e}") from None
-    got = "sha256:" + h.hexdigest()
-    if size != entry["size"] or got != entry["diff_id"]:
-        raise PatchedLayerMismatch(f"layer {entry['diff_id']} rebuilt from its patch and base layer "
-                                   f"{entry['base_diff_id']} is {got} ({size} bytes), not what was signed; nothing loaded")
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    outcome = f"no layer of {base_size} bytes in the docker save of {image}"
+    with _DockerSave(client, image) as saved, os.fdopen(fd, "wb") as out_fh:
+        for member in saved:
+            if not member.isfile() or member.size != base_size:
+                continue
+            out_fh.seek(0)
+            out_fh.truncate()
+            h = hashlib.sha256()
+            with open(patch, "rb") as patch_fh:
+                try:
+                    size = layerpatch.decode(saved.extractfile(member), patch_fh, _Hashing(out_fh, h, entry["size"]))
+                except layerpatch.PatchError as e:
+                    outcome = str(e)
+                    continue
+            if size == entry["size"] and "sha256:" + h.hexdigest() == entry["diff_id"]:
+                return
+            outcome = f"sha256:{h.hexdigest()} ({size} bytes)"
+    raise PatchedLayerMismatch(f"layer {entry['diff_id']} rebuilt from its patch and base layer "
+                               f"{entry['base_diff_id']} is not what was signed ({outcome}); nothing loaded")
 
 
 class _Hashing:
@@ -114,23 +131,6 @@ class _Hashing:
             raise layerpatch.PatchError("it rebuilds more bytes than the signed size")
         self.h.update(data)
         return self.fh.write(data)
-
-
-def _base_layer_member(client, diff_id: str) -> tuple[str, str]:
-    """An image of this engine holding layer `diff_id`, and the name of that layer's tar in its
-    `docker save` archive (read from the archive's manifest.json, which comes last)."""
-    holder = next(((image, ids.index(diff_id)) for image, ids in engine_images(client).items() if diff_id in ids), None)
-    if holder is None:
-        raise DeltaBaseRefused(f"this engine no longer has the base layer {diff_id} of a patched layer")
-    image, position = holder
-    with _DockerSave(client, image) as saved:
-        for m in saved:
-            if m.name == "manifest.json":
-                entries = json.load(saved.extractfile(m))
-                entry = next(e for e in entries if e["Config"].removeprefix("blobs/sha256/").removesuffix(".json")
-                             == image.removeprefix("sha256:"))
-                return image, entry["Layers"][position]
-    raise EnvironmentProblem(f"docker save of {image} wrote no manifest.json")
 
 
 class _DockerSave:
