@@ -12,7 +12,6 @@ import random
 import tarfile
 from pathlib import Path
 
-import docker
 import pytest
 
 from bundlecore import format as fmt
@@ -20,7 +19,7 @@ from bundlecore import layerpatch
 from importer.load import _DockerSave
 from tests.craft import BaseBundle, _read_members, _remove_image, sha256
 from tests.support import build_app_image, one_line, run_bundle
-from tests.test_delta import _spec
+from tests.test_delta import Scene as DeltaScene, _spec
 
 FILES = 200          # ~3 MB app layer: half random, half text
 CHANGED = {17, 120}  # 1% of its files
@@ -49,8 +48,9 @@ def _app_release(client, parent: str, tag: str, files: dict[str, bytes]) -> str:
     return image.id
 
 
-class Scene:
-    """Release 1 and release 2 of one app: the same parent, an app layer that differs in 1% of its files."""
+class Scene(DeltaScene):
+    """Release 1 and release 2 of one app: the same parent, an app layer that differs in 1% of its
+    files (building, importing and "nothing changed" as in tests/test_delta.py)."""
 
     def __init__(self, client, root: Path, uniq: str, key, keys_dir: Path):
         self.client, self.root, self.key, self.keys = client, root, key, keys_dir
@@ -77,13 +77,6 @@ class Scene:
         assert r.code == 0 and "patches" not in r.stdout, str(r)
         _remove_image(client, self.ref2)   # the intranet has release 1, not release 2
 
-    def build(self, spec: Path, out: Path, *more):
-        return run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home,
-                          "--local", *more)
-
-    def import_(self, bundle: Path, *more):
-        return run_bundle("import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", *more)
-
     def manifest(self, bundle: Path) -> dict:
         return json.loads(fmt.read_head(bundle).manifest)
 
@@ -97,18 +90,9 @@ class Scene:
         change(variant)
         return variant.write(out)
 
-    def nothing_changed(self) -> None:
-        assert not self.client.containers.list(all=True, filters={"name": self.name})
-        with pytest.raises(docker.errors.ImageNotFound):
-            self.client.images.get(self.id2)
-        installed = self.state / "installed"
-        assert not installed.exists() or not list(installed.iterdir())
-
     def cleanup(self) -> None:
-        for c in self.client.containers.list(all=True, filters={"name": self.name}):
-            c.remove(force=True)
-        for ref in (self.ref2, self.id2, self.ref1, self.id1, self.ref0):
-            _remove_image(self.client, ref)
+        super().cleanup()
+        _remove_image(self.client, self.ref0)
 
 
 @pytest.fixture
