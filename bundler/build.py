@@ -35,6 +35,7 @@ from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
+from bundlecore.inventory import parse_inventory
 from bundlecore.platforms import platforms_match
 from bundlecore.progress import Progress, PullProgress
 from bundlecore.schema import first_error
@@ -115,7 +116,7 @@ class DeltaBase:
         except OSError as e:
             raise UsageProblem(f"cannot read the inventory {path}: {e.strerror or e}") from None
         try:
-            inventory = fmt.parse_inventory(raw)
+            inventory = parse_inventory(raw)
         except fmt.FormatError as e:
             raise UsageProblem(f"{path} is not a `bundle inventory --json` file: {e}") from None
         base = {"kind": "inventory", "sha256": hashlib.sha256(raw).hexdigest(), "name": inventory["host"]}
