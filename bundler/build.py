@@ -240,6 +240,7 @@ def make_patches(delta: DeltaBase, images: list[dict], spooled: dict[str, _Spool
     """{layer path: its patch} for each carried layer whose patch against its base layer (bundlecore.
     layerpatch) is smaller than the layer compressed normally; their manifest entries go to
     `delta.patched`. The base layers are streamed out of the base bundle's payload."""
+    delta.patched = []
     chosen: dict[str, tuple[str, BaseLayer]] = {}
     for img in images:
         repo = split_ref(img["ref"])[0]

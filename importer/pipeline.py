@@ -30,7 +30,7 @@ from importer import hostpolicy, ownership
 from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
-                           docker_archive_members, layers_in_engine, stage_and_load)
+                           docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
 from importer.registry import check_registry_address, push_verified
 from importer.site import SiteSettings
 from importer.state import StateDir
@@ -184,7 +184,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             to_stage = {fmt.DOCKER_ARCHIVE_MANIFEST} if dry_run else docker_archive_members(head) - in_engine
             with state.staging() as staging:
                 sizes = {p["path"]: p["size"] for p in m["payload"]}
-                check_free_space(staging, sum(sizes[p] for p in to_stage), "staging the payload")
+                rebuilt = sum(p["size"] for member, p in patched_layers(head).items() if member in to_stage)
+                check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
                 sink = StagingSink(staging, to_stage)
                 progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
                 check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
