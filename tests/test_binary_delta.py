@@ -52,7 +52,7 @@ class Scene(DeltaScene):
     """Release 1 and release 2 of one app: the same parent, an app layer that differs in 1% of its
     files (building, importing and "nothing changed" as in tests/test_delta.py)."""
 
-    def __init__(self, client, root: Path, uniq: str, key, keys_dir: Path):
+    def __init__(self, client, root: Path, uniq: str, key, keys_dir: Path, keep_release2: bool = False):
         self.client, self.root, self.key, self.keys = client, root, key, keys_dir
         self.name = f"bindelta-{uniq}"
         repo = f"bindeltatest/app-{uniq}"
@@ -75,17 +75,19 @@ class Scene(DeltaScene):
         self.layer_level = root / "v2-layers.bundle.zst"
         r = self.build(self.spec2, self.layer_level, "--since", self.v1, "--no-patch")
         assert r.code == 0 and "patches" not in r.stdout, str(r)
-        _remove_image(client, self.ref2)   # the intranet has release 1, not release 2
+        if not keep_release2:
+            _remove_image(client, self.ref2)   # the intranet has release 1, not release 2
 
     def manifest(self, bundle: Path) -> dict:
         return json.loads(fmt.read_head(bundle).manifest)
 
-    def repacked(self, out: Path, change) -> Path:
-        """The patched bundle with its members changed by `change(variant)`, re-signed by the builder
-        unless `change` sets the sums itself (tests.craft's Variant)."""
-        head = fmt.read_head(self.patched)
+    def repacked(self, out: Path, change, bundle: Path | None = None) -> Path:
+        """The patched bundle (or `bundle`) with its members changed by `change(variant)`, re-signed
+        by the builder unless `change` sets the sums itself (tests.craft's Variant)."""
+        bundle = bundle or self.patched
+        head = fmt.read_head(bundle)
         manifest = json.loads(head.manifest)
-        variant = BaseBundle(self.patched, head, manifest, _read_members(self.patched, head, manifest),
+        variant = BaseBundle(bundle, head, manifest, _read_members(bundle, head, manifest),
                              self.key, self.keys, "").variant()
         change(variant)
         return variant.write(out)
@@ -203,3 +205,26 @@ def test_a_damaged_patch_member_is_refused_by_the_signed_sums(scene, damage):
     assert (line.startswith("refused: payload: ") and line.endswith("does not match its line in the signed SHA256SUMS")
             if damage == "corrupted" else line.startswith("refused: tar members: ") and "the manifest says" in line), line
     scene.nothing_changed()
+
+
+def test_a_base_bundle_whose_layer_is_not_its_diff_id_gives_no_patch_but_a_whole_layer(docker_client, tmp_path, uniq,
+                                                                                      pgp_keys, trust_store_of):
+    """OLD is read, not verified: a tampered base layer must not become a base for patches."""
+    s = Scene(docker_client, tmp_path, uniq, pgp_keys.builder, trust_store_of([pgp_keys.builder]), keep_release2=True)
+    try:
+        app_layer = s.manifest(s.v1)["images"][0]["layers"][-1]
+
+        def tampered(variant):
+            member = variant.member(app_layer)
+            member.data = member.data[:1000] + bytes([member.data[1000] ^ 1]) + member.data[1001:]
+            variant.relist()
+
+        old = s.repacked(tmp_path / "tampered-v1.bundle.zst", tampered, bundle=s.v1)
+        out = tmp_path / "v2-from-tampered.bundle.zst"
+        r = s.build(s.spec2, out, "--since", old)
+        assert r.code == 0 and "patches" not in r.stdout, str(r)
+        delta = s.manifest(out)["delta"]
+        assert "patched" not in delta
+        assert s.manifest(out)["images"][0]["layers"][-1] in {p["path"] for p in s.manifest(out)["payload"]}
+    finally:
+        s.cleanup()
