@@ -897,28 +897,3 @@ def join_parts(path: Path, out: Path) -> str:
         except FileNotFoundError:
             pass
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Engine inventory (`bundle inventory --json`, read by `bundle build --have`)
-# ---------------------------------------------------------------------------------------------
-
-INVENTORY_KIND = "bundle-inventory"
-MAX_INVENTORY = 16 << 20
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-def parse_inventory(raw: bytes) -> dict:
-    """Strictly read an inventory: {kind, version 1, host, engine, images: [{id, tags, diff_ids}]}."""
-    if len(raw) > MAX_INVENTORY:
-        raise FormatError("cap", f"the inventory is over its cap of {MAX_INVENTORY} bytes")
-    doc = loads_strict_json(raw, "the inventory")
-    if not isinstance(doc, dict) or doc.get("kind") != INVENTORY_KIND or doc.get("version") != 1:
-        raise FormatError("inventory", f"not a {INVENTORY_KIND} version 1 document")
-    if not isinstance(doc.get("host"), str) or not isinstance(doc.get("images"), list):
-        raise FormatError("inventory", "the inventory needs a host and a list of images")
-    for img in doc["images"]:
-        ids = img.get("diff_ids") if isinstance(img, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in ids):
-            raise FormatError("inventory", "an inventory image has no list of sha256 diff IDs")
-    return doc

@@ -110,6 +110,10 @@ class PayloadMismatch(Refused):
     check = Check.PAYLOAD
 
 
+class PatchedLayerMismatch(PayloadMismatch):
+    """A layer rebuilt from its signed patch and this engine's base layer is not its signed diff ID."""
+
+
 class ArchiveRefused(Refused):
     """The docker archive inside the (signed) payload does not match the signed manifest."""
 

@@ -19,8 +19,9 @@ caller gives.
    return or bidi override could make the plan lie); then it is validated against
    schemas/manifest.schema.json and cross-checked: the payload list equals SHA256SUMS, each image
    ID is the digest of its config, each diff ID the digest of its layer (a delta's left-out
-   layers instead carry their diff ID in `delta.omitted`; the importer's gate checks that its
-   engine has them). Last, the policy's
+   layers instead carry their diff ID in `delta.omitted`, its patched layers in `delta.patched`
+   with their patch member's digest; the importer's gate checks that its engine has the left-out
+   and base layers, and the importer a rebuilt layer's digest before loading). Last, the policy's
    scoped roles, which need the bundle's name and images (bundlecore.trust).
 5. Platform: (hook: the host's own platform, importer.gate) then every image is of the bundle's
    platform (bundlecore.platforms).
@@ -160,16 +161,17 @@ class BundleVerifier:
         omitted = {o["path"]: o["diff_id"] for o in (manifest.get("delta") or {}).get("omitted", [])}
         if set(omitted) & set(payload):
             raise ManifestRefused(f"{sorted(set(omitted) & set(payload))[0]} is both carried and left out")
-        layer_digest = {p: "sha256:" + sums[p] for p in payload} | omitted
+        patched = _patched_layers(manifest, payload, omitted)
+        layer_digest = {p: "sha256:" + sums[p] for p in payload} | omitted | patched
         for img in manifest["images"]:
             if img["config"] not in payload or "sha256:" + sums[img["config"]] != img["id"]:
                 raise ManifestRefused(f"image {img['ref']}: its config is not in the payload with digest {img['id']}")
             if len(img["layers"]) != len(img["diff_ids"]) or any(
                     layer_digest.get(layer) != diff for layer, diff in zip(img["layers"], img["diff_ids"])):
                 raise ManifestRefused(f"image {img['ref']}: its layers do not match its diff IDs")
-        unused = set(omitted) - {layer for img in manifest["images"] for layer in img["layers"]}
+        unused = (set(omitted) | set(patched)) - {layer for img in manifest["images"] for layer in img["layers"]}
         if unused:
-            raise ManifestRefused(f"delta.omitted names {sorted(unused)[0]}, which no image uses")
+            raise ManifestRefused(f"delta names the layer {sorted(unused)[0]}, which no image uses")
         if manifest["target"]["image"] not in refs:
             raise ManifestRefused(f"target image {manifest['target']['image']} is not one of the bundle's images")
 
@@ -232,6 +234,19 @@ class BundleVerifier:
         except fmt.FormatError as e:
             raise MalformedBundle(e) from None
         return reader.file_sha256
+
+
+def _patched_layers(manifest: dict, payload: dict, omitted: dict) -> dict[str, str]:
+    """{layer path: diff ID} of the layers a delta carries as patches, each patch a payload
+    member with the signed digest, the layer itself neither carried nor left out."""
+    patched = {}
+    for p in (manifest.get("delta") or {}).get("patched", []):
+        if p["path"] in payload or p["path"] in omitted or p["path"] in patched:
+            raise ManifestRefused(f"{p['path']} is patched and also carried, left out or patched twice")
+        if p["patch"] not in payload or payload[p["patch"]]["sha256"] != p["patch_sha256"]:
+            raise ManifestRefused(f"the patch of {p['path']} is not in the payload with digest {p['patch_sha256']}")
+        patched[p["path"]] = p["diff_id"]
+    return patched
 
 
 def _archive_manifest_buffer(member: str, size: int) -> io.BytesIO | None:

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import docker
 import requests
+import zstandard
 
-from bundlecore import __version__
+from bundlecore import __version__, layerpatch
 from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
+from bundlecore.inventory import parse_inventory
 from bundlecore.platforms import platforms_match
 from bundlecore.progress import Progress, PullProgress
 from bundlecore.schema import first_error
@@ -42,6 +44,7 @@ from bundler.dockersave import DockerSaveReader
 from bundler.spec import BuildSpec, load_spec, split_ref
 
 MAX_DOCKER_MANIFEST = 4 << 20
+PATCH_DIR = fmt.PAYLOAD_PREFIX + "patches/"
 
 
 @dataclass
@@ -61,16 +64,32 @@ class BuildResult:
                 "delta": self.delta}
 
 
+@dataclass(frozen=True)
+class BaseLayer:
+    """A layer the base bundle carried: what a changed layer may be patched against."""
+
+    path: str        # its payload path in the base bundle
+    diff_id: str
+    size: int
+    repo: str        # the image (ref without its tag) that used it, and where
+    position: int
+
+
 @dataclass
 class DeltaBase:
     """What a delta may leave out: the layer chains (tuples of diff IDs, bottom first) the base
-    carried or the engine holds, and how the signed manifest names that base."""
+    carried or the engine holds, and how the signed manifest names that base. With `source` (the
+    base bundle, for `--since` without `--no-patch`), the layers it carried, which changed layers
+    may be patched against; `patched` is filled by the build with the manifest's entries."""
 
     base: dict
     chains: set[tuple[str, ...]]
+    source: Path | None = None
+    layers: list[BaseLayer] = field(default_factory=list)
+    patched: list[dict] = field(default_factory=list)
 
     @classmethod
-    def from_bundle(cls, path: Path, name: str) -> "DeltaBase":
+    def from_bundle(cls, path: Path, name: str, patch: bool = True) -> "DeltaBase":
         if not fmt.BundleFiles.exists(path):
             raise UsageProblem(f"base bundle {path} not found")
         try:
@@ -83,11 +102,12 @@ class DeltaBase:
             base = {"kind": "bundle", "sha256": h.hexdigest(), "name": manifest["name"],
                     "version": manifest["version"], "sequence": manifest["sequence"]}
             chains = _chains(img["diff_ids"] for img in manifest["images"])
+            layers = _carried_layers(manifest) if patch else []
         except (fmt.FormatError, KeyError, TypeError) as e:
             raise UsageProblem(f"cannot read the base bundle {path}: {e}") from None
         if base["name"] != name:
             raise UsageProblem(f"the base bundle {path} is {base['name']}, not a release of {name}")
-        return cls(base, chains)
+        return cls(base, chains, Path(path) if patch else None, layers)
 
     @classmethod
     def from_inventory(cls, path: Path) -> "DeltaBase":
@@ -96,11 +116,18 @@ class DeltaBase:
         except OSError as e:
             raise UsageProblem(f"cannot read the inventory {path}: {e.strerror or e}") from None
         try:
-            inventory = fmt.parse_inventory(raw)
+            inventory = parse_inventory(raw)
         except fmt.FormatError as e:
             raise UsageProblem(f"{path} is not a `bundle inventory --json` file: {e}") from None
         base = {"kind": "inventory", "sha256": hashlib.sha256(raw).hexdigest(), "name": inventory["host"]}
         return cls(base, _chains(img["diff_ids"] for img in inventory["images"]))
+
+
+def _carried_layers(manifest: dict) -> list[BaseLayer]:
+    sizes = {p["path"]: p["size"] for p in manifest["payload"]}
+    return [BaseLayer(path, diff, sizes[path], split_ref(img["ref"])[0], k)
+            for img in manifest["images"]
+            for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])) if path in sizes]
 
 
 def _chains(diff_id_lists) -> set[tuple[str, ...]]:
@@ -117,6 +144,16 @@ def omitted_layers(images: list[dict], chains: set[tuple[str, ...]]) -> dict[str
             else:
                 keep.add(path)
     return {p: d for p, d in maybe.items() if p not in keep}
+
+
+def choose_base(repo: str, position: int, size: int, layers: list[BaseLayer]) -> BaseLayer | None:
+    """The base layer a changed layer most likely resembles: the one at the same position in the
+    same image; else the one closest in size (a cheap measure that holds for the usual case, an
+    app layer rebuilt with a few files changed keeps about its size)."""
+    same = next((b for b in layers if b.repo == repo and b.position == position), None)
+    if same is not None or not layers:
+        return same
+    return min(layers, key=lambda b: (abs(b.size - size) / max(b.size, size, 1), b.path))
 
 
 def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple[list[dict], int]:
@@ -198,6 +235,90 @@ def _spooled_chunks(f):
         yield chunk
 
 
+def make_patches(delta: DeltaBase, images: list[dict], spooled: dict[str, _Spooled], omitted: dict[str, str],
+                 spool_dir: Path) -> dict[str, _Spooled]:
+    """{layer path: its patch} for each carried layer whose patch against its base layer (bundlecore.
+    layerpatch) is smaller than the layer compressed normally; their manifest entries go to
+    `delta.patched`. The base layers are streamed out of the base bundle's payload."""
+    delta.patched = []
+    chosen: dict[str, tuple[str, BaseLayer]] = {}
+    for img in images:
+        repo = split_ref(img["ref"])[0]
+        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])):
+            if path in spooled and path not in omitted and path not in chosen:
+                base = choose_base(repo, k, spooled[path].size, delta.layers)
+                if base is not None:
+                    chosen[path] = (diff, base)
+    bases = _spool_base_layers(delta.source, {b.path: b for _, b in chosen.values()}, spool_dir)
+    patches: dict[str, _Spooled] = {}
+    for path, (diff, base) in chosen.items():
+        member = f"{PATCH_DIR}{diff.removeprefix('sha256:')}.patch"
+        if base.path not in bases or any(p["patch"] == member for p in delta.patched):
+            continue  # not in the base bundle as its diff ID says, or this diff ID patched already
+        patch = _encode_patch(bases[base.path], spooled[path], spool_dir)
+        if _compresses_below(spooled[path].file, patch.size):
+            patch.file.close()
+            continue
+        patches[path] = patch
+        delta.patched.append({"path": path, "diff_id": diff, "size": spooled[path].size,
+                              "base_diff_id": base.diff_id, "patch": member, "patch_sha256": patch.sha256})
+    for held in bases.values():
+        held.file.close()
+    return patches
+
+
+def _spool_base_layers(source: Path, wanted: dict[str, BaseLayer], spool_dir: Path) -> dict[str, _Spooled]:
+    """The `wanted` layers of the base bundle, spooled from its payload stream; one whose bytes are
+    not its diff ID is left out (the base bundle is read, not verified)."""
+    got: dict[str, _Spooled] = {}
+    if not wanted:
+        return got
+    try:
+        head = fmt.read_head(source)
+        manifest = fmt.loads_strict_json(head.manifest, "the base bundle's manifest.json")
+        members = fmt.PayloadReader(source, head, [(p["path"], p["size"]) for p in manifest["payload"]]).members()
+        left = len(wanted)
+        for path, size, chunks in members:
+            if path not in wanted:
+                for _ in chunks:
+                    pass
+                continue
+            held = _spool(spool_dir, size, chunks)
+            if "sha256:" + held.sha256 == wanted[path].diff_id:
+                got[path] = held
+            else:
+                held.file.close()
+            left -= 1
+            if not left:
+                break
+        members.close()
+    except (fmt.FormatError, KeyError, TypeError) as e:
+        raise UsageProblem(f"cannot read the base bundle {source}: {e}") from None
+    return got
+
+
+def _encode_patch(base: _Spooled, new: _Spooled, spool_dir: Path) -> _Spooled:
+    f = tempfile.TemporaryFile(dir=spool_dir)
+    base.file.seek(0)
+    new.file.seek(0)
+    size = layerpatch.encode(base.file, base.size, new.file, new.size, f)
+    h = hashlib.sha256()
+    for chunk in _spooled_chunks(f):
+        h.update(chunk)
+    return _Spooled(f, size, h.hexdigest())
+
+
+def _compresses_below(f, limit: int) -> bool:
+    """Does the layer compress, as the payload would, to at most `limit` bytes? Stops once it cannot."""
+    cobj = zstandard.ZstdCompressor(level=fmt.COMPRESSION_LEVEL).compressobj()
+    out = 0
+    for chunk in _spooled_chunks(f):
+        out += len(cobj.compress(chunk))
+        if out > limit:
+            return False
+    return out + len(cobj.flush()) <= limit
+
+
 def write_payload(client, images: list[dict], payload_fh, mtime: int, progress,
                   delta: DeltaBase | None = None, spool_dir: Path | None = None
                   ) -> tuple[list[fmt.PayloadFile], dict[str, str]]:
@@ -246,13 +367,22 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress,
                                             "Layers": [p[len(fmt.PAYLOAD_PREFIX):] for p in layers]})
         entry["RepoTags"].append(img["ref"])
     omitted = omitted_layers(images, delta.chains) if delta is not None else {}
+    patches = make_patches(delta, images, spooled, omitted, spool_dir) if delta is not None and delta.source else {}
     for path, held in spooled.items():
-        if path not in omitted:
+        if path in patches:
+            _add_patch(writer, delta, path, patches[path], progress)
+        elif path not in omitted:
             writer.add(path, held.size, _spooled_chunks(held.file), progress)
         held.file.close()
     writer.add_bytes(fmt.DOCKER_ARCHIVE_MANIFEST, fmt.dumps_canonical(list(entries.values())))
     writer.close()
     return writer.files, omitted
+
+
+def _add_patch(writer: fmt.PayloadWriter, delta: DeltaBase, path: str, patch: _Spooled, progress) -> None:
+    member = next(p["patch"] for p in delta.patched if p["path"] == path)
+    writer.add(member, patch.size, _spooled_chunks(patch.file), progress)
+    patch.file.close()
 
 
 def _resolve(path: str, links: dict[str, str]) -> str:
@@ -278,11 +408,11 @@ def _unlink_quietly(*paths: Path) -> None:
 
 def build(spec_path: Path, out: Path, sign_key: str, gnupghome: str | None = None, *, local: bool = False,
           allow_latest: bool = False, show_progress: bool | None = None, split: int | None = None,
-          since: Path | None = None, have: Path | None = None) -> BuildResult:
+          since: Path | None = None, have: Path | None = None, patch: bool = True) -> BuildResult:
     spec = load_spec(spec_path, allow_latest=allow_latest)
     if since is not None and have is not None:
         raise UsageProblem("--since and --have are two ways to name the base: give one")
-    delta = (DeltaBase.from_bundle(since, spec.name) if since is not None
+    delta = (DeltaBase.from_bundle(since, spec.name, patch) if since is not None
              else DeltaBase.from_inventory(have) if have is not None else None)
     return build_spec(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
                       show_progress=show_progress, split=split, delta=delta)
@@ -329,8 +459,10 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             "payload": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             "target": spec.target,
         }
-        if omitted:
+        if omitted or (delta and delta.patched):
             manifest["delta"] = {"base": delta.base, "omitted": [{"path": p, "diff_id": d} for p, d in sorted(omitted.items())]}
+            if delta.patched:
+                manifest["delta"]["patched"] = delta.patched
         problem = first_error("manifest.schema.json", manifest)
         if problem:
             raise UsageProblem(f"the manifest this spec produces is invalid {problem}")

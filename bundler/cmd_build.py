@@ -31,11 +31,13 @@ class PartSize(click.ParamType):
 @click.option("--since", type=click.Path(path_type=Path), help="Delta: leave out the layers this older bundle carried.")
 @click.option("--have", type=click.Path(path_type=Path),
               help="Delta: leave out the layers the intranet engine holds (a `bundle inventory --json` file).")
+@click.option("--no-patch", is_flag=True,
+              help="Delta with --since: carry changed layers whole, not as patches against the base's layers.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def build(spec, out, sign_key, gnupghome, local, allow_latest, split, since, have, as_json):
+def build(spec, out, sign_key, gnupghome, local, allow_latest, split, since, have, no_patch, as_json):
     """Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."""
     result = build_bundle(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
-                          split=split, since=since, have=have)
+                          split=split, since=since, have=have, patch=not no_patch)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
         return
@@ -45,6 +47,7 @@ def build(spec, out, sign_key, gnupghome, local, allow_latest, split, since, hav
     if result.delta:
         base = result.delta["base"]
         say(f"delta of {base['name']} {base.get('version', '')}".rstrip()
-            + f": {len(result.delta['omitted'])} layer(s) left out")
+            + f": {len(result.delta['omitted'])} layer(s) left out"
+            + (f", {len(result.delta['patched'])} carried as patches" if result.delta.get("patched") else ""))
     elif since or have:
         say("note: nothing in common with the base: this is a full bundle")

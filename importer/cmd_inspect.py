@@ -47,5 +47,8 @@ def inspect_cmd(bundle, as_json):
         say(f"delta bundle: {len(delta.get('omitted') or [])} layer(s) left out, which the engine must hold; base: "
             f"{base.get('kind')} {base.get('name')} {base.get('version', '')} sequence {base.get('sequence', '-')} "
             f"sha256 {base.get('sha256')}")
+        for p in delta.get("patched") or []:
+            say(f"patched layer {p.get('diff_id')}: {sizes.get(p.get('patch'), 0)} byte patch against "
+                f"base layer {p.get('base_diff_id')}, which the engine must hold")
     for i in info["images"]:
         say(f"image {i['ref']}  {i['id']}  {i['size']} bytes")

@@ -16,7 +16,9 @@ this host's business, and adds one rule after the head:
 - delta base (after the host policy, before any payload byte): a delta bundle's base must be a
   release of the same app, and every layer it left out must be in this engine as part of a chain
   `docker load` skips (`engine_layers`, importer.load.layers_in_engine); a refusal names the
-  missing diff IDs and the base they came in. Not checked, with a note, when no engine answers.
+  missing diff IDs and the base they came in; and every base layer a patched layer is rebuilt
+  from (`delta.patched`, `engine_diff_ids`) is in this engine. Not checked, with a note, when no
+  engine answers.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class TrustGate(BundleVerifier):
     def __init__(self, store: TrustStore, *, engine_platform: str | None, installed_sequence: Mark,
                  container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
                  allow_downgrade: bool = False, now: datetime | None = None,
-                 engine_layers: Callable[[VerifiedHead], set[str]] | None = None):
+                 engine_layers: Callable[[VerifiedHead], set[str]] | None = None,
+                 engine_diff_ids: Callable[[], set[str]] | None = None):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
         self.installed_sequence = installed_sequence
@@ -49,6 +52,7 @@ class TrustGate(BundleVerifier):
         self.allow_downgrade = allow_downgrade
         self.host_access: list[HostAccess] = []
         self.engine_layers = engine_layers
+        self.engine_diff_ids = engine_diff_ids
 
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
@@ -72,7 +76,15 @@ class TrustGate(BundleVerifier):
         if missing:
             raise DeltaBaseRefused(f"this engine lacks {len(missing)} layer(s) the delta left out: "
                                    f"{', '.join(missing)}; they came in {came_in}")
-        return [f"delta of {came_in}: its {len(m['delta']['omitted'])} left-out layer(s) are in this engine"]
+        patched = m["delta"].get("patched", [])
+        if patched and self.engine_diff_ids is not None:
+            held = self.engine_diff_ids()
+            missing = sorted({p["base_diff_id"] for p in patched if p["base_diff_id"] not in held})
+            if missing:
+                raise DeltaBaseRefused(f"this engine lacks {len(missing)} base layer(s) the delta's patches are made "
+                                       f"against: {', '.join(missing)}; they came in {came_in}")
+        return [f"delta of {came_in}: its {len(m['delta']['omitted'])} left-out layer(s)"
+                + (f" and the base layers of its {len(patched)} patched layer(s)" if patched else "") + " are in this engine"]
 
     def _check_host_platform(self, manifest: dict) -> list[str]:
         if self.engine_platform is None:

@@ -1,6 +1,6 @@
 """What this engine holds, for `bundle build --have` on the internet side: every image's ID, tags
 and layer diff IDs (bottom first, so the chains `docker load` skips can be derived from them).
-The document's shape is read back by bundlecore.format.parse_inventory."""
+The document's shape is read back by bundlecore.inventory.parse_inventory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 
 import docker
 
-from bundlecore import format as fmt
+from bundlecore.inventory import INVENTORY_KIND
 from bundlecore.timeutil import format_ts, utc_now
 
 
@@ -22,6 +22,6 @@ def engine_inventory(client) -> dict:
         diff_ids = attrs["RootFS"].get("Layers") or []
         if diff_ids:
             images.append({"id": attrs["Id"], "tags": sorted(attrs.get("RepoTags") or []), "diff_ids": diff_ids})
-    return {"kind": fmt.INVENTORY_KIND, "version": 1, "host": socket.gethostname(),
+    return {"kind": INVENTORY_KIND, "version": 1, "host": socket.gethostname(),
             "engine": client.version().get("Version", "unknown"), "created": format_ts(utc_now()),
             "images": sorted(images, key=lambda i: i["id"])}

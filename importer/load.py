@@ -3,14 +3,21 @@
 `docker load` applies whatever RepoTags the archive names and moves existing tags silently, so the
 archive's manifest.json is checked against the signed manifest before a byte goes to the engine,
 and each image ID and tag is checked again once the engine has loaded them.
+
+A delta's patched layer (`delta.patched`) is rebuilt once its patch member matched its hash: the
+base layer is streamed out of this engine (`docker save` of an image holding it, which gives the
+layer tar byte for byte) through bundlecore.layerpatch into staging, and only a rebuilt layer
+whose sha256 is its signed diff ID is queued for `docker load`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
 import shutil
+import tarfile
 import threading
 from pathlib import Path
 
@@ -18,17 +25,40 @@ import docker
 import requests
 
 from bundlecore import format as fmt
+from bundlecore import layerpatch
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.refusals import LoadedImageMismatch
+from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.verify import VerifiedHead
 
 SPACE_MARGIN = 64 << 20
 
 
 def docker_archive_members(verified: VerifiedHead) -> set[str]:
-    """What `docker load` needs of the payload: the archive manifest, the configs, the layers."""
+    """What `docker load` needs of the payload: the archive manifest, the configs, the layers
+    (a patched layer's patch member, from which it is rebuilt)."""
     images = verified.manifest["images"]
-    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {p for img in images for p in [img["config"], *img["layers"]]}
+    patch_of = {p["path"]: p["patch"] for p in patched_layers(verified).values()}
+    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {patch_of.get(p, p) for img in images for p in [img["config"], *img["layers"]]}
+
+
+def patched_layers(verified: VerifiedHead) -> dict[str, dict]:
+    """{patch member: its signed `delta.patched` entry}."""
+    return {p["patch"]: p for p in (verified.manifest.get("delta") or {}).get("patched", [])}
+
+
+def engine_images(client) -> dict[str, list[str]]:
+    """{image ID: its diff IDs, bottom first} of every image in the engine."""
+    images = {}
+    for summary in client.api.images(all=True):
+        try:
+            images[summary["Id"]] = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
+        except docker.errors.NotFound:  # removed meanwhile
+            continue
+    return images
+
+
+def diff_ids_in_engine(client) -> set[str]:
+    return {d for ids in engine_images(client).values() for d in ids}
 
 
 def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
@@ -40,13 +70,7 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
     info = client.info()
     if info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []):
         return set()
-    chains = set()
-    for summary in client.api.images(all=True):
-        try:
-            diff_ids = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
-        except docker.errors.NotFound:  # removed meanwhile
-            continue
-        chains.update(tuple(diff_ids[:k]) for k in range(1, len(diff_ids) + 1))
+    chains = {tuple(diff_ids[:k]) for diff_ids in engine_images(client).values() for k in range(1, len(diff_ids) + 1)}
     needed, layers = set(), set()
     for img in verified.manifest["images"]:
         for k, path in enumerate(img["layers"]):
@@ -54,6 +78,79 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
             if tuple(img["diff_ids"][:k + 1]) not in chains:
                 needed.add(path)
     return layers - needed
+
+
+def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
+    """Rebuild the patched layer `entry` (signed) from `patch` and this engine's base layer into
+    `out`; refused unless it is exactly the signed size and diff ID.
+
+    One `docker save` of an image holding the base, read as it streams and left as soon as the
+    layer is rebuilt: the archive's manifest, which says which tar is which layer, comes last, so
+    each file of the base's size is tried in turn (usually the only one) and the first that
+    rebuilds the signed diff ID is the base."""
+    image = next((image for image, ids in engine_images(client).items() if entry["base_diff_id"] in ids), None)
+    if image is None:
+        raise DeltaBaseRefused(f"this engine no longer has the base layer {entry['base_diff_id']} of a patched layer")
+    with open(patch, "rb") as patch_fh:
+        try:
+            base_size = layerpatch.read_header(patch_fh).base_size
+        except layerpatch.PatchError as e:
+            raise PatchedLayerMismatch(f"layer {entry['diff_id']} cannot be rebuilt from its patch: {e}") from None
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    outcome = f"no layer of {base_size} bytes in the docker save of {image}"
+    with _DockerSave(client, image) as saved, os.fdopen(fd, "wb") as out_fh:
+        for member in saved:
+            if not member.isfile() or member.size != base_size:
+                continue
+            out_fh.seek(0)
+            out_fh.truncate()
+            h = hashlib.sha256()
+            with open(patch, "rb") as patch_fh:
+                try:
+                    size = layerpatch.decode(saved.extractfile(member), patch_fh, _Hashing(out_fh, h, entry["size"]))
+                except layerpatch.PatchError as e:
+                    outcome = str(e)
+                    continue
+            if size == entry["size"] and "sha256:" + h.hexdigest() == entry["diff_id"]:
+                return
+            outcome = f"sha256:{h.hexdigest()} ({size} bytes)"
+    raise PatchedLayerMismatch(f"layer {entry['diff_id']} rebuilt from its patch and base layer "
+                               f"{entry['base_diff_id']} is not what was signed ({outcome}); nothing loaded")
+
+
+class _Hashing:
+    """A writer that hashes what passes and refuses to grow past the signed size."""
+
+    def __init__(self, fh, h, cap: int):
+        self.fh, self.h, self.left = fh, h, cap
+
+    def write(self, data: bytes) -> int:
+        self.left -= len(data)
+        if self.left < 0:
+            raise layerpatch.PatchError("it rebuilds more bytes than the signed size")
+        self.h.update(data)
+        return self.fh.write(data)
+
+
+class _DockerSave:
+    """`docker save IMAGE` as a tar read forward as it streams (the engine's own output)."""
+
+    def __init__(self, client, image: str):
+        try:
+            self._resp = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
+            self._resp.raise_for_status()
+        except (requests.RequestException, docker.errors.APIError) as e:
+            raise EnvironmentProblem(f"docker save of {image} failed: {e}") from None
+        self._resp.raw.decode_content = True
+
+    def __enter__(self) -> tarfile.TarFile:
+        self._tar = tarfile.open(fileobj=self._resp.raw, mode="r|")
+        return self._tar
+
+    def __exit__(self, *exc) -> None:
+        self._tar.close()
+        self._resp.close()
 
 
 class StagingSink:
@@ -129,15 +226,23 @@ class VerifiedFeed:
 
     _END = object()
 
-    def __init__(self, sink: StagingSink, verified: VerifiedHead):
+    def __init__(self, sink: StagingSink, verified: VerifiedHead, client=None):
         self.sink = sink
         self.verified = verified
+        self.client = client
+        self.patches = patched_layers(verified)
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
 
     def member_verified(self, member: str) -> None:
-        if member in self.sink.keep:
-            self.queue.put(member)
+        if member not in self.sink.keep:
+            return
+        if member in self.patches:  # the layer it rebuilds goes to docker load instead
+            entry = self.patches[member]
+            rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry["path"]))
+            self.sink.path_of(member).unlink()
+            member = entry["path"]
+        self.queue.put(member)
 
     def run_gate(self, gate_payload_check) -> None:
         """Thread body: run the payload check; its end (or its refusal) closes the feed."""

@@ -29,8 +29,8 @@ from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership
 from importer.audit import audit_event, who
 from importer.gate import TrustGate
-from importer.load import (StagingSink, VerifiedFeed, check_free_space, docker_archive_members,
-                           layers_in_engine, stage_and_load)
+from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
+                           docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
 from importer.registry import check_registry_address, push_verified
 from importer.site import SiteSettings
 from importer.state import StateDir
@@ -69,7 +69,8 @@ def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | 
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
-                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None)
+                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None,
+                     engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None)
     return gate, gate.check_head(path)
 
 
@@ -183,7 +184,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             to_stage = {fmt.DOCKER_ARCHIVE_MANIFEST} if dry_run else docker_archive_members(head) - in_engine
             with state.staging() as staging:
                 sizes = {p["path"]: p["size"] for p in m["payload"]}
-                check_free_space(staging, sum(sizes[p] for p in to_stage), "staging the payload")
+                rebuilt = sum(p["size"] for member, p in patched_layers(head).items() if member in to_stage)
+                check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
                 sink = StagingSink(staging, to_stage)
                 progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
                 check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
@@ -193,7 +195,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                     out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); dry run: nothing loaded or changed")
                     audit["result"] = "dry-run"
                     return {"result": "dry-run", **audit}
-                audit["sha256"], images = stage_and_load(client, VerifiedFeed(sink, head), check)
+                audit["sha256"], images = stage_and_load(client, VerifiedFeed(sink, head, client), check)
                 progress.close()
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
                 f"{', '.join(images)} (image IDs checked)"

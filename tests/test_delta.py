@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from bundlecore import format as fmt
+from bundlecore.inventory import parse_inventory
 from tests.support import build_app_image, child_image, one_line, run_bundle
 from tests.craft import _remove_image
 
@@ -161,7 +162,7 @@ def test_have_from_a_real_inventory_builds_a_delta_that_imports(scene, docker_cl
     r = run_bundle("inventory", "--json")   # the intranet engine holds release 1
     assert r.code == 0, str(r)
     inventory.write_text(r.stdout)
-    doc = fmt.parse_inventory(inventory.read_bytes())
+    doc = parse_inventory(inventory.read_bytes())
     assert any(img["id"] == scene.id1 and img["diff_ids"] == scene.layers1 for img in doc["images"])
     scene.make_release2()
     delta = scene.root / "v2-have.bundle.zst"

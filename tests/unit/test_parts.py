@@ -10,6 +10,7 @@ import re
 import pytest
 
 from bundlecore import format as fmt
+from bundlecore.inventory import MAX_INVENTORY, parse_inventory
 from bundler.build import omitted_layers
 
 
@@ -165,15 +166,15 @@ def _inventory(**over):
 @pytest.mark.parametrize("raw", [
     b"not json", _inventory(kind="other"), _inventory(version=2), _inventory(host=None), _inventory(images={}),
     _inventory(images=[{"diff_ids": ["sha256:short"]}]), _inventory(images=[{"diff_ids": "x"}]),
-    b'{"kind": "bundle-inventory", "kind": "bundle-inventory"}', b" " * (fmt.MAX_INVENTORY + 1),
+    b'{"kind": "bundle-inventory", "kind": "bundle-inventory"}', b" " * (MAX_INVENTORY + 1),
 ])
 def test_a_malformed_inventory_is_refused(raw):
     with pytest.raises(fmt.FormatError):
-        fmt.parse_inventory(raw)
+        parse_inventory(raw)
 
 
 def test_an_inventory_is_read():
-    assert fmt.parse_inventory(_inventory())["images"][0]["diff_ids"] == [B, C]
+    assert parse_inventory(_inventory())["images"][0]["diff_ids"] == [B, C]
 
 
 def test_a_member_that_does_not_match_is_blamed_on_its_part_when_the_sidecar_says_so(tmp_path):
