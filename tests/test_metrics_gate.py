@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -146,17 +147,29 @@ def test_a_metrics_gated_update_is_committed_when_errors_stay_low(host):
     assert last["health"]["prometheus"]["url"] == url  # what recovery and `bundle rollback` use
 
 
-@pytest.mark.parametrize("case", ["bad PromQL", "Prometheus unreachable", "matrix result", "no data by the end"])
+CANNOT_EVALUATE = {
+    # id: (query (None: the app's), the line's words)
+    "bad PromQL": ("sum(app_errors_total{job=", "it could not be evaluated: Prometheus says error: "),
+    "Prometheus unreachable": (None, "it could not be evaluated: cannot reach it (ConnectionError)"),
+    "Prometheus hangs": (None, "it could not be evaluated: no answer within 5 s"),
+    "HTTP error": (None, "it could not be evaluated: HTTP 404, not a Prometheus API answer"),
+    "matrix result": ("app_errors_total[10s]", "it could not be evaluated: the result is a matrix, not an "
+                                               "instant vector or scalar"),
+    "no data by the end": ('app_errors_total{job="no-such-job"}', "it returned no data by the end of the window"),
+}
+
+
+@pytest.mark.parametrize("case", CANNOT_EVALUATE, ids=list(CANNOT_EVALUATE))
 def test_a_query_that_cannot_be_evaluated_rolls_back(host, case):
-    url = f"http://127.0.0.1:{free_port()}" if case == "Prometheus unreachable" else f"http://{host.prom.address}"
-    query = {"bad PromQL": "sum(app_errors_total{job=", "matrix result": "app_errors_total[10s]",
-             "no data by the end": 'app_errors_total{job="no-such-job"}'}.get(case)
-    expected = {"bad PromQL": "it could not be evaluated: Prometheus says error: ",
-                "Prometheus unreachable": "it could not be evaluated: cannot reach it (ConnectionError)",
-                "matrix result": "it could not be evaluated: the result is a matrix, not an instant vector or scalar",
-                "no data by the end": "it returned no data by the end of the window"}[case]
-    host.allow(url)
-    r = host.import_(host.bundle("v2", 2, url=url, query=query, window="3s"))
+    query, expected = CANNOT_EVALUATE[case]
+    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = {"Prometheus unreachable": f"http://127.0.0.1:{free_port()}",
+               "Prometheus hangs": f"http://127.0.0.1:{hung.getsockname()[1]}",
+               "HTTP error": f"http://{host.prom.address}/no/such/prefix"}.get(case, f"http://{host.prom.address}")
+        host.allow(url)
+        r = host.import_(host.bundle("v2", 2, url=url, query=query, window="3s"))
     assert r.code == UPDATE_FAILED, str(r)
     line = host.assert_back_on_v1(host.before, r.stderr)
     assert f"failed its probation: metrics gate '{query or host.query}' at {url}: {expected}" in line, line
@@ -228,3 +241,31 @@ def test_a_kill_during_the_metrics_window_is_recovered_onto_exactly_one_version(
     else:
         assert "metrics gate: Prometheus" in r.stdout, str(r)
         assert served_version(host.env) == "2.0.0" and host.env["state"].installed(host.name)["version"] == "2.0.0"
+
+
+CRAFTED = {
+    # id: (the signed manifest's target.health.prometheus, check, the line's words)
+    "credentials in the url": ({"url": "http://admin:secret@prom:9090", "query": "up", "max": 0, "window": 60},
+                               "manifest", "fails its schema at target.health.prometheus.url"),
+    "window over a day": ({"url": "http://prom:9090", "query": "up", "max": 0, "window": 86401},
+                          "manifest", "fails its schema at target.health.prometheus.window"),
+    "infinite limit": ({"url": "http://prom:9090", "query": "up", "max": 1e300, "window": 60},
+                       "manifest", "fails its schema at target.health.prometheus.max"),
+    "a NaN limit": ({"url": "http://prom:9090", "query": "up", "max": float("nan"), "window": 60},
+                    "manifest", "manifest.json has NaN, which is not JSON"),
+    "a control character in the query": ({"url": "http://prom:9090", "query": "up\r0 < 1", "max": 0, "window": 60},
+                                         "manifest", "control or non-printing character at target.health.prometheus.query"),
+}
+
+
+@pytest.mark.parametrize("case", CRAFTED, ids=list(CRAFTED))
+def test_a_validly_signed_but_crafted_metrics_gate_is_refused(base_bundle, docker_client, installed_app, tmp_path, case):
+    """What a builder key could sign without `bundle build`'s checks: refused by `bundle verify` and
+    `bundle import` alike, one line, nothing changed (tests.test_gate.Gate.refused asserts it)."""
+    from tests.test_gate import Gate
+    prom, check, words = CRAFTED[case]
+    gate = Gate(base_bundle, docker_client, installed_app, tmp_path)
+    v = gate.variant()
+    v.manifest["target"]["health"] = {"http": "http://127.0.0.1:8080/health", "timeout": 5, "attempts": 1,
+                                      "prometheus": prom}
+    gate.refused(v.write(gate.path("crafted-gate")), check, words)

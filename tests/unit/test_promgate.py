@@ -278,3 +278,11 @@ def manifest_gate_error(prom: dict):
     """The manifest's `target.health.prometheus` rule (run.schema.json's prometheus_gate)."""
     ref = {"$ref": "https://bundle.invalid/schemas/run.schema.json#/$defs/prometheus_gate"}
     return jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(ref, registry=_registry()).iter_errors(prom))
+
+
+@pytest.mark.parametrize("raw", [b'{"max": NaN}', b'{"max": Infinity}', b'{"max": -Infinity}'])
+def test_strict_json_refuses_nan_and_infinity(raw):
+    """A signed NaN limit would compare false with everything: the manifest reader refuses it."""
+    from bundlecore.format import FormatError, loads_strict_json
+    with pytest.raises(FormatError, match="which is not JSON"):
+        loads_strict_json(raw, "manifest.json")
