@@ -24,8 +24,9 @@ KILLED = -9
 GATE_PASSED = ("probation", "commit", "prune")
 
 
-def _swap_killed(swap_env, image, sequence, step, when, **target_kw):
+def _swap_killed(swap_env, image, sequence, step, when, health: dict | None = None, **target_kw):
     target = target_for(swap_env, image, **target_kw)
+    target["health"].update(health or {})
     r = run_driver("swap", swap_env["state"].root, json.dumps(target), image["id"],
                    json.dumps(bundle_for(image, sequence)),
                    env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
@@ -214,12 +215,7 @@ def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker
     """With probation on: killed before the window was journaled (recovery starts it) or after it
     ended (recovery only checks the restarts since the journaled base), then commits."""
     before = _with_v1(docker_client, swap_env, demo_images)
-    target = target_for(swap_env, demo_images["v2"])
-    target["health"].update(probation=3, max_restarts=0)
-    r = run_driver("swap", swap_env["state"].root, json.dumps(target), demo_images["v2"]["id"],
-                   json.dumps(bundle_for(demo_images["v2"], 2)),
-                   env={"BUNDLE_CRASH_AT": "probation", "BUNDLE_CRASH_WHEN": when})
-    assert r.returncode == KILLED, r.stderr
+    _swap_killed(swap_env, demo_images["v2"], 2, "probation", when, health={"probation": 3, "max_restarts": 0})
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
     assert ("probation: watching" in r.stdout) is (when == "before")
@@ -237,12 +233,8 @@ def test_upgrade_killed_at_a_metrics_gated_probation_lands_on_one_version(
     """The metrics gate is evaluated within the probation step (importer.swap.promgate): a kill
     before it resumes the window and evaluates the query (a real Prometheus) before deciding."""
     before = _with_v1(docker_client, swap_env, demo_images)
-    target = target_for(swap_env, demo_images["v2"])
-    target["health"]["prometheus"] = {"url": f"http://{prometheus.address}", "query": query, "max": 0.5, "window": 3}
-    r = run_driver("swap", swap_env["state"].root, json.dumps(target), demo_images["v2"]["id"],
-                   json.dumps(bundle_for(demo_images["v2"], 2)),
-                   env={"BUNDLE_CRASH_AT": "probation", "BUNDLE_CRASH_WHEN": when})
-    assert r.returncode == KILLED, r.stderr
+    gate = {"url": f"http://{prometheus.address}", "query": query, "max": 0.5, "window": 3}
+    _swap_killed(swap_env, demo_images["v2"], 2, "probation", when, health={"prometheus": gate})
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
     _assert_healthy_on(docker_client, swap_env, expect, before)
