@@ -50,7 +50,6 @@ class Reading:
     """One evaluation: the highest value of the result's series, or None for an empty result."""
 
     value: float | None
-    series: int = 0
 
 
 def parse_answer(status_code: int, body: bytes) -> Reading:
@@ -71,13 +70,12 @@ def parse_answer(status_code: int, body: bytes) -> Reading:
     kind = data.get("resultType") if isinstance(data, dict) else None
     result = data.get("result") if isinstance(data, dict) else None
     if kind == "scalar":
-        return Reading(_number(result), 1)
+        return Reading(_number(result))
     if kind != "vector" or not isinstance(result, list):
         raise MetricsUnavailable(f"the result is a {kind or 'malformed answer'}, not an instant vector or scalar")
     if not result:
-        return Reading(None, 0)
-    values = [_number(s.get("value") if isinstance(s, dict) else None) for s in result]
-    return Reading(max(values), len(values))
+        return Reading(None)
+    return Reading(max(_number(s.get("value") if isinstance(s, dict) else None) for s in result))
 
 
 def _number(sample) -> float:
@@ -128,14 +126,16 @@ class MetricsGate:
         try:
             with requests.get(self.url.rstrip("/") + "/api/v1/query", params={"query": self.query},
                               timeout=QUERY_TIMEOUT, allow_redirects=False, stream=True) as r:
-                body = r.raw.read(MAX_ANSWER + 1, decode_content=True)
+                body = b""
+                for chunk in r.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_ANSWER:
+                        raise MetricsUnavailable(f"the answer is over {MAX_ANSWER} bytes")
                 status = r.status_code
         except requests.Timeout:
             raise MetricsUnavailable(f"no answer within {QUERY_TIMEOUT:g} s") from None
         except requests.RequestException as e:
             raise MetricsUnavailable(f"cannot reach it ({type(e).__name__})") from None
-        if len(body) > MAX_ANSWER:
-            raise MetricsUnavailable(f"the answer is over {MAX_ANSWER} bytes")
         return parse_answer(status, body)
 
     def check(self, final: bool) -> str | None:

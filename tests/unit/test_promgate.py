@@ -26,11 +26,11 @@ def vector(*values) -> bytes:
 # -- reading the answer -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("body, expected", [
-    (vector("0"), Reading(0.0, 1)),
-    (vector("0.25", "3", "1e-3"), Reading(3.0, 3)),  # the highest series counts
-    (vector("-2"), Reading(-2.0, 1)),
-    (vector(), Reading(None, 0)),                     # no series: no data (yet)
-    (json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "7"]}}).encode(), Reading(7.0, 1)),
+    (vector("0"), Reading(0.0)),
+    (vector("0.25", "3", "1e-3"), Reading(3.0)),  # the highest series counts
+    (vector("-2"), Reading(-2.0)),
+    (vector(), Reading(None)),                     # no series: no data (yet)
+    (json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "7"]}}).encode(), Reading(7.0)),
 ])
 def test_a_successful_answer_is_read_as_its_highest_value(body, expected):
     assert parse_answer(200, body) == expected
@@ -68,14 +68,14 @@ def test_an_answer_that_is_not_a_number_cannot_be_evaluated(status, body, words)
 # -- the limit rule ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reading, limit, final, why", [
-    (Reading(0.0, 1), 0.01, False, None),
-    (Reading(0.01, 1), 0.01, True, None),                  # at the limit is fine
-    (Reading(0.0100001, 1), 0.01, False, "its value 0.0100001 is above the limit 0.01"),
-    (Reading(5.0, 2), 0.5, True, "its value 5 is above the limit 0.5"),
-    (Reading(-1.0, 1), -0.5, False, None),
-    (Reading(None, 0), 0.01, False, None),                 # empty while the window runs: no data yet
-    (Reading(None, 0), 0.01, True, "it returned no data by the end of the window"),
-    (Reading(0.0, 1), math.nan, False, "its value 0 is above the limit nan"),  # a NaN limit passes nothing
+    (Reading(0.0), 0.01, False, None),
+    (Reading(0.01), 0.01, True, None),                  # at the limit is fine
+    (Reading(0.0100001), 0.01, False, "its value 0.0100001 is above the limit 0.01"),
+    (Reading(5.0), 0.5, True, "its value 5 is above the limit 0.5"),
+    (Reading(-1.0), -0.5, False, None),
+    (Reading(None), 0.01, False, None),                 # empty while the window runs: no data yet
+    (Reading(None), 0.01, True, "it returned no data by the end of the window"),
+    (Reading(0.0), math.nan, False, "its value 0 is above the limit nan"),  # a NaN limit passes nothing
 ])
 def test_the_limit_rule(reading, limit, final, why):
     assert judge(reading, limit, final) == why
