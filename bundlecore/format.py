@@ -303,7 +303,7 @@ def parse_sha256sums(raw: bytes) -> dict[str, str]:
 
 
 def loads_strict_json(raw: bytes, what: str):
-    """json.loads that refuses duplicate keys (Python would keep the last one silently)."""
+    """json.loads that refuses duplicate keys (Python would keep the last one silently) and NaN/Infinity."""
 
     def no_dupes(pairs):
         obj = {}
@@ -313,8 +313,11 @@ def loads_strict_json(raw: bytes, what: str):
             obj[k] = v
         return obj
 
+    def no_constants(name):  # NaN, Infinity: Python's extension, not JSON (a NaN limit compares false)
+        raise FormatError("json", f"{what} has {name}, which is not JSON")
+
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_dupes)
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_dupes, parse_constant=no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError("json", f"{what} is not valid JSON: {e}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,18 @@ def service_stages(path, target: dict, stages: list[dict]) -> list[dict]:
     return out
 
 
+def metrics_gate(path, prom: dict) -> dict:
+    """`[target.health] prometheus` as the manifest stores it: window in seconds, max a finite number
+    (TOML's nan passes a schema's bounds, which compare false)."""
+    window = parse_duration(prom["window"])
+    low, high = bounds("health_metrics_window_seconds")
+    if not low <= window <= high:
+        raise UsageProblem(f"spec {path}: target.health.prometheus.window must be between {low}s and {high}s")
+    if not math.isfinite(prom["max"]):
+        raise UsageProblem(f"spec {path}: target.health.prometheus.max must be a finite number")
+    return {**prom, "window": window}
+
+
 def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -112,6 +125,8 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
             if not low <= health["probation"] <= high:
                 raise UsageProblem(f"spec {path}: target.health.probation must be between {low}s and {high}s")
             health.setdefault("max_restarts", 0)
+        if "prometheus" in health:
+            health["prometheus"] = metrics_gate(path, health["prometheus"])
         target["health"] = health
     if "stage" in raw:
         target["stages"] = service_stages(path, target, raw["stage"])

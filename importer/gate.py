@@ -57,7 +57,7 @@ class TrustGate(BundleVerifier):
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
         m = head.manifest
-        self.host_access = self.host_policy.check(m["name"], m["target"].get("run") or {})
+        self.host_access = self.host_policy.check(m["name"], m["target"].get("run") or {}, m["target"].get("health"))
         if "delta" in m:
             head.notes += self._check_delta_base(head)
         return head

@@ -14,7 +14,12 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   (`SYS_ADMIN`, `NET_ADMIN`, `ALL`...) only when granted in `cap_add`;
 - network modes `host` and `container:NAME`: only when granted in `network_modes`;
 - labels under a reserved prefix (`io.bundle.`, which marks this tool's own helpers, and
-  `com.docker.`, plus any the policy adds): never.
+  `com.docker.`, plus any the policy adds): never;
+- the metrics gate's Prometheus (`[target.health] prometheus.url`, importer.swap.promgate): the
+  importer sends queries there, so only to a base URL granted in `prometheus_urls` (compared
+  whole: scheme, host, port and path, after normalizing case, default port and trailing slash).
+  The site file may set or override the URL; the merged settings are checked again, and a metrics
+  gate left with no URL is refused.
 Privileged mode, devices, pid/ipc/uts namespaces and security options cannot be asked for at
 all: the manifest schema has no field for them.
 
@@ -30,6 +35,7 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.refusals import HostPolicyRefused
@@ -53,6 +59,7 @@ class Setting(str, Enum):
     CAP_ADD = "cap_add"
     NETWORK_MODE = "network_modes"
     LABEL = "reserved_label_prefixes"
+    PROMETHEUS = "prometheus_urls"
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,12 @@ class Grants:
     cap_add: frozenset[str] = frozenset()
     network_modes: frozenset[str] = frozenset()
     engine_socket: bool = False
+    prometheus_urls: frozenset[str] = frozenset()  # normalized (base_url)
 
     def __or__(self, other: "Grants") -> "Grants":
         return Grants(self.bind_prefixes + other.bind_prefixes, self.cap_add | other.cap_add,
-                      self.network_modes | other.network_modes, self.engine_socket or other.engine_socket)
+                      self.network_modes | other.network_modes, self.engine_socket or other.engine_socket,
+                      self.prometheus_urls | other.prometheus_urls)
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class HostAccess:
     def line(self) -> str:
         what = {Setting.BIND_MOUNT: "bind mount of host path", Setting.ENGINE_SOCKET: "the Docker engine socket via",
                 Setting.CAP_ADD: "added capability", Setting.NETWORK_MODE: "network mode",
-                Setting.LABEL: "reserved label"}[self.setting]
+                Setting.LABEL: "reserved label", Setting.PROMETHEUS: "metrics queries to Prometheus at"}[self.setting]
         return f"{what} {self.value}"
 
 
@@ -115,9 +124,10 @@ class HostPolicy:
                    RESERVED_LABEL_PREFIXES + tuple(extra_labels))
 
     # -- the decision -----------------------------------------------------------------------
-    def review(self, app: str, run: dict) -> list[HostAccess]:
-        """Everything in `run` (a manifest's target.run) that reaches beyond the container, each
-        with the grant that allows it or None; what the plan shows and `check` enforces."""
+    def review(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
+        """Everything in `run` (a manifest's target.run) and `health` (its metrics gate) that reaches
+        beyond the container, each with the grant that allows it or None; what the plan shows and
+        `check` enforces. `url_required`: the site settings are applied, a metrics gate needs its URL."""
         app_grants = self.apps.get(app, Grants())
         found: list[HostAccess] = []
         for i, spec in enumerate(run.get("volumes") or []):
@@ -151,11 +161,17 @@ class HostPolicy:
         for key in sorted(run.get("labels") or {}):
             if key.startswith(self.reserved_label_prefixes):
                 found.append(HostAccess(Setting.LABEL, key, f"target.run.labels.{key}", None))
+        prom = (health or {}).get("prometheus")
+        if prom and (prom.get("url") or url_required):
+            url = base_url(prom.get("url") or "")
+            found.append(HostAccess(Setting.PROMETHEUS, prom.get("url") or "(no url set)", "target.health.prometheus.url",
+                                    self._which(app, url in app_grants.prometheus_urls,
+                                                url in self.host.prometheus_urls, Setting.PROMETHEUS) if url else None))
         return found
 
-    def check(self, app: str, run: dict) -> list[HostAccess]:
+    def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
-        found = self.review(app, run)
+        found = self.review(app, run, health, url_required=url_required)
         for access in found:
             if access.granted_by is None:
                 raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
@@ -172,9 +188,13 @@ class HostPolicy:
         where = self.path or POLICY_FILE
         if access.setting is Setting.LABEL:
             return f"is reserved on this host ({where})"
+        if access.setting is Setting.PROMETHEUS and not base_url(access.value):
+            return (f"this host cannot serve: set [health.prometheus] url in the site settings of {app} "
+                    f"to a URL [apps.{app}] {access.setting.value} allows in {where}")
         value = {Setting.BIND_MOUNT: f'["{access.value}"]', Setting.ENGINE_SOCKET: "true",
                  Setting.CAP_ADD: f'["{access.value}"]',
-                 Setting.NETWORK_MODE: f'["{access.value.split(":", 1)[0]}"]'}[access.setting]
+                 Setting.NETWORK_MODE: f'["{access.value.split(":", 1)[0]}"]',
+                 Setting.PROMETHEUS: f'["{base_url(access.value)}"]'}[access.setting]
         return f"this host does not allow (to grant it: [apps.{app}] {access.setting.value} = {value} in {where})"
 
 
@@ -201,9 +221,30 @@ def _grants(path: Path, table: str, raw) -> Grants:
     socket = raw.get(Setting.ENGINE_SOCKET.value, False)
     if not isinstance(socket, bool):
         raise EnvironmentProblem(f"host policy {path}: [{table}] engine_socket must be true or false")
+    urls = set()
+    for u in strings(Setting.PROMETHEUS.value):
+        if not base_url(u):
+            raise EnvironmentProblem(f"host policy {path}: [{table}] prometheus_urls: {u} is not an http(s) base URL "
+                                     f"without credentials, query or fragment")
+        urls.add(base_url(u))
     return Grants(tuple(os.path.normpath(p) for p in prefixes),
                   frozenset(c.upper().removeprefix("CAP_") for c in strings(Setting.CAP_ADD.value)),
-                  frozenset(modes), socket)
+                  frozenset(modes), socket, frozenset(urls))
+
+
+def base_url(url: str) -> str | None:
+    """A Prometheus base URL in the one form grants are compared in (scheme and host lower case,
+    the port explicit, no trailing slash), or None when it is not a plain http(s) base URL."""
+    try:
+        u = urlsplit(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or "@" in u.netloc or u.query or u.fragment \
+            or "?" in url or "#" in url or ".." in u.path.split("/"):
+        return None
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    return f"{u.scheme}://{host.lower()}:{port}{u.path.rstrip('/')}"
 
 
 def _engine_sockets() -> set[str]:

@@ -166,8 +166,9 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 audit["takes_over"] = taken.plan_lines()
             # the site settings over the signed ones; the host policy decides on what reaches the host
             settings = SiteSettings.load(m["name"], site)
-            target = with_probation({**m["target"], "run": settings.over(m["target"].get("run"))}, probation)
-            host_access = gate.host_policy.check(m["name"], target["run"]) if settings.run else gate.host_access
+            target = with_probation({**m["target"], "run": settings.over(m["target"].get("run")),
+                                     **settings.over_health(m["target"].get("health"))}, probation)
+            host_access = gate.host_policy.check(m["name"], target["run"], target.get("health"), url_required=True)
             new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
             kind = kinds.for_target(target)
             registry = registry or target.get("registry")

@@ -13,6 +13,10 @@ first installs and upgrades alike:
 What reaches the host is then decided once, by the host policy, on the merged settings: the site
 file is the admin's, but one rule for what a container may ask of this host is simpler to audit
 than two. Every env value from the site file is masked in the plan (they are the secrets).
+
+`[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
+(importer.swap.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
+policy's `prometheus_urls` must still allow it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def site_dir() -> Path:
 class SiteSettings:
     path: Path | None
     run: dict = field(default_factory=dict)
+    prometheus_url: str | None = None
 
     @classmethod
     def load(cls, app: str, path: Path | None = None) -> "SiteSettings":
@@ -59,7 +64,7 @@ class SiteSettings:
         err = first_error("site.schema.json", raw)
         if err:
             raise EnvironmentProblem(f"site settings {path}: {err}")
-        return cls(Path(path), raw["run"])
+        return cls(Path(path), raw.get("run") or {}, ((raw.get("health") or {}).get("prometheus") or {}).get("url"))
 
     @property
     def masked(self) -> frozenset[str]:
@@ -83,6 +88,13 @@ class SiteSettings:
                 out[key] = value
         return out
 
+    def over_health(self, health: dict | None) -> dict:
+        """{"health": ...} with this site's Prometheus URL in a signed metrics gate; {} when nothing changes."""
+        prom = (health or {}).get("prometheus")
+        if not (prom and self.prometheus_url):
+            return {}
+        return {"health": {**health, "prometheus": {**prom, "url": self.prometheus_url}}}
+
     def plan_lines(self) -> list[str]:
         """What the operator confirms of the site file, env values masked."""
         if self.path is None:
@@ -97,4 +109,6 @@ class SiteSettings:
                 out += [f"  {key} {v}" for v in value]
             else:
                 out.append(f"  {key} {value}")
+        if self.prometheus_url:
+            out.append(f"  health.prometheus.url {self.prometheus_url}")
         return out

@@ -24,8 +24,9 @@ KILLED = -9
 GATE_PASSED = ("probation", "commit", "prune")
 
 
-def _swap_killed(swap_env, image, sequence, step, when, **target_kw):
+def _swap_killed(swap_env, image, sequence, step, when, health: dict | None = None, **target_kw):
     target = target_for(swap_env, image, **target_kw)
+    target["health"].update(health or {})
     r = run_driver("swap", swap_env["state"].root, json.dumps(target), image["id"],
                    json.dumps(bundle_for(image, sequence)),
                    env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
@@ -214,14 +215,30 @@ def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker
     """With probation on: killed before the window was journaled (recovery starts it) or after it
     ended (recovery only checks the restarts since the journaled base), then commits."""
     before = _with_v1(docker_client, swap_env, demo_images)
-    target = target_for(swap_env, demo_images["v2"])
-    target["health"].update(probation=3, max_restarts=0)
-    r = run_driver("swap", swap_env["state"].root, json.dumps(target), demo_images["v2"]["id"],
-                   json.dumps(bundle_for(demo_images["v2"], 2)),
-                   env={"BUNDLE_CRASH_AT": "probation", "BUNDLE_CRASH_WHEN": when})
-    assert r.returncode == KILLED, r.stderr
+    _swap_killed(swap_env, demo_images["v2"], 2, "probation", when, health={"probation": 3, "max_restarts": 0})
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
     assert ("probation: watching" in r.stdout) is (when == "before")
     _assert_healthy_on(docker_client, swap_env, "2.0.0", before)
     assert app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]["result"] == "installed"
+
+
+@pytest.mark.parametrize("when,query,expect", [
+    ("before", "vector(0)", "2.0.0"),   # window not journaled yet: recovery runs all of it, query fine: commit
+    ("before", "vector(1)", "1.0.0"),   # ... query above the limit: the recovery rolls back
+    ("after", "vector(0)", "2.0.0"),    # the window and its last evaluation passed: recovery commits
+])
+def test_upgrade_killed_at_a_metrics_gated_probation_lands_on_one_version(
+        docker_client, swap_env, demo_images, prometheus, when, query, expect):
+    """The metrics gate is evaluated within the probation step (importer.swap.promgate): a kill
+    before it resumes the window and evaluates the query (a real Prometheus) before deciding."""
+    before = _with_v1(docker_client, swap_env, demo_images)
+    gate = {"url": f"http://{prometheus.address}", "query": query, "max": 0.5, "window": 3}
+    _swap_killed(swap_env, demo_images["v2"], 2, "probation", when, health={"prometheus": gate})
+    r = _recover(swap_env)
+    assert r.returncode == 0, r.stderr
+    _assert_healthy_on(docker_client, swap_env, expect, before)
+    last = app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
+    assert last["result"] == ("installed" if expect == "2.0.0" else "rolled back")
+    if expect == "1.0.0":
+        assert f"metrics gate '{query}' at http://{prometheus.address}: its value 1 is above the limit 0.5" in r.stdout

@@ -36,6 +36,10 @@ container is watched for the window (`watch_probation`). It fails when the conta
 more than `max_restarts` times since the gate passed, when it exited and is not being
 restarted (restart policy "no", or on-failure gave up), or when its probe kept failing for
 `timeout` seconds; the swap then rolls back exactly as after a failed gate.
+
+Metrics gate (`prometheus = {url, query, max, window}`, importer.swap.promgate): probation lasts
+at least `window`, and the query is evaluated on every look and once at the window's end; a value
+above `max`, a query that cannot be evaluated, or no data by the end fails probation the same way.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import requests
 
 from bundlecore.progress import Countdown
 from importer.swap import engine
+from importer.swap.promgate import MetricsGate
 
 POLL = 0.3
 RUNNING_GRACE = 10.0
@@ -148,6 +153,9 @@ class HealthGate:
         self.attempts = int(self.health.get("attempts") or DEFAULT_ATTEMPTS)
         self.probation = float(self.health.get("probation") or 0)
         self.max_restarts = int(self.health.get("max_restarts") or 0)
+        self.metrics = MetricsGate.from_health(self.health)
+        if self.metrics:  # the window is part of probation: at least that long
+            self.probation = max(self.probation, self.metrics.window)
         hc = image_healthcheck or {}
         test = hc.get("Test") or []
         self.docker_hc = hc if (test and test[0] != "NONE") else None
@@ -188,6 +196,8 @@ class HealthGate:
         if self.probation:
             text += (f"; probation {self.probation:g} s, at most {self.max_restarts} restart(s), "
                      "previous version kept parked until it ends")
+        if self.metrics:
+            text += f"; metrics gate: {self.metrics.describe()}"
         return text
 
     # -- the gate ------------------------------------------------------------------------
@@ -368,7 +378,12 @@ class HealthGate:
                 return False, f"it restarted {grown} times in its probation (at most {self.max_restarts} allowed)"
             if not st.get("Running") and not st.get("Restarting"):
                 return False, f"it exited (code {st.get('ExitCode')}) in its probation and is not being restarted"
-            if time.time() >= until:
+            ended = time.time() >= until
+            if self.metrics:
+                why = self.metrics.check(final=ended)
+                if why:
+                    return False, why
+            if ended:
                 return (True, "") if st.get("Running") and not st.get("Restarting") else (
                     False, "it was restarting when its probation ended")
             if st.get("Running") and not st.get("Restarting") and (self.probe_kind or self.docker_hc):

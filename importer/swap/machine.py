@@ -167,6 +167,8 @@ class ContainerSwap:
         left = max(0.0, self.r.probation_until - time.time())
         self.out(f"  probation: watching {self.r.name} {new.version or ''} for {left:.0f} s "
                  f"(at most {gate.max_restarts} restart(s)); the previous version stays parked")
+        if gate.metrics:
+            self.out(f"  metrics gate: {gate.metrics.describe()}")
         ok, why = gate.watch_probation(self.client, new.id, self.r.probation_until,
                                        self.r.probation_base_restarts or 0, out=self.out)
         if not ok:
