@@ -72,11 +72,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, docker_client):
     """A real registry (Debian's docker-registry, the reference registry) on loopback: '127.0.0.1:PORT'."""
-    root = tmp_path_factory.mktemp("registry")
+    yield from serve_registry(tmp_path_factory.mktemp("registry"))
+
+
+def serve_registry(root, extra_config: str = "", expect: int = 200):
+    """Run docker-registry on a free loopback port until the generator is closed (`extra_config`:
+    more YAML, e.g. an `auth:` section; `expect`: what GET /v2/ answers once it is up)."""
     port = _free_port()
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
+                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n" + extra_config)
     exe = shutil.which("docker-registry")
     if not exe:
         pytest.fail("docker-registry is missing: run scripts/ensure-docker.sh", pytrace=False)
@@ -84,7 +89,7 @@ def registry(tmp_path_factory, docker_client):
     deadline = time.monotonic() + 20
     while True:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == expect:
                 break
         except requests.RequestException:
             pass
