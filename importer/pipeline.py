@@ -205,6 +205,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out, login=login)
                 audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
                 bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
+                bundle["registry_auth"] = login.auth_config  # in memory only: Swarm gives it to the nodes
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
                 else "installed"

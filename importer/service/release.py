@@ -112,7 +112,8 @@ def apply(client, state: StateDir, plan: ServicePlan, bundle: dict, *, keep: int
         done = []
         for service in stages[i]:
             try:
-                rollout.roll_out(client, state, service, plan.target, image, record, out=out)
+                rollout.roll_out(client, state, service, plan.target, image, record, out=out,
+                                 auth=bundle.get("registry_auth"))
             except UpdateFailed as e:
                 _roll_back_stage(client, state, done, out)
                 _forget_release(state, plan.name)

@@ -119,9 +119,12 @@ def require_swarm(client) -> None:
         raise EnvironmentProblem("this engine is not a Swarm manager (run `docker swarm init` or import on a manager)")
 
 
-def _post(client, path: str, spec: dict, params: dict | None = None) -> None:
+def _post(client, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
+    """`auth`: the registry credentials Swarm hands to every node that pulls the image."""
+    headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
     try:
-        client.api._raise_for_status(client.api._post_json(client.api._url(path), data=spec, params=params or {}))
+        client.api._raise_for_status(client.api._post_json(client.api._url(path), data=spec, params=params or {},
+                                                           headers=headers))
     except (docker.errors.APIError, requests.RequestException) as e:
         raise EnvironmentProblem(f"Swarm refused {path.split('/')[-1]}: {_why(e)}") from None
 
@@ -216,7 +219,8 @@ def swarm_rollback(client, name: str) -> None:
 
 
 # -- one service ------------------------------------------------------------------------------
-def roll_out(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print) -> dict:
+def roll_out(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print,
+             auth: dict | None = None) -> dict:
     """Create `service` or update its image, journaled; the installed record once Swarm is done.
     UpdateFailed when Swarm rolled back (or a first install never got healthy: removed again),
     OperatorNeeded when Swarm left it paused."""
@@ -232,11 +236,11 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
     deadline = deadline_for(target, replicas_of(info) if info else int((target.get("run") or {}).get("replicas", 1)))
     if info is None:
         out(f"creating service {service} from {image}")
-        _post(client, "/services/create", service_spec(service, target, image))
+        _post(client, "/services/create", service_spec(service, target, image), auth=auth)
     else:
         out(f"updating service {service}: {j.old_image} -> {image}")
         _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], image, target),
-              {"version": info["Version"]["Index"]})
+              {"version": info["Version"]["Index"]}, auth=auth)
     j.mark(state, RolloutStep.UPDATE, "done")  # Swarm accepted it and is rolling on its own
     return _settle(client, state, j, deadline, out)
 
