@@ -163,6 +163,9 @@ def roll_back_service(client, state: StateDir, name: str, out=print) -> dict:
     info = rollout.inspect(client, name)
     if info is None or not info.get("PreviousSpec"):
         raise UsageProblem(f"service {name} has no previous version to roll back to")
+    with_data = rollout.roll_back_with_data(client, state, name, info, out=out)
+    if with_data is not None:
+        return with_data
     since = (info.get("UpdateStatus") or {}).get("StartedAt")
     previous = rollout.image_of({"Spec": info["PreviousSpec"]})
     rollout.swarm_rollback(client, name)

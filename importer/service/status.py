@@ -31,7 +31,10 @@ def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> 
         raise UsageProblem(f"service {name} does not exist")
     if not info.get("PreviousSpec"):
         raise UsageProblem(f"service {name} has no previous version to roll back to")
-    return ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}))
+    plan = ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}))
+    if plan.previous == plan.current:  # e.g. the volumes were restored after Swarm rolled an update back
+        raise UsageProblem(f"service {name} already runs its previous version {plan.current}")
+    return plan
 
 
 def plan_uninstall(client, state: StateDir, name: str, *, keep_data: bool = False):
