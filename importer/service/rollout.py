@@ -383,6 +383,7 @@ def _restore_data(client, state: StateDir, j: RolloutJournal, image: str, deadli
         out(f"  stopping the tasks of service {name} to restore its volumes")
         _set_spec(client, name, image_of(inspect(client, name)), 0)
         _wait_stopped(client, name, deadline)
+        j.mark(state, RolloutStep.STOP, "done")
         j.mark(state, RolloutStep.RESTORE, "started")
     if j.step == RolloutStep.RESTORE:
         manifest = data.load_backup(bdir)
