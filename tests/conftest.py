@@ -72,16 +72,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, docker_client):
     """A real registry (Debian's docker-registry, the reference registry) on loopback: '127.0.0.1:PORT'."""
-    yield from serve_registry(tmp_path_factory.mktemp("registry"))
-
-
-def serve_registry(root, extra_config: str = "", expect: int = 200):
-    """Run docker-registry on a free loopback port until the generator is closed (`extra_config`:
-    more YAML, e.g. an `auth:` section; `expect`: what GET /v2/ answers once it is up)."""
+    root = tmp_path_factory.mktemp("registry")
     port = _free_port()
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n" + extra_config)
+                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
     exe = shutil.which("docker-registry")
     if not exe:
         pytest.fail("docker-registry is missing: run scripts/ensure-docker.sh", pytrace=False)
@@ -89,7 +84,7 @@ def serve_registry(root, extra_config: str = "", expect: int = 200):
     deadline = time.monotonic() + 20
     while True:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == expect:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
                 break
         except requests.RequestException:
             pass

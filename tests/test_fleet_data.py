@@ -66,6 +66,7 @@ def test_a_failed_migration_is_undone_on_the_volume_when_swarm_rolls_back(fleet,
     before = installed_v1_with_user_data(fleet, services, swarm, volume)
     r = do_import(fleet, bundle_of(fleet, "3.0.0", 3, volume=volume), services)
     assert r.code == 4, str(r)
+    print(f"\nfailed update of 2 replicas with a named volume, Swarm rollback and data restore: {r.seconds:.1f} s")
     line = one_line(r.stderr)
     v1 = pinned(fleet, "1.0.0")
     assert f"Swarm rolled the update back to {v1}; its volumes were restored from " in line, line

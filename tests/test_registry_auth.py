@@ -15,7 +15,7 @@ import docker
 import pytest
 import requests
 
-from tests.conftest import serve_registry
+from tests.daemons import start_registry
 from tests.support import one_line
 from tests.test_fleet import MANIFEST_V2, bundle_of, do_import, fleet, running, services, spec_image, swarm  # noqa: F401
 
@@ -27,8 +27,9 @@ def auth_registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth-registry")
     htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
     (root / "htpasswd").write_text(htpasswd.stdout)
-    yield from serve_registry(root, f"auth:\n  htpasswd:\n    realm: bundle-test\n    path: {root / 'htpasswd'}\n",
-                              expect=401)
+    daemon = start_registry(root, f"auth:\n  htpasswd:\n    realm: bundle-test\n    path: {root / 'htpasswd'}\n")
+    yield daemon.address
+    daemon.stop()
 
 
 def docker_config(tmp_path, doc: dict) -> dict:
