@@ -11,6 +11,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need_pkgs+=(prometheus-node-exporter)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

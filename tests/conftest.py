@@ -6,20 +6,17 @@ the developer sets BUNDLE_TESTS_ALLOW_NO_DOCKER=1)."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import time
 import uuid
 
 import docker
 import pytest
-import requests
 
 # Real keys (tests/keys.py), crafted bundle variants (tests/craft.py) and the swap's scenario
 # fixtures (tests/swap_fixtures.py), shared by the suites.
 pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 
+from tests.daemons import start_node_exporter, start_prometheus, start_registry  # noqa: E402
 from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below use them)
 
 
@@ -63,37 +60,33 @@ def app_image(docker_client):
             pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, docker_client):
     """A real registry (Debian's docker-registry, the reference registry) on loopback: '127.0.0.1:PORT'."""
-    root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
-    exe = shutil.which("docker-registry")
-    if not exe:
-        pytest.fail("docker-registry is missing: run scripts/ensure-docker.sh", pytrace=False)
-    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=open(root / "log", "w"))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"registry did not start: {(root / 'log').read_text()[-500:]}", pytrace=False)
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    daemon = start_registry(tmp_path_factory.mktemp("registry"))
+    yield daemon.address
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    """A real Prometheus on loopback scraping every second; tests add targets with .scrape()."""
+    prom = start_prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield prom
+    prom.stop()
+
+
+@pytest.fixture(scope="session")
+def node_exporter(tmp_path_factory, prometheus):
+    """A real node_exporter (textfile collector only) reading .prom files from `.textfile_dir`,
+    scraped by the `prometheus` fixture as job 'node'."""
+    root = tmp_path_factory.mktemp("node-exporter")
+    textfile_dir = root / "textfile"
+    textfile_dir.mkdir()
+    daemon = start_node_exporter(root, textfile_dir)
+    daemon.textfile_dir = textfile_dir
+    prometheus.scrape("node", daemon.address)
+    yield daemon
+    daemon.stop()
 
 

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -25,12 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.daemons import free_port  # noqa: E402,F401  (the scenario files import it from here)
 
-def free_port() -> int:
-    """A high port free on 127.0.0.1 (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_extra(version: str) -> str:
