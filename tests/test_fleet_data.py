@@ -100,7 +100,8 @@ def test_bundle_rollback_puts_back_the_data_of_before_the_update_and_keeps_the_n
     assert spec_image(swarm, fleet["web"]) == v1 and running(swarm, fleet["web"]) == {v1: 2}
     assert content(swarm, fleet, volume) == before
     rec = record(fleet, services)
-    assert rec["image"] == v1
+    assert rec["image"] == v1 and rec["version"] == "1.0.0" and rec["previous_version"] == "2.0.0"
+    assert f"{fleet['web']} 1.0.0 " in r.stdout and "its volumes were restored from" in r.stdout
     kept = services / "apps" / fleet["web"] / rec["data_backup"]  # v2's data, what a roll forward puts back
     assert (kept / "backup.json").exists() and "before-rollback" in kept.name
 

@@ -173,7 +173,7 @@ def roll_back_service(client, state: StateDir, name: str, out=print) -> dict:
     if result != rollout.Outcome.ROLLED_BACK or not rollout.settled_on(client, name, previous):
         raise OperatorNeeded(f"service {name}: Swarm's rollback ended {result}; see `docker service ps {name}`")
     rec = state.installed(name) or {}
-    rec.update({"image": previous, "previous_image": rollout.image_of(info), "rolled_back_at": format_ts(utc_now())})
+    rec.update(rollout.rolled_back(rec, previous))
     state.record_installed(name, rec)
     return rec
 

@@ -321,6 +321,7 @@ def _commit(state: StateDir, service: str, record: dict, image: str) -> dict:
     before = state.installed(service) or {}
     rec = {**record, "kind": KIND, "name": service, "image": image, "installed_at": now(),
            "previous_image": before.get("image") if before.get("image") != image else before.get("previous_image"),
+           "previous_version": before.get("version") if before.get("image") != image else before.get("previous_version"),
            "highest_sequence": before.get("highest_sequence")}
     state.record_installed(service, rec)
     return rec
@@ -430,12 +431,17 @@ def _finish_rollback(client, state: StateDir, j: RolloutJournal, out) -> dict:
     restored = _restore_data(client, state, j, j.new_image, deadline_for({}, j.replicas or 1), out)
     j.mark(state, RolloutStep.COMMIT, "started")
     rec = state.installed(j.service) or {}
-    rec.update({"image": j.new_image, "previous_image": j.old_image, "data_backup": j.safety,
-                "rolled_back_at": now()})
+    rec.update(rolled_back(rec, j.new_image), data_backup=j.safety)
     state.record_installed(j.service, rec)
     j.finish(state, "rolled back", f"bundle rollback{restored}")
     out(f"service {j.service} runs {j.new_image} again{restored}")
     return rec
+
+
+def rolled_back(rec: dict, previous_image: str) -> dict:
+    """The installed record's fields after a rollback: the previous version is the installed one again."""
+    return {"image": previous_image, "previous_image": rec.get("image"), "version": rec.get("previous_version"),
+            "previous_version": rec.get("version"), "rolled_back_at": now()}
 
 
 def recover(client, state: StateDir, name: str, out=print) -> list[str]:
