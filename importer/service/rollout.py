@@ -406,7 +406,11 @@ def _restore_data(client, state: StateDir, j: RolloutJournal, image: str, deadli
         raise OperatorNeeded(f"service {name}: {image} did not come back healthy on the restored volumes; "
                              f"see `docker service ps {name}`; the backup is in {bdir}")
     j.mark(state, RolloutStep.START, "done")
-    return f"; its volumes were restored from {bdir}"
+    return _restored(state, j)
+
+
+def _restored(state: StateDir, j: RolloutJournal) -> str:
+    return f"; its volumes were restored from {vols.backup_path(state, j.service, j.backup)}"
 
 
 def roll_back_with_data(client, state: StateDir, name: str, info: dict, out=print) -> dict | None:
@@ -428,7 +432,9 @@ def roll_back_with_data(client, state: StateDir, name: str, info: dict, out=prin
 
 
 def _finish_rollback(client, state: StateDir, j: RolloutJournal, out) -> dict:
-    restored = _restore_data(client, state, j, j.new_image, deadline_for({}, j.replicas or 1), out)
+    if j.step != RolloutStep.COMMIT:  # at COMMIT the data is back and may have been written to since
+        _restore_data(client, state, j, j.new_image, deadline_for({}, j.replicas or 1), out)
+    restored = _restored(state, j)
     j.mark(state, RolloutStep.COMMIT, "started")
     rec = state.installed(j.service) or {}
     rec.update(rolled_back(rec, j.new_image), data_backup=j.safety)
