@@ -441,6 +441,16 @@ def rewrite_head(bundle: Path, out_path: Path, head: "Head", signatures: bytes) 
     return assemble(out_path, new_head, bundle, payload_offset=head.frame_size)
 
 
+def rewrite_split_head(files: "BundleFiles", out_path: Path, head: "Head", signatures: bytes) -> tuple[str, str]:
+    """A split bundle's first part with a new head frame, written to `out_path` (the head lies in
+    the first part; the other parts are only read); returns (sha256 of the new first part, of the whole)."""
+    first = rewrite_head(files.first, out_path, head, signatures)
+    whole = hashlib.sha256()
+    for part in (out_path, *files.parts[1:]):
+        _hash_file(whole, part, 0)
+    return first, whole.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """`bundle approve`: an approver checks a bundle completely, then adds a signature to its first frame.
 
 Only the head frame is rewritten (payload frames are copied as they are), into a temp file
-renamed over the bundle; BUNDLE.sha256 is rewritten next to it when present.
+renamed over the bundle; BUNDLE.sha256 is rewritten next to it when present. A split bundle
+(`OUT.part001` or the prefix `OUT`) keeps its head in the first part: only that part is rewritten
+(it grows by the signature, a few hundred bytes), the other parts are left byte for byte, and the
+first part's line and the whole's line in `OUT.sha256` are updated (written to a temp name first,
+renamed right after the part).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from bundlecore.verify import BundleVerifier
 def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | None) -> tuple[str, list[str]]:
     """Returns (new sha256 of the bundle, fingerprints that had signed before)."""
     bundle = Path(bundle)
-    if not bundle.is_file():
+    if not fmt.BundleFiles.exists(bundle):
         raise UsageProblem(f"bundle {bundle} not found")
+    files = fmt.BundleFiles.of(bundle)
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)
     # The approver vouches for the whole bundle: every check the intranet runs too (minus its
@@ -32,14 +37,23 @@ def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | 
     if key["fingerprint"] in before:
         raise UsageProblem(f"{bundle} is already signed by {key['fingerprint']}")
     signatures = verified.head.signatures.rstrip(b"\n") + b"\n" + sign_detached(gpg, key["fingerprint"], verified.head.sums)
-    tmp = bundle.with_name(f".{bundle.name}.approve-{os.getpid()}")
+    target = files.first
+    tmp = target.with_name(f".{target.name}.approve-{os.getpid()}")
+    sidecar = fmt.sums_path(files.stem)
+    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.approve-{os.getpid()}")
     try:
-        digest = fmt.rewrite_head(bundle, tmp, verified.head, signatures)
-        os.replace(tmp, bundle)
+        if files.split:
+            first, digest = fmt.rewrite_split_head(files, tmp, verified.head, signatures)
+            lines = [(first if p == target else files.part_sums.get(p.name), p.name) for p in files.parts]
+        else:
+            digest, lines = fmt.rewrite_head(target, tmp, verified.head, signatures), []
+        if sidecar.exists():
+            tmp_sidecar.write_text("".join(f"{h}  {n}\n" for h, n in lines if h) + f"{digest}  {files.stem.name}\n")
+        os.replace(tmp, target)
+        if sidecar.exists():
+            os.replace(tmp_sidecar, sidecar)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    sidecar = bundle.with_name(bundle.name + ".sha256")
-    if sidecar.exists():
-        sidecar.write_text(f"{digest}  {bundle.name}\n")
+        for t in (tmp, tmp_sidecar):
+            if t.exists():
+                t.unlink()
     return digest, before

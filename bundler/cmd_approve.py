@@ -9,7 +9,7 @@ from bundler.approve import approve as approve_bundle
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--sign-key", required=True, help="Fingerprint of the approver's signing key.")
 @click.option("--gnupghome", envvar="GNUPGHOME", help="Keyring holding the approver's key (default $GNUPGHOME).")
 @click.option("--keys", "keys_dir", type=click.Path(), default=None,

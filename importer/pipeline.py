@@ -31,7 +31,7 @@ from importer.audit import audit_event, who
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
-from importer.registry import check_registry_address, push_verified
+from importer.registry import check_access, check_registry_address, push_verified
 from importer.site import SiteSettings
 from importer.state import StateDir
 
@@ -178,6 +178,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             for line in (plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
                          + taken.plan_lines()):
                 out(line)
+            login = check_access(registry) if registry else None  # before anything is loaded
             if not dry_run:
                 confirm()
             # a dry run stages only the archive manifest (to check it); an import what docker load needs
@@ -204,9 +205,10 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
                       "signers": audit["signers"], "images": images}
             if registry:
-                pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out)
+                pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out, login=login)
                 audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
                 bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
+                bundle["registry_auth"] = login.auth_config  # in memory only: Swarm gives it to the nodes
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
                 else "installed"

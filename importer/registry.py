@@ -4,7 +4,15 @@ Rules (in the order they run, after the trust gate and the load):
 - an image goes under its signed repository path and tag (`acme/web:2.0.0` signed as
   `registry.example:5000/acme/web:2.0.0` or `acme/web:2.0.0` goes to `HOST:PORT/acme/web:2.0.0`);
   nothing else is ever tagged or pushed;
-- the engine pushes (credentials from the usual Docker config, as `docker push` would);
+- credentials come from the usual Docker config (`$DOCKER_CONFIG/config.json`, else
+  `~/.docker/config.json`), looked up as Docker does: a `credHelpers` entry for the registry, else
+  the `credsStore`, else the `auths` entry's base64 `user:password` (`RegistryLogin.of`); a helper
+  is the program `docker-credential-<name>` run with `get` (refused with one line when absent);
+- access is checked (GET /v2/) BEFORE the images are loaded, so missing or wrong credentials
+  stop the import with one line naming the registry, nothing loaded, tagged or pushed;
+- the engine pushes with those credentials; our own requests answer a 401 challenge with Basic,
+  or with a token from the Bearer realm it names (`parse_challenges`); the password is never
+  printed, logged or put in a message;
 - the manifest digest the registry then reports for that tag (HEAD /v2/<name>/manifests/<tag>)
   must equal the digest the push reported: a registry (or a proxy in front of it) that stores or
   serves something else is refused with the image named (`refused: registry digest: ...`);
@@ -15,9 +23,16 @@ Every node of a fleet then pulls `HOST:PORT/repo@sha256:...`: the same bytes eve
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import json
+import os
 import re
-from dataclasses import asdict, dataclass
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import docker
 import requests
@@ -85,11 +100,176 @@ def push_target(registry: str, ref: str) -> tuple[str, str]:
     return f"{registry}/{path}", tag
 
 
-def _push(client, repository: str, tag: str) -> str:
+# -- credentials (the usual Docker config) ------------------------------------------------------
+def docker_config_path() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+
+
+def _server_key(key: str) -> str:
+    """A config key as HOST:PORT: `https://127.0.0.1:5000/v2/` and `127.0.0.1:5000` are one registry."""
+    return re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """The credentials for one registry, and where they came from (said in messages, never the secret)."""
+
+    registry: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    source: str = "no credentials"
+
+    @classmethod
+    def of(cls, registry: str) -> "RegistryLogin":
+        path = docker_config_path()
+        try:
+            config = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(registry, source=f"no credentials ({path} does not exist)")
+        except (OSError, ValueError) as e:
+            raise EnvironmentProblem(f"registry {registry}: cannot read the Docker config {path}: "
+                                     f"{getattr(e, 'strerror', None) or e.__class__.__name__}") from None
+        if not isinstance(config, dict):
+            raise EnvironmentProblem(f"registry {registry}: the Docker config {path} is not a JSON object")
+        helpers = {_server_key(k): v for k, v in (config.get("credHelpers") or {}).items()}
+        helper = helpers.get(registry) or config.get("credsStore")
+        if helper:
+            return cls._from_helper(registry, str(helper))
+        for key, entry in (config.get("auths") or {}).items():
+            if _server_key(key) == registry and isinstance(entry, dict) and entry.get("auth"):
+                try:
+                    user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    sep = ""
+                if not sep:
+                    raise EnvironmentProblem(f"registry {registry}: the auths entry in {path} is not base64 user:password")
+                return cls(registry, user, password, f"the auths entry in {path}")
+        return cls(registry, source=f"no credentials for it in {path}")
+
+    @classmethod
+    def _from_helper(cls, registry: str, name: str) -> "RegistryLogin":
+        """Run `docker-credential-<name> get` as Docker does (server address on stdin, JSON out)."""
+        program = f"docker-credential-{name}"
+        exe = shutil.which(program) if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else None
+        if not exe:
+            raise EnvironmentProblem(f"registry {registry}: the Docker config names the credential helper "
+                                     f"{program}, which is not installed")
+        try:
+            r = subprocess.run([exe, "get"], input=registry.encode(), capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EnvironmentProblem(f"registry {registry}: credential helper {program} failed "
+                                     f"({e.__class__.__name__})") from None
+        if r.returncode != 0:
+            if b"credentials not found" in r.stdout + r.stderr:
+                return cls(registry, source=f"no credentials for it in {program}")
+            raise EnvironmentProblem(f"registry {registry}: credential helper {program} failed (exit {r.returncode})")
+        try:
+            answer = json.loads(r.stdout)
+            return cls(registry, str(answer["Username"]), str(answer["Secret"]), program)
+        except (ValueError, KeyError, TypeError):
+            raise EnvironmentProblem(f"registry {registry}: credential helper {program} answered something "
+                                     f"other than its JSON") from None
+
+    @property
+    def auth_config(self) -> dict | None:
+        """For the engine's push (None: push without credentials)."""
+        return {"username": self.username, "password": self.password} if self.username is not None else None
+
+
+# -- speaking to the registry (401 -> Basic or Bearer) ---------------------------------------
+_SCHEME = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?=\s|,|$)")
+_PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*,?')
+
+
+def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
+    """A WWW-Authenticate header (RFC 7235) as [(scheme in lower case, {param: value})], e.g.
+    `Bearer realm="https://auth/token",service="reg",scope="repository:a/b:pull,push"`. A quoted
+    value may hold commas and escaped quotes; what cannot be parsed ends the list."""
+    out: list[tuple[str, dict[str, str]]] = []
+    pos = 0
+    while pos < len(header.rstrip()):
+        m = _PARAM.match(header, pos) if out else None
+        if m:
+            quoted = m.group(2)
+            out[-1][1][m.group(1).lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else m.group(3)
+        else:
+            m = _SCHEME.match(header, pos)
+            if not m:
+                break
+            out.append((m.group(1).lower(), {}))
+        pos = m.end()
+    return out
+
+
+def token_request(challenge: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+    """(URL, query) to ask the Bearer realm for a token (None when the challenge has no usable realm)."""
+    realm = challenge.get("realm") or ""
+    if not re.match(r"^https?://[^\s]+$", realm):
+        return None
+    return realm, {k: challenge[k] for k in ("service", "scope") if challenge.get(k)}
+
+
+def _scheme(registry: str) -> str:
+    return "http" if is_loopback(registry) else "https"
+
+
+def _send(method: str, url: str, registry: str, **kw) -> requests.Response:
+    try:
+        return requests.request(method, url, timeout=30, allow_redirects=False, **kw)
+    except requests.RequestException as e:
+        raise EnvironmentProblem(f"registry {registry} does not answer ({e.__class__.__name__})") from None
+
+
+def _authorized(method: str, path: str, login: RegistryLogin, headers: dict | None = None) -> requests.Response:
+    """`method` on the registry's `path`, answering a 401 challenge with the login's credentials."""
+    registry, headers = login.registry, dict(headers or {})
+    url = f"{_scheme(registry)}://{registry}{path}"
+    r = _send(method, url, registry, headers=headers)
+    if r.status_code != 401:
+        return r
+    if login.username is None:
+        raise EnvironmentProblem(f"registry {registry} needs credentials: {login.source}")
+    challenges = dict(parse_challenges(r.headers.get("WWW-Authenticate", "")))
+    basic = (login.username, login.password or "")
+    if "bearer" in challenges:
+        asked = token_request(challenges["bearer"])
+        if asked is None:
+            raise EnvironmentProblem(f"registry {registry} asks for a Bearer token without a usable realm")
+        t = _send("GET", asked[0], registry, params=asked[1], auth=basic)
+        try:
+            body = t.json() if t.status_code == 200 else {}
+        except ValueError:
+            body = {}
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token:
+            raise EnvironmentProblem(f"registry {registry} refused the credentials from {login.source} "
+                                     f"(token service answered {t.status_code})")
+        r = _send(method, url, registry, headers={**headers, "Authorization": f"Bearer {token}"})
+    elif "basic" in challenges:
+        r = _send(method, url, registry, headers=headers, auth=basic)
+    else:
+        raise EnvironmentProblem(f"registry {registry} asks for an authentication scheme this importer does not "
+                                 f"speak ({', '.join(challenges) or 'none named'})")
+    if r.status_code in (401, 403):
+        raise EnvironmentProblem(f"registry {registry} refused the credentials from {login.source}")
+    return r
+
+
+def check_access(registry: str) -> RegistryLogin:
+    """The login for `registry`, proven by GET /v2/ (one line naming the registry otherwise)."""
+    login = RegistryLogin.of(check_registry_address(registry))
+    r = _authorized("GET", "/v2/", login)
+    if r.status_code != 200:
+        raise EnvironmentProblem(f"registry {registry} does not speak the registry API (GET /v2/ answered "
+                                 f"{r.status_code})")
+    return login
+
+
+def _push(client, repository: str, tag: str, login: RegistryLogin) -> str:
     """docker push; the digest the engine reports for the manifest it uploaded."""
     digest = None
     try:
-        for event in client.images.push(repository, tag=tag, stream=True, decode=True):
+        for event in client.images.push(repository, tag=tag, stream=True, decode=True, auth_config=login.auth_config):
             if event.get("error"):
                 raise EnvironmentProblem(f"push of {repository}:{tag} failed: {event['error']}")
             digest = (event.get("aux") or {}).get("Digest") or digest
@@ -100,22 +280,18 @@ def _push(client, repository: str, tag: str) -> str:
     return digest
 
 
-def registry_digest(registry: str, path: str, tag: str) -> str | None:
+def registry_digest(login: RegistryLogin, path: str, tag: str) -> str | None:
     """The manifest digest the registry serves for path:tag (None when it says none)."""
-    scheme = "http" if is_loopback(registry) else "https"
-    try:
-        r = requests.head(f"{scheme}://{registry}/v2/{path}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES},
-                          timeout=30, allow_redirects=False)
-    except requests.RequestException as e:
-        raise EnvironmentProblem(f"registry {registry} does not answer ({e.__class__.__name__})") from None
+    r = _authorized("HEAD", f"/v2/{path}/manifests/{tag}", login, {"Accept": MANIFEST_TYPES})
     if r.status_code != 200:
         return None
     return r.headers.get("Docker-Content-Digest")
 
 
-def push_verified(client, registry: str, refs: list[str], out=print) -> list[PushedImage]:
+def push_verified(client, registry: str, refs: list[str], out=print,
+                  login: RegistryLogin | None = None) -> list[PushedImage]:
     """Tag and push each verified image, then confirm the registry's digest of each."""
-    check_registry_address(registry)
+    login = login or check_access(registry)
     pushed = []
     for ref in refs:
         repository, tag = push_target(registry, ref)
@@ -123,8 +299,8 @@ def push_verified(client, registry: str, refs: list[str], out=print) -> list[Pus
             client.api.tag(ref, repository, tag)
         except docker.errors.APIError as e:
             raise EnvironmentProblem(f"cannot tag {ref} as {repository}:{tag}: {e.explanation or e}") from None
-        digest = _push(client, repository, tag)
-        served = registry_digest(registry, repository.split("/", 1)[1], tag)
+        digest = _push(client, repository, tag, login)
+        served = registry_digest(login, repository.split("/", 1)[1], tag)
         if served != digest:
             raise RegistryDigestMismatch(f"image {ref}: registry {registry} serves {served or 'nothing'} for "
                                          f"{repository}:{tag}, the push reported {digest}")

@@ -13,6 +13,7 @@ command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_pkgs+=(prometheus-node-exporter)
+command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-docker: missing ${need_pkgs[*]} and not root: install them first" >&2

@@ -91,9 +91,10 @@ def services(fleet, docker_client, tmp_path):
 
 
 def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], str]] | None = None,
-              name: str = "fleet", rollout: dict | None = None) -> Path:
-    """A signed bundle (bundle build --local) of `version` as a service target (or a staged release)."""
-    key = (version, sequence, json.dumps(stages), name, json.dumps(rollout))
+              name: str = "fleet", rollout: dict | None = None, volume: str | None = None) -> Path:
+    """A signed bundle (bundle build --local) of `version` as a service target (or a staged release;
+    `volume`: a named volume mounted at the app's /data)."""
+    key = (version, sequence, json.dumps(stages), name, json.dumps(rollout), volume)
     r = {"parallelism": 1, "order": "start-first", "failure_action": "rollback"} | (rollout or {})
     if key in fleet["built"]:
         return fleet["built"][key]
@@ -102,7 +103,7 @@ def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], 
     text = (f'name = "{name}-{fleet["tok"]}"\nversion = "{version}"\nsequence = {sequence}\nimages = ["{ref}"]\n\n'
             f'[target]\nkind = "service"\nname = "{fleet["web"]}"\nimage = "{ref}"\n\n'
             f'[target.run]\nreplicas = 2\nendpoint_mode = "dnsrr"\nnetworks = ["{fleet["net"]}"]\n'
-            f'stop_timeout = 1\n\n'
+            f'stop_timeout = 1\n' + (f'volumes = ["{volume}:/data"]\n' if volume else '') + '\n'
             '[target.rollout]\n'
             f'parallelism = {r["parallelism"]}\ndelay = "0s"\norder = "{r["order"]}"\nmonitor = "3s"\n'
             f'max_failure_ratio = 0\nfailure_action = "{r["failure_action"]}"\n\n'

@@ -189,3 +189,48 @@ def test_careless_split_requests_are_usage_errors_and_write_nothing(split_scene,
     assert not list(tmp_path.glob("small*"))
     r = run_bundle("verify", tmp_path / "nothing.bundle.zst", "--keys", s["keys"], "--state-dir", s["state"])
     assert r.code == 2 and "not found" in one_line(r.stderr), str(r)
+
+
+@pytest.mark.parametrize("name", ["app.bundle.zst.part001", "app.bundle.zst"])
+def test_approving_a_split_bundle_rewrites_only_its_first_part_and_the_sums(split_scene, pgp_keys, trust_store_of,
+                                                                            tmp_path, name):
+    s, approver = split_scene, pgp_keys.approver
+    parts = _parts(s["out"])
+    rest = {p.name: p.read_bytes() for p in parts[1:]}
+    intranet = trust_store_of([s["key"], approver], name="intranet",
+                              roles={"builder": ([s["key"]], 1), "approver": ([approver], 1)})
+    r = run_bundle("verify", s["out"], "--keys", intranet, "--state-dir", s["state"])
+    assert r.code == 3 and "role approver needs 1" in one_line(r.stderr), str(r)
+
+    r = run_bundle("approve", s["out"].parent / name, "--sign-key", approver.fpr, "--gnupghome", approver.home,
+                   "--keys", s["keys"])
+    assert r.code == 0, str(r)
+    assert _parts(s["out"]) == parts and {p.name: p.read_bytes() for p in parts[1:]} == rest, "only part001 changes"
+    assert not s["out"].exists() and not list(s["out"].parent.glob(".*")), "no joined copy, no temp files"
+    check = subprocess.run(["sha256sum", "-c", "--ignore-missing", fmt.sums_path(s["out"]).name], cwd=s["out"].parent,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.count(": OK") == len(parts), check.stdout + check.stderr
+    whole = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+    assert fmt.sums_path(s["out"]).read_text().splitlines()[-1] == f"{whole}  {s['out'].name}"
+    assert whole in r.stdout
+    r = run_bundle("verify", s["out"].parent / name, "--keys", intranet, "--state-dir", s["state"], "--json")
+    assert r.code == 0, str(r)
+    assert {x["fingerprint"] for x in json.loads(r.stdout)["signers"]} == {s["key"].fpr, approver.fpr}
+
+
+def test_approving_a_split_bundle_with_a_bad_part_or_twice_changes_nothing(split_scene, pgp_keys, trust_store_of):
+    s, approver = split_scene, pgp_keys.approver
+    approve = ("approve", s["out"], "--sign-key", approver.fpr, "--gnupghome", approver.home, "--keys")
+    assert run_bundle(*approve, s["keys"]).code == 0
+    parts = _parts(s["out"])
+    snapshot = lambda: {p.name: p.read_bytes() for p in s["out"].parent.iterdir()}  # noqa: E731
+    before = snapshot()
+    r = run_bundle(*approve, trust_store_of([s["key"], approver], name="both"))
+    assert r.code == 2 and f"already signed by {approver.fpr}" in one_line(r.stderr), str(r)
+    assert snapshot() == before
+    named = _break(parts, "corrupted")
+    before = snapshot()
+    other = pgp_keys.approver2
+    r = run_bundle("approve", s["out"], "--sign-key", other.fpr, "--gnupghome", other.home, "--keys", s["keys"])
+    assert r.code == 3 and one_line(r.stderr).startswith("refused: parts: ") and named in one_line(r.stderr), str(r)
+    assert snapshot() == before

@@ -112,7 +112,8 @@ def apply(client, state: StateDir, plan: ServicePlan, bundle: dict, *, keep: int
         done = []
         for service in stages[i]:
             try:
-                rollout.roll_out(client, state, service, plan.target, image, record, out=out)
+                rollout.roll_out(client, state, service, plan.target, image, record, out=out,
+                                 auth=bundle.get("registry_auth"))
             except UpdateFailed as e:
                 _roll_back_stage(client, state, done, out)
                 _forget_release(state, plan.name)
@@ -162,6 +163,9 @@ def roll_back_service(client, state: StateDir, name: str, out=print) -> dict:
     info = rollout.inspect(client, name)
     if info is None or not info.get("PreviousSpec"):
         raise UsageProblem(f"service {name} has no previous version to roll back to")
+    with_data = rollout.roll_back_with_data(client, state, name, info, out=out)
+    if with_data is not None:
+        return with_data
     since = (info.get("UpdateStatus") or {}).get("StartedAt")
     previous = rollout.image_of({"Spec": info["PreviousSpec"]})
     rollout.swarm_rollback(client, name)
@@ -169,7 +173,7 @@ def roll_back_service(client, state: StateDir, name: str, out=print) -> dict:
     if result != rollout.Outcome.ROLLED_BACK or not rollout.settled_on(client, name, previous):
         raise OperatorNeeded(f"service {name}: Swarm's rollback ended {result}; see `docker service ps {name}`")
     rec = state.installed(name) or {}
-    rec.update({"image": previous, "previous_image": rollout.image_of(info), "rolled_back_at": format_ts(utc_now())})
+    rec.update(rollout.rolled_back(rec, previous))
     state.record_installed(name, rec)
     return rec
 

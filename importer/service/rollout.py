@@ -5,12 +5,22 @@ is a durable record of the rollout in the state dir and the waiting, so a killed
 followed by a `bundle recover` that leaves the service on exactly one version, healthy:
 
   journal step BEGIN   -> nothing asked of Swarm yet: recover drops the journal
+  journal step BACKUP  -> the service's local volumes (importer.service.volumes) being backed up;
+                          nothing asked of Swarm yet: recover drops the journal
   journal step UPDATE  -> (started: asked, maybe not accepted; done: Swarm is rolling on its own)
                           Swarm may be rolling: recover waits for Swarm's verdict; `completed`
                           with every task on the new image is committed, `paused` (or a service
                           that is half on each) is rolled back by Swarm, a first install that is
                           not healthy is removed
   journal step COMMIT  -> the installed record is written; recover writes it again
+
+When Swarm rolled an update back (or `bundle rollback` puts the previous version back), the
+volumes get their backup again, forward only, each step redone by recover until it is through:
+
+  journal step STOP    -> the service scaled to 0 through its spec (the replica count journaled)
+  journal step RESTORE -> importer.swap.data.restore_mounts of the backup (redoing it is exact)
+  journal step START   -> the spec back on the version to land on, with the journaled replicas
+A restore that cannot be done cleanly leaves the service at 0 replicas: exit 5 with the backup's place.
 
 The journal is `apps/<service>/journal.json` (the same file name the container swap uses, so
 `bundle status` and `bundle recover` see it) with `"target_kind": "service"`.
@@ -32,9 +42,11 @@ import requests
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_json
 from importer.audit import audit_event, now
+from importer.service import volumes as vols
 from importer.service.settings import Outcome, outcome, service_spec, with_image
 from importer.service.settings import rollout as rollout_settings
 from importer.state import StateDir
+from importer.swap import data
 
 JOURNAL = "journal.json"
 LAST = "last-rollout.json"
@@ -44,8 +56,17 @@ POLL = 0.5
 
 class RolloutStep(StrEnum):
     BEGIN = "begin"
+    BACKUP = "backup"
     UPDATE = "update"
+    STOP = "stop"
+    RESTORE = "restore"
+    START = "start"
     COMMIT = "commit"
+
+
+class Action(StrEnum):
+    ROLLOUT = "rollout"    # new_image replaces old_image (Swarm rolls it)
+    ROLLBACK = "rollback"  # `bundle rollback` of a service with volumes: back to new_image, data restored
 
 
 @dataclass
@@ -62,6 +83,11 @@ class RolloutJournal:
     t0: float = field(default_factory=time.time)
     since: str | None = None         # UpdateStatus.StartedAt before our update (to see ours begin)
     target_kind: str = KIND
+    action: str = Action.ROLLOUT
+    volumes: list = field(default_factory=list)  # importer.swap.data mount records backed up here
+    backup: str | None = None        # backup dir (relative to the app dir) to restore if it fails
+    safety: str | None = None        # a rollback's backup of the data it replaces
+    replicas: int | None = None      # journaled before STOP: what START brings back
 
     @staticmethod
     def path(state: StateDir, service: str) -> Path:
@@ -119,9 +145,12 @@ def require_swarm(client) -> None:
         raise EnvironmentProblem("this engine is not a Swarm manager (run `docker swarm init` or import on a manager)")
 
 
-def _post(client, path: str, spec: dict, params: dict | None = None) -> None:
+def _post(client, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
+    """`auth`: the registry credentials Swarm hands to every node that pulls the image."""
+    headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
     try:
-        client.api._raise_for_status(client.api._post_json(client.api._url(path), data=spec, params=params or {}))
+        client.api._raise_for_status(client.api._post_json(client.api._url(path), data=spec, params=params or {},
+                                                           headers=headers))
     except (docker.errors.APIError, requests.RequestException) as e:
         raise EnvironmentProblem(f"Swarm refused {path.split('/')[-1]}: {_why(e)}") from None
 
@@ -192,8 +221,9 @@ def wait_update(client, name: str, since: str | None, deadline: float) -> Outcom
         time.sleep(POLL)
 
 
-def failed_tasks(client, name: str) -> int:
-    return sum(1 for t in tasks(client, name) if (t.get("Status") or {}).get("State") in ("failed", "rejected"))
+def failed_tasks(client, name: str, image: str) -> int:
+    return sum(1 for t in tasks(client, name) if (t.get("Status") or {}).get("State") in ("failed", "rejected")
+               and t["Spec"]["ContainerSpec"]["Image"] == image)
 
 
 def wait_created(client, name: str, image: str, deadline: float, replicas: int) -> bool:
@@ -203,7 +233,7 @@ def wait_created(client, name: str, image: str, deadline: float, replicas: int) 
     while time.monotonic() < end:
         if settled_on(client, name, image):
             return True
-        if failed_tasks(client, name) > replicas:
+        if failed_tasks(client, name, image) > replicas:
             return False
         time.sleep(POLL)
     return False
@@ -216,7 +246,8 @@ def swarm_rollback(client, name: str) -> None:
 
 
 # -- one service ------------------------------------------------------------------------------
-def roll_out(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print) -> dict:
+def roll_out(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print,
+             auth: dict | None = None) -> dict:
     """Create `service` or update its image, journaled; the installed record once Swarm is done.
     UpdateFailed when Swarm rolled back (or a first install never got healthy: removed again),
     OperatorNeeded when Swarm left it paused."""
@@ -228,15 +259,17 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
                        record=record, target=target,
                        since=((info or {}).get("UpdateStatus") or {}).get("StartedAt"))
     j.mark(state, RolloutStep.BEGIN, "done")
+    if info is not None:
+        _back_up(client, state, j, info, "before-update", out)
     j.mark(state, RolloutStep.UPDATE, "started")
     deadline = deadline_for(target, replicas_of(info) if info else int((target.get("run") or {}).get("replicas", 1)))
     if info is None:
         out(f"creating service {service} from {image}")
-        _post(client, "/services/create", service_spec(service, target, image))
+        _post(client, "/services/create", service_spec(service, target, image), auth=auth)
     else:
         out(f"updating service {service}: {j.old_image} -> {image}")
         _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], image, target),
-              {"version": info["Version"]["Index"]})
+              {"version": info["Version"]["Index"]}, auth=auth)
     j.mark(state, RolloutStep.UPDATE, "done")  # Swarm accepted it and is rolling on its own
     return _settle(client, state, j, deadline, out)
 
@@ -257,9 +290,10 @@ def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) ->
         return _commit_journal(state, j, "update completed")
     if result == Outcome.ROLLED_BACK:
         errors = task_errors(client, name, image)
+        restored = _restore_data(client, state, j, j.old_image, deadline, out) if j.volumes else ""
         j.finish(state, "rolled back", "; ".join(errors))
         audit_event(state, {"event": "service-update", "name": name, "result": "rolled back", "image": image})
-        raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}"
+        raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}{restored}"
                            + (": " + "; ".join(errors) if errors else ""))
     j.finish(state, "paused", f"Swarm left the update {result}")
     message = ((inspect(client, name) or {}).get("UpdateStatus") or {}).get("Message")
@@ -276,7 +310,7 @@ def _remove(client, name: str) -> None:
 
 def _commit_journal(state: StateDir, j: RolloutJournal, message: str) -> dict:
     j.mark(state, RolloutStep.COMMIT, "started")
-    rec = _commit(state, j.service, j.record, j.new_image)
+    rec = _commit(state, j.service, j.record | ({"data_backup": j.backup} if j.backup else {}), j.new_image)
     j.finish(state, "completed", message)
     audit_event(state, {"event": "service-update", "name": j.service, "result": "completed", "image": j.new_image,
                         "duration_s": round(time.time() - j.t0, 1)})
@@ -287,9 +321,133 @@ def _commit(state: StateDir, service: str, record: dict, image: str) -> dict:
     before = state.installed(service) or {}
     rec = {**record, "kind": KIND, "name": service, "image": image, "installed_at": now(),
            "previous_image": before.get("image") if before.get("image") != image else before.get("previous_image"),
+           "previous_version": before.get("version") if before.get("image") != image else before.get("previous_version"),
            "highest_sequence": before.get("highest_sequence")}
     state.record_installed(service, rec)
     return rec
+
+
+# -- the data of the service's local volumes --------------------------------------------------
+def _back_up(client, state: StateDir, j: RolloutJournal, info: dict, what: str, out) -> None:
+    """Journal, then back up every local volume of the service that is on this node."""
+    mounts = []
+    for m in vols.local_volumes(info["Spec"]):
+        try:
+            client.api.inspect_volume(m["name"])
+            mounts.append(m)
+        except docker.errors.NotFound:
+            out(f"  volume {m['name']} of service {j.service} is not on this node: not backed up here")
+    if not mounts:
+        return
+    j.volumes = mounts
+    if j.action == Action.ROLLBACK:  # keep what it holds now; put back what it held before the update
+        j.safety, j.backup = vols.new_backup_dir(what), j.record.get("data_backup")
+    else:
+        j.backup = vols.new_backup_dir(what)
+    j.mark(state, RolloutStep.BACKUP, "started")
+    bdir = vols.backup_path(state, j.service, j.safety or j.backup)
+    manifest = data.backup_volumes(client, mounts, bdir, image_of(info))
+    out(f"  backed up {len(mounts)} volume(s) of service {j.service} into {bdir} "
+        f"({sum(m['size'] for m in manifest['mounts'])} bytes compressed)")
+    j.mark(state, RolloutStep.BACKUP, "done")
+
+
+def _set_spec(client, name: str, image: str, replicas: int) -> None:
+    info = inspect(client, name)
+    spec = {**info["Spec"], "Mode": {"Replicated": {"Replicas": replicas}}}
+    spec["TaskTemplate"] = {**spec["TaskTemplate"],
+                            "ContainerSpec": {**spec["TaskTemplate"]["ContainerSpec"], "Image": image}}
+    _post(client, f"/services/{info['ID']}/update", spec, {"version": info["Version"]["Index"]})
+
+
+def _wait_stopped(client, name: str, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while any((t.get("Status") or {}).get("State") in _ALIVE for t in tasks(client, name)):
+        if time.monotonic() > end:
+            raise OperatorNeeded(f"service {name}: its tasks did not stop within {int(deadline)}s; "
+                                 f"see `docker service ps {name}`")
+        time.sleep(POLL)
+
+
+_ALIVE = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
+
+
+def _restore_data(client, state: StateDir, j: RolloutJournal, image: str, deadline: float, out) -> str:
+    """STOP, RESTORE, START (each journaled first; recover redoes the step it stopped in):
+    the volumes hold exactly their backup and `image` runs on the journaled replicas again."""
+    name = j.service
+    bdir = vols.backup_path(state, name, j.backup)
+    if j.step not in (RolloutStep.RESTORE, RolloutStep.START):
+        if j.replicas is None:
+            j.replicas = replicas_of(inspect(client, name))
+        j.mark(state, RolloutStep.STOP, "started")
+        out(f"  stopping the tasks of service {name} to restore its volumes")
+        _set_spec(client, name, image_of(inspect(client, name)), 0)
+        _wait_stopped(client, name, deadline)
+        j.mark(state, RolloutStep.STOP, "done")
+        j.mark(state, RolloutStep.RESTORE, "started")
+    if j.step == RolloutStep.RESTORE:
+        manifest = data.load_backup(bdir)
+        if manifest is None:
+            j.finish(state, "operator needed", f"no complete backup in {bdir}")
+            raise OperatorNeeded(f"service {name}: the backup in {bdir} is incomplete; the service is left at 0 "
+                                 f"replicas with its volumes as they are")
+        try:
+            data.restore_mounts(client, bdir, manifest, data.find_helper_image(client, [image, j.new_image]))
+        except (data.RestoreError, EnvironmentProblem) as e:
+            j.finish(state, "operator needed", str(e))
+            raise OperatorNeeded(f"service {name}: its volumes could not be restored cleanly ({e}); the service "
+                                 f"is left at 0 replicas; the backup is in {bdir}") from None
+        out(f"  restored {len(manifest['mounts'])} volume(s) of service {name} from {bdir}")
+        j.mark(state, RolloutStep.START, "started")
+    _set_spec(client, name, image, j.replicas)
+    if not wait_created(client, name, image, deadline, j.replicas):
+        j.finish(state, "operator needed", f"{image} did not come back healthy after the restore")
+        raise OperatorNeeded(f"service {name}: {image} did not come back healthy on the restored volumes; "
+                             f"see `docker service ps {name}`; the backup is in {bdir}")
+    j.mark(state, RolloutStep.START, "done")
+    return _restored(state, j)
+
+
+def _restored(state: StateDir, j: RolloutJournal) -> str:
+    return f"; its volumes were restored from {vols.backup_path(state, j.service, j.backup)}"
+
+
+def roll_back_with_data(client, state: StateDir, name: str, info: dict, out=print) -> dict | None:
+    """`bundle rollback` of a service with local volumes and a backup from before its last update:
+    back up the data it holds now, then put back the previous version and the data of before the
+    update (None when there is nothing of the kind to restore: Swarm's own rollback does it)."""
+    rec = state.installed(name) or {}
+    if not rec.get("data_backup") or not vols.local_volumes(info["Spec"]):
+        return None
+    previous = image_of({"Spec": info["PreviousSpec"]})
+    j = RolloutJournal(service=name, new_image=previous, old_image=image_of(info), record=rec, target={},
+                       action=Action.ROLLBACK, replicas=replicas_of(info))
+    j.mark(state, RolloutStep.BEGIN, "done")
+    _back_up(client, state, j, info, "before-rollback", out)
+    if not j.volumes:
+        j.finish(state, "undone", "no volume of the service is on this node")
+        return None
+    return _finish_rollback(client, state, j, out)
+
+
+def _finish_rollback(client, state: StateDir, j: RolloutJournal, out) -> dict:
+    if j.step != RolloutStep.COMMIT:  # at COMMIT the data is back and may have been written to since
+        _restore_data(client, state, j, j.new_image, deadline_for({}, j.replicas or 1), out)
+    restored = _restored(state, j)
+    j.mark(state, RolloutStep.COMMIT, "started")
+    rec = state.installed(j.service) or {}
+    rec.update(rolled_back(rec, j.new_image), data_backup=j.safety)
+    state.record_installed(j.service, rec)
+    j.finish(state, "rolled back", f"bundle rollback{restored}")
+    out(f"service {j.service} runs {j.new_image} again{restored}")
+    return rec
+
+
+def rolled_back(rec: dict, previous_image: str) -> dict:
+    """The installed record's fields after a rollback: the previous version is the installed one again."""
+    return {"image": previous_image, "previous_image": rec.get("image"), "version": rec.get("previous_version"),
+            "previous_version": rec.get("version"), "rolled_back_at": now()}
 
 
 def recover(client, state: StateDir, name: str, out=print) -> list[str]:
@@ -298,10 +456,17 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     if j is None:
         return []
     out(f"recovering the interrupted rollout of service {name} (stopped at {j.step}:{j.phase})")
-    if j.step == RolloutStep.BEGIN:
+    if j.step in (RolloutStep.BEGIN, RolloutStep.BACKUP):
         j.finish(state, "undone", "interrupted before Swarm was asked anything")
         return [f"{name}: nothing had changed; journal dropped"]
+    if j.action == Action.ROLLBACK:
+        _finish_rollback(client, state, j, out)
+        return [f"{name}: finished the interrupted rollback; {j.new_image} runs with the data of before the update"]
     deadline = deadline_for(j.target, replicas_of(inspect(client, name) or {"Spec": {}}))
+    if j.step in (RolloutStep.STOP, RolloutStep.RESTORE, RolloutStep.START):
+        restored = _restore_data(client, state, j, j.old_image, deadline, out)
+        j.finish(state, "rolled back", "Swarm rolled the update back; recover restored the data")
+        return [f"{name}: Swarm had rolled the update back; {j.old_image} runs again{restored}"]
     info = inspect(client, name)
     if j.step == RolloutStep.UPDATE and j.old_image is not None and info is not None:
         state_now = outcome(info.get("UpdateStatus")) if (info.get("UpdateStatus") or {}).get("StartedAt") != j.since else None
@@ -313,8 +478,9 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
             swarm_rollback(client, name)
             result = wait_update(client, name, since, deadline)
             if result == Outcome.ROLLED_BACK and settled_on(client, name, j.old_image):
+                restored = _restore_data(client, state, j, j.old_image, deadline, out) if j.volumes else ""
                 j.finish(state, "rolled back", "the paused update was rolled back by recover")
-                return [f"{name}: rolled the paused update back; {j.old_image} runs on every replica"]
+                return [f"{name}: rolled the paused update back; {j.old_image} runs on every replica{restored}"]
             raise OperatorNeeded(f"service {name}: the rollback of the paused update ended {result}")
     try:
         _settle(client, state, j, deadline, out)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from bundlecore.errors import AppState, UsageProblem
-from importer.service import rollout
+from importer.service import rollout, volumes
 from importer.service.release import pending_release, roll_back_service
 from importer.state import StateDir
 
@@ -16,8 +16,12 @@ class ServiceRollbackPlan:
     name: str
     current: str
     previous: str
+    data_backup: str | None = None  # the volumes get this backup (of before the update) back
 
     def lines(self) -> list[str]:
+        if self.data_backup:
+            return [f"roll service {self.name} back: {self.current} -> {self.previous}; its tasks are stopped, "
+                    f"its volumes backed up and restored from {self.data_backup}, then {self.previous} starts"]
         return [f"roll service {self.name} back with Swarm's rollback: {self.current} -> {self.previous}"]
 
 
@@ -31,7 +35,11 @@ def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> 
         raise UsageProblem(f"service {name} does not exist")
     if not info.get("PreviousSpec"):
         raise UsageProblem(f"service {name} has no previous version to roll back to")
-    return ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}))
+    backup = (state.installed(name) or {}).get("data_backup") if volumes.local_volumes(info["Spec"]) else None
+    plan = ServiceRollbackPlan(name, rollout.image_of(info), rollout.image_of({"Spec": info["PreviousSpec"]}), backup)
+    if plan.previous == plan.current:  # e.g. the volumes were restored after Swarm rolled an update back
+        raise UsageProblem(f"service {name} already runs its previous version {plan.current}")
+    return plan
 
 
 def plan_uninstall(client, state: StateDir, name: str, *, keep_data: bool = False):

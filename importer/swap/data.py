@@ -165,6 +165,17 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
     return manifest
 
 
+def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str) -> dict:
+    """backup_mounts for named volumes no stopped container holds (a Swarm service's): through a
+    holder container that mounts them at their destinations and is never started."""
+    binds = [f"{m['name']}:{m['destination']}" for m in mounts]
+    holder = _create_helper(client, image, "exit 0", binds)
+    try:
+        return backup_mounts(client, holder, mounts, backup_dir)
+    finally:
+        client.api.remove_container(holder, force=True)
+
+
 def _drain(stream) -> None:
     """Read an abandoned archive stream to its end: until then the engine holds the container's
     lock, and every later call on it (the rename back, the start) hangs."""
