@@ -93,7 +93,9 @@ MEANINGS = {
     3: "bundle refused (the line and `error.check` name the failed check); nothing changed",
     4: "update failed; the previous version was put back and is running",
     5: "rollback failed; an operator is needed (nothing was deleted)",
-    **{int(s): f"status: {s.label}" for s in AppState if s},
+    AppState.NOT_INSTALLED: "status: nothing is installed under that name (or nothing at all)",
+    AppState.INACTIVE: "status: installed, but not running its installed version healthy",
+    AppState.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
     9: "a first install failed and was undone",
     10: "check: upstream has a newer release",
 }
