@@ -224,3 +224,25 @@ def test_inventory_json_is_still_the_file_build_have_reads():
     from bundlecore import format as fmt
     r, doc = run_json("inventory")
     assert fmt.parse_inventory(r.stdout.encode())["images"] == doc["images"]
+
+
+def test_recover_of_a_tampered_journal_needs_an_operator_and_says_so_in_its_document(docker_client, swap_env,
+                                                                                      demo_images):
+    """An attacker adds an unrelated volume to an interrupted uninstall's journal: recover stops
+    with exit 5, the document says operator-needed, and the volume is still there."""
+    from tests.swap_fixtures import install
+    install(docker_client, swap_env, demo_images["v1"], 1)
+    state, app = swap_env["state"], swap_env["name"]  # installed without an app name: keyed by its container
+    victim = f"victim-{swap_env['uniq']}"
+    docker_client.api.create_volume(victim)
+    r = run_bundle("uninstall", app, "--yes", "--state-dir", state.root, "--json",
+                   env={"BUNDLE_CRASH_AT": "backup", "BUNDLE_CRASH_WHEN": "after"})
+    assert r.code == -9 and r.stdout == "", str(r)  # killed: no document, as for any kill -9
+    path = state.app_dir(app) / "journal.json"
+    journal = json.loads(path.read_text())
+    journal["uninstall"]["volumes"].append(victim)
+    path.write_text(json.dumps(journal))
+    r, doc = run_json("recover", "--yes", "--state-dir", state.root, code=5)
+    assert doc["error"]["kind"] == "operator-needed" and f"volume(s) {victim} are not mounted" in doc["error"]["message"]
+    assert docker_client.api.inspect_volume(victim)["Name"] == victim
+    assert len(containers_named(docker_client, swap_env["name"])) == 1 and state.installed(app) is not None
