@@ -16,7 +16,6 @@ def doctor(keys_dir, state_dir, as_json):
     from importer.doctor import examine
     report = examine(keys_dir, state_dir)
     code = 0 if report.ready else 1
-    failed = "" if report.ready else "this host is not ready for an import (see the failed checks)"
-    emit(jsondoc.document("doctor", report.document(), code, jsondoc.error(code, failed) if failed else None),
-         as_json, report.lines())
+    error = None if report.ready else jsondoc.error(code, "this host is not ready for an import (see the FAIL rows)")
+    emit(jsondoc.document("doctor", report.document(), code, error), as_json, report.lines())
     return code

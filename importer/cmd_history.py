@@ -4,7 +4,7 @@ the audit log (importer.audit), with the failed containers' saved logs."""
 import click
 
 from bundlecore import jsondoc
-from bundlecore.text import emit, say
+from bundlecore.text import emit
 from importer.options import json_option, state_dir_option
 from importer.state import StateDir
 

@@ -8,7 +8,7 @@ from bundlecore import jsondoc
 from bundlecore.errors import UsageProblem
 from bundlecore.text import emit
 from bundlecore.trust import TrustStore
-from importer.options import (app_statuses, bundle_argument, human_out, json_option, keys_option,
+from importer.options import (app_status_now, bundle_argument, human_out, json_option, keys_option,
                               require_confirmation, state_dir_option)
 from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
@@ -54,7 +54,5 @@ def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt
         resume=resume, probation=probation, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
-        from bundlecore.docker_engine import connect_or_none
-        [app] = app_statuses(state, [result["name"]], connect_or_none())
         emit(jsondoc.document("import", {**result, "signers": [jsondoc.signer(fp) for fp in result["signers"]],
-                                         "app": jsondoc.app_status(app)}), True)
+                                         "app": app_status_now(state, result["name"])}), True)

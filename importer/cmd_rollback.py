@@ -4,7 +4,7 @@ import click
 
 from bundlecore import jsondoc
 from bundlecore.text import emit
-from importer.options import app_statuses, confirmed_change, human_out, json_option, state_dir_option
+from importer.options import app_status_now, confirmed_change, human_out, json_option, state_dir_option
 
 
 @click.command("rollback")
@@ -22,8 +22,7 @@ def rollback(name, to, state_dir, yes, as_json):
                               lambda client, state, kind, plan: kind.rollback(client, state, plan, out=out), out)
     doc = {"name": name, "version": record.get("version"), "generation": record.get("generation")}
     if as_json:
-        from bundlecore.docker_engine import connect_or_none
         from importer.state import StateDir
-        doc["app"] = jsondoc.app_status(app_statuses(StateDir(state_dir), [name], connect_or_none())[0])
+        doc["app"] = app_status_now(StateDir(state_dir), name)
     emit(jsondoc.document("rollback", doc), as_json,
          [f"{name} {record.get('version')} (generation {record.get('generation')}) is running"])

@@ -6,18 +6,25 @@ from pathlib import Path
 import click
 
 from bundlecore.errors import UsageProblem
+from bundlecore.jsondoc import json_option  # noqa: F401  (every command's --json, both sides)
 
 keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None,
                            help="Trust store directory (default $BUNDLE_KEYS, else /etc/bundle/keys).")
 state_dir_option = click.option("--state-dir", type=click.Path(), default=None,
                                 help="Importer state directory (default $BUNDLE_STATE_DIR or /var/lib/bundle).")
-from bundlecore.jsondoc import json_option  # noqa: E402,F401  (every command's --json)
 
 
 def app_statuses(state, names, client) -> list[dict]:
     """Each app's status report from its target kind (client None: the engine does not answer)."""
     from importer.swap import kinds
     return [kinds.for_app(state, n).status(client, state, n) for n in names]
+
+
+def app_status_now(state, name: str) -> dict:
+    """The --json shape of one app's status right after a command changed it."""
+    from bundlecore import jsondoc
+    from bundlecore.docker_engine import connect_or_none
+    return jsondoc.app_status(app_statuses(state, [name], connect_or_none())[0])
 
 
 def human_out(as_json: bool):
