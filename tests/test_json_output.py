@@ -226,6 +226,18 @@ def test_inventory_json_is_still_the_file_build_have_reads():
     assert fmt.parse_inventory(r.stdout.encode())["images"] == doc["images"]
 
 
+def test_a_failed_first_install_is_exit_9_with_a_document_saying_nothing_runs(
+        docker_client, swap_env, demo_images, pgp_keys, trust_store_of, tmp_path):
+    key, name, state = pgp_keys.builder, swap_env["name"], swap_env["state"]
+    bad = tmp_path / "v3.bundle.zst"
+    run_json("build", _spec(tmp_path, swap_env, demo_images["v3"], 3), "-o", bad, "--sign-key", key.fpr,
+             "--gnupghome", key.home, "--local")
+    _, doc = run_json("import", bad, "--keys", trust_store_of([key]), "--state-dir", state.root, "-y", "-q", code=9)
+    assert (doc["name"], doc["version"], doc["running_version"]) == (name, "3.0.0", None)
+    assert doc["error"]["kind"] == "install-undone"
+    assert containers_named(docker_client, name) == [] and state.installed(name) is None
+
+
 def test_recover_of_a_tampered_journal_needs_an_operator_and_says_so_in_its_document(docker_client, swap_env,
                                                                                       demo_images):
     """An attacker adds an unrelated volume to an interrupted uninstall's journal: recover stops
