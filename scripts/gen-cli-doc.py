@@ -98,7 +98,11 @@ def command(verb: str, root: click.Context) -> list[str]:
         out += ["", f"JSON document (`schemas/cli/{verb}.schema.json`; {load(cli_schema_name(verb))['title']}): "
                 "the [envelope](#envelope) and", ""]
         out += fields(success["properties"], success.get("required", ()), skip=("command",))
-        out += ["", "On failure: a [failure](#failure) document."]
+        partial = load(cli_schema_name(verb))["anyOf"][1]["allOf"][1]["properties"]
+        out += ["", "On failure: a [failure](#failure) document"
+                + ("; besides `error`, once known:" if set(partial) - {"command"} else ".")]
+        if set(partial) - {"command"}:
+            out += [""] + fields(partial, (), skip=("command",))
     return out + [""]
 
 
