@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-unit demo bench engine venv clean offline-kit man
+.PHONY: test test-unit demo bench engine venv clean offline-kit man cli-doc
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ offline-kit:
 
 man: venv
 	$(BIN)/python scripts/gen-man.py
+
+cli-doc: venv
+	$(BIN)/python scripts/gen-cli-doc.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -9,12 +9,13 @@ suggestion; `bundle version` and `bundle help [CMD]` exist because people try th
 from __future__ import annotations
 
 import difflib
+import json
 import sys
 import traceback
 
 import click
 
-from bundlecore import __version__, progress
+from bundlecore import __version__, jsondoc, progress
 from bundlecore.errors import BundleError
 from bundlecore.text import printable
 
@@ -52,6 +53,30 @@ COMMANDS = {
     "version": ("bundlecore.cli:version_cmd", "Print the version of bundle."),
     "help": ("bundlecore.cli:help_cmd", "Show the help of bundle, or of one command."),
 }
+
+# verb -> the exit codes it can end with (bundlecore.errors has their meanings): docs/cli.md and
+# each command's JSON Schema are generated and checked from this table.
+EXIT_CODES = {
+    "build": (0, 1, 2),
+    "approve": (0, 1, 2, 3),
+    "check": (0, 1, 2, 10),
+    "inspect": (0, 1, 2),
+    "verify": (0, 1, 2, 3),
+    "import": (0, 1, 2, 3, 4, 5, 9),
+    "join": (0, 1, 2, 3),
+    "inventory": (0, 1, 2),
+    "status": (0, 1, 2, 6, 7, 8),
+    "rollback": (0, 1, 2, 4, 5),
+    "recover": (0, 1, 2, 5),
+    "list": (0, 1, 2),
+    "history": (0, 1, 2),
+    "uninstall": (0, 1, 2, 5),
+    "doctor": (0, 1, 2),
+    "version": (0, 2),
+    "help": (0, 2),
+}
+# `help` prints help text for people; a program reads docs/cli.md and schemas/cli/ instead.
+NO_JSON = {"help"}
 
 # Flags of the group that may appear anywhere on the line: hoisted in front of the verb.
 GLOBAL_FLAGS = {"--debug": "--debug", "-q": "--quiet", "--quiet": "--quiet", "-v": "--verbose", "--verbose": "--verbose"}
@@ -125,10 +150,11 @@ def cli(ctx, debug, quiet, verbose):
 
 
 @click.command("version")
-def version_cmd():
+@jsondoc.json_option
+def version_cmd(as_json):
     """Print the version of bundle."""
-    from bundlecore.text import say
-    say(f"bundle {__version__}")
+    from bundlecore.text import emit
+    emit(jsondoc.document("version", {"version": __version__}), as_json, [f"bundle {__version__}"])
 
 
 @click.command("help")
@@ -148,29 +174,42 @@ def help_cmd(ctx, command):
         say(cmd.get_help(sub))
 
 
+def verb_and_json(argv: list[str]) -> tuple[str | None, bool]:
+    """The verb on a (hoisted) command line, if it is one, and whether --json was asked for."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    verb = next((a for a in argv[:cut] if not a.startswith("-")), None)
+    return (verb if verb in COMMANDS else None), "--json" in argv[:cut]
+
+
+def fail(line: str, exit_code: int, verb: str | None, as_json: bool, e: BaseException | None = None) -> None:
+    """The one way a command ends on an error: the line on stderr and, with --json, the failure
+    document (bundlecore.jsondoc) on stdout."""
+    line = printable(line)  # the message may quote signed or engine text
+    click.echo(line, err=True)
+    if as_json:
+        doc = jsondoc.of_error(verb, e, line) if isinstance(e, BundleError) else jsondoc.failure(verb, exit_code, line)
+        click.echo(json.dumps(doc, indent=2, default=str))
+    sys.exit(exit_code)
+
+
 def main(argv=None) -> None:
     argv = hoist_global_flags(list(argv if argv is not None else sys.argv[1:]))
     debug = "--debug" in argv
+    verb, as_json = verb_and_json(argv)
     try:
         rv = cli.main(args=argv, prog_name="bundle", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
+        fail("aborted", 1, verb, as_json)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
-        click.echo(printable(f"error: {e.format_message()} (see 'bundle --help')"), err=True)
-        sys.exit(e.exit_code)
+        fail(f"error: {e.format_message()} (see 'bundle --help')", e.exit_code, verb, as_json)
     except BundleError as e:
         if debug:
             traceback.print_exc()
-        click.echo(printable(e.line()), err=True)  # the message may quote signed or engine text
-        sys.exit(e.exit_code)
+        fail(e.line(), e.exit_code, verb, as_json, e)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(1)
+        fail("interrupted", 1, verb, as_json)
     except Exception as e:  # a bug or an unexpected environment failure: still one line
         if debug:
             traceback.print_exc()
-        else:
-            click.echo(printable(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)"), err=True)
-        sys.exit(1)
+        fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1, verb, as_json)
     sys.exit(rv if isinstance(rv, int) else 0)

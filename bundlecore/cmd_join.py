@@ -6,16 +6,18 @@ from pathlib import Path
 import click
 
 from bundlecore import format as fmt
+from bundlecore import jsondoc
 from bundlecore.errors import UsageProblem
 from bundlecore.refusals import MalformedBundle
-from bundlecore.text import say
+from bundlecore.text import emit
 
 
 @click.command("join")
 @click.argument("parts", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The single bundle file to write.")
-def join(parts, out):
+@jsondoc.json_option
+def join(parts, out, as_json):
     """Write a split bundle (OUT.part001 or the prefix OUT) as one file, each part checked on the way."""
     if not fmt.BundleFiles.exists(parts):
         raise UsageProblem(f"bundle {parts} not found")
@@ -25,4 +27,6 @@ def join(parts, out):
         digest = fmt.join_parts(parts, out)
     except fmt.FormatError as e:
         raise MalformedBundle(e) from None
-    say(f"joined {out} ({out.stat().st_size} bytes, sha256 {digest})")
+    size = out.stat().st_size
+    emit(jsondoc.document("join", {"path": str(out), "size": size, "sha256": digest}), as_json,
+         [f"joined {out} ({size} bytes, sha256 {digest})"])

@@ -31,6 +31,7 @@ class BundleError(Exception):
 
     exit_code = 1
     prefix = "error"
+    partial: dict | None = None  # what was known when it failed: the --json failure document carries it
 
     def line(self) -> str:
         return f"{self.prefix}: {self}"
@@ -81,3 +82,20 @@ class InstallUndone(BundleError):
 
     exit_code = 9
     prefix = "install failed"
+
+
+# What each exit code means, for docs/cli.md and the man page (bundlecore/cli.py EXIT_CODES says
+# which command can end with which).
+MEANINGS = {
+    0: "done",
+    1: "environment error (engine unreachable, disk full, lock held, no trust store); nothing changed",
+    2: "usage: a wrong command line or spec file",
+    3: "bundle refused (the line and `error.check` name the failed check); nothing changed",
+    4: "update failed; the previous version was put back and is running",
+    5: "rollback failed; an operator is needed (nothing was deleted)",
+    AppState.NOT_INSTALLED: "status: nothing is installed under that name (or nothing at all)",
+    AppState.INACTIVE: "status: installed, but not running its installed version healthy",
+    AppState.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
+    9: "a first install failed and was undone",
+    10: "check: upstream has a newer release",
+}

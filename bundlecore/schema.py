@@ -14,10 +14,14 @@ import jsonschema
 from referencing import Registry, Resource
 
 
+CLI_DIR = "cli"  # schemas/cli/: the `--json` documents (common.schema.json + one per command)
+
+
 @functools.cache
 def _registry() -> Registry:
     resources_ = []
-    for entry in resources.files("bundlecore.schemas").iterdir():
+    root = resources.files("bundlecore.schemas")
+    for entry in [*root.iterdir(), *root.joinpath(CLI_DIR).iterdir()]:
         if entry.name.endswith(".schema.json"):
             schema = json.loads(entry.read_text())
             jsonschema.Draft202012Validator.check_schema(schema)
@@ -25,10 +29,18 @@ def _registry() -> Registry:
     return Registry().with_resources(resources_)
 
 
+def cli_schema_name(verb: str) -> str:
+    """The schema of `bundle VERB --json`'s document, for `validator`/`first_error`."""
+    return f"{CLI_DIR}/{verb}.schema.json"
+
+
+def load(name: str) -> dict:
+    return json.loads(resources.files("bundlecore.schemas").joinpath(name).read_text())
+
+
 @functools.cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads(resources.files("bundlecore.schemas").joinpath(name).read_text())
-    return jsonschema.Draft202012Validator(schema, registry=_registry(), format_checker=jsonschema.FormatChecker())
+    return jsonschema.Draft202012Validator(load(name), registry=_registry(), format_checker=jsonschema.FormatChecker())
 
 
 def first_error(name: str, instance) -> str | None:

@@ -62,3 +62,16 @@ def say(line: object = "", err: bool = False) -> None:
     import click
 
     click.echo(printable_lines(line), err=err)
+
+
+def emit(document: dict, as_json: bool, lines=()) -> None:
+    """A command's result: its JSON document on stdout with --json, else its human lines."""
+    if as_json:
+        import json
+
+        import click
+
+        click.echo(json.dumps(document, indent=2, default=str))
+        return
+    for line in lines:
+        say(line)

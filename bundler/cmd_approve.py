@@ -4,7 +4,8 @@ from pathlib import Path
 
 import click
 
-from bundlecore.text import say
+from bundlecore import jsondoc
+from bundlecore.text import emit
 from bundler.approve import approve as approve_bundle
 
 
@@ -14,7 +15,11 @@ from bundler.approve import approve as approve_bundle
 @click.option("--gnupghome", envvar="GNUPGHOME", help="Keyring holding the approver's key (default $GNUPGHOME).")
 @click.option("--keys", "keys_dir", type=click.Path(), default=None,
               help="Trust store holding the builders' public keys, to verify the bundle before signing.")
-def approve(bundle, sign_key, gnupghome, keys_dir):
+@jsondoc.json_option
+def approve(bundle, sign_key, gnupghome, keys_dir, as_json):
     """Verify a bundle, then add your signature to it (rewrites its first frame only)."""
     digest, before = approve_bundle(bundle, sign_key, gnupghome, keys_dir)
-    say(f"approved {bundle}: signed after {', '.join(before)}; new sha256 {digest}")
+    doc = {"bundle": str(bundle), "sha256": digest, "approved_by": jsondoc.signer(sign_key),
+           "signed_before": [jsondoc.signer(fp) for fp in before]}
+    emit(jsondoc.document("approve", doc), as_json, [f"approved {bundle}: signed after {', '.join(before)}; "
+                                                      f"new sha256 {digest}"])

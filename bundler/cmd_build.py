@@ -1,12 +1,12 @@
 """`bundle build`: parse options, call bundler.build."""
 
-import json
 from pathlib import Path
 
 import click
 
 from bundlecore import format as fmt
-from bundlecore.text import say
+from bundlecore import jsondoc
+from bundlecore.text import emit
 from bundler.build import build as build_bundle
 
 
@@ -33,21 +33,24 @@ class PartSize(click.ParamType):
               help="Delta: leave out the layers the intranet engine holds (a `bundle inventory --json` file).")
 @click.option("--no-patch", is_flag=True,
               help="Delta with --since: carry changed layers whole, not as patches against the base's layers.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@jsondoc.json_option
 def build(spec, out, sign_key, gnupghome, local, allow_latest, split, since, have, no_patch, as_json):
     """Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."""
     result = build_bundle(spec, out, sign_key, gnupghome, local=local, allow_latest=allow_latest,
                           split=split, since=since, have=have, patch=not no_patch)
-    if as_json:
-        click.echo(json.dumps(result.summary(), indent=2))
-        return
-    say(f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s")
+    summary = result.summary()
+    summary["images"] = [jsondoc.image(i["ref"], i["id"]) for i in summary["images"]]
+    emit(jsondoc.document("build", summary), as_json, _lines(result, since or have))
+
+
+def _lines(result, delta_asked: bool):
+    yield f"built {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.duration:.1f}s"
     if result.parts:
-        say(f"split into {len(result.parts)} parts: {result.parts[0].name} .. {result.parts[-1].name}")
+        yield f"split into {len(result.parts)} parts: {result.parts[0].name} .. {result.parts[-1].name}"
     if result.delta:
         base = result.delta["base"]
-        say(f"delta of {base['name']} {base.get('version', '')}".rstrip()
-            + f": {len(result.delta['omitted'])} layer(s) left out"
-            + (f", {len(result.delta['patched'])} carried as patches" if result.delta.get("patched") else ""))
-    elif since or have:
-        say("note: nothing in common with the base: this is a full bundle")
+        yield (f"delta of {base['name']} {base.get('version', '')}".rstrip()
+               + f": {len(result.delta['omitted'])} layer(s) left out"
+               + (f", {len(result.delta['patched'])} carried as patches" if result.delta.get("patched") else ""))
+    elif delta_asked:
+        yield "note: nothing in common with the base: this is a full bundle"

@@ -1,12 +1,12 @@
 """`bundle check`: parse options, call bundler.watch."""
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from bundlecore.text import say
+from bundlecore import jsondoc
+from bundlecore.text import emit
 from bundlecore.timeutil import parse_duration
 from bundler.upstream import DEFAULT_API_URL, DEFAULT_TIMEOUT, GitHubReleases
 from bundler.watch import BuildRequest, CheckOptions, check_and_notify, run_every
@@ -21,7 +21,7 @@ def _duration(ctx, param, value):
 
 @click.command()
 @click.argument("spec", type=click.Path(path_type=Path), default="bundle.toml")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable document.")
+@jsondoc.json_option
 @click.option("--build", "do_build", is_flag=True, help="Build the bundle of a newer release (needs --sign-key).")
 @click.option("--sign-key", help="Fingerprint of the builder's signing key (with --build).")
 @click.option("--gnupghome", envvar="GNUPGHOME", help="Keyring holding the signing key (default $GNUPGHOME).")
@@ -51,11 +51,7 @@ def check(spec, as_json, do_build, sign_key, gnupghome, output_dir, state_dir, p
 
     def once() -> int:
         report = check_and_notify(spec, opts)
-        if as_json:
-            click.echo(json.dumps(report.summary(), indent=2))
-        else:
-            for line in report.lines():
-                say(line)
+        emit(jsondoc.document("check", report.summary(), report.exit_code), as_json, report.lines())
         return report.exit_code
 
     return run_every(interval, once) if interval else once()

@@ -1,11 +1,10 @@
 """`bundle history NAME`: every install, upgrade, rollback, recovery and uninstall of an app, from
 the audit log (importer.audit), with the failed containers' saved logs."""
 
-import json
-
 import click
 
-from bundlecore.text import say
+from bundlecore import jsondoc
+from bundlecore.text import emit
 from importer.options import json_option, state_dir_option
 from importer.state import StateDir
 
@@ -24,17 +23,20 @@ def history(name, state_dir, as_json):
     for ev in events:
         if ev.get("logs"):
             ev["logs_path"] = str(_saved_logs(state, name, ev["logs"]))
-    if as_json:
-        click.echo(json.dumps(events, indent=2))
-        return
+    doc = jsondoc.document("history", {"name": name, "events": [
+        {**ev, "signers": [jsondoc.signer(fp) for fp in ev.get("signers") or []]} for ev in events]})
+    emit(doc, as_json, _lines(state, name, events))
+
+
+def _lines(state: StateDir, name: str, events: list[dict]):
     if not events:
-        say(f"no history of {name} in {state.root / 'audit.log'}")
+        yield f"no history of {name} in {state.root / 'audit.log'}"
     for ev in events:
-        say(event_line(ev))
+        yield event_line(ev)
         if ev.get("logs_path"):
-            say(f"  logs of the failed container: {ev['logs_path']}")
+            yield f"  logs of the failed container: {ev['logs_path']}"
             for line in _tail(ev["logs_path"]):
-                say(f"    {line}")
+                yield f"    {line}"
 
 
 def event_line(ev: dict) -> str:

@@ -1,14 +1,15 @@
 """`bundle import`: the gate, then loading, then the swap."""
 
-import json
 from pathlib import Path
 
 import click
 
+from bundlecore import jsondoc
 from bundlecore.errors import UsageProblem
-from bundlecore.text import say
+from bundlecore.text import emit
 from bundlecore.trust import TrustStore
-from importer.options import bundle_argument, json_option, keys_option, require_confirmation, state_dir_option
+from importer.options import (app_status_now, bundle_argument, human_out, json_option, keys_option,
+                              require_confirmation, state_dir_option)
 from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
 
@@ -45,7 +46,7 @@ def _probation(text):
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
                probation, as_json):
     """Verify a bundle, load its images and swap the running application."""
-    out = (lambda line: say(line, err=True)) if as_json else say
+    out = human_out(as_json)
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
     result = import_bundle(
         bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
@@ -53,4 +54,5 @@ def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt
         resume=resume, probation=probation, out=out,
         confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        emit(jsondoc.document("import", {**result, "signers": [jsondoc.signer(fp) for fp in result["signers"]],
+                                         "app": app_status_now(state, result["name"])}), True)

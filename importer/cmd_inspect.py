@@ -1,11 +1,10 @@
 """`bundle inspect`: what the head frame says, read without verifying anything."""
 
-import json
-
 import click
 
-from bundlecore.text import say
 from bundlecore import format as fmt
+from bundlecore import jsondoc
+from bundlecore.text import emit
 from bundlecore.errors import UsageProblem
 from bundlecore.trust import signature_key_ids
 from importer.options import bundle_argument, json_option
@@ -26,29 +25,31 @@ def inspect_cmd(bundle, as_json):
         "verified": False,
         "name": m.get("name"), "version": m.get("version"), "sequence": m.get("sequence"),
         "created": m.get("created"), "expires": m.get("expires"), "platform": m.get("platform"),
-        "signers_unverified": signature_key_ids(head.signatures),
-        "images": [{"ref": i.get("ref"), "id": i.get("id"),
-                    "size": sum(sizes.get(p, 0) for p in [i.get("config"), *i.get("layers", [])])}
+        "signers": [jsondoc.signer(key) for key in signature_key_ids(head.signatures)],
+        "images": [jsondoc.image(i.get("ref"), i.get("id"),
+                                 sum(sizes.get(p, 0) for p in [i.get("config"), *i.get("layers", [])]))
                    for i in m.get("images", [])],
         "payload_bytes": sum(sizes.values()),
         "delta": m.get("delta"),
     }
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    say(f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}")
-    say(f"created {info['created']}, expires {info['expires']}")
-    say(f"signed by (NOT verified, run `bundle verify`): {', '.join(info['signers_unverified']) or 'nobody'}")
+    emit(jsondoc.document("inspect", info), as_json, _lines(info, sizes))
+
+
+def _lines(info: dict, sizes: dict):
+    yield f"{info['name']} {info['version']} (sequence {info['sequence']}) for {info['platform']}"
+    yield f"created {info['created']}, expires {info['expires']}"
+    yield (f"signed by (NOT verified, run `bundle verify`): "
+           f"{', '.join(s['fingerprint'] for s in info['signers']) or 'nobody'}")
     delta = info["delta"]
     if not delta:
-        say("full bundle: carries every layer")
+        yield "full bundle: carries every layer"
     else:
         base = delta.get("base") or {}
-        say(f"delta bundle: {len(delta.get('omitted') or [])} layer(s) left out, which the engine must hold; base: "
-            f"{base.get('kind')} {base.get('name')} {base.get('version', '')} sequence {base.get('sequence', '-')} "
-            f"sha256 {base.get('sha256')}")
+        yield (f"delta bundle: {len(delta.get('omitted') or [])} layer(s) left out, which the engine must hold; "
+               f"base: {base.get('kind')} {base.get('name')} {base.get('version', '')} sequence "
+               f"{base.get('sequence', '-')} sha256 {base.get('sha256')}")
         for p in delta.get("patched") or []:
-            say(f"patched layer {p.get('diff_id')}: {sizes.get(p.get('patch'), 0)} byte patch against "
-                f"base layer {p.get('base_diff_id')}, which the engine must hold")
+            yield (f"patched layer {p.get('diff_id')}: {sizes.get(p.get('patch'), 0)} byte patch against "
+                   f"base layer {p.get('base_diff_id')}, which the engine must hold")
     for i in info["images"]:
-        say(f"image {i['ref']}  {i['id']}  {i['size']} bytes")
+        yield f"image {i['ref']}  {i['id']}  {i['size']} bytes"

@@ -2,27 +2,29 @@
 
 import click
 
-from bundlecore.text import say
-from importer.options import require_confirmation, state_dir_option
+from bundlecore import jsondoc
+from bundlecore.text import emit
+from importer.options import human_out, json_option, require_confirmation, state_dir_option
 from importer.state import StateDir
 
 
 @click.command("recover")
 @state_dir_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def recover(state_dir, yes):
+@json_option
+def recover(state_dir, yes, as_json):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.docker_engine import connect
     from importer.swap import kinds
     from importer.swap.journal import pending
+    out = human_out(as_json)
     state = StateDir(state_dir)
     client = connect()
     with state.lock():
         names = pending(state)
-        if not names:
-            say("no interrupted swap")
-            return
-        say("interrupted swap(s): " + ", ".join(names))
-        require_confirmation(yes, "Finish or undo them now?", "recover")
-        for line in kinds.recover_all(client, state, out=say):
-            say(line)
+        if names:
+            out("interrupted swap(s): " + ", ".join(names))
+            require_confirmation(yes, "Finish or undo them now?", "recover")
+        done = list(kinds.recover_all(client, state, out=out)) if names else []
+    emit(jsondoc.document("recover", {"pending": names, "recovered": done}), as_json,
+         done or ["no interrupted swap"])

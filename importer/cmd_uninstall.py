@@ -2,8 +2,9 @@
 
 import click
 
-from bundlecore.text import say
-from importer.options import confirmed_change, state_dir_option
+from bundlecore import jsondoc
+from bundlecore.text import emit
+from importer.options import confirmed_change, human_out, json_option, state_dir_option
 
 
 @click.command("uninstall")
@@ -11,9 +12,12 @@ from importer.options import confirmed_change, state_dir_option
 @click.option("--keep-data", is_flag=True, help="Keep the named volumes (the final backup is taken either way).")
 @state_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def uninstall(name, keep_data, state_dir, yes):
+@json_option
+def uninstall(name, keep_data, state_dir, yes, as_json):
     """Stop and remove NAME's container, after a final backup of its data; clear its state."""
+    out = human_out(as_json)
     where = confirmed_change(name, state_dir, yes, "Uninstall?", "uninstall",
                              lambda client, state, kind: kind.plan_uninstall(client, state, name, keep_data=keep_data),
-                             lambda client, state, kind, plan: kind.uninstall(client, state, plan, out=say))
-    say(f"{name} is uninstalled; its final backup and records are in {where}")
+                             lambda client, state, kind, plan: kind.uninstall(client, state, plan, out=out), out)
+    emit(jsondoc.document("uninstall", {"name": name, "kept_data": keep_data, "records": str(where)}), as_json,
+         [f"{name} is uninstalled; its final backup and records are in {where}"])

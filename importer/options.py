@@ -6,12 +6,31 @@ from pathlib import Path
 import click
 
 from bundlecore.errors import UsageProblem
+from bundlecore.jsondoc import json_option  # noqa: F401  (every command's --json, both sides)
 
 keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None,
                            help="Trust store directory (default $BUNDLE_KEYS, else /etc/bundle/keys).")
 state_dir_option = click.option("--state-dir", type=click.Path(), default=None,
                                 help="Importer state directory (default $BUNDLE_STATE_DIR or /var/lib/bundle).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+
+
+def app_statuses(state, names, client) -> list[dict]:
+    """Each app's status report from its target kind (client None: the engine does not answer)."""
+    from importer.swap import kinds
+    return [kinds.for_app(state, n).status(client, state, n) for n in names]
+
+
+def app_status_now(state, name: str) -> dict:
+    """The --json shape of one app's status right after a command changed it."""
+    from bundlecore import jsondoc
+    from bundlecore.docker_engine import connect_or_none
+    return jsondoc.app_status(app_statuses(state, [name], connect_or_none())[0])
+
+
+def human_out(as_json: bool):
+    """Where a command's progress and plan lines go: stderr when stdout carries the JSON document."""
+    from bundlecore.text import say
+    return (lambda line: say(line, err=True)) if as_json else say
 
 
 def require_confirmation(yes: bool, question: str, action: str) -> None:
@@ -35,13 +54,13 @@ def _existing_bundle(ctx, param, value):
 bundle_argument = click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path), callback=_existing_bundle)
 
 
-def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str, make_plan, apply):
+def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str, make_plan, apply, say=None):
     """What `rollback` and `uninstall` of app `name` share: under the lock, finish interrupted swaps
-    first, show the plan `make_plan(client, state, kind)` made, confirm, then `apply(client, state,
-    kind, plan)` and return what it returns."""
+    first, show the plan `make_plan(client, state, kind)` made (through `say`), confirm, then
+    `apply(client, state, kind, plan)` and return what it returns."""
     from bundlecore.docker_engine import connect
-    from bundlecore.text import say
     from importer.state import StateDir
+    say = say or human_out(False)
     from importer.swap import kinds
     state = StateDir(state_dir)
     client = connect()

@@ -215,6 +215,9 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             return {"result": audit["result"], "installed": record, **audit}
     except BundleError as e:
         audit["result"] = e.line()
+        if "name" in audit:  # the failure document names the app, the failed version and what runs now
+            e.partial = {"name": audit["name"], "version": audit["version"], "sequence": audit["sequence"],
+                         "running_version": (state.installed(audit["name"]) or {}).get("version")}
         raise
     finally:
         audit["duration"] = round(time.monotonic() - started, 3)

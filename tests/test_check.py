@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bundlecore import format as fmt
+from bundlecore.schema import cli_schema_name, first_error
 from bundlecore.timeutil import format_ts, plus, utc_now
 from tests.support import BUNDLE, one_line, run_bundle
 
@@ -166,6 +167,7 @@ def test_newer_release_exits_10_with_current_latest_date_and_url(tmp_path, githu
     assert f"https://github.com/{REPO}/releases/tag/v1.10.0" in r.stdout
     r = check(spec, github, "--json")
     doc = json.loads(r.stdout)
+    assert first_error(cli_schema_name("check"), doc) is None and doc["exit_code"] == 10 and doc["ok"] is True
     assert r.code == 10 and doc["status"] == "newer" and doc["current"] == "1.9.0"
     assert doc["latest"]["version"] == "1.10.0" and doc["latest"]["tag"] == "v1.10.0" and doc["bundle"] is None
     assert spec.read_bytes() == before
@@ -352,6 +354,7 @@ def test_build_makes_the_new_versions_bundle_and_records_it(tmp_path, github, re
     r = check(spec, github, "--build", "--sign-key", fpr, "--gnupghome", home, "-o", out_dir, "--json")
     assert r.code == 0, r
     doc = json.loads(r.stdout)
+    assert first_error(cli_schema_name("check"), doc) is None
     bundle = out_dir / "app-1.10.0.bundle.zst"
     assert doc["status"] == "built" and doc["bundle"]["path"] == str(bundle)
     assert doc["bundle"]["sha256"] == (out_dir / "app-1.10.0.bundle.zst.sha256").read_text().split()[0]

@@ -129,7 +129,7 @@ def test_dash_y_confirms_and_dash_v_logs_each_step_with_a_health_countdown(own_t
     assert any(" waiting for the health gate: " in line and " s left" in line for line in log)
 
     again = run_bundle("status", name, "--state-dir", state, "--json", "-q")
-    assert again.code == 0 and json.loads(again.stdout)["name"] == name and again.stderr == ""
+    assert again.code == 0 and json.loads(again.stdout)["apps"][0]["name"] == name and again.stderr == ""
 
 
 def test_build_shows_its_pulls_in_a_log_and_q_silences_them(tmp_path, app_image, uniq, registry, docker_client,

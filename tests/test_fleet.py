@@ -167,7 +167,7 @@ def test_first_install_creates_a_two_replica_service_pulled_by_digest_from_the_r
     assert st.code == 0, str(st)
     assert "replicas 2/2 running" in st.stdout and st.stdout.count(f"running {ref}") == 2, st.stdout
     assert f"pushed {fleet['repo']}:1.0.0 -> {ref}" in st.stdout
-    js = json.loads(run_bundle("status", fleet["web"], "--state-dir", services, "--json").stdout)
+    js = json.loads(run_bundle("status", fleet["web"], "--state-dir", services, "--json").stdout)["apps"][0]["detail"]
     assert js["kind"] == "service" and js["installed"]["pushed"] == doc["pushed"]
     assert js["service"]["replicas"] == 2 and {t["image"] for t in js["service"]["tasks"]} == {ref}
 

@@ -39,7 +39,8 @@ def bundle_cmd(swap, *args, **kw):
 
 def status_json(env, name):
     r = bundle_cmd(env, "status", name, "--json")
-    return r.returncode, json.loads(r.stdout)
+    [app] = json.loads(r.stdout)["apps"]
+    return r.returncode, app["detail"]
 
 
 def state_files(root) -> dict[str, bytes]:
@@ -96,10 +97,10 @@ def test_list_shows_each_app_its_version_container_and_health(docker_client, swa
     install_app(docker_client, swap_env, demo_images["v2"], 2)
     r = bundle_cmd(swap_env, "list", "--json")
     assert r.returncode == 0, r.stderr
-    (row,) = json.loads(r.stdout)
-    assert row == {"name": app_of(swap_env), "version": "2.0.0", "sequence": 2, "generation": 2,
-                   "container": swap_env["name"], "status": "running", "health": None, "state": "active",
-                   "previous": [1]}
+    (row,) = json.loads(r.stdout)["apps"]
+    assert {k: row[k] for k in ("name", "version", "sequence", "generation", "state", "previous")} == {
+        "name": app_of(swap_env), "version": "2.0.0", "sequence": 2, "generation": 2, "state": "active", "previous": [1]}
+    assert row["detail"]["container_name"] == swap_env["name"] and row["detail"]["container"]["status"] == "running"
     r = bundle_cmd(swap_env, "list")
     assert r.returncode == 0 and f"{app_of(swap_env)} 2.0.0 (generation 2) container {swap_env['name']}" in r.stdout
 
@@ -116,10 +117,11 @@ def test_history_lists_every_swap_with_sha256_signers_result_and_the_failed_cont
     app = app_of(swap_env)
     r = bundle_cmd(swap_env, "history", app, "--json")
     assert r.returncode == 0, r.stderr
-    events = json.loads(r.stdout)
+    events = json.loads(r.stdout)["events"]
     assert [(e["event"], e["result"], e["new_version"]) for e in events] == [
         ("install", "installed", "1.0.0"), ("upgrade", "installed", "2.0.0"), ("upgrade", "rolled back", "3.0.0")]
-    assert all(e["bundle_sha256"] == "ab" * 32 and e["signers"] == ["F" * 40] for e in events)
+    assert all(e["bundle_sha256"] == "ab" * 32 and e["signers"] == [{"fingerprint": "F" * 40, "roles": []}]
+               for e in events)
     logs = events[-1]["logs_path"]
     assert logs.startswith(str(swap_env["state"].app_dir(app))) and b"migration failed" in open(logs, "rb").read()
     text = bundle_cmd(swap_env, "history", app).stdout
@@ -127,10 +129,10 @@ def test_history_lists_every_swap_with_sha256_signers_result_and_the_failed_cont
     assert f"signed by {'F' * 40}" in text and "migration failed" in text
     # After an uninstall, the logs are found where the app's state was moved.
     assert bundle_cmd(swap_env, "uninstall", app, "--yes").returncode == 0
-    moved = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)[2]["logs_path"]
+    moved = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][2]["logs_path"]
     assert "/removed/" in moved and b"migration failed" in open(moved, "rb").read()
     # Nothing of another app.
-    assert json.loads(bundle_cmd(swap_env, "history", f"other-{swap_env['uniq']}", "--json").stdout) == []
+    assert json.loads(bundle_cmd(swap_env, "history", f"other-{swap_env['uniq']}", "--json").stdout)["events"] == []
 
 
 # -- rollback --to -----------------------------------------------------------------------------
@@ -208,8 +210,8 @@ def test_uninstall_removes_the_app_after_a_final_backup(docker_client, swap_env,
     assert sorted(m["destination"] for m in backup["mounts"]) == ["/data", "/state"]
     assert state.highest_sequence(app) == 2  # uninstalling does not make sequence 1 installable again
     assert bundle_cmd(swap_env, "status", app).returncode == 6
-    assert bundle_cmd(swap_env, "list", "--json").stdout.strip() == "[]"
-    assert json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)[-1]["result"] == "uninstalled"
+    assert json.loads(bundle_cmd(swap_env, "list", "--json").stdout)["apps"] == []
+    assert json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][-1]["result"] == "uninstalled"
     if keep_data:  # the same data is there for a reinstall
         install_app(docker_client, swap_env, demo_images["v2"], 3)
         after = data_files(docker_client, swap_env["name"])

@@ -255,7 +255,7 @@ def test_manual_rollback_puts_the_previous_generation_and_its_data_back(docker_c
     assert r.returncode == 0, r.stderr
     assert served_version(swap_env) == "2.0.0"
     assert data_files(docker_client, name)["data/v2-only.txt"] == b"v2\n"
-    st = json.loads(run_bundle("status", name, "--json", "--state-dir", state.root).stdout)
+    st = json.loads(run_bundle("status", name, "--json", "--state-dir", state.root).stdout)["apps"][0]["detail"]
     assert st["installed"]["version"] == "2.0.0" and st["previous"][0]["version"] == "1.0.0"
     assert st["container"]["status"] == "running"
 
