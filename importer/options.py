@@ -12,6 +12,10 @@ keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None
 state_dir_option = click.option("--state-dir", type=click.Path(), default=None,
                                 help="Importer state directory (default $BUNDLE_STATE_DIR or /var/lib/bundle).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+metrics_file_option = click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Prometheus textfile to rewrite from the audit log afterwards, whatever the result "
+         "(default STATE_DIR/metrics/bundle.prom; docs/metrics.md).")
 
 
 def require_confirmation(yes: bool, question: str, action: str) -> None:
