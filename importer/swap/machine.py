@@ -18,7 +18,7 @@ from bundlecore import progress
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
-from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now, result_of, signers_of, step_phase, write_event
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of, step_phase, write_event
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data, engine
 from importer.swap.generations import Generations, summary
@@ -91,8 +91,10 @@ class ContainerSwap:
         r, b = self.r, self.r.bundle or {}
         kind = EventKind.RECOVER if self.recovering else EventKind(str(r.kind))
         outcome = result_of(result, str(r.kind))
+        # `bundle recover` exits 0 once it has put the previous version back
+        undone = self.recovering and outcome in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
         write_event(self.state, AuditEvent(
-            event=kind, result=outcome, exit_code=outcome.exit_code, app=r.key, message=message,
+            event=kind, result=outcome, exit_code=0 if undone else outcome.exit_code, app=r.key, message=message,
             bundle=BundleRef(b.get("sha256"), b.get("name"), r.new.version, r.new.sequence),
             signers=signers_of(b.get("signed_by") or b.get("signers")),
             version_from=r.old.version if r.old else None, version_to=r.new.version,
