@@ -9,6 +9,7 @@ Rules (docs/metrics.md names every metric):
   bundle_refusals_total{check} and bundle_imports_total{result="refused"} only, never per app;
 - the file is written to a temp name in its directory (not ending in .prom, which the collector
   would read half-written) and renamed over the target: a symlink there is replaced, not followed;
+- it is rewritten after a command that logged an event, never after one that changed nothing;
 - writing it is never the command's result: a failure is one warning line on stderr.
 """
 
@@ -162,21 +163,30 @@ def update(state_dir, metrics_file: Path | None) -> None:
     try:
         state = StateDir(state_dir)
         if path is None:
-            if not state.root.is_dir():
-                return  # the command stopped before there was any state: nothing to report
             path = state.root / "metrics" / DEFAULT_NAME
             path.parent.mkdir(mode=0o755, exist_ok=True)
         write_file(path, render(read_events(state)))
     except (OSError, BundleError) as e:
-        why = (f"{e.strerror}: {e.filename}" if e.filename else e.strerror) if isinstance(e, OSError) and e.strerror \
-            else str(e)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         say(f"warning: metrics not written to {path or 'the state dir'}: {why}", err=True)
+
+
+def _log_size(state_dir) -> int | None:
+    from importer.state import StateDir
+    try:
+        return (StateDir(state_dir).root / "audit.log").stat().st_size
+    except (OSError, BundleError):
+        return None
 
 
 @contextlib.contextmanager
 def written_after(state_dir, metrics_file: Path | None):
-    """Around a command: the metrics are rewritten however it ends (done, refused, rolled back...)."""
+    """Around a command: the metrics are rewritten however it ended (done, refused, rolled back...)
+    if it logged an event; one that changed nothing (a usage error, nothing to recover) leaves the
+    state dir and the file as they were."""
+    before = _log_size(state_dir)
     try:
         yield
     finally:
-        update(state_dir, metrics_file)
+        if _log_size(state_dir) not in (before, None):
+            update(state_dir, metrics_file)
