@@ -197,3 +197,16 @@ def test_the_default_file_is_in_the_state_dir(tmp_path):
     update(tmp_path / "state", None)
     got = samples((tmp_path / "state" / "metrics" / "bundle.prom").read_text())
     assert got[("bundle_refusals_total", (("check", "signature"),))] == 1
+
+
+def test_the_docs_name_every_field_event_result_and_metric():
+    from importer.metrics import METRICS
+    from tests.support import REPO
+    audit = (REPO / "docs" / "audit.md").read_text()
+    for name in validator(AUDIT_EVENT).schema["properties"]:
+        assert f"| `{name}`" in audit or f"`{name}`, `" in audit or f", `{name}` |" in audit, name
+    for value in [*EventKind, *Result]:
+        assert f"`{value}`" in audit, value
+    metrics = (REPO / "docs" / "metrics.md").read_text()
+    for m in METRICS:
+        assert f"| `{m.name}` | {m.kind} |" in metrics, m.name
