@@ -276,4 +276,5 @@ def _from_legacy(d: dict) -> AuditEvent:
         version_to=d.get("new_version") or d.get("version"), check=check, message=d.get("message") or text,
         phases={"total": float(duration)} if isinstance(duration, (int, float)) else {},
         started=d.get("started") or d.get("started_at"), finished=d.get("at") or d.get("started") or "",
-        operator=Operator(str(d.get("user") or "?"), int(d.get("uid") or -1)), run="", details=details, format=1)
+        operator=Operator(str(d.get("user") or "?"), d["uid"] if isinstance(d.get("uid"), int) else -1),
+        run="", details=details, format=1)

@@ -17,6 +17,7 @@ def uninstall(name, keep_data, state_dir, yes, metrics_file):
     """Stop and remove NAME's container, after a final backup of its data; clear its state."""
     with metrics.written_after(state_dir, metrics_file):
         where = confirmed_change(name, state_dir, yes, "Uninstall?", "uninstall",
-                                 lambda client, state, kind: kind.plan_uninstall(client, state, name, keep_data=keep_data),
+                                 lambda client, state, kind: kind.plan_uninstall(client, state, name,
+                                                                                 keep_data=keep_data),
                                  lambda client, state, kind, plan: kind.uninstall(client, state, plan, out=say))
     say(f"{name} is uninstalled; its final backup and records are in {where}")

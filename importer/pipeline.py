@@ -224,7 +224,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
     finally:
         audit.phases = timer.seconds
         audit.finished = now()
-        if audit.result != Result.FAILED or audit.message:
+        if audit.result != Result.FAILED or audit.message:  # not after a bug's traceback, as before
             try:
                 write_event(state, audit)
             except OSError:

@@ -18,7 +18,8 @@ from bundlecore import progress
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
-from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of, step_phase, write_event
+from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of,
+                            step_phase, write_event)
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data, engine
 from importer.swap.generations import Generations, summary

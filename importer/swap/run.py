@@ -97,7 +97,8 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
         version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
-        bundle={k: bundle.get(k) for k in ("sha256", "signers", "signed_by", "name", "images")} | {"run": plan.target.get("run") or {}})
+        bundle={k: bundle.get(k) for k in ("sha256", "signers", "signed_by", "name", "images")}
+        | {"run": plan.target.get("run") or {}})
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(plan.target, plan.new_image_ref)
         check_host(client, new.create, replaced=None)

@@ -28,7 +28,8 @@ from bundlecore.docker_engine import ping
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
-from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, result_of, signers_of, step_phase, write_event
+from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, result_of, signers_of, step_phase,
+                            write_event)
 from importer.state import StateDir, container_of
 from importer.swap import data, engine
 from importer.swap.generations import Generations

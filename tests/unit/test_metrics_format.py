@@ -87,7 +87,7 @@ def test_older_lines_are_read_into_the_record_and_the_log_is_not_rewritten(tmp_p
     assert refused.phases == {"total": 1.5} and refused.signers == [Signer("F" * 40)]
     assert (rolled.event, rolled.result, rolled.version_from, rolled.version_to) == ("rollback", "done", "2.0", "1.0")
     assert rolled.finished == "2026-01-01T00:01:00Z" and rolled.phases == {"total": 9.5}
-    assert rolled.bundle.sha256 == "cd" * 32 and rolled.operator.user == "ops"
+    assert rolled.bundle.sha256 == "cd" * 32 and (rolled.operator.user, rolled.operator.uid) == ("ops", 0)
     for e in (refused, rolled):
         assert first_error(AUDIT_EVENT, e.to_json()) is None
     assert (state.root / "audit.log").read_text() == raw
@@ -117,7 +117,8 @@ def test_metrics_of_a_history_read_back_by_the_reference_parser():
     assert got[("bundle_last_run_result", (("app", "shop"), ("result", "refused")))] == 1
     assert got[("bundle_last_run_result", (("app", "shop"), ("result", "done")))] == 0
     assert got[("bundle_last_run_exit_code", (("app", "shop"),))] == 3
-    assert got[("bundle_last_run_timestamp_seconds", (("app", "shop"),))] == datetime(2026, 11, 30, 1, 2, 3, tzinfo=timezone.utc).timestamp()
+    finished = datetime(2026, 11, 30, 1, 2, 3, tzinfo=timezone.utc).timestamp()
+    assert got[("bundle_last_run_timestamp_seconds", (("app", "shop"),))] == finished
     # a refusal before the manifest was trusted names no app anywhere
     assert all(dict(labels).get("app") != "" for _, labels in got)
 
