@@ -225,8 +225,8 @@ def read_events(state: StateDir) -> list[AuditEvent]:
 
 def events_of(state: StateDir, app: str, container: str | None = None) -> list[AuditEvent]:
     """Every logged event of app `app`, oldest first. Swap events written before the state was
-    keyed by app name carry only the container's name (details.container), so `container` is
-    matched too for those."""
+    keyed by app name carry only the container's name (read into details.legacy_container), so
+    `container` is matched too for those."""
     return [ev for ev in read_events(state)
             if ev.app == app or (container is not None and ev.details.get("legacy_container") == container)]
 
