@@ -22,10 +22,11 @@ ERROR_KINDS = {1: "environment", 2: "usage", 3: "refused", 4: "update-failed", 5
                9: "install-undone", **{int(s): s.label for s in AppState if s}}
 
 
-def signer(fingerprint: str, roles=()) -> dict:
-    """A key that signed: its fingerprint (or key ID, when unverified) and the trust-store roles it
-    counted for (empty when unverified or not recorded)."""
-    return {"fingerprint": fingerprint, "roles": list(roles)}
+def signer(fingerprint: str, roles=(), uid: str | None = None) -> dict:
+    """A key that signed: its fingerprint (or key ID, when unverified), its user ID when known, and
+    the trust-store roles it counted for (empty when unverified or not recorded). The audit log's
+    signers (importer.audit.Signer) have exactly these keys."""
+    return {"fingerprint": fingerprint, "uid": uid, "roles": list(roles)}
 
 
 def image(ref: str, image_id: str, size: int | None = None) -> dict:

@@ -13,6 +13,9 @@ from importlib import resources
 import jsonschema
 from referencing import Registry, Resource
 
+# Schemas of what the tool writes (not read from a signer): a line of the importer's audit log.
+AUDIT_EVENT = "audit-event.schema.json"
+
 
 CLI_DIR = "cli"  # schemas/cli/: the `--json` documents (common.schema.json + one per command)
 

@@ -1,37 +1,213 @@
-"""The audit log's one writer: every event (import, refusal, swap, rollback, recovery) says who
-ran it and when in the same way, so the log can be read without knowing which code wrote a line."""
+"""The audit log's one writer (and reader): every event (import, refusal, install, upgrade, rollback,
+recovery, uninstall) is one typed record, `AuditEvent`, written as one JSON object per line in the
+state dir's audit.log, in the one shape schemas/audit-event.schema.json describes (docs/audit.md).
+
+Rules:
+- one record type for every event kind, so the log can be read without knowing which code wrote a line;
+- the result is an enum and the exit code is recorded with it: a script never parses a message;
+- each command run has one `run` id; the events it writes (an import's swap and the import itself)
+  share it, so the metrics (importer.metrics) can tell what the last run of an app did;
+- lines written before this schema (no "format") are read into the record on the fly, never rewritten.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
+from bundlecore.errors import BundleError, InstallUndone, OperatorNeeded, Refused, UpdateFailed
 from bundlecore.timeutil import format_ts, utc_now
 from importer.state import StateDir
 
+FORMAT = 2          # the "format" every line written by this module carries; older lines have none
+SCHEMA = "audit-event.schema.json"
+RUN_ID = uuid.uuid4().hex  # one per process: one command run
 
-def who() -> str:
+
+class EventKind(StrEnum):
+    """What happened (docs/audit.md lists them)."""
+
+    IMPORT = "import"                  # one per `bundle import` run, refused and dry runs included
+    INSTALL = "install"                # the swap of a first install (inside an import)
+    UPGRADE = "upgrade"                # the swap of an upgrade (inside an import)
+    ROLLBACK = "rollback"              # `bundle rollback`
+    RECOVER = "recover"                # an interrupted swap finished or undone (`bundle recover`, or
+                                       # before any other command that takes the lock)
+    UNINSTALL = "uninstall"            # `bundle uninstall`
+    SERVICE_UPDATE = "service-update"  # one Swarm service updated by an import of a service target
+
+
+class Result(StrEnum):
+    """How it ended; each result has its exit code (bundlecore.errors) but FAILED (1 or 2)."""
+
+    DONE = "done"
+    UNCHANGED = "unchanged"              # the same image was already running: records updated only
+    DRY_RUN = "dry-run"
+    REFUSED = "refused"                  # the bundle failed a check: nothing changed
+    ROLLED_BACK = "rolled-back"          # the new version failed; the previous one is back
+    INSTALL_UNDONE = "install-undone"    # a first install failed and was undone
+    OPERATOR_NEEDED = "operator-needed"  # putting the previous version back failed
+    NOT_DONE = "not-done"                # an uninstall stopped before its final backup: nothing removed
+    FAILED = "failed"                    # environment or usage error: nothing changed
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES.get(self, 1)
+
+    @classmethod
+    def of_error(cls, e: BundleError) -> "Result":
+        for kind, result in ((Refused, cls.REFUSED), (UpdateFailed, cls.ROLLED_BACK),
+                             (InstallUndone, cls.INSTALL_UNDONE), (OperatorNeeded, cls.OPERATOR_NEEDED)):
+            if isinstance(e, kind):
+                return result
+        return cls.FAILED
+
+
+_EXIT_CODES = {Result.DONE: 0, Result.UNCHANGED: 0, Result.DRY_RUN: 0, Result.REFUSED: 3,
+               Result.ROLLED_BACK: 4, Result.INSTALL_UNDONE: 9, Result.OPERATOR_NEEDED: 5, Result.NOT_DONE: 1}
+
+# The phase each swap step's time is counted in (steps not listed: "switch", the renames and starts
+# of the swap itself). The import adds verify, load and push.
+STEP_PHASES = {"backup": "backup", "start_new": "health", "probation": "probation",
+               "restore_target": "restore", "restore_data": "restore",
+               "remove_new": "undo", "rename_back": "undo", "start_old": "undo",
+               "remove_old": "remove", "remove_volumes": "remove", "clear_state": "remove"}
+
+
+def step_phase(step: str) -> str:
+    return STEP_PHASES.get(str(step), "switch")
+
+
+@dataclass
+class Signer:
+    """One signer as every event (and document) shows it."""
+
+    fingerprint: str
+    uid: str | None = None
+    roles: list[str] = field(default_factory=list)
+
+
+def signers_of(signers) -> list[Signer]:
+    """THE signer shape: from the verifier's signers (fingerprint, roles, uid if known), or from what
+    older records kept (bare fingerprints, or dicts of this shape)."""
+    out = []
+    for s in signers or []:
+        if isinstance(s, str):
+            out.append(Signer(s))
+        elif isinstance(s, dict):
+            out.append(Signer(str(s.get("fingerprint")), s.get("uid"), list(s.get("roles") or [])))
+        else:
+            out.append(Signer(s.fingerprint, getattr(s, "uid", None), list(getattr(s, "roles", []) or [])))
+    return out
+
+
+@dataclass
+class BundleRef:
+    """The bundle an event is about (null fields: not known, e.g. refused before its manifest was trusted)."""
+
+    sha256: str | None = None
+    name: str | None = None
+    version: str | None = None
+    sequence: int | None = None
+
+
+@dataclass
+class Operator:
+    user: str
+    uid: int
+
+
+def operator() -> Operator:
     """The person behind the command: the sudo caller when run through sudo, else the login user."""
     try:
-        return os.environ.get("SUDO_USER") or getpass.getuser()
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
     except Exception:  # no passwd entry (some containers)
-        return str(os.getuid())
+        user = str(os.getuid())
+    return Operator(user, os.getuid())
 
 
 def now() -> str:
     return format_ts(utc_now())
 
 
-def audit_event(state: StateDir, event: dict) -> None:
-    """Append one event (it has at least "event" and "result") with user, uid and time filled in."""
-    state.audit({"user": who(), "uid": os.getuid(), "at": now(), **event})
+@dataclass
+class AuditEvent:
+    """One line of the audit log."""
+
+    event: EventKind
+    result: Result
+    exit_code: int
+    app: str | None = None                  # the trusted app name; null for a bundle refused before that
+    bundle: BundleRef = field(default_factory=BundleRef)
+    signers: list[Signer] = field(default_factory=list)
+    version_from: str | None = None
+    version_to: str | None = None
+    check: str | None = None                # the failed check of a refusal (bundlecore.refusals.Check)
+    message: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    started: str | None = None
+    finished: str = field(default_factory=now)
+    operator: Operator = field(default_factory=operator)
+    run: str = RUN_ID
+    details: dict = field(default_factory=dict)  # what only this kind has (logs, steps, keep_data, ...)
+    format: int = FORMAT
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["versions"] = {"from": d.pop("version_from"), "to": d.pop("version_to")}
+        d["event"], d["result"] = str(self.event), str(self.result)
+        d["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "AuditEvent":
+        """A line of the log: this schema, or an older line read into it (see _from_legacy)."""
+        if d.get("format") != FORMAT:
+            return _from_legacy(d)
+        versions = d.get("versions") or {}
+        return cls(event=EventKind(d["event"]), result=Result(d["result"]), exit_code=d["exit_code"],
+                   app=d.get("app"), bundle=BundleRef(**(d.get("bundle") or {})), signers=signers_of(d.get("signers")),
+                   version_from=versions.get("from"), version_to=versions.get("to"), check=d.get("check"),
+                   message=d.get("message") or "", phases=dict(d.get("phases") or {}), started=d.get("started"),
+                   finished=d["finished"], operator=Operator(**d["operator"]), run=d.get("run") or "",
+                   details=dict(d.get("details") or {}))
+
+    @classmethod
+    def of_error(cls, event: EventKind, e: BundleError, **kw) -> "AuditEvent":
+        result = Result.of_error(e)
+        return cls(event=event, result=result, exit_code=e.exit_code, message=e.line(),
+                   check=str(e.check) if isinstance(e, Refused) and e.check else None, **kw)
 
 
-def events_of(state: StateDir, app: str, container: str | None = None) -> list[dict]:
-    """Every logged event of app `app`, oldest first. Events name their app in `app` (swaps) or
-    `name` (imports); swap events written before the state was keyed by app name carry only the
-    container's name, so `container` is matched too for those. Unreadable lines are skipped."""
+class PhaseTimer:
+    """Seconds spent per phase of one command (a phase entered twice adds up)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - t
+
+
+def write_event(state: StateDir, event: AuditEvent) -> None:
+    """Append one event (the only place a line is written)."""
+    state.audit(event.to_json())
+
+
+def read_events(state: StateDir) -> list[AuditEvent]:
+    """Every event of the log, oldest first; unreadable lines are skipped."""
     try:
         lines = (state.root / "audit.log").read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -39,13 +215,66 @@ def events_of(state: StateDir, app: str, container: str | None = None) -> list[d
     out = []
     for line in lines:
         try:
-            ev = json.loads(line)
-        except ValueError:
+            d = json.loads(line)
+            if isinstance(d, dict):
+                out.append(AuditEvent.from_json(d))
+        except (ValueError, TypeError, KeyError):
             continue
-        if not isinstance(ev, dict):
-            continue
-        names = {ev.get("app")} if ev.get("app") else {ev.get("name")}
-        if app in names or (container is not None and not ev.get("app") and container in names
-                            and ev.get("event") != "import"):
-            out.append(ev)
     return out
+
+
+def events_of(state: StateDir, app: str, container: str | None = None) -> list[AuditEvent]:
+    """Every logged event of app `app`, oldest first. Swap events written before the state was
+    keyed by app name carry only the container's name (read into details.legacy_container), so
+    `container` is matched too for those."""
+    return [ev for ev in read_events(state)
+            if ev.app == app or (container is not None and ev.details.get("legacy_container") == container)]
+
+
+# -- lines written before this schema -------------------------------------------------------------------
+
+_LEGACY_RESULTS = {"installed": Result.DONE, "completed": Result.DONE, "uninstalled": Result.DONE,
+                   "unchanged": Result.UNCHANGED, "dry-run": Result.DRY_RUN, "rolled back": Result.ROLLED_BACK,
+                   "operator needed": Result.OPERATOR_NEEDED, "not uninstalled": Result.NOT_DONE,
+                   "failed": Result.INSTALL_UNDONE, "undone": Result.ROLLED_BACK}
+_LEGACY_KEYS = {"event", "name", "app", "result", "message", "user", "uid", "at", "started", "started_at",
+                "duration", "duration_s", "sha256", "bundle_sha256", "signers", "version", "sequence",
+                "old_version", "new_version", "new_sequence"}
+
+
+def result_of(text: str, kind: str | None) -> Result:
+    """The Result a journal's result text (or an older line's free-text result) means."""
+    result = _LEGACY_RESULTS.get(text)
+    if result is None:
+        result = Result.REFUSED if text.startswith("refused") else (
+            Result.ROLLED_BACK if text.startswith("update failed") else Result.FAILED)
+    if kind == "install" and result == Result.ROLLED_BACK:
+        return Result.INSTALL_UNDONE  # a first install has no previous version to roll back to
+    return result
+
+
+def _from_legacy(d: dict) -> AuditEvent:
+    """An event as written before FORMAT 2: imports had `started`/`duration`, swaps `at`/`duration_s`
+    and `old_version`/`new_version`; a result was free text (a refusal: its whole one-line message)."""
+    text = str(d.get("result") or "")
+    kind = d.get("event")
+    result = result_of(text, kind)
+    check = text.split(":")[1].strip() if result == Result.REFUSED and text.count(":") >= 2 else None
+    swap = kind != "import"
+    app = d.get("app") or d.get("name")
+    duration = d.get("duration_s", d.get("duration"))
+    details = {k: v for k, v in d.items() if k not in _LEGACY_KEYS}
+    if swap and not d.get("app") and d.get("name"):
+        details["legacy_container"] = d["name"]  # before the state was keyed by app: the container
+    return AuditEvent(
+        event=EventKind(kind) if kind in EventKind._value2member_map_ else EventKind.IMPORT,
+        result=result, exit_code=result.exit_code, app=app,
+        bundle=BundleRef(sha256=d.get("sha256") or d.get("bundle_sha256"), name=None if swap else d.get("name"),
+                         version=d.get("version") or d.get("new_version"),
+                         sequence=d.get("sequence", d.get("new_sequence"))),
+        signers=signers_of(d.get("signers")), version_from=d.get("old_version"),
+        version_to=d.get("new_version") or d.get("version"), check=check, message=d.get("message") or text,
+        phases={"total": float(duration)} if isinstance(duration, (int, float)) else {},
+        started=d.get("started") or d.get("started_at"), finished=d.get("at") or d.get("started") or "",
+        operator=Operator(str(d.get("user") or "?"), d["uid"] if isinstance(d.get("uid"), int) else -1),
+        run="", details=details, format=1)

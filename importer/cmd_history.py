@@ -21,32 +21,33 @@ def history(name, state_dir, as_json):
     state = StateDir(state_dir)
     events = events_of(state, name, state.container_of(name))
     for ev in events:
-        if ev.get("logs"):
-            ev["logs_path"] = str(_saved_logs(state, name, ev["logs"]))
-    doc = jsondoc.document("history", {"name": name, "events": [
-        {**ev, "signers": [jsondoc.signer(fp) for fp in ev.get("signers") or []]} for ev in events]})
+        if ev.details.get("logs"):
+            ev.details["logs_path"] = str(_saved_logs(state, name, ev.details["logs"]))
+    doc = jsondoc.document("history", {"name": name, "events": [ev.to_json() for ev in events]})
     emit(doc, as_json, _lines(state, name, events))
 
 
-def _lines(state: StateDir, name: str, events: list[dict]):
+def _lines(state: StateDir, name: str, events: list):
     if not events:
         yield f"no history of {name} in {state.root / 'audit.log'}"
     for ev in events:
         yield event_line(ev)
-        if ev.get("logs_path"):
-            yield f"  logs of the failed container: {ev['logs_path']}"
-            for line in _tail(ev["logs_path"]):
+        if ev.details.get("logs_path"):
+            yield f"  logs of the failed container: {ev.details['logs_path']}"
+            for line in _tail(ev.details["logs_path"]):
                 yield f"    {line}"
 
 
-def event_line(ev: dict) -> str:
-    """One audit event as a line: when, what, result, versions, bundle sha256 and signers."""
-    old, new = ev.get("old_version"), ev.get("new_version") or ev.get("version")
+def event_line(ev) -> str:
+    """One audit event (importer.audit.AuditEvent) as a line: when, what, result, versions, bundle
+    sha256 and signers."""
+    old, new = ev.version_from, ev.version_to
     versions = f"{old} -> {new}" if old and new else (old or new or "")
-    sha = ev.get("bundle_sha256") or ev.get("sha256")
-    parts = [ev.get("at") or ev.get("started") or "?", ev.get("event") or "?", versions,
-             f"result: {ev.get('result')}", f"bundle sha256 {sha[:16]}…" if sha else "",
-             f"signed by {', '.join(ev['signers'])}" if ev.get("signers") else "", f"by {ev.get('user')}"]
+    sha = ev.bundle.sha256
+    parts = [ev.finished or ev.started or "?", str(ev.event), versions, f"result: {ev.result}",
+             f"check: {ev.check}" if ev.check else "", f"bundle sha256 {sha[:16]}…" if sha else "",
+             f"signed by {', '.join(s.fingerprint for s in ev.signers)}" if ev.signers else "",
+             f"by {ev.operator.user}"]
     return "  ".join(p for p in parts if p)
 
 

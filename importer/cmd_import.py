@@ -8,8 +8,9 @@ from bundlecore import jsondoc
 from bundlecore.errors import UsageProblem
 from bundlecore.text import emit
 from bundlecore.trust import TrustStore
+from importer import metrics
 from importer.options import (app_status_now, bundle_argument, human_out, json_option, keys_option,
-                              require_confirmation, state_dir_option)
+                              metrics_file_option, require_confirmation, state_dir_option)
 from importer.pipeline import import_bundle, probation_seconds
 from importer.state import StateDir
 
@@ -43,16 +44,17 @@ def _probation(text):
               "target's registry); a service target is rolled out from it by digest.")
 @click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
+@metrics_file_option
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
-               probation, as_json):
+               probation, as_json, metrics_file):
     """Verify a bundle, load its images and swap the running application."""
     out = human_out(as_json)
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
-    result = import_bundle(
-        bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
-        allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
-        resume=resume, probation=probation, out=out,
-        confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
+    with metrics.written_after(state_dir, metrics_file):
+        result = import_bundle(
+            bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
+            allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
+            resume=resume, probation=probation, out=out,
+            confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     if as_json:
-        emit(jsondoc.document("import", {**result, "signers": [jsondoc.signer(fp) for fp in result["signers"]],
-                                         "app": app_status_now(state, result["name"])}), True)
+        emit(jsondoc.document("import", {**result, "app": app_status_now(state, result["name"])}), True)

@@ -4,7 +4,8 @@ import click
 
 from bundlecore import jsondoc
 from bundlecore.text import emit
-from importer.options import human_out, json_option, require_confirmation, state_dir_option
+from importer import metrics
+from importer.options import human_out, json_option, metrics_file_option, require_confirmation, state_dir_option
 from importer.state import StateDir
 
 
@@ -12,7 +13,8 @@ from importer.state import StateDir
 @state_dir_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def recover(state_dir, yes, as_json):
+@metrics_file_option
+def recover(state_dir, yes, as_json, metrics_file):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.docker_engine import connect
     from importer.swap import kinds
@@ -20,7 +22,7 @@ def recover(state_dir, yes, as_json):
     out = human_out(as_json)
     state = StateDir(state_dir)
     client = connect()
-    with state.lock():
+    with metrics.written_after(state_dir, metrics_file), state.lock():
         names = pending(state)
         if names:
             out("interrupted swap(s): " + ", ".join(names))

@@ -4,7 +4,8 @@ import click
 
 from bundlecore import jsondoc
 from bundlecore.text import emit
-from importer.options import app_status_now, confirmed_change, human_out, json_option, state_dir_option
+from importer import metrics
+from importer.options import app_status_now, confirmed_change, human_out, json_option, metrics_file_option, state_dir_option
 
 
 @click.command("rollback")
@@ -14,12 +15,14 @@ from importer.options import app_status_now, confirmed_change, human_out, json_o
 @state_dir_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def rollback(name, to, state_dir, yes, as_json):
+@metrics_file_option
+def rollback(name, to, state_dir, yes, as_json, metrics_file):
     """Put the previous generation of NAME back, with the data it had when it was replaced."""
     out = human_out(as_json)
-    record = confirmed_change(name, state_dir, yes, "Go ahead?", "roll back",
-                              lambda client, state, kind: kind.plan_rollback(client, state, name, to),
-                              lambda client, state, kind, plan: kind.rollback(client, state, plan, out=out), out)
+    with metrics.written_after(state_dir, metrics_file):
+        record = confirmed_change(name, state_dir, yes, "Go ahead?", "roll back",
+                                  lambda client, state, kind: kind.plan_rollback(client, state, name, to),
+                                  lambda client, state, kind, plan: kind.rollback(client, state, plan, out=out), out)
     doc = {"name": name, "version": record.get("version"), "generation": record.get("generation")}
     if as_json:
         from importer.state import StateDir

@@ -12,6 +12,10 @@ keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None
                            help="Trust store directory (default $BUNDLE_KEYS, else /etc/bundle/keys).")
 state_dir_option = click.option("--state-dir", type=click.Path(), default=None,
                                 help="Importer state directory (default $BUNDLE_STATE_DIR or /var/lib/bundle).")
+metrics_file_option = click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Prometheus textfile to rewrite from the audit log afterwards, whatever the result "
+         "(default STATE_DIR/metrics/bundle.prom; docs/metrics.md).")
 
 
 def app_statuses(state, names, client) -> list[dict]:

@@ -12,8 +12,7 @@ so an upgrade moves only what changed. Staging is removed after.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +21,12 @@ from bundlecore.docker_engine import connect, engine_platform
 from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.schema import bounds
-from bundlecore.timeutil import format_ts, parse_duration, utc_now
+from bundlecore.timeutil import parse_duration
 from bundlecore.refusals import Check
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership
-from importer.audit import audit_event, who
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, signers_of, write_event
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
@@ -147,23 +146,26 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
     path = _existing(path)
     if registry:
         check_registry_address(registry)
-    started = time.monotonic()
     client = connect()
     platform = engine_platform(client)
     state.ensure()
-    audit = {"event": "import", "user": who(), "started": format_ts(utc_now()), "bundle": str(path)}
+    timer = PhaseTimer()
+    audit = AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(), details={"bundle": str(path)})
     try:
         with state.lock():
             for line in kinds.recover_all(client, state, out=out):
                 out(f"recovered: {line}")
-            gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
+            with timer.phase("verify"):
+                gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
             m = head.manifest
-            audit.update(name=m["name"], version=m["version"], sequence=m["sequence"],
-                         signers=[s.fingerprint for s in head.signers])
+            audit.app, audit.signers = m["name"], signers_of(head.signers)
+            audit.bundle = BundleRef(None, m["name"], m["version"], m["sequence"])
+            audit.version_to = m["version"]
+            audit.version_from = (state.installed(m["name"]) or {}).get("version")
             out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
             taken = ownership.review(client, state, m, adopt=adopt)
             if taken.plan_lines():
-                audit["takes_over"] = taken.plan_lines()
+                audit.details["takes_over"] = taken.plan_lines()
             # the site settings over the signed ones; the host policy decides on what reaches the host
             settings = SiteSettings.load(m["name"], site)
             target = with_probation({**m["target"], "run": settings.over(m["target"].get("run")),
@@ -192,37 +194,54 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
                 check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
                 if dry_run:
-                    audit["sha256"] = check(VerifiedFeed(sink, head).member_verified)
+                    with timer.phase("verify"):
+                        audit.bundle.sha256 = check(VerifiedFeed(sink, head).member_verified)
                     progress.close()
                     out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); dry run: nothing loaded or changed")
-                    audit["result"] = "dry-run"
-                    return {"result": "dry-run", **audit}
-                audit["sha256"], images = stage_and_load(client, VerifiedFeed(sink, head, client), check)
+                    audit.result, audit.exit_code = Result.DRY_RUN, 0
+                    return {"result": "dry-run", **_summary(audit)}
+                with timer.phase("load"):  # the payload is verified as it streams into docker load
+                    audit.bundle.sha256, images = stage_and_load(client, VerifiedFeed(sink, head, client), check)
                 progress.close()
             out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
                 f"{', '.join(images)} (image IDs checked)"
                 + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
-            bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"], "sha256": audit["sha256"],
-                      "signers": audit["signers"], "images": images}
+            bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"],
+                      "sha256": audit.bundle.sha256, "signers": [s.fingerprint for s in head.signers],
+                      "signed_by": [asdict(s) for s in audit.signers], "images": images}
             if registry:
-                pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out, login=login)
-                audit["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
+                with timer.phase("push"):
+                    pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out, login=login)
+                audit.details["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
                 bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
                 bundle["registry_auth"] = login.auth_config  # in memory only: Swarm gives it to the nodes
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
-            audit["result"] = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record \
-                else "installed"
-            return {"result": audit["result"], "installed": record, **audit}
+            if "stopped_after_stage" in record:
+                audit.details["stopped_after_stage"] = record["stopped_after_stage"]
+            audit.result, audit.exit_code = Result.DONE, 0
+            result = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record else "installed"
+            return {"result": result, "installed": record, **_summary(audit)}
     except BundleError as e:
-        audit["result"] = e.line()
-        if "name" in audit:  # the failure document names the app, the failed version and what runs now
-            e.partial = {"name": audit["name"], "version": audit["version"], "sequence": audit["sequence"],
-                         "running_version": (state.installed(audit["name"]) or {}).get("version")}
+        audit = replace(AuditEvent.of_error(EventKind.IMPORT, e), **{
+            k: getattr(audit, k) for k in ("app", "bundle", "signers", "version_from", "version_to", "started",
+                                           "details")})
+        if audit.app:  # the failure document names the app, the failed version and what runs now
+            e.partial = {"name": audit.app, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
+                         "running_version": (state.installed(audit.app) or {}).get("version")}
         raise
     finally:
-        audit["duration"] = round(time.monotonic() - started, 3)
-        if "result" in audit:
+        audit.phases = timer.seconds
+        audit.finished = now()
+        if audit.result != Result.FAILED or audit.message:  # not after a bug's traceback, as before
             try:
-                audit_event(state, audit)
+                write_event(state, audit)
             except OSError:
                 pass
+
+
+def _summary(audit: AuditEvent) -> dict:
+    """The import's result document (--json): what the audit event says of the bundle, flat."""
+    return {"event": "import", "user": audit.operator.user, "started": audit.started, "bundle": audit.details["bundle"],
+            "name": audit.bundle.name, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
+            "signers": [asdict(s) for s in audit.signers], "sha256": audit.bundle.sha256,
+            **{k: audit.details[k] for k in ("takes_over", "pushed") if k in audit.details}}

@@ -118,9 +118,9 @@ class Gate:
         assert ours(engine_after.tags) == ours(engine_before.tags), "the refused import moved a tag"
         assert engine_after.containers == engine_before.containers, "the refused import touched a container"
 
-        # the state dir: only the lock and one audit line
+        # the state dir: only the lock, one audit line and the metrics derived from the log
         state_after = snapshot_dir(self.state_dir)
-        allowed = {"lock", "audit.log"}
+        allowed = {"lock", "audit.log", "metrics", "metrics/bundle.prom"}
         staging = {k for k in state_after if k == "staging" or k.startswith("staging/")}
         assert staging <= {"staging"}, f"staging left behind: {sorted(staging)}"
         assert ({k: v for k, v in state_after.items() if k not in allowed | staging}
@@ -131,7 +131,8 @@ class Gate:
         new_lines = audit_after[len(audit_before):].decode().splitlines()
         assert len(new_lines) == 1, new_lines
         event = json.loads(new_lines[0])
-        assert event["event"] == "import" and event["result"] == line, event
+        assert event["event"] == "import" and event["result"] == "refused" and event["message"] == line, event
+        assert event["check"] == line.split(": ")[1] and event["exit_code"] == 3, event
         return r
 
 
@@ -806,7 +807,7 @@ def test_allow_downgrade_accepts_an_older_sequence(gate):
     assert r.code == 0, str(r)
     assert gate.base.image["id"] not in EngineSnapshot.take(gate.client, gate.base.target_name).image_ids
     event = json.loads((gate.state_dir / "audit.log").read_text().splitlines()[-1])
-    assert event["result"] == "dry-run" and event["sequence"] == 5
+    assert event["result"] == "dry-run" and event["bundle"]["sequence"] == 5
 
 
 def test_bundle_for_another_platform_is_refused(gate):

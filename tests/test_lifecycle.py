@@ -118,18 +118,18 @@ def test_history_lists_every_swap_with_sha256_signers_result_and_the_failed_cont
     r = bundle_cmd(swap_env, "history", app, "--json")
     assert r.returncode == 0, r.stderr
     events = json.loads(r.stdout)["events"]
-    assert [(e["event"], e["result"], e["new_version"]) for e in events] == [
-        ("install", "installed", "1.0.0"), ("upgrade", "installed", "2.0.0"), ("upgrade", "rolled back", "3.0.0")]
-    assert all(e["bundle_sha256"] == "ab" * 32 and e["signers"] == [{"fingerprint": "F" * 40, "roles": []}]
+    assert [(e["event"], e["result"], e["versions"]["to"]) for e in events] == [
+        ("install", "done", "1.0.0"), ("upgrade", "done", "2.0.0"), ("upgrade", "rolled-back", "3.0.0")]
+    assert all(e["bundle"]["sha256"] == "ab" * 32 and [s["fingerprint"] for s in e["signers"]] == ["F" * 40]
                for e in events)
-    logs = events[-1]["logs_path"]
+    logs = events[-1]["details"]["logs_path"]
     assert logs.startswith(str(swap_env["state"].app_dir(app))) and b"migration failed" in open(logs, "rb").read()
     text = bundle_cmd(swap_env, "history", app).stdout
-    assert "install  1.0.0  result: installed" in text and "2.0.0 -> 3.0.0  result: rolled back" in text
+    assert "install  1.0.0  result: done" in text and "2.0.0 -> 3.0.0  result: rolled-back" in text
     assert f"signed by {'F' * 40}" in text and "migration failed" in text
     # After an uninstall, the logs are found where the app's state was moved.
     assert bundle_cmd(swap_env, "uninstall", app, "--yes").returncode == 0
-    moved = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][2]["logs_path"]
+    moved = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][2]["details"]["logs_path"]
     assert "/removed/" in moved and b"migration failed" in open(moved, "rb").read()
     # Nothing of another app.
     assert json.loads(bundle_cmd(swap_env, "history", f"other-{swap_env['uniq']}", "--json").stdout)["events"] == []
@@ -211,7 +211,8 @@ def test_uninstall_removes_the_app_after_a_final_backup(docker_client, swap_env,
     assert state.highest_sequence(app) == 2  # uninstalling does not make sequence 1 installable again
     assert bundle_cmd(swap_env, "status", app).returncode == 6
     assert json.loads(bundle_cmd(swap_env, "list", "--json").stdout)["apps"] == []
-    assert json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][-1]["result"] == "uninstalled"
+    last = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"][-1]
+    assert (last["event"], last["result"]) == ("uninstall", "done")
     if keep_data:  # the same data is there for a reinstall
         install_app(docker_client, swap_env, demo_images["v2"], 3)
         after = data_files(docker_client, swap_env["name"])

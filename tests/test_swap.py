@@ -67,7 +67,7 @@ def test_first_install_creates_the_container_from_the_run_spec(docker_client, sw
     assert any(m.get("Name") == swap_env["volume"] and m["Destination"] == "/data" for m in info["Mounts"])
     assert swap_env["state"].installed(swap_env["name"])["images"] == {demo_images["v1"]["ref"]: demo_images["v1"]["id"]}
     audit = [json.loads(l) for l in (swap_env["state"].root / "audit.log").read_text().splitlines()]
-    assert audit[-1]["result"] == "installed" and audit[-1]["new_version"] == "1.0.0" and audit[-1]["user"]
+    assert audit[-1]["result"] == "done" and audit[-1]["versions"]["to"] == "1.0.0" and audit[-1]["operator"]["user"]
     # An update keeps the user's StopTimeout (and so stops it with it).
     install(docker_client, swap_env, demo_images["v2"], 2, run_extra={"stop_timeout": 1})
     assert docker_client.api.inspect_container(swap_env["name"])["Config"]["StopTimeout"] == 1
@@ -363,4 +363,4 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     r = run_bundle("recover", "--yes", "--state-dir", state.root)
     assert r.returncode == 5 and one_line(r.stderr).startswith("operator needed:")
     audit = [json.loads(l) for l in (state.root / "audit.log").read_text().splitlines()]
-    assert audit[-1]["result"] == "operator needed"
+    assert audit[-1]["result"] == "operator-needed" and audit[-1]["exit_code"] == 5

@@ -41,7 +41,7 @@ import requests
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_json
-from importer.audit import audit_event, now
+from importer.audit import AuditEvent, EventKind, Result, now, write_event
 from importer.service import volumes as vols
 from importer.service.settings import Outcome, outcome, service_spec, with_image
 from importer.service.settings import rollout as rollout_settings
@@ -292,7 +292,8 @@ def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) ->
         errors = task_errors(client, name, image)
         restored = _restore_data(client, state, j, j.old_image, deadline, out) if j.volumes else ""
         j.finish(state, "rolled back", "; ".join(errors))
-        audit_event(state, {"event": "service-update", "name": name, "result": "rolled back", "image": image})
+        write_event(state, AuditEvent(EventKind.SERVICE_UPDATE, Result.ROLLED_BACK, 4, app=name,
+                                      message="; ".join(errors), details={"image": image}))
         raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}{restored}"
                            + (": " + "; ".join(errors) if errors else ""))
     j.finish(state, "paused", f"Swarm left the update {result}")
@@ -312,8 +313,8 @@ def _commit_journal(state: StateDir, j: RolloutJournal, message: str) -> dict:
     j.mark(state, RolloutStep.COMMIT, "started")
     rec = _commit(state, j.service, j.record | ({"data_backup": j.backup} if j.backup else {}), j.new_image)
     j.finish(state, "completed", message)
-    audit_event(state, {"event": "service-update", "name": j.service, "result": "completed", "image": j.new_image,
-                        "duration_s": round(time.time() - j.t0, 1)})
+    write_event(state, AuditEvent(EventKind.SERVICE_UPDATE, Result.DONE, 0, app=j.service, message=message,
+                                  phases={"rollout": time.time() - j.t0}, details={"image": j.new_image}))
     return rec
 
 

@@ -18,7 +18,8 @@ from bundlecore import progress
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
-from importer.audit import audit_event, now
+from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of,
+                            step_phase, write_event)
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data, engine
 from importer.swap.generations import Generations, summary
@@ -46,12 +47,15 @@ class ContainerSwap:
         self.r = journal.record
         self.out = out
         self.app_dir = journal.app_dir
+        self.timer = PhaseTimer()
+        self.recovering = False  # set by importer.swap.run.recover: the event is then a "recover"
 
     # -- driving -----------------------------------------------------------------------
     def step(self, step: Step) -> None:
         self.j.mark(step, "started")
         progress.step(f"{self.r.name}: {step.value}")
-        _ACTIONS[step](self)
+        with self.timer.phase(step_phase(step)):
+            _ACTIONS[step](self)
         self.j.mark(step, "done")
 
     def run_forward(self) -> dict:
@@ -86,15 +90,19 @@ class ContainerSwap:
 
     def _write_audit(self, result: str, message: str) -> None:
         r, b = self.r, self.r.bundle or {}
-        audit_event(self.state, {
-            "event": r.kind, "name": r.name, "app": r.key, "result": result, "message": message,
-            "started_at": r.started_at, "logs": r.failed_logs,
-            "duration_s": round(time.time() - r.t0, 3) if r.t0 else None,
-            "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
-            "old_version": r.old.version if r.old else None, "new_version": r.new.version,
-            "old_sequence": r.old.sequence if r.old else None, "new_sequence": r.new.sequence,
-            "steps": [h["step"] + ":" + h["phase"] for h in r.history][-40:],
-        })
+        kind = EventKind.RECOVER if self.recovering else EventKind(str(r.kind))
+        outcome = result_of(result, str(r.kind))
+        # `bundle recover` exits 0 once it has put the previous version back
+        undone = self.recovering and outcome in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
+        write_event(self.state, AuditEvent(
+            event=kind, result=outcome, exit_code=0 if undone else outcome.exit_code, app=r.key, message=message,
+            bundle=BundleRef(b.get("sha256"), b.get("name"), r.new.version, r.new.sequence),
+            signers=signers_of(b.get("signed_by") or b.get("signers")),
+            version_from=r.old.version if r.old else None, version_to=r.new.version,
+            phases=self.timer.seconds, started=r.started_at,
+            details={"swap": str(r.kind), "container": r.name, "logs": r.failed_logs,
+                     "sequence_from": r.old.sequence if r.old else None,
+                     "steps": [h["step"] + ":" + h["phase"] for h in r.history][-40:]}))
 
     # -- forward steps -----------------------------------------------------------------
     def stop_old(self):

@@ -21,7 +21,7 @@ import uuid
 from bundlecore.docker_engine import ping
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
-from importer.audit import audit_event
+from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, signers_of, write_event
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data, engine
 from importer.swap.config import recreate_config, run_config
@@ -97,7 +97,8 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
         version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
-        bundle={k: bundle.get(k) for k in ("sha256", "signers", "images")} | {"run": plan.target.get("run") or {}})
+        bundle={k: bundle.get(k) for k in ("sha256", "signers", "signed_by", "name", "images")}
+        | {"run": plan.target.get("run") or {}})
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(plan.target, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
@@ -141,9 +142,11 @@ def _record_unchanged(state: StateDir, plan: SwapPlan, bundle: dict) -> dict:
     state.record_installed(plan.key, rec)
     if bundle.get("name") and isinstance(bundle.get("sequence"), int):
         state.raise_sequence(bundle["name"], bundle["sequence"])
-    audit_event(state, {"event": "upgrade", "name": plan.name, "app": plan.key, "result": "unchanged",
-                        "bundle_sha256": bundle.get("sha256"), "signers": bundle.get("signers"),
-                        "old_version": plan.old.version, "new_version": bundle.get("version"), "duration_s": 0})
+    write_event(state, AuditEvent(
+        EventKind.UPGRADE, Result.UNCHANGED, 0, app=plan.key, started=now(),
+        bundle=BundleRef(bundle.get("sha256"), bundle.get("name"), bundle.get("version"), bundle.get("sequence")),
+        signers=signers_of(bundle.get("signed_by") or bundle.get("signers")), version_from=plan.old.version,
+        version_to=bundle.get("version"), details={"container": plan.name}))
     return rec
 
 
@@ -208,6 +211,7 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
     data.remove_stale_helpers(client, _owner(state, j.record.swap_id))
     r = j.record
     m = ContainerSwap(client, state, j, out=out)
+    m.recovering = True
     where = f"{r.step}:{r.phase}"
     out(f"recovering the interrupted {r.kind} of {name} (stopped at {where})")
     if r.direction == "forward" and (j.reached(Step.PROBATION) or j.reached(Step.COMMIT)):

@@ -28,7 +28,8 @@ from bundlecore.docker_engine import ping
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
-from importer.audit import audit_event
+from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, result_of, signers_of, step_phase,
+                            write_event)
 from importer.state import StateDir, container_of
 from importer.swap import data, engine
 from importer.swap.generations import Generations
@@ -137,10 +138,12 @@ class Uninstall:
 
     def __init__(self, client, state: StateDir, journal: SwapJournal, out=print):
         self.client, self.state, self.j, self.r, self.out = client, state, journal, journal.record, out
+        self.timer, self.recovering = PhaseTimer(), False
 
     def step(self, step: Step) -> None:
         self.j.mark(step, "started")
-        _ACTIONS[step](self)
+        with self.timer.phase(step_phase(step)):
+            _ACTIONS[step](self)
         self.j.mark(step, "done")
 
     @property
@@ -164,14 +167,18 @@ class Uninstall:
 
     def _finish(self, result: str, message: str) -> None:
         self.j.finish(result, message)
-        r = self.r
+        r, b = self.r, self.r.bundle or {}
         try:
-            audit_event(self.state, {
-                "event": "uninstall", "name": r.name, "app": r.key, "result": result, "message": message,
-                "started_at": r.started_at, "duration_s": round(time.time() - r.t0, 3),
-                "bundle_sha256": (r.bundle or {}).get("sha256"), "signers": (r.bundle or {}).get("signers"),
-                "old_version": (r.installed_before or {}).get("version"), "new_version": None,
-                "keep_data": r.uninstall["keep_data"], "steps": [h["step"] + ":" + h["phase"] for h in r.history]})
+            outcome = result_of(result, "uninstall")
+            write_event(self.state, AuditEvent(
+                EventKind.RECOVER if self.recovering else EventKind.UNINSTALL, outcome, outcome.exit_code,
+                app=r.key, message=message, started=r.started_at, phases=self.timer.seconds,
+                bundle=BundleRef(b.get("sha256"), b.get("name"), (r.installed_before or {}).get("version"),
+                                 (r.installed_before or {}).get("sequence")),
+                signers=signers_of(b.get("signed_by") or b.get("signers")),
+                version_from=(r.installed_before or {}).get("version"),
+                details={"swap": "uninstall", "container": r.name, "keep_data": r.uninstall["keep_data"],
+                         "steps": [h["step"] + ":" + h["phase"] for h in r.history]}))
         except OSError as e:
             self.out(f"  could not write the audit log: {e.strerror or e}")
 
@@ -276,6 +283,7 @@ def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> lis
             raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: volume(s) "
                                  f"{', '.join(sorted(foreign))} are not mounted by {r.name}; nothing was changed")
     m = Uninstall(client, state, j, out)
+    m.recovering = True
     out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
     if r.direction == Direction.FORWARD and j.reached(Step.BACKUP, "done"):
         where = m.run_forward()

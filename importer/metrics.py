@@ -1,0 +1,192 @@
+"""Prometheus metrics for node_exporter's textfile collector, derived from the audit log alone.
+
+Rules (docs/metrics.md names every metric):
+- the audit log (importer.audit) is the single source of truth: every file is computed from the
+  whole log, so totals survive restarts and a lost or hand-edited .prom file cannot drift from it;
+- a label value is escaped per the text exposition format (backslash, double quote, newline): the
+  version is signed text, older log lines are anybody's text;
+- a refused bundle whose manifest could not be trusted has no app: it counts in
+  bundle_refusals_total{check} and bundle_imports_total{result="refused"} only, never per app;
+- the file is written to a temp name in its directory (not ending in .prom, which the collector
+  would read half-written) and renamed over the target: a symlink there is replaced, not followed;
+- it is rewritten after a command that logged an event, never after one that changed nothing;
+- writing it is never the command's result: a failure is one warning line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundlecore.errors import BundleError
+from bundlecore.refusals import Check
+from bundlecore.text import say
+from bundlecore.timeutil import parse_ts
+from importer.audit import AuditEvent, EventKind, Result, read_events
+
+DEFAULT_NAME = "bundle.prom"  # in STATE_DIR/metrics/ unless --metrics-file says where
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+
+
+LAST_RUN_TIMESTAMP = Metric("bundle_last_run_timestamp_seconds", "gauge",
+                            "When the last command that acted on the app finished (Unix time).")
+LAST_RUN_RESULT = Metric("bundle_last_run_result", "gauge",
+                         "Result of the last command that acted on the app: 1 for its result, 0 for the others.")
+LAST_RUN_EXIT_CODE = Metric("bundle_last_run_exit_code", "gauge",
+                            "Exit code of the last command that acted on the app (0 done, 3 refused, 4 rolled back, ...).")
+LAST_RUN_PHASE = Metric("bundle_last_run_phase_seconds", "gauge",
+                        "Seconds the last command that acted on the app spent in each phase.")
+INSTALLED_SEQUENCE = Metric("bundle_installed_sequence", "gauge",
+                            "Sequence of the installed release of the app; its version is the version label.")
+ROLLBACKS = Metric("bundle_rollbacks_total", "counter",
+                   "Times a previous version of the app was put back: failed updates and `bundle rollback`.")
+REFUSALS = Metric("bundle_refusals_total", "counter", "Bundles refused by import, by the check that failed.")
+IMPORTS = Metric("bundle_imports_total", "counter", "Runs of `bundle import`, by result.")
+METRICS = (LAST_RUN_TIMESTAMP, LAST_RUN_RESULT, LAST_RUN_EXIT_CODE, LAST_RUN_PHASE, INSTALLED_SEQUENCE,
+           ROLLBACKS, REFUSALS, IMPORTS)
+
+
+def escape_label(value: str) -> str:
+    """A label value as the exposition format wants it between double quotes."""
+    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _sample(metric: Metric, labels: dict, value: float) -> str:
+    inner = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+    return f"{metric.name}{{{inner}}} {_number(value)}" if inner else f"{metric.name} {_number(value)}"
+
+
+def _is_rollback(ev: AuditEvent) -> bool:
+    """A previous version put back: a swap (not the import summing it up) that rolled back, or a
+    `bundle rollback` that was done."""
+    if ev.event == EventKind.IMPORT:
+        return False
+    return ev.result == Result.ROLLED_BACK or (ev.event == EventKind.ROLLBACK and ev.result == Result.DONE)
+
+
+def _removes_app(ev: AuditEvent) -> bool:
+    return ev.result == Result.DONE and (ev.event == EventKind.UNINSTALL or ev.details.get("swap") == "uninstall")
+
+
+def render(events: list[AuditEvent]) -> str:
+    """The whole .prom file for these events (oldest first)."""
+    samples: dict[Metric, list[str]] = {m: [] for m in METRICS}
+    last: dict[str, AuditEvent] = {}
+    installed: dict[str, tuple[str, int]] = {}
+    rollbacks: dict[str, int] = {}
+    refusals = {c.value: 0 for c in Check}
+    imports = {r.value: 0 for r in Result}
+    for ev in events:
+        if ev.event == EventKind.IMPORT:
+            imports[ev.result.value] += 1
+        if ev.result == Result.REFUSED:
+            key = ev.check or ""
+            refusals[key] = refusals.get(key, 0) + 1
+        if not ev.app:
+            continue  # refused before the manifest was trusted: no app to speak of
+        last[ev.app] = ev
+        rollbacks.setdefault(ev.app, 0)
+        if _is_rollback(ev):
+            rollbacks[ev.app] += 1
+        if _removes_app(ev):
+            installed.pop(ev.app, None)
+        elif ev.result == Result.DONE and isinstance(ev.bundle.sequence, int) and ev.version_to:
+            installed[ev.app] = (ev.version_to, ev.bundle.sequence)
+    for app, ev in sorted(last.items()):
+        run = [e for e in events if e.app == app and e.run == ev.run] if ev.run else [ev]
+        try:
+            samples[LAST_RUN_TIMESTAMP].append(_sample(LAST_RUN_TIMESTAMP, {"app": app},
+                                                       parse_ts(ev.finished).timestamp()))
+        except ValueError:
+            pass  # an older line without a readable time
+        for r in Result:
+            samples[LAST_RUN_RESULT].append(_sample(LAST_RUN_RESULT, {"app": app, "result": r.value},
+                                                    int(r == ev.result)))
+        samples[LAST_RUN_EXIT_CODE].append(_sample(LAST_RUN_EXIT_CODE, {"app": app}, ev.exit_code))
+        phases: dict[str, float] = {}
+        for e in run:
+            for phase, seconds in e.phases.items():
+                phases[phase] = phases.get(phase, 0.0) + seconds
+        for phase, seconds in sorted(phases.items()):
+            samples[LAST_RUN_PHASE].append(_sample(LAST_RUN_PHASE, {"app": app, "phase": phase}, round(seconds, 3)))
+        samples[ROLLBACKS].append(_sample(ROLLBACKS, {"app": app}, rollbacks[app]))
+    for app, (version, sequence) in sorted(installed.items()):
+        samples[INSTALLED_SEQUENCE].append(_sample(INSTALLED_SEQUENCE, {"app": app, "version": version}, sequence))
+    samples[REFUSALS] = [_sample(REFUSALS, {"check": c}, n) for c, n in sorted(refusals.items())]
+    samples[IMPORTS] = [_sample(IMPORTS, {"result": r}, n) for r, n in sorted(imports.items())]
+    lines = []
+    for m in METRICS:
+        lines += [f"# HELP {m.name} {_help_text(m.help)}", f"# TYPE {m.name} {m.kind}", *samples[m]]
+    return "\n".join(lines) + "\n"
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, mode 0644 (node_exporter runs as another user)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a killed run with our pid (a symlink planted there is unlinked, not followed)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # replaces a symlink at `path` itself, never its target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def update(state_dir, metrics_file: Path | None) -> None:
+    """Rewrite the metrics file from the state dir's audit log; a failure is a warning only."""
+    from importer.state import StateDir
+    path = Path(metrics_file) if metrics_file else None
+    try:
+        state = StateDir(state_dir)
+        if path is None:
+            path = state.root / "metrics" / DEFAULT_NAME
+            path.parent.mkdir(mode=0o755, exist_ok=True)
+        write_file(path, render(read_events(state)))
+    except (OSError, BundleError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        say(f"warning: metrics not written to {path or 'the state dir'}: {why}", err=True)
+
+
+def _log_size(state_dir) -> int | None:
+    from importer.state import StateDir
+    try:
+        return (StateDir(state_dir).root / "audit.log").stat().st_size
+    except (OSError, BundleError):
+        return None
+
+
+@contextlib.contextmanager
+def written_after(state_dir, metrics_file: Path | None):
+    """Around a command: the metrics are rewritten however it ended (done, refused, rolled back...)
+    if it logged an event; one that changed nothing (a usage error, nothing to recover) leaves the
+    state dir and the file as they were."""
+    before = _log_size(state_dir)
+    try:
+        yield
+    finally:
+        if _log_size(state_dir) not in (before, None):
+            update(state_dir, metrics_file)
