@@ -53,13 +53,13 @@ import requests
 from bundlecore.progress import Countdown
 from importer.swap import engine
 
-POLL = 0.3
+POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
 RUNNING_GRACE = 10.0
 DEFAULT_TIMEOUT = 60
 DEFAULT_ATTEMPTS = 3
 # The gate passes after this many consecutive passing probes, each PROBE_SPACING s after the last.
 STABLE_PROBES = 2
-PROBE_SPACING = 1.0
+PROBE_SPACING = 0.5
 # Fallback through a published port: a real listener keeps the connection open this long.
 HOLD = 0.5
 # How often probation looks at the container and probes it.
