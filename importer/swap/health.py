@@ -59,7 +59,7 @@ DEFAULT_TIMEOUT = 60
 DEFAULT_ATTEMPTS = 3
 # The gate passes after this many consecutive passing probes, each PROBE_SPACING s after the last.
 STABLE_PROBES = 2
-PROBE_SPACING = 0.5
+PROBE_SPACING = 1.0
 # Fallback through a published port: a real listener keeps the connection open this long.
 HOLD = 0.5
 # How often probation looks at the container and probes it.

@@ -66,7 +66,7 @@ def test_probation_is_off_unless_set_and_the_plan_says_it():
     gate = HealthGate({"http": "http://x/h", "probation": 600, "max_restarts": 3})
     assert (gate.probation, gate.max_restarts) == (600, 3)
     assert "probation 600 s, at most 3 restart(s)" in gate.describe()
-    assert "2 passes in a row 0.5 s apart" in gate.describe()
+    assert "2 passes in a row 1 s apart" in gate.describe()
 
 
 def _spec(tmp_path, extra):
