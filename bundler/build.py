@@ -1,9 +1,11 @@
 """`bundle build`: pinned images -> one signed zstd bundle, in one streaming pass over `docker save`.
 
-The docker save stream is read as tar and each file goes straight through sha256 and zstd into
-a temporary payload file; the head (manifest, SHA256SUMS, signature) is made afterwards and
-written in front of the payload while the whole file is hashed for OUT.sha256. Nothing lands
-under the final name until it is complete.
+The docker save stream (asked for as early as possible: the engine exports every layer before
+its first byte) is read as tar and each file goes straight through sha256 and zstd into the
+output's temp file, behind room left for the head; the head (manifest, SHA256SUMS, signature) is
+made afterwards and put right in front of the payload without copying it (`fmt.place_head`)
+while the whole file is hashed for OUT.sha256. Nothing lands under the final name until it is
+complete.
 
 Delta (`--since OLD` / `--have INVENTORY`): a layer is left out when its whole chain (its diff ID
 and every diff ID below it) is one the base carried or the engine holds -- `docker load` skips a
@@ -361,7 +363,8 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
     tmp_parts: list[Path] = []
     try:
         progress = Progress("save+compress", total or None, enabled=show_progress)
-        with open(tmp_payload, "wb") as payload_fh:
+        with open(tmp_out, "wb") as payload_fh:  # the head goes in front at the end (fmt.place_head)
+            payload_fh.seek(fmt.PAYLOAD_OFFSET)
             files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent, save)
         progress.close()
         manifest = {
@@ -389,13 +392,16 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
                                      + [(f.path, f.sha256) for f in files])
         signature = sign_detached(gpg, key["fingerprint"], sums)
         head = fmt.compress_head(manifest_bytes, sums, signature, mtime)
-        if split is not None and split < len(head):
-            raise UsageProblem(f"--split {split} is smaller than the head frame ({len(head)} bytes), "
+        head_room = len(head) + fmt.FS_BLOCK + 8  # with its padding (fmt.place_head)
+        if split is not None and split < head_room:
+            raise UsageProblem(f"--split {split} is smaller than the head frame ({head_room} bytes), "
                                f"which must fit in the first part")
-        if split is not None and len(head) + tmp_payload.stat().st_size > fmt.MAX_PARTS * split:
+        if split is not None and head_room + tmp_out.stat().st_size - fmt.PAYLOAD_OFFSET > fmt.MAX_PARTS * split:
             raise UsageProblem(f"--split {split} would make more than {fmt.MAX_PARTS} parts: choose a larger size")
-        digest = fmt.assemble(tmp_out, head, tmp_payload)
-        _unlink_quietly(tmp_payload)
+        digest = fmt.place_head(tmp_out, head)
+        if digest is None:  # this filesystem cannot drop the front: copy the payload behind the head
+            digest = fmt.assemble(tmp_payload, head, tmp_out, fmt.PAYLOAD_OFFSET)
+            os.replace(tmp_payload, tmp_out)
         size = tmp_out.stat().st_size
         if split is None:
             tmp_sum.write_text(f"{digest}  {out.name}\n")
