@@ -556,16 +556,15 @@ class Report:
     def section(self, title: str) -> None:
         self.rows.append((title, "", "", ""))
 
-    def goal(self, what: str, value: float | None, limit: float, fmt: str = "{:.2f}", *, key: str,
-             at_most: bool = True) -> bool | None:
-        """A ratio against its goal; records it under `key`. None when it could not be measured."""
+    def goal(self, what: str, value: float | None, limit: float, fmt: str = "{:.2f}", *, key: str) -> bool | None:
+        """A figure against its upper limit; recorded under `key`. None when it could not be measured."""
+        goal = f"<= {fmt.format(limit)}"
         if value is None:
-            self.row(what, "?", f"{'<=' if at_most else '>='} {fmt.format(limit)}")
+            self.row(what, "?", goal)
             return None
         self.figures[key] = round(value, 4)
-        met = value <= limit if at_most else value >= limit
-        self.row(what, fmt.format(value), f"{'<=' if at_most else '>='} {fmt.format(limit)}", met)
-        return met
+        self.row(what, fmt.format(value), goal, value <= limit)
+        return value <= limit
 
     def fail(self, step: str, why: str) -> None:
         self.failures.append(f"{step}: {why}")
@@ -596,9 +595,9 @@ class Report:
 class Bench:
     """What every section needs: the timer, the bundle command, keys, the work dir, the report."""
 
-    def __init__(self, args, sizes: dict, rep: Report, work: Path, timer: Timer, bundle: str,
+    def __init__(self, sizes: dict, rep: Report, work: Path, timer: Timer, bundle: str,
                  keys: tuple[Path, Path, str], docker_root: Path | None, driver: str):
-        self.args, self.sizes, self.rep, self.fig = args, sizes, rep, rep.figures
+        self.sizes, self.rep, self.fig = sizes, rep, rep.figures
         self.work, self.timer, self.bundle = work, timer, bundle
         self.home, self.store, self.fpr = keys
         self.docker_root, self.driver = docker_root, driver
@@ -879,7 +878,7 @@ def main(argv=None) -> int:
                 + (" (reused)" if reused else f" (built in {build_took:.0f} s)"), mb(image["Size"]))
         keys = make_keys(work)
         home = keys[0]
-        b = Bench(args, sizes, rep, work, timer, bundle, keys, docker_root, dinfo.get("Driver") or "overlay2")
+        b = Bench(sizes, rep, work, timer, bundle, keys, docker_root, dinfo.get("Driver") or "overlay2")
         spec = write_spec(work, args.tag)
         B, T = work / "bench.bundle.zst", work / "save.tar"
         log("docker save -o T (the import baseline's archive; also warms the page cache)")
