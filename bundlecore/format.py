@@ -33,6 +33,7 @@ import json
 import os
 import re
 import struct
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,6 +433,87 @@ def assemble(out_path: Path, head_frame: bytes, payload_path: Path, payload_offs
             os.fsync(out.fileno())
     finally:
         hasher.join()
+    return h.hexdigest()
+
+
+# `bundle build` writes the payload frame at PAYLOAD_OFFSET of the output's temp file (the space in
+# front is a hole: no disk), then puts the head right before it and drops the space in front with
+# fallocate(COLLAPSE_RANGE), which moves no data -- instead of copying the payload behind the head.
+# COLLAPSE_RANGE takes whole filesystem blocks, so the head frame is padded to end on one with
+# empty zstd blocks (3 bytes each, or 4 for an empty RLE block; they decompress to nothing).
+FS_BLOCK = 4096
+PAYLOAD_OFFSET = -(-(MAX_HEAD_FRAME + 2 * FS_BLOCK) // FS_BLOCK) * FS_BLOCK
+_FALLOC_FL_COLLAPSE_RANGE = 0x08
+_EMPTY_RAW_BLOCK = b"\0\0\0"          # not last, raw, size 0
+_EMPTY_RLE_BLOCK = b"\x02\0\0\0"      # not last, RLE, size 0, its one byte
+
+
+def _frame_header_size(frame: bytes) -> int:
+    fhd = frame[4]
+    fcs_flag, single, did_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    return 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+
+
+def pad_frame(frame: bytes, n: int) -> bytes:
+    """`frame` made exactly `n` bytes longer by empty blocks after its header (same content,
+    same checksum). n = 1, 2 and 5 cannot be made of 3s and 4s."""
+    if n in (1, 2, 5) or n < 0:
+        raise ValueError(f"a zstd frame cannot be padded by {n} bytes")
+    rle, rest = (0, n) if n % 3 == 0 else ((1, n - 4) if n % 3 == 1 else (2, n - 8))
+    at = _frame_header_size(frame)
+    return frame[:at] + _EMPTY_RLE_BLOCK * rle + _EMPTY_RAW_BLOCK * (rest // 3) + frame[at:]
+
+
+def _collapse_front(fd: int, length: int) -> bool:
+    """Drop the first `length` bytes (whole blocks) of the file without moving data; False where
+    the filesystem cannot (tmpfs, overlayfs, btrfs, ...)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = getattr(libc, "fallocate", None)
+    if fallocate is None:
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, 0, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _collapse_works(directory: Path) -> bool:
+    """Tried on a two-block scratch file, so a filesystem without it costs no hashing pass."""
+    with tempfile.TemporaryFile(dir=directory) as f:
+        f.write(b"\0" * (2 * FS_BLOCK))
+        f.flush()
+        return _collapse_front(f.fileno(), FS_BLOCK)
+
+
+def place_head(path: Path, head_frame: bytes, payload_offset: int = PAYLOAD_OFFSET) -> str | None:
+    """Make `path` (its payload frame at `payload_offset`) the bundle in place: the head, padded
+    to end on a block boundary, right before the payload, the space in front dropped; returns the
+    file's sha256. None where the filesystem cannot drop the front (nothing done: the caller
+    copies the payload behind the head with `assemble`).
+
+    The hash is taken from the page cache while the payload is flushed to disk, both before the
+    collapse (which drops the file's cached pages)."""
+    if len(head_frame) + FS_BLOCK + 8 > MAX_HEAD_FRAME or not _collapse_works(Path(path).parent):
+        return None
+    pad = (payload_offset - len(head_frame)) % FS_BLOCK
+    head = pad_frame(head_frame, pad + (FS_BLOCK if pad in (1, 2, 5) else 0))
+    front = payload_offset - len(head)
+    h = hashlib.sha256(head)
+    with open(path, "r+b") as f:
+        os.pwrite(f.fileno(), head, front)
+        hasher = threading.Thread(target=_hash_file, args=(h, path, payload_offset))
+        hasher.start()
+        try:
+            os.fsync(f.fileno())
+        finally:
+            hasher.join()
+        if not _collapse_front(f.fileno(), front):
+            raise OSError(errno.EOPNOTSUPP, "fallocate(COLLAPSE_RANGE) stopped working")
+        os.fsync(f.fileno())
     return h.hexdigest()
 
 

@@ -1,9 +1,11 @@
 """`bundle build`: pinned images -> one signed zstd bundle, in one streaming pass over `docker save`.
 
-The docker save stream is read as tar and each file goes straight through sha256 and zstd into
-a temporary payload file; the head (manifest, SHA256SUMS, signature) is made afterwards and
-written in front of the payload while the whole file is hashed for OUT.sha256. Nothing lands
-under the final name until it is complete.
+The docker save stream (asked for as early as possible: the engine exports every layer before
+its first byte) is read as tar and each file goes straight through sha256 and zstd into the
+output's temp file, behind room left for the head; the head (manifest, SHA256SUMS, signature) is
+made afterwards and put right in front of the payload without copying it (`fmt.place_head`)
+while the whole file is hashed for OUT.sha256. Nothing lands under the final name until it is
+complete.
 
 Delta (`--since OLD` / `--have INVENTORY`): a layer is left out when its whole chain (its diff ID
 and every diff ID below it) is one the base carried or the engine holds -- `docker load` skips a
@@ -22,6 +24,7 @@ import hashlib
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +214,48 @@ def _save_stream(client, refs: list[str]):
     return resp
 
 
+class SaveRequest:
+    """`docker save` asked for as soon as the refs are known. The engine exports every layer to its
+    own temp dir before it sends the first byte (about 1 s per 300 MB), so for a local build the
+    request goes out on a thread while this side resolves and checks the images; `response()`
+    waits for it. The saved layers are still checked against what the engine reported."""
+
+    def __init__(self, client, refs: list[str]):
+        self._result = None
+        self._used = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(client, sorted(set(refs))),
+                                        name="docker-save-request", daemon=True)
+        self._thread.start()
+
+    def _run(self, client, refs: list[str]) -> None:
+        try:
+            result = _save_stream(client, refs)
+        except BaseException as e:  # handed to response()
+            result = e
+        with self._lock:
+            self._result = result
+            if self._used and not isinstance(result, BaseException):
+                result.close()  # abandoned: the build stopped before reading it
+
+    def response(self):
+        self._thread.join()
+        with self._lock:
+            self._used = True
+        if isinstance(self._result, BaseException):
+            raise self._result
+        return self._result
+
+    def abandon(self) -> None:
+        """The build stopped first: close the response now or when it arrives."""
+        with self._lock:
+            if self._used:
+                return
+            self._used = True
+            if self._result is not None and not isinstance(self._result, BaseException):
+                self._result.close()
+
+
 @dataclass
 class _Spooled:
     """A layer held back in a delta build until the docker save manifest says which it is."""
@@ -320,15 +365,16 @@ def _compresses_below(f, limit: int) -> bool:
 
 
 def write_payload(client, images: list[dict], payload_fh, mtime: int, progress,
-                  delta: DeltaBase | None = None, spool_dir: Path | None = None
-                  ) -> tuple[list[fmt.PayloadFile], dict[str, str]]:
-    """Stream `docker save` into the payload; fills each image's config/layers payload paths.
-    Returns the payload files and, for a delta, the layers left out ({path: diff ID})."""
+                  delta: DeltaBase | None = None, spool_dir: Path | None = None,
+                  save: SaveRequest | None = None) -> tuple[list[fmt.PayloadFile], dict[str, str]]:
+    """Stream `docker save` (`save`, if already asked for) into the payload; fills each image's
+    config/layers payload paths. Returns the payload files and, for a delta, the layers left out
+    ({path: diff ID})."""
     writer = fmt.PayloadWriter(payload_fh, mtime)
     docker_manifest = None
     links: dict[str, str] = {}
     spooled: dict[str, _Spooled] = {}
-    resp = _save_stream(client, sorted({i["ref"] for i in images}))
+    resp = (save or SaveRequest(client, [i["ref"] for i in images])).response()
     reader = DockerSaveReader(resp.raw)
     for member in reader.members():
         name = os.path.normpath(member.name).lstrip("/")
@@ -430,8 +476,14 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
     gpg = gpg_for(gnupghome)
     key = signing_key(gpg, sign_key)  # a missing, expired or revoked key stops us before any work
     client = connect()
-    platform = spec.platform or engine_platform(client)
-    images, total = resolve_images(client, spec, platform, local)
+    save = SaveRequest(client, spec.images) if local else None  # overlaps the engine's export with the checks
+    try:
+        platform = spec.platform or engine_platform(client)
+        images, total = resolve_images(client, spec, platform, local)
+    except BaseException:
+        if save:
+            save.abandon()
+        raise
 
     created = utc_now()
     mtime = int(created.timestamp())
@@ -441,8 +493,9 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
     tmp_parts: list[Path] = []
     try:
         progress = Progress("save+compress", total or None, enabled=show_progress)
-        with open(tmp_payload, "wb") as payload_fh:
-            files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent)
+        with open(tmp_out, "wb") as payload_fh:  # the head goes in front at the end (fmt.place_head)
+            payload_fh.seek(fmt.PAYLOAD_OFFSET)
+            files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent, save)
         progress.close()
         manifest = {
             "format_version": fmt.FORMAT_VERSION,
@@ -471,13 +524,16 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
                                      + [(f.path, f.sha256) for f in files])
         signature = sign_detached(gpg, key["fingerprint"], sums)
         head = fmt.compress_head(manifest_bytes, sums, signature, mtime)
-        if split is not None and split < len(head):
-            raise UsageProblem(f"--split {split} is smaller than the head frame ({len(head)} bytes), "
+        head_room = len(head) + fmt.FS_BLOCK + 8  # with its padding (fmt.place_head)
+        if split is not None and split < head_room:
+            raise UsageProblem(f"--split {split} is smaller than the head frame ({head_room} bytes), "
                                f"which must fit in the first part")
-        if split is not None and len(head) + tmp_payload.stat().st_size > fmt.MAX_PARTS * split:
+        if split is not None and head_room + tmp_out.stat().st_size - fmt.PAYLOAD_OFFSET > fmt.MAX_PARTS * split:
             raise UsageProblem(f"--split {split} would make more than {fmt.MAX_PARTS} parts: choose a larger size")
-        digest = fmt.assemble(tmp_out, head, tmp_payload)
-        _unlink_quietly(tmp_payload)
+        digest = fmt.place_head(tmp_out, head)
+        if digest is None:  # this filesystem cannot drop the front: copy the payload behind the head
+            digest = fmt.assemble(tmp_payload, head, tmp_out, fmt.PAYLOAD_OFFSET)
+            os.replace(tmp_payload, tmp_out)
         size = tmp_out.stat().st_size
         if split is None:
             tmp_sum.write_text(f"{digest}  {out.name}\n")
@@ -496,6 +552,8 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             raise EnvironmentProblem(f"disk full while writing {out}; nothing was left under that name") from None
         raise EnvironmentProblem(f"cannot write {out}: {e.strerror or e}") from None
     finally:
+        if save:
+            save.abandon()
         _unlink_quietly(tmp_payload, tmp_out, tmp_sum, *tmp_parts)
     return BuildResult(parts[0] if parts else out, size, digest, images, time.monotonic() - started,
                        parts, manifest.get("delta"))

@@ -19,6 +19,7 @@ import queue
 import shutil
 import tarfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -48,13 +49,16 @@ def patched_layers(verified: VerifiedHead) -> dict[str, dict]:
 
 def engine_images(client) -> dict[str, list[str]]:
     """{image ID: its diff IDs, bottom first} of every image in the engine."""
-    images = {}
-    for summary in client.api.images(all=True):
+    def diff_ids(image_id: str) -> list[str] | None:
         try:
-            images[summary["Id"]] = client.api.inspect_image(summary["Id"])["RootFS"].get("Layers") or []
+            return client.api.inspect_image(image_id)["RootFS"].get("Layers") or []
         except docker.errors.NotFound:  # removed meanwhile
-            continue
-    return images
+            return None
+
+    ids = [s["Id"] for s in client.api.images(all=True)]
+    # one inspect per image: concurrent, as a busy engine answers each slowly
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return {i: layers for i, layers in zip(ids, pool.map(diff_ids, ids)) if layers is not None}
 
 
 def diff_ids_in_engine(client) -> set[str]:

@@ -1,20 +1,34 @@
 #!/usr/bin/env python3
 """`make bench`: how `bundle build`, `bundle verify` and `bundle import` compare with the plain
-docker/zstd commands they replace, on this machine, in one run. A benchmark, not a test: it exits 0
-when every step ran (goals met or not) and 1 when a step could not run.
+docker/zstd commands they replace, and what delta and split bundles cost, on this machine, in one
+run (issue 11). A benchmark, not a test: it exits 0 when every step ran (goals met or not) and 1
+when a step could not run.
 
-    .venv/bin/python scripts/bench.py [--size-mb 1200] [--tag bench/big:1] [--clean] [--keep-temp]
+    .venv/bin/python scripts/bench.py [--quick] [--size-mb 1000] [--patch-layer-mb 300] [--repeat 3]
+                                      [--only build,split,import,delta,patch] [--json PATH] [--clean]
+    make bench BENCH_ARGS="--quick"
 
-1. A multi-layer image (default 1200 MiB: ~60% random bytes, ~40% text-like) is built locally from
-   scratch + /bin/busybox (reused on later runs when its labels match); a throwaway GNUPGHOME with an
-   ed25519 key, a trust store with its public key and a bundle spec go into a temp dir.
-2. Build: `bundle build --local` against `docker save | zstd -T0 -3`.
-3. Verify: `bundle verify` against `zstd -dc B | sha256sum` and `zstd -dc B > /dev/null`.
-4. Import: `bundle import --yes` (gate + staging + load + swap) against `docker load -i` of a
-   `docker save` tarball, the image removed before each; peak scratch under the state dir's staging.
-5. Clean-up: bench containers, temp files and bundles; the image stays unless --clean.
+Every timed pair runs interleaved (baseline, subject, baseline, ...) so the load of this shared
+machine hits both alike; figures are medians and each ratio is of medians from the same run.
+CPU-seconds are the command's (GNU time: user + sys of its whole tree) plus the Docker daemon's
+(its /proc stat) while it ran.
 
-Progress goes to stderr; stdout gets the table and, last, one line of JSON with every figure.
+- build: `bundle build --local` vs `docker save | zstd -T0 -3` (<= 1.10x wall, file no larger,
+  peak RSS < 150 MB); when the ratio is missed, each component (save, compress, hash, write) runs
+  alone once and its CPU-seconds are printed.
+- split: `bundle verify OUT.part001` (3 parts) vs `bundle verify OUT` (<= 1.05x).
+- import: `bundle import --yes` (image absent, first install, `cmd` health check) until it exits 0
+  vs `docker load -i T && docker run -d` (<= 1.15x); when missed, the import's phases (from its
+  own lines) and CPU-seconds of the process and the engine.
+- delta: a release changing one 1 MiB layer of the big image, full vs `--since` the last (<= 5%).
+- patch: a release changing 1% of the files of a --patch-layer-mb layer, full vs `--since` the last
+  (<= 3%, met once binary patches are in `--since`), build and import times and peak RSS.
+
+The big image (~60% random bytes, ~40% text-like) and the patch images are built locally from
+scratch + /bin/busybox and reused while their labels match; the two app releases on the big image
+are rebuilt each run and removed. Keys (a throwaway GNUPGHOME), trust store, specs, bundles and
+state dirs live in a temp dir. Progress goes to stderr; stdout gets the table and, last, one line
+of JSON with every figure; --json PATH also writes the table and figures as a JSON document.
 """
 
 from __future__ import annotations
@@ -36,13 +50,20 @@ REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 PIECE = 64 * MiB
 GEN_VERSION = "1"           # bump when the generated image content changes
-APP = "bench-app"           # the spec's target container name
+APPS = ("bench-app", "bench-bin")   # the specs' target containers (bench-app.base: the baseline's)
+APP_TAGS = ("bench/app:1", "bench/app:2")        # two releases on the big image (delta section)
+PATCH_TAGS = ("bench/patch:1", "bench/patch:2")  # two releases of one big layer (binary delta)
+SECTIONS = ("build", "split", "import", "delta", "patch")
 # data layers: (kind, fraction of --size-mb); 60% random, 40% text-like, interleaved
 LAYERS = [("random", 0.30), ("text", 0.20), ("random", 0.30), ("text", 0.20)]
 
 GOAL_BUILD_RATIO = 1.10
+GOAL_BUILD_RSS_MB = 150
 GOAL_VERIFY_RSS_MB = 150
+GOAL_SPLIT_RATIO = 1.05
 GOAL_IMPORT_RATIO = 1.15
+GOAL_DELTA_SIZE = 0.05
+GOAL_PATCH_SIZE = 0.03
 
 
 def log(msg: str) -> None:
@@ -86,10 +107,42 @@ def _gnu_time() -> str | None:
 _RSS_WRAPPER = (
     "import resource, subprocess, sys\n"
     "rc = subprocess.call(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write('Maximum resident set size (kbytes): %d\\n'"
-    " % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write('User time (seconds): %.2f\\nSystem time (seconds): %.2f\\n"
+    "Maximum resident set size (kbytes): %d\\n' % (u.ru_utime, u.ru_stime, u.ru_maxrss))\n"
     "sys.exit(rc)\n"
 )
+
+
+def parse_time_report(text: str) -> dict:
+    """GNU `time -v` (or the wrapper's) report -> {cpu_s: user+sys, maxrss_kb}; None where absent."""
+    user = re.search(r"User time \(seconds\): ([0-9.]+)", text)
+    system = re.search(r"System time \(seconds\): ([0-9.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return {"cpu_s": float(user.group(1)) + float(system.group(1)) if user and system else None,
+            "maxrss_kb": int(rss.group(1)) if rss else None}
+
+
+def proc_cpu_seconds(stat: str, hz: int) -> float:
+    """utime + stime of /proc/PID/stat (fields 14 and 15; the name in parentheses may hold spaces)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / hz
+
+
+class EngineCPU:
+    """CPU-seconds the Docker daemon spent (its /proc stat), when this host can see its process."""
+
+    def __init__(self):
+        r = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True)
+        pids = r.stdout.split()
+        self.stat = Path(f"/proc/{pids[0]}/stat") if len(pids) == 1 else None
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def now(self) -> float | None:
+        try:
+            return proc_cpu_seconds(self.stat.read_text(), self.hz) if self.stat else None
+        except OSError:
+            return None
 
 
 class DirPoller:
@@ -130,39 +183,37 @@ class DirPoller:
 
 
 class Timer:
-    """Runs one command: wall time, exit code, peak RSS (kbytes), stdout lines with timestamps."""
+    """Runs one command: wall time, exit code, its CPU-seconds and peak RSS (the whole command
+    tree, via GNU time or the wrapper), the engine's CPU-seconds meanwhile, timestamped stdout."""
 
-    def __init__(self, gnu_time: str | None, tmp: Path):
-        self.gnu_time, self.tmp = gnu_time, tmp
+    def __init__(self, gnu_time: str | None, tmp: Path, engine: EngineCPU):
+        self.gnu_time, self.tmp, self.engine = gnu_time, tmp, engine
 
-    def __call__(self, cmd, *, shell=False, rss=False, env=None, stdout_to=None) -> dict:
+    def __call__(self, cmd, *, shell=False, env=None) -> dict:
         rss_file = self.tmp / "rss.txt"
         if rss_file.exists():
             rss_file.unlink()
         argv = ["bash", "-c", cmd] if shell else list(map(str, cmd))
-        if rss:
-            if self.gnu_time:
-                argv = [self.gnu_time, "-v", "-o", str(rss_file)] + argv
-            else:
-                argv = [sys.executable, "-c", _RSS_WRAPPER, str(rss_file)] + argv
+        if self.gnu_time:
+            argv = [self.gnu_time, "-v", "-o", str(rss_file)] + argv
+        else:
+            argv = [sys.executable, "-c", _RSS_WRAPPER, str(rss_file)] + argv
         os.sync()  # earlier steps' dirty pages are not this step's cost
         err_path = self.tmp / "stderr.txt"
         lines: list[tuple[float, str]] = []
+        engine0 = self.engine.now()
         with open(err_path, "w") as err:
             start = time.monotonic()
-            p = subprocess.Popen(argv, stdout=subprocess.PIPE if stdout_to is None else stdout_to,
-                                 stderr=err, text=True, env=env)
-            if p.stdout is not None:
-                for line in p.stdout:
-                    lines.append((time.monotonic() - start, line.rstrip("\n")))
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            for line in p.stdout:
+                lines.append((time.monotonic() - start, line.rstrip("\n")))
             rc = p.wait()
             wall = time.monotonic() - start
+        engine1 = self.engine.now()
         stderr = err_path.read_text(errors="replace")
-        maxrss = None
-        if rss and rss_file.exists():
-            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", rss_file.read_text())
-            maxrss = int(m.group(1)) if m else None
-        return {"wall": wall, "rc": rc, "lines": lines, "stderr": stderr, "maxrss_kb": maxrss}
+        usage = parse_time_report(rss_file.read_text()) if rss_file.exists() else parse_time_report("")
+        return {"wall": wall, "rc": rc, "lines": lines, "stderr": stderr, **usage,
+                "engine_cpu_s": None if engine0 is None or engine1 is None else engine1 - engine0}
 
 
 def failure_line(res: dict) -> str:
@@ -281,7 +332,7 @@ def ensure_image(tag: str, size_mb: int, work: Path) -> tuple[dict, bool, float]
 
 def bench_containers() -> list[str]:
     r = run(["docker", "ps", "-a", "--format", "{{.Names}}"], check=False)
-    return [n for n in r.stdout.split() if n == APP or n.startswith(APP + ".")]
+    return [n for n in r.stdout.split() if any(n == a or n.startswith(a + ".") for a in APPS)]
 
 
 def remove_bench_containers() -> list[str]:
@@ -328,6 +379,60 @@ def make_absent(image: dict, docker_root, driver) -> int | None:
     return left
 
 
+def docker_build(tag: str, ctx: Path, dockerfile: str) -> dict:
+    (ctx / "Dockerfile").write_text(dockerfile)
+    run(["docker", "build", "-q", "--rm", "--force-rm", "-t", tag, str(ctx)],
+        env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    return inspect_image(tag)
+
+
+def app_release_images(base_tag: str, work: Path) -> list[dict]:
+    """Two releases of an app on the big image that differ in one small top layer (1 MiB): what
+    a layer-level delta is for. Rebuilt on every run (seconds), removed at the end."""
+    ctx = work / "ctx-app"
+    (ctx / "app").mkdir(parents=True)
+    out = []
+    for n, tag in enumerate(APP_TAGS, 1):
+        write_random(ctx / "app" / "app.bin", MiB)
+        out.append(docker_build(tag, ctx, f'FROM {base_tag}\nCOPY app/ /app/\nLABEL "bench.bundle.release"="{n}"\n'))
+    shutil.rmtree(ctx)
+    return out
+
+
+def patch_release_images(layer_mb: int, work: Path) -> tuple[list[dict], bool]:
+    """Two releases whose one big layer (`layer_mb` MiB in 100 KiB files, 60% random, 40% text-like)
+    differs in 1% of its files; the busybox layer below is the same. Reused when labels match."""
+    want = {"bench.bundle.layer-mb": str(layer_mb), "bench.bundle.gen": GEN_VERSION}
+    have = [inspect_image(t) for t in PATCH_TAGS]
+    if all(i and all((i["Config"].get("Labels") or {}).get(k) == v for k, v in want.items()) for i in have):
+        log(f"reusing images {', '.join(PATCH_TAGS)}")
+        return have, True
+    for i in have:
+        if i:
+            remove_image(i["Id"])
+    ctx = work / "ctx-patch"
+    (ctx / "bin").mkdir(parents=True)
+    (ctx / "files").mkdir()
+    shutil.copy2("/bin/busybox", ctx / "bin" / "busybox")
+    (ctx / "bin" / ".bench").write_text(f"bundle bench patch images, gen {GEN_VERSION}, {time.time()}\n")
+    table = _token_table()
+    count = max(100, layer_mb * MiB // (100 << 10))
+    names = [ctx / "files" / f"f{i:05d}.{'bin' if i % 5 < 3 else 'txt'}" for i in range(count)]
+    for f in names:
+        write_random(f, 100 << 10) if f.suffix == ".bin" else write_text(f, 100 << 10, table)
+    labels = " ".join(f'"{k}"="{v}"' for k, v in want.items())
+    out = []
+    for n, tag in enumerate(PATCH_TAGS, 1):
+        if n > 1:  # the next release rewrites 1% of the files
+            for f in names[::100]:
+                write_random(f, 100 << 10) if f.suffix == ".bin" else write_text(f, 100 << 10, table)
+        out.append(docker_build(tag, ctx, f'FROM scratch\nCOPY bin/ /bin/\nCOPY files/ /app/\n'
+                                          f'LABEL {labels} "bench.bundle.release"="{n}"\n'
+                                          'CMD ["/bin/busybox", "sleep", "3600"]\n'))
+    shutil.rmtree(ctx)
+    return out, False
+
+
 # --------------------------------------------------------------------------------------------
 # keys, spec
 # --------------------------------------------------------------------------------------------
@@ -345,13 +450,14 @@ def make_keys(work: Path) -> tuple[Path, Path, str]:
     return home, store, fpr
 
 
-def write_spec(work: Path, tag: str) -> Path:
-    spec = work / "bundle.toml"
+def write_spec(work: Path, tag: str, *, name: str = "bench", container: str = APPS[0], release: int = 1,
+               health: str = '"/bin/true"') -> Path:
+    spec = work / f"{name}-{release}.toml"
     spec.write_text(
-        f'name = "bench"\nversion = "1.0.0"\nsequence = 1\nimages = ["{tag}"]\n\n'
-        f'[target]\nkind = "container"\nname = "{APP}"\nimage = "{tag}"\n\n'
+        f'name = "{name}"\nversion = "{release}.0.0"\nsequence = {release}\nimages = ["{tag}"]\n\n'
+        f'[target]\nkind = "container"\nname = "{container}"\nimage = "{tag}"\n\n'
         '[target.run]\nports = []\nvolumes = []\n\n'
-        '[target.health]\ncmd = ["/bin/true"]\ntimeout = "30s"\nattempts = 1\n')
+        f'[target.health]\ncmd = [{health}]\ntimeout = "30s"\nattempts = 1\n')
     return spec
 
 
@@ -366,37 +472,27 @@ def bundle_cli() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the run
+# figures and the table (pure; tests/unit/test_bench.py)
 # --------------------------------------------------------------------------------------------
 
-class Report:
-    def __init__(self):
-        self.rows: list[tuple[str, str, str, str]] = []
-        self.figures: dict = {}
-        self.failures: list[str] = []
+SIZES = {  # --quick for trying the bench; the defaults are the sizes issue 11 names
+    "default": {"size_mb": 1000, "patch_layer_mb": 300, "repeat": 3},
+    "quick": {"size_mb": 100, "patch_layer_mb": 30, "repeat": 1},
+}
 
-    def row(self, what: str, value: str, goal: str = "", met: bool | None = None) -> None:
-        status = "" if met is None else ("met" if met else "NOT met")
-        self.rows.append((what, value, goal, status))
 
-    def fail(self, step: str, why: str) -> None:
-        self.failures.append(f"{step}: {why}")
-        self.row(step, "FAILED", "(see failures below)", None)
-        log(f"FAILED {step}: {why}")
-
-    def print(self) -> None:
-        w = [max(len(r[i]) for r in self.rows + [("figure", "value", "goal", "status")]) for i in range(4)]
-        def line(r):
-            return f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip()
-        print(line(("figure", "value", "goal", "status")))
-        print(line(tuple("-" * n for n in w)))
-        for r in self.rows:
-            print(r[0] if r[1] == "" and r[2] == "" else line(r))
-        for f in self.failures:
-            print(f"FAILED {f}")
+def resolve_sizes(quick: bool, size_mb: int | None, patch_layer_mb: int | None, repeat: int | None) -> dict:
+    """The preset, with what was given explicitly over it."""
+    given = {"size_mb": size_mb, "patch_layer_mb": patch_layer_mb, "repeat": repeat}
+    sizes = {**SIZES["quick" if quick else "default"], **{k: v for k, v in given.items() if v is not None}}
+    if min(sizes.values()) < 1:
+        raise ValueError("sizes and --repeat must be at least 1")
+    return sizes
 
 
 def median(xs: list[float]) -> float:
+    if not xs:
+        raise ValueError("median of no runs")
     xs = sorted(xs)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
@@ -407,8 +503,34 @@ def runs(xs: list[float]) -> str:
     return " [runs " + " ".join(f"{x:.1f}" for x in xs) + "]" if len(xs) > 1 else ""
 
 
-def secs(x: float) -> str:
-    return f"{x:.1f} s"
+def ratio_of_medians(subject: list[float], baseline: list[float]) -> float | None:
+    """median(subject) / median(baseline), both measured in the same (interleaved) run."""
+    if not subject or not baseline or median(baseline) <= 0:
+        return None
+    return median(subject) / median(baseline)
+
+
+def import_phases(lines: list[tuple[float, str]], total: float) -> dict[str, float]:
+    """Seconds of each phase of `bundle import`, from its own lines' timestamps: start-up and the
+    head gate (to 'verified signature'), staging and loading (to '... and loaded ...'), the swap
+    before the new container starts (backup, create), and start + health gate (to the exit)."""
+    def at(test):
+        return next((t for t, l in lines if test(l.strip())), None)
+    head = at(lambda l: l.startswith("verified signature"))
+    loaded = at(lambda l: l.startswith("verified ") and " loaded " in l)
+    starting = at(lambda l: l.startswith("starting "))
+    if None in (head, loaded, starting):
+        return {}
+    return {"startup_gate": head, "stage_load": loaded - head, "swap_prepare": starting - loaded,
+            "start_probe": total - starting}
+
+
+def cpu(x: float | None) -> str:
+    return "?" if x is None else f"{x:.1f}"
+
+
+def secs(x: float | None) -> str:
+    return "?" if x is None else f"{x:.1f} s"
 
 
 def mb(n: int | None) -> str:
@@ -419,228 +541,388 @@ def rss_mb(kb: int | None) -> str:
     return "?" if kb is None else f"{kb * 1024 / 1e6:.0f} MB"
 
 
+class Report:
+    """The table rows (figure, value, goal, status) and every figure for the JSON."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.figures: dict = {}
+        self.failures: list[str] = []
+
+    def row(self, what: str, value: str, goal: str = "", met: bool | None = None) -> None:
+        status = "" if met is None else ("met" if met else "NOT met")
+        self.rows.append((what, value, goal, status))
+
+    def section(self, title: str) -> None:
+        self.rows.append((title, "", "", ""))
+
+    def goal(self, what: str, value: float | None, limit: float, fmt: str = "{:.2f}", *, key: str) -> bool | None:
+        """A figure against its upper limit; recorded under `key`. None when it could not be measured."""
+        goal = f"<= {fmt.format(limit)}"
+        if value is None:
+            self.row(what, "?", goal)
+            return None
+        self.figures[key] = round(value, 4)
+        self.row(what, fmt.format(value), goal, value <= limit)
+        return value <= limit
+
+    def fail(self, step: str, why: str) -> None:
+        self.failures.append(f"{step}: {why}")
+        self.row(step, "FAILED", "(see failures below)", None)
+        log(f"FAILED {step}: {why}")
+
+    def lines(self) -> list[str]:
+        head = ("figure", "value", "goal", "status")
+        w = [max(len(r[i]) for r in self.rows + [head]) for i in range(4)]
+
+        def line(r):
+            return f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip()
+        out = [line(head), line(tuple("-" * n for n in w))]
+        out += [r[0] if r[1:] == ("", "", "") else line(r) for r in self.rows]
+        return out + [f"FAILED {f}" for f in self.failures]
+
+    def document(self, title: str) -> dict:
+        """What --json writes: the title, the table as printed and as rows, every figure."""
+        return {"title": title, "table": self.lines(),
+                "rows": [dict(zip(("figure", "value", "goal", "status"), r)) for r in self.rows],
+                "figures": self.figures, "failures": self.failures}
+
+
+# --------------------------------------------------------------------------------------------
+# the sections
+# --------------------------------------------------------------------------------------------
+
+class Bench:
+    """What every section needs: the timer, the bundle command, keys, the work dir, the report."""
+
+    def __init__(self, sizes: dict, rep: Report, work: Path, timer: Timer, bundle: str,
+                 keys: tuple[Path, Path, str], docker_root: Path | None, driver: str):
+        self.sizes, self.rep, self.fig = sizes, rep, rep.figures
+        self.work, self.timer, self.bundle = work, timer, bundle
+        self.home, self.store, self.fpr = keys
+        self.docker_root, self.driver = docker_root, driver
+        self.repeat = sizes["repeat"]
+
+    def build(self, spec: Path, out: Path, *extra) -> dict:
+        r = self.timer([self.bundle, "build", spec, "-o", out, "--sign-key", self.fpr,
+                        "--gnupghome", self.home, "--local", *extra])
+        if r["rc"]:
+            raise StepFailed(f"bundle build {out.name}: {failure_line(r)}")
+        return r
+
+    def import_(self, bundle: Path, state: Path) -> dict:
+        r = self.timer([self.bundle, "import", bundle, "--keys", self.store, "--state-dir", state, "--yes"],
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if r["rc"]:
+            raise StepFailed(f"bundle import {bundle.name}: {failure_line(r)}")
+        return r
+
+    def verify(self, bundle: Path) -> dict:
+        r = self.timer([self.bundle, "verify", bundle, "--keys", self.store, "--state-dir", self.work / "state"])
+        if r["rc"]:
+            raise StepFailed(f"bundle verify {bundle.name}: {failure_line(r)}")
+        return r
+
+
+def section_build(b: Bench, tag: str, spec: Path, B: Path, T: Path) -> None:
+    """`bundle build --local` against `docker save | zstd -T0 -3`, interleaved."""
+    rep, fig = b.rep, b.fig
+    rep.section("BUILD (bundle build --local vs docker save | zstd -T0 -3)")
+    F = b.work / "pipeline.tar.zst"
+    base, built = [], []
+    for i in range(b.repeat):
+        log(f"baseline: docker save | zstd -T0 -3 (run {i + 1}/{b.repeat})")
+        r = b.timer(f"set -o pipefail; docker save {tag} | zstd -q -T0 -3 -f -o {F}", shell=True)
+        if r["rc"]:
+            raise StepFailed(f"docker save | zstd: {failure_line(r)}")
+        base.append(r)
+        log(f"bundle build --local (run {i + 1}/{b.repeat})")
+        built.append(b.build(spec, B))
+    bw, sw = [r["wall"] for r in base], [r["wall"] for r in built]
+    fig.update(pipeline_s=round(median(bw), 2), pipeline_runs_s=[round(x, 2) for x in bw],
+               build_s=round(median(sw), 2), build_runs_s=[round(x, 2) for x in sw],
+               pipeline_bytes=F.stat().st_size, bundle_bytes=B.stat().st_size,
+               build_rss_kb=max(r["maxrss_kb"] or 0 for r in built) or None)
+    rep.row("docker save | zstd -T0 -3 -o f" + runs(bw), secs(median(bw)))
+    rep.row("bundle build --local" + runs(sw), secs(median(sw)))
+    met = rep.goal("  ratio of medians build / baseline", ratio_of_medians(sw, bw), GOAL_BUILD_RATIO, key="build_ratio")
+    rep.row("  file size bundle / pipeline", f"{mb(fig['bundle_bytes'])} / {mb(fig['pipeline_bytes'])}",
+            "bundle no larger", fig["bundle_bytes"] <= fig["pipeline_bytes"])
+    rss = fig["build_rss_kb"]
+    rep.row("  bundle build peak RSS", rss_mb(rss), f"< {GOAL_BUILD_RSS_MB} MB",
+            None if rss is None else rss * 1024 / 1e6 < GOAL_BUILD_RSS_MB)
+    total = {k: [((r["cpu_s"] or 0) + (r["engine_cpu_s"] or 0)) for r in runs_]
+             for k, runs_ in (("pipeline", base), ("build", built))}
+    fig.update(pipeline_cpu_s=round(median(total["pipeline"]), 2), build_cpu_s=round(median(total["build"]), 2))
+    rep.row("  CPU-s (command + engine) baseline / build",
+            f"{cpu(median(total['pipeline']))} / {cpu(median(total['build']))}")
+    if met is False:
+        build_components(b, tag, B, T, F)
+    F.unlink(missing_ok=True)
+
+
+def build_components(b: Bench, tag: str, B: Path, T: Path, F: Path) -> None:
+    """Where the build's time goes, each part run alone once: CPU-seconds (and wall)."""
+    log("build components: save, compress, hash, write (each alone)")
+    W = b.work / "write-copy"
+    parts = [
+        ("save", "docker save (engine + CLI) > /dev/null", f"docker save {tag} > /dev/null"),
+        ("compress", "zstd -T0 -3 of the save tar", f"zstd -q -T0 -3 -c {T} > /dev/null"),
+        ("hash", "sha256 of every saved file (the tar)", f"{_SHA256} {T}"),
+        ("hash_out", "sha256 of the bundle file (OUT.sha256)", f"{_SHA256} {B}"),
+        ("write", "the bundle file written once + fsync (cp)", f"cp {B} {W} && sync {W}"),
+    ]
+    for key, what, cmd in parts:
+        r = b.timer(cmd, shell=True)
+        c = (r["cpu_s"] or 0) + (r["engine_cpu_s"] or 0)
+        b.fig[f"component_{key}_cpu_s"], b.fig[f"component_{key}_s"] = round(c, 2), round(r["wall"], 2)
+        b.rep.row(f"    CPU-s {key}: {what}", cpu(c), f"(wall {secs(r['wall'])})")
+    W.unlink(missing_ok=True)
+
+
+# sha256 of a file with Python's hashlib (OpenSSL), as bundle hashes: coreutils' sha256sum is
+# about 3x slower on this kind of machine and would overstate the cost.
+_SHA256 = (f"{sys.executable} -c 'import hashlib, sys; h = hashlib.sha256(); f = open(sys.argv[1], \"rb\")\n"
+           f"while c := f.read(1 << 20): h.update(c)'")
+
+
+def section_split_verify(b: Bench, spec: Path, B: Path) -> None:
+    """`bundle verify` of a split bundle against the same bundle in one file, interleaved."""
+    rep, fig = b.rep, b.fig
+    rep.section("SPLIT (bundle verify OUT.part001 vs bundle verify OUT)")
+    part = max(1, -(-B.stat().st_size // 3 // MiB))  # three parts
+    S = b.work / "split.bundle.zst"
+    log(f"bundle build --split {part}M")
+    b.build(spec, S, "--split", f"{part}M")
+    one, split = [], []
+    for i in range(b.repeat):
+        log(f"bundle verify: one file, then parts (run {i + 1}/{b.repeat})")
+        one.append(b.verify(B))
+        split.append(b.verify(S.with_name(S.name + ".part001")))
+    ow, sw = [r["wall"] for r in one], [r["wall"] for r in split]
+    fig.update(verify_s=round(median(ow), 2), verify_runs_s=[round(x, 2) for x in ow],
+               verify_split_s=round(median(sw), 2), verify_split_runs_s=[round(x, 2) for x in sw],
+               verify_rss_kb=max(r["maxrss_kb"] or 0 for r in one + split) or None)
+    rep.row(f"bundle verify OUT (one file){runs(ow)}", secs(median(ow)))
+    rep.row(f"bundle verify OUT.part001 (3 parts of {part} MiB){runs(sw)}", secs(median(sw)))
+    rep.goal("  ratio of medians split / one file", ratio_of_medians(sw, ow), GOAL_SPLIT_RATIO, key="split_verify_ratio")
+    rss = fig["verify_rss_kb"]
+    rep.row("  bundle verify peak RSS", rss_mb(rss), f"< {GOAL_VERIFY_RSS_MB} MB",
+            None if rss is None else rss * 1024 / 1e6 < GOAL_VERIFY_RSS_MB)
+    for p in S.parent.glob(S.name + "*"):
+        p.unlink()
+
+
+def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
+    """`bundle import` (image absent, first install, cmd health check) until it exits 0, against
+    `docker load -i T && docker run -d`, interleaved; the image removed before each."""
+    rep, fig = b.rep, b.fig
+    rep.section("IMPORT (bundle import, image absent, first install vs docker load -i T && docker run -d)")
+    tmp_dir = b.docker_root / "tmp" if b.docker_root else None
+    loads, starts, imports, staging_peak = [], [], [], 0
+    for i in range(b.repeat):
+        log(f"baseline: docker load -i T && docker run -d (image removed first; run {i + 1}/{b.repeat})")
+        fig["layers_left_before_load"] = make_absent(image, b.docker_root, b.driver)
+        r = b.timer(["docker", "load", "-q", "-i", T])
+        if r["rc"]:
+            raise StepFailed(f"docker load: {failure_line(r)}")
+        loads.append(r)
+        r = b.timer(["docker", "run", "-d", "--name", f"{APPS[0]}.base", tag])
+        if r["rc"]:
+            raise StepFailed(f"docker run -d: {failure_line(r)}")
+        starts.append(r)
+        log(f"bundle import --yes (image removed, fresh state dir; run {i + 1}/{b.repeat})")
+        fig["layers_left_before_import"] = make_absent(image, b.docker_root, b.driver)
+        with DirPoller(b.work / f"state-{i}" / "staging") as staging:
+            imports.append(b.import_(B, b.work / f"state-{i}"))
+        staging_peak = max(staging_peak, staging.peak)
+    base = [l["wall"] + s["wall"] for l, s in zip(loads, starts)]
+    walls = [r["wall"] for r in imports]
+    fig.update(docker_load_s=round(median([l["wall"] for l in loads]), 2),
+               docker_run_s=round(median([s["wall"] for s in starts]), 2),
+               load_run_s=round(median(base), 2), load_run_runs_s=[round(x, 2) for x in base],
+               import_s=round(median(walls), 2), import_runs_s=[round(x, 2) for x in walls],
+               import_rss_kb=max(r["maxrss_kb"] or 0 for r in imports) or None,
+               import_staging_peak_bytes=staging_peak,
+               import_output=[f"+{t:.2f}s {l}" for t, l in imports[-1]["lines"]])
+    rep.row("docker load -i T && docker run -d" + runs(base), secs(median(base)))
+    rep.row("bundle import --yes (until exit 0)" + runs(walls), secs(median(walls)))
+    met = rep.goal("  ratio of medians import / baseline", ratio_of_medians(walls, base), GOAL_IMPORT_RATIO,
+                   key="import_ratio")
+    rep.row("  bundle import peak RSS", rss_mb(fig["import_rss_kb"]))
+    rep.row("  peak scratch under state/staging", mb(staging_peak))
+    if met is not False:
+        return
+    phases = [import_phases(r["lines"], r["wall"]) for r in imports]
+    if all(phases):
+        for key, what in (("startup_gate", "start-up + head gate"), ("stage_load", "verify + stage + docker load"),
+                          ("swap_prepare", "swap: journal, backup, create"),
+                          ("start_probe", "start + health gate (2 probes 1 s apart)")):
+            v = median([p[key] for p in phases])
+            fig[f"import_phase_{key}_s"] = round(v, 2)
+            rep.row(f"    import phase {what}", secs(v))
+    rep.row("    baseline: docker load / docker run -d", f"{secs(fig['docker_load_s'])} / {secs(fig['docker_run_s'])}")
+    med = lambda rs, k: median([(r[k] or 0) for r in rs])
+    fig.update(import_cpu_s=round(med(imports, "cpu_s"), 2), import_engine_cpu_s=round(med(imports, "engine_cpu_s"), 2),
+               load_run_engine_cpu_s=round(med(loads, "engine_cpu_s") + med(starts, "engine_cpu_s"), 2),
+               load_run_cpu_s=round(med(loads, "cpu_s") + med(starts, "cpu_s"), 2))
+    rep.row("    CPU-s bundle import: own process (gate, hash, stage) / engine (load, start)",
+            f"{cpu(fig['import_cpu_s'])} / {cpu(fig['import_engine_cpu_s'])}")
+    rep.row("    CPU-s baseline: docker CLI / engine (load, start)",
+            f"{cpu(fig['load_run_cpu_s'])} / {cpu(fig['load_run_engine_cpu_s'])}")
+
+
+def section_delta(b: Bench, tag: str) -> None:
+    """Full vs layer-level delta (`--since`) of a release that changes one layer of the big image."""
+    rep, fig = b.rep, b.fig
+    rep.section("DELTA (a release changing one 1 MiB layer of the big image: full vs --since the last)")
+    v1, v2 = app_release_images(tag, b.work)
+    B1, F2, D2 = (b.work / n for n in ("app-1.bundle.zst", "app-2.full.bundle.zst", "app-2.delta.bundle.zst"))
+    spec1 = write_spec(b.work, APP_TAGS[0], name="bench-app", release=1)
+    spec2 = write_spec(b.work, APP_TAGS[1], name="bench-app", release=2)
+    log("bundle build of release 1 (the base)")
+    b.build(spec1, B1)
+    full, delta = [], []
+    for i in range(b.repeat):
+        log(f"release 2: full, then --since release 1 (run {i + 1}/{b.repeat})")
+        full.append(b.build(spec2, F2))
+        delta.append(b.build(spec2, D2, "--since", B1))
+    fw, dw = [r["wall"] for r in full], [r["wall"] for r in delta]
+    fig.update(delta_full_bytes=F2.stat().st_size, delta_bytes=D2.stat().st_size,
+               delta_full_build_s=round(median(fw), 2), delta_build_s=round(median(dw), 2))
+    rep.row(f"full bundle of release 2: size, build{runs(fw)}", f"{mb(F2.stat().st_size)}, {secs(median(fw))}")
+    rep.row(f"delta bundle (--since release 1): size, build{runs(dw)}", f"{mb(D2.stat().st_size)}, {secs(median(dw))}")
+    rep.goal("  size delta / full", D2.stat().st_size / F2.stat().st_size, GOAL_DELTA_SIZE, "{:.1%}", key="delta_size_ratio")
+
+
+def section_patch(b: Bench) -> None:
+    """A release changing 1% of the files of one big layer, built with `--since` the last release
+    (binary patches inside changed layers, when that build has them), imported onto an engine
+    holding the last release."""
+    rep, fig = b.rep, b.fig
+    mb_ = b.sizes["patch_layer_mb"]
+    rep.section(f"BINARY DELTA (1% of the files of a {mb_} MiB layer changed: --since the last release)")
+    (v1, v2), reused = patch_release_images(mb_, b.work)
+    B1, F2, P2 = (b.work / n for n in ("patch-1.bundle.zst", "patch-2.full.bundle.zst", "patch-2.since.bundle.zst"))
+    spec1 = write_spec(b.work, PATCH_TAGS[0], name="bench-patch", container=APPS[1], release=1,
+                       health='"/bin/busybox", "true"')
+    spec2 = write_spec(b.work, PATCH_TAGS[1], name="bench-patch", container=APPS[1], release=2,
+                       health='"/bin/busybox", "true"')
+    log("bundle build of release 1 (the base)")
+    b.build(spec1, B1)
+    full, since, imports = [], [], []
+    for i in range(b.repeat):
+        log(f"release 2: full, then --since release 1, then its import (run {i + 1}/{b.repeat})")
+        full.append(b.build(spec2, F2))
+        since.append(b.build(spec2, P2, "--since", B1))
+        remove_image(v2["Id"])  # the engine holds release 1 only, as the intranet would
+        imports.append(b.import_(P2, b.work / f"patch-state-{i}"))
+    fw, pw, iw = ([r["wall"] for r in x] for x in (full, since, imports))
+    fig.update(patch_full_bytes=F2.stat().st_size, patch_bytes=P2.stat().st_size,
+               patch_full_build_s=round(median(fw), 2), patch_build_s=round(median(pw), 2),
+               patch_import_s=round(median(iw), 2),
+               patch_build_rss_kb=max(r["maxrss_kb"] or 0 for r in since) or None,
+               patch_import_rss_kb=max(r["maxrss_kb"] or 0 for r in imports) or None)
+    rep.row(f"full bundle of release 2: size, build{runs(fw)}", f"{mb(F2.stat().st_size)}, {secs(median(fw))}")
+    rep.row(f"--since release 1: size, build{runs(pw)}", f"{mb(P2.stat().st_size)}, {secs(median(pw))}")
+    rep.goal("  size --since / full", P2.stat().st_size / F2.stat().st_size, GOAL_PATCH_SIZE, "{:.1%}",
+             key="patch_size_ratio")
+    rep.row(f"  import of it onto release 1 (until exit 0){runs(iw)}", secs(median(iw)))
+    rep.row("  peak RSS build / import", f"{rss_mb(fig['patch_build_rss_kb'])} / {rss_mb(fig['patch_import_rss_kb'])}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size-mb", type=int, default=1200, help="image data size in MiB (default 1200)")
-    ap.add_argument("--tag", default="bench/big:1", help="the bench image tag (default bench/big:1)")
-    ap.add_argument("--clean", action="store_true", help="also remove the bench image at the end")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes for trying the bench (100 MiB image, 30 MiB layer, 1 run)")
+    ap.add_argument("--size-mb", type=int, help="big image data size in MiB (default 1000)")
+    ap.add_argument("--patch-layer-mb", type=int, help="the binary delta's layer in MiB (default 300)")
+    ap.add_argument("--repeat", type=int, help="runs of each timed pair, interleaved; medians are reported (default 3)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    ap.add_argument("--json", dest="json_path", type=Path, help="also write the table and figures as JSON here")
+    ap.add_argument("--tag", default="bench/big:1", help="the big image's tag (default bench/big:1)")
+    ap.add_argument("--clean", action="store_true", help="also remove the bench images at the end")
     ap.add_argument("--keep-temp", action="store_true", help="keep the temp dir (bundles, keys, state) for a look")
     ap.add_argument("--workdir", default=None, help="where the temp dir goes (default: $TMPDIR or /tmp)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each timed pair, interleaved; medians are reported (default 3)")
     args = ap.parse_args(argv)
+    try:
+        sizes = resolve_sizes(args.quick, args.size_mb, args.patch_layer_mb, args.repeat)
+    except ValueError as e:
+        ap.error(str(e))
+    only = [s for s in args.only.split(",") if s]
+    if set(only) - set(SECTIONS):
+        ap.error(f"--only: unknown section(s) {', '.join(sorted(set(only) - set(SECTIONS)))}")
 
     rep = Report()
     fig = rep.figures
-    fig["size_mb"] = args.size_mb
+    fig.update(sizes)
+    fig["load_average"] = list(os.getloadavg())
     run(["bash", str(REPO / "scripts" / "ensure-docker.sh")], capture=False)
     bundle = bundle_cli()
     gnu_time = _gnu_time()
     if not gnu_time:
-        log("GNU time unavailable: peak RSS measured with getrusage(RUSAGE_CHILDREN) in a wrapper")
+        log("GNU time unavailable: CPU and peak RSS via getrusage(RUSAGE_CHILDREN) in a wrapper")
+    if not os.path.exists("/bin/busybox"):
+        raise SystemExit("bench: /bin/busybox not found (apt-get install -y busybox-static)")
     dinfo = json.loads(run(["docker", "info", "--format", "{{json .}}"]).stdout)
     docker_root = Path(dinfo.get("DockerRootDir") or "/var/lib/docker")
-    driver = dinfo.get("Driver") or "overlay2"
     if not os.access(docker_root, os.R_OK):
         docker_root = None
+    engine = EngineCPU()
+    if engine.stat is None:
+        log("the engine's process is not visible here: engine CPU-seconds are left out")
 
     work = Path(tempfile.mkdtemp(prefix="bundle-bench-", dir=args.workdir))
-    timer = Timer(gnu_time, work)
-    home = None
-    image = None
+    timer = Timer(gnu_time, work, engine)
+    home = image = None
     t_all = time.monotonic()
     try:
-        # -- 1. setup --------------------------------------------------------------------------
-        image, reused, build_took = ensure_image(args.tag, args.size_mb, work)
-        fig.update(image_id=image["Id"], image_bytes=image["Size"], image_layers=len(image["RootFS"]["Layers"]),
-                   image_reused=reused, image_build_s=round(build_took, 2))
+        image, reused, build_took = ensure_image(args.tag, sizes["size_mb"], work)
+        fig.update(image_id=image["Id"], image_bytes=image["Size"], image_layers=len(image["RootFS"]["Layers"]))
         rep.row(f"image {args.tag}: {len(image['RootFS']['Layers'])} layers"
                 + (" (reused)" if reused else f" (built in {build_took:.0f} s)"), mb(image["Size"]))
-        home, store, fpr = make_keys(work)
+        keys = make_keys(work)
+        home = keys[0]
+        b = Bench(sizes, rep, work, timer, bundle, keys, docker_root, dinfo.get("Driver") or "overlay2")
         spec = write_spec(work, args.tag)
-        state = work / "state"
-        B, F, T = work / "bench.bundle.zst", work / "pipeline.tar.zst", work / "save.tar"
-
-        # -- 2. build side ---------------------------------------------------------------------
-        rep.row("BUILD", "")
-        log("docker save -o T (also warms the page cache for both build runs)")
-        r = timer(["docker", "save", "-o", str(T), args.tag])
+        B, T = work / "bench.bundle.zst", work / "save.tar"
+        log("docker save -o T (the import baseline's archive; also warms the page cache)")
+        r = timer(["docker", "save", "-o", T, args.tag])
         if r["rc"]:
             raise StepFailed(f"docker save: {failure_line(r)}")
-        fig["docker_save_file_s"] = round(r["wall"], 2)
-        fig["docker_save_tar_bytes"] = T.stat().st_size
-        rep.row("docker save -o T (reference)", secs(r["wall"]))
-
-        # baseline and build alternate, so load on this shared machine hits both alike
-        base_runs, build_runs = [], []
-        for i in range(args.repeat):
-            log(f"baseline: docker save | zstd -T0 -3 (run {i + 1}/{args.repeat})")
-            r = timer(f"set -o pipefail; docker save {args.tag} | zstd -q -T0 -3 -f -o {F}", shell=True)
-            if r["rc"]:
-                rep.fail("docker save | zstd -T0 -3", failure_line(r))
-                break
-            base_runs.append(r["wall"])
-            fig["pipeline_bytes"] = F.stat().st_size
-            log(f"bundle build --local (run {i + 1}/{args.repeat})")
-            r = timer([bundle, "build", spec, "-o", B, "--sign-key", fpr, "--gnupghome", home, "--local"], rss=True)
-            if r["rc"]:
-                rep.fail("bundle build", failure_line(r))
-                raise StepFailed("bundle build failed; nothing else can be measured")
-            build_runs.append(r)
-        base_build = median(base_runs) if base_runs else None
-        if base_build is not None:
-            fig["pipeline_s"], fig["pipeline_runs_s"] = round(base_build, 2), [round(x, 2) for x in base_runs]
-            rep.row("docker save | zstd -T0 -3 -o f (baseline)" + runs(base_runs), secs(base_build))
-        walls = [b["wall"] for b in build_runs]
-        r = {"wall": median(walls), "maxrss_kb": max((b["maxrss_kb"] or 0) for b in build_runs) or None,
-             "lines": build_runs[-1]["lines"]}
-        fig["build_s"], fig["build_runs_s"] = round(r["wall"], 2), [round(x, 2) for x in walls]
-        fig["build_rss_kb"], fig["bundle_bytes"] = r["maxrss_kb"], B.stat().st_size
-        said = next((l for _, l in r["lines"] if l.startswith("built ")), "")
-        m = re.search(r" in ([0-9.]+)s", said)
-        if m:
-            fig["build_self_reported_s"] = float(m.group(1))
-        rep.row("bundle build --local" + runs(walls), secs(r["wall"]))
-        if base_build:
-            ratio = r["wall"] / base_build
-            fig["build_ratio"] = round(ratio, 3)
-            rep.row("  ratio of medians build / baseline", f"{ratio:.2f}", f"<= {GOAL_BUILD_RATIO:.2f}", ratio <= GOAL_BUILD_RATIO)
-        rep.row("  bundle build peak RSS", rss_mb(r["maxrss_kb"]))
-        rep.row("bundle file size", mb(fig["bundle_bytes"]),
-                f"<= pipeline file ({mb(fig.get('pipeline_bytes'))})" if base_build else "",
-                (fig["bundle_bytes"] <= fig["pipeline_bytes"]) if base_build else None)
-        if base_build:
-            rep.row("pipeline file size", mb(fig["pipeline_bytes"]))
-        if F.exists():
-            F.unlink()
-
-        # -- 3. verify side --------------------------------------------------------------------
-        rep.row("VERIFY", "")
-        log("baselines: zstd -dc B | sha256sum; zstd -dc B > /dev/null")
-        r = timer(f"set -o pipefail; zstd -q -dc {B} | sha256sum >/dev/null", shell=True)
-        base_sha = r["wall"] if r["rc"] == 0 else None
-        if base_sha is None:
-            rep.fail("zstd -dc B | sha256sum", failure_line(r))
-        else:
-            fig["zstd_sha256sum_s"] = round(base_sha, 2)
-            rep.row("zstd -dc B | sha256sum (baseline)", secs(base_sha))
-        r = timer(f"zstd -q -dc {B} >/dev/null", shell=True)
-        base_dc = r["wall"] if r["rc"] == 0 else None
-        if base_dc is not None:
-            fig["zstd_dc_s"] = round(base_dc, 2)
-            rep.row("zstd -dc B > /dev/null (baseline)", secs(base_dc))
-
-        log("bundle verify")
-        r = timer([bundle, "verify", B, "--keys", store, "--state-dir", state, "--json"], rss=True)
-        payload_bytes = None
-        if r["rc"]:
-            rep.fail("bundle verify", failure_line(r))
-        else:
-            report = json.loads("\n".join(l for _, l in r["lines"]))
-            payload_bytes = report["payload_bytes"]
-            fig.update(verify_s=round(r["wall"], 2), verify_rss_kb=r["maxrss_kb"], payload_bytes=payload_bytes)
-            rep.row("bundle verify", secs(r["wall"]))
-            if base_sha:
-                fig["verify_ratio_sha256sum"] = round(r["wall"] / base_sha, 3)
-                rep.row("  ratio verify / (zstd -dc | sha256sum)", f"{r['wall'] / base_sha:.2f}", "(info)")
-            if base_dc:
-                fig["verify_ratio_zstd_dc"] = round(r["wall"] / base_dc, 3)
-                rep.row("  ratio verify / (zstd -dc > /dev/null)", f"{r['wall'] / base_dc:.2f}", "(info)")
-            ok = r["maxrss_kb"] is not None and r["maxrss_kb"] * 1024 / 1e6 < GOAL_VERIFY_RSS_MB
-            rep.row("  bundle verify peak RSS", rss_mb(r["maxrss_kb"]), f"< {GOAL_VERIFY_RSS_MB} MB", ok)
-
-        # -- 4. import side --------------------------------------------------------------------
-        rep.row("IMPORT", "")
-        tmp_poll_dir = docker_root / "tmp" if docker_root else None
-        load_runs, import_runs = [], []
-        staging_peak = engine_tmp_import = 0
-        for i in range(args.repeat):
-            log(f"baseline: docker load -i T (image removed first; run {i + 1}/{args.repeat})")
-            fig["layers_left_before_load"] = make_absent(image, docker_root, driver)
-            with DirPoller(tmp_poll_dir) as dtmp:
-                r = timer(["docker", "load", "-q", "-i", T])
-            if r["rc"]:
-                rep.fail("docker load -i T", failure_line(r))
-                break
-            load_runs.append(r["wall"])
-            fig["docker_load_engine_tmp_bytes"] = dtmp.growth
-
-            log(f"bundle import --yes (image removed, fresh state dir; run {i + 1}/{args.repeat})")
-            remove_bench_containers()
-            fig["layers_left_before_import"] = make_absent(image, docker_root, driver)
-            state = work / f"state-{i}"
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            with DirPoller(state / "staging") as staging, DirPoller(tmp_poll_dir) as dtmp:
-                r = timer([bundle, "import", B, "--keys", store, "--state-dir", state, "--yes"], rss=True, env=env)
-            staging_peak, engine_tmp_import = max(staging_peak, staging.peak), max(engine_tmp_import, dtmp.growth)
-            import_runs.append(r)
-            if r["rc"]:
-                break
-        base_load = median(load_runs) if load_runs else None
-        if base_load is not None:
-            fig.update(docker_load_s=round(base_load, 2), docker_load_runs_s=[round(x, 2) for x in load_runs])
-            rep.row("docker load -i T (baseline, no layer present)" + runs(load_runs), secs(base_load))
-        r = import_runs[-1]
-        for t, l in r["lines"]:
-            log(f"  import +{t:6.1f}s  {l}")
-        fig["import_output"] = [f"+{t:.2f}s {l}" for t, l in r["lines"]]
-        if r["rc"]:
-            rep.fail("bundle import", failure_line(r))
-            fig["import_error"] = failure_line(r)
-        else:
-            # phases from the import's own lines: "verified N payload files ... and loaded ..."
-            def loaded_at(run):
-                return next((t for t, l in run["lines"] if l.startswith("verified ") and " loaded " in l), None)
-            to_loaded = [loaded_at(x) for x in import_runs]
-            totals = [x["wall"] for x in import_runs]
-            total = median(totals)
-            t_loaded = median(to_loaded) if None not in to_loaded else None
-            r = {"maxrss_kb": max((x["maxrss_kb"] or 0) for x in import_runs) or None}
-            staging = type("Peak", (), {"peak": staging_peak})
-            fig.update(import_s=round(total, 2), import_rss_kb=r["maxrss_kb"],
-                       import_staging_peak_bytes=staging_peak, import_engine_tmp_bytes=engine_tmp_import)
-            rep.row("bundle import --yes (total, with swap)" + runs(totals), secs(total))
-            if t_loaded is not None:
-                fig["import_to_loaded_s"], fig["import_to_loaded_runs_s"] = round(t_loaded, 2), [round(x, 2) for x in to_loaded]
-                fig["import_swap_s"] = round(total - t_loaded, 2)
-                rep.row("  gate + load (to '... and loaded ...')" + runs(to_loaded), secs(t_loaded))
-                rep.row("  swap (after it)", secs(total - t_loaded))
-            if base_load:
-                if t_loaded is not None:
-                    ratio = t_loaded / base_load
-                    fig["import_ratio"] = round(ratio, 3)
-                    rep.row("  ratio of medians import up to 'loaded' / docker load", f"{ratio:.2f}",
-                            f"<= {GOAL_IMPORT_RATIO:.2f}", ratio <= GOAL_IMPORT_RATIO)
-                fig["import_total_ratio"] = round(total / base_load, 3)
-                rep.row("  ratio import total / docker load", f"{total / base_load:.2f}", "(info: includes the swap)")
-            rep.row("  bundle import peak RSS", rss_mb(r["maxrss_kb"]))
-            if payload_bytes:
-                rep.row("  peak scratch under state/staging", mb(staging.peak),
-                        f"<= payload ({mb(payload_bytes)})", staging.peak <= payload_bytes)
-            else:
-                rep.row("  peak scratch under state/staging", mb(staging.peak))
-            if docker_root:
-                rep.row("  peak engine tmp (docker's own copy of the archive)", mb(dtmp.growth),
-                        f"(info; plain docker load: {mb(fig.get('docker_load_engine_tmp_bytes'))})")
+        for name in only:
+            try:
+                if name == "build" or (name in ("split", "import") and not B.exists()):
+                    section_build(b, args.tag, spec, B, T)
+                if name == "split":
+                    section_split_verify(b, spec, B)
+                elif name == "import":
+                    section_import(b, image, args.tag, B, T)
+                elif name == "delta":
+                    restore_image(args.tag, image, T)
+                    section_delta(b, args.tag)
+                elif name == "patch":
+                    section_patch(b)
+            except StepFailed as e:
+                rep.fail(name, str(e))
     except StepFailed as e:
         rep.fail("bench", str(e))
     finally:
-        # -- 5. clean-up -----------------------------------------------------------------------
         log("cleaning up")
         removed = remove_bench_containers()
         if removed:
             log(f"removed containers {', '.join(removed)}")
+        for t in APP_TAGS + (PATCH_TAGS if args.clean else ()):
+            info = inspect_image(t)
+            if info:
+                remove_image(info["Id"])
         if image is not None:
             if args.clean:
                 remove_image(image["Id"])
                 log(f"removed image {args.tag}")
             else:
-                have = inspect_image(args.tag)
-                if not have or have["Id"] != image["Id"]:
-                    T = work / "save.tar"
-                    if T.exists():
-                        log(f"restoring {args.tag} for later runs (docker load -i T)")
-                        run(["docker", "load", "-q", "-i", str(T)], check=False)
+                restore_image(args.tag, image, work / "save.tar")
         if home is not None:
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
         if args.keep_temp:
@@ -650,13 +932,26 @@ def main(argv=None) -> int:
 
     fig["bench_total_s"] = round(time.monotonic() - t_all, 1)
     fig["failures"] = rep.failures
+    la = fig["load_average"]
+    title = (f"bundle bench: {sizes['size_mb']} MiB image {args.tag}, {sizes['patch_layer_mb']} MiB patch layer, "
+             f"{sizes['repeat']} run(s) each, {os.cpu_count()} cores, load average at start "
+             f"{la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, CPU/RSS via {'GNU time' if gnu_time else 'getrusage wrapper'}")
     print()
-    print(f"bundle bench: {args.size_mb} MiB image {args.tag}, {os.cpu_count()} cores, "
-          f"peak RSS via {'GNU time' if gnu_time else 'getrusage wrapper'}")
-    rep.print()
+    print(title)
+    print("\n".join(rep.lines()))
     print()
     print(json.dumps({k: v for k, v in fig.items() if k != "import_output"}, sort_keys=True))
+    if args.json_path:
+        args.json_path.write_text(json.dumps(rep.document(title), indent=2, sort_keys=True) + "\n")
     return 1 if rep.failures else 0
+
+
+def restore_image(tag: str, image: dict, T: Path) -> None:
+    """The big image back under its tag (an import section removes it) from the saved archive."""
+    have = inspect_image(tag)
+    if (not have or have["Id"] != image["Id"]) and T.exists():
+        log(f"restoring {tag} (docker load -i T)")
+        run(["docker", "load", "-q", "-i", str(T)], check=False)
 
 
 if __name__ == "__main__":

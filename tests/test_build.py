@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import textwrap
@@ -13,7 +14,7 @@ import zstandard
 from bundlecore import format as fmt
 from bundlecore.schema import first_error
 from tests.support import one_line, run_bundle
-from tests.keys import KeyFactory, gpg
+from tests.keys import KeyFactory, gpg, trust_store
 
 
 
@@ -226,3 +227,30 @@ def test_inspect_reads_the_head_and_says_nothing_is_verified(tmp_path, local_app
 def test_usage_errors_are_one_line_with_exit_2(args, needle):
     r = run_bundle(*args)
     assert r.code == 2 and needle in one_line(r.stderr)
+
+
+def test_the_head_goes_in_front_without_a_copy_and_by_a_copy_where_the_filesystem_cannot(tmp_path, local_app, builder_key, pgp_keys):
+    """ext4 drops the room left for the head (fallocate COLLAPSE_RANGE, the head padded to a 4 KiB
+    block); tmpfs cannot, so the payload is copied behind an unpadded head. Either way: a bundle any
+    zstd reads, the sidecar's hash is the file's, bundle verify accepts it, no temp file is left."""
+    tag, _ = local_app
+    spec = write_spec(tmp_path / "s.toml", [tag])
+    store = trust_store(tmp_path / "keys", [pgp_keys.builder])
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", shm], check=True)
+    try:
+        in_place, copied = tmp_path / "ext4.zst", shm / "tmpfs.zst"
+        for out in (in_place, copied):
+            r = build(spec, out, builder_key, "--local")
+            assert r.returncode == 0, r.stderr
+            data = out.read_bytes()
+            assert out.with_name(out.name + ".sha256").read_text() == f"{hashlib.sha256(data).hexdigest()}  {out.name}\n"
+            assert subprocess.run(["zstd", "-t", "-q", out]).returncode == 0
+            assert sorted(p.name for p in out.parent.iterdir() if out.name in p.name) == [out.name, out.name + ".sha256"]
+            v = run_bundle("verify", out, "--keys", store, "--state-dir", tmp_path / f"state-{out.stem}")
+            assert v.returncode == 0, v.stderr
+        assert fmt.read_head(in_place).frame_size % fmt.FS_BLOCK == 0   # padded: the payload starts on a block
+        assert fmt.read_head(copied).frame_size < fmt.FS_BLOCK           # the copy: the head as compressed
+    finally:
+        subprocess.run(["umount", shm], check=True)

@@ -212,8 +212,18 @@ def test_unattended_import_without_yes_is_refused_and_changes_nothing(gate):
 # =============================================================================================
 
 def test_byte_flipped_in_the_head_frame_is_refused(gate):
-    bad = damaged(gate.base.path, gate.path("flip-head"), flip_at=gate.base.head.frame_size // 2)
+    # in its compressed data (the frame's end: bundle build pads the head with empty blocks after its header)
+    bad = damaged(gate.base.path, gate.path("flip-head"), flip_at=gate.base.head.frame_size - 10)
     gate.refused(bad, "zstd", "head frame does not decompress")
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_byte_flipped_in_the_head_frame_s_padding_is_refused(gate, at):
+    """Flipped in the empty blocks that pad the head: the frame no longer parses, whichever byte
+    (a block of reserved type, or one whose size runs past the head)."""
+    assert gate.base.head.frame_size % fmt.FS_BLOCK == 0  # the builder padded it (ext4)
+    bad = damaged(gate.base.path, gate.path(f"flip-pad-{at}"), flip_at=gate.base.head.frame_size // 2 + at)
+    gate.refused(bad, "zstd", "", also=(("truncated", "inside the head frame"),))
 
 
 def test_byte_flipped_in_the_payload_is_refused(gate):

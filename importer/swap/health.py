@@ -58,7 +58,7 @@ from bundlecore.progress import Countdown
 from importer.swap import engine
 from importer.swap.promgate import MetricsGate
 
-POLL = 0.3
+POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
 RUNNING_GRACE = 10.0
 DEFAULT_TIMEOUT = 60
 DEFAULT_ATTEMPTS = 3
