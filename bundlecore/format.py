@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import struct
 import tempfile
@@ -844,6 +845,31 @@ class BundleFiles:
         return PartsReader(self) if self.split else open(self.first, "rb")
 
 
+class _HashBeside:
+    """sha256 of a stream computed on its own thread (hashlib releases the GIL), so checking a part
+    costs no time on the reader's path; at most `depth` chunks wait, so memory stays flat."""
+
+    def __init__(self, start=None, depth: int = 8):
+        self._h = start or hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._h.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def finish(self):
+        """The hash of everything given so far (the thread ends; nothing more may be added)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._h
+
+
 class PartsReader:
     """A read-only stream over the parts in order. Each part listed in the sidecar is hashed as it
     passes and checked once its last byte was read, before any byte of the next part is handed out,
@@ -865,13 +891,13 @@ class PartsReader:
             self._fh = None
             return False
         self._fh = open(self._files.parts[self._index], "rb")
-        self._hash = hashlib.sha256()
+        self._hash = _HashBeside()
         return True
 
     def _check_part(self) -> None:
         name = self._files.parts[self._index].name
         want = self._files.part_sums.get(name)
-        if want is not None and self._hash.hexdigest() != want:
+        if want is not None and self._hash.finish().hexdigest() != want:
             raise FormatError("parts", f"part {name} does not match its line in {sums_path(self._files.stem).name} "
                                        f"(swapped, truncated or corrupted)")
 
@@ -879,10 +905,10 @@ class PartsReader:
         """When the stream broke inside a part: that part's refusal if the sidecar's line says it is bad."""
         if self._fh is None:
             return None
-        h = self._hash.copy()
+        h = self._hash.finish()
         while chunk := self._fh.read(4 * CHUNK):
             h.update(chunk)
-        self._hash = h
+        self._hash = _HashBeside(h)
         try:
             self._check_part()
         except FormatError as e:
@@ -920,6 +946,8 @@ class PartsReader:
         if self._fh:
             self._fh.close()
             self._fh = None
+        if self._hash:
+            self._hash.finish()  # ends its thread
 
     def __enter__(self):
         return self

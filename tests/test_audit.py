@@ -90,7 +90,7 @@ def test_every_event_kind_is_one_line_of_the_one_schema(docker_client, swap_env,
 
     # `bundle history` reads the same records
     h = run_bundle("history", name, "--state-dir", state.root, "--json")
-    assert h.code == 0 and [e["event"] for e in json.loads(h.stdout)] == [e["event"] for e in every if e["app"] == name]
+    assert h.code == 0 and [e["event"] for e in json.loads(h.stdout)["events"]] == [e["event"] for e in every if e["app"] == name]
 
 
 OLD_LOG = [  # as bundle wrote it before the one schema: imports `started`/`duration`, swaps `at`/`duration_s`
@@ -113,7 +113,7 @@ def test_history_reads_a_log_written_before_the_schema_and_leaves_it_as_it_was(t
     (state / "audit.log").write_text(raw)
     r = run_bundle("history", "shop", "--state-dir", state, "--json")
     assert r.code == 0, str(r)
-    events = json.loads(r.stdout)
+    events = json.loads(r.stdout)["events"]
     assert [(e["event"], e["result"], e["exit_code"]) for e in events] == [("import", "done", 0),
                                                                           ("upgrade", "rolled-back", 4)]
     for e in events:

@@ -214,7 +214,7 @@ def test_inspect_reads_the_head_and_says_nothing_is_verified(tmp_path, local_app
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["verified"] is False and info["name"] == "app" and info["images"][0]["id"] == image_id
-    assert info["signers"] == [{"fingerprint": builder_key[1], "roles": []}]
+    assert info["signers"] == [{"fingerprint": builder_key[1], "uid": None, "roles": []}]
     text = run_bundle("inspect", out).stdout
     assert "NOT verified" in text and tag in text
 

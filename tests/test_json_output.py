@@ -100,7 +100,7 @@ def test_verify_inspect_and_approve_documents_share_the_signer_and_image_shapes(
     state = tmp_path / "state"
     _, verified = run_json("verify", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state)
     assert verified["trusted"] is True and verified["name"] == base_bundle.name
-    assert verified["signers"] == [{"fingerprint": base_bundle.signer.fpr, "roles": verified["signers"][0]["roles"]}]
+    assert verified["signers"] == [{"fingerprint": base_bundle.signer.fpr, "uid": None, "roles": verified["signers"][0]["roles"]}]
     assert verified["images"] == [{"ref": base_bundle.image["ref"], "id": base_bundle.image["id"]}]
     _, inspected = run_json("inspect", base_bundle.path)
     assert inspected["verified"] is False and inspected["signers"][0]["roles"] == []
@@ -109,8 +109,8 @@ def test_verify_inspect_and_approve_documents_share_the_signer_and_image_shapes(
     shutil.copy(base_bundle.path, copy)
     _, approved = run_json("approve", copy, "--sign-key", pgp_keys.approver.fpr, "--gnupghome",
                            pgp_keys.approver.home, "--keys", base_bundle.keys_dir)
-    assert approved["approved_by"] == {"fingerprint": pgp_keys.approver.fpr, "roles": []}
-    assert approved["signed_before"] == [{"fingerprint": base_bundle.signer.fpr, "roles": []}]
+    assert approved["approved_by"] == {"fingerprint": pgp_keys.approver.fpr, "uid": None, "roles": []}
+    assert approved["signed_before"] == [{"fingerprint": base_bundle.signer.fpr, "uid": None, "roles": []}]
 
 
 def test_a_tampered_bundle_is_refused_with_a_document_naming_the_check_and_nothing_changes(
@@ -180,7 +180,7 @@ def test_an_app_s_life_in_json_documents(docker_client, swap_env, demo_images, p
 
     _, doc = run_json("import", bundles["v1"], *imp)
     assert doc["result"] == "installed" and doc["app"]["state"] == "active" and doc["app"]["version"] == "1.0.0"
-    assert doc["signers"] == [{"fingerprint": key.fpr, "roles": []}]
+    assert doc["signers"] == [{"fingerprint": key.fpr, "uid": None, "roles": []}]
 
     # a broken release: exit 4, the document names the app, the version that failed and the one running
     r, doc = run_json("import", bundles["v3"], *imp, code=4)
@@ -221,9 +221,9 @@ def test_an_app_s_life_in_json_documents(docker_client, swap_env, demo_images, p
 
 
 def test_inventory_json_is_still_the_file_build_have_reads():
-    from bundlecore import format as fmt
+    from bundlecore.inventory import parse_inventory
     r, doc = run_json("inventory")
-    assert fmt.parse_inventory(r.stdout.encode())["images"] == doc["images"]
+    assert parse_inventory(r.stdout.encode())["images"] == doc["images"]
 
 
 def test_a_failed_first_install_is_exit_9_with_a_document_saying_nothing_runs(
