@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 from bundlecore.cli import COMMANDS, EXIT_CODES, NO_JSON, cli  # noqa: E402
 from bundlecore.errors import MEANINGS  # noqa: E402
 from bundlecore.schema import cli_schema_name, load  # noqa: E402
+from generated_doc import write_or_check  # noqa: E402  (scripts/ is on sys.path when run)
 
 INTRO = """\
 # `bundle` command reference
@@ -115,14 +116,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC} is out of date: run python scripts/gen-cli-doc.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(text)
-    return 0
+    return write_or_check(DOC, render(), sys.argv[1:], "gen-cli-doc.py")
 
 
 if __name__ == "__main__":

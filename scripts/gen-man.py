@@ -18,15 +18,9 @@ sys.path.insert(0, str(REPO))
 
 from bundlecore import __version__  # noqa: E402
 from bundlecore.cli import COMMANDS, cli  # noqa: E402
+from bundlecore.errors import MEANINGS  # noqa: E402
+from generated_doc import write_or_check  # noqa: E402  (scripts/ is on sys.path when run)
 
-EXIT_STATUS = [
-    ("0", "done"),
-    ("1", "environment error (engine unreachable, disk full, lock held, no trust store); nothing changed"),
-    ("2", "usage: a wrong command line or spec file"),
-    ("3", "bundle refused (the line names the failed check); nothing changed"),
-    ("4", "update failed; the previous version was put back and is running"),
-    ("5", "rollback failed; an operator is needed (nothing was deleted)"),
-]
 ENVIRONMENT = [
     ("BUNDLE_KEYS", "trust store directory (default /etc/bundle/keys)"),
     ("BUNDLE_STATE_DIR", "importer state directory (default /var/lib/bundle)"),
@@ -70,8 +64,8 @@ def render() -> str:
                   esc(" ".join((cmd.help or "").split()))]
         lines += options(cmd, ctx)
     lines += [".SH EXIT STATUS"]
-    for code, meaning in EXIT_STATUS:
-        lines += [".TP", f"\\fB{code}\\fR", esc(meaning)]
+    for code, meaning in sorted(MEANINGS.items()):  # the one table of bundlecore.errors
+        lines += [".TP", f"\\fB{int(code)}\\fR", esc(meaning)]
     lines += [".SH ENVIRONMENT"]
     for var, meaning in ENVIRONMENT:
         lines += [".TP", f"\\fB{var}\\fR", esc(meaning)]
@@ -85,14 +79,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not MAN.is_file() or MAN.read_text() != text:
-            print(f"{MAN.relative_to(REPO)} is out of date: run python scripts/gen-man.py", file=sys.stderr)
-            return 1
-        return 0
-    MAN.write_text(text)
-    return 0
+    return write_or_check(MAN, render(), argv, "gen-man.py")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 
 import pytest
@@ -33,7 +34,9 @@ def _decode(base: bytes, patch: bytes) -> bytes:
     return out.getvalue()
 
 
-RANDOM = os.urandom(5 * SEG + 123)
+# seeded, so that parameter ids are the same in every process (pytest -n collects in each worker)
+_RNG = random.Random(20261130)
+RANDOM = _RNG.randbytes(5 * SEG + 123)
 
 
 @pytest.mark.parametrize("base, new", [
@@ -45,7 +48,7 @@ RANDOM = os.urandom(5 * SEG + 123)
     (RANDOM, RANDOM[:SEG + 1]),                           # one byte into the second segment
     (RANDOM, RANDOM[:3 * SEG]),                           # ends on a segment boundary
     (RANDOM[:SEG // 2], RANDOM),                          # base shorter than the new layer
-    (RANDOM + os.urandom(9 * SEG), RANDOM),               # base longer than the new layer
+    (RANDOM + _RNG.randbytes(9 * SEG), RANDOM),           # base longer than the new layer
     (RANDOM, RANDOM[:SEG - 7] + b"changed" + RANDOM[SEG:]),  # a change across a boundary
     (RANDOM, RANDOM[500:]),                               # everything shifted, within the margin
     (RANDOM, RANDOM[5000:]),                              # shifted past the margin: still exact
