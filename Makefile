@@ -6,6 +6,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the suite mostly waits on health gates and rollouts: test files run in parallel workers (README)
+TEST_WORKERS ?= 3
 
 .PHONY: test test-unit demo bench engine venv clean offline-kit man cli-doc
 
@@ -21,7 +23,7 @@ engine:
 	bash scripts/ensure-docker.sh
 
 test: engine venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ Used as a pytest plugin (`pytest_plugins = ["tests.keys"]`) for the session fixt
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,13 @@ class KeyFactory:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.home = self.root / "gnupg"
+        if len(str(self.home)) > 60:
+            # gpg-agent's socket path must fit in sun_path (108 bytes): a deep pytest tmp dir (more so
+            # under pytest -n, which adds popen-gwN/) makes the agent fail to start
+            self.root.mkdir(parents=True, exist_ok=True)
+            short = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
+            self.home.symlink_to(short)
+            self.home = short
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _gen(self, name: str, *, usage: str = "sign", expire: str = "never", faked_time: str | None = None) -> str:
