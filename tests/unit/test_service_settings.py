@@ -168,6 +168,14 @@ def test_a_service_spec_with_stages_normalizes_soaks_to_seconds(tmp_path):
     (lambda s: s.replace('registry = "registry.intranet:5000"', 'registry = "http://x"'), "at target.registry"),
     (lambda s: s.replace('"node.labels.group==test"', '"anything goes"'), "at target.run.constraints.0"),
     (lambda s: s + '\n[[stage]]\nservices = []\n', "at stage.0.services"),
+    # what only the container kind honours is refused, not silently ignored, for a service
+    (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\nprobation = "1m"\n\n[target.run]'),
+     "at target.health"),
+    (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\nmax_restarts = 1\n\n'
+                         '[target.run]'), "at target.health"),
+    (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\n'
+                         '[target.health.prometheus]\nquery = "up"\nmax = 0\nwindow = "1m"\n\n[target.run]'),
+     "at target.health"),
 ])
 def test_bad_service_settings_are_refused_when_the_spec_is_read(tmp_path, edit, message):
     p = tmp_path / "bundle.toml"
