@@ -55,6 +55,9 @@ def first_error(name: str, instance) -> str | None:
     if err.validator == "pattern" and isinstance(err.schema, dict) and err.schema.get("description"):
         # The pattern itself helps nobody; its description says what is expected.
         return f"at {where}: {err.instance!r} is not {err.schema['description']}"
+    if err.validator == "not" and isinstance(err.schema, dict) and err.schema.get("description"):
+        # A refused value or key: the schema's description says why it is not allowed there.
+        return f"at {where}: {err.instance!r} is not allowed ({err.schema['description']})"
     return f"at {where}: {err.message}"
 
 

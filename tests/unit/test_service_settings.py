@@ -189,3 +189,20 @@ def test_a_container_target_is_validated_exactly_as_before():
     manifest_like = {"name": "c", "version": "1", "images": ["i:1"], "target": base}
     assert first_error("spec.schema.json", manifest_like) is None
     assert first_error("spec.schema.json", {**manifest_like, "target": {**base, "run": {"replicas": 2}}})
+
+
+@pytest.mark.parametrize("extra,refused", [
+    ({}, set()),
+    ({"probation": 60}, {"probation"}),
+    ({"probation": 60, "max_restarts": 1}, {"probation", "max_restarts"}),
+    ({"prometheus": {"url": "http://p:9090", "query": "up", "max": 0, "window": 60}}, {"prometheus"}),
+])
+def test_a_signed_service_target_asking_for_container_only_health_is_refused_by_the_manifest_schema(extra, refused):
+    """A crafted manifest is held to the same rule as the spec: refused (exit 3, schema), not ignored."""
+    from bundlecore.schema import validator
+    v = validator("manifest.schema.json")
+    target = {"kind": "service", "name": "web", "image": "registry.intranet:5000/acme/web:2.0.0",
+              "registry": "registry.intranet:5000", "run": {"replicas": 2},
+              "health": {"cmd": ["true"], "timeout": 5, "attempts": 3, **extra}}
+    errors = list(v.evolve(schema=v.schema["$defs"]["target"]).iter_errors(target))
+    assert {e.instance for e in errors if e.validator == "not"} == refused and len(errors) == len(refused), errors
