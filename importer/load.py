@@ -19,7 +19,6 @@ import queue
 import shutil
 import tarfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -30,6 +29,7 @@ from bundlecore import layerpatch
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.verify import VerifiedHead
+from importer.inventory import inspected_images
 
 SPACE_MARGIN = 64 << 20
 
@@ -49,16 +49,7 @@ def patched_layers(verified: VerifiedHead) -> dict[str, dict]:
 
 def engine_images(client) -> dict[str, list[str]]:
     """{image ID: its diff IDs, bottom first} of every image in the engine."""
-    def diff_ids(image_id: str) -> list[str] | None:
-        try:
-            return client.api.inspect_image(image_id)["RootFS"].get("Layers") or []
-        except docker.errors.NotFound:  # removed meanwhile
-            return None
-
-    ids = [s["Id"] for s in client.api.images(all=True)]
-    # one inspect per image: concurrent, as a busy engine answers each slowly
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return {i: layers for i, layers in zip(ids, pool.map(diff_ids, ids)) if layers is not None}
+    return {attrs["Id"]: attrs["RootFS"].get("Layers") or [] for attrs in inspected_images(client)}
 
 
 def diff_ids_in_engine(client) -> set[str]:
