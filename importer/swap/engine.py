@@ -67,17 +67,17 @@ def connect_network(client, cid: str, network: str, endpoint: dict) -> None:
     client.api._raise_for_status(res)
 
 
-def volume_exists(client, name: str) -> bool:
+def _exists(inspect, name: str) -> bool:
     try:
-        client.api.inspect_volume(name)
+        inspect(name)
         return True
     except docker.errors.NotFound:
         return False
+
+
+def volume_exists(client, name: str) -> bool:
+    return _exists(client.api.inspect_volume, name)
 
 
 def network_exists(client, name: str) -> bool:
-    try:
-        client.api.inspect_network(name)
-        return True
-    except docker.errors.NotFound:
-        return False
+    return _exists(client.api.inspect_network, name)
