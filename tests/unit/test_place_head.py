@@ -6,6 +6,7 @@ file's."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 
 import pytest
@@ -47,7 +48,11 @@ def test_the_head_lands_right_before_the_payload_and_the_hash_is_the_file_s(tmp_
     payload = _payload_file(path, fmt.PAYLOAD_OFFSET)
     digest = fmt.place_head(path, HEAD)
     if digest is None:
-        pytest.skip("this filesystem has no fallocate(COLLAPSE_RANGE); build copies instead")
+        # CI runs on ext4, where the in-place path is the one users get: there it must not be skipped
+        msg = "this filesystem has no fallocate(COLLAPSE_RANGE); build copies instead"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
     data = path.read_bytes()
     assert digest == hashlib.sha256(data).hexdigest()
     assert data.endswith(payload) and len(data) % fmt.FS_BLOCK == len(payload) % fmt.FS_BLOCK
