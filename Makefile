@@ -1,5 +1,5 @@
-# bundle: `make test` (whole suite, real engine/registry/gpg), `make test-unit` (pure functions,
-# no engine, seconds), `make demo` (the story end to end),
+# bundle: `make test` (`make check`, then the whole suite, real engine/registry/gpg), `make check`
+# (ruff, mypy, import contracts: seconds), `make test-unit` (pure functions, no engine, seconds), `make demo` (the story end to end),
 # `make bench` (build/verify/import against docker save|zstd and docker load),
 # `make offline-kit [KIT_PYTHON=3.12] [KIT_PLATFORM=...]` (wheels + install.sh for the intranet, in dist/).
 PY ?= python3
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # the suite mostly waits on health gates and rollouts: test files run in parallel workers (README)
 TEST_WORKERS ?= 3
 
-.PHONY: test test-unit demo bench engine venv clean offline-kit man cli-doc
+.PHONY: test check test-unit demo bench engine venv clean offline-kit man cli-doc
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,14 @@ venv: $(STAMP)
 engine:
 	bash scripts/ensure-docker.sh
 
-test: engine venv
+# lint, types (strict on bundlecore/, and every target kind against the kind protocol) and the
+# import contracts of docs/architecture.md; configured in pyproject.toml
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: venv check engine
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv
@@ -44,4 +51,4 @@ cli-doc: venv
 	$(BIN)/python scripts/gen-cli-doc.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -12,6 +12,7 @@ import difflib
 import json
 import sys
 import traceback
+from typing import Iterable
 
 import click
 
@@ -94,29 +95,29 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 NEVER_SUGGESTED = {"uninstall"}
 
 
-def suggestion(name: str, verbs) -> str:
+def suggestion(name: str, verbs: Iterable[str]) -> str:
     """" (did you mean 'import'?)" for a verb close to a known one, else ""."""
     close = difflib.get_close_matches(name, sorted(set(verbs) - NEVER_SUGGESTED), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class LazyGroup(click.Group):
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
-    def format_commands(self, ctx, formatter):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verb list from the registry's summaries: no command module is imported."""
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
-    def resolve_command(self, ctx, args):
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and name not in COMMANDS:
             raise click.UsageError(f"No such command '{name}'{suggestion(name, COMMANDS)}", ctx)
         return super().resolve_command(ctx, args)
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
             return None
@@ -127,7 +128,8 @@ class LazyGroup(click.Group):
             if e.name and e.name.split(".")[0] in ("bundler", "importer"):
                 return None  # verb not shipped in this installation
             raise
-        return getattr(mod, func)
+        command: click.Command = getattr(mod, func)
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,7 +138,7 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Step-by-step progress lines.")
 @click.version_option(__version__, prog_name="bundle")
 @click.pass_context
-def cli(ctx, debug, quiet, verbose):
+def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
     """Carry a containerized application across an air gap, safely.
 
     Shell completion: eval "$(_BUNDLE_COMPLETE=bash_source bundle)" in ~/.bashrc
@@ -151,7 +153,7 @@ def cli(ctx, debug, quiet, verbose):
 
 @click.command("version")
 @jsondoc.json_option
-def version_cmd(as_json):
+def version_cmd(as_json: bool) -> None:
     """Print the version of bundle."""
     from bundlecore.text import emit
     emit(jsondoc.document("version", {"version": __version__}), as_json, [f"bundle {__version__}"])
@@ -160,10 +162,10 @@ def version_cmd(as_json):
 @click.command("help")
 @click.argument("command", required=False)
 @click.pass_context
-def help_cmd(ctx, command):
+def help_cmd(ctx: click.Context, command: str | None) -> None:
     """Show the help of bundle, or of one command."""
     from bundlecore.text import say
-    group_ctx = ctx.parent
+    group_ctx = ctx.find_root()
     if not command:
         say(cli.get_help(group_ctx))
         return
@@ -192,7 +194,7 @@ def fail(line: str, exit_code: int, verb: str | None, as_json: bool, e: BaseExce
     sys.exit(exit_code)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = hoist_global_flags(list(argv if argv is not None else sys.argv[1:]))
     debug = "--debug" in argv
     verb, as_json = verb_and_json(argv)

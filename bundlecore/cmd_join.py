@@ -17,7 +17,7 @@ from bundlecore.text import emit
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The single bundle file to write.")
 @jsondoc.json_option
-def join(parts, out, as_json):
+def join(parts: Path, out: Path, as_json: bool) -> None:
     """Write a split bundle (OUT.part001 or the prefix OUT) as one file, each part checked on the way."""
     if not fmt.BundleFiles.exists(parts):
         raise UsageProblem(f"bundle {parts} not found")

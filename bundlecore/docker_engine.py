@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import docker
 import requests
@@ -28,7 +29,7 @@ def connect_or_none(timeout: int = 600) -> docker.DockerClient | None:
         return None
 
 
-def ping(client) -> None:
+def ping(client: docker.DockerClient) -> None:
     """Check that the engine of an existing client still answers (same message as connect)."""
     try:
         client.ping()
@@ -47,11 +48,11 @@ def _unreachable(e: Exception) -> EnvironmentProblem:
     return EnvironmentProblem(f"Docker engine unreachable at {engine_address()}; is dockerd running?")
 
 
-def engine_platform(client) -> str:
+def engine_platform(client: docker.DockerClient) -> str:
     v = client.version()
     return f"{v.get('Os', 'linux')}/{v.get('Arch', 'amd64')}"
 
 
-def image_platform(attrs: dict) -> str:
+def image_platform(attrs: dict[str, Any]) -> str:
     plat = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
     return plat + (f"/{attrs['Variant']}" if attrs.get("Variant") else "")

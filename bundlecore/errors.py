@@ -10,6 +10,7 @@ above the contract so that a monitoring script never mistakes one for a refusal 
 """
 
 from enum import IntEnum
+from typing import Any
 
 
 class AppState(IntEnum):
@@ -31,7 +32,7 @@ class BundleError(Exception):
 
     exit_code = 1
     prefix = "error"
-    partial: dict | None = None  # what was known when it failed: the --json failure document carries it
+    partial: dict[str, Any] | None = None  # what was known when it failed: the --json failure document carries it
 
     def line(self) -> str:
         return f"{self.prefix}: {self}"

@@ -38,9 +38,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Generator, Iterable, Iterator, NoReturn, cast
 
 import zstandard
+
+from bundlecore.streams import Readable
 
 FORMAT_VERSION = 1
 
@@ -198,7 +200,7 @@ class ZstdFrameScanner:
     It finds where each frame ends, so the head frame can be cut out exactly, and it refuses
     skippable frames and anything that is not a zstd frame (trailing garbage)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.offset = 0          # bytes seen
         self.frames_ended = 0
         self.frame_ends: list[int] = []
@@ -304,18 +306,18 @@ def parse_sha256sums(raw: bytes) -> dict[str, str]:
     return out
 
 
-def loads_strict_json(raw: bytes, what: str):
+def loads_strict_json(raw: bytes, what: str) -> Any:
     """json.loads that refuses duplicate keys (Python would keep the last one silently) and NaN/Infinity."""
 
-    def no_dupes(pairs):
-        obj = {}
+    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
         for k, v in pairs:
             if k in obj:
                 raise FormatError("json", f"{what} has the key {k!r} twice")
             obj[k] = v
         return obj
 
-    def no_constants(name):  # NaN, Infinity: Python's extension, not JSON (a NaN limit compares false)
+    def no_constants(name: str) -> NoReturn:  # NaN, Infinity: Python's extension, not JSON (a NaN limit compares false)
         raise FormatError("json", f"{what} has {name}, which is not JSON")
 
     try:
@@ -324,7 +326,7 @@ def loads_strict_json(raw: bytes, what: str):
         raise FormatError("json", f"{what} is not valid JSON: {e}") from None
 
 
-def dumps_canonical(obj) -> bytes:
+def dumps_canonical(obj: object) -> bytes:
     """The one JSON form written anywhere (manifest.json, state files): sorted keys, so equal data
     gives equal bytes."""
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
@@ -411,7 +413,7 @@ def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int) -> None:
             dst.write(chunk)
 
 
-def _hash_file(h, path: Path, offset: int) -> None:
+def _hash_file(h: hashlib._Hash, path: Path, offset: int) -> None:
     with open(path, "rb") as f:
         f.seek(offset)
         while chunk := f.read(4 * CHUNK):
@@ -553,7 +555,7 @@ class Head:
         return len(self.frame)
 
 
-def read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+def read_exact(stream: Readable, n: int, what: str) -> bytes:
     """Exactly n bytes from `stream` (which may return fewer per read); FormatError if it ends."""
     first = stream.read(n)
     if len(first) == n:  # the usual case: no copy
@@ -629,7 +631,7 @@ def _head_from(start: bytes) -> Head:
 class _ScannedSource:
     """Raw file reader that walks zstd frame structure on the bytes it hands out, and hashes them."""
 
-    def __init__(self, f: BinaryIO, scanner: ZstdFrameScanner, hasher):
+    def __init__(self, f: Readable, scanner: ZstdFrameScanner, hasher: hashlib._Hash) -> None:
         self._f = f
         self.scanner = scanner
         self.hasher = hasher
@@ -657,7 +659,7 @@ class PayloadReader:
         self._read = 0
         self._parts: PartsReader | None = None
 
-    def _read_exact(self, stream, n: int, what: str) -> bytes:
+    def _read_exact(self, stream: Readable, n: int, what: str) -> bytes:
         """Every decompressed byte comes through here, so every zstd failure becomes a FormatError
         here too (naming the part, when split): member chunks are read by the caller, outside members()."""
         if self._read + n > self._limit:
@@ -667,7 +669,7 @@ class PayloadReader:
         self._read += n
         return data
 
-    def members(self) -> Iterator[tuple[str, int, Iterator[bytes]]]:
+    def members(self) -> Generator[tuple[str, int, Iterator[bytes]], None, None]:
         """Yields (path, size, chunks); each chunk iterator must be consumed before the next item."""
         scanner = ZstdFrameScanner()
         with BundleFiles.of(self._path).open() as raw:
@@ -675,7 +677,7 @@ class PayloadReader:
             self._parts = raw if isinstance(raw, PartsReader) else None
             source = _ScannedSource(raw, scanner, hashlib.sha256(self._head.frame))
             dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-            stream = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True)
+            stream = dctx.stream_reader(cast(BinaryIO, source), read_size=CHUNK, read_across_frames=True)
             for path, size in self._expected:
                 member = self._next_member(stream, path)
                 if member.name != path:
@@ -701,7 +703,7 @@ class PayloadReader:
             self.file_sha256 = source.hasher.hexdigest()
 
     @contextlib.contextmanager
-    def _naming_the_part(self, what: str):
+    def _naming_the_part(self, what: str) -> Iterator[None]:
         """Every zstd failure becomes a FormatError; in a split bundle it names the part the stream broke in."""
         try:
             yield
@@ -719,14 +721,15 @@ class PayloadReader:
             return e
         return self._parts.blame() or FormatError(e.check, f"{e} (the stream broke in part {self._parts.where()})")
 
-    def _next_member(self, stream, expected_path: str) -> TarMember:
+    def _next_member(self, stream: Readable, expected_path: str) -> TarMember:
         block = self._read_exact(stream, BLOCK, f"header of {expected_path}")
         if block == b"\0" * BLOCK:
             raise FormatError("members", f"payload member {expected_path} is missing")
         return self._member_from_block(stream, block)
 
-    def _member_from_block(self, stream, block: bytes) -> TarMember:
+    def _member_from_block(self, stream: Readable, block: bytes) -> TarMember:
         member = parse_tar_header(block)
+        assert member is not None  # the callers handle the zero block (the tar end)
         if member.size == -1:  # pax record: only a size for the member that follows
             body_len = _parse_octal(block[124:136], "size")
             if body_len > BLOCK:
@@ -738,7 +741,7 @@ class PayloadReader:
                 raise FormatError("tar", "tar pax header not followed by a regular file")
         return member
 
-    def _chunks(self, stream, path: str, size: int) -> Iterator[bytes]:
+    def _chunks(self, stream: Readable, path: str, size: int) -> Iterator[bytes]:
         left = size
         while left:
             chunk = self._read_exact(stream, min(CHUNK, left), path)
@@ -841,7 +844,7 @@ class BundleFiles:
         except FormatError:
             return {}
 
-    def open(self) -> BinaryIO:
+    def open(self) -> PartsReader | BinaryIO:
         return PartsReader(self) if self.split else open(self.first, "rb")
 
 
@@ -849,9 +852,9 @@ class _HashBeside:
     """sha256 of a stream computed on its own thread (hashlib releases the GIL), so checking a part
     costs no time on the reader's path; at most `depth` chunks wait, so memory stays flat."""
 
-    def __init__(self, start=None, depth: int = 8):
+    def __init__(self, start: hashlib._Hash | None = None, depth: int = 8) -> None:
         self._h = start or hashlib.sha256()
-        self._queue: queue.Queue = queue.Queue(depth)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -862,7 +865,7 @@ class _HashBeside:
     def update(self, data: bytes) -> None:
         self._queue.put(data)
 
-    def finish(self):
+    def finish(self) -> hashlib._Hash:
         """The hash of everything given so far (the thread ends; nothing more may be added)."""
         if self._thread.is_alive():
             self._queue.put(None)
@@ -875,11 +878,11 @@ class PartsReader:
     passes and checked once its last byte was read, before any byte of the next part is handed out,
     so a swapped, truncated or corrupted part is named as itself."""
 
-    def __init__(self, files: BundleFiles):
+    def __init__(self, files: BundleFiles) -> None:
         self._files = files
         self._index = -1
         self._fh: BinaryIO | None = None
-        self._hash = None
+        self._hash: _HashBeside | None = None
         self._next_part()
 
     def _next_part(self) -> bool:
@@ -897,13 +900,14 @@ class PartsReader:
     def _check_part(self) -> None:
         name = self._files.parts[self._index].name
         want = self._files.part_sums.get(name)
+        assert self._hash is not None  # a part is open
         if want is not None and self._hash.finish().hexdigest() != want:
             raise FormatError("parts", f"part {name} does not match its line in {sums_path(self._files.stem).name} "
                                        f"(swapped, truncated or corrupted)")
 
     def blame(self) -> FormatError | None:
         """When the stream broke inside a part: that part's refusal if the sidecar's line says it is bad."""
-        if self._fh is None:
+        if self._fh is None or self._hash is None:
             return None
         h = self._hash.finish()
         while chunk := self._fh.read(4 * CHUNK):
@@ -923,7 +927,7 @@ class PartsReader:
     def read(self, n: int = -1) -> bytes:
         while self._fh is not None:
             data = self._fh.read(n if n >= 0 else 4 * CHUNK)
-            if data:
+            if data and self._hash is not None:
                 self._hash.update(data)
                 return data
             if not self._next_part():
@@ -932,7 +936,7 @@ class PartsReader:
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Only a forward skip from the start (past the head frame), read through the part hash."""
-        if whence != os.SEEK_SET or self._index != 0 or self._fh.tell() != 0:
+        if whence != os.SEEK_SET or self._index != 0 or self._fh is None or self._fh.tell() != 0:
             raise io.UnsupportedOperation("a split bundle is read forward only")
         left = offset
         while left:
@@ -949,10 +953,10 @@ class PartsReader:
         if self._hash:
             self._hash.finish()  # ends its thread
 
-    def __enter__(self):
+    def __enter__(self) -> PartsReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -972,7 +976,7 @@ def write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str) -> list[t
     return written
 
 
-def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written: list) -> None:
+def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written: list[tuple[Path, Path, str]]) -> None:
     with open(src, "rb") as f:
         n = 1
         while True:

@@ -61,7 +61,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj, mode: int = 0o600) -> None:
+def atomic_write_json(path: Path, obj: object, mode: int = 0o600) -> None:
     atomic_write_bytes(path, dumps_canonical(obj), mode)
 
 

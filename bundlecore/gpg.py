@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import gnupg
 
@@ -24,7 +25,7 @@ def gpg_for(home: Path | str | None) -> gnupg.GPG:
 
 
 @contextlib.contextmanager
-def throwaway_gnupghome():
+def throwaway_gnupghome() -> Iterator[Path]:
     """A fresh private GNUPGHOME (0700) removed afterwards."""
     home = tempfile.mkdtemp(prefix="bundle-gnupg-")
     try:
@@ -48,7 +49,7 @@ def validsig_hash_algo(status: str) -> int | None:
     return None
 
 
-def key_problem(key: dict, now: float | None = None) -> str | None:
+def key_problem(key: dict[str, Any], now: float | None = None) -> str | None:
     """Why a key from gpg.list_keys() cannot sign or be trusted, or None if it can."""
     now = time.time() if now is None else now
     if key.get("trust") == "r" or key.get("revoked"):
@@ -59,7 +60,7 @@ def key_problem(key: dict, now: float | None = None) -> str | None:
     return None
 
 
-def signing_key(gpg: gnupg.GPG, fpr: str) -> dict:
+def signing_key(gpg: gnupg.GPG, fpr: str) -> dict[str, Any]:
     """The secret key `fpr` (fingerprint or key ID) if it exists and can sign now."""
     wanted = fpr.replace(" ", "").upper()
     for key in gpg.list_keys(secret=True):
@@ -68,7 +69,7 @@ def signing_key(gpg: gnupg.GPG, fpr: str) -> dict:
             problem = key_problem(public[0] if public else key)
             if problem:
                 raise UsageProblem(f"signing key {key['fingerprint']} is {problem}")
-            return key
+            return dict(key)
     raise UsageProblem(f"signing key {fpr} is not in the keyring {gpg.gnupghome or '~/.gnupg'} (or has no secret part)")
 
 
@@ -77,4 +78,4 @@ def sign_detached(gpg: gnupg.GPG, fpr: str, data: bytes) -> bytes:
     sig = gpg.sign(data, keyid=fpr, detach=True, clearsign=False, binary=False)
     if not sig.data or getattr(sig, "returncode", 0) != 0:
         raise UsageProblem(f"gpg could not sign with {fpr}: {(sig.stderr or '').strip().splitlines()[-1:] or sig.status}")
-    return sig.data
+    return bytes(sig.data)

@@ -5,6 +5,7 @@ the bundle format; the same strict JSON rules apply (bundlecore.format)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bundlecore import format as fmt
 
@@ -13,7 +14,7 @@ MAX_INVENTORY = 16 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def parse_inventory(raw: bytes) -> dict:
+def parse_inventory(raw: bytes) -> dict[str, Any]:
     """Strictly read an inventory: {kind, version 1, host, engine, images: [{id, tags, diff_ids}]}."""
     if len(raw) > MAX_INVENTORY:
         raise fmt.FormatError("cap", f"the inventory is over its cap of {MAX_INVENTORY} bytes")

@@ -11,6 +11,7 @@ schemas/cli/COMMAND.schema.json (a test validates real output against them).
 from __future__ import annotations
 
 import click
+from typing import Any, Iterable
 
 from bundlecore.errors import AppState, BundleError
 
@@ -22,19 +23,19 @@ ERROR_KINDS = {1: "environment", 2: "usage", 3: "refused", 4: "update-failed", 5
                9: "install-undone", **{int(s): s.label for s in AppState if s}}
 
 
-def signer(fingerprint: str, roles=(), uid: str | None = None) -> dict:
+def signer(fingerprint: str, roles: Iterable[str] = (), uid: str | None = None) -> dict[str, Any]:
     """A key that signed: its fingerprint (or key ID, when unverified), its user ID when known, and
     the trust-store roles it counted for (empty when unverified or not recorded). The audit log's
     signers (importer.audit.Signer) have exactly these keys."""
     return {"fingerprint": fingerprint, "uid": uid, "roles": list(roles)}
 
 
-def image(ref: str, image_id: str, size: int | None = None) -> dict:
+def image(ref: str, image_id: str, size: int | None = None) -> dict[str, Any]:
     """An image of a bundle: its pinned ref and image ID (and its payload bytes, when known)."""
     return {"ref": ref, "id": image_id, **({"size": size} if size is not None else {})}
 
 
-def app_status(st: dict) -> dict:
+def app_status(st: dict[str, Any]) -> dict[str, Any]:
     """One application as `status`, `list` and `import` show it, from a target kind's status report
     (importer.swap.status / importer.service.status); the whole report stays under `detail`."""
     rec = st.get("installed") or {}
@@ -45,23 +46,24 @@ def app_status(st: dict) -> dict:
             "pending_swap": bool(st.get("pending_swap")), "detail": st}
 
 
-def document(command: str | None, body: dict, exit_code: int = 0, error: dict | None = None) -> dict:
+def document(command: str | None, body: dict[str, Any], exit_code: int = 0,
+             error: dict[str, Any] | None = None) -> dict[str, Any]:
     """The envelope around a command's own fields."""
     return {**body, "command": command, "ok": error is None, "exit_code": exit_code,
             **({"error": error} if error else {})}
 
 
-def error(exit_code: int, message: str, check: str | None = None) -> dict:
+def error(exit_code: int, message: str, check: str | None = None) -> dict[str, Any]:
     return {"kind": ERROR_KINDS.get(exit_code, "error"), "message": message, "check": check}
 
 
 def failure(command: str | None, exit_code: int, message: str, *, check: str | None = None,
-            partial: dict | None = None) -> dict:
+            partial: dict[str, Any] | None = None) -> dict[str, Any]:
     """The document of a command that ended on an error: `message` is the stderr line."""
     return document(command, partial or {}, exit_code, error(exit_code, message, check))
 
 
-def of_error(command: str | None, e: BundleError, message: str) -> dict:
+def of_error(command: str | None, e: BundleError, message: str) -> dict[str, Any]:
     """The failure document of a BundleError: its check (a Check value) and partial result, if any."""
-    return failure(command, e.exit_code, message, check=str(e.check) if getattr(e, "check", "") else None,
-                   partial=getattr(e, "partial", None))
+    check = getattr(e, "check", "")
+    return failure(command, e.exit_code, message, check=str(check) if check else None, partial=e.partial)

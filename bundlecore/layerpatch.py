@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import astuple, dataclass
-from typing import BinaryIO
 
 import zstandard
+
+from bundlecore.streams import Readable, Writable
 
 MAGIC = b"BLPATCH1"
 _HEADER = struct.Struct("<8sQQII")
@@ -50,7 +51,7 @@ class PatchError(ValueError):
 class _BaseWindow:
     """The base layer read forward as a stream, keeping only the bytes the current segment may use."""
 
-    def __init__(self, base: BinaryIO, base_size: int, segment: int, margin: int):
+    def __init__(self, base: Readable, base_size: int, segment: int, margin: int):
         self._base, self._size, self._segment, self._margin = base, base_size, segment, margin
         self._buf = bytearray()
         self._start = 0   # base offset of _buf[0]
@@ -84,7 +85,7 @@ def _dict(window: bytes) -> zstandard.ZstdCompressionDict | None:
     return zstandard.ZstdCompressionDict(window, dict_type=zstandard.DICT_TYPE_RAWCONTENT) if window else None
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: Readable, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = stream.read(n - len(buf))
@@ -94,7 +95,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return bytes(buf)
 
 
-def encode(base: BinaryIO, base_size: int, new: BinaryIO, new_size: int, out: BinaryIO, *,
+def encode(base: Readable, base_size: int, new: Readable, new_size: int, out: Writable, *,
            segment: int = SEGMENT, margin: int = MARGIN, level: int = LEVEL) -> int:
     """Write the patch that turns `base` (base_size bytes) into `new` (new_size bytes); returns its size."""
     if not (0 < segment <= MAX_SEGMENT and 0 <= margin <= MAX_MARGIN):
@@ -121,7 +122,7 @@ class PatchHeader:
     margin: int
 
 
-def read_header(patch: BinaryIO) -> PatchHeader:
+def read_header(patch: Readable) -> PatchHeader:
     """The patch's header, checked against the caps; `patch` is left at the first segment."""
     raw = _read_exact(patch, _HEADER.size)
     if len(raw) != _HEADER.size or not raw.startswith(MAGIC):
@@ -132,7 +133,7 @@ def read_header(patch: BinaryIO) -> PatchHeader:
     return header
 
 
-def decode(base: BinaryIO, patch: BinaryIO, out: BinaryIO) -> int:
+def decode(base: Readable, patch: Readable, out: Writable) -> int:
     """Write the layer `patch` rebuilds from `base` to `out`; returns its size. PatchError when the
     patch is malformed or does not fit this base."""
     new_size, base_size, segment, margin = astuple(read_header(patch))

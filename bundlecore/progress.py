@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any, TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 LINE_EVERY = 10.0   # seconds between plain progress lines (not a terminal); $BUNDLE_PROGRESS_INTERVAL
@@ -50,7 +51,7 @@ def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _line(text: str, stream=None) -> None:
+def _line(text: str, stream: TextIO | None = None) -> None:
     from bundlecore.text import printable
     stream = stream or sys.stderr
     stream.write(f"{stamp()} {printable(text)}\n")
@@ -70,7 +71,8 @@ def step(text: str) -> None:
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None = None, stream=None, enabled: bool | None = None):
+    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None,
+                 enabled: bool | None = None) -> None:
         self.label, self.total, self.done = label, total, 0
         self.stream = stream or sys.stderr
         self.enabled = (_level >= NORMAL) if enabled is None else enabled
@@ -112,7 +114,7 @@ class Countdown:
     """'waiting for the health gate: 42 s left' while a deadline runs: redrawn every second on a
     terminal, a line every line_every() seconds otherwise. Silent with -q."""
 
-    def __init__(self, label: str, seconds: float, stream=None):
+    def __init__(self, label: str, seconds: float, stream: TextIO | None = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = _level >= NORMAL
@@ -150,13 +152,13 @@ class PullProgress(Progress):
     error) and when it ends, also in logs (a pull is the slow part of a build); the figure in
     between at the usual pace."""
 
-    def __init__(self, ref: str, stream=None, enabled: bool | None = None):
+    def __init__(self, ref: str, stream: TextIO | None = None, enabled: bool | None = None) -> None:
         super().__init__(f"pulling {ref}", None, stream, enabled)
         self.ref = ref
         self.layers: dict[str, tuple[int, int, str]] = {}  # layer id -> (current, total, status)
         self.started = False
 
-    def event(self, ev: dict) -> None:
+    def event(self, ev: dict[str, Any]) -> None:
         if self.enabled and not self.started:  # once the engine accepted the pull, not before
             self.started = True
             _line(f"pulling {self.ref}", self.stream)

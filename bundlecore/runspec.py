@@ -46,7 +46,7 @@ def parse_volume(spec: str) -> VolumeSpec:
 
 def named_volumes(specs: list[str]) -> list[str]:
     """The volume names among `specs`, in order."""
-    return [v.source for v in map(parse_volume, specs) if v.kind is VolumeKind.NAMED]
+    return [v.source for v in map(parse_volume, specs) if v.kind is VolumeKind.NAMED and v.source is not None]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
+from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
@@ -36,8 +37,9 @@ def cli_schema_name(verb: str) -> str:
     return f"{CLI_DIR}/{verb}.schema.json"
 
 
-def load(name: str) -> dict:
-    return json.loads(resources.files("bundlecore.schemas").joinpath(name).read_text())
+def load(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(resources.files("bundlecore.schemas").joinpath(name).read_text())
+    return schema
 
 
 @functools.cache
@@ -45,7 +47,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load(name), registry=_registry(), format_checker=jsonschema.FormatChecker())
 
 
-def first_error(name: str, instance) -> str | None:
+def first_error(name: str, instance: object) -> str | None:
     """None if `instance` is valid, else 'at <path>: <message>' for the most relevant error."""
     errors = sorted(validator(name).iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:

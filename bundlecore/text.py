@@ -8,6 +8,8 @@ such characters at all (`first_unprintable`, applied by the verifier and by `bun
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 
 def _is_safe(ch: str) -> bool:
     return ch == " " or ch.isprintable()
@@ -35,7 +37,7 @@ def printable_lines(text: object) -> str:
     return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
-def first_unprintable(obj, where: str = "") -> str | None:
+def first_unprintable(obj: object, where: str = "") -> str | None:
     """The location (`target.run.volumes.0`) of the first string or key in a JSON-like object
     holding a character `printable` would escape; None when there is none."""
     if isinstance(obj, str):
@@ -64,7 +66,7 @@ def say(line: object = "", err: bool = False) -> None:
     click.echo(printable_lines(line), err=err)
 
 
-def emit(document: dict, as_json: bool, lines=()) -> None:
+def emit(document: dict[str, Any], as_json: bool, lines: Iterable[str] = ()) -> None:
     """A command's result: its JSON document on stdout with --json, else its human lines."""
     if as_json:
         import json

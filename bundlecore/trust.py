@@ -40,6 +40,9 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import gnupg
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.format import MAX_SIGNATURE_BLOCKS
@@ -173,7 +176,7 @@ def _check_thresholds(roles: list[Role], signers: list[Signer], why: str) -> Non
             raise SignatureRefused(f"role {role.name} needs {role.threshold} distinct signing keys, found {have}{why}")
 
 
-def _import_keys(home: Path, files: list[Path]):
+def _import_keys(home: Path, files: list[Path]) -> gnupg.GPG:
     gpg = gpg_for(home)
     for f in files:
         if f.suffix == REVOCATION_SUFFIX:
@@ -187,7 +190,7 @@ def _import_keys(home: Path, files: list[Path]):
     return gpg
 
 
-def _import_revocation(gpg, f: Path) -> None:
+def _import_revocation(gpg: gnupg.GPG, f: Path) -> None:
     """`FPR.rev` must revoke key FPR of the store; anything else is refused loudly."""
     fpr = f.stem.upper()
     if not _FPR.match(fpr) or fpr not in {k["fingerprint"] for k in gpg.list_keys()}:
@@ -250,7 +253,8 @@ def _split_signature_blocks(signatures: bytes) -> list[bytes]:
     return blocks
 
 
-def _judge_block(gpg, home: Path, block: bytes, signed: bytes, keys: dict, store: TrustStore) -> tuple[str | None, str]:
+def _judge_block(gpg: gnupg.GPG, home: Path, block: bytes, signed: bytes, keys: dict[str, Any],
+                 store: TrustStore) -> tuple[str | None, str]:
     """(primary fingerprint, '') for a signature that counts, else (None, why not)."""
     fd, sig_path = tempfile.mkstemp(dir=home, suffix=".asc")
     with os.fdopen(fd, "wb") as f:

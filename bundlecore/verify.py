@@ -39,7 +39,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 from bundlecore import format as fmt
 from bundlecore.platforms import platforms_match
@@ -56,14 +56,14 @@ MAX_ARCHIVE_MANIFEST = 4 << 20
 class PayloadSink(Protocol):
     """Where payload goes while it is verified: `open(path, size)` returns a writable file or None."""
 
-    def open(self, path: str, size: int): ...
+    def open(self, path: str, size: int) -> BinaryIO | None: ...
 
 
 @dataclass
 class VerifiedHead:
     """What rules 1-7 established; the payload is not checked yet."""
 
-    manifest: dict
+    manifest: dict[str, Any]
     sums: dict[str, str]
     signers: list[Signer]
     head: fmt.Head
@@ -112,7 +112,7 @@ class BundleVerifier:
 
     # 4 ---------------------------------------------------------------------------------------
     @classmethod
-    def _check_manifest(cls, head: fmt.Head) -> tuple[dict, dict[str, str]]:
+    def _check_manifest(cls, head: fmt.Head) -> tuple[dict[str, Any], dict[str, str]]:
         try:
             sums = fmt.parse_sha256sums(head.sums)
         except fmt.FormatError as e:
@@ -137,11 +137,11 @@ class BundleVerifier:
         cls.cross_check(manifest, sums)
         return manifest, sums
 
-    def _check_scope(self, signers: list[Signer], manifest: dict) -> None:
+    def _check_scope(self, signers: list[Signer], manifest: dict[str, Any]) -> None:
         self.store.check_scope(signers, manifest["name"], [img["ref"] for img in manifest["images"]])
 
     @staticmethod
-    def cross_check(manifest: dict, sums: dict[str, str]) -> None:
+    def cross_check(manifest: dict[str, Any], sums: dict[str, str]) -> None:
         """A schema-valid manifest against the signed SHA256SUMS: same files, same digests, and
         image IDs and diff IDs that are the digests of the configs and layers they name."""
         payload = {p["path"]: p for p in manifest["payload"]}
@@ -167,7 +167,7 @@ class BundleVerifier:
             if img["config"] not in payload or "sha256:" + sums[img["config"]] != img["id"]:
                 raise ManifestRefused(f"image {img['ref']}: its config is not in the payload with digest {img['id']}")
             if len(img["layers"]) != len(img["diff_ids"]) or any(
-                    layer_digest.get(layer) != diff for layer, diff in zip(img["layers"], img["diff_ids"])):
+                    layer_digest.get(layer) != diff for layer, diff in zip(img["layers"], img["diff_ids"], strict=True)):
                 raise ManifestRefused(f"image {img['ref']}: its layers do not match its diff IDs")
         unused = (set(omitted) | set(patched)) - {layer for img in manifest["images"] for layer in img["layers"]}
         if unused:
@@ -176,26 +176,26 @@ class BundleVerifier:
             raise ManifestRefused(f"target image {manifest['target']['image']} is not one of the bundle's images")
 
     # 5 ---------------------------------------------------------------------------------------
-    def _check_platform(self, manifest: dict) -> list[str]:
+    def _check_platform(self, manifest: dict[str, Any]) -> list[str]:
         notes = self._check_host_platform(manifest)
         for img in manifest["images"]:
             if not platforms_match(img["platform"], manifest["platform"]):
                 raise PlatformMismatch(f"image {img['ref']} is {img['platform']}, the bundle says {manifest['platform']}")
         return notes
 
-    def _check_host_platform(self, manifest: dict) -> list[str]:
+    def _check_host_platform(self, manifest: dict[str, Any]) -> list[str]:
         """Hook: does the bundle's platform fit the host that will run it? Not known here."""
         return []
 
     # 6 ---------------------------------------------------------------------------------------
-    def _check_freshness(self, manifest: dict) -> None:
+    def _check_freshness(self, manifest: dict[str, Any]) -> None:
         if parse_ts(manifest["expires"]) <= self.now:
             raise BundleExpired(f"bundle expired at {manifest['expires']}")
         if parse_ts(manifest["created"]) > self.now + MAX_CLOCK_SKEW:
             raise BundleFromTheFuture(f"bundle claims to be created at {manifest['created']}, in the future")
 
     # 7 ---------------------------------------------------------------------------------------
-    def _check_history(self, manifest: dict) -> list[str]:
+    def _check_history(self, manifest: dict[str, Any]) -> list[str]:
         """Hook: is the bundle newer than what the host installed? No history here."""
         return []
 
@@ -233,10 +233,11 @@ class BundleVerifier:
                     on_verified(member)
         except fmt.FormatError as e:
             raise MalformedBundle(e) from None
+        assert reader.file_sha256 is not None  # set once members() is exhausted
         return reader.file_sha256
 
 
-def _patched_layers(manifest: dict, payload: dict, omitted: dict) -> dict[str, str]:
+def _patched_layers(manifest: dict[str, Any], payload: dict[str, Any], omitted: dict[str, Any]) -> dict[str, str]:
     """{layer path: diff ID} of the layers a delta carries as patches, each patch a payload
     member with the signed digest, the layer itself neither carried nor left out."""
     patched = {}
@@ -258,7 +259,7 @@ def _archive_manifest_buffer(member: str, size: int) -> io.BytesIO | None:
     return io.BytesIO()
 
 
-def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
+def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict[str, Any]]:
     """Rule 9: the archive's manifest.json (verified bytes) may reference only signed configs,
     layers and tags, and must load every signed image."""
     try:
@@ -267,16 +268,17 @@ def check_docker_archive(raw: bytes, verified: VerifiedHead) -> list[dict]:
         raise ArchiveRefused(str(e)) from None
     if not isinstance(entries, list) or not entries:
         raise ArchiveRefused("the docker archive manifest.json is not a list of images")
-    signed: dict[str, list[dict]] = {}   # config -> its signed images (several refs of one image share it)
+    signed: dict[str, list[dict[str, Any]]] = {}   # config -> its signed images (several refs of one image share it)
     for img in verified.manifest["images"]:
         signed.setdefault(img["config"][len(fmt.PAYLOAD_PREFIX):], []).append(img)
-    seen = set()
+    seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - {"Config", "RepoTags", "Layers"}:
             raise ArchiveRefused("the docker archive manifest.json has an entry with unexpected fields")
-        imgs = signed.get(entry.get("Config"))
+        config = entry.get("Config")
+        imgs = signed.get(config) if isinstance(config, str) else None
         if imgs is None:
-            raise ArchiveRefused(f"the docker archive loads config {entry.get('Config')!r}, whose digest is no signed image ID")
+            raise ArchiveRefused(f"the docker archive loads config {config!r}, whose digest is no signed image ID")
         refs = [img["ref"] for img in imgs]
         tags = entry.get("RepoTags") or []
         bad = next((tag for tag in tags if tag not in refs), None)

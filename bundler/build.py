@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import docker
 import requests
@@ -130,7 +131,7 @@ def _carried_layers(manifest: dict) -> list[BaseLayer]:
     sizes = {p["path"]: p["size"] for p in manifest["payload"]}
     return [BaseLayer(path, diff, sizes[path], split_ref(img["ref"])[0], k)
             for img in manifest["images"]
-            for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])) if path in sizes]
+            for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"], strict=True)) if path in sizes]
 
 
 def _chains(diff_id_lists) -> set[tuple[str, ...]]:
@@ -141,7 +142,7 @@ def omitted_layers(images: list[dict], chains: set[tuple[str, ...]]) -> dict[str
     """{layer payload path: diff ID} of the layers every image using them has in `chains`."""
     keep, maybe = set(), {}
     for img in images:
-        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])):
+        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"], strict=True)):
             if tuple(img["diff_ids"][:k + 1]) in chains:
                 maybe[path] = diff
             else:
@@ -260,12 +261,12 @@ class SaveRequest:
 class _Spooled:
     """A layer held back in a delta build until the docker save manifest says which it is."""
 
-    file: object
+    file: IO[bytes]
     size: int
     sha256: str
 
 
-def _spool(spool_dir: Path, size: int, chunks) -> _Spooled:
+def _spool(spool_dir: Path | None, size: int, chunks) -> _Spooled:
     f = tempfile.TemporaryFile(dir=spool_dir)
     h = hashlib.sha256()
     for chunk in chunks:
@@ -281,15 +282,16 @@ def _spooled_chunks(f):
 
 
 def make_patches(delta: DeltaBase, images: list[dict], spooled: dict[str, _Spooled], omitted: dict[str, str],
-                 spool_dir: Path) -> dict[str, _Spooled]:
+                 spool_dir: Path | None) -> dict[str, _Spooled]:
     """{layer path: its patch} for each carried layer whose patch against its base layer (bundlecore.
     layerpatch) is smaller than the layer compressed normally; their manifest entries go to
     `delta.patched`. The base layers are streamed out of the base bundle's payload."""
+    assert delta.source is not None  # patches are made against a base bundle only
     delta.patched = []
     chosen: dict[str, tuple[str, BaseLayer]] = {}
     for img in images:
         repo = split_ref(img["ref"])[0]
-        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"])):
+        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"], strict=True)):
             if path in spooled and path not in omitted and path not in chosen:
                 base = choose_base(repo, k, spooled[path].size, delta.layers)
                 if base is not None:
@@ -312,7 +314,7 @@ def make_patches(delta: DeltaBase, images: list[dict], spooled: dict[str, _Spool
     return patches
 
 
-def _spool_base_layers(source: Path, wanted: dict[str, BaseLayer], spool_dir: Path) -> dict[str, _Spooled]:
+def _spool_base_layers(source: Path, wanted: dict[str, BaseLayer], spool_dir: Path | None) -> dict[str, _Spooled]:
     """The `wanted` layers of the base bundle, spooled from its payload stream; one whose bytes are
     not its diff ID is left out (the base bundle is read, not verified)."""
     got: dict[str, _Spooled] = {}
@@ -342,7 +344,7 @@ def _spool_base_layers(source: Path, wanted: dict[str, BaseLayer], spool_dir: Pa
     return got
 
 
-def _encode_patch(base: _Spooled, new: _Spooled, spool_dir: Path) -> _Spooled:
+def _encode_patch(base: _Spooled, new: _Spooled, spool_dir: Path | None) -> _Spooled:
     f = tempfile.TemporaryFile(dir=spool_dir)
     base.file.seek(0)
     new.file.seek(0)
@@ -415,7 +417,7 @@ def write_payload(client, images: list[dict], payload_fh, mtime: int, progress,
     omitted = omitted_layers(images, delta.chains) if delta is not None else {}
     patches = make_patches(delta, images, spooled, omitted, spool_dir) if delta is not None and delta.source else {}
     for path, held in spooled.items():
-        if path in patches:
+        if delta is not None and path in patches:
             _add_patch(writer, delta, path, patches[path], progress)
         elif path not in omitted:
             writer.add(path, held.size, _spooled_chunks(held.file), progress)
@@ -497,7 +499,7 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             payload_fh.seek(fmt.PAYLOAD_OFFSET)
             files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent, save)
         progress.close()
-        manifest = {
+        manifest: dict[str, Any] = {
             "format_version": fmt.FORMAT_VERSION,
             "name": spec.name,
             "version": spec.version,
@@ -512,7 +514,7 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             "payload": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             "target": spec.target,
         }
-        if omitted or (delta and delta.patched):
+        if delta is not None and (omitted or delta.patched):  # omitted is empty without a delta
             manifest["delta"] = {"base": delta.base, "omitted": [{"path": p, "diff_id": d} for p, d in sorted(omitted.items())]}
             if delta.patched:
                 manifest["delta"]["patched"] = delta.patched

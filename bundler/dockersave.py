@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterator
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.format import BLOCK, CHUNK, FormatError, read_exact
+from bundlecore.streams import Readable
 
 
 @dataclass
@@ -22,7 +23,7 @@ class SavedMember:
     linkname: str = ""
 
 
-def _read(raw: BinaryIO, n: int) -> bytes:
+def _read(raw: Readable, n: int) -> bytes:
     try:
         return read_exact(raw, n, "docker save")
     except FormatError:

@@ -116,7 +116,10 @@ class Release:
         """One release object of the GitHub API; NotAVersion / UpstreamUnavailable when unusable."""
         if not isinstance(obj, dict) or not isinstance(obj.get("tag_name"), str):
             raise UpstreamUnavailable("GitHub answered a release without a tag_name")
-        text = lambda key: obj[key] if isinstance(obj.get(key), str) else ""
+
+        def text(key: str) -> str:
+            return obj[key] if isinstance(obj.get(key), str) else ""
+
         return cls(tag=obj["tag_name"], version=parse_version(obj["tag_name"]), name=text("name"),
                    published_at=obj.get("published_at") if isinstance(obj.get("published_at"), str) else None,
                    url=text("html_url"), notes=text("body")[:NOTES_EXCERPT],

@@ -109,6 +109,7 @@ class CheckReport:
     def event(self) -> dict:
         """The webhook body (docs/watch.md); `text` makes it a Slack/Mattermost message as is."""
         latest = self.latest
+        assert latest is not None  # an event is sent for a release only
         text = f"{self.app}: release {latest.version} is out (current {self.current}) {latest.url}"
         if self.bundle:
             text += f"; built {self.bundle['path']} sha256 {self.bundle['sha256']}, ready for approval"
@@ -126,6 +127,7 @@ class CheckReport:
         if self.status is CheckStatus.NEWER:
             out.append(f"newer release: {self.latest.version}")
         elif self.status is CheckStatus.BUILT:
+            assert self.bundle is not None  # BUILT names the bundle it built
             out.append(f"built {self.bundle['path']} sha256 {self.bundle['sha256']}")
         else:
             out.append("up to date")
@@ -147,12 +149,16 @@ def version_of(text: str, what: str):
 
 def spec_for_release(spec: BuildSpec, release: Release, last_sequence: int | None) -> BuildSpec:
     """The spec of the release, in memory: version, the upstream repository's images, sequence."""
+    assert spec.upstream is not None  # `bundle check` refuses a spec without [upstream] first
     try:
         new_ref = image_for_tag(spec.upstream.image, release.tag)
     except NotAVersion as e:
         raise UsageProblem(f"release {release.tag}: {e}") from None
     repo = split_ref(new_ref)[0]
-    swap = lambda ref: new_ref if split_ref(ref)[0] == repo else ref
+
+    def swap(ref: str) -> str:
+        return new_ref if split_ref(ref)[0] == repo else ref
+
     images = list(dict.fromkeys(swap(ref) for ref in spec.images))
     target = {**spec.target, "image": swap(spec.target["image"])}
     return dataclasses.replace(spec, version=release.version.text, images=images, target=target,

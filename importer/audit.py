@@ -188,7 +188,7 @@ class AuditEvent:
 class PhaseTimer:
     """Seconds spent per phase of one command (a phase entered twice adds up)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.t0 = time.monotonic()
 
@@ -267,7 +267,7 @@ def _from_legacy(d: dict) -> AuditEvent:
     if swap and not d.get("app") and d.get("name"):
         details["legacy_container"] = d["name"]  # before the state was keyed by app: the container
     return AuditEvent(
-        event=EventKind(kind) if kind in EventKind._value2member_map_ else EventKind.IMPORT,
+        event=EventKind(kind) if isinstance(kind, str) and kind in EventKind._value2member_map_ else EventKind.IMPORT,
         result=result, exit_code=result.exit_code, app=app,
         bundle=BundleRef(sha256=d.get("sha256") or d.get("bundle_sha256"), name=None if swap else d.get("name"),
                          version=d.get("version") or d.get("new_version"),

@@ -221,12 +221,13 @@ def _grants(path: Path, table: str, raw) -> Grants:
     socket = raw.get(Setting.ENGINE_SOCKET.value, False)
     if not isinstance(socket, bool):
         raise EnvironmentProblem(f"host policy {path}: [{table}] engine_socket must be true or false")
-    urls = set()
+    urls: set[str] = set()
     for u in strings(Setting.PROMETHEUS.value):
-        if not base_url(u):
+        url = base_url(u)
+        if not url:
             raise EnvironmentProblem(f"host policy {path}: [{table}] prometheus_urls: {u} is not an http(s) base URL "
                                      f"without credentials, query or fragment")
-        urls.add(base_url(u))
+        urls.add(url)
     return Grants(tuple(os.path.normpath(p) for p in prefixes),
                   frozenset(c.upper().removeprefix("CAP_") for c in strings(Setting.CAP_ADD.value)),
                   frozenset(modes), socket, frozenset(urls))

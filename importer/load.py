@@ -102,8 +102,10 @@ def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
             out_fh.truncate()
             h = hashlib.sha256()
             with open(patch, "rb") as patch_fh:
+                src = saved.extractfile(member)
+                assert src is not None  # a regular file
                 try:
-                    size = layerpatch.decode(saved.extractfile(member), patch_fh, _Hashing(out_fh, h, entry["size"]))
+                    size = layerpatch.decode(src, patch_fh, _Hashing(out_fh, h, entry["size"]))
                 except layerpatch.PatchError as e:
                     outcome = str(e)
                     continue

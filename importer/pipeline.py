@@ -162,7 +162,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             audit.bundle = BundleRef(None, m["name"], m["version"], m["sequence"])
             audit.version_to = m["version"]
             audit.version_from = (state.installed(m["name"]) or {}).get("version")
-            out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} (sequence {m['sequence']})")
+            out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} "
+                f"(sequence {m['sequence']})")
             taken = ownership.review(client, state, m, adopt=adopt)
             if taken.plan_lines():
                 audit.details["takes_over"] = taken.plan_lines()
@@ -192,12 +193,16 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                 check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
                 sink = StagingSink(staging, to_stage)
                 progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
-                check = lambda on_verified: gate.check_payload(path, head, sink, progress, on_verified)
+
+                def check(on_verified):
+                    return gate.check_payload(path, head, sink, progress, on_verified)
+
                 if dry_run:
                     with timer.phase("verify"):
                         audit.bundle.sha256 = check(VerifiedFeed(sink, head).member_verified)
                     progress.close()
-                    out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); dry run: nothing loaded or changed")
+                    out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); "
+                        "dry run: nothing loaded or changed")
                     audit.result, audit.exit_code = Result.DRY_RUN, 0
                     return {"result": "dry-run", **_summary(audit)}
                 with timer.phase("load"):  # the payload is verified as it streams into docker load

@@ -93,7 +93,7 @@ class SiteSettings:
         prom = (health or {}).get("prometheus")
         if not (prom and self.prometheus_url):
             return {}
-        return {"health": {**health, "prometheus": {**prom, "url": self.prometheus_url}}}
+        return {"health": {**(health or {}), "prometheus": {**prom, "url": self.prometheus_url}}}
 
     def plan_lines(self) -> list[str]:
         """What the operator confirms of the site file, env values masked."""

@@ -217,9 +217,9 @@ class Timer:
 
 
 def failure_line(res: dict) -> str:
-    text = [l for l in res["stderr"].splitlines() if l.strip() and not l.startswith(("\t", "Command "))]
+    text = [ln for ln in res["stderr"].splitlines() if ln.strip() and not ln.startswith(("\t", "Command "))]
     if not text:
-        text = [l for _, l in res["lines"] if l.strip()]
+        text = [ln for _, ln in res["lines"] if ln.strip()]
     return f"exit {res['rc']}: {text[-1] if text else '(no output)'}"
 
 
@@ -444,7 +444,7 @@ def make_keys(work: Path) -> tuple[Path, Path, str]:
     gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
     run(gpg + ["--quick-gen-key", "Bundle Bench <bench@example.test>", "ed25519", "sign", "never"])
     out = run(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"]).stdout
-    fpr = next(l.split(":")[9] for l in out.splitlines() if l.startswith("fpr:"))
+    fpr = next(ln.split(":")[9] for ln in out.splitlines() if ln.startswith("fpr:"))
     pub = run(["gpg", "--homedir", str(home), "--batch", "--armor", "--export", fpr]).stdout
     (store / "bench.asc").write_text(pub)
     return home, store, fpr
@@ -515,10 +515,10 @@ def import_phases(lines: list[tuple[float, str]], total: float) -> dict[str, flo
     head gate (to 'verified signature'), staging and loading (to '... and loaded ...'), the swap
     before the new container starts (backup, create), and start + health gate (to the exit)."""
     def at(test):
-        return next((t for t, l in lines if test(l.strip())), None)
-    head = at(lambda l: l.startswith("verified signature"))
-    loaded = at(lambda l: l.startswith("verified ") and " loaded " in l)
-    starting = at(lambda l: l.startswith("starting "))
+        return next((t for t, ln in lines if test(ln.strip())), None)
+    head = at(lambda ln: ln.startswith("verified signature"))
+    loaded = at(lambda ln: ln.startswith("verified ") and " loaded " in ln)
+    starting = at(lambda ln: ln.startswith("starting "))
     if None in (head, loaded, starting):
         return {}
     return {"startup_gate": head, "stage_load": loaded - head, "swap_prepare": starting - loaded,
@@ -584,7 +584,7 @@ class Report:
     def document(self, title: str) -> dict:
         """What --json writes: the title, the table as printed and as rows, every figure."""
         return {"title": title, "table": self.lines(),
-                "rows": [dict(zip(("figure", "value", "goal", "status"), r)) for r in self.rows],
+                "rows": [dict(zip(("figure", "value", "goal", "status"), r, strict=True)) for r in self.rows],
                 "figures": self.figures, "failures": self.failures}
 
 
@@ -718,7 +718,6 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
     `docker load -i T && docker run -d`, interleaved; the image removed before each."""
     rep, fig = b.rep, b.fig
     rep.section("IMPORT (bundle import, image absent, first install vs docker load -i T && docker run -d)")
-    tmp_dir = b.docker_root / "tmp" if b.docker_root else None
     loads, starts, imports, staging_peak = [], [], [], 0
     for i in range(b.repeat):
         log(f"baseline: docker load -i T && docker run -d (image removed first; run {i + 1}/{b.repeat})")
@@ -736,15 +735,15 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
         with DirPoller(b.work / f"state-{i}" / "staging") as staging:
             imports.append(b.import_(B, b.work / f"state-{i}"))
         staging_peak = max(staging_peak, staging.peak)
-    base = [l["wall"] + s["wall"] for l, s in zip(loads, starts)]
+    base = [ld["wall"] + s["wall"] for ld, s in zip(loads, starts, strict=True)]
     walls = [r["wall"] for r in imports]
-    fig.update(docker_load_s=round(median([l["wall"] for l in loads]), 2),
+    fig.update(docker_load_s=round(median([ld["wall"] for ld in loads]), 2),
                docker_run_s=round(median([s["wall"] for s in starts]), 2),
                load_run_s=round(median(base), 2), load_run_runs_s=[round(x, 2) for x in base],
                import_s=round(median(walls), 2), import_runs_s=[round(x, 2) for x in walls],
                import_rss_kb=max(r["maxrss_kb"] or 0 for r in imports) or None,
                import_staging_peak_bytes=staging_peak,
-               import_output=[f"+{t:.2f}s {l}" for t, l in imports[-1]["lines"]])
+               import_output=[f"+{t:.2f}s {ln}" for t, ln in imports[-1]["lines"]])
     rep.row("docker load -i T && docker run -d" + runs(base), secs(median(base)))
     rep.row("bundle import --yes (until exit 0)" + runs(walls), secs(median(walls)))
     met = rep.goal("  ratio of medians import / baseline", ratio_of_medians(walls, base), GOAL_IMPORT_RATIO,
@@ -762,7 +761,10 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
             fig[f"import_phase_{key}_s"] = round(v, 2)
             rep.row(f"    import phase {what}", secs(v))
     rep.row("    baseline: docker load / docker run -d", f"{secs(fig['docker_load_s'])} / {secs(fig['docker_run_s'])}")
-    med = lambda rs, k: median([(r[k] or 0) for r in rs])
+
+    def med(rs, k):
+        return median([(r[k] or 0) for r in rs])
+
     fig.update(import_cpu_s=round(med(imports, "cpu_s"), 2), import_engine_cpu_s=round(med(imports, "engine_cpu_s"), 2),
                load_run_engine_cpu_s=round(med(loads, "engine_cpu_s") + med(starts, "engine_cpu_s"), 2),
                load_run_cpu_s=round(med(loads, "cpu_s") + med(starts, "cpu_s"), 2))

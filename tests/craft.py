@@ -36,7 +36,7 @@ import pytest
 import zstandard
 
 from bundlecore import format as fmt
-from tests.support import CliResult, run_bundle  # noqa: F401  (re-exported for the gate tests)
+from tests.support import CliResult, run_bundle
 
 IMAGE_REPO = "bundle-gate-test/app"
 

@@ -112,6 +112,6 @@ def run_bundle(*args, timeout: float = 600, env: dict | None = None) -> CliResul
 
 def one_line(stderr: str) -> str:
     """The single line a user-caused error must print (no traceback)."""
-    lines = [l for l in stderr.splitlines() if l.strip()]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, f"expected one line on stderr, got:\n{stderr}"
     return lines[0]

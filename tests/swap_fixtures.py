@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.daemons import free_port  # noqa: E402,F401  (the scenario files import it from here)
+from tests.daemons import free_port  # noqa: E402  (the scenario files import it from here)
 
 
 

@@ -74,7 +74,10 @@ def test_bundle_is_checkable_with_zstd_tar_gpg_and_sha256sum(tmp_path, local_app
     home, _ = builder_key
     x = tmp_path / "x"
     x.mkdir()
-    sh = lambda cmd, cwd=x: subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, executable="/bin/bash")
+
+    def sh(cmd, cwd=x):
+        return subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, executable="/bin/bash")
+
     assert sh(f"zstd -dc {out} | tar -x").returncode == 0
     listing = sh(f"zstd -dc {out} | tar -t").stdout.split()
     assert listing[:3] == ["manifest.json", "SHA256SUMS", "SHA256SUMS.asc"]
@@ -93,7 +96,7 @@ def test_bundle_is_checkable_with_zstd_tar_gpg_and_sha256sum(tmp_path, local_app
     assert manifest["target"]["health"] == {"http": "http://127.0.0.1:18099/health", "timeout": 60, "attempts": 3}
     # the docker archive inside loads with plain docker, tagging only the signed ref
     archive = json.loads((x / "images" / "manifest.json").read_text())
-    assert archive == [{"Config": img["config"][7:], "Layers": [l[7:] for l in img["layers"]], "RepoTags": [tag]}]
+    assert archive == [{"Config": img["config"][7:], "Layers": [ln[7:] for ln in img["layers"]], "RepoTags": [tag]}]
 
 
 def test_head_is_a_frame_of_its_own_before_any_payload(tmp_path, local_app, builder_key):
@@ -115,7 +118,7 @@ def test_layers_shared_by_two_images_are_stored_once(tmp_path, app_image, uniq, 
     r = build(write_spec(tmp_path / "s.toml", [v1, v2]), out, builder_key, "--local")
     assert r.returncode == 0, r.stderr
     manifest = json.loads(fmt.read_head(out).manifest)
-    layers = [l for img in manifest["images"] for l in img["layers"]]
+    layers = [ln for img in manifest["images"] for ln in img["layers"]]
     paths = [p["path"] for p in manifest["payload"]]
     assert len(paths) == len(set(paths))
     assert len(set(layers)) < len(layers)  # the busybox layer is shared, and stored once
@@ -229,7 +232,8 @@ def test_usage_errors_are_one_line_with_exit_2(args, needle):
     assert r.code == 2 and needle in one_line(r.stderr)
 
 
-def test_the_head_goes_in_front_without_a_copy_and_by_a_copy_where_the_filesystem_cannot(tmp_path, local_app, builder_key, pgp_keys):
+def test_the_head_goes_in_front_without_a_copy_and_by_a_copy_where_the_filesystem_cannot(tmp_path, local_app, builder_key,
+                                                                                         pgp_keys):
     """ext4 drops the room left for the head (fallocate COLLAPSE_RANGE, the head padded to a 4 KiB
     block); tmpfs cannot, so the payload is copied behind an unpadded head. Either way: a bundle any
     zstd reads, the sidecar's hash is the file's, bundle verify accepts it, no temp file is left."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import os
 import re
 import signal
 import socketserver
@@ -26,7 +25,7 @@ import docker
 import pytest
 import requests
 
-from tests.support import BUNDLE, build_app_image, one_line, run_bundle
+from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import wait_until
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -60,7 +59,7 @@ def fleet(swarm, registry, pgp_keys, tmp_path_factory):
     for c in swarm.api.containers(all=True, filters={"name": f"fl-{tok}"}):
         swarm.api.remove_container(c["Id"], force=True)
     for n in swarm.networks.list(names=[net]):
-        wait_until(lambda: _try_remove(n), timeout=30, every=1)
+        wait_until(lambda n=n: _try_remove(n), timeout=30, every=1)
     for img in swarm.api.images():
         for t in img.get("RepoTags") or []:
             if tok in t:
@@ -276,7 +275,8 @@ done
 
 
 def start_poller(client, fleet, service: str):
-    return client.containers.run(f"{fleet['repo']}:1.0.0", ["sh", "-c", POLLER], name=f"fl-{fleet['tok']}-poll-{uuid.uuid4().hex[:4]}",
+    return client.containers.run(f"{fleet['repo']}:1.0.0", ["sh", "-c", POLLER],
+                                 name=f"fl-{fleet['tok']}-poll-{uuid.uuid4().hex[:4]}",
                                  network=fleet["net"], environment={"SVC": service}, detach=True)
 
 
@@ -383,7 +383,9 @@ def test_rollback_of_a_service_never_updated_is_a_usage_error_and_changes_nothin
 # -- gray release ---------------------------------------------------------------------------------
 
 def test_a_failing_first_stage_is_rolled_back_and_the_second_service_is_untouched(fleet, services, swarm):
-    stages = lambda soak: [([fleet["canary"]], soak), ([fleet["web"]], "0s")]
+    def stages(soak):
+        return [([fleet["canary"]], soak), ([fleet["web"]], "0s")]
+
     r = do_import(fleet, bundle_of(fleet, "1.0.0", 1, stages("2s"), name="gray"), services)
     assert r.code == 0, str(r)
     v1 = pinned(fleet, "1.0.0")
@@ -400,7 +402,9 @@ def test_a_failing_first_stage_is_rolled_back_and_the_second_service_is_untouche
 
 
 def test_a_long_soak_ends_the_import_after_stage_1_and_resume_finishes_stage_2(fleet, services, swarm):
-    stages = lambda soak: [([fleet["canary"]], soak), ([fleet["web"]], "0s")]
+    def stages(soak):
+        return [([fleet["canary"]], soak), ([fleet["web"]], "0s")]
+
     assert do_import(fleet, bundle_of(fleet, "1.0.0", 1, stages("0s"), name="gray"), services).code == 0
     v1, bundle = pinned(fleet, "1.0.0"), bundle_of(fleet, "2.0.0", 2, stages(SOAK_LONG), name="gray")
     r = do_import(fleet, bundle, services)

@@ -15,7 +15,6 @@ import struct
 import time
 from pathlib import Path
 
-import docker
 import pytest
 import zstandard
 

@@ -129,7 +129,7 @@ def test_through_the_port_proxy_only_a_connection_held_open_counts(docker_client
             host_config=docker_client.api.create_host_config(port_bindings={8080: ("127.0.0.1", port)}))["Id"]
         docker_client.api.start(cid)
         if listens:
-            assert wait_until(lambda: requests_ok(port), timeout=20)
+            assert wait_until(lambda port=port: requests_ok(port), timeout=20)
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass  # the trap: accepted either way
         gate.health["tcp"] = f"127.0.0.1:{port}"

@@ -63,7 +63,7 @@ def test_push_and_digest_check_authenticate_with_the_auths_entry_of_docker_confi
                   env=docker_config(tmp_path, auths(auth_registry)))
     assert r.code == 0, str(r)
     digest = served_digest(auth_registry, fleet["repo"], "1.0.0")
-    assert digest and f"confirmed by the registry" in r.stdout
+    assert digest and "confirmed by the registry" in r.stdout
     pinned = f"{auth_registry}/{fleet['repo']}:1.0.0@{digest}"
     assert spec_image(swarm, fleet["web"]) == pinned and running(swarm, fleet["web"]) == {pinned: 2}
     no_secret_in(services, r.stdout, r.stderr)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def test_build_split_writes_parts_with_a_line_each_and_one_for_the_whole(split_s
     assert [p.name for p in parts] == [f"app.bundle.zst.part{n:03d}" for n in range(1, len(parts) + 1)]
     assert all(p.stat().st_size == 128 << 10 for p in parts[:-1]) and 0 < parts[-1].stat().st_size <= 128 << 10
     lines = fmt.sums_path(out).read_text().splitlines()
-    assert [l.split("  ")[1] for l in lines] == [p.name for p in parts] + [out.name]
+    assert [ln.split("  ")[1] for ln in lines] == [p.name for p in parts] + [out.name]
     whole = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
     assert lines[-1].split("  ")[0] == whole
     assert f"split into {len(parts)} parts" in split_scene["stdout"]
@@ -66,7 +65,7 @@ def test_standard_tools_check_and_unpack_the_parts(split_scene, tmp_path):
     out = split_scene["out"]
     # the per-part lines check the copy; the whole's line needs the joined file, so it is left out here
     parts_only = tmp_path / "parts.sha256"
-    parts_only.write_text("".join(l + "\n" for l in fmt.sums_path(out).read_text().splitlines()[:-1]))
+    parts_only.write_text("".join(ln + "\n" for ln in fmt.sums_path(out).read_text().splitlines()[:-1]))
     r = subprocess.run(["sha256sum", "-c", parts_only], cwd=out.parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     unpacked = tmp_path / "x"

@@ -66,7 +66,7 @@ def test_first_install_creates_the_container_from_the_run_spec(docker_client, sw
     assert info["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(swap_env["port"])}]}
     assert any(m.get("Name") == swap_env["volume"] and m["Destination"] == "/data" for m in info["Mounts"])
     assert swap_env["state"].installed(swap_env["name"])["images"] == {demo_images["v1"]["ref"]: demo_images["v1"]["id"]}
-    audit = [json.loads(l) for l in (swap_env["state"].root / "audit.log").read_text().splitlines()]
+    audit = [json.loads(ln) for ln in (swap_env["state"].root / "audit.log").read_text().splitlines()]
     assert audit[-1]["result"] == "done" and audit[-1]["versions"]["to"] == "1.0.0" and audit[-1]["operator"]["user"]
     # An update keeps the user's StopTimeout (and so stops it with it).
     install(docker_client, swap_env, demo_images["v2"], 2, run_extra={"stop_timeout": 1})
@@ -138,7 +138,7 @@ def test_upgrade_keeps_data_and_every_user_setting_while_new_image_defaults_appl
 
     target = target_for(swap_env, demo_images["v2"])
     plan = plan_swap(docker_client, swap_env["state"], target, demo_images["v2"]["id"])
-    assert plan.kind == "upgrade" and any("/data" in l for l in plan.lines())
+    assert plan.kind == "upgrade" and any("/data" in ln for ln in plan.lines())
     with swap_env["state"].lock():
         rec = run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
 
@@ -362,5 +362,5 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     assert data_files(docker_client, name)["data/important.txt"] == b"do not lose me\n"
     r = run_bundle("recover", "--yes", "--state-dir", state.root)
     assert r.returncode == 5 and one_line(r.stderr).startswith("operator needed:")
-    audit = [json.loads(l) for l in (state.root / "audit.log").read_text().splitlines()]
+    audit = [json.loads(ln) for ln in (state.root / "audit.log").read_text().splitlines()]
     assert audit[-1]["result"] == "operator-needed" and audit[-1]["exit_code"] == 5

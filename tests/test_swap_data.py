@@ -20,7 +20,7 @@ from bundlecore.errors import OperatorNeeded, UpdateFailed
 from importer.state import StateDir
 from importer.swap import data as swap_data
 from importer.swap.journal import JournalRecord, SwapJournal, SwapKind, pending
-from tests.support import one_line, run_bundle
+from tests.support import run_bundle
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install, seed_data,

@@ -49,7 +49,7 @@ def test_rollback_checks_the_previous_version_at_its_own_url_not_the_new_ones(do
         _swap(docker_client, swap_env, demo_images["v2"], 2, v2, out=lines.append)
     assert e.value.exit_code == 4 and "1.0.0 is running again" in e.value.line()
     assert served_version(swap_env) == "1.0.0"
-    restart = next(l for l in lines if "starting the previous version again" in l)
+    restart = next(ln for ln in lines if "starting the previous version again" in ln)
     assert f"GET {v1_url} answers" in restart, lines
     assert pending(swap_env["state"]) == [] and swap_env["state"].installed(swap_env["name"])["version"] == "1.0.0"
 
@@ -70,7 +70,7 @@ def test_an_adopted_container_is_judged_by_running_not_by_the_new_bundles_probe(
         _swap(docker_client, swap_env, demo_images["v2"], 2, v2, out=lines.append)
     assert e.value.exit_code == 4
     assert api.inspect_container(swap_env["name"])["Id"] == cid and served_version(swap_env) == "1.0.0"
-    assert any("starting the previous version again; health check: still running after" in l for l in lines), lines
+    assert any("starting the previous version again; health check: still running after" in ln for ln in lines), lines
 
 
 # -- no second restore over data written since -------------------------------------------------

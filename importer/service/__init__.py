@@ -15,5 +15,5 @@ from importer.service.status import plan_rollback, plan_uninstall, rollback, sta
 # the import options plan() takes (importer.pipeline.plan_options)
 PLAN_OPTIONS = ("registry", "resume")
 
-__all__ = ["plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines", "plan_uninstall",
-           "uninstall"]
+__all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines",
+           "plan_uninstall", "uninstall"]

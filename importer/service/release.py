@@ -109,7 +109,7 @@ def apply(client, state: StateDir, plan: ServicePlan, bundle: dict, *, keep: int
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
             _check_still_healthy(client, state, stages[i - 1], image, i, out)
-        done = []
+        done: list[str] = []
         for service in stages[i]:
             try:
                 rollout.roll_out(client, state, service, plan.target, image, record, out=out,

@@ -37,6 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import docker
+import docker.auth
 import requests
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
@@ -185,7 +186,7 @@ def settled_on(client, name: str, image: str) -> bool:
 
 def task_errors(client, name: str, image: str) -> list[str]:
     """The distinct errors of the tasks of `image` that failed (what the operator needs to read)."""
-    errs = []
+    errs: list[str] = []
     for t in sorted(tasks(client, name), key=lambda t: t.get("CreatedAt", "")):
         st = t.get("Status") or {}
         if t["Spec"]["ContainerSpec"]["Image"] == image and st.get("State") in ("failed", "rejected", "shutdown") \

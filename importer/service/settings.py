@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from bundlecore.errors import UsageProblem
 from bundlecore.timeutil import parse_duration
 
 NS = 1_000_000_000
-DEFAULT_ROLLOUT = {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": "10s",
+DEFAULT_ROLLOUT: dict[str, Any] = {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": "10s",
                    "max_failure_ratio": 0, "failure_action": "rollback"}
 # the [target.run] keys a service uses; the container-only ones are refused rather than ignored
 SERVICE_RUN_KEYS = {"replicas", "ports", "networks", "endpoint_mode", "volumes", "env", "labels", "constraints",
@@ -90,7 +91,7 @@ def _port(spec: str) -> dict:
     parts = spec.split(":")
     if len(parts) == 3:
         raise UsageProblem(f"service port {spec}: a Swarm port has no host address (use PUBLISHED:TARGET)")
-    published, target = (parts if len(parts) == 2 else [None, parts[0]])
+    published, target = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
     p = {"Protocol": proto, "TargetPort": int(target), "PublishMode": "ingress"}
     if published:
         p["PublishedPort"] = int(published)
@@ -117,7 +118,7 @@ def service_spec(name: str, target: dict, image: str) -> dict:
     ports = [_port(p) for p in run.get("ports") or []]
     if mode == "dnsrr" and ports:
         raise UsageProblem(f"service {name}: endpoint_mode dnsrr cannot publish ports through the routing mesh")
-    container = {"Image": image, "Env": [f"{k}={v}" for k, v in (run.get("env") or {}).items()],
+    container: dict[str, Any] = {"Image": image, "Env": [f"{k}={v}" for k, v in (run.get("env") or {}).items()],
                  "Labels": dict(run.get("labels") or {}), "Mounts": [_mount(v) for v in run.get("volumes") or []]}
     for key, field in (("command", "Args"), ("entrypoint", "Command"), ("user", "User"), ("workdir", "Dir"),
                        ("hostname", "Hostname"), ("stop_signal", "StopSignal")):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import shlex
+from typing import Any
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from importer.swap.merge import Key, Kind
@@ -107,13 +108,13 @@ def _copy_config(old: dict, old_image: dict, new_image_ref: str, joined_names: d
             cfg["Healthcheck"] = user_hc
 
     image_ports = set((ic.get("ExposedPorts") or {}).keys())
-    exposed = {p: {} for p in (oc.get("ExposedPorts") or {}) if p not in image_ports}
+    exposed: dict[str, dict[str, Any]] = {p: {} for p in (oc.get("ExposedPorts") or {}) if p not in image_ports}
     for p in (host_cfg_old.get("PortBindings") or {}):
         exposed[p] = {}  # every published port must be exposed, whatever the new image declares
     if exposed:
         cfg["ExposedPorts"] = exposed
     image_vols = set((ic.get("Volumes") or {}).keys())
-    vols = {v: {} for v in (oc.get("Volumes") or {}) if v not in image_vols}
+    vols: dict[str, dict[str, Any]] = {v: {} for v in (oc.get("Volumes") or {}) if v not in image_vols}
     if vols:
         cfg["Volumes"] = vols
 
@@ -277,7 +278,8 @@ def run_config(target: dict, image_ref: str) -> dict:
     if exposed:
         cfg["ExposedPorts"] = exposed
         hc["PortBindings"] = bindings
-    binds, anon = [], {}
+    binds: list[str] = []
+    anon: dict[str, dict[str, Any]] = {}
     for v in run.get("volumes") or []:
         spec = parse_volume(v)
         if spec.kind is VolumeKind.ANONYMOUS and not spec.mode:

@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import docker
 import zstandard
@@ -147,7 +148,7 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
         try:
             with open(backup_dir / fname, "wb") as f:
                 cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-                with cctx.stream_writer(_HashingWriter(f, h), closefd=False) as z:
+                with cctx.stream_writer(cast(IO[bytes], _HashingWriter(f, h)), closefd=False) as z:
                     for chunk in stream:
                         raw += len(chunk)
                         z.write(chunk)
@@ -328,8 +329,9 @@ def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, lis
     """sh run by the helper (busybox or any POSIX sh + tar) to make every mount hold its backup.
 
     The helper is started first and waits for `GO` in the staging dir (archives can only be put
-    into a volume's path once the container has mounted it). Phase 1 proves the backup: each directory archive (uploaded as one plain file into the
-    mount's scratch directory) is unpacked there by the helper's own tar, where a symlink is just
+    into a volume's path once the container has mounted it). Phase 1 proves the backup: each
+    directory archive (uploaded as one plain file into the mount's scratch directory) is unpacked
+    there by the helper's own tar, where a symlink is just
     a link whatever it points to; symlink owners (which busybox tar does not set) are applied.
     Any failure removes the scratch directories and exits 3: the live data was not touched.
     Phase 2 swaps by renames: every live entry moves into scratch/old, every unpacked entry moves
@@ -544,8 +546,8 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
     backup_dir = Path(backup_dir)
     try:
         verify_backup(backup_dir, manifest)
-    except EnvironmentProblem as e:
-        raise RestoreError(str(e), untouched(backup_dir)) from None
+    except EnvironmentProblem as err:
+        raise RestoreError(str(err), untouched(backup_dir)) from None
     mounts = manifest["mounts"]
     if not mounts:
         return

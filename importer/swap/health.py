@@ -49,6 +49,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import docker
@@ -408,7 +409,7 @@ class _Unreachable(Exception):
     """The container's own address does not answer from this host (not "nothing listens")."""
 
 
-def _causes(e: BaseException):
+def _causes(e: BaseException | None) -> Iterator[BaseException]:
     while e is not None:
         yield e
         e = e.__cause__ or e.__context__

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 from enum import StrEnum
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def _optional(default=None):
 
 
 class _Record:
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # a base of dataclasses only
+
     @classmethod
     def from_json(cls, data: dict):
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
@@ -226,7 +229,9 @@ class JournalRecord(_Record):
     def data_side(self) -> DisplacedContainer | PreexistingData:
         """Whose data a failure must restore: the old container's, or (first install) what was
         in the volumes and bind mounts before."""
-        return self.old if self.old is not None else self.preexisting
+        side = self.old if self.old is not None else self.preexisting
+        assert side is not None  # a swap journal records one or the other
+        return side
 
 
 class SwapJournal:

@@ -6,7 +6,7 @@ the container swap.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from bundlecore.errors import UsageProblem
 from importer.state import StateDir
@@ -22,26 +22,33 @@ class Plan(Protocol):
         """What the operator confirms; making the plan changed nothing."""
 
 
-class TargetKind(Protocol):
+PlanT = TypeVar("PlanT", bound=Plan)
+
+
+class TargetKind(Protocol[PlanT]):
     """What a target kind provides. Every mutation is journaled so that `recover` can finish or
     undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
-    (UpdateFailed) or say that they could not (OperatorNeeded)."""
+    (UpdateFailed) or say that they could not (OperatorNeeded).
 
-    PLAN_OPTIONS: tuple[str, ...]
-    """Which import options its plan takes (e.g. the container's `prefer`, bundle|local, which
-    decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
-    `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
+    A kind is a module; `make check` (mypy) checks each module of KINDS against this protocol,
+    with the kind's own plan type for PlanT."""
+
+    @property
+    def PLAN_OPTIONS(self) -> tuple[str, ...]:  # a module constant: read-only
+        """Which import options its plan takes (e.g. the container's `prefer`, bundle|local, which
+        decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
+        `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
 
     def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
-             new_version: str | None = None, **options) -> Plan:
-        """Describe the change; makes none."""
+             new_version: str | None = None) -> PlanT:
+        """Describe the change; makes none. A kind's plan also takes its PLAN_OPTIONS, as keywords."""
 
-    def apply(self, client, state: StateDir, plan: Plan, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
+    def apply(self, client, state: StateDir, plan: PlanT, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
 
-    def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> Plan: ...
+    def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> PlanT: ...
 
-    def rollback(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> dict: ...
+    def rollback(self, client, state: StateDir, plan: PlanT, *, out: Out = print) -> dict: ...
 
     def recover(self, client, state: StateDir, name: str, out: Out = print) -> list[str]:
         """Finish or undo the interrupted swap of `name`; lines to report."""
@@ -51,18 +58,20 @@ class TargetKind(Protocol):
 
     def status_lines(self, status: dict) -> list[str]: ...
 
-    def plan_uninstall(self, client, state: StateDir, name: str, *, keep_data: bool = False) -> Plan: ...
+    def plan_uninstall(self, client, state: StateDir, name: str, *, keep_data: bool = False) -> PlanT: ...
 
-    def uninstall(self, client, state: StateDir, plan: Plan, *, out: Out = print) -> str:
+    def uninstall(self, client, state: StateDir, plan: PlanT, *, out: Out = print) -> str:
         """Remove the application (journaled); returns where its state and final backup were kept."""
 
 
 CONTAINER = "container"
 SERVICE = "service"
-KINDS: dict[str, TargetKind] = {CONTAINER: container, SERVICE: service}
+# `make check` (mypy) checks each module against TargetKind here: "incompatible type Module" means a
+# kind lacks a member or differs in a signature (`x: TargetKind[Any] = module` makes mypy say which).
+KINDS: dict[str, TargetKind[Any]] = {CONTAINER: container, SERVICE: service}
 
 
-def for_target(target: dict) -> TargetKind:
+def for_target(target: dict) -> TargetKind[Any]:
     kind = target.get("kind", CONTAINER)
     try:
         return KINDS[kind]
@@ -70,7 +79,7 @@ def for_target(target: dict) -> TargetKind:
         raise UsageProblem(f"target kind {kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
 
 
-def for_app(state: StateDir, name: str) -> TargetKind:
+def for_app(state: StateDir, name: str) -> TargetKind[Any]:
     """The kind of an installed application: its record (or its unfinished journal) names it; container
     records name no kind."""
     import json

@@ -152,7 +152,7 @@ def volume_text(spec: str) -> str:
 
 
 def _engine_named(source: str | None) -> bool:
-    return bool(source) and len(source) == 64 and all(c in "0123456789abcdef" for c in source)
+    return source is not None and len(source) == 64 and all(c in "0123456789abcdef" for c in source)
 
 
 def _restart(value) -> str | None:
@@ -190,7 +190,7 @@ def settings_of_run(run: dict | None) -> Settings:
     return out
 
 
-def settings_of_container(info: dict, image: dict, named: set[Key] = frozenset()) -> Settings:
+def settings_of_container(info: dict, image: dict, named: frozenset[Key] | set[Key] = frozenset()) -> Settings:
     """The running container (`docker inspect`) as settings. An env var or label equal to the
     image's default is the image's, not a setting, unless `named` (the base) sets it."""
     config, host = info.get("Config") or {}, info.get("HostConfig") or {}

@@ -280,7 +280,7 @@ def _fill_mounts(client, plan: SwapPlan, old: dict) -> None:
     mounts = data.backed_up_mounts(old)
     sizes = data.estimate_sizes(client, mounts)
     by_dest = {m["Destination"]: m for m in old.get("Mounts") or []}
-    plan.mounts = [{"mount": by_dest[m["destination"]], "size": s} for m, s in zip(mounts, sizes)]
+    plan.mounts = [{"mount": by_dest[m["destination"]], "size": s} for m, s in zip(mounts, sizes, strict=True)]
     plan.backup_estimate = sum(s for s in sizes if s is not None)
     plan.unknown_sizes = sum(1 for s in sizes if s is None)
 

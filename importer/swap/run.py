@@ -103,7 +103,8 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
         new.create = run_config(plan.target, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
         vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
-        j = _begin(state, plan, SwapKind.INSTALL, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new, old=None,
+        j = _begin(state, plan, SwapKind.INSTALL, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new,
+                   old=None,
                    preexisting=PreexistingData(named_volumes=vols, mounts=[],
                                                backup_dir=f"generations/{new.generation}-before-install"),
                    created_volumes=[v for v in vols if not engine.volume_exists(client, v)])
@@ -133,7 +134,8 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
 
 def _record_unchanged(state: StateDir, plan: SwapPlan, bundle: dict) -> dict:
     rec = state.installed(plan.key) or {}
-    rec.update({"name": plan.name, "app": plan.key, "container": plan.name, "version": bundle.get("version") or rec.get("version"),
+    rec.update({"name": plan.name, "app": plan.key, "container": plan.name,
+                "version": bundle.get("version") or rec.get("version"),
                 "sequence": bundle.get("sequence", rec.get("sequence")),
                 "highest_sequence": highest_sequence_after(rec, bundle.get("sequence")),
                 "image_id": plan.new_image_id, "image": plan.new_image_ref, "container_id": plan.old.id,
@@ -181,8 +183,8 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
         parked_name=target_item["parked_name"], backup_dir=target_item["backup_dir"],
         restart_policy=target_item.get("restart_policy") or {"Name": "no"})
     # A rollback adds no generation, so it prunes nothing unless asked to.
-    j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {}, keep=keep or 1_000_000,
-               helper=helper, new=new,
+    j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {},
+               keep=keep or 1_000_000, helper=helper, new=new,
                old=_displaced(plan, cur_info, old_gen, _own_health(state, gens, cur_info), bundle=(cur or {}).get("bundle")))
     out(f"rolling {plan.name} back to generation {target_item['generation']} ({target_item.get('version')})")
     return ContainerSwap(client, state, j, out=out).run_forward()

@@ -4,6 +4,8 @@ swap ended, what the engine says now (when it answers), and the one verdict moni
 
 from __future__ import annotations
 
+from typing import Any
+
 from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
 from importer.swap import engine
@@ -26,7 +28,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
             st = info["State"]
             live = {"id": info["Id"][:12], "image_id": info["Image"], "status": st.get("Status"),
                     "health": (st.get("Health") or {}).get("Status"), "restarting": bool(st.get("Restarting"))}
-    result = {
+    result: dict[str, Any] = {
         "name": name,
         "container_name": container,
         "installed": installed,

@@ -86,7 +86,7 @@ def test_finishing_moves_the_record_to_last_swap_and_removes_the_journal(tmp_pat
 
 
 def test_every_step_of_every_path_is_a_step_and_commit_comes_after_the_health_gate_and_probation():
-    for kind, steps in FORWARD_STEPS.items():
+    for steps in FORWARD_STEPS.values():
         assert all(isinstance(s, Step) for s in steps)
         assert steps.index(Step.PROBATION) == steps.index(Step.START_NEW) + 1
         assert steps.index(Step.COMMIT) == steps.index(Step.PROBATION) + 1 and steps[-1] is Step.PRUNE

@@ -1,5 +1,7 @@
 """Version ordering, tag -> image mapping, which releases count, and the spec of a new release."""
 
+import itertools
+
 import pytest
 
 from bundlecore.errors import UsageProblem
@@ -11,7 +13,7 @@ ASCENDING = ["0.9", "v1.9.0", "1.9.1", "1.10.0-alpha", "1.10.0-alpha.1", "1.10.0
              "1.10.0-beta.11", "1.10.0-rc.1", "v1.10.0", "1.10.1", "1.11.0", "2.0.0-rc.1", "2.0.0", "10.0.0"]
 
 
-@pytest.mark.parametrize("low,high", list(zip(ASCENDING, ASCENDING[1:])))
+@pytest.mark.parametrize("low,high", list(itertools.pairwise(ASCENDING)))
 def test_versions_order_as_versions_not_strings(low, high):
     assert parse_version(low) < parse_version(high)
     assert not parse_version(high) < parse_version(low)
