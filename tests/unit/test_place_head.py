@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 from bundlecore import format as fmt
+from bundlecore.format import placement
 
 HEAD = fmt.compress_head(b'{"name": "x"}\n', b"0" * 64 + b"  manifest.json\n", b"-----SIG-----\n", 1700000000)
 
@@ -69,7 +70,7 @@ def test_where_the_front_cannot_be_dropped_nothing_is_done(tmp_path, monkeypatch
     path = tmp_path / ".out.tmp"
     _payload_file(path, fmt.PAYLOAD_OFFSET)
     before = path.read_bytes()
-    monkeypatch.setattr(fmt, "_collapse_front", lambda fd, n: False)
+    monkeypatch.setattr(placement, "_collapse_front", lambda fd, n: False)
     assert fmt.place_head(path, HEAD) is None
     assert path.read_bytes() == before
     copy = tmp_path / ".copy.tmp"  # build's fallback: the same bytes as the in-place result would be
