@@ -85,7 +85,7 @@ class InstallUndone(BundleError):
     prefix = "install failed"
 
 
-# What each exit code means, for docs/cli.md and the man page (bundlecore/cli.py EXIT_CODES says
+# What each exit code means, for docs/cli.md and the man page (bundlecli/registry.py EXIT_CODES says
 # which command can end with which).
 MEANINGS = {
     0: "done",

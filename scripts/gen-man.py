@@ -17,7 +17,8 @@ MAN = REPO / "docs" / "bundle.1"
 sys.path.insert(0, str(REPO))
 
 from bundlecore import __version__  # noqa: E402
-from bundlecore.cli import COMMANDS, cli  # noqa: E402
+from bundlecli.main import cli  # noqa: E402
+from bundlecli.registry import COMMANDS  # noqa: E402
 from bundlecore.errors import MEANINGS  # noqa: E402
 from generated_doc import write_or_check  # noqa: E402  (scripts/ is on sys.path when run)
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from bundlecore.cli import COMMANDS, EXIT_CODES, NO_JSON
+from bundlecli.registry import COMMANDS, EXIT_CODES, NO_JSON
 from bundlecore.refusals import Check
 from bundlecore.schema import cli_schema_name, first_error
 from tests.support import one_line, run_bundle

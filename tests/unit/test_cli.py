@@ -4,11 +4,11 @@ import importlib
 import subprocess
 import sys
 
-from bundlecore.cli import COMMANDS
+from bundlecli.registry import COMMANDS
 
 
 def test_help_lists_every_verb_without_importing_a_command_module():
-    probe = ("import sys\nfrom bundlecore.cli import main\n"
+    probe = ("import sys\nfrom bundlecli.main import main\n"
              "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
              "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('bundler', 'importer', 'docker'))\n"
              "print('LOADED', loaded)\n")

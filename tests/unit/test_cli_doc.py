@@ -11,7 +11,7 @@ import click
 import jsonschema
 import pytest
 
-from bundlecore.cli import COMMANDS, EXIT_CODES, NO_JSON
+from bundlecli.registry import COMMANDS, EXIT_CODES, NO_JSON
 from bundlecore.errors import MEANINGS
 from bundlecore.schema import cli_schema_name, load
 

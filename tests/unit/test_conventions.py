@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bundlecore import progress
-from bundlecore.cli import COMMANDS, hoist_global_flags, suggestion
+from bundlecli.main import hoist_global_flags, suggestion
+from bundlecli.registry import COMMANDS
 from importer.doctor import Check, Finding, Report, Verdict, _parse_engine_time, clock_finding
 
 

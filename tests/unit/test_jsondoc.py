@@ -3,7 +3,7 @@
 import pytest
 
 from bundlecore import jsondoc
-from bundlecore.cli import verb_and_json
+from bundlecli.main import verb_and_json
 from bundlecore.errors import AppState, EnvironmentProblem, UpdateFailed, UsageProblem
 from bundlecore.refusals import Check, SignatureRefused
 from bundlecore.schema import cli_schema_name, first_error

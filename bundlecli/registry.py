@@ -1,0 +1,64 @@
+"""The verbs of `bundle`: which module holds each command, its one-line summary, and the exit
+codes it can end with. Above both sides: it names modules of bundler/ and importer/, which
+never import it (the core and the two sides name nothing above them)."""
+
+from __future__ import annotations
+
+# verb -> ("module:function", one-line summary). A verb's module is imported only when that verb
+# runs, so `bundle --help` loads none of them and the intranet side never loads the internet-side
+# modules (and their dependencies) it does not use. The summary is shown by `bundle --help`; a
+# unit test keeps it equal to the first line of the command's own docstring.
+COMMANDS = {
+    "build": ("bundler.cmd_build:build", "Pack pinned images, a manifest, SHA256SUMS and a signature into one zstd file."),
+    "approve": ("bundler.cmd_approve:approve",
+                "Verify a bundle, then add your signature to it (rewrites its first frame only)."),
+    "check": ("bundler.cmd_check:check",
+              "Ask upstream's GitHub Releases for a newer version (exit 10), optionally build and announce it."),
+    "inspect": ("importer.cmd_inspect:inspect_cmd",
+                "Show a bundle's manifest summary from its first frame only. NOTHING here is verified."),
+    "verify": ("importer.cmd_verify:verify",
+               "Check a bundle completely (exit 0 trusted, 3 refused) without changing anything."),
+    "import": ("importer.cmd_import:import_cmd", "Verify a bundle, load its images and swap the running application."),
+    "join": ("bundlecore.cmd_join:join",
+             "Write a split bundle (OUT.part001 or the prefix OUT) as one file, each part checked on the way."),
+    "inventory": ("importer.cmd_inventory:inventory",
+                  "Print the images and layer diff IDs this engine holds (--json: the file for `bundle build --have`)."),
+    "status": ("importer.cmd_status:status",
+               "Show the installed version, previous generations and the last import result."),
+    "rollback": ("importer.cmd_rollback:rollback",
+                 "Put the previous generation of NAME back, with the data it had when it was replaced."),
+    "recover": ("importer.cmd_recover:recover",
+                "Bring every application with an interrupted swap back to a healthy version."),
+    "list": ("importer.cmd_list:list_cmd", "List the installed applications with their version, container and health."),
+    "history": ("importer.cmd_history:history",
+                "Show every install, upgrade, rollback and uninstall of NAME with its bundle, signers and result."),
+    "uninstall": ("importer.cmd_uninstall:uninstall",
+                  "Stop and remove NAME's container, after a final backup of its data; clear its state."),
+    "doctor": ("importer.cmd_doctor:doctor", "Check this host before a first import (exit 1 when something would stop it)."),
+    "version": ("bundlecli.main:version_cmd", "Print the version of bundle."),
+    "help": ("bundlecli.main:help_cmd", "Show the help of bundle, or of one command."),
+}
+
+# verb -> the exit codes it can end with (bundlecore.errors has their meanings): docs/cli.md and
+# each command's JSON Schema are generated and checked from this table.
+EXIT_CODES = {
+    "build": (0, 1, 2),
+    "approve": (0, 1, 2, 3),
+    "check": (0, 1, 2, 10),
+    "inspect": (0, 1, 2),
+    "verify": (0, 1, 2, 3),
+    "import": (0, 1, 2, 3, 4, 5, 9),
+    "join": (0, 1, 2, 3),
+    "inventory": (0, 1, 2),
+    "status": (0, 1, 2, 6, 7, 8),
+    "rollback": (0, 1, 2, 4, 5),
+    "recover": (0, 1, 2, 5),
+    "list": (0, 1, 2),
+    "history": (0, 1, 2),
+    "uninstall": (0, 1, 2, 5),
+    "doctor": (0, 1, 2),
+    "version": (0, 2),
+    "help": (0, 2),
+}
+# `help` prints help text for people; a program reads docs/cli.md and schemas/cli/ instead.
+NO_JSON = {"help"}
