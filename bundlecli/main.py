@@ -18,7 +18,7 @@ import click
 
 from bundlecli.registry import COMMANDS
 from bundlecore import __version__, jsondoc, progress
-from bundlecore.errors import BundleError
+from bundlecore.errors import BundleError, ExitCode
 from bundlecore.text import printable
 
 # Flags of the group that may appear anywhere on the line: hoisted in front of the verb.
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="bundle", standalone_mode=False)
     except click.exceptions.Abort:
-        fail("aborted", 1, verb, as_json)
+        fail("aborted", ExitCode.ENVIRONMENT, verb, as_json)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
         fail(f"error: {e.format_message()} (see 'bundle --help')", e.exit_code, verb, as_json)
     except BundleError as e:
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         fail(e.line(), e.exit_code, verb, as_json, e)
     except KeyboardInterrupt:
-        fail("interrupted", 1, verb, as_json)
+        fail("interrupted", ExitCode.ENVIRONMENT, verb, as_json)
     except Exception as e:  # a bug or an unexpected environment failure: still one line
         if debug:
             traceback.print_exc()
-        fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1, verb, as_json)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", ExitCode.ENVIRONMENT, verb, as_json)
+    sys.exit(rv if isinstance(rv, int) else ExitCode.DONE)

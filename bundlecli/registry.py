@@ -4,6 +4,8 @@ never import it (the core and the two sides name nothing above them)."""
 
 from __future__ import annotations
 
+from bundlecore.errors import ExitCode as E  # short: the table below reads as a table
+
 # verb -> ("module:function", one-line summary). A verb's module is imported only when that verb
 # runs, so `bundle --help` loads none of them and the intranet side never loads the internet-side
 # modules (and their dependencies) it does not use. The summary is shown by `bundle --help`; a
@@ -42,23 +44,23 @@ COMMANDS = {
 # verb -> the exit codes it can end with (bundlecore.errors has their meanings): docs/cli.md and
 # each command's JSON Schema are generated and checked from this table.
 EXIT_CODES = {
-    "build": (0, 1, 2),
-    "approve": (0, 1, 2, 3),
-    "check": (0, 1, 2, 10),
-    "inspect": (0, 1, 2),
-    "verify": (0, 1, 2, 3),
-    "import": (0, 1, 2, 3, 4, 5, 9),
-    "join": (0, 1, 2, 3),
-    "inventory": (0, 1, 2),
-    "status": (0, 1, 2, 6, 7, 8),
-    "rollback": (0, 1, 2, 4, 5),
-    "recover": (0, 1, 2, 5),
-    "list": (0, 1, 2),
-    "history": (0, 1, 2),
-    "uninstall": (0, 1, 2, 5),
-    "doctor": (0, 1, 2),
-    "version": (0, 2),
-    "help": (0, 2),
+    "build": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "approve": (E.DONE, E.ENVIRONMENT, E.USAGE, E.REFUSED),
+    "check": (E.DONE, E.ENVIRONMENT, E.USAGE, E.NEWER),
+    "inspect": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "verify": (E.DONE, E.ENVIRONMENT, E.USAGE, E.REFUSED),
+    "import": (E.DONE, E.ENVIRONMENT, E.USAGE, E.REFUSED, E.UPDATE_FAILED, E.OPERATOR_NEEDED, E.INSTALL_UNDONE),
+    "join": (E.DONE, E.ENVIRONMENT, E.USAGE, E.REFUSED),
+    "inventory": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "status": (E.DONE, E.ENVIRONMENT, E.USAGE, E.NOT_INSTALLED, E.INACTIVE, E.ENGINE_UNREACHABLE),
+    "rollback": (E.DONE, E.ENVIRONMENT, E.USAGE, E.UPDATE_FAILED, E.OPERATOR_NEEDED),
+    "recover": (E.DONE, E.ENVIRONMENT, E.USAGE, E.OPERATOR_NEEDED),
+    "list": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "history": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "uninstall": (E.DONE, E.ENVIRONMENT, E.USAGE, E.OPERATOR_NEEDED),
+    "doctor": (E.DONE, E.ENVIRONMENT, E.USAGE),
+    "version": (E.DONE, E.USAGE),
+    "help": (E.DONE, E.USAGE),
 }
 # `help` prints help text for people; a program reads docs/cli.md and schemas/cli/ instead.
 NO_JSON = {"help"}

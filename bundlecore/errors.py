@@ -1,4 +1,4 @@
-"""Errors a user can cause, each mapped to the exit code every command shares.
+"""Exit codes (ExitCode, the one definition) and the errors a user can cause, each mapped to one.
 
 0 done; 1 environment error (nothing changed); 2 usage; 3 bundle refused (nothing changed);
 4 update failed and the previous version runs again; 5 rollback failed, operator needed;
@@ -6,21 +6,44 @@
 
 `bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState, 6-8), numbered
 above the contract so that a monitoring script never mistakes one for a refusal or a rollback;
-9 comes after them so that no code means two things.
+9 comes after them so that no code means two things. 10: `bundle check` found a newer release.
 """
 
 from enum import IntEnum
 from typing import Any
 
 
+class ExitCode(IntEnum):
+    """Every exit code of `bundle`. The numbers are a contract (scripts, monitoring, docs/cli.md):
+    never renumber one. MEANINGS says what each means; bundlecli/registry.py which command can
+    end with which."""
+
+    DONE = 0
+    ENVIRONMENT = 1
+    USAGE = 2
+    REFUSED = 3
+    UPDATE_FAILED = 4
+    OPERATOR_NEEDED = 5
+    NOT_INSTALLED = 6       # status
+    INACTIVE = 7            # status
+    ENGINE_UNREACHABLE = 8  # status
+    INSTALL_UNDONE = 9
+    NEWER = 10              # check
+
+    @property
+    def label(self) -> str:
+        """The code as a word (the --json failure document's `error.kind`)."""
+        return self.name.lower().replace("_", "-")
+
+
 class AppState(IntEnum):
     """`bundle status` exit codes (like `systemctl is-active`): the worst state among the apps asked."""
 
-    ACTIVE = 0              # runs its installed version, running and healthy
-    NOT_INSTALLED = 6       # nothing is installed under that app name
-    INACTIVE = 7            # installed, but its container is missing, stopped, restarting, unhealthy
-                            # or not running the installed image
-    ENGINE_UNREACHABLE = 8  # the Docker engine does not answer: the state cannot be known
+    ACTIVE = ExitCode.DONE                            # runs its installed version, running and healthy
+    NOT_INSTALLED = ExitCode.NOT_INSTALLED            # nothing is installed under that app name
+    INACTIVE = ExitCode.INACTIVE                      # installed, but its container is missing, stopped,
+                                                      # restarting, unhealthy or not running the installed image
+    ENGINE_UNREACHABLE = ExitCode.ENGINE_UNREACHABLE  # the Docker engine does not answer: the state cannot be known
 
     @property
     def label(self) -> str:
@@ -30,7 +53,7 @@ class AppState(IntEnum):
 class BundleError(Exception):
     """Base of every error printed as one line; `exit_code` is what the process returns."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.ENVIRONMENT
     prefix = "error"
     partial: dict[str, Any] | None = None  # what was known when it failed: the --json failure document carries it
 
@@ -41,13 +64,13 @@ class BundleError(Exception):
 class EnvironmentProblem(BundleError):
     """The machine is not as needed (engine unreachable, disk full, lock held); nothing changed."""
 
-    exit_code = 1
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class UsageProblem(BundleError):
     """The command line or the spec file is wrong."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class Refused(BundleError):
@@ -55,7 +78,7 @@ class Refused(BundleError):
 
     Subclasses name the failed check (bundlecore.refusals)."""
 
-    exit_code = 3
+    exit_code = ExitCode.REFUSED
     prefix = "refused"
     check = ""
 
@@ -66,14 +89,14 @@ class Refused(BundleError):
 class UpdateFailed(BundleError):
     """The new version failed and the previous one was put back and is running."""
 
-    exit_code = 4
+    exit_code = ExitCode.UPDATE_FAILED
     prefix = "update failed"
 
 
 class OperatorNeeded(BundleError):
     """Rollback itself failed: nothing was deleted, the state dir says what is where."""
 
-    exit_code = 5
+    exit_code = ExitCode.OPERATOR_NEEDED
     prefix = "operator needed"
 
 
@@ -81,22 +104,22 @@ class InstallUndone(BundleError):
     """A first install failed and was undone: no container, the volumes it created removed, data
     that was there before put back. Not exit 4: no previous version exists to be running again."""
 
-    exit_code = 9
+    exit_code = ExitCode.INSTALL_UNDONE
     prefix = "install failed"
 
 
 # What each exit code means, for docs/cli.md and the man page (bundlecli/registry.py EXIT_CODES says
 # which command can end with which).
-MEANINGS = {
-    0: "done",
-    1: "environment error (engine unreachable, disk full, lock held, no trust store); nothing changed",
-    2: "usage: a wrong command line or spec file",
-    3: "bundle refused (the line and `error.check` name the failed check); nothing changed",
-    4: "update failed; the previous version was put back and is running",
-    5: "rollback failed; an operator is needed (nothing was deleted)",
-    AppState.NOT_INSTALLED: "status: nothing is installed under that name (or nothing at all)",
-    AppState.INACTIVE: "status: installed, but not running its installed version healthy",
-    AppState.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
-    9: "a first install failed and was undone",
-    10: "check: upstream has a newer release",
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.DONE: "done",
+    ExitCode.ENVIRONMENT: "environment error (engine unreachable, disk full, lock held, no trust store); nothing changed",
+    ExitCode.USAGE: "usage: a wrong command line or spec file",
+    ExitCode.REFUSED: "bundle refused (the line and `error.check` name the failed check); nothing changed",
+    ExitCode.UPDATE_FAILED: "update failed; the previous version was put back and is running",
+    ExitCode.OPERATOR_NEEDED: "rollback failed; an operator is needed (nothing was deleted)",
+    ExitCode.NOT_INSTALLED: "status: nothing is installed under that name (or nothing at all)",
+    ExitCode.INACTIVE: "status: installed, but not running its installed version healthy",
+    ExitCode.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
+    ExitCode.INSTALL_UNDONE: "a first install failed and was undone",
+    ExitCode.NEWER: "check: upstream has a newer release",
 }

@@ -13,14 +13,13 @@ from __future__ import annotations
 import click
 from typing import Any, Iterable
 
-from bundlecore.errors import AppState, BundleError
+from bundlecore.errors import BundleError, ExitCode
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print a JSON document on stdout, also on failure (docs/cli.md).")
 
 # error.kind by exit code: the contract of bundlecore.errors, never read from display text
-ERROR_KINDS = {1: "environment", 2: "usage", 3: "refused", 4: "update-failed", 5: "operator-needed",
-               9: "install-undone", **{int(s): s.label for s in AppState if s}}
+ERROR_KINDS: dict[int, str] = {code: code.label for code in ExitCode if code not in (ExitCode.DONE, ExitCode.NEWER)}
 
 
 def signer(fingerprint: str, roles: Iterable[str] = (), uid: str | None = None) -> dict[str, Any]:

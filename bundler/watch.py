@@ -29,7 +29,7 @@ from typing import Callable
 
 import requests
 
-from bundlecore.errors import BundleError, UsageProblem
+from bundlecore.errors import BundleError, ExitCode, UsageProblem
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.text import say
 from bundlecore.timeutil import format_ts, utc_now
@@ -37,7 +37,6 @@ from bundler.spec import BuildSpec, load_spec, split_ref
 from bundler.upstream import (GitHubReleases, NotAVersion, Release, UpstreamUnavailable, backoff_base,
                               image_for_tag, newest, parse_version)
 
-EXIT_NEWER = 10
 NOTIFY_ATTEMPTS = 4
 
 
@@ -98,8 +97,8 @@ class CheckReport:
     bundle: dict | None = None  # path, sha256 of what --build made
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_NEWER if self.status is CheckStatus.NEWER else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.NEWER if self.status is CheckStatus.NEWER else ExitCode.DONE
 
     def summary(self) -> dict:
         return {"app": self.app, "status": self.status.value, "current": self.current,
@@ -264,6 +263,6 @@ def run_every(interval: int, once: Callable[[], object]) -> int:
                 say(e.line(), err=True)
             time.sleep(interval)
     except _Stopped:
-        return 0
+        return ExitCode.DONE
     finally:
         signal.signal(signal.SIGTERM, previous)

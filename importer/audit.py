@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from bundlecore.errors import BundleError, InstallUndone, OperatorNeeded, Refused, UpdateFailed
+from bundlecore.errors import BundleError, ExitCode, InstallUndone, OperatorNeeded, Refused, UpdateFailed
 from bundlecore.timeutil import format_ts, utc_now
 from importer.state import StateDir
 
@@ -57,8 +57,8 @@ class Result(StrEnum):
     FAILED = "failed"                    # environment or usage error: nothing changed
 
     @property
-    def exit_code(self) -> int:
-        return _EXIT_CODES.get(self, 1)
+    def exit_code(self) -> ExitCode:
+        return _EXIT_CODES.get(self, ExitCode.ENVIRONMENT)
 
     @classmethod
     def of_error(cls, e: BundleError) -> "Result":
@@ -69,8 +69,10 @@ class Result(StrEnum):
         return cls.FAILED
 
 
-_EXIT_CODES = {Result.DONE: 0, Result.UNCHANGED: 0, Result.DRY_RUN: 0, Result.REFUSED: 3,
-               Result.ROLLED_BACK: 4, Result.INSTALL_UNDONE: 9, Result.OPERATOR_NEEDED: 5, Result.NOT_DONE: 1}
+_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
+               Result.REFUSED: ExitCode.REFUSED, Result.ROLLED_BACK: ExitCode.UPDATE_FAILED,
+               Result.INSTALL_UNDONE: ExitCode.INSTALL_UNDONE, Result.OPERATOR_NEEDED: ExitCode.OPERATOR_NEEDED,
+               Result.NOT_DONE: ExitCode.ENVIRONMENT}
 
 # The phase each swap step's time is counted in (steps not listed: "switch", the renames and starts
 # of the swap itself). The import adds verify, load and push.

@@ -18,7 +18,7 @@ from typing import Callable
 
 from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform
-from bundlecore.errors import BundleError, EnvironmentProblem, UsageProblem
+from bundlecore.errors import BundleError, EnvironmentProblem, ExitCode, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.schema import bounds
 from bundlecore.timeutil import parse_duration
@@ -203,7 +203,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
                     progress.close()
                     out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); "
                         "dry run: nothing loaded or changed")
-                    audit.result, audit.exit_code = Result.DRY_RUN, 0
+                    audit.result, audit.exit_code = Result.DRY_RUN, ExitCode.DONE
                     return {"result": "dry-run", **_summary(audit)}
                 with timer.phase("load"):  # the payload is verified as it streams into docker load
                     audit.bundle.sha256, images = stage_and_load(client, VerifiedFeed(sink, head, client), check)
@@ -223,7 +223,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
             record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
             if "stopped_after_stage" in record:
                 audit.details["stopped_after_stage"] = record["stopped_after_stage"]
-            audit.result, audit.exit_code = Result.DONE, 0
+            audit.result, audit.exit_code = Result.DONE, ExitCode.DONE
             result = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record else "installed"
             return {"result": result, "installed": record, **_summary(audit)}
     except BundleError as e:

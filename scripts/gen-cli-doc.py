@@ -94,7 +94,7 @@ def command(verb: str, root: click.Context) -> list[str]:
         record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
         if record:
             out.append(f"- `{record[0]}`: {record[1]}")
-    out += ["", "Exit codes:", ""] + [f"- {code}: {MEANINGS[code]}" for code in EXIT_CODES[verb]]
+    out += ["", "Exit codes:", ""] + [f"- {int(code)}: {MEANINGS[code]}" for code in EXIT_CODES[verb]]
     if verb not in NO_JSON:
         success = load(cli_schema_name(verb))["anyOf"][0]["allOf"][1]
         out += ["", f"JSON document (`schemas/cli/{verb}.schema.json`; {load(cli_schema_name(verb))['title']}): "

@@ -15,7 +15,7 @@ import time
 import docker
 
 from bundlecore import progress
-from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
+from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of,
@@ -95,7 +95,7 @@ class ContainerSwap:
         # `bundle recover` exits 0 once it has put the previous version back
         undone = self.recovering and outcome in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
         write_event(self.state, AuditEvent(
-            event=kind, result=outcome, exit_code=0 if undone else outcome.exit_code, app=r.key, message=message,
+            event=kind, result=outcome, exit_code=ExitCode.DONE if undone else outcome.exit_code, app=r.key, message=message,
             bundle=BundleRef(b.get("sha256"), b.get("name"), r.new.version, r.new.sequence),
             signers=signers_of(b.get("signed_by") or b.get("signers")),
             version_from=r.old.version if r.old else None, version_to=r.new.version,
