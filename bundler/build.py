@@ -107,7 +107,7 @@ class DeltaBase:
                     "version": manifest["version"], "sequence": manifest["sequence"]}
             chains = _chains(img["diff_ids"] for img in manifest["images"])
             layers = _carried_layers(manifest) if patch else []
-        except (fmt.FormatError, KeyError, TypeError) as e:
+        except (fmt.FormatError, KeyError, TypeError, ValueError) as e:  # ValueError: layers and diff IDs differ in number
             raise UsageProblem(f"cannot read the base bundle {path}: {e}") from None
         if base["name"] != name:
             raise UsageProblem(f"the base bundle {path} is {base['name']}, not a release of {name}")
