@@ -30,13 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import docker
-import requests
 import zstandard
 
 from bundlecore import __version__, layerpatch
 from bundlecore import format as fmt
-from bundlecore.docker_engine import connect, engine_platform, image_platform
+from bundlecore.engine import EngineError, EngineNotFound, connect, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.inventory import parse_inventory
@@ -166,53 +164,48 @@ def resolve_images(client, spec: BuildSpec, platform: str, local: bool) -> tuple
     records, total = [], 0
     for ref in spec.images:
         if local:
-            try:
-                image = client.images.get(ref)
-            except docker.errors.ImageNotFound:
+            image = client.image(ref)
+            if image is None:
                 raise UsageProblem(f"image {ref} is not in the local engine (drop --local to pull it)") from None
         else:
             repo, tag = split_ref(ref)
             try:
                 image = _pull(client, ref, repo, tag, platform)
-            except docker.errors.NotFound:
+            except EngineNotFound:
                 raise UsageProblem(f"image {ref} not found in its registry") from None
-            except (docker.errors.APIError, requests.RequestException) as e:
+            except EngineError as e:
                 raise EnvironmentProblem(f"cannot pull {ref}: {getattr(e, 'explanation', None) or e}") from None
-        got = image_platform(image.attrs)
+        got = image_platform(image)
         if not platforms_match(got, platform):
             raise UsageProblem(f"image {ref} is {got}, not {platform}")
         repo_name = split_ref(ref)[0]
-        digests = [d for d in image.attrs.get("RepoDigests") or [] if d.split("@")[0] == repo_name]
+        digests = [d for d in image.get("RepoDigests") or [] if d.split("@")[0] == repo_name]
         records.append({
             "ref": ref,
             "platform": got,
             "repo_digest": digests[0] if digests else None,
-            "id": image.id,
-            "diff_ids": list(image.attrs["RootFS"].get("Layers") or []),
+            "id": image["Id"],
+            "diff_ids": list(image["RootFS"].get("Layers") or []),
         })
-        total += image.attrs.get("Size", 0)
+        total += image.get("Size", 0)
     return records, total
 
 
 def _pull(client, ref: str, repo: str, tag: str | None, platform: str):
     """`docker pull` with its progress shown (bundlecore.progress.PullProgress)."""
     shown = PullProgress(ref)
-    for ev in client.api.pull(repo, tag=tag, platform=platform, stream=True, decode=True):
-        if ev.get("error"):
-            raise docker.errors.APIError(ev["error"], explanation=ev["error"])
+    for ev in client.pull(repo, tag, platform):
         shown.event(ev)
     shown.close()
-    return client.images.get(f"{repo}@{tag}" if tag and tag.startswith("sha256:") else f"{repo}:{tag or 'latest'}")
+    return client.inspect_image(f"{repo}@{tag}" if tag and tag.startswith("sha256:") else f"{repo}:{tag or 'latest'}")
 
 
 def _save_stream(client, refs: list[str]):
     """The raw `docker save` tar stream of all refs at once (so shared layers come once)."""
     try:
-        resp = client.api.get(client.api._url("/images/get"), params={"names": refs}, stream=True)
-        resp.raise_for_status()
-    except (requests.RequestException, docker.errors.APIError) as e:
+        return client.save(refs)
+    except EngineError as e:
         raise EnvironmentProblem(f"docker save failed: {e}") from None
-    return resp
 
 
 class SaveRequest:
@@ -480,7 +473,7 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
     client = connect()
     save = SaveRequest(client, spec.images) if local else None  # overlaps the engine's export with the checks
     try:
-        platform = spec.platform or engine_platform(client)
+        platform = spec.platform or client.platform()
         images, total = resolve_images(client, spec, platform, local)
     except BaseException:
         if save:

@@ -3,7 +3,7 @@
 import click
 
 from bundlecore import jsondoc
-from bundlecore.docker_engine import connect
+from bundlecore.engine import connect
 from bundlecore.text import emit
 from importer.inventory import engine_inventory
 from importer.options import json_option

@@ -13,7 +13,7 @@ from importer.state import StateDir
 @json_option
 def list_cmd(state_dir, as_json):
     """List the installed applications with their version, container and health."""
-    from bundlecore.docker_engine import connect_or_none
+    from bundlecore.engine import connect_or_none
     from importer.swap.status import list_row
     state = StateDir(state_dir)
     client = connect_or_none()

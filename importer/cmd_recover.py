@@ -16,7 +16,7 @@ from importer.state import StateDir
 @metrics_file_option
 def recover(state_dir, yes, as_json, metrics_file):
     """Bring every application with an interrupted swap back to a healthy version."""
-    from bundlecore.docker_engine import connect
+    from bundlecore.engine import connect
     from importer.swap import kinds
     from importer.swap.journal import pending
     out = human_out(as_json)

@@ -15,7 +15,7 @@ from importer.state import StateDir
 @json_option
 def status(name, state_dir, as_json):
     """Show the installed version, previous generations and the last import result."""
-    from bundlecore.docker_engine import connect_or_none
+    from bundlecore.engine import connect_or_none
     from bundlecore.errors import AppState
     from importer.swap import kinds
     from importer.swap.status import known_apps, overall

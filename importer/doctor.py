@@ -6,7 +6,7 @@ checks only look: nothing is created, no key is imported anywhere but a throwawa
 write test leaves no file behind.
 
 Rows, in the order an import meets them:
-- engine: reachable (the one engine-down line of bundlecore.docker_engine) and its API version
+- engine: reachable (the one engine-down line of bundlecore.engine) and its API version
 - storage: the engine's storage driver (information; `docker load` needs a working one)
 - gpg: on PATH and its version (every signature check runs it)
 - state dir: writable (the nearest existing parent if it does not exist yet) and free space of at
@@ -74,7 +74,7 @@ class Report:
 
 
 def examine(keys_dir: Path | str | None, state_dir: Path | str | None) -> Report:
-    from bundlecore.docker_engine import connect
+    from bundlecore.engine import connect
     findings: list[Finding] = []
     try:
         client = connect(timeout=10)

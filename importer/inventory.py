@@ -7,8 +7,7 @@ from __future__ import annotations
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-import docker
-
+from bundlecore.engine import EngineNotFound
 from bundlecore.inventory import INVENTORY_KIND
 from bundlecore.timeutil import format_ts, utc_now
 
@@ -19,12 +18,12 @@ def inspected_images(client) -> list[dict]:
     image, 8 at a time, as a busy engine answers each slowly."""
     def inspect(image_id: str) -> dict | None:
         try:
-            return client.api.inspect_image(image_id)
-        except docker.errors.NotFound:  # removed meanwhile
+            return client.inspect_image(image_id)
+        except EngineNotFound:  # removed meanwhile
             return None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return [a for a in pool.map(inspect, [s["Id"] for s in client.api.images(all=True)]) if a is not None]
+        return [a for a in pool.map(inspect, [s["Id"] for s in client.images(all=True)]) if a is not None]
 
 
 def engine_inventory(client) -> dict:

@@ -21,11 +21,10 @@ import tarfile
 import threading
 from pathlib import Path
 
-import docker
-import requests
 
 from bundlecore import format as fmt
 from bundlecore import layerpatch
+from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.verify import VerifiedHead
@@ -135,11 +134,9 @@ class _DockerSave:
 
     def __init__(self, client, image: str):
         try:
-            self._resp = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
-            self._resp.raise_for_status()
-        except (requests.RequestException, docker.errors.APIError) as e:
+            self._resp = client.save([image])
+        except EngineError as e:
             raise EnvironmentProblem(f"docker save of {image} failed: {e}") from None
-        self._resp.raw.decode_content = True
 
     def __enter__(self) -> tarfile.TarFile:
         self._tar = tarfile.open(fileobj=self._resp.raw, mode="r|")
@@ -287,7 +284,7 @@ def _docker_load(client, stream, verified: VerifiedHead) -> dict[str, str]:
     """`docker load` of `stream`; returns {ref: image ID} after checking IDs and tags."""
     images = verified.manifest["images"]
     try:
-        events = client.api.load_image(stream)
+        events = client.load(stream)
         loaded = []
         for event in events:
             if "error" in event:
@@ -297,17 +294,16 @@ def _docker_load(client, stream, verified: VerifiedHead) -> dict[str, str]:
                 loaded.append(text[len("Loaded image: "):])
             elif text.startswith("Loaded image ID: "):
                 loaded.append(text[len("Loaded image ID: "):])
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except EngineError as e:
         raise EnvironmentProblem(f"docker load failed: {getattr(e, 'explanation', None) or e}") from None
     signed = {img["ref"]: img["id"] for img in images}
     for name in loaded:
         if name not in signed and name not in signed.values():
             raise LoadedImageMismatch(f"docker load set {name}, which was not signed")
     for ref, image_id in signed.items():
-        try:
-            got = client.images.get(ref).id
-        except docker.errors.ImageNotFound:
-            raise LoadedImageMismatch(f"{ref} is not in the engine after loading") from None
+        got = (client.image(ref) or {}).get("Id")
+        if got is None:
+            raise LoadedImageMismatch(f"{ref} is not in the engine after loading")
         if got != image_id:
             raise LoadedImageMismatch(f"{ref} is {got} in the engine, the signed ID is {image_id}")
     return signed

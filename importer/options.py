@@ -27,7 +27,7 @@ def app_statuses(state, names, client) -> list[dict]:
 def app_status_now(state, name: str) -> dict:
     """The --json shape of one app's status right after a command changed it."""
     from bundlecore import jsondoc
-    from bundlecore.docker_engine import connect_or_none
+    from bundlecore.engine import connect_or_none
     return jsondoc.app_status(app_statuses(state, [name], connect_or_none())[0])
 
 
@@ -62,7 +62,7 @@ def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str
     """What `rollback` and `uninstall` of app `name` share: under the lock, finish interrupted swaps
     first, show the plan `make_plan(client, state, kind)` made (through `say`), confirm, then
     `apply(client, state, kind, plan)` and return what it returns."""
-    from bundlecore.docker_engine import connect
+    from bundlecore.engine import connect
     from importer.state import StateDir
     say = say or human_out(False)
     from importer.swap import kinds

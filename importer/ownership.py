@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import docker
 
 from bundlecore.refusals import OwnershipRefused, TagMoveRefused
 from importer.state import StateDir
@@ -56,7 +55,7 @@ def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> O
     app, container = manifest["name"], manifest["target"]["name"]
     result = OwnershipReview(app, container)
     owner = state.app_of_container(container)
-    live = _inspect(client.api.inspect_container, container)
+    live = client.container(container)
     if live is not None and live["Name"].lstrip("/") == container:
         result.adopt = _not_owned(app, owner, state.installed(owner) if owner else None, live["Id"])
         if result.adopt and not adopt:
@@ -64,7 +63,7 @@ def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> O
                                    f"may not take it over (--adopt overrides)")
     owned_refs = set((state.installed(app) or {}).get("images") or {})
     for img in manifest["images"]:
-        current = _inspect(client.api.inspect_image, img["ref"])
+        current = client.image(img["ref"])
         if current is None or current["Id"] == img["id"]:
             continue
         move = TagMove(img["ref"], current["Id"], img["id"], img["ref"] in owned_refs)
@@ -83,9 +82,3 @@ def _not_owned(app: str, owner: str | None, record: dict | None, live_id: str) -
         return f"installed by bundle for app {owner}"
     return None
 
-
-def _inspect(fn, ref: str) -> dict | None:
-    try:
-        return fn(ref)
-    except docker.errors.NotFound:
-        return None

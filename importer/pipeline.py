@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from bundlecore import format as fmt
-from bundlecore.docker_engine import connect, engine_platform
+from bundlecore.engine import connect
 from bundlecore.errors import BundleError, EnvironmentProblem, ExitCode, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.schema import bounds
@@ -85,7 +85,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     path = _existing(path)
     try:
         client = connect(timeout=10)
-        platform = engine_platform(client)
+        platform = client.platform()
     except EnvironmentProblem:
         client = platform = None
     gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
@@ -147,7 +147,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
     if registry:
         check_registry_address(registry)
     client = connect()
-    platform = engine_platform(client)
+    platform = client.platform()
     state.ensure()
     timer = PhaseTimer()
     audit = AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(), details={"bundle": str(path)})

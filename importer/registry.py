@@ -34,9 +34,9 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import docker
 import requests
 
+from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.refusals import RegistryDigestMismatch
 
@@ -269,11 +269,11 @@ def _push(client, repository: str, tag: str, login: RegistryLogin) -> str:
     """docker push; the digest the engine reports for the manifest it uploaded."""
     digest = None
     try:
-        for event in client.images.push(repository, tag=tag, stream=True, decode=True, auth_config=login.auth_config):
+        for event in client.push(repository, tag, login.auth_config):
             if event.get("error"):
                 raise EnvironmentProblem(f"push of {repository}:{tag} failed: {event['error']}")
             digest = (event.get("aux") or {}).get("Digest") or digest
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except EngineError as e:
         raise EnvironmentProblem(f"push of {repository}:{tag} failed: {e}") from None
     if not digest:
         raise EnvironmentProblem(f"push of {repository}:{tag} reported no digest")
@@ -296,8 +296,8 @@ def push_verified(client, registry: str, refs: list[str], out=print,
     for ref in refs:
         repository, tag = push_target(registry, ref)
         try:
-            client.api.tag(ref, repository, tag)
-        except docker.errors.APIError as e:
+            client.tag(ref, repository, tag)
+        except EngineError as e:
             raise EnvironmentProblem(f"cannot tag {ref} as {repository}:{tag}: {e.explanation or e}") from None
         digest = _push(client, repository, tag, login)
         served = registry_digest(login, repository.split("/", 1)[1], tag)

@@ -117,10 +117,12 @@ def bundle_for(image: dict, sequence: int) -> dict:
 
 def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
     """plan + run_swap under the lock, as `bundle import` does."""
+    from bundlecore.engine import Engine
     from importer.swap.kinds import recover_all
     from importer.swap.plan import plan_swap
     from importer.swap.run import run_swap
     target = target_for(env, image, **kw)
+    client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
         plan = plan_swap(client, env["state"], target, image["id"])
@@ -179,8 +181,7 @@ def wait_until(pred, timeout: float = 10.0, every: float = 0.2):
 
 def _driver(argv: list[str]) -> int:
     """`swap STATE_DIR TARGET_JSON IMAGE_ID BUNDLE_JSON`: one import's swap in this process."""
-    import docker
-
+    from bundlecore.engine import connect
     from bundlecore.errors import BundleError
     from importer.swap.kinds import recover_all
     from importer.swap.plan import plan_swap
@@ -188,7 +189,7 @@ def _driver(argv: list[str]) -> int:
     from importer.state import StateDir
     cmd, state_dir, target, image_id, bundle = argv
     assert cmd == "swap"
-    client = docker.from_env(timeout=300)
+    client = connect(timeout=300)
     state = StateDir(state_dir)
     try:
         with state.lock():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bundlecore.engine import Engine
 from bundlecore import format as fmt
 from bundlecore import layerpatch
 from importer.load import _DockerSave
@@ -136,7 +137,7 @@ def test_a_release_changing_1pc_of_a_layers_files_crosses_as_a_small_patch_impor
 def test_the_engine_reproduces_each_layer_tar_byte_for_byte_in_docker_save(scene, docker_client):
     """What rebuilding rests on: the layer tars streamed out of this engine are the signed diff IDs."""
     hashes = set()
-    with _DockerSave(docker_client, scene.id1) as saved:
+    with _DockerSave(Engine(docker_client), scene.id1) as saved:
         for member in saved:
             if member.isfile():
                 h, f = hashlib.sha256(), saved.extractfile(member)

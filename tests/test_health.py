@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from bundlecore.engine import Engine
 from importer.swap.health import HealthGate, ProbeRoute
 from importer.swap.journal import SwapJournal, pending
 from importer.swap.status import app_status
@@ -134,14 +135,14 @@ def test_through_the_port_proxy_only_a_connection_held_open_counts(docker_client
             pass  # the trap: accepted either way
         gate.health["tcp"] = f"127.0.0.1:{port}"
         route = ProbeRoute(None, "probing through the published port")
-        ok, why = gate.probe(docker_client, cid, docker_client.api.inspect_container(cid), route)
+        ok, why = gate.probe(Engine(docker_client), cid, docker_client.api.inspect_container(cid), route)
         assert ok is listens, why
         if not listens:
             assert why == "the port proxy closed the connection (nothing listens inside)"
         # The normal route: the container's own address, where nothing listening is a refusal.
         route = gate.route(docker_client.api.inspect_container(cid))
         assert route.address and route.address[1] == 8080 and route.why_fallback == ""
-        assert gate.probe(docker_client, cid, docker_client.api.inspect_container(cid), route)[0] is listens
+        assert gate.probe(Engine(docker_client), cid, docker_client.api.inspect_container(cid), route)[0] is listens
 
 
 def requests_ok(port: int) -> bool:
@@ -156,7 +157,7 @@ def test_probation_rolls_back_a_release_that_crashes_4_times_in_its_window(
     line = _assert_back_on_v1(docker_client, swap_env, before, r)
     assert "failed its probation: it restarted 4 times in its probation (at most 3 allowed)" in line, line
     assert "probation: watching" in r.stdout
-    assert app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]["result"] == "rolled back"
+    assert app_status(Engine(docker_client), swap_env["state"], swap_env["name"])["last_swap"]["result"] == "rolled back"
 
 
 def test_probation_rolls_back_a_release_that_exits_with_restart_policy_no(docker_client, swap_env, demo_images, variants):

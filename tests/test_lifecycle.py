@@ -23,10 +23,12 @@ def app_of(env) -> str:
 
 def install_app(client, env, image, sequence, *, keep=2, **kw):
     """plan + run_swap under the lock for app `shop-<uniq>` into container `demo-<uniq>`, as `bundle import` does."""
+    from bundlecore.engine import Engine
     from importer.swap.kinds import recover_all
     from importer.swap.plan import plan_swap
     from importer.swap.run import run_swap
     bundle = {**bundle_for(image, sequence), "name": app_of(env)}
+    client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
         plan = plan_swap(client, env["state"], target_for(env, image, **kw), image["id"], app=app_of(env))

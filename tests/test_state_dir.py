@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from bundlecore.engine import Engine
 from importer.state import StateDir
 from importer.swap import data as swap_data
 from importer.swap.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
@@ -243,7 +244,7 @@ def test_recover_removes_only_the_helpers_of_its_own_state_dir_and_swap(docker_c
         swap_data.HELPER_LABEL: "restore", swap_data.STATE_LABEL: state.identity, swap_data.SWAP_LABEL: swap_id})["Id"]
     engine = _RecordingEngine(docker_client)
     with state.lock():
-        lines = recover_all(engine, state, out=lambda s: None)
+        lines = recover_all(Engine(engine), state, out=lambda s: None)
     assert lines == [f"{swap_env['name']}: undid the interrupted upgrade: the upgrade of {swap_env['name']} was "
                      "interrupted at backup:done; the previous version 1.0.0 is running again"]
     assert not {app, others, earlier} & set(engine.api.removed)

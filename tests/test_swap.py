@@ -9,6 +9,7 @@ import random
 import docker
 import pytest
 
+from bundlecore.engine import Engine
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from importer.swap import data as swap_data
 from importer.swap.data import STATE_LABEL, SWAP_LABEL
@@ -137,10 +138,10 @@ def test_upgrade_keeps_data_and_every_user_setting_while_new_image_defaults_appl
     data_before = data_files(docker_client, cid)
 
     target = target_for(swap_env, demo_images["v2"])
-    plan = plan_swap(docker_client, swap_env["state"], target, demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], target, demo_images["v2"]["id"])
     assert plan.kind == "upgrade" and any("/data" in ln for ln in plan.lines())
     with swap_env["state"].lock():
-        rec = run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        rec = run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
 
     assert served_version(swap_env) == "2.0.0"
     new = api.inspect_container(name)
@@ -191,7 +192,7 @@ def test_failed_migration_is_undone_on_rollback(docker_client, swap_env, demo_im
     assert len(containers_named(docker_client, name)) == 1
     rec = swap_env["state"].installed(name)
     assert rec["version"] == "2.0.0" and rec["highest_sequence"] == 2  # a failed version is no high-water mark
-    st = app_status(docker_client, swap_env["state"], name)
+    st = app_status(Engine(docker_client), swap_env["state"], name)
     assert st["last_swap"]["result"] == "rolled back" and not st["pending_swap"]
 
 
@@ -216,7 +217,7 @@ def test_restore_puts_back_every_kind_of_mount_exactly(docker_client, swap_env, 
     assert {m["destination"] for m in mounts} == {"/data", "/data/cache", "/anon", "/state", "/bind", "/etc/app.env"}
     snapshot = {m["destination"]: data_files(docker_client, cid, m["destination"]) for m in mounts}
     bdir = tmp_path / "backup"
-    manifest = swap_data.backup_mounts(docker_client, cid, mounts, bdir)
+    manifest = swap_data.backup_mounts(Engine(docker_client), cid, mounts, bdir)
     api.start(cid)
     api.exec_start(api.exec_create(cid, ["sh", "-c",
         "rm -rf /data/a /data/d /data/.hidden; echo new > /data/new; echo changed > /data/cache/n; echo y > /data/cache/y;"
@@ -224,8 +225,8 @@ def test_restore_puts_back_every_kind_of_mount_exactly(docker_client, swap_env, 
         "echo SECRET=2 > /etc/app.env"]))
     api.stop(cid, timeout=0)
     with swap_data.helpers_owned_by(swap_data.HelperOwner(swap_env["state"].identity, "test")):
-        helper = swap_data.find_helper_image(docker_client, [demo_images["v1"]["id"]])
-        swap_data.restore_mounts(docker_client, bdir, manifest, helper)
+        helper = swap_data.find_helper_image(Engine(docker_client), [demo_images["v1"]["id"]])
+        swap_data.restore_mounts(Engine(docker_client), bdir, manifest, helper)
     for dest, files in snapshot.items():
         assert data_files(docker_client, cid, dest) == files, dest
     assert hostfile.read_text() == "SECRET=1\n" and (hostdir / "keep.txt").read_text() == "bind\n"
@@ -293,15 +294,15 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
         return files, cs, data_files(docker_client, swap_env["name"])
 
     before = world()
-    plan = plan_swap(docker_client, state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"],
+    plan = plan_swap(Engine(docker_client), state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"],
                           new_version="2.0.0")
     text = "\n".join(plan.lines())
     assert "1.0.0 -> 2.0.0" in text and "health check: GET" in text and swap_env["volume"] in text
     other = dict(swap_env, name=f"other-{swap_env['uniq']}", port=free_port())  # v1 holds swap_env's port
-    fresh = plan_swap(docker_client, state, target_for(other, demo_images["v1"]), demo_images["v1"]["id"])
+    fresh = plan_swap(Engine(docker_client), state, target_for(other, demo_images["v1"]), demo_images["v1"]["id"])
     assert fresh.kind == "install"
     # The plan is confirmed before the bundle's images are loaded: an image not in the engine yet is fine.
-    unloaded = plan_swap(docker_client, state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
+    unloaded = plan_swap(Engine(docker_client), state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
                               "sha256:" + "0" * 64, new_version="9.0.0")
     assert unloaded.kind == "upgrade" and "1.0.0 -> 9.0.0" in "\n".join(unloaded.lines())
     assert world() == before
@@ -329,10 +330,10 @@ def test_image_healthcheck_is_the_gate_when_the_manifest_has_none(docker_client,
     image = {"ref": ref, "id": app_image(ref, "1.5.0", dockerfile_extra=hc), "version": "1.5.0"}
     target = target_for(swap_env, image)
     target.pop("health")
-    plan = plan_swap(docker_client, swap_env["state"], target, image["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], target, image["id"])
     assert "HEALTHCHECK reports healthy" in plan.health
     with swap_env["state"].lock():
-        run_swap(docker_client, swap_env["state"], plan, bundle_for(image, 1), **QUIET)
+        run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(image, 1), **QUIET)
     assert docker_client.api.inspect_container(swap_env["name"])["State"]["Health"]["Status"] == "healthy"
 
 
@@ -342,16 +343,16 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     v1 = target_for(swap_env, demo_images["v1"])
     v1["health"] = {"cmd": "test ! -e /broken", "timeout": 1, "attempts": 1}  # v1's own check
     with state.lock():
-        run_swap(docker_client, state, plan_swap(docker_client, state, v1, demo_images["v1"]["id"]),
+        run_swap(Engine(docker_client), state, plan_swap(Engine(docker_client), state, v1, demo_images["v1"]["id"]),
                  bundle_for(demo_images["v1"], 1), **QUIET)
     seed_data(docker_client, name)
     docker_client.api.exec_start(docker_client.api.exec_create(name, ["sh", "-c", "echo > /broken"]))  # v1 breaks
     old_id = docker_client.api.inspect_container(name)["Id"]
     target = target_for(swap_env, demo_images["v2"])
     target["health"] = {"cmd": "exit 1", "timeout": 1, "attempts": 1}
-    plan = plan_swap(docker_client, state, target, demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), state, target, demo_images["v2"]["id"])
     with state.lock(), pytest.raises(OperatorNeeded) as e:
-        run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        run_swap(Engine(docker_client), state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
     assert "does not come up healthy either" in str(e.value) and "No container or backup was deleted" in str(e.value)
     # What the data holds is said exactly: here, restored, and from where.
     assert f"the data was restored from the backup in {state.app_dir(name) / 'generations' / '1'}" in str(e.value)

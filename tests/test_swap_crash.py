@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from bundlecore.engine import Engine
 from importer.swap.data import HELPER_LABEL, STATE_LABEL
 from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pending
 from importer.swap.plan import plan_swap
@@ -79,7 +80,7 @@ def test_upgrade_killed_at_each_step_is_recovered(docker_client, swap_env, demo_
     assert r.returncode == 0, r.stderr
     committed = step in GATE_PASSED
     _assert_healthy_on(docker_client, swap_env, "2.0.0" if committed else "1.0.0", before)
-    last = app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
+    last = app_status(Engine(docker_client), swap_env["state"], swap_env["name"])["last_swap"]
     assert last["result"] == ("installed" if committed else "rolled back")
 
 
@@ -126,9 +127,9 @@ def test_recovery_killed_while_restoring_is_recovered_again(docker_client, swap_
 def test_import_refuses_to_swap_over_a_pending_journal(docker_client, swap_env, demo_images):
     _with_v1(docker_client, swap_env, demo_images)
     _swap_killed(swap_env, demo_images["v2"], 2, "backup", "after")
-    plan = plan_swap(docker_client, swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
     with pytest.raises(Exception, match="bundle recover"):
-        run_swap(docker_client, swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
+        run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
     # What `bundle import` does first inside the lock: recover, then swap.
     install(docker_client, swap_env, demo_images["v2"], 2)
     assert served_version(swap_env) == "2.0.0" and pending(swap_env["state"]) == []
@@ -153,7 +154,7 @@ def test_manual_rollback_killed_at_each_step_is_recovered(docker_client, swap_en
     else:
         _assert_healthy_on(docker_client, swap_env, "2.0.0", v2_data)
     # Whatever happened, the other generation is still kept for a later rollback.
-    assert len(app_status(docker_client, swap_env["state"], name)["previous"]) == 1
+    assert len(app_status(Engine(docker_client), swap_env["state"], name)["previous"]) == 1
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -220,7 +221,7 @@ def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker
     assert r.returncode == 0, r.stderr
     assert ("probation: watching" in r.stdout) is (when == "before")
     _assert_healthy_on(docker_client, swap_env, "2.0.0", before)
-    assert app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]["result"] == "installed"
+    assert app_status(Engine(docker_client), swap_env["state"], swap_env["name"])["last_swap"]["result"] == "installed"
 
 
 @pytest.mark.parametrize("when,query,expect", [
@@ -238,7 +239,7 @@ def test_upgrade_killed_at_a_metrics_gated_probation_lands_on_one_version(
     r = _recover(swap_env)
     assert r.returncode == 0, r.stderr
     _assert_healthy_on(docker_client, swap_env, expect, before)
-    last = app_status(docker_client, swap_env["state"], swap_env["name"])["last_swap"]
+    last = app_status(Engine(docker_client), swap_env["state"], swap_env["name"])["last_swap"]
     assert last["result"] == ("installed" if expect == "2.0.0" else "rolled back")
     if expect == "1.0.0":
         assert f"metrics gate '{query}' at http://{prometheus.address}: its value 1 is above the limit 0.5" in r.stdout

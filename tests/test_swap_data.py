@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 import zstandard
 
+from bundlecore.engine import Engine
 from bundlecore.errors import OperatorNeeded, UpdateFailed
 from importer.state import StateDir
 from importer.swap import data as swap_data
@@ -116,7 +117,7 @@ def test_a_backup_that_does_not_unpack_is_refused_before_anything_live_moves(doc
     api.stop(cid, timeout=0)
     mounts = [m for m in swap_data.backed_up_mounts(api.inspect_container(cid)) if m["destination"] == "/data"]
     bdir = tmp_path / "backup"
-    manifest = swap_data.backup_mounts(docker_client, cid, mounts, bdir)
+    manifest = swap_data.backup_mounts(Engine(docker_client), cid, mounts, bdir)
     api.start(cid)
     _sh(docker_client, cid, "echo changed > /data/notes.txt")
     tree, files = _listing(docker_client, cid), data_files(docker_client, cid)
@@ -125,9 +126,9 @@ def test_a_backup_that_does_not_unpack_is_refused_before_anything_live_moves(doc
     (bdir / manifest["mounts"][0]["file"]).write_bytes(junk)
     manifest["mounts"][0].update(sha256=hashlib.sha256(junk).hexdigest(), tar_bytes=len(raw))
     api.stop(cid, timeout=0)
-    helper = swap_data.find_helper_image(docker_client, [demo_images["v1"]["id"]])
+    helper = swap_data.find_helper_image(Engine(docker_client), [demo_images["v1"]["id"]])
     with pytest.raises(OperatorNeeded) as e:
-        swap_data.restore_mounts(docker_client, bdir, manifest, helper)
+        swap_data.restore_mounts(Engine(docker_client), bdir, manifest, helper)
     assert e.value.exit_code == 5
     assert "the backup of /data does not unpack" in str(e.value)
     assert "nothing in the mounts was removed or changed by the restore" in str(e.value) and str(bdir) in str(e.value)
@@ -166,10 +167,10 @@ def _sparse_refusal(docker_client, swap_env, demo_images, tmp_path, api, name):
     api.stop(name, timeout=0)
     bdir = tmp_path / "backup"
     mounts = [m for m in swap_data.backed_up_mounts(api.inspect_container(name)) if m["destination"] == "/data"]
-    manifest = swap_data.backup_mounts(docker_client, name, mounts, bdir)
-    helper = swap_data.find_helper_image(docker_client, [demo_images["v1"]["id"]])
+    manifest = swap_data.backup_mounts(Engine(docker_client), name, mounts, bdir)
+    helper = swap_data.find_helper_image(Engine(docker_client), [demo_images["v1"]["id"]])
     with pytest.raises(swap_data.RestoreSpaceShort) as e:
-        swap_data.restore_mounts(docker_client, bdir, manifest, helper)
+        swap_data.restore_mounts(Engine(docker_client), bdir, manifest, helper)
     assert e.value.exit_code == 5 and "nothing in the mounts was removed or changed by the restore" in str(e.value)
     api.start(name)
     assert _listing(docker_client, name) == tree
@@ -188,10 +189,10 @@ def test_disk_full_during_the_backup_puts_the_old_version_back(docker_client, sw
         _sh(docker_client, name, "head -c 104857600 /dev/urandom > /data/big.bin")
         old_id = docker_client.api.inspect_container(name)["Id"]
         tree, files = _listing(docker_client, name), data_files(docker_client, name)
-        plan = plan_swap(docker_client, state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+        plan = plan_swap(Engine(docker_client), state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
         plan.backup_estimate = 0
         with state.lock(), pytest.raises(UpdateFailed) as e:
-            run_swap(docker_client, state, plan, bundle_for(demo_images["v2"], 2), out=lambda s: None)
+            run_swap(Engine(docker_client), state, plan, bundle_for(demo_images["v2"], 2), out=lambda s: None)
         line = e.value.line()
         assert e.value.exit_code == 4 and "\n" not in line
         assert "at step backup" in line and "backing up the data into" in line and "No space left on device" in line

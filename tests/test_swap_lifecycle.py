@@ -13,6 +13,7 @@ import pytest
 
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from importer.swap.journal import pending
+from bundlecore.engine import Engine
 from importer.swap.kinds import recover_all
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
@@ -25,6 +26,7 @@ from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_
 
 def _swap(client, env: dict, image: dict, sequence: int, target: dict, out=lambda s: None) -> dict:
     """What `bundle import` does once the images are loaded: recover, plan, swap (under the lock)."""
+    client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=out)
         plan = plan_swap(client, env["state"], target, image["id"])

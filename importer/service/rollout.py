@@ -36,10 +36,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import docker
-import docker.auth
-import requests
-
+from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_json
 from importer.audit import AuditEvent, EventKind, Result, now, write_event
@@ -126,13 +123,13 @@ def _crash_hook(step: str, when: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# -- Swarm over the Docker SDK ----------------------------------------------------------------
+# -- Swarm through the engine layer----------------------------------------------------------------
 def inspect(client, name: str) -> dict | None:
     try:
-        return client.api.inspect_service(name)
-    except docker.errors.NotFound:
+        return client.inspect_service(name)
+    except EngineNotFound:
         return None
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except EngineError as e:
         raise EnvironmentProblem(f"cannot inspect service {name}: {_why(e)}") from None
 
 
@@ -148,11 +145,9 @@ def require_swarm(client) -> None:
 
 def _post(client, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
     """`auth`: the registry credentials Swarm hands to every node that pulls the image."""
-    headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
     try:
-        client.api._raise_for_status(client.api._post_json(client.api._url(path), data=spec, params=params or {},
-                                                           headers=headers))
-    except (docker.errors.APIError, requests.RequestException) as e:
+        client.post_service(path, spec, params, auth)
+    except EngineError as e:
         raise EnvironmentProblem(f"Swarm refused {path.split('/')[-1]}: {_why(e)}") from None
 
 
@@ -161,7 +156,7 @@ def image_of(info: dict) -> str:
 
 
 def tasks(client, name: str) -> list[dict]:
-    return client.api.tasks(filters={"service": name})
+    return client.tasks(name)
 
 
 def running_images(client, name: str) -> dict[str, int]:
@@ -305,8 +300,8 @@ def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) ->
 
 def _remove(client, name: str) -> None:
     try:
-        client.api.remove_service(name)
-    except docker.errors.NotFound:
+        client.remove_service(name)
+    except EngineNotFound:
         pass
 
 
@@ -335,9 +330,9 @@ def _back_up(client, state: StateDir, j: RolloutJournal, info: dict, what: str, 
     mounts = []
     for m in vols.local_volumes(info["Spec"]):
         try:
-            client.api.inspect_volume(m["name"])
+            client.inspect_volume(m["name"])
             mounts.append(m)
-        except docker.errors.NotFound:
+        except EngineNotFound:
             out(f"  volume {m['name']} of service {j.service} is not on this node: not backed up here")
     if not mounts:
         return

@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
-import docker
 import zstandard
 
+from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded
 from bundlecore.fsutil import atomic_write_json, fsync_dir
 
@@ -88,11 +88,11 @@ def estimate_sizes(client, mounts: list[dict]) -> list[int | None]:
     sizes: dict[str, int] = {}
     if any(m["type"] == "volume" for m in mounts):
         try:
-            for v in client.api.df().get("Volumes") or []:
+            for v in client.disk_usage().get("Volumes") or []:
                 size = (v.get("UsageData") or {}).get("Size", -1)
                 if size is not None and size >= 0:
                     sizes[v["Name"]] = size
-        except docker.errors.APIError:
+        except EngineError:
             pass
     out = []
     for m in mounts:
@@ -130,10 +130,10 @@ def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Pat
     backup_dir.mkdir(mode=0o700, parents=True)
     try:
         return _write_backup(client, container_id, mounts, backup_dir)
-    except (OSError, docker.errors.APIError) as e:
+    except (OSError, EngineError) as e:
         # A partial backup is worthless and may be what filled the disk: drop it (our own copy only).
         shutil.rmtree(backup_dir, ignore_errors=True)
-        why = e.explanation if isinstance(e, docker.errors.APIError) else (e.strerror or e)
+        why = e.explanation if isinstance(e, EngineError) else (e.strerror or e)
         raise EnvironmentProblem(f"backing up the data into {backup_dir} failed: {why}") from e
 
 
@@ -141,7 +141,7 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
     entries = []
     for i, m in enumerate(mounts):
         fname = f"mount-{i}.tar.zst"
-        stream, stat = client.api.get_archive(container_id, m["destination"], chunk_size=1 << 20)
+        stream, stat = client.get_archive(container_id, m["destination"], chunk_size=1 << 20)
         is_dir = bool(stat.get("mode", 0) & (1 << 31))  # Go's os.ModeDir
         h = hashlib.sha256()
         raw = 0
@@ -174,7 +174,7 @@ def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str) -> 
     try:
         return backup_mounts(client, holder, mounts, backup_dir)
     finally:
-        client.api.remove_container(holder, force=True)
+        client.remove_container(holder)
 
 
 def _drain(stream) -> None:
@@ -225,14 +225,14 @@ def verify_backup(backup_dir: Path, manifest: dict) -> None:
 def find_helper_image(client, candidates: list[str]) -> str:
     """The first image (candidates first, then any local one) that runs /bin/sh, by trying it."""
     seen = []
-    for ref in candidates + [img["Id"] for img in sorted(client.api.images(), key=lambda i: i.get("Size", 0))]:
+    for ref in candidates + [img["Id"] for img in sorted(client.images(), key=lambda i: i.get("Size", 0))]:
         if not ref or ref in seen:
             continue
         seen.append(ref)
         try:
             if _run_helper(client, ref, HELPER_TOOLS_PROBE, binds=[], timeout=30) == 0:
                 return ref
-        except (docker.errors.APIError, EnvironmentProblem):
+        except (EngineError, EnvironmentProblem):
             continue
     raise EnvironmentProblem("no local image can run /bin/sh with tar, stat and df, which restoring data "
                              "after a failed update needs; load one (e.g. busybox) and retry")
@@ -270,7 +270,7 @@ def _create_helper(client, image: str, script: str, binds: list[str]) -> str:
         "NetworkDisabled": True, "WorkingDir": "/",
         "HostConfig": {"Binds": binds, "NetworkMode": "none", "LogConfig": {"Type": "json-file", "Config": {}}},
     }
-    return client.api.create_container_from_config(cfg)["Id"]
+    return client.create_container(cfg)
 
 
 def _run_helper(client, image: str, script: str, binds: list[str], timeout: int = 600,
@@ -279,24 +279,24 @@ def _run_helper(client, image: str, script: str, binds: list[str], timeout: int 
     try:
         if before_start:
             before_start(cid)
-        client.api.start(cid)
-        rc = client.api.wait(cid, timeout=timeout)["StatusCode"]
+        client.start(cid)
+        rc = client.wait(cid, timeout=timeout)
         if rc != 0:
-            logs = client.api.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
+            logs = client.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
             if logs:
                 raise EnvironmentProblem(f"restore helper failed ({rc}): {logs.splitlines()[-1]}")
         return rc
     finally:
-        client.api.remove_container(cid, force=True, v=True)
+        client.remove_container(cid, volumes=True)
 
 
 def remove_stale_helpers(client, owner: HelperOwner) -> None:
     """Remove the helpers a crash left behind: only those of this state dir and this swap."""
     wanted = [HELPER_LABEL] + [f"{k}={v}" for k, v in owner.labels().items()]
-    for c in client.api.containers(all=True, filters={"label": wanted}):
+    for c in client.containers(all=True, filters={"label": wanted}):
         try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-        except docker.errors.APIError:
+            client.remove_container(c["Id"], volumes=True)
+        except EngineError:
             pass
 
 
@@ -506,17 +506,17 @@ def space_shortfalls(mounts: list[dict], probes: dict[int, tuple[str, int]]) -> 
 def _helper_output(client, image: str, script: str, binds: list[str]) -> str:
     cid = _create_helper(client, image, script, binds)
     try:
-        client.api.start(cid)
-        rc = client.api.wait(cid, timeout=120)["StatusCode"]
-        out = client.api.logs(cid, stdout=True, stderr=False).decode(errors="replace")
+        client.start(cid)
+        rc = client.wait(cid, timeout=120)
+        out = client.logs(cid, stdout=True, stderr=False).decode(errors="replace")
         if rc != 0:
-            err = client.api.logs(cid, stdout=False, stderr=True, tail=3).decode(errors="replace").strip()
+            err = client.logs(cid, stdout=False, stderr=True, tail=3).decode(errors="replace").strip()
             raise EnvironmentProblem(f"the restore helper failed ({rc}): {err[-300:]}")
         return out
     finally:
         try:
-            client.api.remove_container(cid, force=True, v=True)
-        except docker.errors.APIError:
+            client.remove_container(cid, volumes=True)
+        except EngineError:
             pass
 
 
@@ -564,26 +564,26 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
     binds = _helper_binds(mounts)
     cid = _create_helper(client, helper_image, restore_script(mounts, token, owners), binds)
     try:
-        client.api.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
-        client.api.start(cid)
+        client.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
+        client.start(cid)
         try:
             for i, e in enumerate(mounts):
                 src = backup_dir / e["file"]
                 if e["is_dir"]:
-                    client.api.put_archive(cid, RESTORE_ROOT + e["destination"],
+                    client.put_archive(cid, RESTORE_ROOT + e["destination"],
                                            _wrapped_archive(scratch_name(token), src, int(e["tar_bytes"])))
                 else:
-                    client.api.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(src))
-            client.api.put_archive(cid, STAGING_DIR, _go_tar())
-        except (docker.errors.APIError, EnvironmentProblem, OSError) as e:
-            client.api.remove_container(cid, force=True, v=True)
+                    client.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(src))
+            client.put_archive(cid, STAGING_DIR, _go_tar())
+        except (EngineError, EnvironmentProblem, OSError) as e:
+            client.remove_container(cid, volumes=True)
             _remove_scratch(client, helper_image, mounts, token)
-            why = e.explanation if isinstance(e, docker.errors.APIError) else e
+            why = e.explanation if isinstance(e, EngineError) else e
             raise RestoreError(f"the backup could not be copied next to the data: {why}",
                                untouched(backup_dir)) from None
-        rc = client.api.wait(cid, timeout=3600)["StatusCode"]
+        rc = client.wait(cid, timeout=3600)
         if rc != 0:
-            logs = client.api.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
+            logs = client.logs(cid, stdout=True, stderr=True, tail=5).decode(errors="replace").strip()
             why = logs.splitlines()[-1] if logs else f"exit {rc}"
             if rc == 3:
                 raise RestoreError(f"the backup was not restored: {why}", untouched(backup_dir))
@@ -593,8 +593,8 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
                 f"inside each mount; the backup is in {backup_dir}")
     finally:
         try:
-            client.api.remove_container(cid, force=True, v=True)
-        except docker.errors.APIError:
+            client.remove_container(cid, volumes=True)
+        except EngineError:
             pass
 
 
@@ -647,5 +647,5 @@ def _remove_scratch(client, image: str, mounts: list[dict], token: str) -> None:
     paths = [f"{RESTORE_ROOT}{e['destination'].rstrip('/')}/{scratch_name(token)}" for e in mounts if e["is_dir"]]
     try:
         _run_helper(client, image, "rm -rf -- " + " ".join(shlex.quote(p) for p in paths), _helper_binds(mounts))
-    except (docker.errors.APIError, EnvironmentProblem):
+    except (EngineError, EnvironmentProblem):
         pass

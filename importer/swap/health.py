@@ -52,11 +52,10 @@ from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import docker
 import requests
 
+from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
-from importer.swap import engine
 from importer.swap.promgate import MetricsGate
 
 POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
@@ -207,13 +206,13 @@ class HealthGate:
         why = "not started"
         for attempt in range(1, self.attempts + 1):
             try:
-                state = client.api.inspect_container(container_id)["State"]
+                state = client.inspect_container(container_id)["State"]
                 if attempt > 1 or not state.get("Running"):
                     if state.get("Running") or state.get("Restarting"):
-                        engine.restart(client, container_id)
+                        client.restart(container_id)
                     else:
-                        client.api.start(container_id)
-            except docker.errors.APIError as e:
+                        client.start(container_id)
+            except EngineError as e:
                 why = f"cannot start: {e.explanation or e}"
                 out(f"  attempt {attempt}/{self.attempts}: {why}")
                 continue
@@ -231,7 +230,7 @@ class HealthGate:
             countdown.close()
 
     def _watch(self, client, cid: str, out, countdown: Countdown) -> tuple[bool, str]:
-        first = client.api.inspect_container(cid)
+        first = client.inspect_container(cid)
         started_at, restarts = first["State"].get("StartedAt"), first.get("RestartCount", 0)
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
@@ -240,7 +239,7 @@ class HealthGate:
             out(f"  {route.why_fallback}")
         last, passes = "no answer", 0
         while True:
-            info = client.api.inspect_container(cid)
+            info = client.inspect_container(cid)
             st = info["State"]
             if not st.get("Running") or st.get("Restarting") or info.get("RestartCount", 0) != restarts \
                     or st.get("StartedAt") != started_at:
@@ -349,10 +348,8 @@ class HealthGate:
         cmd = self.health["cmd"]
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         try:
-            res = client.api.exec_create(cid, argv, stdout=True, stderr=True)
-            output = client.api.exec_start(res["Id"])
-            code = client.api.exec_inspect(res["Id"]).get("ExitCode")
-        except docker.errors.APIError as e:
+            code, output = client.exec(cid, argv)
+        except EngineError as e:
             return False, str(e.explanation or e)[:200]
         return code == 0, f"exit {code}: {output.decode(errors='replace').strip()[:200]}"
 
@@ -370,7 +367,7 @@ class HealthGate:
                          countdown: Countdown) -> tuple[bool, str]:
         failing_since = route = started_at = None
         while True:
-            info = engine.inspect(client, cid)
+            info = client.container(cid)
             if info is None:
                 return False, "the container is gone"
             st = info["State"]

@@ -12,16 +12,15 @@ import os
 import shutil
 import time
 
-import docker
-
 from bundlecore import progress
+from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of,
                             step_phase, write_event)
 from importer.state import StateDir, highest_sequence_after
-from importer.swap import data, engine
+from importer.swap import data
 from importer.swap.generations import Generations, summary
 from importer.swap.health import HealthGate
 from importer.swap.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
@@ -106,18 +105,18 @@ class ContainerSwap:
 
     # -- forward steps -----------------------------------------------------------------
     def stop_old(self):
-        engine.stop(self.client, self.r.old.id)
-        engine.set_restart_policy(self.client, self.r.old.id, {"Name": "no"})
+        self.client.stop(self.r.old.id)
+        self.client.set_restart_policy(self.r.old.id, {"Name": "no"})
 
     def rename_old(self):
-        engine.rename(self.client, self.r.old.id, self.r.old.parked_name)
+        self.client.rename(self.r.old.id, self.r.old.parked_name)
 
     def backup(self):
         side = self.r.data_side
         if self.r.kind == SwapKind.INSTALL:
             # Back up through the created (not yet started) container: only mounts holding data that
             # existed before (bind mounts, named volumes this install did not create).
-            info = engine.inspect(self.client, self.r.new.id)
+            info = self.client.container(self.r.new.id)
             created = set(self.r.created_volumes or [])
             named = set(side.named_volumes)
             side.mounts = [m for m in data.backed_up_mounts(info)
@@ -133,10 +132,10 @@ class ContainerSwap:
 
     def create_new(self):
         body = self.r.new.create
-        self.r.new.id = self.client.api.create_container_from_config(body["config"], name=self.r.name)["Id"]
+        self.r.new.id = self.client.create_container(body["config"], name=self.r.name)
         self.j.save()
         for net, ep in body.get("extra_networks", {}).items():
-            engine.connect_network(self.client, self.r.new.id, net, ep)
+            self.client.connect_network(self.r.new.id, net, ep)
 
     def restore_target(self):
         """Rollback: the generation put back gets the data it had when it was displaced."""
@@ -145,12 +144,12 @@ class ContainerSwap:
 
     def rename_target(self):
         new = self.r.new
-        engine.rename(self.client, new.id, self.r.name)
-        engine.set_restart_policy(self.client, new.id, new.restart_policy or {"Name": "no"})
+        self.client.rename(new.id, self.r.name)
+        self.client.set_restart_policy(new.id, new.restart_policy or {"Name": "no"})
 
     def start_new(self):
         new = self.r.new
-        info = engine.inspect(self.client, new.id)
+        info = self.client.container(new.id)
         gate = HealthGate(self.r.health, info["Config"].get("Healthcheck"))
         self.out(f"  starting {self.r.name} {new.version or ''}; health check: {gate.describe()}")
         ok, why = gate.wait_healthy(self.client, new.id, out=self.out)
@@ -164,7 +163,7 @@ class ContainerSwap:
         The window's end and the RestartCount it counts from are journaled before watching, so a
         recovery after a crash resumes the same window instead of starting a fresh one."""
         new = self.r.new
-        info = engine.inspect(self.client, new.id)
+        info = self.client.container(new.id)
         gate = HealthGate(self.r.health, (info or {}).get("Config", {}).get("Healthcheck"))
         if not gate.probation:
             return
@@ -218,16 +217,16 @@ class ContainerSwap:
         for k, item in list(gens.data["items"].items()):
             if not item.get("pruned"):
                 continue
-            if engine.inspect(self.client, item["container_id"]):
+            if self.client.container(item["container_id"]):
                 try:
-                    self.client.api.remove_container(item["container_id"], force=True)
-                except docker.errors.APIError as e:
+                    self.client.remove_container(item["container_id"])
+                except EngineError as e:
                     self.out(f"  could not remove {item['parked_name']}: {e.explanation or e}")
                     continue
             if item["image_id"] not in in_use:
                 try:
-                    self.client.api.remove_image(item["image_id"])
-                except docker.errors.APIError:
+                    self.client.remove_image(item["image_id"])
+                except EngineError:
                     pass  # still tagged elsewhere or used by another container: not ours to force
             del gens.data["items"][k]
             gens.save()
@@ -304,9 +303,9 @@ class ContainerSwap:
         """Containers that are the new side: the journaled ID, and anything else now called NAME."""
         ids = []
         new_id = self.r.new.id
-        if new_id and engine.inspect(self.client, new_id):
+        if new_id and self.client.container(new_id):
             ids.append(new_id)
-        cur = engine.inspect_named(self.client, self.r.name)
+        cur = self.client.container_named(self.r.name)
         old_id = self.r.old.id if self.r.old else None
         if cur and cur["Id"] != old_id and cur["Id"] not in ids:
             ids.append(cur["Id"])
@@ -326,20 +325,20 @@ class ContainerSwap:
         if self.r.kind == SwapKind.ROLLBACK:
             # The generation we tried to put back returns to its parking place, untouched otherwise.
             new = self.r.new
-            engine.stop(self.client, new.id)
-            engine.set_restart_policy(self.client, new.id, {"Name": "no"})
-            engine.rename(self.client, new.id, new.parked_name)
+            self.client.stop(new.id)
+            self.client.set_restart_policy(new.id, {"Name": "no"})
+            self.client.rename(new.id, new.parked_name)
             return
         for cid in self._new_containers():
             self._save_logs(cid)
-            self.client.api.remove_container(cid, force=True, v=True)
+            self.client.remove_container(cid, volumes=True)
         if self.r.kind == SwapKind.INSTALL:
             for vol in self.r.created_volumes or []:
                 try:
-                    self.client.api.remove_volume(vol)
-                except docker.errors.NotFound:
+                    self.client.remove_volume(vol)
+                except EngineNotFound:
                     pass
-                except docker.errors.APIError as e:
+                except EngineError as e:
                     self.out(f"  kept volume {vol}: {e.explanation or e}")
         backup = self._backup_to_restore()
         if backup:  # what the data is now: a restore must find it so, or someone wrote since
@@ -349,10 +348,10 @@ class ContainerSwap:
         """Keep the failed container's last log lines (shown by `bundle history`); never blocks the undo."""
         rel = f"logs/generation-{self.r.new.generation}-{(self.r.swap_id or 'swap')[:12]}.log"
         try:
-            raw = self.client.api.logs(cid, stdout=True, stderr=True, tail=LOG_TAIL_LINES)[-LOG_TAIL_BYTES:]
+            raw = self.client.logs(cid, stdout=True, stderr=True, tail=LOG_TAIL_LINES)[-LOG_TAIL_BYTES:]
             (self.app_dir / "logs").mkdir(mode=0o700, exist_ok=True)
             atomic_write_bytes(self.app_dir / rel, raw)
-        except (OSError, docker.errors.APIError) as e:
+        except (OSError, EngineError) as e:
             self.out(f"  could not save the logs of {cid[:12]}: {e}")
             return
         self.r.failed_logs = rel
@@ -411,7 +410,7 @@ class ContainerSwap:
         line = f"  the data was restored from {bdir} before; it is not restored again"
         try:
             now_fp = data.fingerprint_mounts(self.client, manifest["mounts"], self._helper())
-        except (docker.errors.APIError, EnvironmentProblem):
+        except (EngineError, EnvironmentProblem):
             now_fp = None
         changed = data.changed_mounts(self.r.fingerprint_restored, now_fp, manifest["mounts"]) if now_fp else []
         if changed:
@@ -420,16 +419,16 @@ class ContainerSwap:
 
     def rename_back(self):
         old = self.r.old
-        if not engine.inspect(self.client, old.id):
+        if not self.client.container(old.id):
             raise OperatorNeeded(f"the previous container {old.id[:12]} of {self.r.name} is gone")
-        engine.rename(self.client, old.id, self.r.name)
-        engine.set_restart_policy(self.client, old.id, old.restart_policy or {"Name": "no"})
+        self.client.rename(old.id, self.r.name)
+        self.client.set_restart_policy(old.id, old.restart_policy or {"Name": "no"})
 
     def start_old(self):
         old = self.r.old
         if not old.was_running:
             return
-        info = engine.inspect(self.client, old.id)
+        info = self.client.container(old.id)
         gate = HealthGate(old.health, info["Config"].get("Healthcheck"))  # its own settings, not the new one's
         self.out(f"  starting the previous version again; health check: {gate.describe()}")
         ok, why = gate.wait_healthy(self.client, old.id, out=self.out)

@@ -21,13 +21,13 @@ import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bundlecore.docker_engine import ping
+from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from importer.state import StateDir
-from importer.swap import data, engine
+from importer.swap import data
 from importer.swap.config import describe_mount, run_config
 from importer.swap.generations import Generations
 from importer.swap.health import HealthGate
@@ -169,13 +169,13 @@ def install_touches_existing_data(target: dict) -> bool:
 
 def image_ref_for(client, target_ref: str, image_id: str) -> str:
     """The tag when it names exactly this image (nicer in `docker ps`), else the ID."""
-    img = engine.image_or_none(client, target_ref) if target_ref else None
+    img = client.image(target_ref) if target_ref else None
     return target_ref if img and img["Id"] == image_id else image_id
 
 
 def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer:
     cur = gens.current
-    app = state.app_of_container(engine.container_name(info))
+    app = state.app_of_container(container_name(info))
     rec = (state.installed(app) if app else None) or {}
     mine = cur if cur and cur.get("container_id") == info["Id"] else {}
     return CurrentContainer(
@@ -191,13 +191,13 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
     whose run settings conflict (importer.swap.merge) is refused here, before anything is loaded."""
     name = target["name"]
     app = app or name
-    ping(client)
+    client.ping()
     # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
     # not be in the engine yet; run_swap resolves it again.
-    new_img = engine.image_or_none(client, new_image_id) or {"Id": new_image_id, "Config": {}}
+    new_img = client.image(new_image_id) or {"Id": new_image_id, "Config": {}}
     loaded = "RepoTags" in new_img
     ref = image_ref_for(client, target.get("image", ""), new_img["Id"]) if loaded else (target.get("image") or new_image_id)
-    old = engine.inspect_named(client, name)
+    old = client.container_named(name)
     if not old:
         check_host(client, run_config(target, ref), replaced=None)  # before anything is loaded
         hc = (new_img.get("Config") or {}).get("Healthcheck")
@@ -209,7 +209,7 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app)
     _fill_mounts(client, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
-    old_img = engine.image_or_none(client, old["Image"]) or {}
+    old_img = client.image(old["Image"]) or {}
     if plan.kind == PlanKind.UPGRADE:
         _merge_settings(plan, state, old, old_img)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
@@ -237,7 +237,7 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
 def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> SwapPlan:
     """Describe putting a kept generation of app `app` back (its container and its data): generation
     `to`, or the most recently displaced one."""
-    ping(client)
+    client.ping()
     app_dir = state.app_dir(app)
     name = state.container_of(app)
     gens = Generations(app_dir)
@@ -250,12 +250,12 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
         why = "it is the installed one" if to == cur else "it is not kept"
         raise UsageProblem(f"cannot roll {app} back to generation {to}: {why} "
                            f"(kept: {', '.join(str(i['generation']) for i in prev)})")
-    if not engine.inspect(client, target_item["container_id"]):
+    if not client.container(target_item["container_id"]):
         raise EnvironmentProblem(f"the previous container of {name} ({target_item['parked_name']}) is gone")
     manifest = data.load_backup(app_dir / target_item["backup_dir"]) if target_item.get("backup_dir") else None
     if manifest is None:
         raise EnvironmentProblem(f"the data backup of generation {target_item['generation']} of {name} is missing")
-    cur = engine.inspect_named(client, name)
+    cur = client.container_named(name)
     if not cur:
         raise EnvironmentProblem(f"no container named {name} is installed")
     health = target_item.get("health")  # its own (None: from before generations kept theirs, or adopted)
@@ -263,7 +263,7 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
                     target_item.get("image_ref") or target_item["image_id"], target_item.get("version"),
                     old=_current(state, cur, gens), rollback_to=target_item, app=app)
     _fill_mounts(client, plan, cur)
-    info = engine.inspect(client, target_item["container_id"])
+    info = client.container(target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
     note_risks(plan, cur)
     return plan
@@ -301,14 +301,14 @@ def note_risks(plan: SwapPlan, old: dict) -> None:
 def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[str]) -> str | None:
     """Checks made before anything is stopped; returns the image used to restore data (None when
     no data can need restoring)."""
-    ping(client)
+    client.ping()
     if SwapJournal.load(state.app_dir(plan.key)):
         raise EnvironmentProblem(f"an interrupted swap of {plan.name} is pending: run `bundle recover` first")
     for blocker in plan.blockers:
         raise EnvironmentProblem(blocker.refusal(plan.name))
-    if not engine.image_or_none(client, plan.new_image_id):
+    if not client.image(plan.new_image_id):
         raise EnvironmentProblem(f"image {plan.new_image_id} is not in the engine")
-    current = engine.inspect(client, plan.name)
+    current = client.container(plan.name)
     if plan.kind == PlanKind.INSTALL:
         if current:
             raise EnvironmentProblem(f"a container named {plan.name} appeared since the plan was made; plan again")
@@ -380,7 +380,7 @@ def networks_needed(body: dict) -> list[str]:
 
 def _published(client, skip_id: str | None) -> dict[HostPort, str]:
     out = {}
-    for c in client.api.containers():
+    for c in client.containers():
         if c["Id"] == skip_id:
             continue
         for p in c.get("Ports") or []:
@@ -406,11 +406,11 @@ def _in_use_here(p: HostPort) -> bool:
 def host_problems(client, body: dict, replaced: str | None) -> list[str]:
     """One line per thing the host lacks for creating this container (see the module docstring)."""
     hc = body["config"].get("HostConfig") or {}
-    local = client.api.base_url == "http+docker://localhost"  # a unix socket: the engine is on this host
+    local = client.is_local
     problems = []
     kept = []
     if replaced:
-        kept = wanted_ports((engine.inspect(client, replaced) or {}).get("HostConfig") or {})
+        kept = wanted_ports((client.container(replaced) or {}).get("HostConfig") or {})
     published = _published(client, replaced)
     for p in wanted_ports(hc):
         holder = port_holder(p, published)
@@ -424,7 +424,7 @@ def host_problems(client, body: dict, replaced: str | None) -> list[str]:
                 problems.append(f"bind-mount source {src} does not exist (the engine would create an empty "
                                 f"directory there); create it or fix the setting")
     for net in networks_needed(body):
-        if not engine.network_exists(client, net):
+        if not client.network_exists(net):
             problems.append(f"network {net} does not exist; create it first (`docker network create {net}`)")
     return problems
 

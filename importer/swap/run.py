@@ -18,12 +18,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from bundlecore.docker_engine import ping
+from bundlecore.engine import container_name
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
 from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, signers_of, write_event
 from importer.state import StateDir, highest_sequence_after
-from importer.swap import data, engine
+from importer.swap import data
 from importer.swap.config import recreate_config, run_config
 from importer.swap.generations import Generations, parked_name
 from importer.swap.health import HealthGate
@@ -39,7 +39,7 @@ def _own_health(state: StateDir, gens: Generations, info: dict) -> dict | None:
     cur = gens.current
     if cur and cur.get("container_id") == info["Id"] and "health" in cur:
         return cur["health"]
-    rec = state.installed(engine.container_name(info)) or {}
+    rec = state.installed(container_name(info)) or {}
     return rec.get("health") if rec.get("container_id") == info["Id"] else None
 
 
@@ -107,17 +107,17 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
                    old=None,
                    preexisting=PreexistingData(named_volumes=vols, mounts=[],
                                                backup_dir=f"generations/{new.generation}-before-install"),
-                   created_volumes=[v for v in vols if not engine.volume_exists(client, v)])
+                   created_volumes=[v for v in vols if not client.volume_exists(v)])
     else:
-        old_info = client.api.inspect_container(plan.old.id)
-        old_img = engine.image_or_none(client, old_info["Image"]) or {"Config": {}}
-        new_img = client.api.inspect_image(plan.new_image_id)
+        old_info = client.inspect_container(plan.old.id)
+        old_img = client.image(old_info["Image"]) or {"Config": {}}
+        new_img = client.inspect_image(plan.new_image_id)
         mode = old_info["HostConfig"].get("NetworkMode") or ""
         joined = {}
         if mode.startswith("container:"):
-            other = engine.inspect(client, mode[len("container:"):])
+            other = client.container(mode[len("container:"):])
             if other:
-                joined[mode[len("container:"):]] = engine.container_name(other)
+                joined[mode[len("container:"):]] = container_name(other)
         new.create = recreate_config(old_info, old_img, new_img, plan.new_image_ref, joined, plan.setting_changes)
         check_host(client, new.create, replaced=old_info["Id"])  # before anything is stopped
         cur = gens.current
@@ -173,7 +173,7 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
     if health is not None:
         plan.target["health"] = health
     gens = Generations(state.app_dir(plan.key))
-    cur_info = client.api.inspect_container(plan.old.id)
+    cur_info = client.inspect_container(plan.old.id)
     cur = gens.current
     old_gen = cur["generation"] if cur and cur.get("container_id") == cur_info["Id"] else gens.allocate()
     new = IncomingContainer(
@@ -200,7 +200,7 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     j = SwapJournal.load(state.app_dir(name))
     if j is None:
         return []
-    ping(client)
+    client.ping()
     if j.record.kind == SwapKind.UNINSTALL:
         from importer.swap import uninstall
         return uninstall.recover(client, state, name, j, out)
@@ -218,7 +218,7 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
     out(f"recovering the interrupted {r.kind} of {name} (stopped at {where})")
     if r.direction == "forward" and (j.reached(Step.PROBATION) or j.reached(Step.COMMIT)):
         # The gate had passed: check it again, resume an unfinished probation window, then commit.
-        info = engine.inspect(client, r.new.id)
+        info = client.container(r.new.id)
         gate = HealthGate(r.health, (info or {}).get("Config", {}).get("Healthcheck"))
         ok, why = (gate.wait_healthy(client, r.new.id, out=out) if info else (False, "the new container is gone"))
         if ok and not j.reached(Step.PROBATION, "done"):
@@ -256,33 +256,33 @@ def check_journal_matches_engine(client, state: StateDir, name: str, r: JournalR
         if old.parked_name != parked_name(name, old.generation):
             refuse(f"parked name {old.parked_name!r} is not {parked_name(name, old.generation)!r}")
         info = _exactly(client, old.id) or refuse(f"the previous container {old.id[:12]} does not exist")
-        if engine.container_name(info) not in (name, old.parked_name):
-            refuse(f"container {old.id[:12]} is {engine.container_name(info)!r}, not {name!r} or {old.parked_name!r}")
+        if container_name(info) not in (name, old.parked_name):
+            refuse(f"container {old.id[:12]} is {container_name(info)!r}, not {name!r} or {old.parked_name!r}")
         _mounts_are_real(old.mounts, info, refuse)
     new = r.new
     if r.kind == SwapKind.ROLLBACK:
         info = _exactly(client, new.id) or refuse(f"the generation {new.id[:12]} to put back does not exist")
-        if engine.container_name(info) not in (name, new.parked_name) or info["Image"] != new.image_id:
+        if container_name(info) not in (name, new.parked_name) or info["Image"] != new.image_id:
             refuse(f"container {new.id[:12]} is not generation {new.generation} of {name}")
         return
-    new_side = [i for i in (_exactly(client, new.id) if new.id else None, engine.inspect_named(client, name))
+    new_side = [i for i in (_exactly(client, new.id) if new.id else None, client.container_named(name))
                 if i and i["Id"] != (r.old.id if r.old else None)]
     for info in new_side:
         labels = info["Config"].get("Labels") or {}
         if any(labels.get(k) != v for k, v in owner.items()):
-            refuse(f"container {info['Id'][:12]} ({engine.container_name(info)}) was not created by this swap")
+            refuse(f"container {info['Id'][:12]} ({container_name(info)}) was not created by this swap")
     if r.preexisting is not None and new_side:
         _mounts_are_real(r.preexisting.mounts, new_side[0], refuse)
     ours = {i["Id"] for i in new_side}
     for vol in r.created_volumes or []:
-        users = {c["Id"] for c in client.api.containers(all=True, filters={"volume": vol})}
+        users = {c["Id"] for c in client.containers(all=True, filters={"volume": vol})}
         if users - ours:
             refuse(f"volume {vol} is used by container(s) this swap did not create")
 
 
 def _exactly(client, cid: str | None) -> dict | None:
     """The container with exactly this full ID (not a name, not an ID prefix)."""
-    info = engine.inspect(client, cid) if cid else None
+    info = client.container(cid) if cid else None
     return info if info and info["Id"] == cid else None
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
-from importer.swap import engine
 from importer.swap.generations import Generations, summary
 from importer.swap.journal import SwapJournal
 
@@ -23,7 +22,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
     container = container_of(name, installed)
     live = None
     if client is not None:
-        info = engine.inspect_named(client, container)
+        info = client.container_named(container)
         if info:
             st = info["State"]
             live = {"id": info["Id"][:12], "image_id": info["Image"], "status": st.get("Status"),

@@ -22,16 +22,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import docker
-
-from bundlecore.docker_engine import ping
+from bundlecore.engine import EngineError, EngineNotFound, container_name
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
 from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, result_of, signers_of, step_phase,
                             write_event)
 from importer.state import StateDir, container_of
-from importer.swap import data, engine
+from importer.swap import data
 from importer.swap.generations import Generations
 from importer.swap.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
                                    SwapKind)
@@ -75,19 +73,19 @@ class UninstallPlan:
 
 def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False) -> UninstallPlan:
     """Describe the uninstall of `app`; changes nothing."""
-    ping(client)
+    client.ping()
     rec = state.installed(app)
     if not rec:
         raise UsageProblem(f"{app} is not installed (see `bundle list`)")
     container = container_of(app, rec)
-    info = engine.inspect_named(client, container)
+    info = client.container_named(container)
     if info is not None and info["Id"] != rec.get("container_id"):
         raise OwnershipRefused(f"container {container} ({info['Id'][:12]}) is not the one bundle installed for "
                                f"{app} ({str(rec.get('container_id'))[:12]}); it is not removed")
     plan = UninstallPlan(app, container, rec, info, keep_data)
     for item in Generations(state.app_dir(app)).previous():
-        parked = engine.inspect(client, item["container_id"])
-        if parked and engine.container_name(parked) == item["parked_name"]:
+        parked = client.container(item["container_id"])
+        if parked and container_name(parked) == item["parked_name"]:
             plan.parked.append({"id": parked["Id"], "name": item["parked_name"]})
     if info is None:
         return plan
@@ -98,7 +96,7 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
         if m["type"] == "bind":
             plan.binds.append(m["source"])
         elif m.get("name"):
-            users = {c["Id"] for c in client.api.containers(all=True, filters={"volume": m["name"]})}
+            users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
             (plan.shared if users - ours else plan.volumes).append(m["name"])
     return plan
 
@@ -108,7 +106,7 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
     if SwapJournal.load(state.app_dir(plan.app)):
         raise EnvironmentProblem(f"an interrupted swap of {plan.app} is pending: run `bundle recover` first")
     info = plan.info
-    if info is not None and (engine.inspect(client, info["Id"]) or {}).get("Id") != info["Id"]:
+    if info is not None and (client.container(info["Id"]) or {}).get("Id") != info["Id"]:
         raise EnvironmentProblem(f"container {plan.container} changed since the plan was made; plan again")
     old = None
     if info is not None:
@@ -184,9 +182,9 @@ class Uninstall:
 
     # -- forward steps -------------------------------------------------------------------------
     def stop_old(self):
-        if self.r.old and engine.inspect(self.client, self.r.old.id):
-            engine.stop(self.client, self.r.old.id)
-            engine.set_restart_policy(self.client, self.r.old.id, {"Name": "no"})
+        if self.r.old and self.client.container(self.r.old.id):
+            self.client.stop(self.r.old.id)
+            self.client.set_restart_policy(self.r.old.id, {"Name": "no"})
 
     def backup(self):
         old = self.r.old
@@ -199,21 +197,21 @@ class Uninstall:
     def remove_old(self):
         keep = self.r.uninstall["keep_data"]
         for p in self.r.uninstall["parked"]:
-            info = engine.inspect(self.client, p["id"])
-            if info and info["Id"] == p["id"] and engine.container_name(info) == p["name"]:
-                self.client.api.remove_container(p["id"], force=True, v=not keep)
-        if self.r.old and engine.inspect(self.client, self.r.old.id):
-            self.client.api.remove_container(self.r.old.id, force=True, v=not keep)  # v: anonymous volumes only
+            info = self.client.container(p["id"])
+            if info and info["Id"] == p["id"] and container_name(info) == p["name"]:
+                self.client.remove_container(p["id"], volumes=not keep)
+        if self.r.old and self.client.container(self.r.old.id):
+            self.client.remove_container(self.r.old.id, volumes=not keep)  # v: anonymous volumes only
 
     def remove_volumes(self):
         if self.r.uninstall["keep_data"]:
             return
         for vol in self.r.uninstall["volumes"]:
             try:
-                self.client.api.remove_volume(vol)
-            except docker.errors.NotFound:
+                self.client.remove_volume(vol)
+            except EngineNotFound:
                 pass
-            except docker.errors.APIError as e:  # in use by a container started since: keep it
+            except EngineError as e:  # in use by a container started since: keep it
                 self.out(f"  kept volume {vol}: {e.explanation or e}")
 
     def clear_state(self):
@@ -247,11 +245,11 @@ class Uninstall:
         old = self.r.old
         if old is None:
             return
-        if not engine.inspect(self.client, old.id):
+        if not self.client.container(old.id):
             raise OperatorNeeded(f"the container {old.id[:12]} of {self.r.key} is gone")
-        engine.set_restart_policy(self.client, old.id, old.restart_policy or {"Name": "no"})
+        self.client.set_restart_policy(old.id, old.restart_policy or {"Name": "no"})
         if old.was_running:
-            self.client.api.start(old.id)
+            self.client.start(old.id)
 
 
 _ACTIONS = {
@@ -271,11 +269,11 @@ def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> lis
     if r.key != app:
         raise OperatorNeeded(f"the uninstall journal of {app} is the journal of {r.key!r}; nothing was changed")
     if r.old is not None:
-        info = engine.inspect(client, r.old.id)
+        info = client.container(r.old.id)
         if info is None and not j.reached(Step.REMOVE_OLD):
             raise OperatorNeeded(f"the container {r.old.id[:12]} of {app} disappeared before the uninstall removed "
                                  f"it; nothing was changed")
-        if info is not None and (info["Id"] != r.old.id or engine.container_name(info) != r.name):
+        if info is not None and (info["Id"] != r.old.id or container_name(info) != r.name):
             raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: container "
                                  f"{r.old.id[:12]} is not {r.name}; nothing was changed")
         foreign = set(r.uninstall["volumes"]) - {m.get("name") for m in (data.backed_up_mounts(info) if info else [])}

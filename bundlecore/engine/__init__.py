@@ -1,0 +1,23 @@
+"""The engine layer: the only code that talks to a container engine (and the only importer of the
+Docker SDK). Both sides use it: the bundler pulls, inspects and saves images; the importer loads,
+swaps, backs up, probes and rolls out through it.
+
+`connect()` gives an `Engine` whose methods are grouped by object (engine, containers, images,
+volumes and networks, Swarm services; load/save and archive streams). Callers see only this
+package's errors (`EngineError` with the engine's status and message, `EngineNotFound`,
+`EngineConflict`) and the one "Docker engine unreachable at ...; is dockerd running?" line.
+Idempotent calls are retried while the engine answers a transient error (`errors.TRANSIENT`),
+each retry said in one progress line; a persistent failure raises.
+
+Where a second engine goes: a module next to `sdk.py` (e.g. `podman.py`) with a class offering
+the same methods, mapping its errors onto `errors.py` and keeping its own differences (image
+naming, restart handling, network attach, platform strings) inside itself; `connect()` chooses
+the class. Nothing outside this package changes.
+"""
+
+from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
+from bundlecore.engine.sdk import (Engine, connect, connect_or_none, container_name, engine_address, image_platform,
+                                   stop_timeout)
+
+__all__ = ["Engine", "EngineConflict", "EngineError", "EngineNotFound", "connect", "connect_or_none",
+           "container_name", "engine_address", "image_platform", "stop_timeout"]

@@ -1,0 +1,316 @@
+"""The Docker engine over the Docker SDK: every call the product makes, grouped by object.
+
+Each method translates the SDK's exceptions into bundlecore.engine.errors (callers never see
+`docker.errors`); the idempotent ones (inspect, stop, remove, rename, restart policy, ...) are
+retried while the engine answers a transient error. Quirks of this engine's API are kept here:
+the full-EndpointConfig network connect, the platform strings, the `docker save` endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import docker
+import requests
+
+from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound, retrying
+from bundlecore.errors import EnvironmentProblem
+
+DEFAULT_STOP_TIMEOUT = 10  # the engine's own default
+
+
+def engine_address() -> str:
+    """Where the Docker SDK looks for the engine (as `docker` does: $DOCKER_HOST or the socket)."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _unreachable() -> EnvironmentProblem:
+    """The one engine-down line of every command: the same words whatever the SDK raised
+    (the exception's own text varies by transport and says nothing an admin can act on)."""
+    return EnvironmentProblem(f"Docker engine unreachable at {engine_address()}; is dockerd running?")
+
+
+def translate(e: BaseException) -> EngineError:
+    """The engine layer's error for an exception the SDK (or its HTTP transport) raised."""
+    if isinstance(e, docker.errors.APIError):
+        status = e.status_code
+        message = e.explanation or str(e)
+        if isinstance(message, bytes):
+            message = message.decode(errors="replace")
+        cls = EngineNotFound if status == 404 or isinstance(e, docker.errors.NotFound) else \
+            EngineConflict if status == 409 else EngineError
+        return cls(status, str(message))
+    return EngineError(None, str(e) or type(e).__name__)
+
+
+_SDK_ERRORS = (docker.errors.DockerException, requests.RequestException)
+
+
+@contextmanager
+def _translated():
+    try:
+        yield
+    except _SDK_ERRORS as e:
+        raise translate(e) from None
+
+
+def _stream(events) -> Iterator:
+    """Iterate an SDK stream with its errors translated (streams are never retried)."""
+    with _translated():
+        yield from events
+
+
+def container_name(info: dict) -> str:
+    return info["Name"].lstrip("/")
+
+
+def stop_timeout(info: dict) -> int:
+    """The container's own StopTimeout (0 is a valid value), else the engine's default."""
+    t = info["Config"].get("StopTimeout")
+    return DEFAULT_STOP_TIMEOUT if t is None else int(t)
+
+
+def image_platform(attrs: dict) -> str:
+    """os/arch[/variant] of an image's inspect record."""
+    plat = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
+    return plat + (f"/{attrs['Variant']}" if attrs.get("Variant") else "")
+
+
+class Engine:
+    """One connection to a Docker engine. `say` prints the retry lines (default: a progress
+    line); `sleep` waits between retries (injectable, so tests of the retry do not wait)."""
+
+    def __init__(self, client: docker.DockerClient, *, say: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._client, self._api = client, client.api
+        self._say, self._sleep = say, sleep
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _once(self, fn, *args, **kw):
+        with _translated():
+            return fn(*args, **kw)
+
+    def _idem(self, op: str, fn, *args, gone_is_done: bool = False, **kw):
+        """An idempotent call: retried while the engine answers a transient error."""
+        return retrying(op, lambda: self._once(fn, *args, **kw), say=self._say_line, sleep=self._sleep,
+                        gone_is_done=gone_is_done)
+
+    def _say_line(self, text: str) -> None:
+        if self._say is not None:
+            self._say(text)
+        else:
+            from bundlecore.progress import note
+            note(text)
+
+    # -- the engine -------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Check that the engine still answers (the same one line as connect when it does not)."""
+        try:
+            self._client.ping()
+        except _SDK_ERRORS:
+            raise _unreachable() from None
+
+    def version(self) -> dict:
+        return self._idem("version", self._client.version)
+
+    def info(self) -> dict:
+        return self._idem("info", self._client.info)
+
+    def platform(self) -> str:
+        """os/arch of the engine, in the form image_platform gives an image's."""
+        v = self.version()
+        return f"{v.get('Os', 'linux')}/{v.get('Arch', 'amd64')}"
+
+    @property
+    def is_local(self) -> bool:
+        """The engine is on this host (reached over a unix socket)."""
+        return self._api.base_url == "http+docker://localhost"
+
+    def disk_usage(self) -> dict:
+        return self._idem("disk usage", self._api.df)
+
+    # -- containers -------------------------------------------------------------------------
+    def inspect_container(self, ref: str) -> dict:
+        return self._idem(f"inspect of container {ref[:12]}", self._api.inspect_container, ref)
+
+    def container(self, ref: str) -> dict | None:
+        """The container's inspect record, None when there is none."""
+        try:
+            return self.inspect_container(ref)
+        except EngineNotFound:
+            return None
+
+    def container_named(self, name: str) -> dict | None:
+        """The container called exactly `name` (not one whose ID merely starts with it)."""
+        info = self.container(name)
+        return info if info and container_name(info) == name else None
+
+    def containers(self, all: bool = False, filters: dict | None = None) -> list[dict]:
+        return self._idem("container list", self._api.containers, all=all, filters=filters)
+
+    def create_container(self, config: dict, name: str | None = None) -> str:
+        return self._once(self._api.create_container_from_config, config, name=name)["Id"]
+
+    def start(self, cid: str) -> None:
+        self._once(self._api.start, cid)
+
+    def stop(self, cid: str) -> None:
+        """Stop it if it runs, with its own stop timeout."""
+        info = self.container(cid)
+        if info and (info["State"].get("Running") or info["State"].get("Restarting")):
+            self._idem(f"stop of {cid[:12]}", self._api.stop, cid, timeout=stop_timeout(info))
+
+    def restart(self, cid: str) -> None:
+        self._once(self._api.restart, cid, timeout=stop_timeout(self.inspect_container(cid)))
+
+    def wait(self, cid: str, timeout: int) -> int:
+        """The container's exit code once it stops."""
+        return self._once(self._api.wait, cid, timeout=timeout)["StatusCode"]
+
+    def remove_container(self, cid: str, *, force: bool = True, volumes: bool = False) -> None:
+        """`volumes`: its anonymous volumes too (named ones are never removed with a container)."""
+        self._idem(f"removal of container {cid[:12]}", self._api.remove_container, cid, force=force, v=volumes,
+                   gone_is_done=True)
+
+    def rename(self, cid: str, name: str) -> None:
+        info = self.container(cid)
+        if info and container_name(info) != name:
+            self._idem(f"rename of {cid[:12]}", self._api.rename, cid, name)
+
+    def set_restart_policy(self, cid: str, policy: dict) -> None:
+        """Parked containers get policy "no", so an engine restart cannot start them next to the new one."""
+        self._idem(f"restart policy of {cid[:12]}", self._api.update_container, cid,
+                   restart_policy={"Name": policy.get("Name") or "no",
+                                   "MaximumRetryCount": policy.get("MaximumRetryCount", 0)})
+
+    def connect_network(self, cid: str, network: str, endpoint: dict) -> None:
+        """Attach with the full EndpointConfig (the SDK's connect_container_to_network drops some fields)."""
+        def post():
+            url = self._api._url("/networks/{0}/connect", network)
+            self._api._raise_for_status(self._api._post_json(url, data={"Container": cid, "EndpointConfig": endpoint}))
+        self._once(post)
+
+    def logs(self, cid: str, *, stdout: bool = True, stderr: bool = True, tail: int | str = "all") -> bytes:
+        return self._idem(f"logs of {cid[:12]}", self._api.logs, cid, stdout=stdout, stderr=stderr, tail=tail)
+
+    def exec(self, cid: str, argv: list[str]) -> tuple[int | None, bytes]:
+        """Run argv in the running container: (exit code, stdout and stderr)."""
+        with _translated():
+            res = self._api.exec_create(cid, argv, stdout=True, stderr=True)
+            output = self._api.exec_start(res["Id"])
+            return self._api.exec_inspect(res["Id"]).get("ExitCode"), output
+
+    def get_archive(self, cid: str, path: str, chunk_size: int = 1 << 20):
+        """(tar stream, stat) of `path` in the container; the stream's errors are translated too."""
+        stream, stat = self._once(self._api.get_archive, cid, path, chunk_size=chunk_size)
+        return _stream(stream), stat
+
+    def put_archive(self, cid: str, path: str, data) -> None:
+        self._once(self._api.put_archive, cid, path, data)
+
+    # -- images -----------------------------------------------------------------------------
+    def inspect_image(self, ref: str) -> dict:
+        return self._idem(f"inspect of image {ref[:40]}", self._api.inspect_image, ref)
+
+    def image(self, ref: str) -> dict | None:
+        """The image's inspect record, None when the engine has none by that name."""
+        try:
+            return self.inspect_image(ref)
+        except EngineNotFound:
+            return None
+
+    def images(self, all: bool = False) -> list[dict]:
+        return self._idem("image list", self._api.images, all=all)
+
+    def remove_image(self, image: str) -> None:
+        self._idem(f"removal of image {image[:19]}", self._api.remove_image, image, gone_is_done=True)
+
+    def tag(self, ref: str, repository: str, tag: str) -> None:
+        self._idem(f"tag of {ref}", self._api.tag, ref, repository, tag)
+
+    def pull(self, repository: str, tag: str | None, platform: str) -> Iterator[dict]:
+        """`docker pull`'s progress events; an error event raises EngineError."""
+        for ev in _stream(self._once(self._api.pull, repository, tag=tag, platform=platform, stream=True,
+                                     decode=True)):
+            if ev.get("error"):
+                raise EngineError(None, ev["error"])
+            yield ev
+
+    def push(self, repository: str, tag: str, auth_config: dict | None) -> Iterator[dict]:
+        """`docker push`'s events (error events are the caller's to read)."""
+        return _stream(self._once(self._api.push, repository, tag=tag, stream=True, decode=True,
+                                  auth_config=auth_config))
+
+    def save(self, refs: list[str]) -> requests.Response:
+        """The raw `docker save` tar of `refs` as an open streamed response (shared layers once)."""
+        def get():
+            resp = self._api.get(self._api._url("/images/get"), params={"names": refs}, stream=True)  # no timeout: the
+            # engine exports every layer before it sends the first byte
+            resp.raise_for_status()
+            resp.raw.decode_content = True
+            return resp
+        return self._once(get)
+
+    def load(self, stream) -> Iterator[dict]:
+        """`docker load` of a tar stream: the engine's events."""
+        return _stream(self._once(self._api.load_image, stream))
+
+    # -- volumes and networks ---------------------------------------------------------------
+    def inspect_volume(self, name: str) -> dict:
+        return self._idem(f"inspect of volume {name}", self._api.inspect_volume, name)
+
+    def volume_exists(self, name: str) -> bool:
+        return self._exists(self.inspect_volume, name)
+
+    def remove_volume(self, name: str) -> None:
+        self._idem(f"removal of volume {name}", self._api.remove_volume, name, gone_is_done=True)
+
+    def network_exists(self, name: str) -> bool:
+        return self._exists(lambda n: self._idem(f"inspect of network {n}", self._api.inspect_network, n), name)
+
+    @staticmethod
+    def _exists(inspect, name: str) -> bool:
+        try:
+            inspect(name)
+            return True
+        except EngineNotFound:
+            return False
+
+    # -- Swarm services ---------------------------------------------------------------------
+    def inspect_service(self, name: str) -> dict:
+        return self._idem(f"inspect of service {name}", self._api.inspect_service, name)
+
+    def post_service(self, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
+        """POST a service spec (create or update); `auth`: the registry credentials Swarm hands to
+        every node that pulls the image."""
+        headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
+        self._once(lambda: self._api._raise_for_status(
+            self._api._post_json(self._api._url(path), data=spec, params=params or {}, headers=headers)))
+
+    def tasks(self, service: str) -> list[dict]:
+        return self._idem(f"tasks of {service}", self._api.tasks, filters={"service": service})
+
+    def remove_service(self, name: str) -> None:
+        self._idem(f"removal of service {name}", self._api.remove_service, name, gone_is_done=True)
+
+
+def connect(timeout: int = 600) -> Engine:
+    """The project's one way to reach the engine; EnvironmentProblem (one line) when it is away."""
+    try:
+        client = docker.from_env(timeout=timeout)
+    except _SDK_ERRORS:
+        raise _unreachable() from None
+    engine = Engine(client)
+    engine.ping()
+    return engine
+
+
+def connect_or_none(timeout: int = 600) -> Engine | None:
+    """For read-only reports that still have something to say without the engine."""
+    try:
+        return connect(timeout)
+    except EnvironmentProblem:
+        return None
