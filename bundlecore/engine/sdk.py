@@ -246,10 +246,9 @@ class Engine:
 
     def save(self, refs: list[str]) -> requests.Response:
         """The raw `docker save` tar of `refs` as an open streamed response (shared layers once)."""
-        def get():
-            resp = self._api.get(self._api._url("/images/get"), params={"names": refs}, stream=True)  # no timeout: the
-            # engine exports every layer before it sends the first byte
-            resp.raise_for_status()
+        def get():  # no timeout: the engine exports every layer before it sends the first byte
+            resp = self._api.get(self._api._url("/images/get"), params={"names": refs}, stream=True)
+            self._api._raise_for_status(resp)
             resp.raw.decode_content = True
             return resp
         return self._once(get)
@@ -268,8 +267,11 @@ class Engine:
     def remove_volume(self, name: str) -> None:
         self._idem(f"removal of volume {name}", self._api.remove_volume, name, gone_is_done=True)
 
+    def inspect_network(self, name: str) -> dict:
+        return self._idem(f"inspect of network {name}", self._api.inspect_network, name)
+
     def network_exists(self, name: str) -> bool:
-        return self._exists(lambda n: self._idem(f"inspect of network {n}", self._api.inspect_network, n), name)
+        return self._exists(self.inspect_network, name)
 
     @staticmethod
     def _exists(inspect, name: str) -> bool:
