@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import docker
 import requests
 
+from bundlecore import progress
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound, retrying
 from bundlecore.errors import EnvironmentProblem
 
@@ -86,7 +87,7 @@ class Engine:
     def __init__(self, client: docker.DockerClient, *, say: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self._client, self._api = client, client.api
-        self._say, self._sleep = say, sleep
+        self._say, self._sleep = say or progress.note, sleep
 
     # -- plumbing ---------------------------------------------------------------------------
     def _once(self, fn, *args, **kw):
@@ -95,15 +96,8 @@ class Engine:
 
     def _idem(self, op: str, fn, *args, gone_is_done: bool = False, **kw):
         """An idempotent call: retried while the engine answers a transient error."""
-        return retrying(op, lambda: self._once(fn, *args, **kw), say=self._say_line, sleep=self._sleep,
+        return retrying(op, lambda: self._once(fn, *args, **kw), say=self._say, sleep=self._sleep,
                         gone_is_done=gone_is_done)
-
-    def _say_line(self, text: str) -> None:
-        if self._say is not None:
-            self._say(text)
-        else:
-            from bundlecore.progress import note
-            note(text)
 
     # -- the engine -------------------------------------------------------------------------
     def ping(self) -> None:
