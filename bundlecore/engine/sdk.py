@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import docker
+import docker.auth
 import requests
 
 from bundlecore import progress
@@ -21,6 +22,8 @@ from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem
 
 DEFAULT_STOP_TIMEOUT = 10  # the engine's own default
+
+Json = dict[str, Any]  # an engine answer (inspect records, events) as the SDK decodes it
 
 
 def engine_address() -> str:
@@ -51,30 +54,30 @@ _SDK_ERRORS = (docker.errors.DockerException, requests.RequestException)
 
 
 @contextmanager
-def _translated():
+def _translated() -> Iterator[None]:
     try:
         yield
     except _SDK_ERRORS as e:
         raise translate(e) from None
 
 
-def _stream(events) -> Iterator:
+def _stream(events: Any) -> Iterator[Any]:
     """Iterate an SDK stream with its errors translated (streams are never retried)."""
     with _translated():
         yield from events
 
 
-def container_name(info: dict) -> str:
+def container_name(info: Json) -> str:
     return info["Name"].lstrip("/")
 
 
-def stop_timeout(info: dict) -> int:
+def stop_timeout(info: Json) -> int:
     """The container's own StopTimeout (0 is a valid value), else the engine's default."""
     t = info["Config"].get("StopTimeout")
     return DEFAULT_STOP_TIMEOUT if t is None else int(t)
 
 
-def image_platform(attrs: dict) -> str:
+def image_platform(attrs: Json) -> str:
     """os/arch[/variant] of an image's inspect record."""
     plat = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
     return plat + (f"/{attrs['Variant']}" if attrs.get("Variant") else "")
@@ -86,15 +89,16 @@ class Engine:
 
     def __init__(self, client: docker.DockerClient, *, say: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
-        self._client, self._api = client, client.api
+        # the SDK's low-level client: its private helpers (not in its stubs) serve the calls it lacks
+        self._client, self._api = client, cast(Any, client.api)
         self._say, self._sleep = say or progress.note, sleep
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _once(self, fn, *args, **kw):
+    def _once(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         with _translated():
             return fn(*args, **kw)
 
-    def _idem(self, op: str, fn, *args, gone_is_done: bool = False, **kw):
+    def _idem(self, op: str, fn: Callable[..., Any], *args: Any, gone_is_done: bool = False, **kw: Any) -> Any:
         """An idempotent call: retried while the engine answers a transient error."""
         return retrying(op, lambda: self._once(fn, *args, **kw), say=self._say, sleep=self._sleep,
                         gone_is_done=gone_is_done)
@@ -107,10 +111,10 @@ class Engine:
         except _SDK_ERRORS:
             raise _unreachable() from None
 
-    def version(self) -> dict:
+    def version(self) -> Json:
         return self._idem("version", self._client.version)
 
-    def info(self) -> dict:
+    def info(self) -> Json:
         return self._idem("info", self._client.info)
 
     def platform(self) -> str:
@@ -123,29 +127,29 @@ class Engine:
         """The engine is on this host (reached over a unix socket)."""
         return self._api.base_url == "http+docker://localhost"
 
-    def disk_usage(self) -> dict:
+    def disk_usage(self) -> Json:
         return self._idem("disk usage", self._api.df)
 
     # -- containers -------------------------------------------------------------------------
-    def inspect_container(self, ref: str) -> dict:
+    def inspect_container(self, ref: str) -> Json:
         return self._idem(f"inspect of container {ref[:12]}", self._api.inspect_container, ref)
 
-    def container(self, ref: str) -> dict | None:
+    def container(self, ref: str) -> Json | None:
         """The container's inspect record, None when there is none."""
         try:
             return self.inspect_container(ref)
         except EngineNotFound:
             return None
 
-    def container_named(self, name: str) -> dict | None:
+    def container_named(self, name: str) -> Json | None:
         """The container called exactly `name` (not one whose ID merely starts with it)."""
         info = self.container(name)
         return info if info and container_name(info) == name else None
 
-    def containers(self, all: bool = False, filters: dict | None = None) -> list[dict]:
+    def containers(self, all: bool = False, filters: Json | None = None) -> list[Json]:
         return self._idem("container list", self._api.containers, all=all, filters=filters)
 
-    def create_container(self, config: dict, name: str | None = None) -> str:
+    def create_container(self, config: Json, name: str | None = None) -> str:
         return self._once(self._api.create_container_from_config, config, name=name)["Id"]
 
     def start(self, cid: str) -> None:
@@ -174,15 +178,15 @@ class Engine:
         if info and container_name(info) != name:
             self._idem(f"rename of {cid[:12]}", self._api.rename, cid, name)
 
-    def set_restart_policy(self, cid: str, policy: dict) -> None:
+    def set_restart_policy(self, cid: str, policy: Json) -> None:
         """Parked containers get policy "no", so an engine restart cannot start them next to the new one."""
         self._idem(f"restart policy of {cid[:12]}", self._api.update_container, cid,
                    restart_policy={"Name": policy.get("Name") or "no",
                                    "MaximumRetryCount": policy.get("MaximumRetryCount", 0)})
 
-    def connect_network(self, cid: str, network: str, endpoint: dict) -> None:
+    def connect_network(self, cid: str, network: str, endpoint: Json) -> None:
         """Attach with the full EndpointConfig (the SDK's connect_container_to_network drops some fields)."""
-        def post():
+        def post() -> None:
             url = self._api._url("/networks/{0}/connect", network)
             self._api._raise_for_status(self._api._post_json(url, data={"Container": cid, "EndpointConfig": endpoint}))
         self._once(post)
@@ -197,26 +201,26 @@ class Engine:
             output = self._api.exec_start(res["Id"])
             return self._api.exec_inspect(res["Id"]).get("ExitCode"), output
 
-    def get_archive(self, cid: str, path: str, chunk_size: int = 1 << 20):
+    def get_archive(self, cid: str, path: str, chunk_size: int = 1 << 20) -> tuple[Iterator[bytes], Json]:
         """(tar stream, stat) of `path` in the container; the stream's errors are translated too."""
         stream, stat = self._once(self._api.get_archive, cid, path, chunk_size=chunk_size)
         return _stream(stream), stat
 
-    def put_archive(self, cid: str, path: str, data) -> None:
+    def put_archive(self, cid: str, path: str, data: Any) -> None:
         self._once(self._api.put_archive, cid, path, data)
 
     # -- images -----------------------------------------------------------------------------
-    def inspect_image(self, ref: str) -> dict:
+    def inspect_image(self, ref: str) -> Json:
         return self._idem(f"inspect of image {ref[:40]}", self._api.inspect_image, ref)
 
-    def image(self, ref: str) -> dict | None:
+    def image(self, ref: str) -> Json | None:
         """The image's inspect record, None when the engine has none by that name."""
         try:
             return self.inspect_image(ref)
         except EngineNotFound:
             return None
 
-    def images(self, all: bool = False) -> list[dict]:
+    def images(self, all: bool = False) -> list[Json]:
         return self._idem("image list", self._api.images, all=all)
 
     def remove_image(self, image: str) -> None:
@@ -225,7 +229,7 @@ class Engine:
     def tag(self, ref: str, repository: str, tag: str) -> None:
         self._idem(f"tag of {ref}", self._api.tag, ref, repository, tag)
 
-    def pull(self, repository: str, tag: str | None, platform: str) -> Iterator[dict]:
+    def pull(self, repository: str, tag: str | None, platform: str) -> Iterator[Json]:
         """`docker pull`'s progress events; an error event raises EngineError."""
         for ev in _stream(self._once(self._api.pull, repository, tag=tag, platform=platform, stream=True,
                                      decode=True)):
@@ -233,26 +237,26 @@ class Engine:
                 raise EngineError(None, ev["error"])
             yield ev
 
-    def push(self, repository: str, tag: str, auth_config: dict | None) -> Iterator[dict]:
+    def push(self, repository: str, tag: str, auth_config: Json | None) -> Iterator[Json]:
         """`docker push`'s events (error events are the caller's to read)."""
         return _stream(self._once(self._api.push, repository, tag=tag, stream=True, decode=True,
                                   auth_config=auth_config))
 
     def save(self, refs: list[str]) -> requests.Response:
         """The raw `docker save` tar of `refs` as an open streamed response (shared layers once)."""
-        def get():  # no timeout: the engine exports every layer before it sends the first byte
+        def get() -> requests.Response:  # no timeout: the engine exports every layer before it sends the first byte
             resp = self._api.get(self._api._url("/images/get"), params={"names": refs}, stream=True)
             self._api._raise_for_status(resp)
             resp.raw.decode_content = True
             return resp
         return self._once(get)
 
-    def load(self, stream) -> Iterator[dict]:
+    def load(self, stream: Any) -> Iterator[Json]:
         """`docker load` of a tar stream: the engine's events."""
         return _stream(self._once(self._api.load_image, stream))
 
     # -- volumes and networks ---------------------------------------------------------------
-    def inspect_volume(self, name: str) -> dict:
+    def inspect_volume(self, name: str) -> Json:
         return self._idem(f"inspect of volume {name}", self._api.inspect_volume, name)
 
     def volume_exists(self, name: str) -> bool:
@@ -261,14 +265,14 @@ class Engine:
     def remove_volume(self, name: str) -> None:
         self._idem(f"removal of volume {name}", self._api.remove_volume, name, gone_is_done=True)
 
-    def inspect_network(self, name: str) -> dict:
+    def inspect_network(self, name: str) -> Json:
         return self._idem(f"inspect of network {name}", self._api.inspect_network, name)
 
     def network_exists(self, name: str) -> bool:
         return self._exists(self.inspect_network, name)
 
     @staticmethod
-    def _exists(inspect, name: str) -> bool:
+    def _exists(inspect: Callable[[str], Json], name: str) -> bool:
         try:
             inspect(name)
             return True
@@ -276,17 +280,17 @@ class Engine:
             return False
 
     # -- Swarm services ---------------------------------------------------------------------
-    def inspect_service(self, name: str) -> dict:
+    def inspect_service(self, name: str) -> Json:
         return self._idem(f"inspect of service {name}", self._api.inspect_service, name)
 
-    def post_service(self, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
+    def post_service(self, path: str, spec: Json, params: Json | None = None, auth: Json | None = None) -> None:
         """POST a service spec (create or update); `auth`: the registry credentials Swarm hands to
         every node that pulls the image."""
         headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
         self._once(lambda: self._api._raise_for_status(
             self._api._post_json(self._api._url(path), data=spec, params=params or {}, headers=headers)))
 
-    def tasks(self, service: str) -> list[dict]:
+    def tasks(self, service: str) -> list[Json]:
         return self._idem(f"tasks of {service}", self._api.tasks, filters={"service": service})
 
     def remove_service(self, name: str) -> None:
