@@ -9,6 +9,8 @@ dicts are the Engine API's raw JSON (API 1.41), posted with `create_container_fr
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import copy
 import shlex
 from typing import Any
@@ -251,9 +253,9 @@ def _endpoint_config(ep: dict, old_id: str) -> dict:
 
 # -- first install from the manifest's `run` object ---------------------------------------
 
-def run_config(target: dict, image_ref: str) -> dict:
-    """The create body for a first install, from target["run"] (docker run's -p/-v/-e syntax)."""
-    run = target.get("run") or {}
+def run_config(run: Mapping, image_ref: str) -> dict:
+    """The create body for a first install, from the run settings (`RunSettings.as_mapping()`,
+    docker run's -p/-v/-e syntax)."""
     cfg: dict = {"Image": image_ref}
     hc: dict = {}
     if run.get("env"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, TypeVar
 
 from bundlecore.errors import UsageProblem
+from bundlecore.release import Target, installed_kind
+from importer.delivery import Delivery
 from importer.state import StateDir
 from importer import service
 from importer.swap import container
@@ -39,11 +41,12 @@ class TargetKind(Protocol[PlanT]):
         decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
         `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
 
-    def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
+    def plan(self, client, state: StateDir, target: Target, new_image_id: str, *,
              new_version: str | None = None) -> PlanT:
         """Describe the change; makes none. A kind's plan also takes its PLAN_OPTIONS, as keywords."""
 
-    def apply(self, client, state: StateDir, plan: PlanT, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
+    def apply(self, client, state: StateDir, plan: PlanT, delivery: Delivery, *, keep: int = 2,
+              out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
 
     def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> PlanT: ...
@@ -71,19 +74,18 @@ SERVICE = "service"
 KINDS: dict[str, TargetKind[Any]] = {CONTAINER: container, SERVICE: service}
 
 
-def for_target(target: dict) -> TargetKind[Any]:
-    kind = target.get("kind", CONTAINER)
+def for_target(target: Target) -> TargetKind[Any]:
     try:
-        return KINDS[kind]
+        return KINDS[target.kind]
     except KeyError:
-        raise UsageProblem(f"target kind {kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
+        raise UsageProblem(f"target kind {target.kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
 
 
 def for_app(state: StateDir, name: str) -> TargetKind[Any]:
-    """The kind of an installed application: its record (or its unfinished journal) names it; container
-    records name no kind."""
+    """The kind of an installed application: its record (bundlecore.release.installed_kind), else
+    its unfinished journal (a first install has no record yet)."""
     import json
-    named = (state.installed(name) or {}).get("kind")
+    named = installed_kind(state.installed(name))
     if named is None:
         try:
             named = json.loads((state.app_dir(name) / "journal.json").read_text()).get("target_kind")
