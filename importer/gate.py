@@ -46,7 +46,7 @@ class TrustGate(BundleVerifier):
     def __init__(self, store: TrustStore, *, engine_platform: str | None, installed_sequence: Mark,
                  container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
                  allow_downgrade: bool = False, now: datetime | None = None,
-                 engine_layers: Callable[[VerifiedHead], set[str]] | None = None,
+                 engine_layers: Callable[[Release], set[str]] | None = None,
                  engine_diff_ids: Callable[[], set[str]] | None = None):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
@@ -64,17 +64,17 @@ class TrustGate(BundleVerifier):
         self.release = r = release_of(head)
         self.host_access = self.host_policy.check(r.app, r.target.run.as_mapping(), r.target.health_json())
         if r.delta is not None:
-            head.notes += self._check_delta_base(head, r)
+            head.notes += self._check_delta_base(r)
         return head
 
-    def _check_delta_base(self, head: VerifiedHead, r: Release) -> list[str]:
+    def _check_delta_base(self, r: Release) -> list[str]:
         delta = r.delta
         came_in = delta.base.came_in()
         if delta.base.kind == "bundle" and delta.base.name != r.app:
             raise DeltaBaseRefused(f"{r.app} is a delta of {came_in}, a different app")
         if self.engine_layers is None:
             return [f"delta of {came_in}: its left-out layers not looked for, no Docker engine here"]
-        present = self.engine_layers(head)
+        present = self.engine_layers(r)
         missing = [o.diff_id for o in delta.omitted if o.path not in present]
         if missing:
             raise DeltaBaseRefused(f"this engine lacks {len(missing)} layer(s) the delta left out: "

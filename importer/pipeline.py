@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bundlecore import format as fmt
 from bundlecore.docker_engine import connect, engine_platform
@@ -36,6 +36,9 @@ from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids
 from importer.registry import PushedImage, RegistryLogin, check_access, check_registry_address, push_verified
 from importer.site import SiteSettings
 from importer.state import StateDir
+
+if TYPE_CHECKING:  # the kinds are imported when an import runs (verify stays light)
+    from importer.swap.kinds import Plan, TargetKind
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
 IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
@@ -72,7 +75,7 @@ def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | 
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
-                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None,
+                     engine_layers=(lambda release: layers_in_engine(client, release)) if client else None,
                      engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None)
     return gate, gate.check_head(path)
 
@@ -162,8 +165,8 @@ class ImportContext:
     gate: TrustGate | None = None
     head: VerifiedHead | None = None
     release: Release | None = None         # the verified manifest, typed (from the gate on)
-    kind: object = None                    # the target kind (importer.swap.kinds)
-    plan: object = None                    # the kind's plan
+    kind: TargetKind | None = None
+    plan: Plan | None = None               # what the kind will do, as the operator confirmed it
     registry: str | None = None            # where the images go (--registry, else the target's)
     login: RegistryLogin | None = None
     in_engine: set[str] = field(default_factory=set)
@@ -286,7 +289,7 @@ def _verify_only(ctx: ImportContext) -> dict:
     nothing loaded or changed."""
     with _staged(ctx, {fmt.DOCKER_ARCHIVE_MANIFEST}) as (sink, check):
         with ctx.timer.phase("verify"):
-            ctx.audit.bundle.sha256 = check(VerifiedFeed(sink, ctx.head).member_verified)
+            ctx.audit.bundle.sha256 = check(VerifiedFeed(sink, ctx.release).member_verified)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes); "
             f"dry run: nothing loaded or changed")
     ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
@@ -296,10 +299,10 @@ def _verify_only(ctx: ImportContext) -> dict:
 def _load(ctx: ImportContext) -> None:
     """The payload through the gate into `docker load`: each member streams on only once its hash
     matched; layers the engine already has are verified, not sent; image IDs checked after."""
-    ctx.in_engine = layers_in_engine(ctx.client, ctx.head)
-    with _staged(ctx, docker_archive_members(ctx.head) - ctx.in_engine) as (sink, check):
+    ctx.in_engine = layers_in_engine(ctx.client, ctx.release)
+    with _staged(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (sink, check):
         with ctx.timer.phase("load"):
-            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, VerifiedFeed(sink, ctx.head, ctx.client),
+            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, VerifiedFeed(sink, ctx.release, ctx.client),
                                                                  check)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes) and loaded "
             f"{', '.join(ctx.images)} (image IDs checked)"
@@ -313,7 +316,7 @@ def _staged(ctx: ImportContext, to_stage: set[str]):
     sink, and the gate's payload check over it (removed afterwards whatever happens)."""
     with ctx.state.staging() as staging:
         sizes = ctx.release.payload_sizes()
-        rebuilt = sum(p["size"] for member, p in patched_layers(ctx.head).items() if member in to_stage)
+        rebuilt = sum(p.size for member, p in patched_layers(ctx.release).items() if member in to_stage)
         check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
         sink = StagingSink(staging, to_stage)
         progress = Progress("verify+load", ctx.head.payload_bytes, enabled=ctx.show_progress)
