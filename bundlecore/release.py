@@ -52,9 +52,13 @@ def _thaw(v):
 
 
 def _from_json(cls, d: Mapping):
-    """A record of plain optional fields from its JSON object (keys it does not know are dropped:
-    the schema has refused them before this runs)."""
-    return cls(**{f.name: _freeze(d[json_name(f)]) for f in fields(cls) if json_name(f) in d})
+    """A record of plain fields from its JSON object. A key it has no field for is an error, never
+    dropped: the schema refuses it first, and a signed setting must not vanish silently."""
+    known = {json_name(f): f.name for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ManifestError(f"{cls.__name__} has no field for {', '.join(unknown)}")
+    return cls(**{known[k]: _freeze(v) for k, v in d.items()})
 
 
 def _to_json(rec) -> dict:

@@ -34,8 +34,8 @@ import tempfile
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
-from bundlecore.release import ContainerTarget, installed_kind
 from bundlecore.fsutil import append_line_durably, atomic_write_json, open_nofollow, read_bytes_nofollow
+from bundlecore.release import ContainerTarget, installed_kind
 
 DEFAULT_STATE_DIR = "/var/lib/bundle"
 

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
-from bundlecore.release import ServiceTarget
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.release import ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
 from importer.delivery import Delivery
@@ -82,17 +82,17 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
     if pending:
         same = pending["image_id"] == new_image_id and pending["version"] == new_version
         if not same:
-            raise UsageProblem(f"release {pending['version']} of {target['name']} is stopped after stage "
+            raise UsageProblem(f"release {pending['version']} of {name} is stopped after stage "
                                f"{pending['done']}; finish it with `bundle import --resume` first")
         if not resume:
-            raise UsageProblem(f"release {new_version} of {target['name']} is stopped after stage {pending['done']}; "
+            raise UsageProblem(f"release {new_version} of {name} is stopped after stage {pending['done']}; "
                                f"continue it with --resume (after {pending['resume_after']})")
         if utc_now() < parse_ts(pending["resume_after"]):
-            raise EnvironmentProblem(f"stage {pending['done']} of {target['name']} soaks until "
+            raise EnvironmentProblem(f"stage {pending['done']} of {name} soaks until "
                                      f"{pending['resume_after']}; resume after that (nothing changed)")
         resume_from = pending["done"]
     elif resume:
-        raise UsageProblem(f"no stopped release of {target['name']} to resume")
+        raise UsageProblem(f"no stopped release of {name} to resume")
     current = {}
     for services in target.services():
         for s in services:

@@ -9,11 +9,9 @@ dicts are the Engine API's raw JSON (API 1.41), posted with `create_container_fr
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import copy
 import shlex
-from typing import Any
+from typing import Any, Mapping
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from importer.swap.merge import Key, Kind

@@ -182,6 +182,8 @@ def _drop(path):
     (_drop(["builder", "tool"]), rel.ManifestError, "tool"),
     (with_(images=[{"ref": "x"}]), rel.ManifestError, "mistypes"),
     (with_(target={**GOOD["target"], "kind": "pod"}), rel.UnknownTargetKind, "'pod' is not handled"),
+    (with_(target={**GOOD["target"], "run": {"privileged": True}}), rel.ManifestError,
+     "RunSettings has no field for privileged"),
     (with_(target={**GOOD["target"], "health": {"http": "http://x/", "probation": 5}}), rel.ManifestError,
      "timeout"),
 ])
