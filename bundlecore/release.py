@@ -375,17 +375,17 @@ class Release:
 
     format_version: int
     app: str = _json("name")
-    version: str = _json("version")
-    sequence: int = _json("sequence")
-    created: str = _json("created")
-    expires: str = _json("expires")
-    builder: Builder = _json("builder")
-    platform: str = _json("platform")
-    allow_latest: bool = _json("allow_latest")
-    images: tuple[Image, ...] = _json("images")
-    payload: tuple[PayloadFile, ...] = _json("payload")
-    target: Target = _json("target")
-    delta: Delta | None = field(default=None, metadata={"json": "delta"})
+    version: str
+    sequence: int
+    created: str
+    expires: str
+    builder: Builder
+    platform: str
+    allow_latest: bool
+    images: tuple[Image, ...]
+    payload: tuple[PayloadFile, ...]
+    target: Target
+    delta: Delta | None = None
     signers: tuple[Signer, ...] = field(default=(), metadata={"json": None})
 
     @property
