@@ -14,26 +14,29 @@ or a rollout ends in and the audit log records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, TypeVar
 
 from bundlecore import jsondoc
 from bundlecore.errors import BundleError, ExitCode, InstallUndone, OperatorNeeded, Refused, UpdateFailed
 
+if TYPE_CHECKING:
+    from bundlecore.verify import VerifiedHead
 
-def _json(name: str | None) -> Any:
-    """A field whose JSON key differs from its name (None: not read from the manifest)."""
-    return field(metadata={"json": name})
-
-
-def json_name(f) -> str | None:
-    """The JSON key of a dataclass field (the schema agreement test reads it too)."""
-    return f.metadata.get("json", f.name)
+JSON = Mapping[str, Any]  # a JSON object as read (the manifest and its parts)
+R = TypeVar("R")
 
 
-def _freeze(v):
+def json_name(f: Field[Any]) -> str | None:
+    """The JSON key of a dataclass field: its name, or `json` in its metadata (None: not read from
+    the manifest). The schema agreement test reads it too."""
+    name: str | None = f.metadata.get("json", f.name)
+    return name
+
+
+def _freeze(v: Any) -> Any:
     """Signed JSON as immutable values: lists become tuples, objects read-only mappings."""
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
@@ -42,7 +45,7 @@ def _freeze(v):
     return v
 
 
-def _thaw(v):
+def _thaw(v: Any) -> Any:
     """The plain JSON of a frozen value (for the merge tables and what is written back)."""
     if isinstance(v, tuple):
         return [_thaw(x) for x in v]
@@ -51,19 +54,20 @@ def _thaw(v):
     return v
 
 
-def _from_json(cls, d: Mapping):
+def _from_json(cls: type[R], d: JSON) -> R:
     """A record of plain fields from its JSON object. A key it has no field for is an error, never
     dropped: the schema refuses it first, and a signed setting must not vanish silently."""
-    known = {json_name(f): f.name for f in fields(cls)}
+    known = {json_name(f): f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ManifestError(f"{cls.__name__} has no field for {', '.join(unknown)}")
     return cls(**{known[k]: _freeze(v) for k, v in d.items()})
 
 
-def _to_json(rec) -> dict:
+def _to_json(rec: Any) -> dict[str, Any]:
     """The JSON object of a record of plain optional fields: the fields that are set."""
-    return {json_name(f): _thaw(getattr(rec, f.name)) for f in fields(rec) if getattr(rec, f.name) is not None}
+    return {json_name(f) or f.name: _thaw(getattr(rec, f.name)) for f in fields(rec)
+            if getattr(rec, f.name) is not None}
 
 
 # -- who signed ------------------------------------------------------------------------------------
@@ -76,11 +80,11 @@ class Signer:
     uid: str | None = None
     roles: tuple[str, ...] = ()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return jsondoc.signer(self.fingerprint, self.roles, self.uid)
 
     @classmethod
-    def of(cls, s) -> "Signer":
+    def of(cls, s: Any) -> "Signer":
         """From the verifier's signer (fingerprint, roles, uid if known), a JSON object of this
         shape, or a bare fingerprint (what installed records and older journals keep)."""
         if isinstance(s, Signer):
@@ -92,7 +96,7 @@ class Signer:
         return cls(s.fingerprint, getattr(s, "uid", None), tuple(getattr(s, "roles", None) or ()))
 
 
-def signers_of(signers) -> tuple[Signer, ...]:
+def signers_of(signers: Iterable[Any] | None) -> tuple[Signer, ...]:
     """THE signer shape, from any list of signers (see Signer.of)."""
     return tuple(Signer.of(s) for s in signers or ())
 
@@ -164,7 +168,7 @@ class Delta:
     patched: tuple[PatchedLayer, ...] = ()
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "Delta":
+    def from_json(cls, d: JSON) -> "Delta":
         return cls(DeltaBase(**d["base"]), tuple(OmittedLayer(**o) for o in d["omitted"]),
                    tuple(PatchedLayer(**p) for p in d.get("patched") or ()))
 
@@ -199,10 +203,10 @@ class RunSettings:
     constraints: tuple[str, ...] | None = None
 
     @classmethod
-    def from_json(cls, d: Mapping | None) -> "RunSettings":
+    def from_json(cls, d: JSON | None) -> "RunSettings":
         return _from_json(cls, d or {})
 
-    def as_mapping(self) -> dict:
+    def as_mapping(self) -> dict[str, Any]:
         """The settings as docker-run-style JSON (a fresh dict: the merge tables may change it)."""
         return _to_json(self)
 
@@ -232,14 +236,14 @@ class HealthSettings:
     prometheus: PrometheusGate | None = None
 
     @classmethod
-    def from_json(cls, d: Mapping | None) -> "HealthSettings | None":
+    def from_json(cls, d: JSON | None) -> "HealthSettings | None":
         if not d:
             return None
         prom = d.get("prometheus")
         return replace(_from_json(cls, {k: v for k, v in d.items() if k != "prometheus"}),
                        prometheus=PrometheusGate(**prom) if prom else None)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """What the health gate (importer.swap.health) and the journal read."""
         out = _to_json(replace(self, prometheus=None))
         if self.prometheus:
@@ -266,15 +270,15 @@ class Target:
         return self.KIND
 
     @classmethod
-    def _parts(cls, d: Mapping) -> dict:
+    def _parts(cls, d: JSON) -> dict[str, Any]:
         return {"name": d["name"], "image": d["image"], "run": RunSettings.from_json(d.get("run")),
                 "health": HealthSettings.from_json(d.get("health")), "registry": d.get("registry")}
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "Target":
+    def from_json(cls, d: JSON) -> "Target":
         return cls(**cls._parts(d))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The target as the manifest spells it (written back into journals)."""
         out = {"kind": self.KIND, "name": self.name, "image": self.image, "run": self.run.as_mapping()}
         if self.health:
@@ -283,7 +287,7 @@ class Target:
             out["registry"] = self.registry
         return out
 
-    def health_json(self) -> dict | None:
+    def health_json(self) -> dict[str, Any] | None:
         return self.health.to_json() if self.health else None
 
     def with_probation(self, seconds: int | None) -> "Target":
@@ -318,7 +322,7 @@ class RolloutSettings:
     max_failure_ratio: float | None = None
     failure_action: str | None = None
 
-    def as_mapping(self) -> dict:
+    def as_mapping(self) -> dict[str, Any]:
         return _to_json(self)
 
 
@@ -331,11 +335,11 @@ class ServiceTarget(Target):
     stages: tuple[Stage, ...] = ()
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "ServiceTarget":
+    def from_json(cls, d: JSON) -> "ServiceTarget":
         return cls(**cls._parts(d), rollout=_from_json(RolloutSettings, d["rollout"]) if d.get("rollout") else None,
                    stages=tuple(Stage(tuple(s["services"]), s["soak"]) for s in d.get("stages") or ()))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.rollout:
             out["rollout"] = self.rollout.as_mapping()
@@ -359,7 +363,7 @@ class UnknownTargetKind(ValueError):
     """A target kind this version does not handle (the schema lists the known ones)."""
 
 
-def target_from_json(d: Mapping) -> Target:
+def target_from_json(d: JSON) -> Target:
     """The typed target of a `target` object (kind absent: a container, as before kinds existed)."""
     kind = d.get("kind", ContainerTarget.KIND)
     if kind not in TARGET_KINDS:
@@ -374,7 +378,7 @@ class Release:
     """One verified release: the manifest, parsed once, and the keys whose signatures counted."""
 
     format_version: int
-    app: str = _json("name")
+    app: str = field(metadata={"json": "name"})
     version: str
     sequence: int
     created: str
@@ -405,7 +409,7 @@ class ManifestError(ValueError):
     """A manifest that does not have the shape these types need (the schema refuses it first)."""
 
 
-def from_manifest(m: Mapping, signers=()) -> Release:
+def from_manifest(m: JSON, signers: Iterable[Any] = ()) -> Release:
     """The typed release of a manifest that has passed the schema (and its signers)."""
     try:
         return Release(
@@ -420,7 +424,7 @@ def from_manifest(m: Mapping, signers=()) -> Release:
         raise ManifestError(f"manifest lacks or mistypes {e}") from None
 
 
-def release_of(head) -> Release:
+def release_of(head: VerifiedHead) -> Release:
     """The release a verified head (bundlecore.verify.VerifiedHead) carries."""
     return from_manifest(head.manifest, head.signers)
 
@@ -442,14 +446,14 @@ class InstalledRecord:
     signers: tuple[str, ...]  # fingerprints, as records on disk keep them
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "InstalledRecord":
+    def from_json(cls, d: JSON) -> "InstalledRecord":
         return cls(kind=d.get("kind") or ContainerTarget.KIND, app=d.get("app"), version=d.get("version"),
                    sequence=d.get("sequence"), highest_sequence=d.get("highest_sequence"),
                    image_id=d.get("image_id"),
                    signers=tuple(Signer.of(s).fingerprint for s in d.get("signers") or ()))
 
 
-def installed_kind(record: Mapping | None) -> str | None:
+def installed_kind(record: JSON | None) -> str | None:
     """The kind of an installed record (None: nothing installed)."""
     return None if record is None else InstalledRecord.from_json(record).kind
 

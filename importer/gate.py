@@ -32,7 +32,7 @@ from typing import Callable
 
 from bundlecore.platforms import platforms_match
 from bundlecore.refusals import DeltaBaseRefused, PlatformMismatch, RollbackRefused
-from bundlecore.release import Release, release_of
+from bundlecore.release import Delta, Release, release_of
 from bundlecore.trust import TrustStore
 from bundlecore.verify import BundleVerifier, VerifiedHead
 from importer.hostpolicy import HostAccess, HostPolicy
@@ -64,11 +64,10 @@ class TrustGate(BundleVerifier):
         self.release = r = release_of(head)
         self.host_access = self.host_policy.check(r.app, r.target.run.as_mapping(), r.target.health_json())
         if r.delta is not None:
-            head.notes += self._check_delta_base(r)
+            head.notes += self._check_delta_base(r, r.delta)
         return head
 
-    def _check_delta_base(self, r: Release) -> list[str]:
-        delta = r.delta
+    def _check_delta_base(self, r: Release, delta: Delta) -> list[str]:
         came_in = delta.base.came_in()
         if delta.base.kind == "bundle" and delta.base.name != r.app:
             raise DeltaBaseRefused(f"{r.app} is a delta of {came_in}, a different app")

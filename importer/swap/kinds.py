@@ -25,15 +25,16 @@ class Plan(Protocol):
 
 
 PlanT = TypeVar("PlanT", bound=Plan)
+TargetT = TypeVar("TargetT", bound=Target, contravariant=True)
 
 
-class TargetKind(Protocol[PlanT]):
+class TargetKind(Protocol[PlanT, TargetT]):
     """What a target kind provides. Every mutation is journaled so that `recover` can finish or
     undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
     (UpdateFailed) or say that they could not (OperatorNeeded).
 
     A kind is a module; `make check` (mypy) checks each module of KINDS against this protocol,
-    with the kind's own plan type for PlanT."""
+    with the kind's own plan type for PlanT and its own target type (bundlecore.release) for TargetT."""
 
     @property
     def PLAN_OPTIONS(self) -> tuple[str, ...]:  # a module constant: read-only
@@ -41,7 +42,7 @@ class TargetKind(Protocol[PlanT]):
         decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
         `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
 
-    def plan(self, client, state: StateDir, target: Target, new_image_id: str, *,
+    def plan(self, client, state: StateDir, target: TargetT, new_image_id: str, *,
              new_version: str | None = None) -> PlanT:
         """Describe the change; makes none. A kind's plan also takes its PLAN_OPTIONS, as keywords."""
 
@@ -70,18 +71,18 @@ class TargetKind(Protocol[PlanT]):
 CONTAINER = "container"
 SERVICE = "service"
 # `make check` (mypy) checks each module against TargetKind here: "incompatible type Module" means a
-# kind lacks a member or differs in a signature (`x: TargetKind[Any] = module` makes mypy say which).
-KINDS: dict[str, TargetKind[Any]] = {CONTAINER: container, SERVICE: service}
+# kind lacks a member or differs in a signature (`x: TargetKind[Any, Any] = module` makes mypy say which).
+KINDS: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service}
 
 
-def for_target(target: Target) -> TargetKind[Any]:
+def for_target(target: Target) -> TargetKind[Any, Any]:
     try:
         return KINDS[target.kind]
     except KeyError:
         raise UsageProblem(f"target kind {target.kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
 
 
-def for_app(state: StateDir, name: str) -> TargetKind[Any]:
+def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
     """The kind of an installed application: its record (bundlecore.release.installed_kind), else
     its unfinished journal (a first install has no record yet)."""
     import json

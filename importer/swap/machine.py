@@ -192,7 +192,8 @@ class ContainerSwap:
         gens.save()
         b = new.bundle or {}
         record = {
-            "kind": ContainerTarget.KIND, "name": name, "app": self.r.key, "container": name, "version": new.version, "sequence": new.sequence,
+            "kind": ContainerTarget.KIND, "name": name, "app": self.r.key, "container": name,
+            "version": new.version, "sequence": new.sequence,
             "highest_sequence": highest_sequence_after(self.r.installed_before, new.sequence),
             "image": new.image_ref, "image_id": new.image_id,
             "images": b.get("images") or {new.image_ref: new.image_id},

@@ -32,7 +32,8 @@ def test_a_first_install_backs_up_only_when_it_mounts_something_that_existed_bef
 
 
 def test_the_install_plan_lists_ports_mounts_and_the_backup_of_existing_data():
-    plan = SwapPlan(PlanKind.INSTALL, "app", ContainerTarget("app", "app:1", RunSettings.from_json({"ports": ["80:8080"], "volumes": ["data:/data"]})),
+    run = RunSettings.from_json({"ports": ["80:8080"], "volumes": ["data:/data"]})
+    plan = SwapPlan(PlanKind.INSTALL, "app", ContainerTarget("app", "app:1", run),
                     "sha256:" + "a" * 64, "app:1", health="still running after 10 s")
     assert plan.lines() == [
         f"install app: new container from app:1 (sha256:{'a' * 12})",
