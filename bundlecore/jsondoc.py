@@ -25,7 +25,7 @@ ERROR_KINDS: dict[int, str] = {code: code.label for code in ExitCode if code not
 def signer(fingerprint: str, roles: Iterable[str] = (), uid: str | None = None) -> dict[str, Any]:
     """A key that signed: its fingerprint (or key ID, when unverified), its user ID when known, and
     the trust-store roles it counted for (empty when unverified or not recorded). The audit log's
-    signers (importer.audit.Signer) have exactly these keys."""
+    signers (bundlecore.release.Signer, `to_json`) have exactly these keys."""
     return {"fingerprint": fingerprint, "uid": uid, "roles": list(roles)}
 
 

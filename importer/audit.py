@@ -7,7 +7,10 @@ Rules:
 - the result is an enum and the exit code is recorded with it: a script never parses a message;
 - each command run has one `run` id; the events it writes (an import's swap and the import itself)
   share it, so the metrics (importer.metrics) can tell what the last run of an app did;
-- lines written before this schema (no "format") are read into the record on the fly, never rewritten.
+- the result is `bundlecore.release.Result`, the enum a swap, an uninstall and a rollout end in:
+  the log records it as it is, never maps display text back to it;
+- lines written before this schema (no "format", a free-text result) are read into the record on
+  the fly by one conversion, `from_format1`, never rewritten.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from bundlecore.errors import BundleError, ExitCode, InstallUndone, OperatorNeeded, Refused, UpdateFailed
+from bundlecore.errors import BundleError, Refused
+from bundlecore.release import Result, Signer, signers_of
 from bundlecore.timeutil import format_ts, utc_now
 from importer.state import StateDir
 
@@ -43,37 +47,6 @@ class EventKind(StrEnum):
     SERVICE_UPDATE = "service-update"  # one Swarm service updated by an import of a service target
 
 
-class Result(StrEnum):
-    """How it ended; each result has its exit code (bundlecore.errors) but FAILED (1 or 2)."""
-
-    DONE = "done"
-    UNCHANGED = "unchanged"              # the same image was already running: records updated only
-    DRY_RUN = "dry-run"
-    REFUSED = "refused"                  # the bundle failed a check: nothing changed
-    ROLLED_BACK = "rolled-back"          # the new version failed; the previous one is back
-    INSTALL_UNDONE = "install-undone"    # a first install failed and was undone
-    OPERATOR_NEEDED = "operator-needed"  # putting the previous version back failed
-    NOT_DONE = "not-done"                # an uninstall stopped before its final backup: nothing removed
-    FAILED = "failed"                    # environment or usage error: nothing changed
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return _EXIT_CODES.get(self, ExitCode.ENVIRONMENT)
-
-    @classmethod
-    def of_error(cls, e: BundleError) -> "Result":
-        for kind, result in ((Refused, cls.REFUSED), (UpdateFailed, cls.ROLLED_BACK),
-                             (InstallUndone, cls.INSTALL_UNDONE), (OperatorNeeded, cls.OPERATOR_NEEDED)):
-            if isinstance(e, kind):
-                return result
-        return cls.FAILED
-
-
-_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
-               Result.REFUSED: ExitCode.REFUSED, Result.ROLLED_BACK: ExitCode.UPDATE_FAILED,
-               Result.INSTALL_UNDONE: ExitCode.INSTALL_UNDONE, Result.OPERATOR_NEEDED: ExitCode.OPERATOR_NEEDED,
-               Result.NOT_DONE: ExitCode.ENVIRONMENT}
-
 # The phase each swap step's time is counted in (steps not listed: "switch", the renames and starts
 # of the swap itself). The import adds verify, load and push.
 STEP_PHASES = {"backup": "backup", "start_new": "health", "probation": "probation",
@@ -84,29 +57,6 @@ STEP_PHASES = {"backup": "backup", "start_new": "health", "probation": "probatio
 
 def step_phase(step: str) -> str:
     return STEP_PHASES.get(str(step), "switch")
-
-
-@dataclass
-class Signer:
-    """One signer as every event (and document) shows it."""
-
-    fingerprint: str
-    uid: str | None = None
-    roles: list[str] = field(default_factory=list)
-
-
-def signers_of(signers) -> list[Signer]:
-    """THE signer shape: from the verifier's signers (fingerprint, roles, uid if known), or from what
-    older records kept (bare fingerprints, or dicts of this shape)."""
-    out = []
-    for s in signers or []:
-        if isinstance(s, str):
-            out.append(Signer(s))
-        elif isinstance(s, dict):
-            out.append(Signer(str(s.get("fingerprint")), s.get("uid"), list(s.get("roles") or [])))
-        else:
-            out.append(Signer(s.fingerprint, getattr(s, "uid", None), list(getattr(s, "roles", []) or [])))
-    return out
 
 
 @dataclass
@@ -147,7 +97,7 @@ class AuditEvent:
     exit_code: int
     app: str | None = None                  # the trusted app name; null for a bundle refused before that
     bundle: BundleRef = field(default_factory=BundleRef)
-    signers: list[Signer] = field(default_factory=list)
+    signers: tuple[Signer, ...] = ()
     version_from: str | None = None
     version_to: str | None = None
     check: str | None = None                # the failed check of a refusal (bundlecore.refusals.Check)
@@ -164,14 +114,15 @@ class AuditEvent:
         d = asdict(self)
         d["versions"] = {"from": d.pop("version_from"), "to": d.pop("version_to")}
         d["event"], d["result"] = str(self.event), str(self.result)
+        d["signers"] = [s.to_json() for s in self.signers]
         d["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "AuditEvent":
-        """A line of the log: this schema, or an older line read into it (see _from_legacy)."""
+        """A line of the log: this schema, or an older line read into it (see from_format1)."""
         if d.get("format") != FORMAT:
-            return _from_legacy(d)
+            return from_format1(d)
         versions = d.get("versions") or {}
         return cls(event=EventKind(d["event"]), result=Result(d["result"]), exit_code=d["exit_code"],
                    app=d.get("app"), bundle=BundleRef(**(d.get("bundle") or {})), signers=signers_of(d.get("signers")),
@@ -233,39 +184,42 @@ def events_of(state: StateDir, app: str, container: str | None = None) -> list[A
             if ev.app == app or (container is not None and ev.details.get("legacy_container") == container)]
 
 
-# -- lines written before this schema -------------------------------------------------------------------
+# -- lines written before this schema (format 1) ---------------------------------------------------
 
-_LEGACY_RESULTS = {"installed": Result.DONE, "completed": Result.DONE, "uninstalled": Result.DONE,
+# Format 1 wrote a result as free text; these are every text it wrote, and the Result each meant.
+# A refusal was its whole line ("refused: CHECK: why"), an update that failed "update failed: why":
+# the words before the first colon name the result. Nothing written today is read through this.
+FORMAT1_RESULTS = {"installed": Result.DONE, "completed": Result.DONE, "uninstalled": Result.DONE,
                    "unchanged": Result.UNCHANGED, "dry-run": Result.DRY_RUN, "rolled back": Result.ROLLED_BACK,
                    "operator needed": Result.OPERATOR_NEEDED, "not uninstalled": Result.NOT_DONE,
-                   "failed": Result.INSTALL_UNDONE, "undone": Result.ROLLED_BACK}
-_LEGACY_KEYS = {"event", "name", "app", "result", "message", "user", "uid", "at", "started", "started_at",
+                   "failed": Result.INSTALL_UNDONE, "undone": Result.ROLLED_BACK,
+                   "refused": Result.REFUSED, "update failed": Result.ROLLED_BACK}
+FORMAT1_KEYS = {"event", "name", "app", "result", "message", "user", "uid", "at", "started", "started_at",
                 "duration", "duration_s", "sha256", "bundle_sha256", "signers", "version", "sequence",
                 "old_version", "new_version", "new_sequence"}
 
 
-def result_of(text: str, kind: str | None) -> Result:
-    """The Result a journal's result text (or an older line's free-text result) means."""
-    result = _LEGACY_RESULTS.get(text)
-    if result is None:
-        result = Result.REFUSED if text.startswith("refused") else (
-            Result.ROLLED_BACK if text.startswith("update failed") else Result.FAILED)
+def format1_result(text: str, kind: str | None) -> tuple[Result, str | None]:
+    """The Result (and a refusal's check) a format-1 line's free-text result meant: the whole text,
+    else the words before its first colon, looked up in FORMAT1_RESULTS (unknown text: FAILED)."""
+    words, _, rest = text.partition(":")
+    result = FORMAT1_RESULTS.get(text) or FORMAT1_RESULTS.get(words.strip(), Result.FAILED)
+    check = rest.partition(":")[0].strip() or None if result == Result.REFUSED and ":" in rest else None
     if kind == "install" and result == Result.ROLLED_BACK:
-        return Result.INSTALL_UNDONE  # a first install has no previous version to roll back to
-    return result
+        result = Result.INSTALL_UNDONE  # a first install has no previous version to roll back to
+    return result, check
 
 
-def _from_legacy(d: dict) -> AuditEvent:
+def from_format1(d: dict) -> AuditEvent:
     """An event as written before FORMAT 2: imports had `started`/`duration`, swaps `at`/`duration_s`
-    and `old_version`/`new_version`; a result was free text (a refusal: its whole one-line message)."""
+    and `old_version`/`new_version`; a result was free text (format1_result)."""
     text = str(d.get("result") or "")
     kind = d.get("event")
-    result = result_of(text, kind)
-    check = text.split(":")[1].strip() if result == Result.REFUSED and text.count(":") >= 2 else None
+    result, check = format1_result(text, kind)
     swap = kind != "import"
     app = d.get("app") or d.get("name")
     duration = d.get("duration_s", d.get("duration"))
-    details = {k: v for k, v in d.items() if k not in _LEGACY_KEYS}
+    details = {k: v for k, v in d.items() if k not in FORMAT1_KEYS}
     if swap and not d.get("app") and d.get("name"):
         details["legacy_container"] = d["name"]  # before the state was keyed by app: the container
     return AuditEvent(

@@ -19,6 +19,9 @@ this host's business, and adds one rule after the head:
   missing diff IDs and the base they came in; and every base layer a patched layer is rebuilt
   from (`delta.patched`, `engine_diff_ids`) is in this engine. Not checked, with a note, when no
   engine answers.
+
+Once the head is verified the gate parses the manifest once into the typed release
+(bundlecore.release, `self.release`); its own rules after that, and everything downstream, read that.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Callable
 
 from bundlecore.platforms import platforms_match
 from bundlecore.refusals import DeltaBaseRefused, PlatformMismatch, RollbackRefused
+from bundlecore.release import Delta, Release, release_of
 from bundlecore.trust import TrustStore
 from bundlecore.verify import BundleVerifier, VerifiedHead
 from importer.hostpolicy import HostAccess, HostPolicy
@@ -42,7 +46,7 @@ class TrustGate(BundleVerifier):
     def __init__(self, store: TrustStore, *, engine_platform: str | None, installed_sequence: Mark,
                  container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
                  allow_downgrade: bool = False, now: datetime | None = None,
-                 engine_layers: Callable[[VerifiedHead], set[str]] | None = None,
+                 engine_layers: Callable[[Release], set[str]] | None = None,
                  engine_diff_ids: Callable[[], set[str]] | None = None):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
@@ -51,39 +55,37 @@ class TrustGate(BundleVerifier):
         self.host_policy = host_policy or HostPolicy(None)
         self.allow_downgrade = allow_downgrade
         self.host_access: list[HostAccess] = []
+        self.release: Release | None = None  # the verified head's, once check_head passed
         self.engine_layers = engine_layers
         self.engine_diff_ids = engine_diff_ids
 
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
-        m = head.manifest
-        self.host_access = self.host_policy.check(m["name"], m["target"].get("run") or {}, m["target"].get("health"))
-        if "delta" in m:
-            head.notes += self._check_delta_base(head)
+        self.release = r = release_of(head)
+        self.host_access = self.host_policy.check(r.app, r.target.run.as_mapping(), r.target.health_json())
+        if r.delta is not None:
+            head.notes += self._check_delta_base(r, r.delta)
         return head
 
-    def _check_delta_base(self, head: VerifiedHead) -> list[str]:
-        m = head.manifest
-        base = m["delta"]["base"]
-        came_in = (f"{base['name']} {base['version']} (sequence {base['sequence']}, sha256 {base['sha256'][:12]})"
-                   if base["kind"] == "bundle" else f"the inventory of {base['name']} (sha256 {base['sha256'][:12]})")
-        if base["kind"] == "bundle" and base["name"] != m["name"]:
-            raise DeltaBaseRefused(f"{m['name']} is a delta of {came_in}, a different app")
+    def _check_delta_base(self, r: Release, delta: Delta) -> list[str]:
+        came_in = delta.base.came_in()
+        if delta.base.kind == "bundle" and delta.base.name != r.app:
+            raise DeltaBaseRefused(f"{r.app} is a delta of {came_in}, a different app")
         if self.engine_layers is None:
             return [f"delta of {came_in}: its left-out layers not looked for, no Docker engine here"]
-        present = self.engine_layers(head)
-        missing = [o["diff_id"] for o in m["delta"]["omitted"] if o["path"] not in present]
+        present = self.engine_layers(r)
+        missing = [o.diff_id for o in delta.omitted if o.path not in present]
         if missing:
             raise DeltaBaseRefused(f"this engine lacks {len(missing)} layer(s) the delta left out: "
                                    f"{', '.join(missing)}; they came in {came_in}")
-        patched = m["delta"].get("patched", [])
+        patched = delta.patched
         if patched and self.engine_diff_ids is not None:
             held = self.engine_diff_ids()
-            missing = sorted({p["base_diff_id"] for p in patched if p["base_diff_id"] not in held})
+            missing = sorted({p.base_diff_id for p in patched if p.base_diff_id not in held})
             if missing:
                 raise DeltaBaseRefused(f"this engine lacks {len(missing)} base layer(s) the delta's patches are made "
                                        f"against: {', '.join(missing)}; they came in {came_in}")
-        return [f"delta of {came_in}: its {len(m['delta']['omitted'])} left-out layer(s)"
+        return [f"delta of {came_in}: its {len(delta.omitted)} left-out layer(s)"
                 + (f" and the base layers of its {len(patched)} patched layer(s)" if patched else "") + " are in this engine"]
 
     def _check_host_platform(self, manifest: dict) -> list[str]:

@@ -27,23 +27,23 @@ from bundlecore import layerpatch
 from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
-from bundlecore.verify import VerifiedHead
+from bundlecore.release import PatchedLayer, Release
 from importer.inventory import inspected_images
 
 SPACE_MARGIN = 64 << 20
 
 
-def docker_archive_members(verified: VerifiedHead) -> set[str]:
+def docker_archive_members(release: Release) -> set[str]:
     """What `docker load` needs of the payload: the archive manifest, the configs, the layers
     (a patched layer's patch member, from which it is rebuilt)."""
-    images = verified.manifest["images"]
-    patch_of = {p["path"]: p["patch"] for p in patched_layers(verified).values()}
-    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {patch_of.get(p, p) for img in images for p in [img["config"], *img["layers"]]}
+    patch_of = {p.path: p.patch for p in patched_layers(release).values()}
+    return {fmt.DOCKER_ARCHIVE_MANIFEST} | {patch_of.get(p, p) for img in release.images
+                                            for p in [img.config, *img.layers]}
 
 
-def patched_layers(verified: VerifiedHead) -> dict[str, dict]:
+def patched_layers(release: Release) -> dict[str, PatchedLayer]:
     """{patch member: its signed `delta.patched` entry}."""
-    return {p["patch"]: p for p in (verified.manifest.get("delta") or {}).get("patched", [])}
+    return {p.patch: p for p in release.delta.patched} if release.delta else {}
 
 
 def engine_images(client) -> dict[str, list[str]]:
@@ -55,7 +55,7 @@ def diff_ids_in_engine(client) -> set[str]:
     return {d for ids in engine_images(client).values() for d in ids}
 
 
-def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
+def layers_in_engine(client, release: Release) -> set[str]:
     """Payload paths of layers the engine already has, with the same chain of diff IDs below them.
 
     `docker load` skips such a layer without opening its file, so it is verified like every
@@ -66,15 +66,15 @@ def layers_in_engine(client, verified: VerifiedHead) -> set[str]:
         return set()
     chains = {tuple(diff_ids[:k]) for diff_ids in engine_images(client).values() for k in range(1, len(diff_ids) + 1)}
     needed, layers = set(), set()
-    for img in verified.manifest["images"]:
-        for k, path in enumerate(img["layers"]):
+    for img in release.images:
+        for k, path in enumerate(img.layers):
             layers.add(path)
-            if tuple(img["diff_ids"][:k + 1]) not in chains:
+            if tuple(img.diff_ids[:k + 1]) not in chains:
                 needed.add(path)
     return layers - needed
 
 
-def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
+def rebuild_layer(client, entry: PatchedLayer, patch: Path, out: Path) -> None:
     """Rebuild the patched layer `entry` (signed) from `patch` and this engine's base layer into
     `out`; refused unless it is exactly the signed size and diff ID.
 
@@ -82,14 +82,14 @@ def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
     layer is rebuilt: the archive's manifest, which says which tar is which layer, comes last, so
     each file of the base's size is tried in turn (usually the only one) and the first that
     rebuilds the signed diff ID is the base."""
-    image = next((image for image, ids in engine_images(client).items() if entry["base_diff_id"] in ids), None)
+    image = next((image for image, ids in engine_images(client).items() if entry.base_diff_id in ids), None)
     if image is None:
-        raise DeltaBaseRefused(f"this engine no longer has the base layer {entry['base_diff_id']} of a patched layer")
+        raise DeltaBaseRefused(f"this engine no longer has the base layer {entry.base_diff_id} of a patched layer")
     with open(patch, "rb") as patch_fh:
         try:
             base_size = layerpatch.read_header(patch_fh).base_size
         except layerpatch.PatchError as e:
-            raise PatchedLayerMismatch(f"layer {entry['diff_id']} cannot be rebuilt from its patch: {e}") from None
+            raise PatchedLayerMismatch(f"layer {entry.diff_id} cannot be rebuilt from its patch: {e}") from None
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     outcome = f"no layer of {base_size} bytes in the docker save of {image}"
@@ -104,15 +104,15 @@ def rebuild_layer(client, entry: dict, patch: Path, out: Path) -> None:
                 src = saved.extractfile(member)
                 assert src is not None  # a regular file
                 try:
-                    size = layerpatch.decode(src, patch_fh, _Hashing(out_fh, h, entry["size"]))
+                    size = layerpatch.decode(src, patch_fh, _Hashing(out_fh, h, entry.size))
                 except layerpatch.PatchError as e:
                     outcome = str(e)
                     continue
-            if size == entry["size"] and "sha256:" + h.hexdigest() == entry["diff_id"]:
+            if size == entry.size and "sha256:" + h.hexdigest() == entry.diff_id:
                 return
             outcome = f"sha256:{h.hexdigest()} ({size} bytes)"
-    raise PatchedLayerMismatch(f"layer {entry['diff_id']} rebuilt from its patch and base layer "
-                               f"{entry['base_diff_id']} is not what was signed ({outcome}); nothing loaded")
+    raise PatchedLayerMismatch(f"layer {entry.diff_id} rebuilt from its patch and base layer "
+                               f"{entry.base_diff_id} is not what was signed ({outcome}); nothing loaded")
 
 
 class _Hashing:
@@ -220,11 +220,11 @@ class VerifiedFeed:
 
     _END = object()
 
-    def __init__(self, sink: StagingSink, verified: VerifiedHead, client=None):
+    def __init__(self, sink: StagingSink, release: Release, client=None):
         self.sink = sink
-        self.verified = verified
+        self.release = release
         self.client = client
-        self.patches = patched_layers(verified)
+        self.patches = patched_layers(release)
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
 
@@ -233,9 +233,9 @@ class VerifiedFeed:
             return
         if member in self.patches:  # the layer it rebuilds goes to docker load instead
             entry = self.patches[member]
-            rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry["path"]))
+            rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry.path))
             self.sink.path_of(member).unlink()
-            member = entry["path"]
+            member = entry.path
         self.queue.put(member)
 
     def run_gate(self, gate_payload_check) -> None:
@@ -270,7 +270,7 @@ def stage_and_load(client, feed: VerifiedFeed, gate_payload_check) -> tuple[str,
     worker = threading.Thread(target=feed.run_gate, args=(gate_payload_check,), name="payload-gate", daemon=True)
     worker.start()
     try:
-        images = _docker_load(client, feed.tar_stream(), feed.verified)
+        images = _docker_load(client, feed.tar_stream(), feed.release)
     except BaseException:
         worker.join()  # the gate thread only reads the bundle and writes staging: it ends by itself
         if feed.error is not None:
@@ -280,9 +280,8 @@ def stage_and_load(client, feed: VerifiedFeed, gate_payload_check) -> tuple[str,
     return feed.sha256, images
 
 
-def _docker_load(client, stream, verified: VerifiedHead) -> dict[str, str]:
+def _docker_load(client, stream, release: Release) -> dict[str, str]:
     """`docker load` of `stream`; returns {ref: image ID} after checking IDs and tags."""
-    images = verified.manifest["images"]
     try:
         events = client.load(stream)
         loaded = []
@@ -296,7 +295,7 @@ def _docker_load(client, stream, verified: VerifiedHead) -> dict[str, str]:
                 loaded.append(text[len("Loaded image ID: "):])
     except EngineError as e:
         raise EnvironmentProblem(f"docker load failed: {getattr(e, 'explanation', None) or e}") from None
-    signed = {img["ref"]: img["id"] for img in images}
+    signed = {img.ref: img.id for img in release.images}
     for name in loaded:
         if name not in signed and name not in signed.values():
             raise LoadedImageMismatch(f"docker load set {name}, which was not signed")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 
 from bundlecore.refusals import OwnershipRefused, TagMoveRefused
+from bundlecore.release import Release
 from importer.state import StateDir
 
 
@@ -50,9 +51,9 @@ class OwnershipReview:
         return lines + [m.line() + ("" if m.owned else " (adopted)") for m in self.tag_moves]
 
 
-def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> OwnershipReview:
+def review(client, state: StateDir, release: Release, *, adopt: bool = False) -> OwnershipReview:
     """Refuse (exit 3) what the bundle would take over without owning it, unless `adopt`."""
-    app, container = manifest["name"], manifest["target"]["name"]
+    app, container = release.app, release.target.name
     result = OwnershipReview(app, container)
     owner = state.app_of_container(container)
     live = client.container(container)
@@ -62,11 +63,11 @@ def review(client, state: StateDir, manifest: dict, *, adopt: bool = False) -> O
             raise OwnershipRefused(f"container {container} exists and is {result.adopt}: a bundle of app {app} "
                                    f"may not take it over (--adopt overrides)")
     owned_refs = set((state.installed(app) or {}).get("images") or {})
-    for img in manifest["images"]:
-        current = client.image(img["ref"])
-        if current is None or current["Id"] == img["id"]:
+    for img in release.images:
+        current = client.image(img.ref)
+        if current is None or current["Id"] == img.id:
             continue
-        move = TagMove(img["ref"], current["Id"], img["id"], img["ref"] in owned_refs)
+        move = TagMove(img.ref, current["Id"], img.id, img.ref in owned_refs)
         if not move.owned and not adopt:
             raise TagMoveRefused(f"{move.ref} already names {move.old_id[:19]}…, which app {app} did not load; "
                                  f"loading would move it to {move.new_id[:19]}… (--adopt overrides)")

@@ -12,9 +12,10 @@ so an upgrade moves only what changed. Staging is removed after.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import contextlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bundlecore import format as fmt
 from bundlecore.engine import connect
@@ -23,16 +24,21 @@ from bundlecore.progress import Progress
 from bundlecore.schema import bounds
 from bundlecore.timeutil import parse_duration
 from bundlecore.refusals import Check
+from bundlecore.release import InstalledRecord, Release
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership
-from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, signers_of, write_event
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, write_event
+from importer.delivery import Delivery
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
-from importer.registry import check_access, check_registry_address, push_verified
+from importer.registry import PushedImage, RegistryLogin, check_access, check_registry_address, push_verified
 from importer.site import SiteSettings
 from importer.state import StateDir
+
+if TYPE_CHECKING:  # the kinds are imported when an import runs (verify stays light)
+    from importer.swap.kinds import Plan, TargetKind
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
 IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
@@ -45,17 +51,18 @@ class Verified:
 
     path: Path
     head: VerifiedHead
+    release: Release
     host_access: list[hostpolicy.HostAccess]
 
     def report(self) -> dict:
-        m = self.head.manifest
+        r = self.release
         return {
             "trusted": True,
             "bundle": str(self.path),
-            "name": m["name"], "version": m["version"], "sequence": m["sequence"],
-            "created": m["created"], "expires": m["expires"], "platform": m["platform"],
-            "signers": [{"fingerprint": s.fingerprint, "roles": s.roles} for s in self.head.signers],
-            "images": [{"ref": i["ref"], "id": i["id"]} for i in m["images"]],
+            "name": r.app, "version": r.version, "sequence": r.sequence,
+            "created": r.created, "expires": r.expires, "platform": r.platform,
+            "signers": [{"fingerprint": s.fingerprint, "roles": list(s.roles)} for s in r.signers],
+            "images": [{"ref": i.ref, "id": i.id} for i in r.images],
             "payload_bytes": self.head.payload_bytes,
             "checks": CHECKS,
             "notes": self.head.notes,
@@ -68,7 +75,7 @@ def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | 
     gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
-                     engine_layers=(lambda head: layers_in_engine(client, head)) if client else None,
+                     engine_layers=(lambda release: layers_in_engine(client, release)) if client else None,
                      engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None)
     return gate, gate.check_head(path)
 
@@ -76,7 +83,8 @@ def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | 
 def _container_mark(state: StateDir, container: str) -> int | None:
     """The highest sequence installed in `container`, by whichever app installed it."""
     app = state.app_of_container(container)
-    return (state.installed(app) or {}).get("highest_sequence") if app else None
+    rec = state.installed(app) if app else None
+    return InstalledRecord.from_json(rec).highest_sequence if rec else None
 
 
 def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downgrade: bool = False,
@@ -92,7 +100,7 @@ def verify_bundle(path: Path, store: TrustStore, state: StateDir, *, allow_downg
     progress = Progress("verify", head.payload_bytes, enabled=show_progress)
     gate.check_payload(path, head, None, progress)  # the verifier checks the archive manifest itself
     progress.close()
-    return Verified(path, head, gate.host_access)
+    return Verified(path, head, gate.release, gate.host_access)
 
 
 def _existing(path: Path) -> Path:
@@ -116,19 +124,54 @@ def probation_seconds(text: str | None) -> int | None:
     return seconds
 
 
-def with_probation(target: dict, probation: int | None) -> dict:
-    """The signed target with this import's probation window (and the bundle's max_restarts, if any)."""
-    if probation is None:
-        return target
-    return {**target, "health": {**(target.get("health") or {}), "probation": probation}}
-
-
 def plan_options(kind, **options) -> dict:
     """The import options a target kind's plan takes (PLAN_OPTIONS); one it cannot honour is a usage error."""
     accepted = getattr(kind, "PLAN_OPTIONS", ())
     if options.get("resume") and "resume" not in accepted:
         raise UsageProblem("--resume continues a staged release of a service target; this target has no stages")
     return {k: v for k, v in options.items() if k in accepted}
+
+
+@dataclass
+class ImportOptions:
+    """What the operator asked of this import (cmd_import's flags)."""
+
+    dry_run: bool = False
+    allow_downgrade: bool = False
+    adopt: bool = False
+    keep: int = 2
+    site: Path | None = None
+    prefer: str | None = None
+    registry: str | None = None
+    resume: bool = False
+    probation: int | None = None
+
+
+@dataclass
+class ImportContext:
+    """One import as it goes: each stage reads what the stages before it filled in."""
+
+    path: Path
+    store: TrustStore
+    state: StateDir
+    options: ImportOptions
+    client: object
+    platform: str
+    confirm: Callable[[], None]
+    out: Callable[[str], None]
+    show_progress: bool | None
+    audit: AuditEvent
+    timer: PhaseTimer = field(default_factory=PhaseTimer)
+    gate: TrustGate | None = None
+    head: VerifiedHead | None = None
+    release: Release | None = None         # the verified manifest, typed (from the gate on)
+    kind: TargetKind | None = None
+    plan: Plan | None = None               # what the kind will do, as the operator confirmed it
+    registry: str | None = None            # where the images go (--registry, else the target's)
+    login: RegistryLogin | None = None
+    in_engine: set[str] = field(default_factory=set)
+    images: dict[str, str] = field(default_factory=dict)  # ref -> loaded image ID
+    pushed: tuple[PushedImage, ...] = ()
 
 
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
@@ -140,113 +183,175 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
     run) and raises to stop. `registry` (else the target's own) receives every verified image
     after the load (importer.registry); `resume` continues a release stopped between stages.
-    Returns a summary; raises BundleError subclasses."""
-    from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
+    Returns a summary; raises BundleError subclasses.
 
+    The stages run in this order, each reading what the one before it established, under the
+    audit event (`_audited`: one line whatever happens) and the state dir's lock."""
     path = _existing(path)
     if registry:
         check_registry_address(registry)
     client = connect()
-    platform = client.platform()
+    ctx = ImportContext(path, store, state, ImportOptions(dry_run, allow_downgrade, adopt, keep, site, prefer,
+                                                          registry, resume, probation),
+                        client, client.platform(), confirm, out, show_progress,
+                        AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(), details={"bundle": str(path)}))
     state.ensure()
-    timer = PhaseTimer()
-    audit = AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(), details={"bundle": str(path)})
+    with _audited(ctx), state.lock():
+        _recover_interrupted(ctx)
+        _gate(ctx)
+        _plan(ctx)
+        if dry_run:
+            return _verify_only(ctx)
+        confirm()
+        _load(ctx)
+        _push(ctx)
+        return _apply(ctx)
+
+
+@contextlib.contextmanager
+def _audited(ctx: ImportContext):
+    """The import's one audit line, written whatever happens (but not after a bug's traceback): a
+    refusal with its check, a failure with what was known of the bundle by then."""
     try:
-        with state.lock():
-            for line in kinds.recover_all(client, state, out=out):
-                out(f"recovered: {line}")
-            with timer.phase("verify"):
-                gate, head = _check_head(path, store, state, platform, allow_downgrade, client)
-            m = head.manifest
-            audit.app, audit.signers = m["name"], signers_of(head.signers)
-            audit.bundle = BundleRef(None, m["name"], m["version"], m["sequence"])
-            audit.version_to = m["version"]
-            audit.version_from = (state.installed(m["name"]) or {}).get("version")
-            out(f"verified signature of {', '.join(s.fingerprint for s in head.signers)} on {m['name']} {m['version']} "
-                f"(sequence {m['sequence']})")
-            taken = ownership.review(client, state, m, adopt=adopt)
-            if taken.plan_lines():
-                audit.details["takes_over"] = taken.plan_lines()
-            # the site settings over the signed ones; the host policy decides on what reaches the host
-            settings = SiteSettings.load(m["name"], site)
-            target = with_probation({**m["target"], "run": settings.over(m["target"].get("run")),
-                                     **settings.over_health(m["target"].get("health"))}, probation)
-            host_access = gate.host_policy.check(m["name"], target["run"], target.get("health"), url_required=True)
-            new_id = next(i["id"] for i in m["images"] if i["ref"] == target["image"])
-            kind = kinds.for_target(target)
-            registry = registry or target.get("registry")
-            plan = kind.plan(client, state, target, new_id, new_version=m["version"],
-                             **plan_options(kind, registry=registry, resume=resume, prefer=prefer, app=m["name"],
-                                            masked=settings.masked))
-            for line in (plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
-                         + taken.plan_lines()):
-                out(line)
-            login = check_access(registry) if registry else None  # before anything is loaded
-            if not dry_run:
-                confirm()
-            # a dry run stages only the archive manifest (to check it); an import what docker load needs
-            in_engine = set() if dry_run else layers_in_engine(client, head)
-            to_stage = {fmt.DOCKER_ARCHIVE_MANIFEST} if dry_run else docker_archive_members(head) - in_engine
-            with state.staging() as staging:
-                sizes = {p["path"]: p["size"] for p in m["payload"]}
-                rebuilt = sum(p["size"] for member, p in patched_layers(head).items() if member in to_stage)
-                check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
-                sink = StagingSink(staging, to_stage)
-                progress = Progress("verify+load", head.payload_bytes, enabled=show_progress)
-
-                def check(on_verified):
-                    return gate.check_payload(path, head, sink, progress, on_verified)
-
-                if dry_run:
-                    with timer.phase("verify"):
-                        audit.bundle.sha256 = check(VerifiedFeed(sink, head).member_verified)
-                    progress.close()
-                    out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes); "
-                        "dry run: nothing loaded or changed")
-                    audit.result, audit.exit_code = Result.DRY_RUN, ExitCode.DONE
-                    return {"result": "dry-run", **_summary(audit)}
-                with timer.phase("load"):  # the payload is verified as it streams into docker load
-                    audit.bundle.sha256, images = stage_and_load(client, VerifiedFeed(sink, head, client), check)
-                progress.close()
-            out(f"verified {len(m['payload'])} payload files ({head.payload_bytes} bytes) and loaded "
-                f"{', '.join(images)} (image IDs checked)"
-                + (f"; {len(in_engine)} layer(s) the engine already had were verified, not sent" if in_engine else ""))
-            bundle = {"name": m["name"], "version": m["version"], "sequence": m["sequence"],
-                      "sha256": audit.bundle.sha256, "signers": [s.fingerprint for s in head.signers],
-                      "signed_by": [asdict(s) for s in audit.signers], "images": images}
-            if registry:
-                with timer.phase("push"):
-                    pushed = push_verified(client, registry, [i["ref"] for i in m["images"]], out=out, login=login)
-                audit.details["pushed"] = bundle["pushed_report"] = [p.report() for p in pushed]
-                bundle["pushed"] = {p.ref: p.by_digest for p in pushed}
-                bundle["registry_auth"] = login.auth_config  # in memory only: Swarm gives it to the nodes
-            record = kind.apply(client, state, plan, bundle, keep=keep, out=out)
-            if "stopped_after_stage" in record:
-                audit.details["stopped_after_stage"] = record["stopped_after_stage"]
-            audit.result, audit.exit_code = Result.DONE, ExitCode.DONE
-            result = f"stage {record['stopped_after_stage']} done" if "stopped_after_stage" in record else "installed"
-            return {"result": result, "installed": record, **_summary(audit)}
+        yield
     except BundleError as e:
-        audit = replace(AuditEvent.of_error(EventKind.IMPORT, e), **{
+        audit = ctx.audit
+        ctx.audit = replace(AuditEvent.of_error(EventKind.IMPORT, e), **{
             k: getattr(audit, k) for k in ("app", "bundle", "signers", "version_from", "version_to", "started",
                                            "details")})
         if audit.app:  # the failure document names the app, the failed version and what runs now
             e.partial = {"name": audit.app, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
-                         "running_version": (state.installed(audit.app) or {}).get("version")}
+                         "running_version": _installed_version(ctx.state, audit.app)}
         raise
     finally:
-        audit.phases = timer.seconds
-        audit.finished = now()
-        if audit.result != Result.FAILED or audit.message:  # not after a bug's traceback, as before
+        ctx.audit.phases = ctx.timer.seconds
+        ctx.audit.finished = now()
+        if ctx.audit.result != Result.FAILED or ctx.audit.message:
             try:
-                write_event(state, audit)
+                write_event(ctx.state, ctx.audit)
             except OSError:
                 pass
+
+
+def _installed_version(state: StateDir, app: str) -> str | None:
+    rec = state.installed(app)
+    return InstalledRecord.from_json(rec).version if rec else None
+
+
+def _recover_interrupted(ctx: ImportContext) -> None:
+    """First, finish or undo any swap a crash interrupted: the gate's history and the plan must read
+    a state dir that says what really runs."""
+    from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
+    for line in kinds.recover_all(ctx.client, ctx.state, out=ctx.out):
+        ctx.out(f"recovered: {line}")
+
+
+def _gate(ctx: ImportContext) -> None:
+    """Verify the head (signatures, manifest, freshness, history, host policy, delta base) and parse
+    the manifest once into the typed release; from here on the audit event names the bundle."""
+    with ctx.timer.phase("verify"):
+        ctx.gate, ctx.head = _check_head(ctx.path, ctx.store, ctx.state, ctx.platform, ctx.options.allow_downgrade,
+                                         ctx.client)
+    r = ctx.release = ctx.gate.release
+    audit = ctx.audit
+    audit.app, audit.signers = r.app, r.signers
+    audit.bundle = BundleRef(None, r.app, r.version, r.sequence)
+    audit.version_to = r.version
+    audit.version_from = _installed_version(ctx.state, r.app)
+    ctx.out(f"verified signature of {', '.join(r.fingerprints)} on {r.app} {r.version} (sequence {r.sequence})")
+
+
+def _plan(ctx: ImportContext) -> None:
+    """What the import will do, before any payload byte moves: what it takes over (ownership), the
+    site settings over the signed ones, what the host policy grants the result, the kind's plan;
+    then the registry's access, so a wrong login fails before the load."""
+    from importer.swap import kinds
+    r, o = ctx.release, ctx.options
+    taken = ownership.review(ctx.client, ctx.state, r, adopt=o.adopt)
+    if taken.plan_lines():
+        ctx.audit.details["takes_over"] = taken.plan_lines()
+    settings = SiteSettings.load(r.app, o.site)
+    target = settings.over_target(r.target).with_probation(o.probation)
+    host_access = ctx.gate.host_policy.check(r.app, target.run.as_mapping(), target.health_json(), url_required=True)
+    ctx.kind = kinds.for_target(target)
+    ctx.registry = o.registry or target.registry
+    ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
+                             **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
+                                            app=r.app, masked=settings.masked))
+    for line in (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
+                 + taken.plan_lines()):
+        ctx.out(line)
+    ctx.login = check_access(ctx.registry) if ctx.registry else None
+
+
+def _verify_only(ctx: ImportContext) -> dict:
+    """A dry run: the whole payload verified (only the archive manifest staged, to check it),
+    nothing loaded or changed."""
+    with _staged(ctx, {fmt.DOCKER_ARCHIVE_MANIFEST}) as (sink, check):
+        with ctx.timer.phase("verify"):
+            ctx.audit.bundle.sha256 = check(VerifiedFeed(sink, ctx.release).member_verified)
+    ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes); "
+            f"dry run: nothing loaded or changed")
+    ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
+    return {"result": "dry-run", **_summary(ctx.audit)}
+
+
+def _load(ctx: ImportContext) -> None:
+    """The payload through the gate into `docker load`: each member streams on only once its hash
+    matched; layers the engine already has are verified, not sent; image IDs checked after."""
+    ctx.in_engine = layers_in_engine(ctx.client, ctx.release)
+    with _staged(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (sink, check):
+        with ctx.timer.phase("load"):
+            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, VerifiedFeed(sink, ctx.release, ctx.client),
+                                                                 check)
+    ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes) and loaded "
+            f"{', '.join(ctx.images)} (image IDs checked)"
+            + (f"; {len(ctx.in_engine)} layer(s) the engine already had were verified, not sent"
+               if ctx.in_engine else ""))
+
+
+@contextlib.contextmanager
+def _staged(ctx: ImportContext, to_stage: set[str]):
+    """A staging dir with room for `to_stage` (and the layers rebuilt from patches into it), its
+    sink, and the gate's payload check over it (removed afterwards whatever happens)."""
+    with ctx.state.staging() as staging:
+        sizes = ctx.release.payload_sizes()
+        rebuilt = sum(p.size for member, p in patched_layers(ctx.release).items() if member in to_stage)
+        check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
+        sink = StagingSink(staging, to_stage)
+        progress = Progress("verify+load", ctx.head.payload_bytes, enabled=ctx.show_progress)
+        yield sink, lambda on_verified: ctx.gate.check_payload(ctx.path, ctx.head, sink, progress, on_verified)
+        progress.close()
+
+
+def _push(ctx: ImportContext) -> None:
+    """Every verified image to the registry (when there is one), its digest confirmed, before the
+    kind needs it there (a service's nodes pull by digest)."""
+    if not ctx.registry:
+        return
+    with ctx.timer.phase("push"):
+        ctx.pushed = tuple(push_verified(ctx.client, ctx.registry, [i.ref for i in ctx.release.images],
+                                         out=ctx.out, login=ctx.login))
+    ctx.audit.details["pushed"] = [p.report() for p in ctx.pushed]
+
+
+def _apply(ctx: ImportContext) -> dict:
+    """The kind puts the release in place behind its health gate (undoing itself on failure), and the
+    import records how it ended."""
+    delivery = Delivery(ctx.release, ctx.audit.bundle.sha256, ctx.images, ctx.pushed,
+                        ctx.login.auth_config if ctx.login else None)
+    record = ctx.kind.apply(ctx.client, ctx.state, ctx.plan, delivery, keep=ctx.options.keep, out=ctx.out)
+    stopped = record.get("stopped_after_stage")
+    if stopped is not None:
+        ctx.audit.details["stopped_after_stage"] = stopped
+    ctx.audit.result, ctx.audit.exit_code = Result.DONE, ExitCode.DONE
+    return {"result": f"stage {stopped} done" if stopped is not None else "installed", "installed": record,
+            **_summary(ctx.audit)}
 
 
 def _summary(audit: AuditEvent) -> dict:
     """The import's result document (--json): what the audit event says of the bundle, flat."""
     return {"event": "import", "user": audit.operator.user, "started": audit.started, "bundle": audit.details["bundle"],
             "name": audit.bundle.name, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
-            "signers": [asdict(s) for s in audit.signers], "sha256": audit.bundle.sha256,
+            "signers": [s.to_json() for s in audit.signers], "sha256": audit.bundle.sha256,
             **{k: audit.details[k] for k in ("takes_over", "pushed") if k in audit.details}}

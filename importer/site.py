@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.release import HealthSettings, RunSettings, Target
 from bundlecore.runspec import parse_port, parse_volume
 from bundlecore.schema import first_error
 from importer.swap.merge import MASK
@@ -94,6 +95,12 @@ class SiteSettings:
         if not (prom and self.prometheus_url):
             return {}
         return {"health": {**(health or {}), "prometheus": {**prom, "url": self.prometheus_url}}}
+
+    def over_target(self, target: Target) -> Target:
+        """The signed target with this site's run settings and Prometheus URL over it."""
+        health = self.over_health(target.health_json()).get("health")
+        return replace(target, run=RunSettings.from_json(self.over(target.run.as_mapping())),
+                       health=HealthSettings.from_json(health) if health else target.health)
 
     def plan_lines(self) -> list[str]:
         """What the operator confirms of the site file, env values masked."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.fsutil import append_line_durably, atomic_write_json, open_nofollow, read_bytes_nofollow
+from bundlecore.release import ContainerTarget, installed_kind
 
 DEFAULT_STATE_DIR = "/var/lib/bundle"
 
@@ -239,7 +240,7 @@ JOURNALS = ("journal.json", "last-swap.json")
 def _is_layout1(record: dict | None) -> bool:
     """A container record of layout 1: no `container` (layout 2 writes it into every container
     record). Swarm service records (`kind` service) are keyed by service name and never migrate."""
-    return record is not None and "container" not in record and record.get("kind") != "service"
+    return record is not None and "container" not in record and installed_kind(record) == ContainerTarget.KIND
 
 
 def old_layout_keys(root: Path) -> set[str]:

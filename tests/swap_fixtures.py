@@ -111,8 +111,27 @@ def target_for(env: dict, image: dict, *, timeout: int = 5, attempts: int = 2, r
 
 
 def bundle_for(image: dict, sequence: int) -> dict:
+    """A test bundle as JSON (it crosses into the swap driver's process); `delivery` types it."""
     return {"name": "demo", "version": image["version"], "sequence": sequence, "sha256": "ab" * 32,
             "signers": ["F" * 40], "images": {image["ref"]: image["id"]}}
+
+
+def typed(target: dict):
+    """The typed target (bundlecore.release) of a test target dict, as the gate hands it on."""
+    from bundlecore.release import target_from_json
+    return target_from_json(target)
+
+
+def delivery(bundle: dict):
+    """What the import hands run_swap for a test bundle (bundle_for): the release with the fields the
+    swap reads (a placeholder where it reads none), the bundle's sha256 and loaded images."""
+    from bundlecore.release import Builder, ContainerTarget, Release, RunSettings, signers_of
+    from importer.delivery import Delivery
+    release = Release(format_version=1, app=bundle["name"], version=bundle["version"], sequence=bundle["sequence"],
+                      created="", expires="", builder=Builder("test", "test", "test"), platform="linux/amd64",
+                      allow_latest=False, images=(), payload=(), target=ContainerTarget("-", "-", RunSettings()),
+                      signers=signers_of(bundle["signers"]))
+    return Delivery(release, bundle["sha256"], bundle["images"])
 
 
 def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
@@ -125,8 +144,8 @@ def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
     client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
-        plan = plan_swap(client, env["state"], target, image["id"])
-        return run_swap(client, env["state"], plan, bundle_for(image, sequence), out=lambda s: None)
+        plan = plan_swap(client, env["state"], typed(target), image["id"])
+        return run_swap(client, env["state"], plan, delivery(bundle_for(image, sequence)), out=lambda s: None)
 
 
 def served_version(env: dict) -> str | None:
@@ -194,8 +213,8 @@ def _driver(argv: list[str]) -> int:
     try:
         with state.lock():
             recover_all(client, state)
-            plan = plan_swap(client, state, json.loads(target), image_id)
-            run_swap(client, state, plan, json.loads(bundle))
+            plan = plan_swap(client, state, typed(json.loads(target)), image_id)
+            run_swap(client, state, plan, delivery(json.loads(bundle)))
     except BundleError as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code

@@ -13,8 +13,8 @@ from bundlecore.errors import AppState
 from importer.state import StateDir
 from importer.swap.journal import pending
 from tests.support import one_line, run_bundle
-from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, seed_data, served_version,
-                                 target_for)
+from tests.swap_fixtures import (bundle_for, containers_named, data_files, delivery, digest, seed_data,
+                                 served_version, target_for, typed)
 
 
 def app_of(env) -> str:
@@ -31,8 +31,8 @@ def install_app(client, env, image, sequence, *, keep=2, **kw):
     client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
-        plan = plan_swap(client, env["state"], target_for(env, image, **kw), image["id"], app=app_of(env))
-        return run_swap(client, env["state"], plan, bundle, keep=keep, out=lambda s: None)
+        plan = plan_swap(client, env["state"], typed(target_for(env, image, **kw)), image["id"], app=app_of(env))
+        return run_swap(client, env["state"], plan, delivery(bundle), keep=keep, out=lambda s: None)
 
 
 def bundle_cmd(swap, *args, **kw):

@@ -19,7 +19,7 @@ from importer.swap.run import run_swap
 from importer.swap.status import app_status
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, free_port, install,
-                                 seed_data, served_version, target_for, wait_until)
+                                 seed_data, served_version, target_for, typed, delivery, wait_until)
 
 QUIET = dict(out=lambda s: None)
 
@@ -138,10 +138,10 @@ def test_upgrade_keeps_data_and_every_user_setting_while_new_image_defaults_appl
     data_before = data_files(docker_client, cid)
 
     target = target_for(swap_env, demo_images["v2"])
-    plan = plan_swap(Engine(docker_client), swap_env["state"], target, demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], typed(target), demo_images["v2"]["id"])
     assert plan.kind == "upgrade" and any("/data" in ln for ln in plan.lines())
     with swap_env["state"].lock():
-        rec = run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        rec = run_swap(Engine(docker_client), swap_env["state"], plan, delivery(bundle_for(demo_images["v2"], 2)), **QUIET)
 
     assert served_version(swap_env) == "2.0.0"
     new = api.inspect_container(name)
@@ -294,15 +294,15 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
         return files, cs, data_files(docker_client, swap_env["name"])
 
     before = world()
-    plan = plan_swap(Engine(docker_client), state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"],
+    plan = plan_swap(Engine(docker_client), state, typed(target_for(swap_env, demo_images["v2"])), demo_images["v2"]["id"],
                           new_version="2.0.0")
     text = "\n".join(plan.lines())
     assert "1.0.0 -> 2.0.0" in text and "health check: GET" in text and swap_env["volume"] in text
     other = dict(swap_env, name=f"other-{swap_env['uniq']}", port=free_port())  # v1 holds swap_env's port
-    fresh = plan_swap(Engine(docker_client), state, target_for(other, demo_images["v1"]), demo_images["v1"]["id"])
+    fresh = plan_swap(Engine(docker_client), state, typed(target_for(other, demo_images["v1"])), demo_images["v1"]["id"])
     assert fresh.kind == "install"
     # The plan is confirmed before the bundle's images are loaded: an image not in the engine yet is fine.
-    unloaded = plan_swap(Engine(docker_client), state, dict(target_for(swap_env, demo_images["v2"]), image="x/y:9"),
+    unloaded = plan_swap(Engine(docker_client), state, typed(dict(target_for(swap_env, demo_images["v2"]), image="x/y:9")),
                               "sha256:" + "0" * 64, new_version="9.0.0")
     assert unloaded.kind == "upgrade" and "1.0.0 -> 9.0.0" in "\n".join(unloaded.lines())
     assert world() == before
@@ -330,10 +330,10 @@ def test_image_healthcheck_is_the_gate_when_the_manifest_has_none(docker_client,
     image = {"ref": ref, "id": app_image(ref, "1.5.0", dockerfile_extra=hc), "version": "1.5.0"}
     target = target_for(swap_env, image)
     target.pop("health")
-    plan = plan_swap(Engine(docker_client), swap_env["state"], target, image["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], typed(target), image["id"])
     assert "HEALTHCHECK reports healthy" in plan.health
     with swap_env["state"].lock():
-        run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(image, 1), **QUIET)
+        run_swap(Engine(docker_client), swap_env["state"], plan, delivery(bundle_for(image, 1)), **QUIET)
     assert docker_client.api.inspect_container(swap_env["name"])["State"]["Health"]["Status"] == "healthy"
 
 
@@ -343,16 +343,16 @@ def test_when_the_old_version_cannot_come_back_the_operator_is_called_and_nothin
     v1 = target_for(swap_env, demo_images["v1"])
     v1["health"] = {"cmd": "test ! -e /broken", "timeout": 1, "attempts": 1}  # v1's own check
     with state.lock():
-        run_swap(Engine(docker_client), state, plan_swap(Engine(docker_client), state, v1, demo_images["v1"]["id"]),
-                 bundle_for(demo_images["v1"], 1), **QUIET)
+        run_swap(Engine(docker_client), state, plan_swap(Engine(docker_client), state, typed(v1), demo_images["v1"]["id"]),
+                 delivery(bundle_for(demo_images["v1"], 1)), **QUIET)
     seed_data(docker_client, name)
     docker_client.api.exec_start(docker_client.api.exec_create(name, ["sh", "-c", "echo > /broken"]))  # v1 breaks
     old_id = docker_client.api.inspect_container(name)["Id"]
     target = target_for(swap_env, demo_images["v2"])
     target["health"] = {"cmd": "exit 1", "timeout": 1, "attempts": 1}
-    plan = plan_swap(Engine(docker_client), state, target, demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), state, typed(target), demo_images["v2"]["id"])
     with state.lock(), pytest.raises(OperatorNeeded) as e:
-        run_swap(Engine(docker_client), state, plan, bundle_for(demo_images["v2"], 2), **QUIET)
+        run_swap(Engine(docker_client), state, plan, delivery(bundle_for(demo_images["v2"], 2)), **QUIET)
     assert "does not come up healthy either" in str(e.value) and "No container or backup was deleted" in str(e.value)
     # What the data holds is said exactly: here, restored, and from where.
     assert f"the data was restored from the backup in {state.app_dir(name) / 'generations' / '1'}" in str(e.value)

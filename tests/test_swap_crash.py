@@ -17,7 +17,7 @@ from importer.swap.run import run_swap
 from importer.swap.status import app_status
 from tests.support import run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
-                                 run_driver, seed_data, served_version, target_for)
+                                 run_driver, seed_data, served_version, target_for, typed, delivery)
 
 KILLED = -9
 # The new version had passed its gate: recovery finishes the swap (an unfinished probation window
@@ -127,9 +127,9 @@ def test_recovery_killed_while_restoring_is_recovered_again(docker_client, swap_
 def test_import_refuses_to_swap_over_a_pending_journal(docker_client, swap_env, demo_images):
     _with_v1(docker_client, swap_env, demo_images)
     _swap_killed(swap_env, demo_images["v2"], 2, "backup", "after")
-    plan = plan_swap(Engine(docker_client), swap_env["state"], target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], typed(target_for(swap_env, demo_images["v2"])), demo_images["v2"]["id"])
     with pytest.raises(Exception, match="bundle recover"):
-        run_swap(Engine(docker_client), swap_env["state"], plan, bundle_for(demo_images["v2"], 2))
+        run_swap(Engine(docker_client), swap_env["state"], plan, delivery(bundle_for(demo_images["v2"], 2)))
     # What `bundle import` does first inside the lock: recover, then swap.
     install(docker_client, swap_env, demo_images["v2"], 2)
     assert served_version(swap_env) == "2.0.0" and pending(swap_env["state"]) == []

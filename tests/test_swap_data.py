@@ -25,7 +25,7 @@ from tests.support import run_bundle
 from importer.swap.plan import plan_swap
 from importer.swap.run import run_swap
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install, seed_data,
-                                 served_version, target_for)
+                                 served_version, target_for, typed, delivery)
 
 
 def _sh(client, container: str, script: str) -> str:
@@ -189,10 +189,10 @@ def test_disk_full_during_the_backup_puts_the_old_version_back(docker_client, sw
         _sh(docker_client, name, "head -c 104857600 /dev/urandom > /data/big.bin")
         old_id = docker_client.api.inspect_container(name)["Id"]
         tree, files = _listing(docker_client, name), data_files(docker_client, name)
-        plan = plan_swap(Engine(docker_client), state, target_for(swap_env, demo_images["v2"]), demo_images["v2"]["id"])
+        plan = plan_swap(Engine(docker_client), state, typed(target_for(swap_env, demo_images["v2"])), demo_images["v2"]["id"])
         plan.backup_estimate = 0
         with state.lock(), pytest.raises(UpdateFailed) as e:
-            run_swap(Engine(docker_client), state, plan, bundle_for(demo_images["v2"], 2), out=lambda s: None)
+            run_swap(Engine(docker_client), state, plan, delivery(bundle_for(demo_images["v2"], 2)), out=lambda s: None)
         line = e.value.line()
         assert e.value.exit_code == 4 and "\n" not in line
         assert "at step backup" in line and "backing up the data into" in line and "No space left on device" in line

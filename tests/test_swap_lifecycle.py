@@ -21,7 +21,7 @@ from tests.support import run_bundle
 from tests.craft import EngineSnapshot, snapshot_dir
 from tests.keys import trust_store
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, demo_images, free_port,  # noqa: F401
-                                 install, seed_data, served_version, swap_env, target_for)
+                                 install, seed_data, served_version, swap_env, target_for, typed, delivery)
 
 
 def _swap(client, env: dict, image: dict, sequence: int, target: dict, out=lambda s: None) -> dict:
@@ -29,8 +29,8 @@ def _swap(client, env: dict, image: dict, sequence: int, target: dict, out=lambd
     client = Engine(client)
     with env["state"].lock():
         recover_all(client, env["state"], out=out)
-        plan = plan_swap(client, env["state"], target, image["id"])
-        return run_swap(client, env["state"], plan, bundle_for(image, sequence), out=out)
+        plan = plan_swap(client, env["state"], typed(target), image["id"])
+        return run_swap(client, env["state"], plan, delivery(bundle_for(image, sequence)), out=out)
 
 
 def _exec(client, container: str, script: str) -> None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.release import ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
+from importer.delivery import Delivery
 from importer.service import rollout
-from importer.service.settings import services_of, soak_of
 from importer.state import StateDir, highest_sequence_after
 
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)
@@ -35,7 +36,7 @@ class ServicePlan:
     """What the import will do to which services (nothing asked of Swarm yet)."""
 
     name: str
-    target: dict
+    target: ServiceTarget
     new_image_id: str
     new_version: str | None
     registry: str
@@ -44,11 +45,11 @@ class ServicePlan:
     kind: str = field(default="service")
 
     def lines(self) -> list[str]:
-        stages = services_of(self.target)
+        stages = self.target.services()
         out = [f"release {self.new_version} of {self.name} via registry {self.registry}: {len(stages)} stage(s)"]
         for i, services in enumerate(stages):
             done = " (done)" if i < self.resume_from else ""
-            soak = soak_of(self.target, i)
+            soak = self.target.soak(i)
             out.append(f"  stage {i + 1}{done}: " + ", ".join(
                 f"{s} ({'create' if self.current.get(s) is None else 'update from ' + printable(self.current[s])})"
                 for s in services) + (f"; soak {soak}s" if soak else ""))
@@ -68,59 +69,62 @@ def pending_release(state: StateDir, name: str) -> dict | None:
         return None
 
 
-def plan(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None,
+def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, new_version: str | None = None,
          registry: str | None = None, resume: bool = False) -> ServicePlan:
-    registry = registry or target.get("registry")
+    registry = registry or target.registry
+    name = target.name
     if not registry:
-        raise UsageProblem(f"service {target['name']}: a service target needs a registry every node can pull "
+        raise UsageProblem(f"service {name}: a service target needs a registry every node can pull "
                            f"from (--registry HOST:PORT or [target] registry)")
     rollout.require_swarm(client)
-    pending = pending_release(state, target["name"])
+    pending = pending_release(state, name)
     resume_from = 0
     if pending:
         same = pending["image_id"] == new_image_id and pending["version"] == new_version
         if not same:
-            raise UsageProblem(f"release {pending['version']} of {target['name']} is stopped after stage "
+            raise UsageProblem(f"release {pending['version']} of {name} is stopped after stage "
                                f"{pending['done']}; finish it with `bundle import --resume` first")
         if not resume:
-            raise UsageProblem(f"release {new_version} of {target['name']} is stopped after stage {pending['done']}; "
+            raise UsageProblem(f"release {new_version} of {name} is stopped after stage {pending['done']}; "
                                f"continue it with --resume (after {pending['resume_after']})")
         if utc_now() < parse_ts(pending["resume_after"]):
-            raise EnvironmentProblem(f"stage {pending['done']} of {target['name']} soaks until "
+            raise EnvironmentProblem(f"stage {pending['done']} of {name} soaks until "
                                      f"{pending['resume_after']}; resume after that (nothing changed)")
         resume_from = pending["done"]
     elif resume:
-        raise UsageProblem(f"no stopped release of {target['name']} to resume")
+        raise UsageProblem(f"no stopped release of {name} to resume")
     current = {}
-    for services in services_of(target):
+    for services in target.services():
         for s in services:
             info = rollout.inspect(client, s)
             current[s] = rollout.image_of(info) if info else None
-    return ServicePlan(target["name"], target, new_image_id, new_version, registry, current, resume_from)
+    return ServicePlan(name, target, new_image_id, new_version, registry, current, resume_from)
 
 
-def apply(client, state: StateDir, plan: ServicePlan, bundle: dict, *, keep: int = 2, out=print) -> dict:
+def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
     """Run the release's stages from plan.resume_from; the installed record of the target name."""
-    image = bundle["pushed"][plan.target["image"]]
-    record = {"version": bundle.get("version") or plan.new_version, "sequence": bundle.get("sequence"),
-              "image_id": plan.new_image_id, "bundle_sha256": bundle.get("sha256"), "signers": bundle.get("signers"),
-              "app": bundle.get("name"), "registry": plan.registry, "pushed": bundle.get("pushed_report")}
-    stages = services_of(plan.target)
+    r = delivery.release
+    image = delivery.by_digest(plan.target.image)
+    record = {"version": r.version, "sequence": r.sequence, "image_id": plan.new_image_id,
+              "bundle_sha256": delivery.sha256, "signers": r.fingerprints, "app": r.app, "registry": plan.registry,
+              "pushed": delivery.pushed_report()}
+    stages = plan.target.services()
+    journaled = plan.target.to_json()  # the rollout journal keeps the target as the manifest spells it
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
             _check_still_healthy(client, state, stages[i - 1], image, i, out)
         done: list[str] = []
         for service in stages[i]:
             try:
-                rollout.roll_out(client, state, service, plan.target, image, record, out=out,
-                                 auth=bundle.get("registry_auth"))
+                rollout.roll_out(client, state, service, journaled, image, record, out=out,
+                                 auth=delivery.registry_auth)
             except UpdateFailed as e:
                 _roll_back_stage(client, state, done, out)
                 _forget_release(state, plan.name)
                 raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
                                    + ("; later stage(s) not started" if i + 1 < len(stages) else "")) from None
             done.append(service)
-        soak = soak_of(plan.target, i)
+        soak = plan.target.soak(i)
         if i + 1 < len(stages) and soak > INLINE_SOAK:
             after = format_ts(plus(utc_now(), soak))
             atomic_write_json(_release_path(state, plan.name), {
@@ -131,7 +135,7 @@ def apply(client, state: StateDir, plan: ServicePlan, bundle: dict, *, keep: int
         if soak:
             _soak(client, state, stages[i], image, soak, i, len(stages), out)
         out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
-    return _finish_release(state, plan, bundle, stages)
+    return _finish_release(state, plan, r.app, r.sequence, stages)
 
 
 def _soak(client, state, services, image, seconds, i, n, out) -> None:
@@ -185,14 +189,12 @@ def _forget_release(state: StateDir, name: str) -> None:
         pass
 
 
-def _finish_release(state: StateDir, plan: ServicePlan, bundle: dict, stages: list[list[str]]) -> dict:
-    seq = bundle.get("sequence")
+def _finish_release(state: StateDir, plan: ServicePlan, app: str, seq: int, stages: list[list[str]]) -> dict:
     for services in stages:
         for s in services:
             rec = state.installed(s) or {}
             rec["highest_sequence"] = highest_sequence_after(rec, seq)
             state.record_installed(s, rec)
-    if bundle.get("name") and isinstance(seq, int):
-        state.raise_sequence(bundle["name"], seq)
+    state.raise_sequence(app, seq)
     _forget_release(state, plan.name)
     return state.installed(stages[-1][-1]) or {}

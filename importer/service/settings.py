@@ -152,14 +152,3 @@ def with_image(spec: dict, image: str, target: dict) -> dict:
     if hc:
         new["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = hc
     return new
-
-
-def services_of(target: dict) -> list[list[str]]:
-    """The services each stage updates, in order; without stages one stage: the target itself."""
-    stages = target.get("stages") or []
-    return [list(s["services"]) for s in stages] if stages else [[target["name"]]]
-
-
-def soak_of(target: dict, index: int) -> int:
-    stages = target.get("stages") or []
-    return int(stages[index].get("soak", 0)) if stages else 0

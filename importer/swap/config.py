@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import shlex
-from typing import Any
+from typing import Any, Mapping
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from importer.swap.merge import Key, Kind
@@ -251,9 +251,9 @@ def _endpoint_config(ep: dict, old_id: str) -> dict:
 
 # -- first install from the manifest's `run` object ---------------------------------------
 
-def run_config(target: dict, image_ref: str) -> dict:
-    """The create body for a first install, from target["run"] (docker run's -p/-v/-e syntax)."""
-    run = target.get("run") or {}
+def run_config(run: Mapping, image_ref: str) -> dict:
+    """The create body for a first install, from the run settings (`RunSettings.as_mapping()`,
+    docker run's -p/-v/-e syntax)."""
     cfg: dict = {"Image": image_ref}
     hc: dict = {}
     if run.get("env"):

@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bundlecore.fsutil import atomic_write_json, read_bytes_nofollow
+from bundlecore.release import Result
 from importer.audit import now
 from importer.state import StateDir
 
@@ -302,9 +303,9 @@ class SwapJournal:
         except FileNotFoundError:
             return None
 
-    def finish(self, result: str, message: str = "") -> None:
+    def finish(self, result: Result, message: str = "") -> None:
         """Close the swap: keep its record as the last result, then drop the live journal."""
-        self.record.result = result
+        self.record.result = status_text(result, self.record.kind)
         self.record.message = message
         self.record.finished_at = now()
         self._write(self.LAST)
@@ -347,3 +348,14 @@ def _crash_hook(step: str, when: str) -> None:
     if os.environ.get("BUNDLE_CRASH_WHEN", "after") != when:
         return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# What `bundle status` shows as a finished swap's result (last-swap.json `result`): display text made
+# from the Result the swap ended in, never read back into one.
+_STATUS_TEXT = {Result.DONE: "installed", Result.ROLLED_BACK: "rolled back", Result.INSTALL_UNDONE: "rolled back",
+                Result.OPERATOR_NEEDED: "operator needed"}
+_UNINSTALL_STATUS_TEXT = {Result.DONE: "uninstalled", Result.NOT_DONE: "not uninstalled"}
+
+
+def status_text(result: Result, kind: "SwapKind") -> str:
+    return (_UNINSTALL_STATUS_TEXT if kind == SwapKind.UNINSTALL else _STATUS_TEXT).get(result, str(result))

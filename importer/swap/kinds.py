@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, TypeVar
 
 from bundlecore.errors import UsageProblem
+from bundlecore.release import Target, installed_kind
+from importer.delivery import Delivery
 from importer.state import StateDir
 from importer import service
 from importer.swap import container
@@ -23,15 +25,16 @@ class Plan(Protocol):
 
 
 PlanT = TypeVar("PlanT", bound=Plan)
+TargetT = TypeVar("TargetT", bound=Target, contravariant=True)
 
 
-class TargetKind(Protocol[PlanT]):
+class TargetKind(Protocol[PlanT, TargetT]):
     """What a target kind provides. Every mutation is journaled so that `recover` can finish or
     undo it after a crash, and `apply`/`rollback` undo by themselves when the health gate fails
     (UpdateFailed) or say that they could not (OperatorNeeded).
 
     A kind is a module; `make check` (mypy) checks each module of KINDS against this protocol,
-    with the kind's own plan type for PlanT."""
+    with the kind's own plan type for PlanT and its own target type (bundlecore.release) for TargetT."""
 
     @property
     def PLAN_OPTIONS(self) -> tuple[str, ...]:  # a module constant: read-only
@@ -39,11 +42,12 @@ class TargetKind(Protocol[PlanT]):
         decides run-setting conflicts, and `masked` env keys never shown; a service's `registry` and
         `resume`); the pipeline passes only those (importer.pipeline.plan_options)."""
 
-    def plan(self, client, state: StateDir, target: dict, new_image_id: str, *,
+    def plan(self, client, state: StateDir, target: TargetT, new_image_id: str, *,
              new_version: str | None = None) -> PlanT:
         """Describe the change; makes none. A kind's plan also takes its PLAN_OPTIONS, as keywords."""
 
-    def apply(self, client, state: StateDir, plan: PlanT, bundle: dict, *, keep: int = 2, out: Out = print) -> dict:
+    def apply(self, client, state: StateDir, plan: PlanT, delivery: Delivery, *, keep: int = 2,
+              out: Out = print) -> dict:
         """Put the new version in place behind its health gate; returns the installed record."""
 
     def plan_rollback(self, client, state: StateDir, name: str, to: int | None = None) -> PlanT: ...
@@ -67,23 +71,22 @@ class TargetKind(Protocol[PlanT]):
 CONTAINER = "container"
 SERVICE = "service"
 # `make check` (mypy) checks each module against TargetKind here: "incompatible type Module" means a
-# kind lacks a member or differs in a signature (`x: TargetKind[Any] = module` makes mypy say which).
-KINDS: dict[str, TargetKind[Any]] = {CONTAINER: container, SERVICE: service}
+# kind lacks a member or differs in a signature (`x: TargetKind[Any, Any] = module` makes mypy say which).
+KINDS: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service}
 
 
-def for_target(target: dict) -> TargetKind[Any]:
-    kind = target.get("kind", CONTAINER)
+def for_target(target: Target) -> TargetKind[Any, Any]:
     try:
-        return KINDS[kind]
+        return KINDS[target.kind]
     except KeyError:
-        raise UsageProblem(f"target kind {kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
+        raise UsageProblem(f"target kind {target.kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
 
 
-def for_app(state: StateDir, name: str) -> TargetKind[Any]:
-    """The kind of an installed application: its record (or its unfinished journal) names it; container
-    records name no kind."""
+def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
+    """The kind of an installed application: its record (bundlecore.release.installed_kind), else
+    its unfinished journal (a first install has no record yet)."""
     import json
-    named = (state.installed(name) or {}).get("kind")
+    named = installed_kind(state.installed(name))
     if named is None:
         try:
             named = json.loads((state.app_dir(name) / "journal.json").read_text()).get("target_kind")

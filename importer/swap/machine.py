@@ -17,8 +17,8 @@ from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
-from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, result_of, signers_of,
-                            step_phase, write_event)
+from bundlecore.release import ContainerTarget, Result, signers_of
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now, step_phase, write_event
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data
 from importer.swap.generations import Generations, summary
@@ -74,29 +74,28 @@ class ContainerSwap:
         self.step(Step.COMMIT)
         self.step(Step.PRUNE)
         record = self.state.installed(self.r.key)
-        self.finish("installed", f"{self.r.name} {self.r.new.version} is running")
+        self.finish(Result.DONE, f"{self.r.name} {self.r.new.version} is running")
         return record
 
-    def finish(self, result: str, message: str) -> None:
+    def finish(self, result: Result, message: str) -> None:
         self.j.finish(result, message)
         self._audit(result, message)
 
-    def _audit(self, result: str, message: str) -> None:
+    def _audit(self, result: Result, message: str) -> None:
         try:
             self._write_audit(result, message)
         except OSError as e:  # a full disk must not turn a finished rollback into "nothing changed"
             self.out(f"  could not write the audit log: {e.strerror or e}")
 
-    def _write_audit(self, result: str, message: str) -> None:
+    def _write_audit(self, result: Result, message: str) -> None:
         r, b = self.r, self.r.bundle or {}
         kind = EventKind.RECOVER if self.recovering else EventKind(str(r.kind))
-        outcome = result_of(result, str(r.kind))
         # `bundle recover` exits 0 once it has put the previous version back
-        undone = self.recovering and outcome in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
+        undone = self.recovering and result in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
         write_event(self.state, AuditEvent(
-            event=kind, result=outcome, exit_code=ExitCode.DONE if undone else outcome.exit_code, app=r.key, message=message,
+            event=kind, result=result, exit_code=ExitCode.DONE if undone else result.exit_code, app=r.key, message=message,
             bundle=BundleRef(b.get("sha256"), b.get("name"), r.new.version, r.new.sequence),
-            signers=signers_of(b.get("signed_by") or b.get("signers")),
+            signers=signers_of(b.get("signers")),
             version_from=r.old.version if r.old else None, version_to=r.new.version,
             phases=self.timer.seconds, started=r.started_at,
             details={"swap": str(r.kind), "container": r.name, "logs": r.failed_logs,
@@ -192,11 +191,12 @@ class ContainerSwap:
         gens.save()
         b = new.bundle or {}
         record = {
-            "name": name, "app": self.r.key, "container": name, "version": new.version, "sequence": new.sequence,
+            "kind": ContainerTarget.KIND, "name": name, "app": self.r.key, "container": name,
+            "version": new.version, "sequence": new.sequence,
             "highest_sequence": highest_sequence_after(self.r.installed_before, new.sequence),
             "image": new.image_ref, "image_id": new.image_id,
             "images": b.get("images") or {new.image_ref: new.image_id},
-            "bundle_sha256": b.get("sha256"), "signers": b.get("signers"),
+            "bundle_sha256": b.get("sha256"), "signers": [s.fingerprint for s in signers_of(b.get("signers"))],
             "container_id": new.id, "generation": new.generation, "installed_at": t,
             "previous": [summary(i) for i in gens.previous()], "health": self.r.health,
         }
@@ -274,7 +274,7 @@ class ContainerSwap:
             if not isinstance(e, data.RestoreError):
                 msg += f"; {self._data_state()}"
             msg += f". No container or backup was deleted; see {self.app_dir / SwapJournal.FILE}"
-            self._audit("operator needed", msg)
+            self._audit(Result.OPERATOR_NEEDED, msg)
             raise OperatorNeeded(msg) from e
         if not old:
             msg = f"{why}; nothing was installed"
@@ -283,7 +283,7 @@ class ContainerSwap:
         else:
             msg = f"{why}; the previous version {old.version or old.image_ref} is back (stopped, as it was)"
         try:
-            self.finish("rolled back", msg)
+            self.finish(Result.ROLLED_BACK if old else Result.INSTALL_UNDONE, msg)
         except OSError as e:  # the old version is back: that is what the exit code says
             msg += f" (the journal could not be closed: {e.strerror or e}; `bundle recover` will close it)"
         raise UpdateFailed(msg) if old else InstallUndone(msg)

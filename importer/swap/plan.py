@@ -26,6 +26,7 @@ from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
+from bundlecore.release import ContainerTarget, RunSettings
 from importer.state import StateDir
 from importer.swap import data
 from importer.swap.config import describe_mount, run_config
@@ -88,7 +89,7 @@ class SwapPlan:
 
     kind: PlanKind
     name: str
-    target: dict
+    target: ContainerTarget
     new_image_id: str
     new_image_ref: str
     new_version: str | None = None
@@ -105,6 +106,8 @@ class SwapPlan:
     prefer: Side | None = None
     masked: frozenset[str] = frozenset()  # env keys whose values are never shown (site settings)
     app: str | None = None  # the app (state key); `name` is its target container. None: the same name
+    gate: dict | None = None  # the health settings the swap's gate applies: the target's, or for a
+                              # rollback the generation's own (as its record keeps them)
 
     @property
     def key(self) -> str:
@@ -114,10 +117,10 @@ class SwapPlan:
         out = []
         if self.kind == PlanKind.INSTALL:
             out.append(f"install {self.name}: new container from {self.new_image_ref} ({self.new_image_id[:19]})")
-            run = self.target.get("run") or {}
-            for p in run.get("ports") or []:
+            run = self.target.run
+            for p in run.ports or ():
                 out.append(f"  publish port {p}")
-            for v in run.get("volumes") or []:
+            for v in run.volumes or ():
                 out.append(f"  mount {v}")
             if install_touches_existing_data(self.target):
                 out.append("  data already in those volumes/directories is backed up before the first start")
@@ -162,9 +165,9 @@ def human_or_unknown(n: int | None) -> str:
     return "?" if n is None else human(n)
 
 
-def install_touches_existing_data(target: dict) -> bool:
+def install_touches_existing_data(target: ContainerTarget) -> bool:
     """A first install mounts named volumes or host paths, which may hold data from before."""
-    return any(parse_volume(v).kind is not VolumeKind.ANONYMOUS for v in (target.get("run") or {}).get("volumes") or [])
+    return any(parse_volume(v).kind is not VolumeKind.ANONYMOUS for v in target.run.volumes or ())
 
 
 def image_ref_for(client, target_ref: str, image_id: str) -> str:
@@ -185,28 +188,30 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
     )
 
 
-def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_version: str | None = None,
+def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: str, *, new_version: str | None = None,
               prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
     whose run settings conflict (importer.swap.merge) is refused here, before anything is loaded."""
-    name = target["name"]
+    name = target.name
     app = app or name
     client.ping()
     # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
     # not be in the engine yet; run_swap resolves it again.
     new_img = client.image(new_image_id) or {"Id": new_image_id, "Config": {}}
     loaded = "RepoTags" in new_img
-    ref = image_ref_for(client, target.get("image", ""), new_img["Id"]) if loaded else (target.get("image") or new_image_id)
+    ref = image_ref_for(client, target.image, new_img["Id"]) if loaded else (target.image or new_image_id)
     old = client.container_named(name)
     if not old:
-        check_host(client, run_config(target, ref), replaced=None)  # before anything is loaded
+        check_host(client, run_config(target.run.as_mapping(), ref), replaced=None)  # before anything is loaded
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
-                        health=_describe_health(target, hc, loaded), app=app)
+                        health=_describe_health(target.health_json(), hc, loaded), app=app,
+                        gate=target.health_json())
     current = _current(state, old, Generations(state.app_dir(app)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
     plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
-                    new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app)
+                    new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
+                    gate=target.health_json())
     _fill_mounts(client, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = client.image(old["Image"]) or {}
@@ -214,7 +219,7 @@ def plan_swap(client, state: StateDir, target: dict, new_image_id: str, *, new_v
         _merge_settings(plan, state, old, old_img)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
         hc = old["Config"].get("Healthcheck")  # the user's override is carried over
-    plan.health = _describe_health(target, hc, loaded or bool(hc))
+    plan.health = _describe_health(plan.gate, hc, loaded or bool(hc))
     note_risks(plan, old)
     return plan
 
@@ -224,7 +229,7 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     container bundle never installed); theirs: the new target's; ours: the running container."""
     recorded = (Generations(state.app_dir(plan.key)).current or {}).get("bundle") or {}
     base = settings_of_run(recorded["run"]) if "run" in recorded else None
-    theirs = settings_of_run(plan.target.get("run"))
+    theirs = settings_of_run(plan.target.run.as_mapping())
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
     plan.settings = merge(base, theirs, ours, plan.prefer)
     conflicts = plan.settings.conflicts
@@ -259,9 +264,10 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     if not cur:
         raise EnvironmentProblem(f"no container named {name} is installed")
     health = target_item.get("health")  # its own (None: from before generations kept theirs, or adopted)
-    plan = SwapPlan(PlanKind.ROLLBACK, name, {"name": name, "health": health}, target_item["image_id"],
-                    target_item.get("image_ref") or target_item["image_id"], target_item.get("version"),
-                    old=_current(state, cur, gens), rollback_to=target_item, app=app)
+    ref = target_item.get("image_ref") or target_item["image_id"]
+    plan = SwapPlan(PlanKind.ROLLBACK, name, ContainerTarget(name, ref, RunSettings()), target_item["image_id"],
+                    ref, target_item.get("version"), old=_current(state, cur, gens), rollback_to=target_item,
+                    app=app, gate=health)
     _fill_mounts(client, plan, cur)
     info = client.container(target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
@@ -269,8 +275,8 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     return plan
 
 
-def _describe_health(target: dict, image_hc: dict | None, image_known: bool) -> str:
-    gate = HealthGate(target.get("health"), image_hc)
+def _describe_health(health: dict | None, image_hc: dict | None, image_known: bool) -> str:
+    gate = HealthGate(health, image_hc)
     if not image_known and not gate.probe_kind:
         return "the image's HEALTHCHECK if it has one, else still running after 10 s"
     return gate.describe()

@@ -21,7 +21,9 @@ import uuid
 from bundlecore.engine import container_name
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
-from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, signers_of, write_event
+from bundlecore.release import ContainerTarget
+from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, write_event
+from importer.delivery import Delivery
 from importer.state import StateDir, highest_sequence_after
 from importer.swap import data
 from importer.swap.config import recreate_config, run_config
@@ -66,7 +68,7 @@ def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *
     if new.create is not None:  # the container this swap creates says so: recovery removes only that one
         new.create["config"].setdefault("Labels", {}).update(_owner(state, swap_id).labels())
     record = JournalRecord(
-        kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.target.get("health"),
+        kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.gate,
         bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.key),
         generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes,
         swap_id=swap_id, app=plan.app)
@@ -77,32 +79,31 @@ def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *
     return j
 
 
-def run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, *, keep: int = 2, out=print) -> dict:
+def run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
     """Execute the plan; returns the installed record. Raises UpdateFailed (old version back),
     OperatorNeeded (could not put it back; nothing deleted) or EnvironmentProblem (nothing changed)."""
-    bundle = dict(bundle or {})
     if plan.kind == PlanKind.ROLLBACK:
         raise UsageProblem("use rollback() for a rollback plan")
     if plan.kind == PlanKind.UNCHANGED:
-        return _record_unchanged(state, plan, bundle)
+        return _record_unchanged(state, plan, delivery)
     swap_id = uuid.uuid4().hex
     with data.helpers_owned_by(_owner(state, swap_id)):
-        return _run_swap(client, state, plan, bundle, swap_id, keep, out)
+        return _run_swap(client, state, plan, delivery, swap_id, keep, out)
 
 
-def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: str, keep: int, out) -> dict:
+def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_id: str, keep: int, out) -> dict:
     helper = preflight(client, state, plan, [plan.old.image_id, plan.new_image_id] if plan.old else [plan.new_image_id])
-    plan.new_image_ref = image_ref_for(client, plan.target.get("image", ""), plan.new_image_id)
+    plan.new_image_ref = image_ref_for(client, plan.target.image, plan.new_image_id)
     gens = Generations(state.app_dir(plan.key))
+    release, run = delivery.release, plan.target.run.as_mapping()
+    bundle = delivery.journal_bundle()
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
-        version=bundle.get("version") or plan.new_version, sequence=bundle.get("sequence"),
-        bundle={k: bundle.get(k) for k in ("sha256", "signers", "signed_by", "name", "images")}
-        | {"run": plan.target.get("run") or {}})
+        version=release.version, sequence=release.sequence, bundle=bundle | {"run": run})
     if plan.kind == PlanKind.INSTALL:
-        new.create = run_config(plan.target, plan.new_image_ref)
+        new.create = run_config(run, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
-        vols = named_volumes((plan.target.get("run") or {}).get("volumes") or [])
+        vols = named_volumes(run.get("volumes") or [])
         j = _begin(state, plan, SwapKind.INSTALL, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new,
                    old=None,
                    preexisting=PreexistingData(named_volumes=vols, mounts=[],
@@ -132,23 +133,20 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, bundle: dict, swap_id: st
     return ContainerSwap(client, state, j, out=out).run_forward()
 
 
-def _record_unchanged(state: StateDir, plan: SwapPlan, bundle: dict) -> dict:
+def _record_unchanged(state: StateDir, plan: SwapPlan, delivery: Delivery) -> dict:
+    r = delivery.release
     rec = state.installed(plan.key) or {}
-    rec.update({"name": plan.name, "app": plan.key, "container": plan.name,
-                "version": bundle.get("version") or rec.get("version"),
-                "sequence": bundle.get("sequence", rec.get("sequence")),
-                "highest_sequence": highest_sequence_after(rec, bundle.get("sequence")),
+    rec.update({"kind": ContainerTarget.KIND, "name": plan.name, "app": plan.key, "container": plan.name,
+                "version": r.version, "sequence": r.sequence, "highest_sequence": highest_sequence_after(rec, r.sequence),
                 "image_id": plan.new_image_id, "image": plan.new_image_ref, "container_id": plan.old.id,
-                "images": bundle.get("images") or rec.get("images"), "bundle_sha256": bundle.get("sha256"),
-                "signers": bundle.get("signers")})
+                "images": dict(delivery.images) or rec.get("images"), "bundle_sha256": delivery.sha256,
+                "signers": r.fingerprints})
     state.record_installed(plan.key, rec)
-    if bundle.get("name") and isinstance(bundle.get("sequence"), int):
-        state.raise_sequence(bundle["name"], bundle["sequence"])
+    state.raise_sequence(r.app, r.sequence)
     write_event(state, AuditEvent(
         EventKind.UPGRADE, Result.UNCHANGED, 0, app=plan.key, started=now(),
-        bundle=BundleRef(bundle.get("sha256"), bundle.get("name"), bundle.get("version"), bundle.get("sequence")),
-        signers=signers_of(bundle.get("signed_by") or bundle.get("signers")), version_from=plan.old.version,
-        version_to=bundle.get("version"), details={"container": plan.name}))
+        bundle=BundleRef(delivery.sha256, r.app, r.version, r.sequence),
+        signers=r.signers, version_from=plan.old.version, version_to=r.version, details={"container": plan.name}))
     return rec
 
 
@@ -171,7 +169,7 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
     if helper is None:
         helper = data.find_helper_image(client, [plan.old.image_id, target_item["image_id"]])
     if health is not None:
-        plan.target["health"] = health
+        plan.gate = health
     gens = Generations(state.app_dir(plan.key))
     cur_info = client.inspect_container(plan.old.id)
     cur = gens.current

@@ -26,7 +26,8 @@ from bundlecore.engine import EngineError, EngineNotFound, container_name
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
-from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, result_of, signers_of, step_phase,
+from bundlecore.release import Result, signers_of
+from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, step_phase,
                             write_event)
 from importer.state import StateDir, container_of
 from importer.swap import data
@@ -160,20 +161,19 @@ class Uninstall:
             raise OperatorNeeded(f"the uninstall of {self.r.key} stopped at step {self.r.step} after its final "
                                  f"backup: {why}; `bundle recover` finishes it") from e
         where = str(self.removed_to)
-        self._finish("uninstalled", f"{self.r.key} was uninstalled; its final backup and records are in {where}")
+        self._finish(Result.DONE, f"{self.r.key} was uninstalled; its final backup and records are in {where}")
         return where
 
-    def _finish(self, result: str, message: str) -> None:
+    def _finish(self, result: Result, message: str) -> None:
         self.j.finish(result, message)
         r, b = self.r, self.r.bundle or {}
         try:
-            outcome = result_of(result, "uninstall")
             write_event(self.state, AuditEvent(
-                EventKind.RECOVER if self.recovering else EventKind.UNINSTALL, outcome, outcome.exit_code,
+                EventKind.RECOVER if self.recovering else EventKind.UNINSTALL, result, result.exit_code,
                 app=r.key, message=message, started=r.started_at, phases=self.timer.seconds,
                 bundle=BundleRef(b.get("sha256"), b.get("name"), (r.installed_before or {}).get("version"),
                                  (r.installed_before or {}).get("sequence")),
-                signers=signers_of(b.get("signed_by") or b.get("signers")),
+                signers=signers_of(b.get("signers")),
                 version_from=(r.installed_before or {}).get("version"),
                 details={"swap": "uninstall", "container": r.name, "keep_data": r.uninstall["keep_data"],
                          "steps": [h["step"] + ":" + h["phase"] for h in r.history]}))
@@ -238,7 +238,7 @@ class Uninstall:
             detail = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
             raise OperatorNeeded(f"{why}; putting {self.r.name} back failed: {detail}; nothing was deleted, "
                                  f"see {self.j.app_dir / SwapJournal.FILE}") from e
-        self._finish("not uninstalled", f"{why}; nothing was removed")
+        self._finish(Result.NOT_DONE, f"{why}; nothing was removed")
         raise EnvironmentProblem(f"{why}; nothing was removed, {self.r.name} is as it was")
 
     def start_old(self):

@@ -6,7 +6,8 @@ import pytest
 from bundlecore.errors import UsageProblem
 from bundlecore.schema import validator
 from bundler.spec import load_spec
-from importer.pipeline import probation_seconds, with_probation
+from bundlecore.release import ContainerTarget, RunSettings
+from importer.pipeline import probation_seconds
 from importer.swap.health import HealthGate, container_address, container_ip
 from tests.unit.test_spec import ISSUE_SPEC
 
@@ -127,9 +128,11 @@ def test_a_bad_probation_flag_is_a_usage_error(text):
 
 
 def test_the_probation_flag_overrides_the_window_and_keeps_the_signed_rest():
-    target = {"name": "demo", "health": {**HEALTH, "probation": 60, "max_restarts": 2}}
-    assert with_probation(target, None) is target
-    assert with_probation(target, 15)["health"] == {**HEALTH, "probation": 15, "max_restarts": 2}
-    assert with_probation({"name": "demo"}, 15)["health"] == {"probation": 15}
-    assert HealthGate(with_probation({"name": "demo"}, 15)["health"]).max_restarts == 0  # no restart allowed
-    assert target["health"]["probation"] == 60  # the signed manifest's dict is not changed
+    target = ContainerTarget.from_json({"name": "demo", "image": "demo:1", "run": {},
+                                        "health": {**HEALTH, "probation": 60, "max_restarts": 2}})
+    bare = ContainerTarget("demo", "demo:1", RunSettings())
+    assert target.with_probation(None) is target
+    assert target.with_probation(15).health_json() == {**HEALTH, "probation": 15, "max_restarts": 2}
+    assert bare.with_probation(15).health_json() == {"probation": 15}
+    assert HealthGate(bare.with_probation(15).health_json()).max_restarts == 0  # no restart allowed
+    assert target.health.probation == 60  # the signed release is not changed

@@ -7,7 +7,8 @@ from bundlecore.errors import UsageProblem
 from bundlecore.schema import first_error
 from bundler.spec import load_spec
 from importer.registry import check_registry_address, is_loopback, push_target
-from importer.service.settings import (NS, Outcome, healthcheck, outcome, service_spec, services_of, soak_of,
+from bundlecore.release import RunSettings, ServiceTarget
+from importer.service.settings import (NS, Outcome, healthcheck, outcome, service_spec,
                                        update_config, with_image)
 
 SERVICE_SPEC = """\
@@ -152,9 +153,10 @@ def test_a_service_spec_with_stages_normalizes_soaks_to_seconds(tmp_path):
     p.write_text(SERVICE_SPEC + STAGES)
     spec = load_spec(p)
     assert spec.target["stages"] == [{"services": ["web-canary"], "soak": 7 * 86400}, {"services": ["web"], "soak": 0}]
-    assert services_of(spec.target) == [["web-canary"], ["web"]]
-    assert soak_of(spec.target, 0) == 7 * 86400
-    assert services_of({"name": "web"}) == [["web"]]
+    target = ServiceTarget.from_json(spec.target)
+    assert target.services() == [["web-canary"], ["web"]]
+    assert target.soak(0) == 7 * 86400
+    assert ServiceTarget("web", "web:1", RunSettings()).services() == [["web"]]
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -121,7 +121,7 @@ def test_stop_timeout_zero_is_a_setting_and_is_kept():
 
 
 def run(**run):
-    return run_config({"run": run}, "app:1")["config"]
+    return run_config(run, "app:1")["config"]
 
 
 def test_first_install_publishes_ports_and_exposes_them():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bundlecore.release import Result
 from importer.swap.journal import (FORWARD_STEPS, UNDO_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 
@@ -80,7 +81,7 @@ def test_recovery_reads_a_crashed_journal_from_disk_and_sees_where_it_stopped(tm
 def test_finishing_moves_the_record_to_last_swap_and_removes_the_journal(tmp_path):
     j = SwapJournal.start(tmp_path, JournalRecord.from_json(copy.deepcopy(UPGRADE)))
     j.save()
-    j.finish("installed", "demo 2.0.0 is running")
+    j.finish(Result.DONE, "demo 2.0.0 is running")
     assert not (tmp_path / SwapJournal.FILE).exists()
     assert SwapJournal.last(tmp_path)["result"] == "installed"
 

@@ -2,6 +2,8 @@
 
 import pytest
 
+from bundlecore.release import ContainerTarget, RunSettings
+
 from importer.swap.plan import Blocker, PlanKind, SwapPlan, note_risks, install_touches_existing_data
 
 
@@ -16,7 +18,7 @@ def inspect(auto_remove=False, labels=None):
     (inspect(labels={"com.docker.compose.project": "p"}), [], 1),  # a warning only: the swap goes on
 ])
 def test_a_container_the_swap_must_not_touch_is_a_typed_blocker_and_is_also_shown(info, blockers, warned):
-    plan = SwapPlan(PlanKind.UPGRADE, "app", {}, "sha256:x", "app:2")
+    plan = SwapPlan(PlanKind.UPGRADE, "app", ContainerTarget("app", "app:2", RunSettings()), "sha256:x", "app:2")
     note_risks(plan, info)
     assert plan.blockers == blockers and len(plan.warnings) == warned
     assert all(b.warning in plan.warnings for b in blockers)
@@ -26,11 +28,12 @@ def test_a_container_the_swap_must_not_touch_is_a_typed_blocker_and_is_also_show
     ([], False), (["/cache"], False), (["/cache:ro"], False), (["data:/data"], True), (["/srv:/srv"], True),
 ])
 def test_a_first_install_backs_up_only_when_it_mounts_something_that_existed_before(volumes, touches):
-    assert install_touches_existing_data({"run": {"volumes": volumes}}) is touches
+    assert install_touches_existing_data(ContainerTarget("app", "app:1", RunSettings.from_json({"volumes": volumes}))) is touches
 
 
 def test_the_install_plan_lists_ports_mounts_and_the_backup_of_existing_data():
-    plan = SwapPlan(PlanKind.INSTALL, "app", {"run": {"ports": ["80:8080"], "volumes": ["data:/data"]}},
+    run = RunSettings.from_json({"ports": ["80:8080"], "volumes": ["data:/data"]})
+    plan = SwapPlan(PlanKind.INSTALL, "app", ContainerTarget("app", "app:1", run),
                     "sha256:" + "a" * 64, "app:1", health="still running after 10 s")
     assert plan.lines() == [
         f"install app: new container from app:1 (sha256:{'a' * 12})",
