@@ -127,7 +127,8 @@ def test_recovery_killed_while_restoring_is_recovered_again(docker_client, swap_
 def test_import_refuses_to_swap_over_a_pending_journal(docker_client, swap_env, demo_images):
     _with_v1(docker_client, swap_env, demo_images)
     _swap_killed(swap_env, demo_images["v2"], 2, "backup", "after")
-    plan = plan_swap(Engine(docker_client), swap_env["state"], typed(target_for(swap_env, demo_images["v2"])), demo_images["v2"]["id"])
+    plan = plan_swap(Engine(docker_client), swap_env["state"], typed(target_for(swap_env, demo_images["v2"])),
+                     demo_images["v2"]["id"])
     with pytest.raises(Exception, match="bundle recover"):
         run_swap(Engine(docker_client), swap_env["state"], plan, delivery(bundle_for(demo_images["v2"], 2)))
     # What `bundle import` does first inside the lock: recover, then swap.
