@@ -234,7 +234,8 @@ def container_of(app: str, record: dict | None) -> str:
 
 # -- layout migration -------------------------------------------------------------------------
 MIGRATION_PLAN = "migration.json"
-JOURNALS = ("journal.json", "last-swap.json")
+JOURNAL = "journal.json"  # a journaled run in progress, of any kind (importer.steps)
+JOURNALS = (JOURNAL, "last-swap.json")
 
 
 def _is_layout1(record: dict | None) -> bool:

@@ -444,10 +444,10 @@ def test_kill_9_during_a_first_install_then_recover_leaves_a_healthy_service(fle
 
 # every journal step of a service rollout, and the version recover must leave running
 @pytest.mark.parametrize("step,when,left", [("service_begin", "after", "1.0.0"),
-                                            ("service_update_started", "after", "1.0.0"),
+                                            ("service_update", "before", "1.0.0"),
                                             ("service_update", "after", "2.0.0"),  # Swarm rolls on its own
-                                            ("service_commit_started", "before", "2.0.0"),
-                                            ("service_commit_started", "after", "2.0.0")])
+                                            ("service_commit", "ahead", "2.0.0"),
+                                            ("service_commit", "before", "2.0.0")])
 def test_kill_9_during_a_rollout_then_recover_leaves_one_healthy_version(fleet, services, swarm, step, when, left):
     assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
     r = do_import(fleet, bundle_of(fleet, "2.0.0", 2), services,

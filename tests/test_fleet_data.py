@@ -123,12 +123,14 @@ def test_a_rollback_whose_backup_was_tampered_with_stops_at_0_replicas_with_exit
 
 
 # every journal step the data adds to a failed update, and the data recover must leave
-@pytest.mark.parametrize("step", ["service_backup_started", "service_stop_started", "service_stop",
-                                  "service_restore_started", "service_start_started", "service_start"])
+@pytest.mark.parametrize("step,when", [("service_backup", "before"), ("service_stop", "before"),
+                                       ("service_stop", "after"), ("service_restore", "before"),
+                                       ("service_start", "before"), ("service_start", "after")])
 def test_kill_9_during_the_data_restore_of_a_failed_update_then_recover_lands_on_v1_with_its_data(
-        fleet, services, swarm, volume, step):
+        fleet, services, swarm, volume, step, when):
     before = installed_v1_with_user_data(fleet, services, swarm, volume)
-    r = do_import(fleet, bundle_of(fleet, "3.0.0", 3, volume=volume), services, env={"BUNDLE_CRASH_AT": step})
+    r = do_import(fleet, bundle_of(fleet, "3.0.0", 3, volume=volume), services,
+                  env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
     assert r.code == -signal.SIGKILL, str(r)
     assert (services / "apps" / fleet["web"] / "journal.json").exists()
     rec = run_bundle("recover", "--state-dir", services, "--yes")
@@ -140,19 +142,21 @@ def test_kill_9_during_the_data_restore_of_a_failed_update_then_recover_lands_on
     assert not (services / "apps" / fleet["web"] / "journal.json").exists()
 
 
-@pytest.mark.parametrize("step", ["service_backup_started", "service_stop", "service_restore_started",
-                                  "service_start_started", "service_commit_started"])
+@pytest.mark.parametrize("step,when", [("service_backup", "before"), ("service_stop", "after"),
+                                       ("service_restore", "before"), ("service_start", "before"),
+                                       ("service_commit", "before")])
 def test_kill_9_during_bundle_rollback_then_recover_lands_on_one_version_with_matching_data(
-        fleet, services, swarm, volume, step):
+        fleet, services, swarm, volume, step, when):
     before = installed_v1_with_user_data(fleet, services, swarm, volume)
     assert do_import(fleet, bundle_of(fleet, "2.0.0", 2, volume=volume), services).code == 0
     v2_data = content(swarm, fleet, volume)
-    r = run_bundle("rollback", fleet["web"], "--state-dir", services, "--yes", env={"BUNDLE_CRASH_AT": step})
+    r = run_bundle("rollback", fleet["web"], "--state-dir", services, "--yes",
+                   env={"BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": when})
     assert r.code == -signal.SIGKILL, str(r)
     rec = run_bundle("recover", "--state-dir", services, "--yes")
     assert rec.code == 0, str(rec)
     v1, v2 = pinned(fleet, "1.0.0"), pinned(fleet, "2.0.0")
-    want, data = (v2, v2_data) if step == "service_backup_started" else (v1, before)
+    want, data = (v2, v2_data) if step == "service_backup" else (v1, before)
     assert wait_until(lambda: running(swarm, fleet["web"]) == {want: 2}, timeout=60), running(swarm, fleet["web"])
     assert content(swarm, fleet, volume) == data
     assert record(fleet, services)["image"] == want

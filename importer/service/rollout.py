@@ -2,35 +2,33 @@
 
 Swarm does the rolling itself (parallelism, order, monitor, automatic rollback); what this adds
 is a durable record of the rollout in the state dir and the waiting, so a killed importer is
-followed by a `bundle recover` that leaves the service on exactly one version, healthy:
+followed by a `bundle recover` that leaves the service on exactly one version, healthy. The
+steps run on the one journaled step runner (importer.steps); `_RULES` is their table:
 
-  journal step BEGIN   -> nothing asked of Swarm yet: recover drops the journal
-  journal step BACKUP  -> the service's local volumes (importer.service.volumes) being backed up;
-                          nothing asked of Swarm yet: recover drops the journal
-  journal step UPDATE  -> (started: asked, maybe not accepted; done: Swarm is rolling on its own)
-                          Swarm may be rolling: recover waits for Swarm's verdict; `completed`
-                          with every task on the new image is committed, `paused` (or a service
-                          that is half on each) is rolled back by Swarm, a first install that is
-                          not healthy is removed
-  journal step COMMIT  -> the installed record is written; recover writes it again
+  BEGIN, BACKUP  -> nothing asked of Swarm yet (BACKUP: the service's local volumes, see
+                    importer.service.volumes, being backed up): recover drops the journal
+  UPDATE         -> (started: asked, maybe not accepted; done: Swarm is rolling on its own)
+                    Swarm may be rolling: recover waits for Swarm's verdict; `completed`
+                    with every task on the new image is committed, `paused` (or a service
+                    that is half on each) is rolled back by Swarm, a first install that is
+                    not healthy is removed
+  COMMIT         -> the installed record is written; recover writes it again
 
-When Swarm rolled an update back (or `bundle rollback` puts the previous version back), the
-volumes get their backup again, forward only, each step redone by recover until it is through:
+Swarm undoes an update itself; when it rolled one back (or `bundle rollback` puts the previous
+version back), the volumes get their backup again, forward only, each step replayed by recover
+until it is through:
 
-  journal step STOP    -> the service scaled to 0 through its spec (the replica count journaled)
-  journal step RESTORE -> importer.swap.data.restore_mounts of the backup (redoing it is exact)
-  journal step START   -> the spec back on the version to land on, with the journaled replicas
+  STOP     -> the service scaled to 0 through its spec (the replica count journaled)
+  RESTORE  -> importer.swap.data.restore_mounts of the backup (redoing it is exact)
+  START    -> the spec back on the version to land on, with the journaled replicas
 A restore that cannot be done cleanly leaves the service at 0 replicas: exit 5 with the backup's place.
 
-The journal is `apps/<service>/journal.json` (the same file name the container swap uses, so
-`bundle status` and `bundle recover` see it) with `"target_kind": "service"`.
+The journal is the one journal file of every kind (importer.state.JOURNAL, so `bundle status` and
+`bundle recover` see it) with `"target_kind": "service"`; its crash points are `service_<step>`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -38,15 +36,14 @@ from pathlib import Path
 
 from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
-from bundlecore.fsutil import atomic_write_json
-from importer.audit import AuditEvent, EventKind, Result, now, write_event
+from importer.audit import AuditEvent, EventKind, Result, now
 from importer.service import volumes as vols
 from importer.service.settings import Outcome, outcome, service_spec, with_image
 from importer.service.settings import rollout as rollout_settings
-from importer.state import StateDir
+from importer.state import JOURNAL, StateDir
+from importer.steps import Resume, Rule, StepJournal, StepRunner
 from importer.swap import data
 
-JOURNAL = "journal.json"
 LAST = "last-rollout.json"
 KIND = "service"
 POLL = 0.5
@@ -86,6 +83,10 @@ class RolloutJournal:
     backup: str | None = None        # backup dir (relative to the app dir) to restore if it fails
     safety: str | None = None        # a rollback's backup of the data it replaces
     replicas: int | None = None      # journaled before STOP: what START brings back
+    history: list = field(default_factory=list)  # every step "started"/"done" (importer.steps)
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
     @staticmethod
     def path(state: StateDir, service: str) -> Path:
@@ -93,34 +94,18 @@ class RolloutJournal:
 
     @classmethod
     def load(cls, state: StateDir, service: str) -> "RolloutJournal | None":
-        try:
-            data = json.loads(cls.path(state, service).read_text())
-        except FileNotFoundError:
-            return None
-        return cls(**data) if data.get("target_kind") == KIND else None
-
-    def mark(self, state: StateDir, step: RolloutStep, phase: str) -> None:
-        hook = f"service_{step}" + ("" if phase == "done" else f"_{phase}")
-        _crash_hook(hook, "before")
-        self.step, self.phase = step, phase
-        state.ensure_app_dir(self.service)
-        atomic_write_json(self.path(state, self.service), asdict(self))
-        _crash_hook(hook, "after")
-
-    def finish(self, state: StateDir, result: str, message: str) -> None:
-        atomic_write_json(state.app_dir(self.service) / LAST,
-                          {"kind": "install" if self.old_image is None else "update", "result": result,
-                           "message": message, "image": self.new_image, "finished_at": now()})
-        try:
-            os.unlink(self.path(state, self.service))
-        except FileNotFoundError:
-            pass
+        data = StepJournal.read(state.app_dir(service))
+        return cls(**data) if data is not None and data.get("target_kind") == KIND else None
 
 
-def _crash_hook(step: str, when: str) -> None:
-    """BUNDLE_CRASH_AT=service_<step>[_started] (BUNDLE_CRASH_WHEN=before|after): SIGKILL (crash tests only)."""
-    if os.environ.get("BUNDLE_CRASH_AT") == step and os.environ.get("BUNDLE_CRASH_WHEN", "after") == when:
-        os.kill(os.getpid(), signal.SIGKILL)
+class _RolloutFile(StepJournal):
+    LAST = LAST
+    POINT_PREFIX = "service_"
+
+    def last_record(self, result: str, message: str) -> dict:
+        r = self.record
+        return {"kind": "install" if r.old_image is None else "update", "result": result, "message": message,
+                "image": r.new_image, "finished_at": now()}
 
 
 # -- Swarm through the engine layer----------------------------------------------------------------
@@ -242,6 +227,173 @@ def swarm_rollback(client, name: str) -> None:
 
 
 # -- one service ------------------------------------------------------------------------------
+class Rollout:
+    """One journaled rollout of a service (or `bundle rollback` with its data), run or recovered."""
+
+    def __init__(self, client, state: StateDir, j: RolloutJournal, out=print, *, deadline: float = 0.0,
+                 info: dict | None = None, auth: dict | None = None):
+        self.client, self.state, self.j, self.out = client, state, j, out
+        self.deadline, self.info, self.auth = deadline, info, auth
+        self.landing: str | None = None   # the image STOP/RESTORE/START land on
+        self.committed: dict | None = None
+        self.file = _RolloutFile(state.ensure_app_dir(j.service), j)
+        self.runner = StepRunner(state, self.file, _RULES, self, out=out)
+
+    def step(self, step: RolloutStep) -> None:
+        self.runner.step(step)
+
+    def finish(self, result: str, message: str, event=None) -> None:
+        self.runner.finish(result, message, event)
+
+    # -- steps -------------------------------------------------------------------------------
+    def back_up(self) -> None:
+        j = self.j
+        bdir = vols.backup_path(self.state, j.service, j.safety or j.backup)
+        manifest = data.backup_volumes(self.client, j.volumes, bdir, image_of(self.info))
+        self.out(f"  backed up {len(j.volumes)} volume(s) of service {j.service} into {bdir} "
+                 f"({sum(m['size'] for m in manifest['mounts'])} bytes compressed)")
+
+    def update(self) -> None:
+        client, j, info = self.client, self.j, self.info
+        if info is None:
+            self.out(f"creating service {j.service} from {j.new_image}")
+            _post(client, "/services/create", service_spec(j.service, j.target, j.new_image), auth=self.auth)
+        else:
+            self.out(f"updating service {j.service}: {j.old_image} -> {j.new_image}")
+            _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], j.new_image, j.target),
+                  {"version": info["Version"]["Index"]}, auth=self.auth)
+
+    def stop(self) -> None:
+        name = self.j.service
+        self.out(f"  stopping the tasks of service {name} to restore its volumes")
+        _set_spec(self.client, name, image_of(inspect(self.client, name)), 0)
+        _wait_stopped(self.client, name, self.deadline)
+
+    def restore(self) -> None:
+        name, bdir = self.j.service, self._bdir()
+        manifest = data.load_backup(bdir)
+        if manifest is None:
+            self.finish("operator needed", f"no complete backup in {bdir}")
+            raise OperatorNeeded(f"service {name}: the backup in {bdir} is incomplete; the service is left at 0 "
+                                 f"replicas with its volumes as they are")
+        try:
+            data.restore_mounts(self.client, bdir, manifest,
+                                data.find_helper_image(self.client, [self.landing, self.j.new_image]))
+        except (data.RestoreError, EnvironmentProblem) as e:
+            self.finish("operator needed", str(e))
+            raise OperatorNeeded(f"service {name}: its volumes could not be restored cleanly ({e}); the service "
+                                 f"is left at 0 replicas; the backup is in {bdir}") from None
+        self.out(f"  restored {len(manifest['mounts'])} volume(s) of service {name} from {bdir}")
+
+    def start(self) -> None:
+        name, image = self.j.service, self.landing
+        _set_spec(self.client, name, image, self.j.replicas)
+        if not wait_created(self.client, name, image, self.deadline, self.j.replicas):
+            self.finish("operator needed", f"{image} did not come back healthy after the restore")
+            raise OperatorNeeded(f"service {name}: {image} did not come back healthy on the restored volumes; "
+                                 f"see `docker service ps {name}`; the backup is in {self._bdir()}")
+
+    def commit(self) -> None:
+        j = self.j
+        if j.action == Action.ROLLBACK:
+            rec = self.state.installed(j.service) or {}
+            rec.update(rolled_back(rec, j.new_image), data_backup=j.safety)
+            self.state.record_installed(j.service, rec)
+            self.committed = rec
+        else:
+            self.committed = _commit(self.state, j.service,
+                                     j.record | ({"data_backup": j.backup} if j.backup else {}), j.new_image)
+
+    # -- driving -----------------------------------------------------------------------------
+    def back_up_volumes(self, what: str) -> None:
+        """Journal, then back up every local volume of the service that is on this node."""
+        j = self.j
+        mounts = _on_this_node(self.client, j, self.info, self.out)
+        if not mounts:
+            return
+        j.volumes = mounts
+        if j.action == Action.ROLLBACK:  # keep what it holds now; put back what it held before the update
+            j.safety, j.backup = vols.new_backup_dir(what), j.record.get("data_backup")
+        else:
+            j.backup = vols.new_backup_dir(what)
+        self.step(RolloutStep.BACKUP)
+
+    def settle(self) -> dict:
+        """Wait for Swarm's verdict on the journaled rollout and act on it (also used by recover)."""
+        client, j = self.client, self.j
+        name, image = j.service, j.new_image
+        if j.old_image is None:
+            if wait_created(client, name, image, self.deadline, replicas_of(inspect(client, name) or {"Spec": {}})):
+                return self.commit_and_finish(f"created with {running_images(client, name).get(image)} replica(s)")
+            errors = task_errors(client, name, image)
+            _remove(client, name)
+            self.finish("failed", "first install not healthy; service removed")
+            raise UpdateFailed(f"service {name} did not get healthy and was removed"
+                               + (": " + "; ".join(errors) if errors else ""))
+        result = wait_update(client, name, j.since, self.deadline)
+        if result == Outcome.COMPLETED and settled_on(client, name, image):
+            return self.commit_and_finish("update completed")
+        if result == Outcome.ROLLED_BACK:
+            errors = task_errors(client, name, image)
+            restored = self.restore_data(j.old_image) if j.volumes else ""
+            self.finish("rolled back", "; ".join(errors),
+                        lambda: AuditEvent(EventKind.SERVICE_UPDATE, Result.ROLLED_BACK, 4, app=name,
+                                           message="; ".join(errors), details={"image": image}))
+            raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}{restored}"
+                               + (": " + "; ".join(errors) if errors else ""))
+        self.finish("paused", f"Swarm left the update {result}")
+        message = ((inspect(client, name) or {}).get("UpdateStatus") or {}).get("Message")
+        raise OperatorNeeded(f"service {name}: Swarm left the update {result} ({message}); "
+                             f"`bundle rollback {name}` or `docker service update --rollback {name}`")
+
+    def commit_and_finish(self, message: str) -> dict:
+        j = self.j
+        self.step(RolloutStep.COMMIT)
+        self.finish("completed", message,
+                    lambda: AuditEvent(EventKind.SERVICE_UPDATE, Result.DONE, 0, app=j.service, message=message,
+                                       phases={"rollout": time.time() - j.t0}, details={"image": j.new_image}))
+        return self.committed
+
+    def restore_data(self, image: str) -> str:
+        """STOP, RESTORE, START (each journaled first; recover replays the step it stopped in):
+        the volumes hold exactly their backup and `image` runs on the journaled replicas again."""
+        self.landing = image
+        if self.j.replicas is None:
+            self.j.replicas = replicas_of(inspect(self.client, self.j.service))
+        self.runner.forward(_RESTORE_STEPS)
+        return self.restored()
+
+    def restored(self) -> str:
+        return f"; its volumes were restored from {self._bdir()}"
+
+    def _bdir(self) -> Path:
+        return vols.backup_path(self.state, self.j.service, self.j.backup)
+
+    def finish_rollback(self) -> dict:
+        """`bundle rollback` with data, from its backup on (at COMMIT the data is back and may have
+        been written to since: the steps already done are not run again)."""
+        j = self.j
+        restored = self.restore_data(j.new_image)
+        self.step(RolloutStep.COMMIT)
+        self.finish("rolled back", f"bundle rollback{restored}")
+        self.out(f"service {j.service} runs {j.new_image} again{restored}")
+        return self.committed
+
+
+# The one table of a rollout's steps (importer.steps). Swarm undoes an update by itself, so no step
+# names an undo step; the data's way back is STOP, RESTORE, START, replayed until through.
+_RULES = {
+    RolloutStep.BEGIN: Rule(lambda m: None, started=Resume.NONE),
+    RolloutStep.BACKUP: Rule(Rollout.back_up, started=Resume.NONE),
+    RolloutStep.UPDATE: Rule(Rollout.update, started=Resume.REPLAY),
+    RolloutStep.STOP: Rule(Rollout.stop, started=Resume.REPLAY),
+    RolloutStep.RESTORE: Rule(Rollout.restore, started=Resume.REPLAY),
+    RolloutStep.START: Rule(Rollout.start, started=Resume.REPLAY),
+    RolloutStep.COMMIT: Rule(Rollout.commit, started=Resume.REPLAY),
+}
+_RESTORE_STEPS = (RolloutStep.STOP, RolloutStep.RESTORE, RolloutStep.START)
+
+
 def roll_out(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print,
              auth: dict | None = None) -> dict:
     """Create `service` or update its image, journaled; the installed record once Swarm is done.
@@ -254,48 +406,13 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
     j = RolloutJournal(service=service, new_image=image, old_image=image_of(info) if info else None,
                        record=record, target=target,
                        since=((info or {}).get("UpdateStatus") or {}).get("StartedAt"))
-    j.mark(state, RolloutStep.BEGIN, "done")
+    replicas = replicas_of(info) if info else int((target.get("run") or {}).get("replicas", 1))
+    run = Rollout(client, state, j, out, deadline=deadline_for(target, replicas), info=info, auth=auth)
+    run.step(RolloutStep.BEGIN)
     if info is not None:
-        _back_up(client, state, j, info, "before-update", out)
-    j.mark(state, RolloutStep.UPDATE, "started")
-    deadline = deadline_for(target, replicas_of(info) if info else int((target.get("run") or {}).get("replicas", 1)))
-    if info is None:
-        out(f"creating service {service} from {image}")
-        _post(client, "/services/create", service_spec(service, target, image), auth=auth)
-    else:
-        out(f"updating service {service}: {j.old_image} -> {image}")
-        _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], image, target),
-              {"version": info["Version"]["Index"]}, auth=auth)
-    j.mark(state, RolloutStep.UPDATE, "done")  # Swarm accepted it and is rolling on its own
-    return _settle(client, state, j, deadline, out)
-
-
-def _settle(client, state: StateDir, j: RolloutJournal, deadline: float, out) -> dict:
-    """Wait for Swarm's verdict on the journaled rollout and act on it (also used by recover)."""
-    name, image = j.service, j.new_image
-    if j.old_image is None:
-        if wait_created(client, name, image, deadline, replicas_of(inspect(client, name) or {"Spec": {}})):
-            return _commit_journal(state, j, f"created with {running_images(client, name).get(image)} replica(s)")
-        errors = task_errors(client, name, image)
-        _remove(client, name)
-        j.finish(state, "failed", "first install not healthy; service removed")
-        raise UpdateFailed(f"service {name} did not get healthy and was removed"
-                           + (": " + "; ".join(errors) if errors else ""))
-    result = wait_update(client, name, j.since, deadline)
-    if result == Outcome.COMPLETED and settled_on(client, name, image):
-        return _commit_journal(state, j, "update completed")
-    if result == Outcome.ROLLED_BACK:
-        errors = task_errors(client, name, image)
-        restored = _restore_data(client, state, j, j.old_image, deadline, out) if j.volumes else ""
-        j.finish(state, "rolled back", "; ".join(errors))
-        write_event(state, AuditEvent(EventKind.SERVICE_UPDATE, Result.ROLLED_BACK, 4, app=name,
-                                      message="; ".join(errors), details={"image": image}))
-        raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}{restored}"
-                           + (": " + "; ".join(errors) if errors else ""))
-    j.finish(state, "paused", f"Swarm left the update {result}")
-    message = ((inspect(client, name) or {}).get("UpdateStatus") or {}).get("Message")
-    raise OperatorNeeded(f"service {name}: Swarm left the update {result} ({message}); "
-                         f"`bundle rollback {name}` or `docker service update --rollback {name}`")
+        run.back_up_volumes("before-update")
+    run.step(RolloutStep.UPDATE)  # done: Swarm accepted it and is rolling on its own
+    return run.settle()
 
 
 def _remove(client, name: str) -> None:
@@ -303,15 +420,6 @@ def _remove(client, name: str) -> None:
         client.remove_service(name)
     except EngineNotFound:
         pass
-
-
-def _commit_journal(state: StateDir, j: RolloutJournal, message: str) -> dict:
-    j.mark(state, RolloutStep.COMMIT, "started")
-    rec = _commit(state, j.service, j.record | ({"data_backup": j.backup} if j.backup else {}), j.new_image)
-    j.finish(state, "completed", message)
-    write_event(state, AuditEvent(EventKind.SERVICE_UPDATE, Result.DONE, 0, app=j.service, message=message,
-                                  phases={"rollout": time.time() - j.t0}, details={"image": j.new_image}))
-    return rec
 
 
 def _commit(state: StateDir, service: str, record: dict, image: str) -> dict:
@@ -325,8 +433,8 @@ def _commit(state: StateDir, service: str, record: dict, image: str) -> dict:
 
 
 # -- the data of the service's local volumes --------------------------------------------------
-def _back_up(client, state: StateDir, j: RolloutJournal, info: dict, what: str, out) -> None:
-    """Journal, then back up every local volume of the service that is on this node."""
+def _on_this_node(client, j: RolloutJournal, info: dict, out) -> list[dict]:
+    """The service's local volumes that exist on this node (the others are said, not backed up)."""
     mounts = []
     for m in vols.local_volumes(info["Spec"]):
         try:
@@ -334,19 +442,7 @@ def _back_up(client, state: StateDir, j: RolloutJournal, info: dict, what: str, 
             mounts.append(m)
         except EngineNotFound:
             out(f"  volume {m['name']} of service {j.service} is not on this node: not backed up here")
-    if not mounts:
-        return
-    j.volumes = mounts
-    if j.action == Action.ROLLBACK:  # keep what it holds now; put back what it held before the update
-        j.safety, j.backup = vols.new_backup_dir(what), j.record.get("data_backup")
-    else:
-        j.backup = vols.new_backup_dir(what)
-    j.mark(state, RolloutStep.BACKUP, "started")
-    bdir = vols.backup_path(state, j.service, j.safety or j.backup)
-    manifest = data.backup_volumes(client, mounts, bdir, image_of(info))
-    out(f"  backed up {len(mounts)} volume(s) of service {j.service} into {bdir} "
-        f"({sum(m['size'] for m in manifest['mounts'])} bytes compressed)")
-    j.mark(state, RolloutStep.BACKUP, "done")
+    return mounts
 
 
 def _set_spec(client, name: str, image: str, replicas: int) -> None:
@@ -369,47 +465,6 @@ def _wait_stopped(client, name: str, deadline: float) -> None:
 _ALIVE = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
 
 
-def _restore_data(client, state: StateDir, j: RolloutJournal, image: str, deadline: float, out) -> str:
-    """STOP, RESTORE, START (each journaled first; recover redoes the step it stopped in):
-    the volumes hold exactly their backup and `image` runs on the journaled replicas again."""
-    name = j.service
-    bdir = vols.backup_path(state, name, j.backup)
-    if j.step not in (RolloutStep.RESTORE, RolloutStep.START):
-        if j.replicas is None:
-            j.replicas = replicas_of(inspect(client, name))
-        j.mark(state, RolloutStep.STOP, "started")
-        out(f"  stopping the tasks of service {name} to restore its volumes")
-        _set_spec(client, name, image_of(inspect(client, name)), 0)
-        _wait_stopped(client, name, deadline)
-        j.mark(state, RolloutStep.STOP, "done")
-        j.mark(state, RolloutStep.RESTORE, "started")
-    if j.step == RolloutStep.RESTORE:
-        manifest = data.load_backup(bdir)
-        if manifest is None:
-            j.finish(state, "operator needed", f"no complete backup in {bdir}")
-            raise OperatorNeeded(f"service {name}: the backup in {bdir} is incomplete; the service is left at 0 "
-                                 f"replicas with its volumes as they are")
-        try:
-            data.restore_mounts(client, bdir, manifest, data.find_helper_image(client, [image, j.new_image]))
-        except (data.RestoreError, EnvironmentProblem) as e:
-            j.finish(state, "operator needed", str(e))
-            raise OperatorNeeded(f"service {name}: its volumes could not be restored cleanly ({e}); the service "
-                                 f"is left at 0 replicas; the backup is in {bdir}") from None
-        out(f"  restored {len(manifest['mounts'])} volume(s) of service {name} from {bdir}")
-        j.mark(state, RolloutStep.START, "started")
-    _set_spec(client, name, image, j.replicas)
-    if not wait_created(client, name, image, deadline, j.replicas):
-        j.finish(state, "operator needed", f"{image} did not come back healthy after the restore")
-        raise OperatorNeeded(f"service {name}: {image} did not come back healthy on the restored volumes; "
-                             f"see `docker service ps {name}`; the backup is in {bdir}")
-    j.mark(state, RolloutStep.START, "done")
-    return _restored(state, j)
-
-
-def _restored(state: StateDir, j: RolloutJournal) -> str:
-    return f"; its volumes were restored from {vols.backup_path(state, j.service, j.backup)}"
-
-
 def roll_back_with_data(client, state: StateDir, name: str, info: dict, out=print) -> dict | None:
     """`bundle rollback` of a service with local volumes and a backup from before its last update:
     back up the data it holds now, then put back the previous version and the data of before the
@@ -420,25 +475,13 @@ def roll_back_with_data(client, state: StateDir, name: str, info: dict, out=prin
     previous = image_of({"Spec": info["PreviousSpec"]})
     j = RolloutJournal(service=name, new_image=previous, old_image=image_of(info), record=rec, target={},
                        action=Action.ROLLBACK, replicas=replicas_of(info))
-    j.mark(state, RolloutStep.BEGIN, "done")
-    _back_up(client, state, j, info, "before-rollback", out)
+    run = Rollout(client, state, j, out, deadline=deadline_for({}, j.replicas or 1), info=info)
+    run.step(RolloutStep.BEGIN)
+    run.back_up_volumes("before-rollback")
     if not j.volumes:
-        j.finish(state, "undone", "no volume of the service is on this node")
+        run.finish("undone", "no volume of the service is on this node")
         return None
-    return _finish_rollback(client, state, j, out)
-
-
-def _finish_rollback(client, state: StateDir, j: RolloutJournal, out) -> dict:
-    if j.step != RolloutStep.COMMIT:  # at COMMIT the data is back and may have been written to since
-        _restore_data(client, state, j, j.new_image, deadline_for({}, j.replicas or 1), out)
-    restored = _restored(state, j)
-    j.mark(state, RolloutStep.COMMIT, "started")
-    rec = state.installed(j.service) or {}
-    rec.update(rolled_back(rec, j.new_image), data_backup=j.safety)
-    state.record_installed(j.service, rec)
-    j.finish(state, "rolled back", f"bundle rollback{restored}")
-    out(f"service {j.service} runs {j.new_image} again{restored}")
-    return rec
+    return run.finish_rollback()
 
 
 def rolled_back(rec: dict, previous_image: str) -> dict:
@@ -453,34 +496,36 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     if j is None:
         return []
     out(f"recovering the interrupted rollout of service {name} (stopped at {j.step}:{j.phase})")
-    if j.step in (RolloutStep.BEGIN, RolloutStep.BACKUP):
-        j.finish(state, "undone", "interrupted before Swarm was asked anything")
+    run = Rollout(client, state, j, out)
+    if run.runner.resume() == Resume.NONE:
+        run.finish("undone", "interrupted before Swarm was asked anything")
         return [f"{name}: nothing had changed; journal dropped"]
     if j.action == Action.ROLLBACK:
-        _finish_rollback(client, state, j, out)
+        run.deadline = deadline_for({}, j.replicas or 1)
+        run.finish_rollback()
         return [f"{name}: finished the interrupted rollback; {j.new_image} runs with the data of before the update"]
-    deadline = deadline_for(j.target, replicas_of(inspect(client, name) or {"Spec": {}}))
-    if j.step in (RolloutStep.STOP, RolloutStep.RESTORE, RolloutStep.START):
-        restored = _restore_data(client, state, j, j.old_image, deadline, out)
-        j.finish(state, "rolled back", "Swarm rolled the update back; recover restored the data")
+    run.deadline = deadline_for(j.target, replicas_of(inspect(client, name) or {"Spec": {}}))
+    if j.step in _RESTORE_STEPS:
+        restored = run.restore_data(j.old_image)
+        run.finish("rolled back", "Swarm rolled the update back; recover restored the data")
         return [f"{name}: Swarm had rolled the update back; {j.old_image} runs again{restored}"]
     info = inspect(client, name)
     if j.step == RolloutStep.UPDATE and j.old_image is not None and info is not None:
         state_now = outcome(info.get("UpdateStatus")) if (info.get("UpdateStatus") or {}).get("StartedAt") != j.since else None
         if state_now is None and image_of(info) != j.new_image:
-            j.finish(state, "undone", "Swarm never got the update")
+            run.finish("undone", "Swarm never got the update")
             return [f"{name}: the update never reached Swarm; {j.old_image} is running"]
         if state_now == Outcome.PAUSED:
             since = (info.get("UpdateStatus") or {}).get("StartedAt")
             swarm_rollback(client, name)
-            result = wait_update(client, name, since, deadline)
+            result = wait_update(client, name, since, run.deadline)
             if result == Outcome.ROLLED_BACK and settled_on(client, name, j.old_image):
-                restored = _restore_data(client, state, j, j.old_image, deadline, out) if j.volumes else ""
-                j.finish(state, "rolled back", "the paused update was rolled back by recover")
+                restored = run.restore_data(j.old_image) if j.volumes else ""
+                run.finish("rolled back", "the paused update was rolled back by recover")
                 return [f"{name}: rolled the paused update back; {j.old_image} runs on every replica{restored}"]
             raise OperatorNeeded(f"service {name}: the rollback of the paused update ended {result}")
     try:
-        _settle(client, state, j, deadline, out)
+        run.settle()
     except UpdateFailed as e:
         return [f"{name}: {e}"]
     return [f"{name}: finished the interrupted rollout; {j.new_image} runs on every replica"]

@@ -1,14 +1,9 @@
 """The durable record of one swap: which step it is at, and everything needed to finish or undo it.
 
-The journal is the swap's state machine state. Every step is written (fsync, atomic rename) as
-"started" before it runs and as "done" after it ran, so a process killed at any point leaves a
-journal that says what may have happened; `recover()` reads it and brings the system back to a
-healthy version. A finished swap's journal is moved to `last-swap.json` (what `bundle status`
-shows as the last result) and removed from `journal.json`, which therefore exists only while a
-swap is unfinished.
-
-Test hook: BUNDLE_CRASH_AT=<step> (and BUNDLE_CRASH_WHEN=before|after, default after) kills
-the process with SIGKILL right after that step's record is durable, to prove crash safety.
+The journal is the swap's state machine state, written by the one step runner (importer.steps:
+"started" before a step runs, "done" after, the crash hook of the kill -9 matrix). `recover()`
+reads it and brings the system back to a healthy version. A finished swap's record is kept in
+`last-swap.json` (what `bundle status` shows as the last result).
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 from enum import StrEnum
@@ -25,7 +19,7 @@ from pathlib import Path
 from bundlecore.fsutil import atomic_write_json, read_bytes_nofollow
 from bundlecore.release import Result
 from importer.audit import now
-from importer.state import StateDir
+from importer.steps import Direction, StepJournal, pending  # noqa: F401  (pending: every kind's journals)
 
 
 class SwapKind(StrEnum):
@@ -56,11 +50,6 @@ class Step(StrEnum):
     REMOVE_OLD = "remove_old"
     REMOVE_VOLUMES = "remove_volumes"
     CLEAR_STATE = "clear_state"
-
-
-class Direction(StrEnum):
-    FORWARD = "forward"
-    UNDO = "undo"
 
 
 S = Step
@@ -235,15 +224,14 @@ class JournalRecord(_Record):
         return side
 
 
-class SwapJournal:
+class SwapJournal(StepJournal):
     """The journal file of one application's swap in progress (apps/<name>/journal.json)."""
 
-    FILE = "journal.json"
     LAST = "last-swap.json"
 
     def __init__(self, app_dir: Path, record: JournalRecord):
-        self.app_dir = Path(app_dir)
-        self.record = record
+        super().__init__(app_dir, record)
+        self.record: JournalRecord = record
 
     # -- life cycle ----------------------------------------------------------------------
     @classmethod
@@ -277,21 +265,20 @@ class SwapJournal:
         except FileNotFoundError:
             return False
 
-    def _write(self, name: str) -> None:
+    def _write(self, name: str, doc: dict) -> None:
         try:
-            atomic_write_json(self.app_dir / name, self.record.to_json())
+            atomic_write_json(self.app_dir / name, doc)
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
                 raise
-            atomic_write_json(self.app_dir / name, self.record.to_json())
+            atomic_write_json(self.app_dir / name, doc)
 
     @classmethod
     def load(cls, app_dir: Path) -> "SwapJournal | None":
-        path = Path(app_dir) / cls.FILE
-        try:
-            record = JournalRecord.from_json(json.loads(read_bytes_nofollow(path)))
-        except FileNotFoundError:
+        data = cls.read(app_dir)
+        if data is None:
             return None
+        record = JournalRecord.from_json(data)
         if record.app is None:  # written before the state was keyed by app: its directory is its app
             record.app = Path(app_dir).name
         return cls(app_dir, record)
@@ -303,51 +290,16 @@ class SwapJournal:
         except FileNotFoundError:
             return None
 
-    def finish(self, result: Result, message: str = "") -> None:
-        """Close the swap: keep its record as the last result, then drop the live journal."""
-        self.record.result = status_text(result, self.record.kind)
+    def last_record(self, result: str, message: str) -> dict:
+        self.record.result = status_text(Result(result), self.record.kind)
         self.record.message = message
         self.record.finished_at = now()
-        self._write(self.LAST)
-        try:
-            os.unlink(self.app_dir / self.FILE)
-        except FileNotFoundError:
-            pass
+        return self.record.to_json()
+
+    def finish(self, result: str, message: str = "") -> None:
+        """Close the swap: keep its record as the last result, then drop the live journal."""
+        super().finish(result, message)
         self._release_reserve()
-
-    # -- steps ---------------------------------------------------------------------------
-    def save(self) -> None:
-        self._write(self.FILE)
-
-    def mark(self, step: Step, phase: str) -> None:
-        """Record that `step` is "started" or "done" (with what the record learned), durably."""
-        self.record.step = step
-        self.record.phase = phase
-        self.record.history.append({"step": step, "phase": phase, "at": now()})
-        self.save()
-        _crash_hook(step, "before" if phase == "started" else "after")
-
-    def reached(self, step: Step, phase: str = "started") -> bool:
-        """Whether `step` was ever recorded in `phase` (a started step may have partly run)."""
-        return any(h["step"] == step and h["phase"] == phase for h in self.record.history)
-
-
-def pending(state: StateDir) -> list[str]:
-    """App names of applications with an unfinished swap journal."""
-    apps = state.apps_root
-    if not apps.exists():
-        return []
-    return sorted(d.name for d in apps.iterdir() if (d / SwapJournal.FILE).exists())
-
-
-def _crash_hook(step: str, when: str) -> None:
-    """SIGKILL ourselves at the step named by BUNDLE_CRASH_AT (tests of crash safety only)."""
-    at = os.environ.get("BUNDLE_CRASH_AT")
-    if not at or at != step:
-        return
-    if os.environ.get("BUNDLE_CRASH_WHEN", "after") != when:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # What `bundle status` shows as a finished swap's result (last-swap.json `result`): display text made

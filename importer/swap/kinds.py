@@ -14,7 +14,7 @@ from importer.delivery import Delivery
 from importer.state import StateDir
 from importer import service
 from importer.swap import container
-from importer.swap.journal import pending
+from importer.steps import StepJournal, pending
 
 Out = Callable[[str], None]
 
@@ -85,12 +85,11 @@ def for_target(target: Target) -> TargetKind[Any, Any]:
 def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
     """The kind of an installed application: its record (bundlecore.release.installed_kind), else
     its unfinished journal (a first install has no record yet)."""
-    import json
     named = installed_kind(state.installed(name))
     if named is None:
         try:
-            named = json.loads((state.app_dir(name) / "journal.json").read_text()).get("target_kind")
-        except (FileNotFoundError, ValueError):
+            named = (StepJournal.read(state.app_dir(name)) or {}).get("target_kind")
+        except ValueError:
             pass
     return KINDS.get(named or CONTAINER, KINDS[CONTAINER])
 

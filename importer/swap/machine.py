@@ -1,6 +1,7 @@
 """The container swap as a state machine whose states are the journal's steps.
 
-Each step is recorded "started" before it runs and "done" after (importer.swap.journal), and is
+Each step is recorded "started" before it runs and "done" after by the one step runner
+(importer.steps), which reads `_RULES` (per step: action, undo step, resume rule); each step is
 idempotent against the engine's actual state, so recovery can replay or undo from any point.
 The old container is only ever stopped and renamed (`NAME.previous-G`), never removed here;
 `prune` removes generations beyond `keep` once a later version is committed.
@@ -12,14 +13,14 @@ import os
 import shutil
 import time
 
-from bundlecore import progress
 from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
-from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now, step_phase, write_event
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.state import StateDir, highest_sequence_after
+from importer.steps import Resume, Rule, StepRunner
 from importer.swap import data
 from importer.swap.generations import Generations, summary
 from importer.swap.health import HealthGate
@@ -48,21 +49,16 @@ class ContainerSwap:
         self.app_dir = journal.app_dir
         self.timer = PhaseTimer()
         self.recovering = False  # set by importer.swap.run.recover: the event is then a "recover"
+        self.runner = StepRunner(state, journal, _RULES, self, label=self.r.name, timer=self.timer, out=out)
 
     # -- driving -----------------------------------------------------------------------
     def step(self, step: Step) -> None:
-        self.j.mark(step, "started")
-        progress.step(f"{self.r.name}: {step.value}")
-        with self.timer.phase(step_phase(step)):
-            _ACTIONS[step](self)
-        self.j.mark(step, "done")
+        self.runner.step(step)
 
     def run_forward(self) -> dict:
         """All forward steps; on a failed gate (or any error before commit), undo and raise."""
         try:
-            for s in self.r.steps:
-                if s not in _NOT_IN_FORWARD_LOOP:
-                    self.step(s)
+            self.runner.forward(s for s in self.r.steps if s not in _NOT_IN_FORWARD_LOOP)
         except AttemptFailed as e:
             self.undo(str(e))  # raises UpdateFailed or OperatorNeeded
         except (Exception, KeyboardInterrupt) as e:
@@ -78,21 +74,21 @@ class ContainerSwap:
         return record
 
     def finish(self, result: Result, message: str) -> None:
-        self.j.finish(result, message)
-        self._audit(result, message)
+        self.runner.finish(result, message, lambda: self._event(result, message))
 
     def _audit(self, result: Result, message: str) -> None:
-        try:
-            self._write_audit(result, message)
-        except OSError as e:  # a full disk must not turn a finished rollback into "nothing changed"
-            self.out(f"  could not write the audit log: {e.strerror or e}")
+        self.runner.audit(lambda: self._event(result, message))
 
-    def _write_audit(self, result: Result, message: str) -> None:
+    def resumes_forward(self) -> bool:
+        """Recovery finishes this swap (its gate had passed) instead of undoing it."""
+        return self.runner.resume() == Resume.REPLAY
+
+    def _event(self, result: Result, message: str) -> AuditEvent:
         r, b = self.r, self.r.bundle or {}
         kind = EventKind.RECOVER if self.recovering else EventKind(str(r.kind))
         # `bundle recover` exits 0 once it has put the previous version back
         undone = self.recovering and result in (Result.ROLLED_BACK, Result.INSTALL_UNDONE)
-        write_event(self.state, AuditEvent(
+        return AuditEvent(
             event=kind, result=result, exit_code=ExitCode.DONE if undone else result.exit_code, app=r.key, message=message,
             bundle=BundleRef(b.get("sha256"), b.get("name"), r.new.version, r.new.sequence),
             signers=signers_of(b.get("signers")),
@@ -100,7 +96,7 @@ class ContainerSwap:
             phases=self.timer.seconds, started=r.started_at,
             details={"swap": str(r.kind), "container": r.name, "logs": r.failed_logs,
                      "sequence_from": r.old.sequence if r.old else None,
-                     "steps": [h["step"] + ":" + h["phase"] for h in r.history][-40:]}))
+                     "steps": [h["step"] + ":" + h["phase"] for h in r.history][-40:]})
 
     # -- forward steps -----------------------------------------------------------------
     def stop_old(self):
@@ -257,11 +253,7 @@ class ContainerSwap:
         self.out("  rolling back")
         old = self.r.old
         try:
-            for s in UNDO_STEPS if old else UNDO_STEPS[:2]:
-                if not self.j.reached(s, "done"):
-                    self.step(s)
-                elif s == Step.RESTORE_DATA and self.r.data_restored:
-                    self._say_not_restored_again()
+            self.runner.undo(UNDO_STEPS, already_done=self._already_undone)
         except Exception as e:
             detail = str(e) if isinstance(e, OperatorNeeded) else (
                 e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}")
@@ -404,6 +396,10 @@ class ContainerSwap:
         self.r.fingerprint_restored = data.fingerprint_mounts(self.client, manifest["mounts"], helper)
         self.r.data_restored = True
 
+    def _already_undone(self, step: Step) -> None:
+        if step == Step.RESTORE_DATA and self.r.data_restored:
+            self._say_not_restored_again()
+
     def _say_not_restored_again(self):
         """A resumed undo: the restore completed before; what was written since stays."""
         bdir, manifest = self._backup_to_restore()
@@ -441,20 +437,30 @@ class ContainerSwap:
         return data.find_helper_image(self.client, cands)
 
 
-# The one table from journal step to what it does (BEGIN is recorded by whoever starts the journal).
-_ACTIONS = {
-    Step.STOP_OLD: ContainerSwap.stop_old,
-    Step.RENAME_OLD: ContainerSwap.rename_old,
-    Step.BACKUP: ContainerSwap.backup,
-    Step.CREATE_NEW: ContainerSwap.create_new,
-    Step.RESTORE_TARGET: ContainerSwap.restore_target,
-    Step.RENAME_TARGET: ContainerSwap.rename_target,
-    Step.START_NEW: ContainerSwap.start_new,
-    Step.PROBATION: ContainerSwap.probation,
-    Step.COMMIT: ContainerSwap.commit,
-    Step.PRUNE: ContainerSwap.prune,
-    Step.REMOVE_NEW: ContainerSwap.remove_new,
-    Step.RESTORE_DATA: ContainerSwap.restore_data,
-    Step.RENAME_BACK: ContainerSwap.rename_back,
-    Step.START_OLD: ContainerSwap.start_old,
+# The one table of the container swap's steps: action, the undo step that reverses it, and what
+# recovery does after a crash in it. Before PROBATION a crash is undone (the old version back with
+# its data); from PROBATION on the new version had passed its gate: recovery checks it again,
+# resumes an unfinished window and commits. An undo runs the undo steps of every step that started,
+# in UNDO_STEPS order. BEGIN is recorded by whoever starts the journal.
+_RULES = {
+    Step.BEGIN: Rule(lambda m: None),
+    Step.STOP_OLD: Rule(ContainerSwap.stop_old, undo=Step.START_OLD),
+    Step.RENAME_OLD: Rule(ContainerSwap.rename_old, undo=Step.RENAME_BACK),
+    Step.BACKUP: Rule(ContainerSwap.backup, undo=Step.RESTORE_DATA),
+    Step.CREATE_NEW: Rule(ContainerSwap.create_new, undo=Step.REMOVE_NEW),
+    Step.RESTORE_TARGET: Rule(ContainerSwap.restore_target, undo=Step.RESTORE_DATA),
+    Step.RENAME_TARGET: Rule(ContainerSwap.rename_target, undo=Step.REMOVE_NEW),
+    Step.START_NEW: Rule(ContainerSwap.start_new, undo=Step.REMOVE_NEW),
+    Step.PROBATION: Rule(ContainerSwap.probation, undo=Step.REMOVE_NEW, started=Resume.REPLAY),
+    Step.COMMIT: Rule(ContainerSwap.commit, undo=Step.REMOVE_NEW, started=Resume.REPLAY),
+    Step.PRUNE: Rule(ContainerSwap.prune, started=Resume.REPLAY),
+    Step.REMOVE_NEW: Rule(ContainerSwap.remove_new),
+    Step.RESTORE_DATA: Rule(ContainerSwap.restore_data),
+    Step.RENAME_BACK: Rule(ContainerSwap.rename_back),
+    Step.START_OLD: Rule(ContainerSwap.start_old),
 }
+
+
+def begin(state: StateDir, journal: SwapJournal) -> None:
+    """Record BEGIN: from here on a crash is recovered from the journal."""
+    StepRunner(state, journal, _RULES, None).step(Step.BEGIN)

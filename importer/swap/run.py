@@ -31,7 +31,7 @@ from importer.swap.generations import Generations, parked_name
 from importer.swap.health import HealthGate
 from importer.swap.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
-from importer.swap.machine import AttemptFailed, ContainerSwap
+from importer.swap.machine import AttemptFailed, ContainerSwap, begin
 from importer.swap.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
 
 
@@ -74,8 +74,7 @@ def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *
         swap_id=swap_id, app=plan.app)
     j = SwapJournal.start(app_dir, record)
     gens.save()  # the allocated generation numbers are never reused
-    j.mark(Step.BEGIN, "started")
-    j.mark(Step.BEGIN, "done")
+    begin(state, j)
     return j
 
 
@@ -214,7 +213,7 @@ def _recover(client, state: StateDir, name: str, j: SwapJournal, out) -> list[st
     m.recovering = True
     where = f"{r.step}:{r.phase}"
     out(f"recovering the interrupted {r.kind} of {name} (stopped at {where})")
-    if r.direction == "forward" and (j.reached(Step.PROBATION) or j.reached(Step.COMMIT)):
+    if m.resumes_forward():
         # The gate had passed: check it again, resume an unfinished probation window, then commit.
         info = client.container(r.new.id)
         gate = HealthGate(r.health, (info or {}).get("Config", {}).get("Healthcheck"))

@@ -27,9 +27,9 @@ from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
 from bundlecore.release import Result, signers_of
-from importer.audit import (AuditEvent, BundleRef, EventKind, PhaseTimer, step_phase,
-                            write_event)
+from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer
 from importer.state import StateDir, container_of
+from importer.steps import Resume, Rule, StepRunner
 from importer.swap import data
 from importer.swap.generations import Generations
 from importer.swap.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
@@ -126,10 +126,9 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
         swap_id=swap_id,
         uninstall={"keep_data": plan.keep_data, "volumes": plan.volumes, "parked": plan.parked,
                    "removed_to": f"removed/{plan.app}-{stamp}"})
-    j = SwapJournal.start(state.ensure_app_dir(plan.app), record)
-    j.mark(Step.BEGIN, "started")
-    j.mark(Step.BEGIN, "done")
-    return Uninstall(client, state, j, out).run_forward()
+    m = Uninstall(client, state, SwapJournal.start(state.ensure_app_dir(plan.app), record), out)
+    m.step(Step.BEGIN)
+    return m.run_forward()
 
 
 class Uninstall:
@@ -138,12 +137,14 @@ class Uninstall:
     def __init__(self, client, state: StateDir, journal: SwapJournal, out=print):
         self.client, self.state, self.j, self.r, self.out = client, state, journal, journal.record, out
         self.timer, self.recovering = PhaseTimer(), False
+        self.runner = StepRunner(state, journal, _RULES, self, timer=self.timer, out=out)
 
     def step(self, step: Step) -> None:
-        self.j.mark(step, "started")
-        with self.timer.phase(step_phase(step)):
-            _ACTIONS[step](self)
-        self.j.mark(step, "done")
+        self.runner.step(step)
+
+    def resumes_forward(self) -> bool:
+        """Recovery finishes this uninstall (its final backup is complete) instead of undoing it."""
+        return self.runner.resume() == Resume.REPLAY
 
     @property
     def removed_to(self):
@@ -151,12 +152,10 @@ class Uninstall:
 
     def run_forward(self) -> str:
         try:
-            for s in self.r.steps:
-                if not self.j.reached(s, "done"):
-                    self.step(s)
+            self.runner.forward(self.r.steps)
         except (Exception, KeyboardInterrupt) as e:
             why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
-            if not self.j.reached(Step.BACKUP, "done"):
+            if not self.resumes_forward():
                 self.undo(f"the uninstall of {self.r.key} stopped at step {self.r.step}: {why}")
             raise OperatorNeeded(f"the uninstall of {self.r.key} stopped at step {self.r.step} after its final "
                                  f"backup: {why}; `bundle recover` finishes it") from e
@@ -165,20 +164,19 @@ class Uninstall:
         return where
 
     def _finish(self, result: Result, message: str) -> None:
-        self.j.finish(result, message)
+        self.runner.finish(result, message, lambda: self._event(result, message))
+
+    def _event(self, result: Result, message: str) -> AuditEvent:
         r, b = self.r, self.r.bundle or {}
-        try:
-            write_event(self.state, AuditEvent(
-                EventKind.RECOVER if self.recovering else EventKind.UNINSTALL, result, result.exit_code,
-                app=r.key, message=message, started=r.started_at, phases=self.timer.seconds,
-                bundle=BundleRef(b.get("sha256"), b.get("name"), (r.installed_before or {}).get("version"),
-                                 (r.installed_before or {}).get("sequence")),
-                signers=signers_of(b.get("signers")),
-                version_from=(r.installed_before or {}).get("version"),
-                details={"swap": "uninstall", "container": r.name, "keep_data": r.uninstall["keep_data"],
-                         "steps": [h["step"] + ":" + h["phase"] for h in r.history]}))
-        except OSError as e:
-            self.out(f"  could not write the audit log: {e.strerror or e}")
+        return AuditEvent(
+            EventKind.RECOVER if self.recovering else EventKind.UNINSTALL, result, result.exit_code,
+            app=r.key, message=message, started=r.started_at, phases=self.timer.seconds,
+            bundle=BundleRef(b.get("sha256"), b.get("name"), (r.installed_before or {}).get("version"),
+                             (r.installed_before or {}).get("sequence")),
+            signers=signers_of(b.get("signers")),
+            version_from=(r.installed_before or {}).get("version"),
+            details={"swap": "uninstall", "container": r.name, "keep_data": r.uninstall["keep_data"],
+                     "steps": [h["step"] + ":" + h["phase"] for h in r.history]})
 
     # -- forward steps -------------------------------------------------------------------------
     def stop_old(self):
@@ -233,7 +231,7 @@ class Uninstall:
         self.r.failure = why
         self.j.save()
         try:
-            self.step(Step.START_OLD)
+            self.runner.undo([Step.START_OLD])
         except Exception as e:
             detail = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
             raise OperatorNeeded(f"{why}; putting {self.r.name} back failed: {detail}; nothing was deleted, "
@@ -252,14 +250,16 @@ class Uninstall:
             self.client.start(old.id)
 
 
-_ACTIONS = {
-    Step.BEGIN: lambda m: None,
-    Step.STOP_OLD: Uninstall.stop_old,
-    Step.BACKUP: Uninstall.backup,
-    Step.REMOVE_OLD: Uninstall.remove_old,
-    Step.REMOVE_VOLUMES: Uninstall.remove_volumes,
-    Step.CLEAR_STATE: Uninstall.clear_state,
-    Step.START_OLD: Uninstall.start_old,
+# The one table of the uninstall's steps. A complete final BACKUP is the point of no return:
+# a crash before it is undone (START_OLD puts the stopped container back), after it finished.
+_RULES = {
+    Step.BEGIN: Rule(lambda m: None),
+    Step.STOP_OLD: Rule(Uninstall.stop_old, undo=Step.START_OLD),
+    Step.BACKUP: Rule(Uninstall.backup, done=Resume.REPLAY),
+    Step.REMOVE_OLD: Rule(Uninstall.remove_old, started=Resume.REPLAY),
+    Step.REMOVE_VOLUMES: Rule(Uninstall.remove_volumes, started=Resume.REPLAY),
+    Step.CLEAR_STATE: Rule(Uninstall.clear_state, started=Resume.REPLAY),
+    Step.START_OLD: Rule(Uninstall.start_old),
 }
 
 
@@ -283,7 +283,7 @@ def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> lis
     m = Uninstall(client, state, j, out)
     m.recovering = True
     out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
-    if r.direction == Direction.FORWARD and j.reached(Step.BACKUP, "done"):
+    if m.resumes_forward():
         where = m.run_forward()
         return [f"{app}: finished the interrupted uninstall; its final backup is in {where}"]
     try:
