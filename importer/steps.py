@@ -96,12 +96,18 @@ class StepJournal:
         self.record = record
 
     @classmethod
-    def read(cls, app_dir: Path) -> dict | None:
-        """The journal's JSON (None: no run in progress); never follows a symlink."""
+    def read(cls, app_dir: Path, name: str | None = None) -> dict | None:
+        """The journal's JSON (None: no run in progress), or of another of its files (`LAST`);
+        never follows a symlink."""
         try:
-            return json.loads(read_bytes_nofollow(Path(app_dir) / cls.FILE))
+            return json.loads(read_bytes_nofollow(Path(app_dir) / (name or cls.FILE)))
         except FileNotFoundError:
             return None
+
+    @classmethod
+    def last(cls, app_dir: Path) -> dict | None:
+        """The record of the last finished run (None: none yet)."""
+        return cls.read(app_dir, cls.LAST)
 
     def _write(self, name: str, doc: dict) -> None:
         atomic_write_json(self.app_dir / name, doc)

@@ -9,14 +9,13 @@ reads it and brings the system back to a healthy version. A finished swap's reco
 from __future__ import annotations
 
 import errno
-import json
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 from enum import StrEnum
 from pathlib import Path
 
-from bundlecore.fsutil import atomic_write_json, read_bytes_nofollow
+from bundlecore.fsutil import atomic_write_json
 from bundlecore.release import Result
 from importer.audit import now
 from importer.steps import Direction, StepJournal, pending  # noqa: F401  (pending: every kind's journals)
@@ -282,13 +281,6 @@ class SwapJournal(StepJournal):
         if record.app is None:  # written before the state was keyed by app: its directory is its app
             record.app = Path(app_dir).name
         return cls(app_dir, record)
-
-    @classmethod
-    def last(cls, app_dir: Path) -> dict | None:
-        try:
-            return json.loads(read_bytes_nofollow(Path(app_dir) / cls.LAST))
-        except FileNotFoundError:
-            return None
 
     def last_record(self, result: str, message: str) -> dict:
         self.record.result = status_text(Result(result), self.record.kind)

@@ -441,7 +441,7 @@ class ContainerSwap:
 # recovery does after a crash in it. Before PROBATION a crash is undone (the old version back with
 # its data); from PROBATION on the new version had passed its gate: recovery checks it again,
 # resumes an unfinished window and commits. An undo runs the undo steps of every step that started,
-# in UNDO_STEPS order. BEGIN is recorded by whoever starts the journal.
+# in UNDO_STEPS order. BEGIN is recorded by `begin`, once the journal is started.
 _RULES = {
     Step.BEGIN: Rule(lambda m: None),
     Step.STOP_OLD: Rule(ContainerSwap.stop_old, undo=Step.START_OLD),
