@@ -101,6 +101,7 @@ class RolloutJournal:
 class _RolloutFile(StepJournal):
     LAST = LAST
     POINT_PREFIX = "service_"
+    record: RolloutJournal
 
     def last_record(self, result: str, message: str) -> dict:
         r = self.record
