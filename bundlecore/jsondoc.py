@@ -36,7 +36,7 @@ def image(ref: str, image_id: str, size: int | None = None) -> dict[str, Any]:
 
 def app_status(st: dict[str, Any]) -> dict[str, Any]:
     """One application as `status`, `list` and `import` show it, from a target kind's status report
-    (importer.swap.status / importer.service.status); the whole report stays under `detail`."""
+    (importer.kinds.container.status / importer.kinds.service.status); the whole report stays under `detail`."""
     rec = st.get("installed") or {}
     return {"name": st["name"], "kind": st.get("kind", "container"), "state": st["state"],
             "exit_code": st["exit_code"], "installed": bool(rec), "version": rec.get("version"),

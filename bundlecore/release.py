@@ -213,7 +213,7 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class PrometheusGate:
-    """A signed Prometheus query kept at or below `max` during probation (importer.swap.promgate);
+    """A signed Prometheus query kept at or below `max` during probation (importer.kinds.container.promgate);
     `url` may come from the site settings instead."""
 
     query: str
@@ -244,7 +244,7 @@ class HealthSettings:
                        prometheus=PrometheusGate(**prom) if prom else None)
 
     def to_json(self) -> dict[str, Any]:
-        """What the health gate (importer.swap.health) and the journal read."""
+        """What the health gate (importer.kinds.container.health) and the journal read."""
         out = _to_json(replace(self, prometheus=None))
         if self.prometheus:
             out["prometheus"] = _to_json(self.prometheus)
@@ -300,7 +300,7 @@ class Target:
 
 @dataclass(frozen=True)
 class ContainerTarget(Target):
-    """One Docker container replaced in place (importer.swap)."""
+    """One Docker container replaced in place (importer.kinds.container)."""
 
     KIND: ClassVar[str] = "container"
 
@@ -328,7 +328,7 @@ class RolloutSettings:
 
 @dataclass(frozen=True)
 class ServiceTarget(Target):
-    """Swarm services updated by digest, stage by stage (importer.service)."""
+    """Swarm services updated by digest, stage by stage (importer.kinds.service)."""
 
     KIND: ClassVar[str] = "service"
     rollout: RolloutSettings | None = None

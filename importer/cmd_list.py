@@ -14,7 +14,7 @@ from importer.state import StateDir
 def list_cmd(state_dir, as_json):
     """List the installed applications with their version, container and health."""
     from bundlecore.engine import connect_or_none
-    from importer.swap.status import list_row
+    from importer.kinds.container.status import list_row
     state = StateDir(state_dir)
     client = connect_or_none()
     reports = app_statuses(state, state.installed_apps(), client)

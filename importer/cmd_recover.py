@@ -17,8 +17,8 @@ from importer.state import StateDir
 def recover(state_dir, yes, as_json, metrics_file):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.engine import connect
-    from importer.swap import kinds
-    from importer.swap.journal import pending
+    from importer import kinds
+    from importer.kinds.container.journal import pending
     out = human_out(as_json)
     state = StateDir(state_dir)
     client = connect()

@@ -17,8 +17,8 @@ def status(name, state_dir, as_json):
     """Show the installed version, previous generations and the last import result."""
     from bundlecore.engine import connect_or_none
     from bundlecore.errors import AppState
-    from importer.swap import kinds
-    from importer.swap.status import known_apps, overall
+    from importer import kinds
+    from importer.kinds.container.status import known_apps, overall
     state = StateDir(state_dir)
     client = connect_or_none()
     names = [name] if name else known_apps(state)

@@ -20,7 +20,7 @@ metrics_file_option = click.option(
 
 def app_statuses(state, names, client) -> list[dict]:
     """Each app's status report from its target kind (client None: the engine does not answer)."""
-    from importer.swap import kinds
+    from importer import kinds
     return [kinds.for_app(state, n).status(client, state, n) for n in names]
 
 
@@ -65,7 +65,7 @@ def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str
     from bundlecore.engine import connect
     from importer.state import StateDir
     say = say or human_out(False)
-    from importer.swap import kinds
+    from importer import kinds
     state = StateDir(state_dir)
     client = connect()
     with state.lock():

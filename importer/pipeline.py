@@ -38,7 +38,7 @@ from importer.site import SiteSettings
 from importer.state import StateDir
 
 if TYPE_CHECKING:  # the kinds are imported when an import runs (verify stays light)
-    from importer.swap.kinds import Plan, TargetKind
+    from importer.kinds import Plan, TargetKind
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
 IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
@@ -241,7 +241,7 @@ def _installed_version(state: StateDir, app: str) -> str | None:
 def _recover_interrupted(ctx: ImportContext) -> None:
     """First, finish or undo any swap a crash interrupted: the gate's history and the plan must read
     a state dir that says what really runs."""
-    from importer.swap import kinds  # the swap is the last stage; imported here to keep verify light
+    from importer import kinds  # the swap is the last stage; imported here to keep verify light
     for line in kinds.recover_all(ctx.client, ctx.state, out=ctx.out):
         ctx.out(f"recovered: {line}")
 
@@ -265,7 +265,7 @@ def _plan(ctx: ImportContext) -> None:
     """What the import will do, before any payload byte moves: what it takes over (ownership), the
     site settings over the signed ones, what the host policy grants the result, the kind's plan;
     then the registry's access, so a wrong login fails before the load."""
-    from importer.swap import kinds
+    from importer import kinds
     r, o = ctx.release, ctx.options
     taken = ownership.review(ctx.client, ctx.state, r, adopt=o.adopt)
     if taken.plan_lines():

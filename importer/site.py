@@ -15,7 +15,7 @@ file is the admin's, but one rule for what a container may ask of this host is s
 than two. Every env value from the site file is masked in the plan (they are the secrets).
 
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
-(importer.swap.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
+(importer.kinds.container.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
 policy's `prometheus_urls` must still allow it.
 """
 
@@ -30,7 +30,7 @@ from bundlecore.errors import EnvironmentProblem
 from bundlecore.release import HealthSettings, RunSettings, Target
 from bundlecore.runspec import parse_port, parse_volume
 from bundlecore.schema import first_error
-from importer.swap.merge import MASK
+from importer.kinds.container.merge import MASK
 
 SITE_DIR = Path("/etc/bundle/apps")
 _ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts")

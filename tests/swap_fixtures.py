@@ -137,9 +137,9 @@ def delivery(bundle: dict):
 def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
     """plan + run_swap under the lock, as `bundle import` does."""
     from bundlecore.engine import Engine
-    from importer.swap.kinds import recover_all
-    from importer.swap.plan import plan_swap
-    from importer.swap.run import run_swap
+    from importer.kinds import recover_all
+    from importer.kinds.container.plan import plan_swap
+    from importer.kinds.container.run import run_swap
     target = target_for(env, image, **kw)
     client = Engine(client)
     with env["state"].lock():
@@ -202,9 +202,9 @@ def _driver(argv: list[str]) -> int:
     """`swap STATE_DIR TARGET_JSON IMAGE_ID BUNDLE_JSON`: one import's swap in this process."""
     from bundlecore.engine import connect
     from bundlecore.errors import BundleError
-    from importer.swap.kinds import recover_all
-    from importer.swap.plan import plan_swap
-    from importer.swap.run import run_swap
+    from importer.kinds import recover_all
+    from importer.kinds.container.plan import plan_swap
+    from importer.kinds.container.run import run_swap
     from importer.state import StateDir
     cmd, state_dir, target, image_id, bundle = argv
     assert cmd == "swap"

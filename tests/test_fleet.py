@@ -29,7 +29,7 @@ from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import wait_until
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-SOAK_LONG = "31s"  # above importer.service.release.INLINE_SOAK: the import ends after the stage
+SOAK_LONG = "31s"  # above importer.kinds.service.release.INLINE_SOAK: the import ends after the stage
 
 
 @pytest.fixture(scope="module")

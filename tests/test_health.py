@@ -1,4 +1,4 @@
-"""Health checks that cannot be fooled, and probation (importer.swap.health), against a real engine.
+"""Health checks that cannot be fooled, and probation (importer.kinds.container.health), against a real engine.
 
 Each release variant is the demo app built in the test with its start-up replaced: one that never
 listens (a long migration, then exit 1), one that answers for a moment and then crashes, one that
@@ -19,9 +19,9 @@ import uuid
 import pytest
 
 from bundlecore.engine import Engine
-from importer.swap.health import HealthGate, ProbeRoute
-from importer.swap.journal import SwapJournal, pending
-from importer.swap.status import app_status
+from importer.kinds.container.health import HealthGate, ProbeRoute
+from importer.kinds.container.journal import SwapJournal, pending
+from importer.kinds.container.status import app_status
 from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import (REPO, bundle_for, containers_named, data_files, digest, free_port, install,
                                  remove_images, run_driver, seed_data, served_version, target_for, wait_until)

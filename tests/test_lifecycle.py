@@ -11,7 +11,7 @@ import pytest
 
 from bundlecore.errors import AppState
 from importer.state import StateDir
-from importer.swap.journal import pending
+from importer.kinds.container.journal import pending
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, delivery, digest, seed_data,
                                  served_version, target_for, typed)
@@ -24,9 +24,9 @@ def app_of(env) -> str:
 def install_app(client, env, image, sequence, *, keep=2, **kw):
     """plan + run_swap under the lock for app `shop-<uniq>` into container `demo-<uniq>`, as `bundle import` does."""
     from bundlecore.engine import Engine
-    from importer.swap.kinds import recover_all
-    from importer.swap.plan import plan_swap
-    from importer.swap.run import run_swap
+    from importer.kinds import recover_all
+    from importer.kinds.container.plan import plan_swap
+    from importer.kinds.container.run import run_swap
     bundle = {**bundle_for(image, sequence), "name": app_of(env)}
     client = Engine(client)
     with env["state"].lock():

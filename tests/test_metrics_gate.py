@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from importer.swap.journal import SwapJournal, pending
+from importer.kinds.container.journal import SwapJournal, pending
 from tests.craft import snapshot_dir
 from tests.support import BUNDLE, build_app_image, one_line, run_bundle
 from tests.swap_fixtures import (containers_named, data_files, digest, free_port, remove_images, seed_data,

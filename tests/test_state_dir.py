@@ -23,10 +23,10 @@ import pytest
 
 from bundlecore.engine import Engine
 from importer.state import StateDir
-from importer.swap import data as swap_data
-from importer.swap.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
+from importer.backup import data as swap_data
+from importer.kinds.container.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
                                    SwapJournal, SwapKind, pending)
-from importer.swap.kinds import recover_all
+from importer.kinds import recover_all
 from tests.support import one_line, run_bundle
 from tests.craft import snapshot_dir
 from tests.swap_fixtures import data_files, digest, served_version

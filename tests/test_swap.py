@@ -11,12 +11,12 @@ import pytest
 
 from bundlecore.engine import Engine
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
-from importer.swap import data as swap_data
-from importer.swap.data import STATE_LABEL, SWAP_LABEL
-from importer.swap.journal import pending
-from importer.swap.plan import plan_swap
-from importer.swap.run import run_swap
-from importer.swap.status import app_status
+from importer.backup import data as swap_data
+from importer.backup.data import STATE_LABEL, SWAP_LABEL
+from importer.kinds.container.journal import pending
+from importer.kinds.container.plan import plan_swap
+from importer.kinds.container.run import run_swap
+from importer.kinds.container.status import app_status
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, free_port, install,
                                  seed_data, served_version, target_for, typed, delivery, wait_until)
@@ -42,7 +42,7 @@ def _settings(client, cid: str) -> dict:
     info = client.api.inspect_container(cid)
     cfg = dict(info["Config"])
     cfg.pop("Image")
-    # The state dir and swap that made a container (importer.swap.data.HelperOwner) are per-container.
+    # The state dir and swap that made a container (importer.backup.data.HelperOwner) are per-container.
     cfg["Labels"] = {k: v for k, v in (cfg.get("Labels") or {}).items() if k not in (STATE_LABEL, SWAP_LABEL)}
     cfg["Env"] = sorted(cfg.get("Env") or [])
     host = dict(info["HostConfig"])

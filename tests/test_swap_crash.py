@@ -10,11 +10,11 @@ import json
 import pytest
 
 from bundlecore.engine import Engine
-from importer.swap.data import HELPER_LABEL, STATE_LABEL
-from importer.swap.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pending
-from importer.swap.plan import plan_swap
-from importer.swap.run import run_swap
-from importer.swap.status import app_status
+from importer.backup.data import HELPER_LABEL, STATE_LABEL
+from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pending
+from importer.kinds.container.plan import plan_swap
+from importer.kinds.container.run import run_swap
+from importer.kinds.container.status import app_status
 from tests.support import run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install,
                                  run_driver, seed_data, served_version, target_for, typed, delivery)
@@ -232,7 +232,7 @@ def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker
 ])
 def test_upgrade_killed_at_a_metrics_gated_probation_lands_on_one_version(
         docker_client, swap_env, demo_images, prometheus, when, query, expect):
-    """The metrics gate is evaluated within the probation step (importer.swap.promgate): a kill
+    """The metrics gate is evaluated within the probation step (importer.kinds.container.promgate): a kill
     before it resumes the window and evaluates the query (a real Prometheus) before deciding."""
     before = _with_v1(docker_client, swap_env, demo_images)
     gate = {"url": f"http://{prometheus.address}", "query": query, "max": 0.5, "window": 3}

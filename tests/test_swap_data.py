@@ -19,11 +19,11 @@ import zstandard
 from bundlecore.engine import Engine
 from bundlecore.errors import OperatorNeeded, UpdateFailed
 from importer.state import StateDir
-from importer.swap import data as swap_data
-from importer.swap.journal import JournalRecord, SwapJournal, SwapKind, pending
+from importer.backup import data as swap_data
+from importer.kinds.container.journal import JournalRecord, SwapJournal, SwapKind, pending
 from tests.support import run_bundle
-from importer.swap.plan import plan_swap
-from importer.swap.run import run_swap
+from importer.kinds.container.plan import plan_swap
+from importer.kinds.container.run import run_swap
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install, seed_data,
                                  served_version, target_for, typed, delivery)
 

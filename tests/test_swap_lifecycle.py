@@ -12,11 +12,11 @@ import docker
 import pytest
 
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
-from importer.swap.journal import pending
+from importer.kinds.container.journal import pending
 from bundlecore.engine import Engine
-from importer.swap.kinds import recover_all
-from importer.swap.plan import plan_swap
-from importer.swap.run import run_swap
+from importer.kinds import recover_all
+from importer.kinds.container.plan import plan_swap
+from importer.kinds.container.run import run_swap
 from tests.support import run_bundle
 from tests.craft import EngineSnapshot, snapshot_dir
 from tests.keys import trust_store

@@ -10,7 +10,7 @@ import socket
 import docker
 import pytest
 
-from importer.swap.journal import SwapJournal
+from importer.kinds.container.journal import SwapJournal
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import free_port, served_version, wait_until
 

@@ -8,7 +8,7 @@ from bundlecore.schema import validator
 from bundler.spec import load_spec
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.pipeline import probation_seconds
-from importer.swap.health import HealthGate, container_address, container_ip
+from importer.kinds.container.health import HealthGate, container_address, container_ip
 from tests.unit.test_spec import ISSUE_SPEC
 
 

@@ -10,7 +10,7 @@ import pytest
 from bundlecore.errors import AppState, EnvironmentProblem
 from importer.audit import events_of
 from importer.state import MIGRATION_PLAN, StateDir, migrate_layout, needs_migration
-from importer.swap.status import app_state, overall
+from importer.kinds.container.status import app_state, overall
 
 REC = {"name": "web", "version": "1.0.0", "sequence": 3, "container_id": "c" * 64, "image_id": "sha256:i"}
 
@@ -132,7 +132,7 @@ def test_history_reads_an_apps_events_old_and_new_and_skips_garbage(tmp_path):
 
 
 def test_a_pending_journal_of_the_previous_layout_moves_with_its_app_and_is_keyed_by_it(tmp_path):
-    from importer.swap.journal import SwapJournal, pending
+    from importer.kinds.container.journal import SwapJournal, pending
     from tests.unit.test_swap_journal import UPGRADE
     root = tmp_path / "state"
     layout_1(root)

@@ -1,4 +1,4 @@
-"""The metrics gate's pure parts (importer.swap.promgate, importer.hostpolicy, the schemas): how a
+"""The metrics gate's pure parts (importer.kinds.container.promgate, importer.hostpolicy, the schemas): how a
 Prometheus answer is read, the limit rule, what the host allows, and what a spec may say."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from bundlecore.schema import _registry
 from bundler.spec import load_spec
 from importer.hostpolicy import HostPolicy, HostPolicyRefused, base_url
 from importer.site import SiteSettings
-from importer.swap.health import HealthGate
-from importer.swap.promgate import MetricsUnavailable, Reading, judge, parse_answer
+from importer.kinds.container.health import HealthGate
+from importer.kinds.container.promgate import MetricsUnavailable, Reading, judge, parse_answer
 
 
 def vector(*values) -> bytes:

@@ -8,7 +8,7 @@ from bundlecore.schema import first_error
 from bundler.spec import load_spec
 from importer.registry import check_registry_address, is_loopback, push_target
 from bundlecore.release import RunSettings, ServiceTarget
-from importer.service.settings import (NS, Outcome, healthcheck, outcome, service_spec,
+from importer.kinds.service.settings import (NS, Outcome, healthcheck, outcome, service_spec,
                                        update_config, with_image)
 
 SERVICE_SPEC = """\

@@ -1,10 +1,10 @@
-"""Which mounts of a Swarm service spec this node backs up (importer.service.volumes.local_volumes)."""
+"""Which mounts of a Swarm service spec this node backs up (importer.kinds.service.volumes.local_volumes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from importer.service.volumes import local_volumes
+from importer.kinds.service.volumes import local_volumes
 
 
 def spec(*mounts: dict) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.fsutil import append_line_durably, atomic_write_bytes, read_bytes_nofollow
 from importer.state import StateDir, UnsafeStateDir, check_state_dir, unsafe_reason
-from importer.swap.data import HelperOwner
+from importer.backup.data import HelperOwner
 
 ME, OTHER = 1000, 1001
 

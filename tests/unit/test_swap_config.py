@@ -1,4 +1,4 @@
-"""The new container's settings (importer.swap.config): a faithful copy of the user's settings
+"""The new container's settings (importer.kinds.container.config): a faithful copy of the user's settings
 that lets the NEW image's defaults apply, and a first install from the manifest's `run` object."""
 
 import copy
@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from bundlecore.errors import UsageProblem
-from importer.swap.config import recreate_config, run_config
+from importer.kinds.container.config import recreate_config, run_config
 
 OLD_ID = "a1b2c3d4e5f6" + "0" * 52
 ANON = "f" * 64

@@ -1,4 +1,4 @@
-"""The helper's restore script (importer.swap.data.restore_script), run by a real /bin/sh and tar
+"""The helper's restore script (importer.backup.data.restore_script), run by a real /bin/sh and tar
 on a scratch tree: a backup that does not unpack leaves the live data untouched; otherwise every
 directory mount holds exactly its archive (symlinks climbing out of the mount included), nested
 mounts are kept, single-file mounts are rewritten in place, and names from the container cannot
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.swap.data import scratch_name, restore_script, space_shortfalls
+from importer.backup.data import scratch_name, restore_script, space_shortfalls
 
 HOSTILE = ["/data", "/we'ird dir", "/new\nline", "/-rf", '/dq"$(touch PWNED)`x`', "/sp ace/*"]
 TOKEN = "t0k"

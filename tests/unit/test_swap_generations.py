@@ -1,6 +1,6 @@
-"""Kept generations (importer.swap.generations): which one `bundle rollback` returns to."""
+"""Kept generations (importer.kinds.container.generations): which one `bundle rollback` returns to."""
 
-from importer.swap.generations import Generations
+from importer.kinds.container.generations import Generations
 
 
 def gens_with(tmp_path, items, current):

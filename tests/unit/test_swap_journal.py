@@ -1,5 +1,5 @@
 """The journal's typed records read and write the JSON the previous code wrote, key for key, so a
-journal left by a crash of the old version is recovered by this one (importer.swap.journal)."""
+journal left by a crash of the old version is recovered by this one (importer.kinds.container.journal)."""
 
 import copy
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bundlecore.release import Result
-from importer.swap.journal import (FORWARD_STEPS, UNDO_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
+from importer.kinds.container.journal import (FORWARD_STEPS, UNDO_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 
 MOUNTS = [{"type": "volume", "name": "demo-data", "source": "/var/lib/docker/volumes/demo-data/_data",

@@ -1,10 +1,10 @@
-"""What the plan says and what may block a swap (importer.swap.plan), without an engine."""
+"""What the plan says and what may block a swap (importer.kinds.container.plan), without an engine."""
 
 import pytest
 
 from bundlecore.release import ContainerTarget, RunSettings
 
-from importer.swap.plan import Blocker, PlanKind, SwapPlan, note_risks, install_touches_existing_data
+from importer.kinds.container.plan import Blocker, PlanKind, SwapPlan, note_risks, install_touches_existing_data
 
 
 def inspect(auto_remove=False, labels=None):

@@ -1,12 +1,12 @@
-"""Table tests of the pure parts of preflight (importer.swap.plan: host ports, bind sources,
-networks) and of the data fingerprint (importer.swap.data): no engine."""
+"""Table tests of the pure parts of preflight (importer.kinds.container.plan: host ports, bind sources,
+networks) and of the data fingerprint (importer.backup.data): no engine."""
 
 from __future__ import annotations
 
 import pytest
 
-from importer.swap.data import changed_mounts, describe, fingerprint_script
-from importer.swap.plan import HostPort, bind_sources, networks_needed, port_holder, wanted_ports
+from importer.backup.data import changed_mounts, describe, fingerprint_script
+from importer.kinds.container.plan import HostPort, bind_sources, networks_needed, port_holder, wanted_ports
 
 
 @pytest.mark.parametrize("bindings,expected", [

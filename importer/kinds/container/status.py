@@ -8,8 +8,8 @@ from typing import Any
 
 from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
-from importer.swap.generations import Generations, summary
-from importer.swap.journal import SwapJournal
+from importer.kinds.container.generations import Generations, summary
+from importer.kinds.container.journal import SwapJournal
 
 HEALTHY = (None, "healthy")  # Docker's health status of a container without HEALTHCHECK is None
 

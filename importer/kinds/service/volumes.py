@@ -1,7 +1,7 @@
 """A service's named volumes on THIS node: which are backed up, and where their backups live.
 
 A Swarm service's task writes to a volume of the node it runs on. What this importer can back up
-and restore exactly (through importer.swap.data, the one backup/restore) is a volume of the local
+and restore exactly (through importer.backup.data, the one backup/restore) is a volume of the local
 driver that exists on this node: writable `volume` mounts of the service spec with a source name.
 Not covered (docs/scale.md): the same-named volumes of tasks on other nodes, anonymous volumes
 (one per task), bind mounts (a path on whatever node a task lands), tmpfs, and volumes of another
@@ -23,7 +23,7 @@ BACKUPS = "data"
 
 
 def local_volumes(spec: dict) -> list[dict]:
-    """The spec's mounts a backup covers, as importer.swap.data mount records, sorted by destination."""
+    """The spec's mounts a backup covers, as importer.backup.data mount records, sorted by destination."""
     out = []
     for m in (spec.get("TaskTemplate") or {}).get("ContainerSpec", {}).get("Mounts") or []:
         driver = ((m.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Name") or "local"

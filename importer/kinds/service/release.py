@@ -24,7 +24,7 @@ from bundlecore.release import ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
 from importer.delivery import Delivery
-from importer.service import rollout
+from importer.kinds.service import rollout
 from importer.state import StateDir, highest_sequence_after
 
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)

@@ -37,7 +37,7 @@ more than `max_restarts` times since the gate passed, when it exited and is not 
 restarted (restart policy "no", or on-failure gave up), or when its probe kept failing for
 `timeout` seconds; the swap then rolls back exactly as after a failed gate.
 
-Metrics gate (`prometheus = {url, query, max, window}`, importer.swap.promgate): probation lasts
+Metrics gate (`prometheus = {url, query, max, window}`, importer.kinds.container.promgate): probation lasts
 at least `window`, and the query is evaluated on every look and once at the window's end; a value
 above `max`, a query that cannot be evaluated, or no data by the end fails probation the same way.
 """
@@ -56,7 +56,7 @@ import requests
 
 from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
-from importer.swap.promgate import MetricsGate
+from importer.kinds.container.promgate import MetricsGate
 
 POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
 RUNNING_GRACE = 10.0

@@ -1,19 +1,19 @@
 """Target kinds: what the importer swaps. The manifest's `target.kind` picks one; the pipeline and
-the rollback, recover and status commands reach the swap only through this table, so a new kind
-(a Swarm service, a multi-container app) is a new module registered here, not a branch inside
-the container swap.
+the rollback, recover and status commands reach a kind only through this table, so a new kind
+(a multi-container app, a Kubernetes Deployment) is a new package next to `container/` and
+`service/`, registered here, not a branch inside another kind. A kind's journaled changes run on
+the one step runner (importer.steps); mount backup and restore is importer.backup.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, TypeVar
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from bundlecore.errors import UsageProblem
 from bundlecore.release import Target, installed_kind
 from importer.delivery import Delivery
 from importer.state import StateDir
-from importer import service
-from importer.swap import container
 from importer.steps import StepJournal, pending
 
 Out = Callable[[str], None]
@@ -70,16 +70,26 @@ class TargetKind(Protocol[PlanT, TargetT]):
 
 CONTAINER = "container"
 SERVICE = "service"
-# `make check` (mypy) checks each module against TargetKind here: "incompatible type Module" means a
-# kind lacks a member or differs in a signature (`x: TargetKind[Any, Any] = module` makes mypy say which).
-KINDS: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service}
+# kind -> the package that provides it, imported when first asked for (a module of one kind, e.g.
+# the container's merge rules read by importer.site, does not load every kind)
+KINDS: dict[str, str] = {CONTAINER: "importer.kinds.container", SERVICE: "importer.kinds.service"}
+
+if TYPE_CHECKING:
+    # `make check` (mypy) checks each kind's package against TargetKind here: "incompatible type Module"
+    # means a kind lacks a member or differs in a signature.
+    from importer.kinds import container, service
+    _CHECKED: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service}
+
+
+def get(kind: str) -> TargetKind[Any, Any]:
+    module: TargetKind[Any, Any] = importlib.import_module(KINDS[kind])  # type: ignore[assignment]
+    return module
 
 
 def for_target(target: Target) -> TargetKind[Any, Any]:
-    try:
-        return KINDS[target.kind]
-    except KeyError:
-        raise UsageProblem(f"target kind {target.kind!r} is not handled (known: {', '.join(sorted(KINDS))})") from None
+    if target.kind not in KINDS:
+        raise UsageProblem(f"target kind {target.kind!r} is not handled (known: {', '.join(sorted(KINDS))})")
+    return get(target.kind)
 
 
 def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
@@ -91,7 +101,7 @@ def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
             named = (StepJournal.read(state.app_dir(name)) or {}).get("target_kind")
         except ValueError:
             pass
-    return KINDS.get(named or CONTAINER, KINDS[CONTAINER])
+    return get(named if named in KINDS else CONTAINER)
 
 
 def recover_all(client, state: StateDir, out: Out = print) -> list[str]:

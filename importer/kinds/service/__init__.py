@@ -1,5 +1,5 @@
 """The `service` target kind: Docker Swarm services updated by digest from the intranet registry,
-health-gated by Swarm, stage by stage (see importer.swap.kinds for the protocol).
+health-gated by Swarm, stage by stage (see importer.kinds for the protocol).
 
 settings.py  what the signed target asks Swarm for (pure)
 rollout.py   one service created or updated, journaled, waited on; recover
@@ -7,10 +7,10 @@ release.py   the stages of a release, soak and --resume; Swarm's rollback
 status.py    `bundle status` of a service
 """
 
-from importer.service.release import plan
-from importer.service.release import apply
-from importer.service.rollout import recover
-from importer.service.status import plan_rollback, plan_uninstall, rollback, status, status_lines, uninstall
+from importer.kinds.service.release import plan
+from importer.kinds.service.release import apply
+from importer.kinds.service.rollout import recover
+from importer.kinds.service.status import plan_rollback, plan_uninstall, rollback, status, status_lines, uninstall
 
 # the import options plan() takes (importer.pipeline.plan_options)
 PLAN_OPTIONS = ("registry", "resume")

@@ -14,7 +14,7 @@ import shlex
 from typing import Any, Mapping
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
-from importer.swap.merge import Key, Kind
+from importer.kinds.container.merge import Key, Kind
 
 # Config keys posted as they are (when the user set them they are theirs; engine defaults
 # posted back are the same defaults).
@@ -52,7 +52,7 @@ def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: 
     the engine accepts one network at create time, the others are connected before start.
     `joined_names` maps container IDs to names, to rewrite a `container:<id>` network mode to the
     name (so it still means the same container if that one is recreated too). `changes` are the
-    run settings the three-way merge (importer.swap.merge) changes: they override their parts of
+    run settings the three-way merge (importer.kinds.container.merge) changes: they override their parts of
     the copy, everything else stays as the old container had it.
     """
     body = _copy_config(old, old_image, new_image_ref, joined_names)

@@ -65,7 +65,7 @@ FORWARD_STEPS: dict[SwapKind, list[Step]] = {
 }
 # Steps of the undo path (a failed or interrupted swap before commit), in order.
 UNDO_STEPS: list[Step] = [S.REMOVE_NEW, S.RESTORE_DATA, S.RENAME_BACK, S.START_OLD]
-# `bundle uninstall` (importer.swap.uninstall): a complete final BACKUP is its point of no return;
+# `bundle uninstall` (importer.kinds.container.uninstall): a complete final BACKUP is its point of no return;
 # before it, the undo is START_OLD alone.
 UNINSTALL_STEPS: list[Step] = [S.BEGIN, S.STOP_OLD, S.BACKUP, S.REMOVE_OLD, S.REMOVE_VOLUMES, S.CLEAR_STATE]
 del S
@@ -109,7 +109,7 @@ class DisplacedContainer(_Record):
     sequence: int | None
     was_running: bool
     restart_policy: dict
-    mounts: list[dict]          # importer.swap.data.backed_up_mounts
+    mounts: list[dict]          # importer.backup.data.backed_up_mounts
     backup_dir: str             # relative to the app dir
     bundle: dict | None = _optional()  # rollback only: the bundle it came from
     # Its own health settings (from the bundle that installed it; None for an adopted container:
@@ -147,7 +147,7 @@ class IncomingContainer(_Record):
     version: str | None
     sequence: int | None
     bundle: dict | None
-    create: dict | None = _optional()          # install/upgrade: importer.swap.config body
+    create: dict | None = _optional()          # install/upgrade: importer.kinds.container.config body
     parked_name: str | None = _optional()      # rollback: where it is parked
     backup_dir: str | None = _optional()       # rollback: the data it had when displaced
     restart_policy: dict | None = _optional()  # rollback: its policy before it was parked
@@ -172,7 +172,7 @@ class JournalRecord(_Record):
     preexisting: PreexistingData | None = _optional()
     created_volumes: list[str] | None = _optional()
     history: list[dict] = field(default_factory=list)
-    # Marks the helpers and the new container this swap made (importer.swap.data.HelperOwner):
+    # Marks the helpers and the new container this swap made (importer.backup.data.HelperOwner):
     # recovery acts only on containers that carry it.
     swap_id: str | None = _optional()
     direction: Direction = Direction.FORWARD
@@ -183,7 +183,7 @@ class JournalRecord(_Record):
     failure: str | None = _optional()
     operator_needed: str | None = _optional()
     data_restored: bool | None = _optional()
-    # importer.swap.data.fingerprint_mounts of the data side when the new version was stopped
+    # importer.backup.data.fingerprint_mounts of the data side when the new version was stopped
     # (remove_new) and right after the restore: no restore overwrites data written since.
     fingerprint_stopped: dict | None = _optional()
     fingerprint_restored: dict | None = _optional()

@@ -6,7 +6,7 @@ followed by a `bundle recover` that leaves the service on exactly one version, h
 steps run on the one journaled step runner (importer.steps); `_RULES` is their table:
 
   BEGIN, BACKUP  -> nothing asked of Swarm yet (BACKUP: the service's local volumes, see
-                    importer.service.volumes, being backed up): recover drops the journal
+                    importer.kinds.service.volumes, being backed up): recover drops the journal
   UPDATE         -> (started: asked, maybe not accepted; done: Swarm is rolling on its own)
                     Swarm may be rolling: recover waits for Swarm's verdict; `completed`
                     with every task on the new image is committed, `paused` (or a service
@@ -19,7 +19,7 @@ version back), the volumes get their backup again, forward only, each step repla
 until it is through:
 
   STOP     -> the service scaled to 0 through its spec (the replica count journaled)
-  RESTORE  -> importer.swap.data.restore_mounts of the backup (redoing it is exact)
+  RESTORE  -> importer.backup.data.restore_mounts of the backup (redoing it is exact)
   START    -> the spec back on the version to land on, with the journaled replicas
 A restore that cannot be done cleanly leaves the service at 0 replicas: exit 5 with the backup's place.
 
@@ -37,12 +37,12 @@ from pathlib import Path
 from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
 from importer.audit import AuditEvent, EventKind, Result, now
-from importer.service import volumes as vols
-from importer.service.settings import Outcome, outcome, service_spec, with_image
-from importer.service.settings import rollout as rollout_settings
+from importer.kinds.service import volumes as vols
+from importer.kinds.service.settings import Outcome, outcome, service_spec, with_image
+from importer.kinds.service.settings import rollout as rollout_settings
 from importer.state import JOURNAL, StateDir
 from importer.steps import Resume, Rule, StepJournal, StepRunner
-from importer.swap import data
+from importer.backup import data
 
 LAST = "last-rollout.json"
 KIND = "service"
@@ -79,7 +79,7 @@ class RolloutJournal:
     since: str | None = None         # UpdateStatus.StartedAt before our update (to see ours begin)
     target_kind: str = KIND
     action: str = Action.ROLLOUT
-    volumes: list = field(default_factory=list)  # importer.swap.data mount records backed up here
+    volumes: list = field(default_factory=list)  # importer.backup.data mount records backed up here
     backup: str | None = None        # backup dir (relative to the app dir) to restore if it fails
     safety: str | None = None        # a rollback's backup of the data it replaces
     replicas: int | None = None      # journaled before STOP: what START brings back

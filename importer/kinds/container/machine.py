@@ -21,10 +21,10 @@ from bundlecore.release import ContainerTarget, Result, signers_of
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import Resume, Rule, StepRunner
-from importer.swap import data
-from importer.swap.generations import Generations, summary
-from importer.swap.health import HealthGate
-from importer.swap.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
+from importer.backup import data
+from importer.kinds.container.generations import Generations, summary
+from importer.kinds.container.health import HealthGate
+from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
 
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
 
@@ -48,7 +48,7 @@ class ContainerSwap:
         self.out = out
         self.app_dir = journal.app_dir
         self.timer = PhaseTimer()
-        self.recovering = False  # set by importer.swap.run.recover: the event is then a "recover"
+        self.recovering = False  # set by importer.kinds.container.run.recover: the event is then a "recover"
         self.runner = StepRunner(state, journal, _RULES, self, label=self.r.name, timer=self.timer, out=out)
 
     # -- driving -----------------------------------------------------------------------

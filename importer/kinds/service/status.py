@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 
 from bundlecore.errors import AppState, UsageProblem
-from importer.service import rollout, volumes
-from importer.service.release import pending_release, roll_back_service
+from importer.kinds.service import rollout, volumes
+from importer.kinds.service.release import pending_release, roll_back_service
 from importer.state import StateDir
 
 

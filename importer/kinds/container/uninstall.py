@@ -1,7 +1,7 @@
 """`bundle uninstall`: an application's container (and the generations kept parked) removed, its
 named volumes kept or removed after a final backup, its state moved aside -- journaled like a swap.
 
-Steps (importer.swap.journal.UNINSTALL_STEPS): BEGIN, STOP_OLD, BACKUP, REMOVE_OLD,
+Steps (importer.kinds.container.journal.UNINSTALL_STEPS): BEGIN, STOP_OLD, BACKUP, REMOVE_OLD,
 REMOVE_VOLUMES, CLEAR_STATE. The complete final backup is the point of no return: a crash or an
 error before it is undone (the container gets its restart policy back and runs again if it ran;
 nothing else was touched); after it, `bundle recover` finishes what the operator confirmed, since
@@ -30,9 +30,9 @@ from bundlecore.release import Result, signers_of
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer
 from importer.state import StateDir, container_of
 from importer.steps import Resume, Rule, StepRunner
-from importer.swap import data
-from importer.swap.generations import Generations
-from importer.swap.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
+from importer.backup import data
+from importer.kinds.container.generations import Generations
+from importer.kinds.container.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
                                    SwapKind)
 
 FINAL_BACKUP = "final-backup"

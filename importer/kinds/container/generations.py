@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from bundlecore.fsutil import atomic_write_json
-from importer.swap.journal import DisplacedContainer, IncomingContainer
+from importer.kinds.container.journal import DisplacedContainer, IncomingContainer
 
 SUMMARY_KEYS = ("generation", "version", "sequence", "image_id", "image_ref", "parked_name", "displaced_at",
                 "backup_dir")

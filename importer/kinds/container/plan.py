@@ -28,12 +28,12 @@ from bundlecore.refusals import SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.state import StateDir
-from importer.swap import data
-from importer.swap.config import describe_mount, run_config
-from importer.swap.generations import Generations
-from importer.swap.health import HealthGate
-from importer.swap.journal import SwapJournal
-from importer.swap.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
+from importer.backup import data
+from importer.kinds.container.config import describe_mount, run_config
+from importer.kinds.container.generations import Generations
+from importer.kinds.container.health import HealthGate
+from importer.kinds.container.journal import SwapJournal
+from importer.kinds.container.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
 
 BACKUP_MARGIN = 1.1
 BACKUP_MIN_FREE = 64 << 20
@@ -191,7 +191,7 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
 def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: str, *, new_version: str | None = None,
               prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
-    whose run settings conflict (importer.swap.merge) is refused here, before anything is loaded."""
+    whose run settings conflict (importer.kinds.container.merge) is refused here, before anything is loaded."""
     name = target.name
     app = app or name
     client.ping()

@@ -3,8 +3,8 @@ finish or undo an interrupted swap after a crash.
 
 Unlike Watchtower (which removes the old container before creating the new one, and has no
 health gate and no rollback) the old container is only stopped and parked; its writable mounts
-are archived while it is stopped (importer.swap.data), the new container gets a faithful copy of
-its settings (importer.swap.config), and a health gate decides (importer.swap.health). A
+are archived while it is stopped (importer.backup.data), the new container gets a faithful copy of
+its settings (importer.kinds.container.config), and a health gate decides (importer.kinds.container.health). A
 failure restores every mount to exactly the backup and puts the old container back.
 
 Recovery acts on a journal only where the engine matches it (`check_journal_matches_engine`):
@@ -25,14 +25,14 @@ from bundlecore.release import ContainerTarget
 from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, write_event
 from importer.delivery import Delivery
 from importer.state import StateDir, highest_sequence_after
-from importer.swap import data
-from importer.swap.config import recreate_config, run_config
-from importer.swap.generations import Generations, parked_name
-from importer.swap.health import HealthGate
-from importer.swap.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
+from importer.backup import data
+from importer.kinds.container.config import recreate_config, run_config
+from importer.kinds.container.generations import Generations, parked_name
+from importer.kinds.container.health import HealthGate
+from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
-from importer.swap.machine import AttemptFailed, ContainerSwap, begin
-from importer.swap.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
+from importer.kinds.container.machine import AttemptFailed, ContainerSwap, begin
+from importer.kinds.container.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
 
 
 def _own_health(state: StateDir, gens: Generations, info: dict) -> dict | None:
@@ -199,8 +199,9 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
         return []
     client.ping()
     if j.record.kind == SwapKind.UNINSTALL:
-        from importer.swap import uninstall
-        return uninstall.recover(client, state, name, j, out)
+        # the package's `uninstall` is the verb, not the module
+        from importer.kinds.container.uninstall import recover as recover_uninstall
+        return recover_uninstall(client, state, name, j, out)
     check_journal_matches_engine(client, state, name, j.record)
     with data.helpers_owned_by(_owner(state, j.record.swap_id)):
         return _recover(client, state, name, j, out)
