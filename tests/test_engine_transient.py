@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from importer.backup.data import STATE_LABEL
 from importer.kinds.container.journal import pending
 from tests.engineproxy import EngineProxy
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install, run_driver, seed_data,
@@ -46,7 +47,9 @@ def test_rollback_retries_a_transient_removal_failure_and_ends_with_the_old_vers
     assert served_version(swap_env) == "1.0.0"
     assert [c["ImageID"] for c in containers_named(docker_client, name)] == [demo_images["v1"]["id"]]
     assert docker_client.api.inspect_container(name)["State"]["Running"]
-    assert not docker_client.api.containers(all=True, filters={"ancestor": broken["id"]})
+    # (only this test's state dir's containers: other tests may run the same image at the same time)
+    assert not docker_client.api.containers(all=True, filters={
+        "ancestor": broken["id"], "label": f"{STATE_LABEL}={swap_env['state'].identity}"})
     assert swap_env["state"].installed(name)["version"] == "1.0.0"
     assert digest(data_files(docker_client, name)) == digest(before)
     assert pending(swap_env["state"]) == []
