@@ -19,6 +19,57 @@ pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 from tests.daemons import start_node_exporter, start_prometheus, start_registry  # noqa: E402
 from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below use them)
 
+# Tiers (markers registered in pyproject.toml; `make test` runs them all): `unit` for tests/unit
+# (pure logic, no engine), `engine` for every other file (the real engine, registry, gpg,
+# Prometheus, Swarm), `slow` for the files that wait on real windows (probation, soak, Swarm
+# rollouts, kill -9 matrices). `-m unit`, `-m "engine and not slow"` select a tier.
+#
+# Balance for `--dist loadgroup` (Makefile): every file is one xdist group (its module fixtures
+# built once), except the files that hold more than one worker's share, split into contiguous
+# chunks. SLOW is ordered by measured time (one full run summed per file; the ranking matters,
+# not the figures) and goes first, chunks of different files interleaved, so that no long group
+# starts last and a worker waiting on a window runs beside one that computes.
+SLOW = {  # file: groups
+    "test_swap_crash.py": 4, "test_fleet_data.py": 4, "test_fleet.py": 2, "test_health.py": 2,
+    "test_metrics_gate.py": 2, "test_swap_data.py": 1, "test_lifecycle.py": 2, "test_swap.py": 2,
+    "test_split.py": 1, "test_swap_merge.py": 1, "test_swap_lifecycle.py": 1, "test_audit.py": 1,
+}
+UNIT_DIR = REPO / "tests" / "unit"
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    size = -(-len(items) // n)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    by_file: dict[str, list] = {}
+    for item in items:
+        path = item.path
+        item.add_marker(pytest.mark.unit if UNIT_DIR in path.parents else pytest.mark.engine)
+        if path.name in SLOW:
+            item.add_marker(pytest.mark.slow)
+        by_file.setdefault(str(path.relative_to(REPO)), []).append(item)
+    slow, rest = [], []
+    for rel, its in by_file.items():
+        name = rel.rsplit("/", 1)[-1]
+        groups = _chunks(its, SLOW.get(name, 1))
+        for k, group in enumerate(groups):
+            for item in group:
+                item.add_marker(pytest.mark.xdist_group(f"{rel}#{k}" if len(groups) > 1 else rel))
+        if name in SLOW:
+            slow.append((list(SLOW).index(name), groups))
+        else:
+            rest.extend(its)
+    slow.sort(key=lambda x: x[0])
+    ordered = []
+    for k in range(max((len(g) for _, g in slow), default=0)):  # round robin over the slow files
+        for _, groups in slow:
+            if k < len(groups):
+                ordered.extend(groups[k])
+    items[:] = ordered + rest
+
 
 def _engine_or_fail():
     r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-docker.sh")], capture_output=True, text=True)
