@@ -6,8 +6,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# the suite mostly waits on health gates and rollouts: test files (the longest split in chunks,
-# tests/conftest.py) run in parallel workers, more than the cores (README)
+# the suite mostly waits on health gates and rollouts: test files run in parallel workers, more
+# than the cores, the slowest files first (tests/conftest.py; README)
 TEST_WORKERS ?= 6
 
 .PHONY: test check test-unit demo bench engine venv clean offline-kit man cli-doc

@@ -21,54 +21,28 @@ from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below u
 
 # Tiers (markers registered in pyproject.toml; `make test` runs them all): `unit` for tests/unit
 # (pure logic, no engine), `engine` for every other file (the real engine, registry, gpg,
-# Prometheus, Swarm), `slow` for the files that wait on real windows (probation, soak, Swarm
-# rollouts, kill -9 matrices). `-m unit`, `-m "engine and not slow"` select a tier.
+# Prometheus, Swarm), `slow` for the files that take longest (real probation windows, soaks, Swarm
+# rollouts, kill -9 matrices, many real refusals). `-m unit`, `-m "engine and not slow"` select a tier.
 #
-# Balance for `--dist loadgroup` (Makefile): every file is one xdist group (its module fixtures
-# built once), except the files that hold more than one worker's share, split into contiguous
-# chunks. SLOW is ordered by measured time (one full run summed per file; the ranking matters,
-# not the figures) and goes first, chunks of different files interleaved, so that no long group
-# starts last and a worker waiting on a window runs beside one that computes.
-SLOW = {  # file: groups
-    "test_swap_crash.py": 4, "test_fleet_data.py": 4, "test_fleet.py": 2, "test_health.py": 2,
-    "test_metrics_gate.py": 2, "test_swap_data.py": 1, "test_lifecycle.py": 2, "test_swap.py": 2,
-    "test_split.py": 1, "test_swap_merge.py": 1, "test_swap_lifecycle.py": 1, "test_audit.py": 1,
-}
+# Balance for `--dist loadfile --no-loadscope-reorder` (Makefile): each file whole in one worker
+# (its module fixtures built once, its tests in order), in the order collected here: SLOW first,
+# heaviest first (one full run summed per file; the ranking matters, not the figures), so that no
+# long file starts last. (xdist's loadgroup cannot split a file under pytest 9: it renames
+# `item._nodeid`, which pytest 9 no longer reads.)
+SLOW = ["test_swap_crash.py", "test_fleet_data.py", "test_fleet.py", "test_health.py", "test_metrics_gate.py",
+        "test_swap_data.py", "test_lifecycle.py", "test_swap.py", "test_gate.py", "test_split.py",
+        "test_swap_merge.py", "test_swap_lifecycle.py", "test_audit.py"]
 UNIT_DIR = REPO / "tests" / "unit"
 
 
-def _chunks(items: list, n: int) -> list[list]:
-    size = -(-len(items) // n)
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    by_file: dict[str, list] = {}
+    rank = {name: i for i, name in enumerate(SLOW)}
     for item in items:
-        path = item.path
-        item.add_marker(pytest.mark.unit if UNIT_DIR in path.parents else pytest.mark.engine)
-        if path.name in SLOW:
+        item.add_marker(pytest.mark.unit if UNIT_DIR in item.path.parents else pytest.mark.engine)
+        if item.path.name in rank:
             item.add_marker(pytest.mark.slow)
-        by_file.setdefault(str(path.relative_to(REPO)), []).append(item)
-    slow, rest = [], []
-    for rel, its in by_file.items():
-        name = rel.rsplit("/", 1)[-1]
-        groups = _chunks(its, SLOW.get(name, 1))
-        for k, group in enumerate(groups):
-            for item in group:
-                item.add_marker(pytest.mark.xdist_group(f"{rel}#{k}" if len(groups) > 1 else rel))
-        if name in SLOW:
-            slow.append((list(SLOW).index(name), groups))
-        else:
-            rest.extend(its)
-    slow.sort(key=lambda x: x[0])
-    ordered = []
-    for k in range(max((len(g) for _, g in slow), default=0)):  # round robin over the slow files
-        for _, groups in slow:
-            if k < len(groups):
-                ordered.extend(groups[k])
-    items[:] = ordered + rest
+    # stable: a file's tests keep their order; the slow files first, by rank
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def _engine_or_fail():
