@@ -27,6 +27,7 @@ from importer.service.settings import services_of, soak_of
 from importer.state import StateDir, highest_sequence_after
 
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)
+RELEASE = "release.json"
 INLINE_SOAK_ENV = "BUNDLE_INLINE_SOAK"  # test-only: the suite lowers it to prove --resume without a 30 s wait
 
 
@@ -37,7 +38,6 @@ def inline_soak() -> float:
         return max(0.0, float(os.environ[INLINE_SOAK_ENV]))
     except (KeyError, ValueError):
         return INLINE_SOAK
-RELEASE = "release.json"
 
 
 @dataclass
