@@ -19,6 +19,31 @@ pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 from tests.daemons import start_node_exporter, start_prometheus, start_registry  # noqa: E402
 from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below use them)
 
+# Tiers (markers registered in pyproject.toml; `make test` runs them all): `unit` for tests/unit
+# (pure logic, no engine), `engine` for every other file (the real engine, registry, gpg,
+# Prometheus, Swarm), `slow` for the files that take longest (real probation windows, soaks, Swarm
+# rollouts, kill -9 matrices, many real refusals). `-m unit`, `-m "engine and not slow"` select a tier.
+#
+# Balance for `--dist loadfile --no-loadscope-reorder` (Makefile): each file whole in one worker
+# (its module fixtures built once, its tests in order), in the order collected here: SLOW first,
+# heaviest first (one full run summed per file; the ranking matters, not the figures), so that no
+# long file starts last. (xdist's loadgroup cannot split a file under pytest 9: it renames
+# `item._nodeid`, which pytest 9 no longer reads.)
+SLOW = ["test_swap_crash.py", "test_fleet_data.py", "test_fleet.py", "test_health.py", "test_metrics_gate.py",
+        "test_swap_data.py", "test_lifecycle.py", "test_swap.py", "test_gate.py", "test_split.py",
+        "test_swap_merge.py", "test_swap_lifecycle.py", "test_audit.py"]
+UNIT_DIR = REPO / "tests" / "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW)}
+    for item in items:
+        item.add_marker(pytest.mark.unit if UNIT_DIR in item.path.parents else pytest.mark.engine)
+        if item.path.name in rank:
+            item.add_marker(pytest.mark.slow)
+    # stable: a file's tests keep their order; the slow files first, by rank
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def _engine_or_fail():
     r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-docker.sh")], capture_output=True, text=True)

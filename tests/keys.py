@@ -76,6 +76,11 @@ class Key:
             args = ["--faked-system-time", self.faked_time, *args]
         return gpg(self.home, *gpg_args, *args, input=data)
 
+    def created(self) -> int:
+        """When the primary key was made (seconds since the epoch), as gpg lists it."""
+        listing = gpg(self.home, "--with-colons", "--list-keys", self.fpr).decode()
+        return int(next(line.split(":")[5] for line in listing.splitlines() if line.startswith("pub:")))
+
     def revocation_cert(self) -> bytes:
         """The revocation certificate gpg wrote when it made the key (openpgp-revocs.d/FPR.rev),
         as is: with the ':' that guards it against accidental import."""

@@ -624,9 +624,13 @@ def test_signature_with_sha1_or_from_the_future_is_refused(gate, pgp_keys, gpg_a
 
 def test_expired_signature_is_refused_as_expired(gate, pgp_keys):
     v = gate.variant()
-    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=("--default-sig-expire", "seconds=2"))
+    # made the moment the key was (gpg's clock set back), valid for 2 s: expired for a verifier
+    # running now (the session made the key, then built the base bundle), no sleep
+    made = pgp_keys.builder.created() - time.time()
+    assert made < -3, "the key is too new for a signature made when it was to have expired"
+    v.signatures = pgp_keys.builder.sign(v.final_sums(), gpg_args=("--faked-system-time", gpg_time(made),
+                                                                    "--default-sig-expire", "seconds=2"))
     bundle = v.write(gate.path("expired-sig"))
-    time.sleep(3)
     for r in gate.refused(bundle, "signature", f"signature by {pgp_keys.builder.fpr} expired"):
         assert "does not match" not in r.stderr
 

@@ -138,9 +138,9 @@ def test_a_backup_that_does_not_unpack_is_refused_before_anything_live_moves(doc
 
 def test_a_sparse_file_bigger_than_its_filesystem_is_refused_before_the_swap_and_never_materialized(
         docker_client, swap_env, demo_images, tmp_path):
-    """Finding 9: a 2 GiB sparse file in a 64 MiB filesystem (a host tmpfs bind-mounted at /data; a
+    """Finding 9: a 256 MiB sparse file in a 64 MiB filesystem (a host tmpfs bind-mounted at /data; a
     tmpfs *volume* would lose its content whenever the container stops). The engine's archive stream
-    is not sparse, so a restore would write 2 GiB: the swap refuses right after the backup (exit 4,
+    is not sparse, so a restore would write 256 MiB: the swap refuses right after the backup (exit 4,
     old version back), and a restore asked for anyway is refused (exit 5) with the data untouched."""
     api, name = docker_client.api, swap_env["name"]
     with _small_tmpfs(tmp_path / "fs64", "64m") as fs:
@@ -151,7 +151,7 @@ def test_a_sparse_file_bigger_than_its_filesystem_is_refused_before_the_swap_and
 def _sparse_refusal(docker_client, swap_env, demo_images, tmp_path, api, name):
     install(docker_client, swap_env, demo_images["v1"], 1)
     seed_data(docker_client, name)
-    _sh(docker_client, name, "truncate -s 2G /data/sparse.img && echo tail >> /data/sparse.img")
+    _sh(docker_client, name, "truncate -s 256M /data/sparse.img && echo tail >> /data/sparse.img")
     old_id = api.inspect_container(name)["Id"]
     tree, files = _listing(docker_client, name), data_files(docker_client, name)
     assert _allocated_kib(docker_client, name, "/data/sparse.img") < 1024

@@ -8,6 +8,7 @@ from bundlecore.schema import first_error
 from bundler.spec import load_spec
 from importer.registry import check_registry_address, is_loopback, push_target
 from bundlecore.release import RunSettings, ServiceTarget
+from importer.kinds.service import release
 from importer.kinds.service.settings import (NS, Outcome, healthcheck, outcome, service_spec,
                                        update_config, with_image)
 
@@ -208,3 +209,12 @@ def test_a_signed_service_target_asking_for_container_only_health_is_refused_by_
               "health": {"cmd": ["true"], "timeout": 5, "attempts": 3, **extra}}
     errors = list(v.evolve(schema=v.schema["$defs"]["target"]).iter_errors(target))
     assert {e.instance for e in errors if e.validator == "not"} == refused and len(errors) == len(refused), errors
+
+
+@pytest.mark.parametrize("env, expected", [(None, 30), ("5", 5.0), ("0", 0.0), ("-3", 0.0), ("soon", 30)])
+def test_the_inline_soak_is_30_s_unless_the_test_only_environment_lowers_it(monkeypatch, env, expected):
+    if env is None:
+        monkeypatch.delenv(release.INLINE_SOAK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(release.INLINE_SOAK_ENV, env)
+    assert release.inline_soak() == expected
