@@ -12,7 +12,9 @@ first installs and upgrades alike:
 
 What reaches the host is then decided once, by the host policy, on the merged settings: the site
 file is the admin's, but one rule for what a container may ask of this host is simpler to audit
-than two. Every env value from the site file is masked in the plan (they are the secrets).
+than two. Every env value from the site file is a secret (importer.masking): masked in the plan
+and every other output, also once the site file changed or removed it (the keys are recorded with
+the installed version).
 
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
 (importer.kinds.container.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
@@ -30,7 +32,7 @@ from bundlecore.errors import EnvironmentProblem
 from bundlecore.release import HealthSettings, RunSettings, Target
 from bundlecore.runspec import parse_port, parse_volume
 from bundlecore.schema import first_error
-from importer.kinds.container.merge import MASK
+from importer.masking import shown_env
 
 SITE_DIR = Path("/etc/bundle/apps")
 _ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts")
@@ -69,6 +71,7 @@ class SiteSettings:
 
     @property
     def masked(self) -> frozenset[str]:
+        """The env keys this file sets: their values are secrets (importer.masking)."""
         return frozenset(self.run.get("env") or {})
 
     def over(self, run: dict | None) -> dict:
@@ -109,7 +112,7 @@ class SiteSettings:
         out = [f"site settings {self.path} (over the bundle's):"]
         for key, value in self.run.items():
             if key == "env":
-                out += [f"  env {k}={MASK}" for k in value]
+                out += [f"  env {k}={shown_env(k, v, self.masked)}" for k, v in value.items()]
             elif key == "labels":
                 out += [f"  label {k}={v}" for k, v in value.items()]
             elif isinstance(value, list) and key not in ("command", "entrypoint"):

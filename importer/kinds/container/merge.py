@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
+from importer.masking import UNSET, shown_env
 
 # Labels that mark this tool's own containers or the engine's tooling: never the admin's settings.
 RESERVED_LABELS = ("io.bundle.", "com.docker.")
-MASK = "***"
 
 
 class Side(StrEnum):
@@ -79,7 +79,7 @@ class Decision:
     result: object
 
     def line(self, masked: frozenset[str] = frozenset(), prefer: Side | None = None) -> str:
-        """The plan line: what happens to this setting and why."""
+        """The plan line: what happens to this setting and why (`masked`: env keys marked secret)."""
         show = lambda v: _show(self.key, v, masked)  # noqa: E731
         if self.origin is Origin.BUNDLE or (self.origin is Origin.CONFLICT and prefer is Side.BUNDLE):
             why = "from the bundle" + ("; this host's change is overridden by --prefer bundle"
@@ -235,10 +235,11 @@ def settings_of_container(info: dict, image: dict, named: frozenset[Key] | set[K
 
 
 def _show(key: Key, value, masked: frozenset[str]) -> str:
+    """A value as a plan line or a refusal prints it: env values through importer.masking."""
+    if key.kind is Kind.ENV:
+        return shown_env(key.name, None if value is None else str(value), masked)
     if value is None:
-        return "(unset)"
-    if key.kind is Kind.ENV and key.name in masked:
-        return MASK
+        return UNSET
     if isinstance(value, tuple):
         return shlex.join(value) if key.kind is Kind.COMMAND else ", ".join(value)
     return str(value)

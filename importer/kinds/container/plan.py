@@ -104,7 +104,8 @@ class SwapPlan:
     settings: MergeResult | None = None  # for kind UPGRADE: the three-way merge of the run settings
     setting_changes: dict = field(default_factory=dict)  # what the new container gets differently
     prefer: Side | None = None
-    masked: frozenset[str] = frozenset()  # env keys whose values are never shown (site settings)
+    masked: frozenset[str] = frozenset()  # the site file's env keys: secrets (importer.masking), recorded
+    was_masked: frozenset[str] = frozenset()  # the site's env keys when the running version was installed
     app: str | None = None  # the app (state key); `name` is its target container. None: the same name
     gate: dict | None = None  # the health settings the swap's gate applies: the target's, or for a
                               # rollback the generation's own (as its record keeps them)
@@ -112,6 +113,11 @@ class SwapPlan:
     @property
     def key(self) -> str:
         return self.app or self.name
+
+    @property
+    def marked(self) -> frozenset[str]:
+        """The env keys whose values are never shown: a site secret changed or removed is still one."""
+        return self.masked | self.was_masked
 
     def lines(self) -> list[str]:
         out = []
@@ -149,7 +155,7 @@ class SwapPlan:
                 out.append("  then create the new container with the same settings, networks and mounts")
             else:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
-                out += [f"    {d.line(self.masked, self.prefer)}" for d in self.settings.decisions]
+                out += [f"    {d.line(self.marked, self.prefer)}" for d in self.settings.decisions]
         if self.kind != PlanKind.UNCHANGED:
             out.append(f"  health check: {self.health}")
             if self.kind == PlanKind.UPGRADE:
@@ -228,13 +234,17 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     """base: the run settings recorded when the current generation was installed (None for a
     container bundle never installed); theirs: the new target's; ours: the running container."""
     recorded = (Generations(state.app_dir(plan.key)).current or {}).get("bundle") or {}
-    base = settings_of_run(recorded["run"]) if "run" in recorded else None
+    base = None
+    if "run" in recorded:
+        base = settings_of_run(recorded["run"])
+        # recorded before the site's keys were: any env key it set may have been the site's
+        plan.was_masked = frozenset(recorded.get("site_env", recorded["run"].get("env") or ()))
     theirs = settings_of_run(plan.target.run.as_mapping())
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
     plan.settings = merge(base, theirs, ours, plan.prefer)
     conflicts = plan.settings.conflicts
     if conflicts and plan.prefer is None:
-        raise SettingsConflict("; ".join(d.conflict(plan.masked) for d in conflicts)
+        raise SettingsConflict("; ".join(d.conflict(plan.marked) for d in conflicts)
                                + ": choose with --prefer bundle or --prefer local")
     plan.setting_changes = plan.settings.changes(ours)
 

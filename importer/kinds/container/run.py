@@ -98,7 +98,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_
     bundle = delivery.journal_bundle()
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
-        version=release.version, sequence=release.sequence, bundle=bundle | {"run": run})
+        version=release.version, sequence=release.sequence, bundle=bundle | {"run": run, "site_env": sorted(plan.masked)})
     if plan.kind == PlanKind.INSTALL:
         new.create = run_config(run, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
