@@ -211,7 +211,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         check_host(client, run_config(target.run.as_mapping(), ref), replaced=None)  # before anything is loaded
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
-                        health=_describe_health(target.health_json(), hc, loaded), app=app,
+                        health=_describe_health(target.health_json(), hc, loaded), masked=masked, app=app,
                         gate=target.health_json())
     current = _current(state, old, Generations(state.app_dir(app)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
