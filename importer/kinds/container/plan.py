@@ -237,7 +237,7 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     base = None
     if "run" in recorded:
         base = settings_of_run(recorded["run"])
-        # recorded before the site's keys were: any env key it set may have been the site's
+        # the site's env keys as recorded; a record from before they were: every env key it set, on doubt
         plan.was_masked = frozenset(recorded.get("site_env", recorded["run"].get("env") or ()))
     theirs = settings_of_run(plan.target.run.as_mapping())
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
