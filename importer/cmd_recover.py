@@ -18,7 +18,7 @@ def recover(state_dir, yes, as_json, metrics_file):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.engine import connect
     from importer import kinds
-    from importer.kinds.container.journal import pending
+    from importer.steps import pending
     out = human_out(as_json)
     state = StateDir(state_dir)
     client = connect()

@@ -9,7 +9,7 @@ import json
 import os
 
 from bundlecore.schema import AUDIT_EVENT, first_error
-from importer.kinds.container.journal import pending
+from importer.steps import pending
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import served_version
 from tests.test_health import _build, _spec

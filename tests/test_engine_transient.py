@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from importer.backup.data import STATE_LABEL
-from importer.kinds.container.journal import pending
+from importer.steps import pending
 from tests.engineproxy import EngineProxy
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, digest, install, run_driver, seed_data,
                                  served_version, target_for)

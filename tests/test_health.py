@@ -20,7 +20,8 @@ import pytest
 
 from bundlecore.engine import Engine
 from importer.kinds.container.health import HealthGate, ProbeRoute
-from importer.kinds.container.journal import SwapJournal, pending
+from importer.kinds.container.journal import SwapJournal
+from importer.steps import pending
 from importer.kinds.container.status import app_status
 from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import (REPO, bundle_for, containers_named, data_files, digest, free_port, install,

@@ -11,7 +11,7 @@ import pytest
 
 from bundlecore.errors import AppState
 from importer.state import StateDir
-from importer.kinds.container.journal import pending
+from importer.steps import pending
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import (bundle_for, containers_named, data_files, delivery, digest, seed_data,
                                  served_version, target_for, typed)

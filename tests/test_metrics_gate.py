@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from importer.kinds.container.journal import SwapJournal, pending
+from importer.kinds.container.journal import SwapJournal
+from importer.steps import pending
 from tests.craft import snapshot_dir
 from tests.support import BUNDLE, build_app_image, one_line, run_bundle
 from tests.swap_fixtures import (containers_named, data_files, digest, free_port, remove_images, seed_data,

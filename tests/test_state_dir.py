@@ -25,7 +25,8 @@ from bundlecore.engine import Engine
 from importer.state import StateDir
 from importer.backup import data as swap_data
 from importer.kinds.container.journal import (FORWARD_STEPS, IncomingContainer, JournalRecord, PreexistingData, Step,
-                                   SwapJournal, SwapKind, pending)
+                                              SwapJournal, SwapKind)
+from importer.steps import pending
 from importer.kinds import recover_all
 from tests.support import one_line, run_bundle
 from tests.craft import snapshot_dir

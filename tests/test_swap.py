@@ -13,7 +13,7 @@ from bundlecore.engine import Engine
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
 from importer.backup import data as swap_data
 from importer.backup.data import STATE_LABEL, SWAP_LABEL
-from importer.kinds.container.journal import pending
+from importer.steps import pending
 from importer.kinds.container.plan import plan_swap
 from importer.kinds.container.run import run_swap
 from importer.kinds.container.status import app_status

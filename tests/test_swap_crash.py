@@ -11,7 +11,8 @@ import pytest
 
 from bundlecore.engine import Engine
 from importer.backup.data import HELPER_LABEL, STATE_LABEL
-from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS, pending
+from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS, UNINSTALL_STEPS
+from importer.steps import pending
 from importer.kinds.container.plan import plan_swap
 from importer.kinds.container.run import run_swap
 from importer.kinds.container.status import app_status

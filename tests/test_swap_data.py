@@ -20,7 +20,8 @@ from bundlecore.engine import Engine
 from bundlecore.errors import OperatorNeeded, UpdateFailed
 from importer.state import StateDir
 from importer.backup import data as swap_data
-from importer.kinds.container.journal import JournalRecord, SwapJournal, SwapKind, pending
+from importer.kinds.container.journal import JournalRecord, SwapJournal, SwapKind
+from importer.steps import pending
 from tests.support import run_bundle
 from importer.kinds.container.plan import plan_swap
 from importer.kinds.container.run import run_swap

@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from bundlecore.errors import EnvironmentProblem, InstallUndone, OperatorNeeded, UpdateFailed
-from importer.kinds.container.journal import pending
+from importer.steps import pending
 from bundlecore.engine import Engine
 from importer.kinds import recover_all
 from importer.kinds.container.plan import plan_swap

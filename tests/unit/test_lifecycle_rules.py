@@ -132,7 +132,8 @@ def test_history_reads_an_apps_events_old_and_new_and_skips_garbage(tmp_path):
 
 
 def test_a_pending_journal_of_the_previous_layout_moves_with_its_app_and_is_keyed_by_it(tmp_path):
-    from importer.kinds.container.journal import SwapJournal, pending
+    from importer.kinds.container.journal import SwapJournal
+    from importer.steps import pending
     from tests.unit.test_swap_journal import UPGRADE
     root = tmp_path / "state"
     layout_1(root)

@@ -18,7 +18,7 @@ from pathlib import Path
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.release import Result
 from importer.audit import now
-from importer.steps import Direction, StepJournal, pending  # noqa: F401  (pending: every kind's journals)
+from importer.steps import Direction, StepJournal
 
 
 class SwapKind(StrEnum):
