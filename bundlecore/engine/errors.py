@@ -23,6 +23,9 @@ TRANSIENT: tuple[tuple[int | None, str, str], ...] = (
     (409, "is already in progress", "removal already in progress"),
     (None, "reset by peer", "connection reset"),
     (None, "remote end closed connection", "connection reset"),
+    # the SDK's unix-socket adapter keeps one pool per URL and closes the least recently used one,
+    # even while another thread's request is on it (8 concurrent image inspects): a new try gets a new pool
+    (None, "pool is closed", "connection pool recycled"),
 )
 
 

@@ -32,6 +32,8 @@ def api_error(status: int, message: str) -> docker.errors.APIError:
      EngineError, None, "connection reset"),
     (requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection "
                               "without response'))"), EngineError, None, "connection reset"),
+    (requests.ConnectionError("UnixHTTPConnectionPool(host='localhost', port=None): Pool is closed."), EngineError,
+     None, "connection pool recycled"),
     # permanent: said once, never retried
     (api_error(404, f"No such container: {CID}"), EngineNotFound, 404, None),
     (api_error(409, 'Conflict. The container name "/web" is already in use'), EngineConflict, 409, None),
