@@ -148,12 +148,17 @@ class _DockerSave:
 
 
 class StagingSink:
-    """Writes the verified payload files named in `keep` under a private staging directory,
-    never outside it; other members are verified and dropped."""
+    """Where a verified member goes on its way to `docker load`.
 
-    def __init__(self, root: Path, keep: set[str]):
+    A member the engine needs streams straight into the feed as it is hashed (`_StreamedMember`);
+    only a patch member, from which a layer is rebuilt once it matched, is written to disk under
+    a private staging directory (never outside it). Other members are verified and dropped."""
+
+    def __init__(self, root: Path, keep: set[str], stage: frozenset[str] | set[str] = frozenset()):
         self.root = Path(root)
         self.keep = keep
+        self.stage = stage
+        self.feed: VerifiedFeed | None = None
 
     def path_of(self, member: str) -> Path:
         return self.root / member
@@ -161,46 +166,37 @@ class StagingSink:
     def open(self, member: str, size: int):
         if member not in self.keep:
             return None
+        if member not in self.stage and self.feed is not None:
+            return self.feed.stream_member(member, size)
         target = self.path_of(member)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        return _BackgroundWriter(fd)
+        return os.fdopen(fd, "wb")
 
 
-class _BackgroundWriter:
-    """Writes a staged file on its own thread, so decompressing and hashing go on meanwhile;
-    a few chunks in flight at most. `close()` returns once every byte is written."""
+class _StreamedMember:
+    """A member on its way into the tar stream while it is hashed: its header and every chunk but
+    the last go at once; the last chunk and the padding go only once the member matched its signed
+    sum (`release`). So a member that fails its check never reaches the engine whole: the upload
+    is cut inside it, and `docker load`, which untars the whole stream before it reads
+    manifest.json, fails on the short archive and registers nothing."""
 
-    def __init__(self, fd: int, depth: int = 4):
-        self._fd = fd
-        self._chunks: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="staging-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (chunk := self._chunks.get()) is not None:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._fd, view):]
-        except BaseException as e:
-            self._error = e
-            while self._chunks.get() is not None:  # keep draining so the producer never blocks
-                pass
-        finally:
-            os.close(self._fd)
+    def __init__(self, feed: VerifiedFeed, member: str, size: int):
+        self.feed, self.size = feed, size
+        self.held: bytes | None = None
+        feed.put(fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0))
 
     def write(self, chunk: bytes) -> None:
-        if self._error:
-            raise self._error
-        self._chunks.put(chunk)
+        if self.held is not None:
+            self.feed.put(self.held)
+        self.held = bytes(chunk)
 
     def close(self) -> None:
-        self._chunks.put(None)
-        self._thread.join()
-        if self._error:
-            raise self._error
+        """Called whether or not the member matched: nothing more is sent until `release`."""
+
+    def release(self) -> None:
+        self.feed.put((self.held or b"") + b"\0" * (-self.size % fmt.BLOCK))
+        self.held = None
 
 
 def check_free_space(where: Path, needed: int, what: str) -> None:
@@ -211,60 +207,98 @@ def check_free_space(where: Path, needed: int, what: str) -> None:
 
 
 class VerifiedFeed:
-    """Hands verified members from the gate's thread to the `docker load` upload, in order.
+    """Hands the payload from the gate's thread to the `docker load` upload as it is verified.
 
-    A member is queued only after its sha256 matched (and, for the archive manifest, after the
-    verifier's docker archive rule passed), so Docker never receives an unverified byte; if the gate
-    refuses midway, the upload is cut and `docker load`, which reads the whole archive before
-    loading anything, loads nothing."""
+    Bytes flow through a short queue (a few chunks: memory and scratch disk stay flat whatever
+    the bundle's size). A member streams while it is hashed, its last chunk held back until its
+    sha256 matched (and, for the archive manifest, the docker archive rule passed); a layer
+    rebuilt from a patch is sent from staging once its diff ID matched. The archive's end goes
+    only after the whole payload verified. On a refusal the upload is cut inside a member, so
+    Docker never receives a complete archive holding an unverified byte, and loads nothing."""
 
     _END = object()
+    DEPTH = 8
 
     def __init__(self, sink: StagingSink, release: Release, client=None):
         self.sink = sink
+        sink.feed = self
         self.release = release
         self.client = client
         self.patches = patched_layers(release)
-        self.queue: queue.Queue = queue.Queue()
+        self.queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self.streaming: dict[str, _StreamedMember] = {}
         self.error: BaseException | None = None
+        self.cancelled = threading.Event()
+
+    def put(self, item) -> None:
+        """Queue `item` for the upload; gives up (raising _Cancelled) once the upload has ended."""
+        while True:
+            if self.cancelled.is_set():
+                raise _Cancelled()
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def stream_member(self, member: str, size: int) -> _StreamedMember:
+        self.streaming[member] = streamed = _StreamedMember(self, member, size)
+        return streamed
 
     def member_verified(self, member: str) -> None:
         if member not in self.sink.keep:
+            return
+        if member in self.streaming:
+            self.streaming.pop(member).release()
             return
         if member in self.patches:  # the layer it rebuilds goes to docker load instead
             entry = self.patches[member]
             rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry.path))
             self.sink.path_of(member).unlink()
-            member = entry.path
-        self.queue.put(member)
+            self._send_file(entry.path)
+
+    def _send_file(self, member: str) -> None:
+        path = self.sink.path_of(member)
+        size = path.stat().st_size
+        self.put(fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0))
+        with open(path, "rb") as f:
+            while chunk := f.read(fmt.CHUNK):
+                self.put(chunk)
+        self.put(b"\0" * (-size % fmt.BLOCK))
+        path.unlink()
 
     def run_gate(self, gate_payload_check) -> None:
         """Thread body: run the payload check; its end (or its refusal) closes the feed."""
         try:
             self.sha256 = gate_payload_check(self.member_verified)
+        except _Cancelled:
+            pass
         except BaseException as e:  # handed to the loading side, which re-raises it
             self.error = e
         finally:
-            self.queue.put(self._END)
+            try:
+                self.put(self._END)
+            except _Cancelled:
+                pass
 
     def tar_stream(self):
-        """The docker archive as a tar stream (paths without images/), each file unlinked once sent."""
-        while (member := self.queue.get()) is not self._END:
-            path = self.sink.path_of(member)
-            size = path.stat().st_size
-            yield fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0)
-            with open(path, "rb") as f:
-                while chunk := f.read(fmt.CHUNK):
-                    yield chunk
-            yield b"\0" * (-size % fmt.BLOCK)
-            path.unlink()
+        """The docker archive as a tar stream (paths without images/); raises, cutting the
+        upload, if the gate refused; the end-of-archive blocks only after everything verified."""
+        while (item := self.queue.get()) is not self._END:
+            yield item
         if self.error is not None:
+            # a member promised and never sent: the archive ends inside it whatever the framing
+            yield fmt.tar_member_header("refused", fmt.BLOCK, 0)
             raise self.error
         yield fmt.TAR_END
 
 
+class _Cancelled(Exception):
+    """The upload ended (the engine failed or the load was interrupted): the gate stops feeding."""
+
+
 def stage_and_load(client, feed: VerifiedFeed, gate_payload_check) -> tuple[str, dict[str, str]]:
-    """Verify the payload (in a thread) while verified members stream into `docker load`.
+    """Verify the payload (in a thread) while it streams into `docker load`.
 
     Returns (sha256 of the bundle file, {ref: image ID}); raises the gate's refusal if any."""
     worker = threading.Thread(target=feed.run_gate, args=(gate_payload_check,), name="payload-gate", daemon=True)
@@ -272,7 +306,8 @@ def stage_and_load(client, feed: VerifiedFeed, gate_payload_check) -> tuple[str,
     try:
         images = _docker_load(client, feed.tar_stream(), feed.release)
     except BaseException:
-        worker.join()  # the gate thread only reads the bundle and writes staging: it ends by itself
+        feed.cancelled.set()  # the gate thread stops at its next queued chunk
+        worker.join()
         if feed.error is not None:
             raise feed.error from None
         raise

@@ -285,11 +285,11 @@ def _plan(ctx: ImportContext) -> None:
 
 
 def _verify_only(ctx: ImportContext) -> dict:
-    """A dry run: the whole payload verified (only the archive manifest staged, to check it),
-    nothing loaded or changed."""
-    with _staged(ctx, {fmt.DOCKER_ARCHIVE_MANIFEST}) as (sink, check):
+    """A dry run: the whole payload verified (the archive manifest checked as it passes), nothing
+    staged, loaded or changed."""
+    with _staged(ctx, set()) as (_sink, check):
         with ctx.timer.phase("verify"):
-            ctx.audit.bundle.sha256 = check(VerifiedFeed(sink, ctx.release).member_verified)
+            ctx.audit.bundle.sha256 = check(None)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes); "
             f"dry run: nothing loaded or changed")
     ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
@@ -311,14 +311,15 @@ def _load(ctx: ImportContext) -> None:
 
 
 @contextlib.contextmanager
-def _staged(ctx: ImportContext, to_stage: set[str]):
-    """A staging dir with room for `to_stage` (and the layers rebuilt from patches into it), its
-    sink, and the gate's payload check over it (removed afterwards whatever happens)."""
+def _staged(ctx: ImportContext, to_load: set[str]):
+    """The sink for the members `docker load` gets, and the gate's payload check over it. Members
+    stream into the load; only patch members and the layers rebuilt from them need the staging
+    dir (removed afterwards whatever happens), so only they need room there."""
     with ctx.state.staging() as staging:
         sizes = ctx.release.payload_sizes()
-        rebuilt = sum(p.size for member, p in patched_layers(ctx.release).items() if member in to_stage)
-        check_free_space(staging, sum(sizes[p] for p in to_stage) + rebuilt, "staging the payload")
-        sink = StagingSink(staging, to_stage)
+        patches = {member: p for member, p in patched_layers(ctx.release).items() if member in to_load}
+        check_free_space(staging, sum(sizes[m] + p.size for m, p in patches.items()), "staging the payload")
+        sink = StagingSink(staging, to_load, stage=set(patches))
         progress = Progress("verify+load", ctx.head.payload_bytes, enabled=ctx.show_progress)
         yield sink, lambda on_verified: ctx.gate.check_payload(ctx.path, ctx.head, sink, progress, on_verified)
         progress.close()

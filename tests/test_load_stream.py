@@ -1,0 +1,128 @@
+"""The import streams the payload straight into `docker load` while it hashes it (no staging copy).
+
+The engine's rule this relies on (moby's image/tarexport load): the whole upload is untarred into
+a temporary directory before manifest.json is read and any layer registered, and a stream that
+ends inside a member fails that untar. A complete archive, though, is loaded even when its manifest
+is wrong. So each member's last chunk waits for its sha256, the archive's end waits for the whole
+payload, and a refusal cuts the upload inside a member: the layer store must not change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+from bundlecore import format as fmt
+from tests.craft import SPEC, BaseBundle, _read_members, _remove_image, run_bundle
+from tests.keys import trust_store
+from tests.support import build_app_image, child_image
+
+# a layer of random bytes several CHUNKs long, so that it streams in many pieces
+UNIQUE_LAYER_BYTES = 3 * fmt.CHUNK + 12345
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    chains, prev = [], None
+    for d in diff_ids:
+        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
+        chains.append(prev)
+    return chains
+
+
+def top_layer_registered(client, diff_ids: list[str]) -> bool:
+    """Is the image's top layer (its chain ID) in the engine's layer store, orphan or not?"""
+    info = client.info()
+    db = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
+    assert db.is_dir(), f"cannot read the layer store at {db}"
+    return (db / chain_ids(diff_ids)[-1].split(":", 1)[1]).exists()
+
+
+@pytest.fixture(scope="module")
+def unique_bundle(docker_client, pgp_keys, tmp_path_factory):
+    """A real bundle whose top layer exists nowhere else (random bytes), its image then removed."""
+    token = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("stream-bundle")
+    base_ref = f"bundle-stream-test/base:{token}"
+    ref = f"bundle-stream-test/app:1.0.0-{token}"
+    build_app_image(docker_client, base_ref, "1.0.0", dockerfile_extra=f"LABEL bundle.stream-test={token}")
+    image_id = child_image(docker_client, base_ref, ref,
+                           run=f"head -c {UNIQUE_LAYER_BYTES} /dev/urandom > /unique-{token}")
+    diff_ids = docker_client.images.get(image_id).attrs["RootFS"]["Layers"]
+    spec = root / "bundle.toml"
+    spec.write_text(SPEC.format(name=f"streamtest-{token}", ref=ref))
+    out = root / "base.bundle"
+    try:
+        r = run_bundle("build", spec, "-o", out, "--sign-key", pgp_keys.builder.fpr,
+                       "--gnupghome", pgp_keys.builder.home, "--local")
+        assert r.code == 0, str(r)
+    finally:
+        _remove_image(docker_client, ref)
+        _remove_image(docker_client, base_ref)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image_id)
+    head = fmt.read_head(out)
+    manifest = json.loads(head.manifest)
+    base = BaseBundle(out, head, manifest, _read_members(out, head, manifest), pgp_keys.builder,
+                      trust_store(root / "keys", [pgp_keys.builder]), token)
+    yield base, diff_ids
+    for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+        c.remove(force=True)
+    _remove_image(docker_client, image_id)
+
+
+def test_tampered_last_member_registers_nothing_in_the_layer_store(unique_bundle, docker_client, tmp_path):
+    """The archive's manifest.json, last in the payload, changed after signing into another valid
+    manifest (a different tag): sent whole, it would make the engine load every layer before it."""
+    base, diff_ids = unique_bundle
+    assert not top_layer_registered(docker_client, diff_ids), "precondition: the unique layer is not in the engine"
+    v = base.variant()
+    last = v.members[-1]
+    assert last.name == fmt.DOCKER_ARCHIVE_MANIFEST, [m.name for m in v.members]
+    archive = json.loads(last.data)
+    archive[0]["RepoTags"] = [f"bundle-stream-test/evil:{base.token}"]
+    last.data = json.dumps(archive).encode()  # the signed sums still name the original bytes
+    v.manifest["payload"][-1]["size"] = len(last.data)
+    bad = v.write(tmp_path / "tampered-last.bundle")
+    images_before = {i.id for i in docker_client.images.list(all=True)}
+
+    r = run_bundle("import", bad, "--keys", base.keys_dir, "--state-dir", tmp_path / "state", "--yes")
+
+    assert r.code == 3, str(r)
+    assert len(r.stderr_lines) == 1 and r.stderr_lines[0].startswith("refused: "), str(r)
+    assert not top_layer_registered(docker_client, diff_ids), "the refused import registered the unique layer"
+    assert {i.id for i in docker_client.images.list(all=True)} - images_before == set()
+    assert not docker_client.images.list(name="bundle-stream-test/evil")
+    assert not docker_client.containers.list(all=True, filters={"name": base.target_name})
+    staging = tmp_path / "state" / "staging"
+    assert not staging.exists() or not any(staging.iterdir()), "staging left behind"
+
+
+def test_member_failing_its_signed_sum_midway_cuts_the_upload(unique_bundle, docker_client, tmp_path):
+    """The unique layer itself changed after signing (the sums not re-made): refused on its sha256
+    with all but its last chunk already sent; nothing registered."""
+    base, diff_ids = unique_bundle
+    v = base.variant()
+    unique = next(m for m in v.members if m.name.endswith(".tar") and len(m.data) > UNIQUE_LAYER_BYTES)
+    pos = len(unique.data) // 2
+    unique.data = unique.data[:pos] + bytes([unique.data[pos] ^ 1]) + unique.data[pos + 1:]
+    bad = v.write(tmp_path / "tampered-layer.bundle")
+
+    r = run_bundle("import", bad, "--keys", base.keys_dir, "--state-dir", tmp_path / "state", "--yes")
+
+    assert r.code == 3, str(r)
+    assert r.stderr_lines == [f"refused: payload: {unique.name} does not match its line in the signed SHA256SUMS"], str(r)
+    assert not top_layer_registered(docker_client, diff_ids)
+
+
+def test_good_bundle_streams_into_the_engine_without_staging_it(unique_bundle, docker_client, tmp_path):
+    """The positive control: the same bundle untouched loads, with its unique layer registered."""
+    base, diff_ids = unique_bundle
+    r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "state", "--yes")
+    assert r.code == 0, str(r)
+    assert top_layer_registered(docker_client, diff_ids)
+    assert docker_client.images.get(base.image["id"])
+
