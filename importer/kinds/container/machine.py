@@ -122,8 +122,10 @@ class ContainerSwap:
         manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, bdir)
         total = sum(m["size"] for m in manifest["mounts"])
         self.out(f"  backed up {len(manifest['mounts'])} mount(s) of {self.r.name} ({human(total)} compressed)")
-        # A backup that could not be restored is no backup: refuse now, while nothing needs restoring.
-        data.check_restore_space(self.client, bdir, manifest, self._helper())
+        # A backup that could not be restored is no backup: refuse now, while nothing needs restoring
+        # (nothing to probe, and no helper to find, when there was nothing to back up).
+        if manifest["mounts"]:
+            data.check_restore_space(self.client, bdir, manifest, self._helper())
 
     def create_new(self):
         body = self.r.new.create
