@@ -287,8 +287,10 @@ class VerifiedFeed:
         while (item := self.queue.get()) is not self._END:
             yield item
         if self.error is not None:
-            # a member promised and never sent: the archive ends inside it whatever the framing
-            yield fmt.tar_member_header("refused", fmt.BLOCK, 0)
+            # The archive must end inside a member, whatever the HTTP framing: it already does when
+            # a member's held-back tail was never sent; otherwise a member is promised and not sent.
+            if not any(m.held for m in self.streaming.values()):
+                yield fmt.tar_member_header("refused", fmt.BLOCK, 0)
             raise self.error
         yield fmt.TAR_END
 
