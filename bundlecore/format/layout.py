@@ -25,7 +25,10 @@ BLOCK = 512
 TAR_END = b"\0" * (2 * BLOCK)
 
 COMPRESSION_LEVEL = 3
-JOB_SIZE = 4 << 20
+# zstd's multi-threaded job size: each worker buffers about a job in and out, so it sets the build's
+# peak RSS (measured on the 107 MB bench image, 2 workers: 4 MiB 97 MB, 2 MiB 78 MB, 1 MiB 66 MB);
+# 2 MiB keeps the build under 100 MB and costs 0.01% in size, still under `zstd -T0 -3`'s file.
+JOB_SIZE = 2 << 20
 CHUNK = 1 << 20
 
 
