@@ -47,7 +47,8 @@ def complete_generations(ctx: click.Context, param, incomplete: str) -> list[str
     try:
         from importer.kinds.container.generations import Generations
         state = _state_for_completion(ctx)
-        gens = [str(i["generation"]) for i in Generations(state.app_dir(ctx.params["name"])).previous()]
+        name = ctx.params.get("name") or ctx.args[0]  # while an option's value is completed, NAME is in args
+        gens = [str(i["generation"]) for i in Generations(state.app_dir(name)).previous()]
         return [g for g in gens if g.startswith(incomplete)]
     except Exception:
         return []

@@ -111,6 +111,7 @@ def control(client, state: StateDir, app: str, action: str, *, wait: float = 30.
     (start and restart wait up to `wait` seconds for it to run its installed image healthy)."""
     event = {Action.START: EventKind.START, Action.STOP: EventKind.STOP, Action.RESTART: EventKind.RESTART}[action]
     started = now()
+    installed_container(client, state, app, action)  # refused before the lock: nothing is created
     with state.lock():
         rec, info = installed_container(client, state, app, action)
         _no_pending_swap(state, app)
@@ -195,6 +196,7 @@ class RestorePlan:
     manifest: dict
     volumes: list[dict]   # the backup's named-volume mounts, restored
     binds: list[str]      # host directories: never removed by uninstall, left as they are
+    anonymous: list[str]  # mount targets of anonymous volumes: a new container gets fresh ones
 
     def lines(self) -> list[str]:
         out = [f"restore the data of {self.app} from its final backup {self.backup_dir} "
@@ -202,6 +204,8 @@ class RestorePlan:
         out += [f"  volume {m['name']} (was {m['destination']}): created and filled from the backup"
                 for m in self.volumes]
         out += [f"  host directory {b}: never removed, left as it is" for b in self.binds]
+        out += [f"  anonymous volume of {d}: not restored (a new container gets a fresh one; its data stays in "
+                f"the backup)" for d in self.anonymous]
         out.append(f"  then `bundle import` of {self.app}'s bundle runs it on this data")
         return out
 
@@ -224,7 +228,10 @@ def plan_restore(client, state: StateDir, app: str) -> RestorePlan:
                            f"(`bundle rollback {app}` for a kept generation)")
     backup_dir = latest_final_backup(state, app)
     manifest = data.load_backup(backup_dir) or {"mounts": []}
-    volumes = [m for m in manifest["mounts"] if m["type"] == "volume" and m.get("name")]
+    named = _named_volumes(backup_dir.parent)
+    volumes = [m for m in manifest["mounts"] if m["type"] == "volume" and m.get("name")
+               and (named is None or m["name"] in named)]
+    anonymous = [m for m in manifest["mounts"] if m["type"] == "volume" and m not in volumes]
     binds = [m["source"] for m in manifest["mounts"] if m["type"] == "bind"]
     taken = [m["name"] for m in volumes if client.volume_exists(m["name"])]
     if taken:
@@ -232,7 +239,7 @@ def plan_restore(client, state: StateDir, app: str) -> RestorePlan:
                                  f"(remove or rename them first); nothing restored")
     if not volumes:
         raise UsageProblem(f"the final backup {backup_dir} holds no named volume to restore")
-    return RestorePlan(app, backup_dir, manifest, volumes, binds)
+    return RestorePlan(app, backup_dir, manifest, volumes, binds, [m["destination"] for m in anonymous])
 
 
 def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
@@ -252,6 +259,16 @@ def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
             message=f"the data of {plan.app} was restored from {plan.backup_dir}",
             details={"backup": str(plan.backup_dir), "volumes": [m["name"] for m in plan.volumes]}))
     return {"name": plan.app, "backup": str(plan.backup_dir), "volumes": [m["name"] for m in plan.volumes]}
+
+
+def _named_volumes(removed_dir: Path) -> set[str] | None:
+    """The volumes the app's run settings name (as recorded with its last generation), None if not
+    recorded (then every volume of the backup is restored)."""
+    from bundlecore.runspec import VolumeKind, parse_volume
+    run = ((Generations(removed_dir).current or {}).get("bundle") or {}).get("run")
+    if run is None:
+        return None
+    return {v.source for v in map(parse_volume, run.get("volumes") or []) if v.kind is VolumeKind.NAMED and v.source}
 
 
 def _journal_of(removed_dir: Path) -> dict | None:
