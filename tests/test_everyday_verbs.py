@@ -16,7 +16,7 @@ import pytest
 
 from bundlecore.errors import UpdateFailed
 from tests.support import BUNDLE, one_line, run_bundle
-from tests.swap_fixtures import containers_named, data_files, digest, seed_data, wait_until
+from tests.swap_fixtures import data_files, digest, seed_data
 from tests.test_lifecycle import app_of, bundle_cmd, install_app, state_files, status_json
 from tests.unit.test_metrics_format import samples
 
@@ -171,7 +171,7 @@ def test_show_gives_each_setting_as_applied_and_where_it_came_from(docker_client
     assert rows["env GREETING"] == ("hello", "bundle")
     assert rows["env API_TOKEN"] == ("***", "site")
     assert rows["restart"] == ("always", "this host")
-    assert rows[f"volume /data"] == (f"{swap_env['volume']}:/data", "bundle")
+    assert rows["volume /data"] == (f"{swap_env['volume']}:/data", "bundle")
     assert doc["site_file"] == str(site / f"{app}.toml") and doc["version"] == "1.0.0"
     text = bundle_cmd(swap_env, "show", app, env={"BUNDLE_SITE_DIR": str(site)})
     assert text.code == 0 and "hunter2" not in text.stdout + text.stderr + r.stdout
