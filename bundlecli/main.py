@@ -113,7 +113,7 @@ def help_cmd(ctx: click.Context, command: str | None) -> None:
         return
     cmd = cli.get_command(group_ctx, command) if command in COMMANDS else None
     if cmd is None:
-        raise click.UsageError(f"No such command '{command}'{suggestion(command, COMMANDS)}")
+        raise click.UsageError(f"No such command '{command}'{suggestion(command, COMMANDS)}", group_ctx)  # the list
     with click.Context(cmd, info_name=command, parent=group_ctx) as sub:
         say(cmd.get_help(sub))
 
