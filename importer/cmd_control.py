@@ -21,7 +21,7 @@ def _run(name, action, state_dir, as_json, metrics_file, wait=0):
     state = StateDir(state_dir)
     client = connect()
     with metrics.written_after(state_dir, metrics_file):
-        st = control.control(client, state, name, action, wait=wait, out=human_out(as_json))
+        st = control.control(client, state, name, control.Action(action), wait=wait, out=human_out(as_json))
     if action != control.Action.STOP and st["state"] != "active":
         e = NotActive(f"{name} was {action}ed but is {st['state']}: {' / '.join(s.strip() for s in status_lines(st)[1:2])} "
                       f"(see `bundle logs {name}`)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Iterator
 
@@ -33,7 +34,6 @@ from importer.kinds.container.generations import Generations
 from importer.kinds.container.journal import SwapJournal
 from importer.kinds.container.status import ADMIN_STOP, AdminStop, app_status
 from importer.kinds.container.uninstall import FINAL_BACKUP
-
 
 
 def _clear_admin_stop(state: StateDir, app: str) -> None:
@@ -95,7 +95,9 @@ def failed_release_log(state: StateDir, app: str) -> Path:
 
 # -- start, stop, restart --------------------------------------------------------------------------
 
-class Action:
+class Action(StrEnum):
+    """What `bundle start|stop|restart` asks; each is its audit event (importer.audit.EventKind)."""
+
     START = "start"
     STOP = "stop"
     RESTART = "restart"
@@ -106,10 +108,10 @@ def _no_pending_swap(state: StateDir, app: str) -> None:
         raise EnvironmentProblem(f"an interrupted swap of {app} is pending: run `bundle recover` first")
 
 
-def control(client, state: StateDir, app: str, action: str, *, wait: float = 30.0, out=print) -> dict:
+def control(client, state: StateDir, app: str, action: Action, *, wait: float = 30.0, out=print) -> dict:
     """Start, stop or restart `app`'s container under the lock; returns its status afterwards
     (start and restart wait up to `wait` seconds for it to run its installed image healthy)."""
-    event = {Action.START: EventKind.START, Action.STOP: EventKind.STOP, Action.RESTART: EventKind.RESTART}[action]
+    event = EventKind(action.value)
     started = now()
     installed_container(client, state, app, action)  # refused before the lock: nothing is created
     with state.lock():
@@ -141,10 +143,22 @@ def control(client, state: StateDir, app: str, action: str, *, wait: float = 30.
 
 # -- show ------------------------------------------------------------------------------------------
 
-class Source:
+class Source(StrEnum):
+    """Where a setting `bundle show` lists came from."""
+
     BUNDLE = "bundle"
     SITE = "site"
     HOST = "this host"
+
+
+def source_of(key, value, recorded: dict, site_now: dict, site_env: frozenset[str]) -> Source:
+    """Where an applied setting came from (pure): the site file sets it to this value now, or it is an
+    env key the site set when the running version was installed, unchanged since -> site; as
+    recorded at install -> bundle; else it was changed on this host since -> this host."""
+    from importer.kinds.container.merge import Kind
+    if site_now.get(key) == value or (key.kind is Kind.ENV and key.name in site_env and recorded.get(key) == value):
+        return Source.SITE
+    return Source.BUNDLE if recorded.get(key) == value else Source.HOST
 
 
 def show(client, state: StateDir, app: str) -> dict:
@@ -163,15 +177,10 @@ def show(client, state: StateDir, app: str) -> dict:
     rows = []
     for key in sorted(applied):
         value = applied[key]
-        if site_now.get(key) == value or (key.kind is Kind.ENV and key.name in site_env and recorded.get(key) == value):
-            source = Source.SITE
-        elif recorded.get(key) == value:
-            source = Source.BUNDLE
-        else:
-            source = Source.HOST
+        source = source_of(key, value, recorded, site_now, site_env)
         secret = key.kind is Kind.ENV and is_secret(key.name, site_env)
         rows.append({"setting": str(key), "kind": str(key.kind), "key": key.name, "value": shown(key, value, site_env),
-                     "secret": secret, "source": source})
+                     "secret": secret, "source": str(source)})
     return {"name": app, "version": rec.get("version"), "generation": rec.get("generation"),
             "container": container_of(app, rec), "site_file": str(site.path) if site.path else None,
             "settings": rows}
