@@ -1,4 +1,5 @@
-"""Prometheus metrics for node_exporter's textfile collector, derived from the audit log alone.
+"""Prometheus metrics for node_exporter's textfile collector: the audit log's history, and the
+live gauges (engine up, each app up / healthy / stopped by an admin) measured when written.
 
 Rules (docs/metrics.md names every metric):
 - the audit log (importer.audit) is the single source of truth: every file is computed from the
@@ -9,7 +10,9 @@ Rules (docs/metrics.md names every metric):
   bundle_refusals_total{check} and bundle_imports_total{result="refused"} only, never per app;
 - the file is written to a temp name in its directory (not ending in .prom, which the collector
   would read half-written) and renamed over the target: a symlink there is replaced, not followed;
-- it is rewritten after a command that logged an event, never after one that changed nothing;
+- it is rewritten after a command that logged an event, never after one that changed nothing,
+  and by `bundle status --metrics` (the shipped timer), which keeps the live gauges current;
+- label values that are words (check, result, phase) are snake case (`host_policy`, `rolled_back`);
 - writing it is never the command's result: a failure is one warning line on stderr.
 """
 
@@ -215,10 +218,14 @@ def write_file(path: Path, text: str) -> None:
 
 def measure(state) -> Live:
     """The live verdict of every installed app, asked of the engine now (down: engine_up 0, apps down)."""
-    from bundlecore.engine import connect_or_none
+    from bundlecore.engine import EngineError, connect_or_none
     from importer.options import app_statuses
     client = connect_or_none()
-    return live_of(app_statuses(state, state.installed_apps(), client), client is not None, time.time())
+    try:
+        reports = app_statuses(state, state.installed_apps(), client)
+    except EngineError:  # it stopped answering half-way: as down, for every app
+        client, reports = None, app_statuses(state, state.installed_apps(), None)
+    return live_of(reports, client is not None, time.time())
 
 
 def update(state_dir, metrics_file: Path | None, live: Live | None = None) -> None:
