@@ -12,7 +12,8 @@ from importer.state import StateDir
 
 @click.command("logs")
 @app_argument
-@click.option("-f", "--follow", is_flag=True, help="Keep printing what the container writes, until it stops or Ctrl-C.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing what the container writes, until it stops or Ctrl-C (exit 0 either way).")
 @click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N", help="Only the last N lines.")
 @click.option("--failed", is_flag=True,
               help="The log saved from the last release that failed its health gate (see `bundle history NAME`).")
@@ -42,12 +43,16 @@ def logs(name, follow, tail, failed, state_dir, as_json):
 
 
 def _follow(chunks) -> None:
-    """Whole lines as they come (a chunk may end inside a line)."""
+    """Whole lines as they come (a chunk may end inside a line); Ctrl-C ends it, like the container
+    stopping does (exit 0: following changed nothing and was all that was asked)."""
     rest = ""
-    for chunk in chunks:
-        rest += chunk.decode(errors="replace")
-        *done, rest = rest.split("\n")
-        for line in done:
-            say(line)
+    try:
+        for chunk in chunks:
+            rest += chunk.decode(errors="replace")
+            *done, rest = rest.split("\n")
+            for line in done:
+                say(line)
+    except KeyboardInterrupt:
+        pass
     if rest:
         say(rest)

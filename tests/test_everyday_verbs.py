@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -115,6 +116,21 @@ def test_logs_follow_ends_when_the_app_is_stopped(docker_client, swap_env, demo_
         follow.kill()
     assert follow.returncode == 0 and err == "", err
     assert out.splitlines() == docker_client.api.logs(swap_env["name"]).decode().splitlines()
+
+
+def test_logs_follow_ends_quietly_on_ctrl_c(docker_client, swap_env, demo_images):
+    install_app(docker_client, swap_env, demo_images["v1"], 1)
+    follow = subprocess.Popen([str(BUNDLE), "logs", app_of(swap_env), "-f", "--state-dir", str(swap_env["state"].root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # started and following (nothing to wait on: the app may print nothing)
+        assert follow.poll() is None
+        follow.send_signal(signal.SIGINT)
+        _, err = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0 and err == "", err
+    assert container(docker_client, swap_env)["State"]["Running"]  # following changed nothing
 
 
 # -- rollback --dry-run, and the plans in --json ---------------------------------------------------
