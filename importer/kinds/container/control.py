@@ -215,7 +215,8 @@ class RestorePlan:
         out += [f"  host directory {b}: never removed, left as it is" for b in self.binds]
         out += [f"  anonymous volume of {d}: not restored (a new container gets a fresh one; its data stays in "
                 f"the backup)" for d in self.anonymous]
-        out.append(f"  then `bundle import` of {self.app}'s bundle runs it on this data")
+        out.append(f"  then `bundle import` of {self.app}'s bundle runs it on this data (the anti-rollback mark "
+                   f"stayed: a bundle installed before needs --allow-downgrade)")
         return out
 
 
