@@ -225,6 +225,8 @@ def test_restore_from_uninstall_puts_the_final_backup_back_and_never_overwrites(
                                                   f"overwrites data (remove or rename them first); nothing restored")
     events = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"]
     assert [e["event"] for e in events if e["event"] == "restore"] == ["restore"]
+    install_app(docker_client, swap_env, demo_images["v1"], 1)  # installed again: the app runs on its data
+    assert digest(data_files(docker_client, swap_env["name"])) == before
 
 
 # -- status --metrics ------------------------------------------------------------------------------
