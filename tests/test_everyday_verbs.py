@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -69,6 +70,24 @@ def test_stop_of_a_container_replaced_by_hand_is_refused_and_changes_nothing(doc
     assert r.code == 3 and one_line(r.stderr).startswith(f"refused: ownership: container {swap_env['name']}"), str(r)
     other.reload()
     assert other.status == "running" and state_files(swap_env["state"].root) == before
+
+
+def test_a_start_the_engine_refuses_is_one_line_and_the_app_stays_stopped_by_admin(docker_client, swap_env,
+                                                                                      demo_images):
+    install_app(docker_client, swap_env, demo_images["v1"], 1)
+    app = app_of(swap_env)
+    assert bundle_cmd(swap_env, "stop", app).code == 0
+    with socket.socket() as taken:  # its host port, taken meanwhile
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", swap_env["port"]))
+        taken.listen()
+        r = bundle_cmd(swap_env, "start", app)
+        refused = f"error: the engine refused the start of {swap_env['name']}: "
+        assert r.code == 1 and one_line(r.stderr).startswith(refused), str(r)
+    assert not container(docker_client, swap_env)["State"]["Running"]
+    code, st = status_json(swap_env, app)
+    assert code == 7 and st["stopped_by_admin"]
+    assert bundle_cmd(swap_env, "start", app).code == 0  # once the port is free again
 
 
 def test_start_of_an_app_that_is_not_installed_is_one_line(swap_env):

@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Iterator
 
+from bundlecore.engine import EngineError
 from bundlecore.errors import AppState, EnvironmentProblem, UsageProblem
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.refusals import OwnershipRefused
@@ -117,19 +118,22 @@ def control(client, state: StateDir, app: str, action: Action, *, wait: float = 
     with state.lock():
         rec, info = installed_container(client, state, app, action)
         _no_pending_swap(state, app)
-        cid, running = info["Id"], bool(info["State"].get("Running"))
-        if action == Action.STOP:
-            atomic_write_json(state.ensure_app_dir(app) / ADMIN_STOP,
-                              asdict(AdminStop(cid, now(), operator().user)))  # before the stop: status is true
-            out(f"stopping {container_of(app, rec)} ({cid[:12]})" if running else f"{app} is already stopped")
-            client.stop(cid)
-        else:
-            out(f"{'starting' if action == Action.START else 'restarting'} {container_of(app, rec)} ({cid[:12]})")
-            if action == Action.RESTART and running:
-                client.restart(cid)
-            elif not running:
-                client.start(cid)
-            _clear_admin_stop(state, app)
+        cid, running, name = info["Id"], bool(info["State"].get("Running")), container_of(app, rec)
+        try:
+            if action == Action.STOP:
+                atomic_write_json(state.ensure_app_dir(app) / ADMIN_STOP,
+                                  asdict(AdminStop(cid, now(), operator().user)))  # before the stop: status is true
+                out(f"stopping {name} ({cid[:12]})" if running else f"{app} is already stopped")
+                client.stop(cid)
+            else:
+                out(f"{'starting' if action == Action.START else 'restarting'} {name} ({cid[:12]})")
+                if action == Action.RESTART and running:
+                    client.restart(cid)
+                elif not running:
+                    client.start(cid)
+                _clear_admin_stop(state, app)
+        except EngineError as e:  # e.g. its host port taken meanwhile: the engine's reason, in one line
+            raise EnvironmentProblem(f"the engine refused the {action} of {name}: {e.explanation or e}") from None
         st = app_status(client, state, app)
         deadline = time.monotonic() + wait
         while action != Action.STOP and st["exit_code"] != AppState.ACTIVE and time.monotonic() < deadline:
@@ -137,7 +141,7 @@ def control(client, state: StateDir, app: str, action: Action, *, wait: float = 
             st = app_status(client, state, app)
         write_event(state, AuditEvent(
             event, Result.DONE, 0, app=app, started=started, version_from=rec.get("version"),
-            message=f"{app} {action}: {st['state']}", details={"container": container_of(app, rec), "state": st["state"]}))
+            message=f"{app} {action}: {st['state']}", details={"container": name, "state": st["state"]}))
     return st
 
 
