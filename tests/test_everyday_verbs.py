@@ -90,6 +90,23 @@ def test_a_start_the_engine_refuses_is_one_line_and_the_app_stays_stopped_by_adm
     assert bundle_cmd(swap_env, "start", app).code == 0  # once the port is free again
 
 
+def test_a_restart_not_healthy_in_time_exits_7_like_status(docker_client, app_image, swap_env):
+    hc = "HEALTHCHECK --interval=5s CMD wget -q -O- http://127.0.0.1:8080/health || exit 1"
+    ref = f"swaptest/hc-{swap_env['uniq']}:1"
+    install_app(docker_client, swap_env, {"ref": ref, "id": app_image(ref, "1.5.0", dockerfile_extra=hc),
+                                          "version": "1.5.0"}, 1)
+    app = app_of(swap_env)
+    r = bundle_cmd(swap_env, "restart", app, "--wait", "0")  # its HEALTHCHECK has not run yet
+    assert r.code == 7, str(r)
+    assert one_line(r.stderr) == (f"inactive: {app} was restarted but is inactive: container {swap_env['name']} "
+                                  f"{container(docker_client, swap_env)['Id'][:12]}: running, health starting "
+                                  f"(see `bundle logs {app}`)")
+    r = bundle_cmd(swap_env, "restart", app, "--wait", "0", "--json")
+    doc = json.loads(r.stdout)
+    assert r.code == 7 and (doc["ok"], doc["error"]["kind"], doc["app"]["state"]) == (False, "inactive", "inactive")
+    assert r.stderr_lines[-1] == doc["error"]["message"] and "health starting" in doc["error"]["message"]
+
+
 def test_start_of_an_app_that_is_not_installed_is_one_line(swap_env):
     r = bundle_cmd(swap_env, "start", f"nosuch-{swap_env['uniq']}")
     assert r.code == 2 and one_line(r.stderr) == f"error: nosuch-{swap_env['uniq']} is not installed (see `bundle list`)"
