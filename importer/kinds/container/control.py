@@ -15,7 +15,6 @@ final backup back, only while the app is not installed and only into volumes tha
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -262,7 +261,10 @@ def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
     with state.lock():
         if state.installed(plan.app):
             raise UsageProblem(f"{plan.app} was installed since the plan was made; nothing restored")
-        journal = _journal_of(plan.backup_dir.parent)
+        taken = [m["name"] for m in plan.volumes if client.volume_exists(m["name"])]
+        if taken:
+            raise EnvironmentProblem(f"volume(s) {', '.join(taken)} were created since the plan was made; nothing restored")
+        journal = _journal_of(state, plan.backup_dir.parent)
         image = ((journal.get("old") or {}).get("image_id")) if journal else None
         helper = data.find_helper_image(client, [image] if image else [])
         only = {**plan.manifest, "mounts": plan.volumes}
@@ -285,10 +287,13 @@ def _named_volumes(removed_dir: Path) -> set[str] | None:
     return {v.source for v in map(parse_volume, run.get("volumes") or []) if v.kind is VolumeKind.NAMED and v.source}
 
 
-def _journal_of(removed_dir: Path) -> dict | None:
+def _journal_of(state: StateDir, removed_dir: Path) -> dict | None:
+    """The uninstall's journal kept with its backup (for the image it ran: a helper that has sh)."""
     for name in (SwapJournal.LAST, SwapJournal.FILE):
         try:
-            return json.loads((removed_dir / name).read_text())
+            found = state.read_json(removed_dir / name)
         except (OSError, ValueError):
             continue
+        if found:
+            return found
     return None
