@@ -113,7 +113,7 @@ def help_cmd(ctx: click.Context, command: str | None) -> None:
         return
     cmd = cli.get_command(group_ctx, command) if command in COMMANDS else None
     if cmd is None:
-        raise click.UsageError(f"No such command '{command}'{suggestion(command, COMMANDS)}")
+        raise click.UsageError(f"No such command '{command}'{suggestion(command, COMMANDS)}", group_ctx)  # the list
     with click.Context(cmd, info_name=command, parent=group_ctx) as sub:
         say(cmd.get_help(sub))
 
@@ -123,6 +123,12 @@ def verb_and_json(argv: list[str]) -> tuple[str | None, bool]:
     cut = argv.index("--") if "--" in argv else len(argv)
     verb = next((a for a in argv[:cut] if not a.startswith("-")), None)
     return (verb if verb in COMMANDS else None), "--json" in argv[:cut]
+
+
+def help_of(e: click.ClickException) -> str:
+    """Where a usage error's reader finds the right options: the subcommand's help when one was named."""
+    ctx = getattr(e, "ctx", None)
+    return f"{ctx.command_path if ctx is not None else 'bundle'} --help"
 
 
 def fail(line: str, exit_code: int, verb: str | None, as_json: bool, e: BaseException | None = None) -> None:
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         fail("aborted", ExitCode.ENVIRONMENT, verb, as_json)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
-        fail(f"error: {e.format_message()} (see 'bundle --help')", e.exit_code, verb, as_json)
+        fail(f"error: {e.format_message()} (see '{help_of(e)}')", e.exit_code, verb, as_json)
     except BundleError as e:
         if debug:
             traceback.print_exc()

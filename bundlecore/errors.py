@@ -108,6 +108,14 @@ class InstallUndone(BundleError):
     prefix = "install failed"
 
 
+class NotActive(BundleError):
+    """`start` or `restart` did what it was asked, but the app does not run its installed version
+    healthy: the same verdict as `bundle status` (exit 7)."""
+
+    exit_code = ExitCode.INACTIVE
+    prefix = "inactive"
+
+
 # What each exit code means, for docs/cli.md and the man page (bundlecli/registry.py EXIT_CODES says
 # which command can end with which).
 MEANINGS: dict[ExitCode, str] = {
@@ -118,7 +126,7 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.UPDATE_FAILED: "update failed; the previous version was put back and is running",
     ExitCode.OPERATOR_NEEDED: "rollback failed; an operator is needed (nothing was deleted)",
     ExitCode.NOT_INSTALLED: "status: nothing is installed under that name (or nothing at all)",
-    ExitCode.INACTIVE: "status: installed, but not running its installed version healthy",
+    ExitCode.INACTIVE: "status, start, restart: installed, but not running its installed version healthy",
     ExitCode.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
     ExitCode.INSTALL_UNDONE: "a first install failed and was undone",
     ExitCode.NEWER: "check: upstream has a newer release",

@@ -45,6 +45,10 @@ class EventKind(StrEnum):
                                        # before any other command that takes the lock)
     UNINSTALL = "uninstall"            # `bundle uninstall`
     SERVICE_UPDATE = "service-update"  # one Swarm service updated by an import of a service target
+    START = "start"                    # `bundle start`
+    STOP = "stop"                      # `bundle stop` (status then says "stopped by admin")
+    RESTART = "restart"                # `bundle restart`
+    RESTORE = "restore"                # `bundle restore --from-uninstall`: an uninstall's final backup put back
 
 
 # The phase each swap step's time is counted in (steps not listed: "switch", the renames and starts

@@ -5,24 +5,25 @@ import click
 
 from bundlecore import jsondoc
 from bundlecore.text import emit
-from importer.options import json_option, state_dir_option
+from importer.options import app_argument, json_option, state_dir_option
 from importer.state import StateDir
 
 SHOWN_LOG_LINES = 20
 
 
 @click.command("history")
-@click.argument("name")
+@app_argument
 @state_dir_option
 @json_option
 def history(name, state_dir, as_json):
     """Show every install, upgrade, rollback and uninstall of NAME with its bundle, signers and result."""
     from importer.audit import events_of
+    from importer.kinds.container.control import saved_logs_path
     state = StateDir(state_dir)
     events = events_of(state, name, state.container_of(name))
     for ev in events:
         if ev.details.get("logs"):
-            ev.details["logs_path"] = str(_saved_logs(state, name, ev.details["logs"]))
+            ev.details["logs_path"] = str(saved_logs_path(state, name, ev.details["logs"]))
     doc = jsondoc.document("history", {"name": name, "events": [ev.to_json() for ev in events]})
     emit(doc, as_json, _lines(state, name, events))
 
@@ -49,15 +50,6 @@ def event_line(ev) -> str:
              f"signed by {', '.join(s.fingerprint for s in ev.signers)}" if ev.signers else "",
              f"by {ev.operator.user}"]
     return "  ".join(p for p in parts if p)
-
-
-def _saved_logs(state: StateDir, name: str, rel: str):
-    """Where a saved log is now: the app's dir, or (after `uninstall`) the dir it was moved to."""
-    here = state.app_dir(name) / rel
-    if here.exists():
-        return here
-    moved = sorted((state.root / "removed").glob(f"{name}-*/{rel}"))
-    return moved[-1] if moved else here
 
 
 def _tail(path: str) -> list[str]:

@@ -5,13 +5,14 @@ import click
 from bundlecore import jsondoc
 from bundlecore.text import emit
 from importer import metrics
-from importer.options import human_out, json_option, metrics_file_option, require_confirmation, state_dir_option
+from importer.options import (human_out, json_option, metrics_file_option, require_confirmation, state_dir_option,
+                              yes_option)
 from importer.state import StateDir
 
 
 @click.command("recover")
 @state_dir_option
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @json_option
 @metrics_file_option
 def recover(state_dir, yes, as_json, metrics_file):

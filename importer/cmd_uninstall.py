@@ -5,14 +5,15 @@ import click
 from bundlecore import jsondoc
 from bundlecore.text import emit
 from importer import metrics
-from importer.options import confirmed_change, human_out, json_option, metrics_file_option, state_dir_option
+from importer.options import (app_argument, confirmed_change, human_out, json_option, metrics_file_option,
+                              state_dir_option, yes_option)
 
 
 @click.command("uninstall")
-@click.argument("name")
+@app_argument
 @click.option("--keep-data", is_flag=True, help="Keep the named volumes (the final backup is taken either way).")
 @state_dir_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @json_option
 @metrics_file_option
 def uninstall(name, keep_data, state_dir, yes, as_json, metrics_file):

@@ -1,4 +1,5 @@
-"""Prometheus metrics for node_exporter's textfile collector, derived from the audit log alone.
+"""Prometheus metrics for node_exporter's textfile collector: the audit log's history, and the
+live gauges (engine up, each app up / healthy / stopped by an admin) measured when written.
 
 Rules (docs/metrics.md names every metric):
 - the audit log (importer.audit) is the single source of truth: every file is computed from the
@@ -9,7 +10,9 @@ Rules (docs/metrics.md names every metric):
   bundle_refusals_total{check} and bundle_imports_total{result="refused"} only, never per app;
 - the file is written to a temp name in its directory (not ending in .prom, which the collector
   would read half-written) and renamed over the target: a symlink there is replaced, not followed;
-- it is rewritten after a command that logged an event, never after one that changed nothing;
+- it is rewritten after a command that logged an event, never after one that changed nothing,
+  and by `bundle status --metrics` (the shipped timer), which keeps the live gauges current;
+- label values that are words (check, result, phase) are snake case (`host_policy`, `rolled_back`);
 - writing it is never the command's result: a failure is one warning line on stderr.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +55,56 @@ ROLLBACKS = Metric("bundle_rollbacks_total", "counter",
                    "Times a previous version of the app was put back: failed updates and `bundle rollback`.")
 REFUSALS = Metric("bundle_refusals_total", "counter", "Bundles refused by import, by the check that failed.")
 IMPORTS = Metric("bundle_imports_total", "counter", "Runs of `bundle import`, by result.")
+# The live gauges: what the engine said when the file was written (every command that rewrites it,
+# and `bundle status --metrics`, which the shipped timer runs every minute).
+ENGINE_UP = Metric("bundle_engine_up", "gauge", "1 if the Docker engine answered when the file was written.")
+APP_UP = Metric("bundle_app_up", "gauge", "1 if the app's container runs its installed image.")
+APP_HEALTHY = Metric("bundle_app_healthy", "gauge",
+                     "1 if the app runs its installed version healthy (`bundle status` exit 0).")
+APP_STOPPED_BY_ADMIN = Metric("bundle_app_stopped_by_admin", "gauge", "1 if `bundle stop` stopped the app.")
+STATUS_TIMESTAMP = Metric("bundle_status_timestamp_seconds", "gauge",
+                          "When the live gauges were measured (Unix time): alert when it stops moving.")
 METRICS = (LAST_RUN_TIMESTAMP, LAST_RUN_RESULT, LAST_RUN_EXIT_CODE, LAST_RUN_PHASE, INSTALLED_SEQUENCE,
-           ROLLBACKS, REFUSALS, IMPORTS)
+           ROLLBACKS, REFUSALS, IMPORTS, ENGINE_UP, APP_UP, APP_HEALTHY, APP_STOPPED_BY_ADMIN, STATUS_TIMESTAMP)
+
+
+@dataclass(frozen=True)
+class AppLive:
+    """One app's live verdict, from its kind's status report."""
+
+    app: str
+    up: bool
+    healthy: bool
+    stopped_by_admin: bool
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the engine said about every installed app when the file was written."""
+
+    at: float
+    engine_up: bool
+    apps: tuple[AppLive, ...] = ()
+
+
+def live_of(reports: list[dict], engine_up: bool, at: float) -> Live:
+    """The live gauges of these status reports (importer.kinds ... status; installed apps only)."""
+    apps = []
+    for st in reports:
+        if not st.get("installed"):
+            continue
+        live = st.get("container") or {}
+        healthy = st.get("exit_code") == 0
+        apps.append(AppLive(st["name"], healthy or (live.get("status") == "running"
+                                                    and live.get("image_id") == st["installed"].get("image_id")),
+                            healthy, bool(st.get("stopped_by_admin"))))
+    return Live(at, engine_up, tuple(apps))
+
+
+def label_value(text: object) -> str:
+    """A label value made of words (a check, a result, a phase) in snake case: `host policy` ->
+    `host_policy`, `rolled-back` -> `rolled_back`. Signed text (a version) is escaped, not changed."""
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
 
 
 def escape_label(value: str) -> str:
@@ -84,8 +137,8 @@ def _removes_app(ev: AuditEvent) -> bool:
     return ev.result == Result.DONE and (ev.event == EventKind.UNINSTALL or ev.details.get("swap") == "uninstall")
 
 
-def render(events: list[AuditEvent]) -> str:
-    """The whole .prom file for these events (oldest first)."""
+def render(events: list[AuditEvent], live: Live | None = None) -> str:
+    """The whole .prom file for these events (oldest first) and, when measured, the live gauges."""
     samples: dict[Metric, list[str]] = {m: [] for m in METRICS}
     last: dict[str, AuditEvent] = {}
     installed: dict[str, tuple[str, int]] = {}
@@ -116,7 +169,7 @@ def render(events: list[AuditEvent]) -> str:
         except ValueError:
             pass  # an older line without a readable time
         for r in Result:
-            samples[LAST_RUN_RESULT].append(_sample(LAST_RUN_RESULT, {"app": app, "result": r.value},
+            samples[LAST_RUN_RESULT].append(_sample(LAST_RUN_RESULT, {"app": app, "result": label_value(r)},
                                                     int(r == ev.result)))
         samples[LAST_RUN_EXIT_CODE].append(_sample(LAST_RUN_EXIT_CODE, {"app": app}, ev.exit_code))
         phases: dict[str, float] = {}
@@ -124,12 +177,19 @@ def render(events: list[AuditEvent]) -> str:
             for phase, seconds in e.phases.items():
                 phases[phase] = phases.get(phase, 0.0) + seconds
         for phase, seconds in sorted(phases.items()):
-            samples[LAST_RUN_PHASE].append(_sample(LAST_RUN_PHASE, {"app": app, "phase": phase}, round(seconds, 3)))
+            samples[LAST_RUN_PHASE].append(_sample(LAST_RUN_PHASE, {"app": app, "phase": label_value(phase)}, round(seconds, 3)))
         samples[ROLLBACKS].append(_sample(ROLLBACKS, {"app": app}, rollbacks[app]))
     for app, (version, sequence) in sorted(installed.items()):
         samples[INSTALLED_SEQUENCE].append(_sample(INSTALLED_SEQUENCE, {"app": app, "version": version}, sequence))
-    samples[REFUSALS] = [_sample(REFUSALS, {"check": c}, n) for c, n in sorted(refusals.items())]
-    samples[IMPORTS] = [_sample(IMPORTS, {"result": r}, n) for r, n in sorted(imports.items())]
+    samples[REFUSALS] = [_sample(REFUSALS, {"check": label_value(c)}, n) for c, n in sorted(refusals.items())]
+    samples[IMPORTS] = [_sample(IMPORTS, {"result": label_value(r)}, n) for r, n in sorted(imports.items())]
+    if live is not None:
+        samples[ENGINE_UP] = [_sample(ENGINE_UP, {}, int(live.engine_up))]
+        samples[STATUS_TIMESTAMP] = [_sample(STATUS_TIMESTAMP, {}, round(live.at, 3))]
+        for a in sorted(live.apps, key=lambda a: a.app):
+            samples[APP_UP].append(_sample(APP_UP, {"app": a.app}, int(a.up)))
+            samples[APP_HEALTHY].append(_sample(APP_HEALTHY, {"app": a.app}, int(a.healthy)))
+            samples[APP_STOPPED_BY_ADMIN].append(_sample(APP_STOPPED_BY_ADMIN, {"app": a.app}, int(a.stopped_by_admin)))
     lines = []
     for m in METRICS:
         lines += [f"# HELP {m.name} {_help_text(m.help)}", f"# TYPE {m.name} {m.kind}", *samples[m]]
@@ -156,8 +216,21 @@ def write_file(path: Path, text: str) -> None:
         raise
 
 
-def update(state_dir, metrics_file: Path | None) -> None:
-    """Rewrite the metrics file from the state dir's audit log; a failure is a warning only."""
+def measure(state) -> Live:
+    """The live verdict of every installed app, asked of the engine now (down: engine_up 0, apps down)."""
+    from bundlecore.engine import EngineError, connect_or_none
+    from importer.options import app_statuses
+    client = connect_or_none()
+    try:
+        reports = app_statuses(state, state.installed_apps(), client)
+    except EngineError:  # it stopped answering half-way: as down, for every app
+        client, reports = None, app_statuses(state, state.installed_apps(), None)
+    return live_of(reports, client is not None, time.time())
+
+
+def update(state_dir, metrics_file: Path | None, live: Live | None = None) -> None:
+    """Rewrite the metrics file from the state dir's audit log and the engine's answer now (`live`,
+    when the caller already asked); a failure is a warning only."""
     from importer.state import StateDir
     path = Path(metrics_file) if metrics_file else None
     try:
@@ -165,7 +238,7 @@ def update(state_dir, metrics_file: Path | None) -> None:
         if path is None:
             path = state.root / "metrics" / DEFAULT_NAME
             path.parent.mkdir(mode=0o755, exist_ok=True)
-        write_file(path, render(read_events(state)))
+        write_file(path, render(read_events(state), live or measure(state)))
     except (OSError, BundleError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         say(f"warning: metrics not written to {path or 'the state dir'}: {why}", err=True)

@@ -1,11 +1,12 @@
 """Options and the confirmation rule shared by the intranet-side commands."""
 
+import re
 import sys
 from pathlib import Path
 
 import click
 
-from bundlecore.errors import UsageProblem
+from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.jsondoc import json_option  # noqa: F401  (every command's --json, both sides)
 
 keys_option = click.option("--keys", "keys_dir", type=click.Path(), default=None,
@@ -16,6 +17,45 @@ metrics_file_option = click.option(
     "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Prometheus textfile to rewrite from the audit log afterwards, whatever the result "
          "(default STATE_DIR/metrics/bundle.prom; docs/metrics.md).")
+
+
+REMOVED_DIR = re.compile(r"^(?P<app>.+)-\d{8}T\d{6}Z(-[0-9a-f]{8})?$")  # removed/<app>-<time>-<id> (uninstall)
+
+
+def _state_for_completion(ctx: click.Context):
+    from importer.state import StateDir
+    return StateDir(ctx.params.get("state_dir"))
+
+
+def complete_app_names(ctx: click.Context, param, incomplete: str) -> list[str]:
+    """Shell completion of NAME from the state dir: the installed apps (for `restore`, the
+    uninstalled ones); nothing when the state dir cannot be read. Never raises: a completion that
+    fails must not print a traceback into the admin's shell."""
+    try:
+        state = _state_for_completion(ctx)
+        if ctx.info_name == "restore":
+            names = {m["app"] for p in (state.root / "removed").iterdir() if (m := REMOVED_DIR.match(p.name))}
+        else:
+            names = set(state.installed_apps())
+        return sorted(n for n in names if n.startswith(incomplete))
+    except Exception:
+        return []
+
+
+def complete_generations(ctx: click.Context, param, incomplete: str) -> list[str]:
+    """Shell completion of `rollback NAME --to GEN`: the generations kept for NAME."""
+    try:
+        from importer.kinds.container.generations import Generations
+        state = _state_for_completion(ctx)
+        name = ctx.params.get("name") or ctx.args[0]  # while an option's value is completed, NAME is in args
+        gens = [str(i["generation"]) for i in Generations(state.app_dir(name)).previous()]
+        return [g for g in gens if g.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+app_argument = click.argument("name", shell_complete=complete_app_names)
+yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
 def app_statuses(state, names, client) -> list[dict]:
@@ -58,22 +98,30 @@ def _existing_bundle(ctx, param, value):
 bundle_argument = click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path), callback=_existing_bundle)
 
 
-def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str, make_plan, apply, say=None):
+def confirmed_change(name: str, state_dir, yes: bool, question: str, action: str, make_plan, apply, say=None,
+                     dry_run: bool = False):
     """What `rollback` and `uninstall` of app `name` share: under the lock, finish interrupted swaps
     first, show the plan `make_plan(client, state, kind)` made (through `say`), confirm, then
-    `apply(client, state, kind, plan)` and return what it returns."""
+    `apply(client, state, kind, plan)` and return what it returns. `dry_run`: return the plan
+    once shown; nothing is asked or changed."""
     from bundlecore.engine import connect
     from importer.state import StateDir
     say = say or human_out(False)
     from importer import kinds
+    from importer.steps import pending
     state = StateDir(state_dir)
     client = connect()
     with state.lock():
+        if dry_run and pending(state):
+            raise EnvironmentProblem(f"an interrupted swap is pending ({', '.join(pending(state))}); a dry run "
+                                     f"changes nothing: run `bundle recover` first")
         for line in kinds.recover_all(client, state, out=say):
             say(f"recovered: {line}")
         kind = kinds.for_app(state, name)
         plan = make_plan(client, state, kind)
         for line in plan.lines():
             say(line)
+        if dry_run:
+            return plan
         require_confirmation(yes, question, action)
         return apply(client, state, kind, plan)

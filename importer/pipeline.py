@@ -167,6 +167,7 @@ class ImportContext:
     release: Release | None = None         # the verified manifest, typed (from the gate on)
     kind: TargetKind | None = None
     plan: Plan | None = None               # what the kind will do, as the operator confirmed it
+    plan_lines: list[str] = field(default_factory=list)  # every line of the plan shown (the kind's and the import's)
     registry: str | None = None            # where the images go (--registry, else the target's)
     login: RegistryLogin | None = None
     in_engine: set[str] = field(default_factory=set)
@@ -278,8 +279,9 @@ def _plan(ctx: ImportContext) -> None:
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked))
-    for line in (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
-                 + taken.plan_lines()):
+    ctx.plan_lines = (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
+                      + taken.plan_lines())
+    for line in ctx.plan_lines:
         ctx.out(line)
     ctx.login = check_access(ctx.registry) if ctx.registry else None
 
@@ -293,7 +295,8 @@ def _verify_only(ctx: ImportContext) -> dict:
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes); "
             f"dry run: nothing loaded or changed")
     ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
-    return {"result": "dry-run", **_summary(ctx.audit)}
+    from importer import kinds
+    return {"result": "dry-run", **_summary(ctx.audit), "plan": kinds.plan_json(ctx.plan, ctx.plan_lines)}
 
 
 def _load(ctx: ImportContext) -> None:

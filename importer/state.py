@@ -4,9 +4,11 @@ Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or -
   lock                      flock held by the one import/rollback/recover running
   sequences/<app>.json      the anti-rollback mark: the highest sequence ever installed for that app
   installed/<app>.json      what app <app> runs (its target container, version, sequence, images, ...)
-  apps/<app>/               per-application working area of the swap (journal, backups, generations)
+  apps/<app>/               per-application working area of the swap (journal, backups, generations,
+                            stopped-by-admin.json after `bundle stop`)
   removed/<app>-<time>/     what `bundle uninstall` kept: the final data backup and the last records
   staging/<random>/         verified payload of the import in progress, removed afterwards
+  metrics/bundle.prom       Prometheus metrics (docs/metrics.md) unless --metrics-file says where
   audit.log                 append-only JSON lines, one per import/rollback/recover result
 
 Whoever can write the state dir decides what root's `recover` removes and restores, so it is

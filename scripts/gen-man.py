@@ -18,17 +18,75 @@ sys.path.insert(0, str(REPO))
 
 from bundlecore import __version__  # noqa: E402
 from bundlecli.main import cli  # noqa: E402
-from bundlecli.registry import COMMANDS  # noqa: E402
+from bundlecli.registry import COMMANDS, EXIT_CODES  # noqa: E402
 from bundlecore.errors import MEANINGS  # noqa: E402
 from generated_doc import write_or_check  # noqa: E402  (scripts/ is on sys.path when run)
 
-ENVIRONMENT = [
-    ("BUNDLE_KEYS", "trust store directory (default /etc/bundle/keys)"),
-    ("BUNDLE_STATE_DIR", "importer state directory (default /var/lib/bundle)"),
-    ("BUNDLE_PROGRESS_INTERVAL", "seconds between progress lines when stderr is not a terminal (default 10)"),
-    ("DOCKER_HOST", "the Docker engine to use (default unix:///var/run/docker.sock)"),
-    ("GNUPGHOME", "keyring holding the signing key (build, approve)"),
-]
+# What each environment variable the code reads means. The names are found in the code itself
+# (env_vars_read); one read there but described nowhere here fails the generator, so the page
+# cannot miss one. TEST_HOOKS are read only by the test suite's runs and are not shown.
+ENVIRONMENT = {
+    "BUNDLE_KEYS": "trust store directory (default /etc/bundle/keys)",
+    "BUNDLE_STATE_DIR": "importer state directory (default /var/lib/bundle)",
+    "BUNDLE_SITE_DIR": "directory of the site settings NAME.toml (default /etc/bundle/apps)",
+    "BUNDLE_PROGRESS_INTERVAL": "seconds between progress lines when stderr is not a terminal (default 10)",
+    "DOCKER_HOST": "the Docker engine to use (default unix:///var/run/docker.sock)",
+    "DOCKER_CONFIG": "directory of the Docker client config.json holding registry logins (default ~/.docker)",
+    "GITHUB_TOKEN": "token for GitHub's API (bundle check: the higher rate limit)",
+    "GNUPGHOME": "keyring holding the signing key (build, approve)",
+    "SUDO_USER": "the person recorded in the audit log when run through sudo",
+}
+TEST_HOOKS = {"BUNDLE_CRASH_AT", "BUNDLE_CRASH_WHEN", "BUNDLE_BACKOFF_BASE", "BUNDLE_INLINE_SOAK"}
+PACKAGES = ("bundlecore", "bundler", "importer", "bundlecli")
+
+
+def env_vars_read() -> set[str]:
+    """Every environment variable the shipped code names: os.environ[...] / .get(...) of a string,
+    a module constant `*_ENV = "NAME"` read that way, and GNUPGHOME (read by gpg, set by --gnupghome)."""
+    import ast
+    found = {"GNUPGHOME"}
+    for pkg in PACKAGES:
+        for path in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and any(
+                        isinstance(t, ast.Name) and t.id.endswith("_ENV") for t in node.targets):
+                    found.add(node.value.value)
+                arg = None
+                if isinstance(node, ast.Subscript) and _is_environ(node.value):
+                    arg = node.slice
+                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and node.func.attr == "get" and _is_environ(node.func.value) and node.args):
+                    arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(arg.value)
+    return found
+
+
+def _is_environ(node) -> bool:
+    import ast
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def environment() -> list[tuple[str, str]]:
+    names = env_vars_read() - TEST_HOOKS
+    missing = sorted(names - set(ENVIRONMENT))
+    if missing:
+        raise SystemExit(f"gen-man.py: describe {', '.join(missing)} in ENVIRONMENT (read by the code)")
+    return [(n, ENVIRONMENT[n]) for n in sorted(names)]
+
+
+def state_files() -> list[tuple[str, str]]:
+    """The state dir's layout, from importer/state.py's docstring (the one place it is written)."""
+    import importer.state as state
+    doc = (state.__doc__ or "").split("Layout", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    rows: list[tuple[str, str]] = []
+    for line in doc:
+        name, _, text = line.strip().partition("  ")
+        if line.startswith("  ") and not line.startswith("   "):
+            rows.append((name, text.strip()))
+        elif rows:
+            rows[-1] = (rows[-1][0], f"{rows[-1][1]} {line.strip()}")
+    return [(f"{state.DEFAULT_STATE_DIR}/{n}", t) for n, t in rows]
 
 
 def esc(text: str) -> str:
@@ -66,16 +124,23 @@ def render() -> str:
         lines += options(cmd, ctx)
     lines += [".SH EXIT STATUS"]
     for code, meaning in sorted(MEANINGS.items()):  # the one table of bundlecore.errors
-        lines += [".TP", f"\\fB{int(code)}\\fR", esc(meaning)]
+        verbs = [v for v in sorted(EXIT_CODES) if code in EXIT_CODES[v]]
+        lines += [".TP", f"\\fB{int(code)}\\fR", esc(meaning),
+                  ".br", esc("every command" if len(verbs) == len(EXIT_CODES) else "from: " + ", ".join(verbs))]
     lines += [".SH ENVIRONMENT"]
-    for var, meaning in ENVIRONMENT:
+    for var, meaning in environment():
         lines += [".TP", f"\\fB{var}\\fR", esc(meaning)]
     lines += [".SH SHELL COMPLETION",
               esc('bash: eval "$(_BUNDLE_COMPLETE=bash_source bundle)" in ~/.bashrc; '
-                  "zsh: zsh_source; fish: fish_source (click's completion)."),
-              ".SH FILES", ".TP", "\\fB/etc/bundle/keys\\fR",
-              esc("the trust store: public keys, policy.toml, host-policy.toml"),
-              ".TP", "\\fB/var/lib/bundle\\fR", esc("installed records, journals, backups, the audit log")]
+                  "zsh: zsh_source; fish: fish_source (click's completion). Verbs, options, the installed "
+                  "apps' names (uninstalled ones for restore) and rollback --to's kept generations."),
+              ".SH FILES"]
+    for path, meaning in [("/etc/bundle/keys", "the trust store: public keys, policy.toml, host-policy.toml"),
+                          ("/etc/bundle/apps/NAME.toml", "site settings of app NAME, over its bundle's run settings"),
+                          *state_files()]:
+        lines += [".TP", f"\\fB{esc(path)}\\fR", esc(meaning)]
+    lines += [".SH SEE ALSO", esc("docs/cli.md (every command, exit codes, --json), docs/metrics.md, docs/audit.md, "
+                                  "docs/architecture.md; installed by the offline kit in PREFIX/share/doc/bundle")]
     return "\n".join(lines) + "\n"
 
 

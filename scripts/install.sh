@@ -8,6 +8,11 @@
 # It checks the kit's own SHA256SUMS, the Python version and gpg, creates a venv under PREFIX,
 # installs the kit's wheels with `pip install --no-index`, links `bundle` into BINDIR, and creates
 # the trust store KEYS_DIR (empty: copy the builders' public keys there, see `bundle doctor`).
+# It installs the man page into MANDIR/man1 (`man bundle`), the docs and contrib/ into DOCDIR, and,
+# run as root, the system user and group BUNDLE_USER (default bundle) that contrib/'s
+# bundle-check.service runs as, with its state dir CHECK_DIR (default /var/lib/bundle-check) owned
+# by it, mode 0700 (CREATE_USER=0 skips both). The importer's state dir (/var/lib/bundle) stays
+# root's: `bundle import` and contrib/bundle-status.service run as root.
 set -euo pipefail
 
 KIT="$(cd "$(dirname "$0")" && pwd)"
@@ -15,6 +20,11 @@ PREFIX="${PREFIX:-/opt/bundle}"
 BINDIR="${BINDIR:-/usr/local/bin}"
 KEYS_DIR="${KEYS_DIR:-/etc/bundle/keys}"
 PYTHON="${PYTHON:-python3}"
+MANDIR="${MANDIR:-/usr/local/share/man}"
+DOCDIR="${DOCDIR:-$PREFIX/share/doc/bundle}"
+BUNDLE_USER="${BUNDLE_USER:-bundle}"
+CHECK_DIR="${CHECK_DIR:-/var/lib/bundle-check}"
+CREATE_USER="${CREATE_USER:-1}"
 WANT="$(cat "$KIT/PYTHON_VERSION")"
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -42,6 +52,20 @@ PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$PREFIX/venv/bin/python" -m pip instal
 mkdir -p "$BINDIR"
 ln -sfn "$PREFIX/venv/bin/bundle" "$BINDIR/bundle"
 install -d -m 0755 "$KEYS_DIR"
+install -d -m 0755 "$MANDIR/man1" "$DOCDIR"
+install -m 0644 "$KIT/man/man1/bundle.1" "$MANDIR/man1/bundle.1"
+cp -R "$KIT/docs/." "$KIT/contrib" "$DOCDIR/"
+
+if [ "$CREATE_USER" = 1 ] && [ "$(id -u)" = 0 ]; then
+    getent group "$BUNDLE_USER" >/dev/null || groupadd --system "$BUNDLE_USER"
+    getent passwd "$BUNDLE_USER" >/dev/null || useradd --system --gid "$BUNDLE_USER" --home-dir "$CHECK_DIR" \
+        --no-create-home --shell /usr/sbin/nologin --comment "bundle check (contrib/bundle-check.service)" "$BUNDLE_USER"
+    install -d -m 0700 -o "$BUNDLE_USER" -g "$BUNDLE_USER" "$CHECK_DIR"
+    echo "install.sh: user and group $BUNDLE_USER (contrib/bundle-check.service), its state dir $CHECK_DIR"
+elif [ "$CREATE_USER" = 1 ]; then
+    echo "install.sh: not root: create the user $BUNDLE_USER and $CHECK_DIR (owned by it, 0700) before using contrib/"
+fi
 
 echo "install.sh: installed $("$BINDIR/bundle" --version) as $BINDIR/bundle"
+echo "install.sh: man page $MANDIR/man1/bundle.1, docs and contrib/ (systemd units) in $DOCDIR"
 echo "install.sh: trust store $KEYS_DIR: copy the builders' PUBLIC keys there (.asc), then run 'bundle doctor'"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the offline kit: every wheel `bundle` needs, for one Python version and platform, plus
-# install.sh and SHA256SUMS, as dist/bundle-offline-kit-<version>-py<XY>-<platform>.tar.gz.
+# install.sh, the man page, the docs, contrib/ (systemd units) and SHA256SUMS, as dist/bundle-offline-kit-<version>-py<XY>-<platform>.tar.gz.
 #
 #   make offline-kit                    # for this machine's Python and platform
 #   make offline-kit KIT_PYTHON=3.12    # binary wheels for CPython 3.12 on manylinux (this arch)
@@ -52,6 +52,11 @@ echo "offline-kit: fetching dependency wheels for Python $PYVER on $PLATFORM" >&
 "$PY" -m pip download -q -d "$KIT/wheels" "${TARGET_ARGS[@]}" "$WHEEL" >&2
 
 install -m 0755 "$REPO/scripts/install.sh" "$KIT/install.sh"
+# What the server's admin reads there, with no network: the man page, the docs, the systemd units.
+mkdir -p "$KIT/man/man1" "$KIT/docs" "$KIT/contrib"
+install -m 0644 "$REPO/docs/bundle.1" "$KIT/man/man1/bundle.1"
+install -m 0644 "$REPO"/docs/*.md "$REPO/README.md" "$KIT/docs/"
+install -m 0644 "$REPO"/contrib/* "$KIT/contrib/"
 printf '%s\n' "$PYVER" > "$KIT/PYTHON_VERSION"
 printf '%s\n' "$VERSION" > "$KIT/VERSION"
 (cd "$KIT" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)

@@ -56,8 +56,12 @@ def test_the_man_page_is_current():
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-man.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     page = (REPO / "docs" / "bundle.1").read_text()
-    for verb in ("import", "doctor", "rollback", "version", "help"):
+    for verb in ("import", "doctor", "rollback", "version", "help", "logs", "stop", "show", "restore"):
         assert f".SS bundle {verb}" in page
+    for section in ("EXIT STATUS", "ENVIRONMENT", "FILES"):
+        assert f"\n.SH {section}\n" in page
+    assert "\\fBBUNDLE_SITE_DIR\\fR" in page and "\\fB/var/lib/bundle/audit.log\\fR" in page
+    assert "BUNDLE_CRASH_AT" not in page  # a test hook
 
 
 def test_shell_completion_is_clicks_and_knows_the_verbs():

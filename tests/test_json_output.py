@@ -43,7 +43,8 @@ def run_json(verb, *args, code=0, env=None, check=None):
 def test_a_usage_error_with_json_prints_a_failure_document_and_the_same_one_line(verb):
     r, doc = run_json(verb, "--no-such-option", code=2)
     assert doc["ok"] is False and doc["error"]["kind"] == "usage"
-    assert one_line(r.stderr) == doc["error"]["message"] == "error: No such option '--no-such-option'. (see 'bundle --help')"
+    assert one_line(r.stderr) == doc["error"]["message"] == (f"error: No such option '--no-such-option'. "
+                                                             f"(see 'bundle {verb} --help')")
     assert run_bundle(verb, "--no-such-option").stderr == r.stderr  # the line is the same without --json
 
 

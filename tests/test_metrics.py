@@ -60,7 +60,7 @@ def test_promql_answers_sequence_result_rollbacks_and_refusals(docker_client, sw
     assert r.code == 4, str(r)
     found = prometheus.wait_for(f'bundle_rollbacks_total{{app="{name}"}}', lambda v: v and v[0][1] == 1)
     assert found[0][1] == 1
-    prometheus.wait_for(f'bundle_last_run_result{{app="{name}",result="rolled-back"}} == 1')
+    prometheus.wait_for(f'bundle_last_run_result{{app="{name}",result="rolled_back"}} == 1')
     assert prometheus.values(f'bundle_last_run_exit_code{{app="{name}"}}')[0][1] in (0, 4)  # scraped or not yet
     prometheus.wait_for(f'bundle_last_run_exit_code{{app="{name}"}} == 4')
     phases = {s.labels["phase"] for s in _families(prom_file)["bundle_last_run_phase_seconds"].samples
@@ -73,7 +73,7 @@ def test_promql_answers_sequence_result_rollbacks_and_refusals(docker_client, sw
     prometheus.wait_for('bundle_refusals_total{check="signature"} == 1')
     prometheus.wait_for('bundle_imports_total{result="refused"} == 1')
     # the untrusted bundle names no app: the app's last run is still the failed update
-    assert prometheus.values(f'bundle_last_run_result{{app="{name}",result="rolled-back"}}')[0][1] == 1
+    assert prometheus.values(f'bundle_last_run_result{{app="{name}",result="rolled_back"}}')[0][1] == 1
     assert not prometheus.values('bundle_last_run_result{app=""}')
     # the temp file is never left in the collector's directory
     assert not [p for p in prom_file.parent.iterdir() if p.name.startswith(f".{prom_file.name}")]

@@ -46,7 +46,7 @@ def unpack(tarball: Path, where: Path) -> Path:
 def install(kit_dir: Path, root: Path, env: dict | None = None, offline: bool = True) -> subprocess.CompletedProcess:
     """install.sh into root/{opt,bin,keys}, in a network namespace of its own (no network at all)."""
     environ = {**os.environ, "PREFIX": str(root / "opt"), "BINDIR": str(root / "bin"), "KEYS_DIR": str(root / "keys"),
-               "PIP_NO_INDEX": "1", **(env or {})}
+               "MANDIR": str(root / "man"), "PIP_NO_INDEX": "1", "CREATE_USER": "0", **(env or {})}
     cmd = ["bash", str(kit_dir / "install.sh")]
     return subprocess.run(([shutil.which("unshare"), "-n"] if offline else []) + cmd, env=environ, capture_output=True, text=True,
                           timeout=600)
@@ -60,7 +60,8 @@ def test_the_kit_is_named_for_its_python_and_platform_and_checks_with_sha256sum(
     assert r.returncode == 0 and r.stdout.strip() == f"{kit.name}: OK"
     with tarfile.open(kit) as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"install.sh", "SHA256SUMS", "PYTHON_VERSION", "VERSION", f"bundle-{VERSION}-py3-none-any.whl"} <= names
+    assert {"install.sh", "SHA256SUMS", "PYTHON_VERSION", "VERSION", f"bundle-{VERSION}-py3-none-any.whl",
+            "bundle.1", "cli.md", "metrics.md", "README.md", "bundle-check.service", "bundle-status.timer"} <= names
     for dep in ("click", "python_gnupg", "docker", "zstandard", "jsonschema", "requests"):
         assert any(n.startswith(dep + "-") and n.endswith(".whl") for n in names), dep
 
@@ -152,3 +153,28 @@ def test_a_bad_kit_python_is_a_usage_error(tmp_path, bad):
     assert r.returncode != 0
     assert f"offline-kit: KIT_PYTHON must look like 3.12, not '{bad}'" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_kit_installs_the_man_page_the_docs_and_the_user_contrib_runs_as(kit, tmp_path, uniq):
+    kit_dir = unpack(kit, tmp_path / "unpacked")
+    user = f"bt-{uniq}"[:31]
+    check_dir = tmp_path / "check"
+    try:
+        r = install(kit_dir, tmp_path, env={"CREATE_USER": "1", "BUNDLE_USER": user, "CHECK_DIR": str(check_dir)})
+        assert r.returncode == 0, r.stderr
+        page = tmp_path / "man" / "man1" / "bundle.1"
+        assert page.read_text() == (REPO / "docs" / "bundle.1").read_text()
+        man = subprocess.run(["man", "-l", "-P", "cat", str(page)], capture_output=True, text=True,
+                             env={**os.environ, "MANWIDTH": "200"}) if shutil.which("man") else None
+        assert man is None or ("EXIT STATUS" in man.stdout and "FILES" in man.stdout)
+        docs = tmp_path / "opt" / "share" / "doc" / "bundle"
+        assert (docs / "cli.md").is_file() and (docs / "contrib" / "bundle-status.timer").is_file()
+        pw = subprocess.run(["getent", "passwd", user], capture_output=True, text=True).stdout.split(":")
+        assert pw[0] == user and pw[6].strip() == "/usr/sbin/nologin"
+        st = check_dir.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (int(pw[2]), 0o700)
+        again = install(kit_dir, tmp_path, env={"CREATE_USER": "1", "BUNDLE_USER": user, "CHECK_DIR": str(check_dir)})
+        assert again.returncode == 0, again.stderr  # a second run finds the user and changes nothing
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
+        subprocess.run(["groupdel", user], capture_output=True)

@@ -194,6 +194,12 @@ class Engine:
     def logs(self, cid: str, *, stdout: bool = True, stderr: bool = True, tail: int | str = "all") -> bytes:
         return self._idem(f"logs of {cid[:12]}", self._api.logs, cid, stdout=stdout, stderr=stderr, tail=tail)
 
+    def follow_logs(self, cid: str, *, tail: int | str = "all") -> Iterator[bytes]:
+        """The container's output as it comes (`docker logs -f`), until it stops."""
+        with _translated():
+            stream = self._api.logs(cid, stdout=True, stderr=True, tail=tail, stream=True, follow=True)
+        return _stream(stream)
+
     def exec(self, cid: str, argv: list[str]) -> tuple[int | None, bytes]:
         """Run argv in the running container: (exit code, stdout and stderr)."""
         with _translated():

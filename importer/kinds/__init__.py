@@ -104,6 +104,22 @@ def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
     return get(named if named in KINDS else CONTAINER)
 
 
+def plan_json(plan: Plan, lines: list[str] | None = None) -> dict[str, Any]:
+    """A plan as `--json` carries it (schemas/cli/common.schema.json `plan`): the action, the app,
+    the versions from and to, and the lines the operator confirms (`lines`: all of them, when the
+    caller printed more than the kind's; secrets masked as there). Changes nothing."""
+    old = getattr(plan, "old", None)
+    back = getattr(plan, "rollback_to", None) or {}
+    frm = getattr(old, "version", None) if old is not None else getattr(plan, "current", None)
+    return {"action": str(getattr(plan, "kind", "") or type(plan).__name__),
+            "app": getattr(plan, "key", None) or getattr(plan, "name", None),
+            "version_from": frm if isinstance(frm, str) else None,
+            "version_to": getattr(plan, "new_version", None) or back.get("version") or getattr(plan, "previous", None),
+            "generation_to": back.get("generation"),
+            "warnings": list(getattr(plan, "warnings", None) or []),
+            "lines": list(plan.lines() if lines is None else lines)}
+
+
 def recover_all(client, state: StateDir, out: Out = print) -> list[str]:
     """Finish or undo every interrupted swap; one line per application handled."""
     lines = []

@@ -112,7 +112,7 @@ def test_metrics_of_a_history_read_back_by_the_reference_parser():
     assert got[("bundle_refusals_total", (("check", "payload"),))] == 0
     assert got[("bundle_imports_total", (("result", "done"),))] == 1
     assert got[("bundle_imports_total", (("result", "refused"),))] == 2
-    assert got[("bundle_imports_total", (("result", "rolled-back"),))] == 1
+    assert got[("bundle_imports_total", (("result", "rolled_back"),))] == 1
     # the last run of shop is the refused import "d": its result, exit code and phases (none) only
     assert got[("bundle_last_run_result", (("app", "shop"), ("result", "refused")))] == 1
     assert got[("bundle_last_run_result", (("app", "shop"), ("result", "done")))] == 0

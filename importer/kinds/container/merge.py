@@ -234,6 +234,11 @@ def settings_of_container(info: dict, image: dict, named: frozenset[Key] | set[K
     return out
 
 
+def shown(key: Key, value, masked: frozenset[str]) -> str:
+    """A value as a plan line, a refusal or `bundle show` prints it: env values through importer.masking."""
+    return _show(key, value, masked)
+
+
 def _show(key: Key, value, masked: frozenset[str]) -> str:
     """A value as a plan line or a refusal prints it: env values through importer.masking."""
     if key.kind is Kind.ENV:

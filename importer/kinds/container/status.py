@@ -4,6 +4,7 @@ swap ended, what the engine says now (when it answers), and the one verdict moni
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bundlecore.errors import AppState
@@ -12,6 +13,25 @@ from importer.kinds.container.generations import Generations, summary
 from importer.kinds.container.journal import SwapJournal
 
 HEALTHY = (None, "healthy")  # Docker's health status of a container without HEALTHCHECK is None
+ADMIN_STOP = "stopped-by-admin.json"  # apps/<app>/: written by `bundle stop` (importer.kinds.container.control)
+
+
+@dataclass(frozen=True)
+class AdminStop:
+    """`bundle stop` was run on this container: who and when."""
+
+    container_id: str
+    at: str
+    by: str
+
+
+def admin_stop(state: StateDir, app: str) -> AdminStop | None:
+    """The marker `bundle stop` left, if any (a damaged one is none)."""
+    try:
+        d = state.read_json(state.app_dir(app) / ADMIN_STOP)
+        return AdminStop(**d) if d else None
+    except (ValueError, TypeError):
+        return None
 
 
 def app_status(client, state: StateDir, name: str) -> dict:
@@ -20,7 +40,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
     last = SwapJournal.last(app_dir)
     installed = state.installed(name)
     container = container_of(name, installed)
-    live = None
+    live, info = None, None
     if client is not None:
         info = client.container_named(container)
         if info:
@@ -37,6 +57,9 @@ def app_status(client, state: StateDir, name: str) -> dict:
         "last_swap": ({k: last.get(k) for k in ("kind", "result", "message", "started_at", "finished_at")}
                       if last else None),
     }
+    stop = admin_stop(state, name)
+    if live and live["status"] != "running" and stop and info and stop.container_id == info["Id"]:
+        result["stopped_by_admin"] = {"at": stop.at, "by": stop.by}  # inactive, but on purpose
     verdict = app_state(result, engine_answers=client is not None)
     result["state"], result["exit_code"] = verdict.label, int(verdict)
     return result
@@ -82,7 +105,9 @@ def status_lines(st: dict) -> list[str]:
     if live:
         health = f", health {live['health']}" if live.get("health") else ""
         mismatch = "" if not rec or live["image_id"] == rec.get("image_id") else " (NOT the installed image)"
-        out.append(f"  container {cname} {live['id']}: {live['status']}{health}{mismatch}")
+        stopped = st.get("stopped_by_admin")
+        why = f" (stopped by admin: `bundle stop` by {stopped['by']} at {stopped['at']})" if stopped else ""
+        out.append(f"  container {cname} {live['id']}: {live['status']}{health}{mismatch}{why}")
     elif rec and st.get("state") != AppState.ENGINE_UNREACHABLE.label:
         out.append(f"  container {cname}: missing")
     if rec.get("highest_sequence") is not None:
