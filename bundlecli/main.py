@@ -17,7 +17,7 @@ from typing import Iterable
 import click
 
 from bundlecli.registry import COMMANDS
-from bundlecore import __version__, jsondoc, progress
+from bundlecore import __version__, interrupts, jsondoc, progress
 from bundlecore.errors import BundleError, ExitCode
 from bundlecore.text import printable
 
@@ -142,13 +142,28 @@ def fail(line: str, exit_code: int, verb: str | None, as_json: bool, e: BaseExce
     sys.exit(exit_code)
 
 
+def interrupted(e: KeyboardInterrupt, verb: str | None, as_json: bool) -> None:
+    """An interrupt that reached the top: nothing changed (130), unless it left a journaled run
+    unfinished (a kind that does not undo itself): then `bundle recover` is needed (5)."""
+    unfinished = getattr(e, "unfinished", None)
+    what = str(e) if isinstance(e, interrupts.Interrupted) else "interrupted by SIGINT"
+    if unfinished:
+        fail(f"operator needed: {what}; a run is unfinished ({unfinished}): `bundle recover` finishes or undoes it",
+             ExitCode.OPERATOR_NEEDED, verb, as_json)
+    fail(f"{what}; nothing changed", ExitCode.INTERRUPTED, verb, as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = hoist_global_flags(list(argv if argv is not None else sys.argv[1:]))
     debug = "--debug" in argv
     verb, as_json = verb_and_json(argv)
+    interrupts.install()
     try:
         rv = cli.main(args=argv, prog_name="bundle", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns an interrupt (even at a prompt) into Abort
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            interrupted(cause, verb, as_json)
         fail("aborted", ExitCode.ENVIRONMENT, verb, as_json)
     except click.ClickException as e:  # bad options or arguments: one line too (see --help)
         fail(f"error: {e.format_message()} (see '{help_of(e)}')", e.exit_code, verb, as_json)
@@ -156,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         fail(e.line(), e.exit_code, verb, as_json, e)
-    except KeyboardInterrupt:
-        fail("interrupted", ExitCode.ENVIRONMENT, verb, as_json)
+    except KeyboardInterrupt as e:
+        interrupted(e, verb, as_json)
     except Exception as e:  # a bug or an unexpected environment failure: still one line
         if debug:
             traceback.print_exc()

@@ -77,5 +77,8 @@ EXIT_CODES = {
     "version": (E.DONE, E.USAGE),
     "help": (E.DONE, E.USAGE),
 }
+# Every command can be interrupted before it changed anything (a journaled step's interrupt ends
+# as that step's failure: its undo runs, then 4, 5 or 9).
+EXIT_CODES = {verb: (*codes, E.INTERRUPTED) for verb, codes in EXIT_CODES.items()}
 # `help` prints help text for people; a program reads docs/cli.md and schemas/cli/ instead.
 NO_JSON = {"help"}

@@ -7,6 +7,8 @@
 `bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState, 6-8), numbered
 above the contract so that a monitoring script never mistakes one for a refusal or a rollback;
 9 comes after them so that no code means two things. 10: `bundle check` found a newer release.
+130: interrupted (SIGINT, SIGTERM) before anything changed; an interrupt during a journaled step
+ends like any other failure of that step (its undo runs to the end: 4, 5 or 9).
 """
 
 from enum import IntEnum
@@ -29,6 +31,7 @@ class ExitCode(IntEnum):
     ENGINE_UNREACHABLE = 8  # status
     INSTALL_UNDONE = 9
     NEWER = 10              # check
+    INTERRUPTED = 130       # SIGINT or SIGTERM before anything changed (128 + SIGINT, as shells say)
 
     @property
     def label(self) -> str:
@@ -130,4 +133,16 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
     ExitCode.INSTALL_UNDONE: "a first install failed and was undone",
     ExitCode.NEWER: "check: upstream has a newer release",
+    ExitCode.INTERRUPTED: "interrupted (SIGINT or SIGTERM) before anything changed; nothing changed",
 }
+
+
+def reason(e: BaseException) -> str:
+    """An exception as the words of a one-line message: never a bare class name with an empty
+    text after it (`KeyboardInterrupt: `)."""
+    if isinstance(e, BundleError):
+        return e.line()
+    if isinstance(e, KeyboardInterrupt):
+        return str(e) if type(e) is not KeyboardInterrupt else "interrupted"
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -473,6 +473,7 @@ class Result(StrEnum):
     OPERATOR_NEEDED = "operator-needed"  # putting the previous version back failed
     NOT_DONE = "not-done"                # an uninstall stopped before its final backup: nothing removed
     FAILED = "failed"                    # environment or usage error: nothing changed
+    INTERRUPTED = "interrupted"          # SIGINT/SIGTERM before anything changed
 
     @property
     def exit_code(self) -> ExitCode:
@@ -490,4 +491,4 @@ class Result(StrEnum):
 _EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
                Result.REFUSED: ExitCode.REFUSED, Result.ROLLED_BACK: ExitCode.UPDATE_FAILED,
                Result.INSTALL_UNDONE: ExitCode.INSTALL_UNDONE, Result.OPERATOR_NEEDED: ExitCode.OPERATOR_NEEDED,
-               Result.NOT_DONE: ExitCode.ENVIRONMENT}
+               Result.NOT_DONE: ExitCode.ENVIRONMENT, Result.INTERRUPTED: ExitCode.INTERRUPTED}

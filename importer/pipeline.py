@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from bundlecore import format as fmt
+from bundlecore import interrupts
 from bundlecore.engine import connect
 from bundlecore.errors import BundleError, EnvironmentProblem, ExitCode, UsageProblem
 from bundlecore.progress import Progress
@@ -223,6 +224,11 @@ def _audited(ctx: ImportContext):
         if audit.app:  # the failure document names the app, the failed version and what runs now
             e.partial = {"name": audit.app, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
                          "running_version": _installed_version(ctx.state, audit.app)}
+        raise
+    except interrupts.Interrupted as e:
+        unfinished = f"; a run is unfinished: {e.unfinished}" if e.unfinished else "; nothing changed"
+        ctx.audit.result = Result.OPERATOR_NEEDED if e.unfinished else Result.INTERRUPTED
+        ctx.audit.exit_code, ctx.audit.message = ctx.audit.result.exit_code, f"{e}{unfinished}"
         raise
     finally:
         ctx.audit.phases = ctx.timer.seconds

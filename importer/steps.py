@@ -11,7 +11,10 @@ once for every kind:
 - forward (skipping steps already done), undo (the undo steps of every step that started, in
   the kind's undo order, each once) and the resume rule recovery reads (`resume`);
 - the audit event at the end of a run (a full disk never turns a finished run into a failure);
-- the one crash hook of the kill -9 matrices (`crash_hook`).
+- the one crash hook of the kill -9 matrices (`crash_hook`);
+- interrupts (bundlecore.interrupts): SIGINT/SIGTERM during a step is deferred until the step's
+  engine operation has finished and the step is recorded done, then raised (the kind undoes the
+  run); an undo is shielded and runs to its end.
 
 Test hook: BUNDLE_CRASH_AT=<point> (the step's value, after the kind's `POINT_PREFIX`) and
 BUNDLE_CRASH_WHEN SIGKILL the process at that step: `ahead` before its "started" record is
@@ -30,7 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from bundlecore import progress
+from bundlecore import interrupts, progress
 from bundlecore.fsutil import atomic_write_json, read_bytes_nofollow
 from importer.audit import AuditEvent, PhaseTimer, now, step_phase, write_event
 from importer.state import JOURNAL, StateDir
@@ -152,13 +155,19 @@ class StepRunner:
         self.label, self.timer, self.out = label, timer or PhaseTimer(), out
 
     def step(self, step) -> None:
-        """One step: "started" on disk, its action, "done" on disk."""
-        self.j.mark(step, Phase.STARTED)
-        if self.label:
-            progress.step(f"{self.label}: {step.value}")
-        with self.timer.phase(step_phase(step)):
-            self.rules[step].action(self.machine)
-        self.j.mark(step, Phase.DONE)
+        """One step: "started" on disk, its action, "done" on disk; an interrupt meanwhile is raised
+        only after that (or at a wait's `interrupts.check`), never inside an engine call."""
+        try:
+            with interrupts.deferred():
+                self.j.mark(step, Phase.STARTED)
+                if self.label:
+                    progress.step(f"{self.label}: {step.value}")
+                with self.timer.phase(step_phase(step)):
+                    self.rules[step].action(self.machine)
+                self.j.mark(step, Phase.DONE)
+        except interrupts.Interrupted as e:
+            e.unfinished = str(self.j.app_dir / self.j.FILE)  # unless the kind undoes the run (and says so)
+            raise
 
     def forward(self, steps: Iterable) -> None:
         """Every step not yet done, in order (a started one runs again: each is idempotent)."""
@@ -173,12 +182,14 @@ class StepRunner:
 
     def undo(self, order: Sequence, *, already_done: Callable[[Any], None] | None = None) -> None:
         """The undo steps not yet done (an interrupted undo resumes after its last completed step);
-        `already_done` is told of each step a previous undo completed."""
-        for s in self.undo_steps(order):
-            if not self.j.reached(s, Phase.DONE):
-                self.step(s)
-            elif already_done:
-                already_done(s)
+        `already_done` is told of each step a previous undo completed. Shielded: an interrupt
+        does not stop an undo halfway."""
+        with interrupts.shielded():
+            for s in self.undo_steps(order):
+                if not self.j.reached(s, Phase.DONE):
+                    self.step(s)
+                elif already_done:
+                    already_done(s)
 
     def resume(self) -> Resume:
         """What recovery does: the rule of the step the journal stopped at (an undo stays an undo)."""

@@ -8,7 +8,8 @@ from bundlecore.errors import MEANINGS, AppState, BundleError, ExitCode
 def test_the_numbers_do_not_move():
     assert {c.name: int(c) for c in ExitCode} == {
         "DONE": 0, "ENVIRONMENT": 1, "USAGE": 2, "REFUSED": 3, "UPDATE_FAILED": 4, "OPERATOR_NEEDED": 5,
-        "NOT_INSTALLED": 6, "INACTIVE": 7, "ENGINE_UNREACHABLE": 8, "INSTALL_UNDONE": 9, "NEWER": 10}
+        "NOT_INSTALLED": 6, "INACTIVE": 7, "ENGINE_UNREACHABLE": 8, "INSTALL_UNDONE": 9, "NEWER": 10,
+        "INTERRUPTED": 130}
 
 
 def test_every_code_has_a_meaning_and_every_error_and_status_one_of_the_codes():
@@ -20,4 +21,5 @@ def test_every_code_has_a_meaning_and_every_error_and_status_one_of_the_codes():
 
 def test_the_json_error_kinds_stay_the_words_they_were():
     assert jsondoc.ERROR_KINDS == {1: "environment", 2: "usage", 3: "refused", 4: "update-failed", 5: "operator-needed",
-                                   6: "not-installed", 7: "inactive", 8: "engine-unreachable", 9: "install-undone"}
+                                   6: "not-installed", 7: "inactive", 8: "engine-unreachable", 9: "install-undone",
+                                   130: "interrupted"}

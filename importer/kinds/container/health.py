@@ -54,6 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from bundlecore import interrupts
 from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
 from importer.kinds.container.promgate import MetricsGate
@@ -265,7 +266,8 @@ class HealthGate:
                 seen = last or f"passed, but not {STABLE_PROBES} times in a row"
                 return False, f"not healthy within {self.timeout:g} s ({seen})"
             countdown.tick(last)
-            time.sleep(PROBE_SPACING if ok and passes < STABLE_PROBES else (0 if ok else POLL))
+            # an interrupt ends the wait here (not during an undo, which runs to its end)
+            interrupts.sleep(PROBE_SPACING if ok and passes < STABLE_PROBES else (0 if ok else POLL))
 
     # -- probes --------------------------------------------------------------------------
     def route(self, info: dict) -> ProbeRoute:
@@ -395,7 +397,7 @@ class HealthGate:
                 if failing_since and time.monotonic() - failing_since >= self.timeout:
                     return False, f"its health check failed for {self.timeout:g} s in its probation ({last})"
             countdown.tick(f"{max(0, grown)} restart(s)")
-            time.sleep(min(PROBATION_EVERY, max(0.0, until - time.time())))
+            interrupts.sleep(min(PROBATION_EVERY, max(0.0, until - time.time())))
 
 
 class Unhealthy(Exception):

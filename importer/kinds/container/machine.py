@@ -13,8 +13,9 @@ import os
 import shutil
 import time
 
-from bundlecore.engine import EngineError, EngineNotFound
-from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed
+from bundlecore import interrupts
+from bundlecore.engine import EngineError, EngineNotFound, container_name, stop_timeout
+from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
@@ -25,8 +26,12 @@ from importer.backup import data
 from importer.kinds.container.generations import Generations, summary
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
+from importer.kinds.container.status import HEALTHY
 
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
+# After the previous version passed its health gate again, how long until it is looked at once more
+# before "running again" is said: a stop or a crash the engine was still carrying out shows by then.
+SETTLE_SECONDS = 3.0
 
 # Steps run outside the forward loop (BEGIN by whoever starts the journal, COMMIT/PRUNE by
 # commit_and_finish).
@@ -58,20 +63,28 @@ class ContainerSwap:
     def run_forward(self) -> dict:
         """All forward steps; on a failed gate (or any error before commit), undo and raise."""
         try:
+            interrupts.check()  # one that came while the journal was being started
             self.runner.forward(s for s in self.r.steps if s not in _NOT_IN_FORWARD_LOOP)
         except AttemptFailed as e:
             self.undo(str(e))  # raises UpdateFailed or OperatorNeeded
+        except interrupts.Interrupted as e:
+            if not self.runner.undo_steps(UNDO_STEPS):  # no step that changes anything had started
+                self.finish(Result.INTERRUPTED, f"{e} before {self.r.name} was changed")
+                e.unfinished = None
+                raise
+            self.undo(f"{e} during step {self.r.step}")
         except (Exception, KeyboardInterrupt) as e:
-            why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
-            self.undo(f"the swap stopped on an error at step {self.r.step}: {why}")
+            self.undo(f"the swap stopped on an error at step {self.r.step}: {reason(e)}")
         return self.commit_and_finish()
 
     def commit_and_finish(self) -> dict:
-        self.step(Step.COMMIT)
-        self.step(Step.PRUNE)
-        record = self.state.installed(self.r.key)
-        self.finish(Result.DONE, f"{self.r.name} {self.r.new.version} is running")
-        return record
+        """Past the gate: commit and prune run to their end whatever interrupt arrives."""
+        with interrupts.shielded():
+            self.step(Step.COMMIT)
+            self.step(Step.PRUNE)
+            record = self.state.installed(self.r.key)
+            self.finish(Result.DONE, f"{self.r.name} {self.r.new.version} is running")
+            return record
 
     def finish(self, result: Result, message: str) -> None:
         self.runner.finish(result, message, lambda: self._event(result, message))
@@ -100,7 +113,7 @@ class ContainerSwap:
 
     # -- forward steps -----------------------------------------------------------------
     def stop_old(self):
-        self.client.stop(self.r.old.id)
+        stop_saying(self.client, self.r.old.id, f"{self.r.name} {self.r.old.version or ''}", self.out)
         self.client.set_restart_policy(self.r.old.id, {"Name": "no"})
 
     def rename_old(self):
@@ -246,7 +259,12 @@ class ContainerSwap:
         install), or OperatorNeeded if we cannot.
 
         An undo resumes after its last completed step (a later `recover` after an exit 5 does not
-        start over): a completed restore is never run again, whatever was written since."""
+        start over): a completed restore is never run again, whatever was written since. It runs
+        to its end whatever interrupt arrives meanwhile (shielded)."""
+        with interrupts.shielded():
+            self._undo(why)
+
+    def _undo(self, why: str):
         if self.r.direction != Direction.UNDO:
             self.r.failure = why
         self.r.direction = Direction.UNDO
@@ -256,9 +274,10 @@ class ContainerSwap:
         old = self.r.old
         try:
             self.runner.undo(UNDO_STEPS, already_done=self._already_undone)
+            if old and old.was_running:
+                self._confirm_running_again()
         except Exception as e:
-            detail = str(e) if isinstance(e, OperatorNeeded) else (
-                e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}")
+            detail = str(e) if isinstance(e, OperatorNeeded) else reason(e)
             self.r.operator_needed = detail
             try:
                 self.j.save()  # the journal stays: `bundle recover` retries once the cause is fixed
@@ -281,6 +300,31 @@ class ContainerSwap:
         except OSError as e:  # the old version is back: that is what the exit code says
             msg += f" (the journal could not be closed: {e.strerror or e}; `bundle recover` will close it)"
         raise UpdateFailed(msg) if old else InstallUndone(msg)
+
+    def _confirm_running_again(self) -> None:
+        """The previous version passed its health gate again; look once more a few seconds later
+        (raise OperatorNeeded if it is not running healthy under its name then): "running again"
+        is said only when it is still true after the engine finished what it was doing."""
+        old = self.r.old
+        self.out(f"  checking {self.r.name} {old.version or ''} again in {SETTLE_SECONDS:g} s")
+        time.sleep(SETTLE_SECONDS)
+        info = self.client.container(old.id)
+        st = (info or {}).get("State") or {}
+        health = (st.get("Health") or {}).get("Status")
+        if not info:
+            problem = "it is gone"
+        elif container_name(info) != self.r.name:
+            problem = f"it is named {container_name(info)}"
+        elif not st.get("Running") or st.get("Restarting"):
+            problem = f"it is {st.get('Status')} (exit code {st.get('ExitCode')})"
+        elif health not in HEALTHY:
+            problem = f"it is {health}"
+        else:
+            return
+        raise OperatorNeeded(
+            f"the previous version {old.version or old.image_ref} of {self.r.name} passed its health gate, "
+            f"but {SETTLE_SECONDS:g} s later {problem}; start it (`docker start {self.r.name}`), "
+            f"then `bundle recover {self.r.key}`")
 
     def _data_state(self) -> str:
         """What the mounts hold after an undo stopped (restore_data's own errors say it themselves)."""
@@ -461,6 +505,15 @@ _RULES = {
     Step.RENAME_BACK: Rule(ContainerSwap.rename_back),
     Step.START_OLD: Rule(ContainerSwap.start_old),
 }
+
+
+def stop_saying(client, cid: str, what: str, out) -> None:
+    """Stop a container, saying first how long it may take (its own stop timeout): a stop is the
+    longest silent engine call of a swap."""
+    info = client.container(cid)
+    if info and (info["State"].get("Running") or info["State"].get("Restarting")):
+        out(f"  stopping {what.strip()} (up to {stop_timeout(info)} s)")
+    client.stop(cid)
 
 
 def begin(state: StateDir, journal: SwapJournal) -> None:

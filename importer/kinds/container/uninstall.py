@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from bundlecore.engine import EngineError, EngineNotFound, container_name
-from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem
+from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem, reason
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
 from bundlecore.release import Result, signers_of
@@ -32,6 +32,7 @@ from importer.state import StateDir, container_of
 from importer.steps import Resume, Rule, StepRunner
 from importer.backup import data
 from importer.kinds.container.generations import Generations
+from importer.kinds.container.machine import stop_saying
 from importer.kinds.container.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
                                    SwapKind)
 
@@ -154,7 +155,7 @@ class Uninstall:
         try:
             self.runner.forward(self.r.steps)
         except (Exception, KeyboardInterrupt) as e:
-            why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            why = reason(e)
             if not self.resumes_forward():
                 self.undo(f"the uninstall of {self.r.key} stopped at step {self.r.step}: {why}")
             raise OperatorNeeded(f"the uninstall of {self.r.key} stopped at step {self.r.step} after its final "
@@ -181,7 +182,7 @@ class Uninstall:
     # -- forward steps -------------------------------------------------------------------------
     def stop_old(self):
         if self.r.old and self.client.container(self.r.old.id):
-            self.client.stop(self.r.old.id)
+            stop_saying(self.client, self.r.old.id, self.r.name, self.out)
             self.client.set_restart_policy(self.r.old.id, {"Name": "no"})
 
     def backup(self):
@@ -233,7 +234,7 @@ class Uninstall:
         try:
             self.runner.undo([Step.START_OLD])
         except Exception as e:
-            detail = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            detail = reason(e)
             raise OperatorNeeded(f"{why}; putting {self.r.name} back failed: {detail}; nothing was deleted, "
                                  f"see {self.j.app_dir / SwapJournal.FILE}") from e
         self._finish(Result.NOT_DONE, f"{why}; nothing was removed")

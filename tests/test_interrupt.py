@@ -1,0 +1,138 @@
+"""Issue 20, verdicts that stay true: SIGINT or SIGTERM sent to `bundle import` while the journal
+shows a step in progress. The old container (busybox httpd ignores SIGTERM) takes its whole stop
+timeout to stop and is then killed: an interrupt inside that stop used to get "the previous version
+is running again" (exit 4) printed while the engine was still stopping it, and `Exited (137)`
+seconds later. The verdict printed must still be true 15 s after the exit. An interrupt before
+anything changed is exit 130 with nothing changed. Real engine, real bundles, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.support import BUNDLE, child_image, one_line, run_bundle
+
+STOP_TIMEOUT = 6   # seconds the old container takes to stop (it ignores SIGTERM): the window hit
+AFTER_EXIT = 15    # the verdict must still be true this long after the exit
+
+
+@pytest.fixture
+def app(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
+    """v1 imported and running; `bundle_of(version, sequence)` builds further releases."""
+    name, repo = f"inttest-{uniq}", f"inttest/app-{uniq}"
+    key = pgp_keys.builder
+    app_image(f"{repo}:1.0.0", "1.0.0")
+    env = {"name": name, "repo": repo, "store": trust_store_of([key]), "state": tmp_path / "state",
+           "tmp": tmp_path, "made": [f"{repo}:1.0.0"]}
+
+    def bundle_of(version: str, sequence: int, big: bool = False) -> Path:
+        ref = f"{repo}:{version}"
+        if version != "1.0.0":  # one more layer (a large one: a long verify+load window)
+            child_image(docker_client, f"{repo}:1.0.0", ref,
+                        run="head -c 40000000 /dev/urandom > /big" if big else f"echo {version} > /v")
+            env["made"].append(ref)
+        spec = tmp_path / f"{version}.toml"
+        spec.write_text(f'name = "{name}"\nversion = "{version}"\nsequence = {sequence}\nimages = ["{ref}"]\n\n'
+                        f'[target]\nkind = "container"\nname = "{name}"\nimage = "{ref}"\n\n'
+                        f'[target.run]\nstop_timeout = {STOP_TIMEOUT}\n\n'
+                        '[target.health]\ncmd = ["/bin/true"]\ntimeout = "20s"\nattempts = 1\n')
+        out = tmp_path / f"{version}.bundle.zst"
+        r = run_bundle("build", spec, "-o", out, "--sign-key", key.fpr, "--gnupghome", key.home, "--local")
+        assert r.code == 0, str(r)
+        return out
+
+    env["bundle_of"] = bundle_of
+    r = run_bundle("import", bundle_of("1.0.0", 1), "--keys", env["store"], "--state-dir", env["state"], "--yes")
+    assert r.code == 0, str(r)
+    env["v1_id"] = docker_client.api.inspect_container(name)["Id"]
+    yield env
+    for c in docker_client.api.containers(all=True, filters={"name": name}):
+        docker_client.api.remove_container(c["Id"], force=True)
+    for ref in env["made"]:
+        try:
+            docker_client.images.remove(ref, force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _import_and_signal(app, bundle: Path, sig: int, when) -> tuple[int, str, str]:
+    """`bundle import BUNDLE --yes` in a child; `sig` once `when()` says so; (exit code, stdout, stderr)."""
+    proc = subprocess.Popen([str(BUNDLE), "import", str(bundle), "--keys", str(app["store"]), "--state-dir",
+                             str(app["state"]), "--yes"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not when():
+        assert proc.poll() is None, f"ended before the signal: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the moment to signal never came"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=180)
+    return proc.returncode, out, err
+
+
+def _journal_at(app, step: str):
+    """True once the app's journal shows `step` started (and not done yet)."""
+    path = app["state"] / "apps" / app["name"] / "journal.json"
+
+    def at() -> bool:
+        try:
+            doc = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return doc.get("step") == step and doc.get("phase") == "started"
+    return at
+
+
+def _still_v1_after(docker_client, app) -> None:
+    """15 s after the exit: v1's own container runs under its name, and `status` says active."""
+    time.sleep(AFTER_EXIT)
+    info = docker_client.api.inspect_container(app["name"])
+    assert info["Id"] == app["v1_id"] and info["State"]["Running"] and not info["State"]["Restarting"], info["State"]
+    r = run_bundle("status", app["name"], "--state-dir", app["state"])
+    assert r.code == 0 and "[active]" in r.stdout, str(r)
+    assert not (app["state"] / "apps" / app["name"] / "journal.json").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_the_old_container_stops_is_undone_and_the_verdict_stays_true(
+        docker_client, app, sig):
+    bundle = app["bundle_of"]("2.0.0", 2)
+    code, out, err = _import_and_signal(app, bundle, sig, _journal_at(app, "stop_old"))
+    name = signal.Signals(sig).name
+    line = one_line(_last_line(err))
+    assert code == 4, (out, err)
+    assert line == (f"update failed: interrupted by {name} during step stop_old; "
+                    "the previous version 1.0.0 is running again"), err
+    assert f"{name} received: stopping after the step in progress" in err
+    assert f"stopping {app['name']} 1.0.0 (up to {STOP_TIMEOUT} s)" in out
+    assert "KeyboardInterrupt" not in out + err
+    _still_v1_after(docker_client, app)
+
+
+def test_an_interrupt_before_anything_changed_is_exit_130_and_nothing_changed(docker_client, app):
+    bundle = app["bundle_of"]("2.0.0", 2, big=True)
+    staging = app["state"] / "staging"
+    code, out, err = _import_and_signal(app, bundle, signal.SIGINT,
+                                        lambda: staging.exists() and any(staging.iterdir()))
+    assert code == 130, (out, err)
+    assert one_line(err) == "interrupted by SIGINT; nothing changed"
+    assert list(staging.iterdir()) == []
+    assert not (app["state"] / "apps" / app["name"] / "journal.json").exists()
+    rec = json.loads((app["state"] / "installed" / f"{app['name']}.json").read_text())
+    assert rec["version"] == "1.0.0" and rec["container_id"] == app["v1_id"]
+    info = docker_client.api.inspect_container(app["name"])
+    assert info["Id"] == app["v1_id"] and info["State"]["Running"]
+    r = run_bundle("history", app["name"], "--state-dir", app["state"], "--json")
+    last = json.loads(r.stdout)["events"][-1]
+    assert last["result"] == "interrupted" and last["exit_code"] == 130, last
+
+
+def _last_line(err: str) -> str:
+    """stderr without the one notice the signal handler prints (`SIGINT received: ...`)."""
+    return "\n".join(ln for ln in err.splitlines() if ln.strip() and " received: " not in ln)

@@ -1,0 +1,68 @@
+"""The interrupt rules (bundlecore.interrupts): raised at once outside a step, after the step
+inside one, never inside an undo; and an exception never printed as `KeyboardInterrupt: `."""
+
+import os
+import signal
+
+import pytest
+
+from bundlecore import interrupts
+from bundlecore.errors import UpdateFailed, reason
+
+
+@pytest.fixture(autouse=True)
+def handlers():
+    saved = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    interrupts.install()
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def _send(sig=signal.SIGINT):
+    os.kill(os.getpid(), sig)
+
+
+def test_outside_a_step_an_interrupt_is_raised_at_once():
+    with pytest.raises(interrupts.Interrupted) as e:
+        _send(signal.SIGTERM)
+        interrupts.sleep(1)
+    assert str(e.value) == "interrupted by SIGTERM" and isinstance(e.value, KeyboardInterrupt)
+
+
+def test_inside_a_step_it_is_raised_once_the_step_is_over():
+    done = []
+    with pytest.raises(interrupts.Interrupted):
+        with interrupts.deferred():
+            _send()
+            done.append("the engine operation finished")
+    assert done == ["the engine operation finished"] and interrupts.pending() is None
+
+
+def test_a_wait_inside_a_step_ends_early():
+    with pytest.raises(interrupts.Interrupted):
+        with interrupts.deferred():
+            _send()
+            interrupts.sleep(30)
+
+
+def test_an_undo_runs_to_its_end_and_the_interrupt_is_dropped():
+    done = []
+    with interrupts.shielded():
+        with interrupts.deferred():  # an undo step
+            _send()
+            interrupts.sleep(0.01)
+            done.append("undo step")
+        done.append("after it")
+    assert done == ["undo step", "after it"] and interrupts.pending() is None
+
+
+@pytest.mark.parametrize("e, text", [
+    (KeyboardInterrupt(), "interrupted"),
+    (interrupts.Interrupted("SIGTERM"), "interrupted by SIGTERM"),
+    (OSError(), "OSError"),
+    (ValueError("bad"), "ValueError: bad"),
+    (UpdateFailed("x"), "update failed: x"),
+])
+def test_a_reason_is_never_a_bare_class_name_with_nothing_after_it(e, text):
+    assert reason(e) == text
