@@ -42,7 +42,7 @@ def app_status(st: dict[str, Any]) -> dict[str, Any]:
             "exit_code": st["exit_code"], "installed": bool(rec), "version": rec.get("version"),
             "sequence": rec.get("sequence"), "generation": rec.get("generation"),
             "previous": [p["generation"] for p in st.get("previous") or []],
-            "pending_swap": bool(st.get("pending_swap")), "detail": st}
+            "pending_swap": bool(st.get("pending_swap")), "operation": st.get("operation"), "detail": st}
 
 
 def document(command: str | None, body: dict[str, Any], exit_code: int = 0,

@@ -50,5 +50,8 @@ def _lines(state, client, kinds, result):
         yield f"nothing installed (state dir {state.root})"
     if client is None:
         yield "the Docker engine does not answer: the containers' state is unknown"
+    holder = state.lock_holder()
+    if holder and not any(st.get("operation") for st in result):
+        yield f"a bundle operation is in progress, pid {holder} (nothing swapped yet)"
     for st in result:
         yield from kinds.for_app(state, st["name"]).status_lines(st)

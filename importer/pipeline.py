@@ -355,6 +355,10 @@ def _apply(ctx: ImportContext) -> dict:
     if stopped is not None:
         ctx.audit.details["stopped_after_stage"] = stopped
     ctx.audit.result, ctx.audit.exit_code = Result.DONE, ExitCode.DONE
+    if stopped is None:  # the last line says how it ended (a staged release says its stage itself)
+        gen = record.get("generation")
+        ctx.out(f"installed {ctx.release.app} {ctx.release.version}" + (f" (generation {gen})" if gen else "")
+                + ", healthy")
     return {"result": f"stage {stopped} done" if stopped is not None else "installed", "installed": record,
             **_summary(ctx.audit)}
 

@@ -216,6 +216,17 @@ class StateDir:
         finally:
             os.close(fd)
 
+    def lock_holder(self) -> int | None:
+        """The pid of the live process holding the lock now (None: nobody). Read from the kernel's
+        table of flock locks (/proc/locks), not from the pid the lock file remembers: a process that
+        died holds nothing, and looking never takes the lock (which would refuse a starting import)."""
+        try:
+            st = os.stat(self.root / "lock", follow_symlinks=False)
+            table = Path("/proc/locks").read_text()
+        except OSError:
+            return None
+        return flock_holder(table, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+
     # -- staging -------------------------------------------------------------------------
     @contextlib.contextmanager
     def staging(self):
@@ -228,6 +239,16 @@ class StateDir:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def flock_holder(table: str, major: int, minor: int, inode: int) -> int | None:
+    """The pid holding a flock on the file (major, minor, inode) in a /proc/locks table; waiters
+    (`->` lines) hold nothing. A line: `1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146448 0 EOF`."""
+    for line in table.splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5] == f"{major:02x}:{minor:02x}:{inode}" and f[4].isdigit():
+            return int(f[4])
+    return None
 
 
 def container_of(app: str, record: dict | None) -> str:

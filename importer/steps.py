@@ -216,6 +216,28 @@ class StepRunner:
             self.out(f"  could not write the audit log: {e.strerror or e}")
 
 
+def live_run(state: StateDir, app_dir: Path) -> dict | None:
+    """The unfinished run of an app that a live process is carrying out now: its pid (the lock's
+    holder), kind and step (None: no run, or one a crash interrupted, which `bundle recover` finishes)."""
+    pid = state.lock_holder()
+    try:
+        doc = StepJournal.read(app_dir) if pid else None
+    except ValueError:
+        doc = None
+    if not doc:
+        return None
+    return {"pid": pid, "kind": doc.get("kind") or doc.get("action"), "step": doc.get("step"), "phase": doc.get("phase")}
+
+
+def unfinished_line(st: dict, what: str) -> str:
+    """`status`'s line for an app with a journal: in progress (a live pid holds the lock), or
+    interrupted (`bundle recover` finishes or undoes it)."""
+    op = st.get("operation")
+    if op:
+        return f"  {op['kind'] or 'an operation'} in progress, pid {op['pid']} (step {op['step']}: {op['phase']})"
+    return f"  an interrupted {what} is pending: run `bundle recover`"
+
+
 def pending(state: StateDir) -> list[str]:
     """App names with an unfinished run (a journal of any kind)."""
     apps = state.apps_root

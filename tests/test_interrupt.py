@@ -61,16 +61,22 @@ def app(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
             pass
 
 
-def _import_and_signal(app, bundle: Path, sig: int, when) -> tuple[int, str, str]:
-    """`bundle import BUNDLE --yes` in a child; `sig` once `when()` says so; (exit code, stdout, stderr)."""
+def _import_until(app, bundle: Path, when) -> subprocess.Popen:
+    """`bundle import BUNDLE --yes` in a child, returned once `when()` says so."""
     proc = subprocess.Popen([str(BUNDLE), "import", str(bundle), "--keys", str(app["store"]), "--state-dir",
                              str(app["state"]), "--yes"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not when():
-        assert proc.poll() is None, f"ended before the signal: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the moment to signal never came"
+        assert proc.poll() is None, f"ended too early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the moment never came"
         time.sleep(0.02)
+    return proc
+
+
+def _import_and_signal(app, bundle: Path, sig: int, when) -> tuple[int, str, str]:
+    """`sig` to `bundle import` once `when()` says so; (exit code, stdout, stderr)."""
+    proc = _import_until(app, bundle, when)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=180)
     return proc.returncode, out, err
@@ -136,3 +142,16 @@ def test_an_interrupt_before_anything_changed_is_exit_130_and_nothing_changed(do
 def _last_line(err: str) -> str:
     """stderr without the one notice the signal handler prints (`SIGINT received: ...`)."""
     return "\n".join(ln for ln in err.splitlines() if ln.strip() and " received: " not in ln)
+
+
+def test_status_during_a_running_import_says_in_progress_not_interrupted(docker_client, app):
+    proc = _import_until(app, app["bundle_of"]("2.0.0", 2), _journal_at(app, "stop_old"))
+    r = run_bundle("status", app["name"], "--state-dir", app["state"])
+    j = run_bundle("status", app["name"], "--state-dir", app["state"], "--json")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, (out, err)
+    assert f"upgrade in progress, pid {proc.pid} (step " in r.stdout, str(r)  # the step moves on meanwhile
+    assert "interrupted" not in r.stdout and "bundle recover" not in r.stdout, str(r)
+    op = json.loads(j.stdout)["apps"][0]["operation"]
+    assert op["pid"] == proc.pid and op["kind"] == "upgrade", j.stdout
+    assert out.splitlines()[-1] == f"installed {app['name']} 2.0.0 (generation 2), healthy", out  # issue 20 point 4

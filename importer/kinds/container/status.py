@@ -11,6 +11,7 @@ from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
 from importer.kinds.container.generations import Generations, summary
 from importer.kinds.container.journal import SwapJournal
+from importer.steps import live_run, unfinished_line
 
 HEALTHY = (None, "healthy")  # Docker's health status of a container without HEALTHCHECK is None
 ADMIN_STOP = "stopped-by-admin.json"  # apps/<app>/: written by `bundle stop` (importer.kinds.container.control)
@@ -54,6 +55,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
         "container": live,
         "previous": [summary(i) for i in Generations(app_dir).previous()],
         "pending_swap": (app_dir / SwapJournal.FILE).exists(),
+        "operation": live_run(state, app_dir),
         "last_swap": ({k: last.get(k) for k in ("kind", "result", "message", "started_at", "finished_at")}
                       if last else None),
     }
@@ -119,7 +121,7 @@ def status_lines(st: dict) -> list[str]:
     if last:
         out.append(f"  last {last['kind']}: {last['result']} at {last.get('finished_at')}: {last.get('message')}")
     if st.get("pending_swap"):
-        out.append("  an interrupted swap is pending: run `bundle recover`")
+        out.append(unfinished_line(st, "swap"))
     return out
 
 

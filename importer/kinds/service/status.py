@@ -9,6 +9,7 @@ from bundlecore.errors import AppState, UsageProblem
 from importer.kinds.service import rollout, volumes
 from importer.kinds.service.release import pending_release, roll_back_service
 from importer.state import StateDir
+from importer.steps import live_run, unfinished_line
 
 
 @dataclass
@@ -78,7 +79,8 @@ def status(client, state: StateDir, name: str) -> dict:
         last = None
     result = {"name": name, "kind": rollout.KIND, "installed": state.installed(name), "service": live,
               "last_rollout": last, "release": pending_release(state, name),
-              "pending_swap": rollout.RolloutJournal.path(state, name).exists()}
+              "pending_swap": rollout.RolloutJournal.path(state, name).exists(),
+              "operation": live_run(state, state.app_dir(name))}
     verdict = service_state(result, engine_answers=client is not None)
     result["state"], result["exit_code"] = verdict.label, int(verdict)
     return result
@@ -121,5 +123,5 @@ def status_lines(st: dict) -> list[str]:
         out.append(f"  release {rel['version']} stopped after stage {rel['done']} of {rel['stages']}; "
                    f"continue with --resume after {rel['resume_after']}")
     if st.get("pending_swap"):
-        out.append("  an interrupted rollout is pending: run `bundle recover`")
+        out.append(unfinished_line(st, "rollout"))
     return out
