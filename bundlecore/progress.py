@@ -18,6 +18,7 @@ from typing import Any, TextIO
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 LINE_EVERY = 10.0   # seconds between plain progress lines (not a terminal); $BUNDLE_PROGRESS_INTERVAL
 DRAW_EVERY = 0.2    # seconds between redraws on a terminal
+REDRAW = "\r\x1b[K"  # back to the line's start and clear it: a shorter text leaves nothing of a longer one
 
 _level = NORMAL
 
@@ -94,7 +95,7 @@ class Progress:
 
     def _draw(self, now: float) -> None:
         if self.tty:
-            self.stream.write(f"\r{self._text(now)}   ")
+            self.stream.write(f"{REDRAW}{self._text(now)}")
             self.stream.flush()
         else:
             _line(self._text(now), self.stream)
@@ -134,14 +135,16 @@ class Countdown:
         text = f"{self.label}: {max(0, int(self.deadline - now + 0.5))} s left" + (f" ({detail})" if detail else "")
         if self.tty:
             from bundlecore.text import printable
-            self.stream.write(f"\r{printable(text)}   ")
+            self.stream.write(f"{REDRAW}{printable(text)}")
             self.stream.flush()
         else:
             _line(text, self.stream)
 
     def close(self) -> None:
+        """On a terminal the countdown leaves nothing behind: the line is cleared (what the wait
+        ended in is the next line)."""
         if self.enabled and self.tty and self._drawn:
-            self.stream.write("\n")
+            self.stream.write(REDRAW)
             self.stream.flush()
 
 
@@ -179,6 +182,6 @@ class PullProgress(Progress):
     def close(self) -> None:
         if self.enabled and self.started:
             if self.tty:
-                self.stream.write("\r")
+                self.stream.write(REDRAW)
             finished = sum(1 for _, _, s in self.layers.values() if s in ("Pull complete", "Already exists"))
             _line(f"pulled {self.ref}: {finished} layer(s), {human(self.done)} fetched", self.stream)

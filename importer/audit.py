@@ -188,6 +188,18 @@ def events_of(state: StateDir, app: str, container: str | None = None) -> list[A
             if ev.app == app or (container is not None and ev.details.get("legacy_container") == container)]
 
 
+# The events an import's swap writes: the import's own event of the same run says the same again.
+SWAP_EVENTS = (EventKind.INSTALL, EventKind.UPGRADE, EventKind.SERVICE_UPDATE)
+
+
+def one_per_operation(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Each operation once (`bundle history`): an import that swapped is its swap's event (install,
+    upgrade, service-update, which carry the versions, the steps and the logs); an import that
+    swapped nothing (refused, dry run, failed before the swap) is its own event."""
+    swapped = {(e.run, e.app) for e in events if e.event in SWAP_EVENTS and e.run}
+    return [e for e in events if not (e.event == EventKind.IMPORT and (e.run, e.app) in swapped)]
+
+
 # -- lines written before this schema (format 1) ---------------------------------------------------
 
 # Format 1 wrote a result as free text; these are every text it wrote, and the Result each meant.

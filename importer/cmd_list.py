@@ -13,10 +13,16 @@ from importer.state import StateDir
 @json_option
 def list_cmd(state_dir, as_json):
     """List the installed applications with their version, container and health."""
-    from bundlecore.engine import connect_or_none
+    from bundlecore.engine import connect
+    from bundlecore.errors import EnvironmentProblem
     from importer.kinds.container.status import list_row
     state = StateDir(state_dir)
-    client = connect_or_none()
+    try:
+        client = connect()
+    except EnvironmentProblem as e:  # exit 1 like every command that needs the engine (`status` has its 8)
+        e.partial = {"engine_answers": False,
+                     "apps": [jsondoc.app_status(st) for st in app_statuses(state, state.installed_apps(), None)]}
+        raise
     reports = app_statuses(state, state.installed_apps(), client)
     emit(jsondoc.document("list", {"engine_answers": client is not None,
                                    "apps": [jsondoc.app_status(st) for st in reports]}),
@@ -26,8 +32,6 @@ def list_cmd(state_dir, as_json):
 def _lines(state, client, rows):
     if not rows:
         yield f"nothing installed (state dir {state.root})"
-    if client is None:
-        yield "the Docker engine does not answer: health unknown"
     for r in rows:
         health = r["health"] or r["status"] or "unknown"
         kept = f", kept generations {', '.join(map(str, r['previous']))}" if r["previous"] else ""

@@ -73,12 +73,17 @@ class Verified:
 
 def _check_head(path: Path, store: TrustStore, state: StateDir, platform: str | None,
                 allow_downgrade: bool, client=None) -> tuple[TrustGate, VerifiedHead]:
-    gate = TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
+    gate = _trust_gate(store, state, platform, allow_downgrade, client)
+    return gate, gate.check_head(path)
+
+
+def _trust_gate(store: TrustStore, state: StateDir, platform: str | None, allow_downgrade: bool,
+                client=None) -> TrustGate:
+    return TrustGate(store, engine_platform=platform, installed_sequence=state.highest_sequence,
                      container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
                      engine_layers=(lambda release: layers_in_engine(client, release)) if client else None,
                      engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None)
-    return gate, gate.check_head(path)
 
 
 def _container_mark(state: StateDir, container: str) -> int | None:
@@ -196,7 +201,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
     ctx = ImportContext(path, store, state, ImportOptions(dry_run, allow_downgrade, adopt, keep, site, prefer,
                                                           registry, resume, probation),
                         client, client.platform(), confirm, out, show_progress,
-                        AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(), details={"bundle": str(path)}))
+                        AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(),
+                                   details={"bundle": str(path), **({"dry_run": True} if dry_run else {})}))
     state.ensure()
     with _audited(ctx), state.lock():
         _recover_interrupted(ctx)
@@ -256,16 +262,23 @@ def _recover_interrupted(ctx: ImportContext) -> None:
 def _gate(ctx: ImportContext) -> None:
     """Verify the head (signatures, manifest, freshness, history, host policy, delta base) and parse
     the manifest once into the typed release; from here on the audit event names the bundle."""
-    with ctx.timer.phase("verify"):
-        ctx.gate, ctx.head = _check_head(ctx.path, ctx.store, ctx.state, ctx.platform, ctx.options.allow_downgrade,
-                                         ctx.client)
+    ctx.gate = _trust_gate(ctx.store, ctx.state, ctx.platform, ctx.options.allow_downgrade, ctx.client)
+    try:
+        with ctx.timer.phase("verify"):
+            ctx.head = ctx.gate.check_head(ctx.path)
+    finally:  # a refusal after the manifest was trusted (host policy, delta base) names the app too
+        if ctx.gate.release is not None:
+            _name_release(ctx, ctx.gate.release)
     r = ctx.release = ctx.gate.release
+    ctx.out(f"verified signature of {', '.join(r.fingerprints)} on {r.app} {r.version} (sequence {r.sequence})")
+
+
+def _name_release(ctx: ImportContext, r: Release) -> None:
     audit = ctx.audit
     audit.app, audit.signers = r.app, r.signers
     audit.bundle = BundleRef(None, r.app, r.version, r.sequence)
     audit.version_to = r.version
     audit.version_from = _installed_version(ctx.state, r.app)
-    ctx.out(f"verified signature of {', '.join(r.fingerprints)} on {r.app} {r.version} (sequence {r.sequence})")
 
 
 def _plan(ctx: ImportContext) -> None:

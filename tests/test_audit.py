@@ -90,7 +90,10 @@ def test_every_event_kind_is_one_line_of_the_one_schema(docker_client, swap_env,
 
     # `bundle history` reads the same records
     h = run_bundle("history", name, "--state-dir", state.root, "--json")
-    assert h.code == 0 and [e["event"] for e in json.loads(h.stdout)["events"]] == [e["event"] for e in every if e["app"] == name]
+    # each operation once: an import that swapped is its swap's event (issue 20)
+    swapped = {e["run"] for e in every if e["event"] in ("install", "upgrade")}
+    assert h.code == 0 and [e["event"] for e in json.loads(h.stdout)["events"]] == [
+        e["event"] for e in every if e["app"] == name and not (e["event"] == "import" and e["run"] in swapped)]
 
 
 OLD_LOG = [  # as bundle wrote it before the one schema: imports `started`/`duration`, swaps `at`/`duration_s`

@@ -78,7 +78,8 @@ def test_with_the_engine_down_each_command_that_needs_it_prints_a_failure_docume
         r, doc = run_json(verb, *args, code=1, env=DEAD)
         assert one_line(r.stderr) == ENGINE_DOWN == doc["error"]["message"] and doc["error"]["kind"] == "environment"
     assert not (state / "installed").exists() or not any((state / "installed").iterdir())  # nothing changed
-    _, doc = run_json("list", "--state-dir", state, env=DEAD)
+    r, doc = run_json("list", "--state-dir", state, code=1, env=DEAD)  # like every other command (issue 20)
+    assert one_line(r.stderr) == ENGINE_DOWN == doc["error"]["message"] and doc["error"]["kind"] == "environment"
     assert doc["engine_answers"] is False and doc["apps"] == []
     _, doc = run_json("doctor", "--keys", tmp_path / "no-keys", "--state-dir", state, code=1, env=DEAD)
     assert doc["ready"] is False and doc["error"]["kind"] == "environment"

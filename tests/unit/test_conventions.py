@@ -172,7 +172,20 @@ def test_in_a_log_the_first_countdown_line_waits_an_interval(level, monkeypatch)
     c = progress.Countdown("waiting for the health gate", 30, stream=tty)
     c.tick()
     c.close()
-    assert tty.getvalue() == "\rwaiting for the health gate: 30 s left   \n"
+    # cleared before each redraw and when it ends: nothing of it is left on the screen (issue 20)
+    assert tty.getvalue() == "\r\x1b[Kwaiting for the health gate: 30 s left\r\x1b[K"
+
+
+def test_on_a_terminal_a_shorter_redraw_leaves_nothing_of_a_longer_one(level):
+    tty = Pipe(tty=True)
+    c = progress.Countdown("health", 30, stream=tty)
+    c.tick("connection refused by 127.0.0.1:18900")
+    c._last = None  # the next second
+    c.tick("HTTP 503")
+    c.close()
+    redraws = tty.getvalue().split("\r")
+    assert all(r.startswith("\x1b[K") for r in redraws[1:]), redraws
+    assert redraws[2] == "\x1b[Khealth: 30 s left (HTTP 503)"
 
 
 def test_a_pull_the_engine_refused_prints_nothing(level):

@@ -66,3 +66,12 @@ def test_an_undo_runs_to_its_end_and_the_interrupt_is_dropped():
 ])
 def test_a_reason_is_never_a_bare_class_name_with_nothing_after_it(e, text):
     assert reason(e) == text
+
+
+def test_versions_are_shown_the_same_way_on_both_sides_and_never_as_none():
+    from importer.kinds.container.generations import shown_version, version_change
+    assert version_change("2.0.0", "app:2.0.0", "1.2.0", "app:1.2.0") == "2.0.0 -> 1.2.0"
+    assert version_change("2.0.0", "app:2.0.0", None, "app:1.2.0") == (
+        "2.0.0 (app:2.0.0) -> app:1.2.0 (no version recorded)")
+    assert shown_version(None, None) == "an unknown image (no version recorded)"
+    assert "None" not in version_change(None, None, None, None)

@@ -30,7 +30,7 @@ from bundlecore.release import ContainerTarget, RunSettings
 from importer.state import StateDir
 from importer.backup import data
 from importer.kinds.container.config import describe_mount, run_config
-from importer.kinds.container.generations import Generations
+from importer.kinds.container.generations import Generations, version_change
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import SwapJournal
 from importer.kinds.container.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
@@ -135,8 +135,8 @@ class SwapPlan:
         else:
             old = self.old
             verb = "roll back" if self.kind == PlanKind.ROLLBACK else "update"
-            new_v = self.new_version or self.new_image_ref.rsplit("/", 1)[-1]
-            out.append(f"{verb} {self.name}: {old.version or 'unknown version'} -> {new_v}")
+            out.append(f"{verb} {self.name}: "
+                       + version_change(old.version, old.image_ref, self.new_version, self.new_image_ref))
             out.append(f"  container {self.name} ({old.id[:12]}): image {old.image_ref} "
                        f"({(old.image_id or '')[:19]}) -> {self.new_image_ref} ({self.new_image_id[:19]})")
             out.append(f"  stop it{' (it is not running)' if not old.running else ''}, keep it (stopped) as "

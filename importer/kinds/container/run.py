@@ -27,7 +27,7 @@ from importer.delivery import Delivery
 from importer.state import StateDir, highest_sequence_after
 from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
-from importer.kinds.container.generations import Generations, parked_name
+from importer.kinds.container.generations import Generations, parked_name, shown_version
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
@@ -183,7 +183,8 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
     j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {},
                keep=keep or 1_000_000, helper=helper, new=new,
                old=_displaced(plan, cur_info, old_gen, _own_health(state, gens, cur_info), bundle=(cur or {}).get("bundle")))
-    out(f"rolling {plan.name} back to generation {target_item['generation']} ({target_item.get('version')})")
+    out(f"rolling {plan.name} back to generation {target_item['generation']} "
+        f"({shown_version(target_item.get('version'), target_item.get('image_ref'))})")
     return ContainerSwap(client, state, j, out=out).run_forward()
 
 

@@ -23,15 +23,16 @@ AFTER_EXIT = 15    # the verdict must still be true this long after the exit
 
 
 @pytest.fixture
-def app(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
-    """v1 imported and running; `bundle_of(version, sequence)` builds further releases."""
+def builder(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
+    """The v1 image; `bundle_of(version, sequence)` builds signed releases (a bind mount of `bind`:
+    one the default host policy refuses)."""
     name, repo = f"inttest-{uniq}", f"inttest/app-{uniq}"
     key = pgp_keys.builder
     app_image(f"{repo}:1.0.0", "1.0.0")
     env = {"name": name, "repo": repo, "store": trust_store_of([key]), "state": tmp_path / "state",
            "tmp": tmp_path, "made": [f"{repo}:1.0.0"]}
 
-    def bundle_of(version: str, sequence: int, big: bool = False) -> Path:
+    def bundle_of(version: str, sequence: int, big: bool = False, bind: str | None = None) -> Path:
         ref = f"{repo}:{version}"
         if version != "1.0.0":  # one more layer (a large one: a long verify+load window)
             child_image(docker_client, f"{repo}:1.0.0", ref,
@@ -40,17 +41,15 @@ def app(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
         spec = tmp_path / f"{version}.toml"
         spec.write_text(f'name = "{name}"\nversion = "{version}"\nsequence = {sequence}\nimages = ["{ref}"]\n\n'
                         f'[target]\nkind = "container"\nname = "{name}"\nimage = "{ref}"\n\n'
-                        f'[target.run]\nstop_timeout = {STOP_TIMEOUT}\n\n'
+                        f'[target.run]\nstop_timeout = {STOP_TIMEOUT}\n'
+                        + (f'volumes = ["{bind}:/host:ro"]\n' if bind else "") + '\n'
                         '[target.health]\ncmd = ["/bin/true"]\ntimeout = "20s"\nattempts = 1\n')
-        out = tmp_path / f"{version}.bundle.zst"
+        out = tmp_path / f"{version}{'-bind' if bind else ''}.bundle.zst"
         r = run_bundle("build", spec, "-o", out, "--sign-key", key.fpr, "--gnupghome", key.home, "--local")
         assert r.code == 0, str(r)
         return out
 
     env["bundle_of"] = bundle_of
-    r = run_bundle("import", bundle_of("1.0.0", 1), "--keys", env["store"], "--state-dir", env["state"], "--yes")
-    assert r.code == 0, str(r)
-    env["v1_id"] = docker_client.api.inspect_container(name)["Id"]
     yield env
     for c in docker_client.api.containers(all=True, filters={"name": name}):
         docker_client.api.remove_container(c["Id"], force=True)
@@ -59,6 +58,16 @@ def app(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
             docker_client.images.remove(ref, force=True)
         except docker.errors.APIError:
             pass
+
+
+@pytest.fixture
+def app(docker_client, builder):
+    """v1 imported and running."""
+    r = run_bundle("import", builder["bundle_of"]("1.0.0", 1), "--keys", builder["store"], "--state-dir",
+                   builder["state"], "--yes")
+    assert r.code == 0, str(r)
+    builder["v1_id"] = docker_client.api.inspect_container(builder["name"])["Id"]
+    return builder
 
 
 def _import_until(app, bundle: Path, when) -> subprocess.Popen:
@@ -155,3 +164,35 @@ def test_status_during_a_running_import_says_in_progress_not_interrupted(docker_
     op = json.loads(j.stdout)["apps"][0]["operation"]
     assert op["pid"] == proc.pid and op["kind"] == "upgrade", j.stdout
     assert out.splitlines()[-1] == f"installed {app['name']} 2.0.0 (generation 2), healthy", out  # issue 20 point 4
+
+
+def test_history_lists_each_operation_once_and_a_refused_dry_run_with_its_check(app, tmp_path):
+    r = run_bundle("import", app["bundle_of"]("2.0.0", 2, bind=str(tmp_path)), "--keys", app["store"],
+                   "--state-dir", app["state"], "--dry-run")
+    assert r.code == 3, str(r)
+    h = run_bundle("history", app["name"], "--state-dir", app["state"], "--json")
+    events = json.loads(h.stdout)["events"]
+    assert [(e["event"], e["result"]) for e in events] == [("install", "done"), ("import", "refused")], h.stdout
+    refused = events[-1]
+    assert refused["details"]["dry_run"] is True and refused["check"] and refused["message"] == one_line(r.stderr)
+    text = run_bundle("history", app["name"], "--state-dir", app["state"]).stdout.splitlines()
+    assert len(text) == 2 and "  install  1.0.0  result: done" in text[0], text
+    assert (f"  import (dry run)  1.0.0 -> 2.0.0  result: refused  check: {refused['check']}" in text[1]
+            and text[1].endswith(f"({refused['message']})")), text
+
+
+def test_a_generation_without_a_version_is_shown_by_its_image_never_as_none(docker_client, builder):
+    """A container started by hand and adopted has no version: status and the rollback plan say its image."""
+    name, v1_ref = builder["name"], f"{builder['repo']}:1.0.0"
+    docker_client.api.start(docker_client.api.create_container(v1_ref, name=name)["Id"])
+    r = run_bundle("import", builder["bundle_of"]("2.0.0", 2), "--keys", builder["store"], "--state-dir",
+                   builder["state"], "--yes", "--adopt")
+    assert r.code == 0, str(r)
+    assert r.stdout.splitlines()[-1] == f"installed {name} 2.0.0 (generation 2), healthy", r.stdout
+    s = run_bundle("status", name, "--state-dir", builder["state"])
+    assert f"previous: generation 1 {v1_ref} (no version recorded) as {name}.previous-1" in s.stdout, str(s)
+    plan = run_bundle("rollback", name, "--state-dir", builder["state"])  # not a terminal: the plan, then exit 2
+    assert plan.code == 2, str(plan)
+    assert (f"roll back {name}: 2.0.0 ({builder['repo']}:2.0.0) -> {v1_ref} (no version recorded)"
+            in plan.stdout), str(plan)
+    assert "None" not in s.stdout + plan.stdout + plan.stderr
