@@ -36,7 +36,8 @@ from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
 from importer.registry import PushedImage, RegistryLogin, check_access, check_registry_address, push_verified
 from importer.site import SiteSettings
-from importer.state import StateDir
+from importer.state import JOURNAL, StateDir
+from importer.steps import pending
 
 if TYPE_CHECKING:  # the kinds are imported when an import runs (verify stays light)
     from importer.kinds import Plan, TargetKind
@@ -232,6 +233,8 @@ def _audited(ctx: ImportContext):
                          "running_version": _installed_version(ctx.state, audit.app)}
         raise
     except interrupts.Interrupted as e:
+        if not e.unfinished and ctx.audit.app in pending(ctx.state):  # e.g. between a kind's steps
+            e.unfinished = str(ctx.state.app_dir(ctx.audit.app) / JOURNAL)
         unfinished = f"; a run is unfinished: {e.unfinished}" if e.unfinished else "; nothing changed"
         ctx.audit.result = Result.OPERATOR_NEEDED if e.unfinished else Result.INTERRUPTED
         ctx.audit.exit_code, ctx.audit.message = ctx.audit.result.exit_code, f"{e}{unfinished}"
