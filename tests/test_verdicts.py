@@ -32,7 +32,8 @@ def builder(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
     env = {"name": name, "repo": repo, "store": trust_store_of([key]), "state": tmp_path / "state",
            "tmp": tmp_path, "made": [f"{repo}:1.0.0"]}
 
-    def bundle_of(version: str, sequence: int, big: bool = False, bind: str | None = None) -> Path:
+    def bundle_of(version: str, sequence: int, big: bool = False, bind: str | None = None,
+                  run: str = f"stop_timeout = {STOP_TIMEOUT}\n", health: str = 'cmd = ["/bin/true"]') -> Path:
         ref = f"{repo}:{version}"
         if version != "1.0.0":  # one more layer (a large one: a long verify+load window)
             child_image(docker_client, f"{repo}:1.0.0", ref,
@@ -41,9 +42,9 @@ def builder(docker_client, app_image, pgp_keys, trust_store_of, tmp_path, uniq):
         spec = tmp_path / f"{version}.toml"
         spec.write_text(f'name = "{name}"\nversion = "{version}"\nsequence = {sequence}\nimages = ["{ref}"]\n\n'
                         f'[target]\nkind = "container"\nname = "{name}"\nimage = "{ref}"\n\n'
-                        f'[target.run]\nstop_timeout = {STOP_TIMEOUT}\n'
+                        f'[target.run]\n{run}'
                         + (f'volumes = ["{bind}:/host:ro"]\n' if bind else "") + '\n'
-                        '[target.health]\ncmd = ["/bin/true"]\ntimeout = "20s"\nattempts = 1\n')
+                        f'[target.health]\n{health}\ntimeout = "20s"\nattempts = 1\n')
         out = tmp_path / f"{version}{'-bind' if bind else ''}.bundle.zst"
         r = run_bundle("build", spec, "-o", out, "--sign-key", key.fpr, "--gnupghome", key.home, "--local")
         assert r.code == 0, str(r)
@@ -196,3 +197,28 @@ def test_a_generation_without_a_version_is_shown_by_its_image_never_as_none(dock
     assert (f"roll back {name}: 2.0.0 ({builder['repo']}:2.0.0) -> {v1_ref} (no version recorded)"
             in plan.stdout), str(plan)
     assert "None" not in s.stdout + plan.stdout + plan.stderr
+
+
+# v1 runs for ever the first time; started again, it passes its health gate (two probes) and exits
+# a second later: what "running again" must not be said of.
+FRAGILE = ("rm -f /ok1 /ok2; if [ ! -e /first-done ]; then touch /first-done; "
+           "while :; do sleep 1; done; fi; while [ ! -e /ok2 ]; do sleep 0.2; done; sleep 1; exit 3")
+PROBE = "if [ -e /ok1 ]; then touch /ok2; else touch /ok1; fi"
+
+
+def test_a_previous_version_that_dies_right_after_its_gate_is_exit_5_not_running_again(docker_client, builder):
+    name, state = builder["name"], builder["state"]
+    v1 = builder["bundle_of"]("1.0.0", 1, run=f'command = ["sh", "-c", "{FRAGILE}"]\nstop_timeout = 0\n',
+                              health=f'cmd = ["sh", "-c", "{PROBE}"]')
+    r = run_bundle("import", v1, "--keys", builder["store"], "--state-dir", state, "--yes")
+    assert r.code == 0, str(r)
+    v2 = builder["bundle_of"]("2.0.0", 2, run='command = ["sh", "-c", "exit 1"]\nstop_timeout = 0\n')
+    r = run_bundle("import", v2, "--keys", builder["store"], "--state-dir", state, "--yes")
+    assert r.code == 5, str(r)
+    line = one_line(r.stderr)
+    assert line.startswith("operator needed: ") and "running again" not in line, line
+    assert "passed its health gate, but 3 s later it is exited (exit code 3)" in line, line
+    time.sleep(AFTER_EXIT)  # the verdict is still true
+    assert not docker_client.api.inspect_container(name)["State"]["Running"]
+    s = run_bundle("status", name, "--state-dir", state)
+    assert s.code == 7 and "interrupted swap is pending: run `bundle recover`" in s.stdout, str(s)

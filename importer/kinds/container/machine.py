@@ -324,7 +324,7 @@ class ContainerSwap:
         raise OperatorNeeded(
             f"the previous version {old.version or old.image_ref} of {self.r.name} passed its health gate, "
             f"but {SETTLE_SECONDS:g} s later {problem}; start it (`docker start {self.r.name}`), "
-            f"then `bundle recover {self.r.key}`")
+            "then `bundle recover`")
 
     def _data_state(self) -> str:
         """What the mounts hold after an undo stopped (restore_data's own errors say it themselves)."""
