@@ -18,7 +18,7 @@ import click
 
 from bundlecli.registry import COMMANDS
 from bundlecore import __version__, interrupts, jsondoc, progress
-from bundlecore.errors import BundleError, ExitCode
+from bundlecore.errors import BundleError, ExitCode, reason
 from bundlecore.text import printable
 
 # Flags of the group that may appear anywhere on the line: hoisted in front of the verb.
@@ -176,5 +176,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug or an unexpected environment failure: still one line
         if debug:
             traceback.print_exc()
-        fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", ExitCode.ENVIRONMENT, verb, as_json)
+        fail(f"error: {reason(e)} (run with --debug for the traceback)", ExitCode.ENVIRONMENT, verb, as_json)
     sys.exit(rv if isinstance(rv, int) else ExitCode.DONE)
