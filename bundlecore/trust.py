@@ -23,6 +23,10 @@ Scope of a signature (like TUF delegations). A role may carry `apps` (bundle nam
 *scoped*. The rules:
 1. A role covers a bundle when the bundle's name is in its `apps` (if given) and the repository
    of every image ref of the bundle is in its `repos` (if given). An unscoped role covers all.
+   When the importer pushes the images to a registry, the repository each is pushed to
+   (bundlecore.registrypath: the path with the registry host stripped) must be in `repos` too,
+   with or without that registry's HOST:PORT: `evil.example/*` does not cover
+   `evil.example/victim/web`, which lands in the registry as `victim/web`.
 2. Every role that covers the bundle must be met by its threshold of distinct keys.
 3. If the policy has scoped roles, at least one of them must cover the bundle: a bundle that no
    scoped role covers is refused, whoever signed it.
@@ -40,7 +44,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import gnupg
 
@@ -48,6 +52,7 @@ from bundlecore.errors import EnvironmentProblem
 from bundlecore.format import MAX_SIGNATURE_BLOCKS
 from bundlecore.gpg import STRONG_HASH_ALGOS, gpg_for, key_problem, throwaway_gnupghome, validsig_hash_algo
 from bundlecore.refusals import SignatureRefused
+from bundlecore.registrypath import PushDestination
 
 SYSTEM_STORE = Path("/etc/bundle/keys")
 KEY_SUFFIXES = (".asc", ".gpg", ".pub", ".key")
@@ -77,16 +82,23 @@ class Role:
     def scoped(self) -> bool:
         return self.apps is not None or self.repos is not None
 
-    def out_of_scope(self, app: str, refs: list[str]) -> str | None:
-        """What of the bundle this role may not sign (`app evil`, `image x/y:1`), or None."""
+    def out_of_scope(self, app: str, refs: list[str], pushed: Sequence[PushDestination] = ()) -> str | None:
+        """What of the bundle this role may not sign (`app evil`, `image x/y:1`, `push of x/y:1 to
+        R/y:1`), or None. A push is in scope when its destination repository, with or without the
+        registry host, is in `repos`: what the registry is written to, not the ref as signed."""
         if self.apps is not None and app not in self.apps:
             return f"app {app}"
         if self.repos is not None:
             for ref in refs:
-                repo = image_repository(ref)
-                if not any(repo == r or (r.endswith("/*") and repo.startswith(r[:-1])) for r in self.repos):
+                if not self._covers(image_repository(ref)):
                     return f"image {ref}"
+            for d in pushed:
+                if not (self._covers(d.repository) or self._covers(d.path)):
+                    return f"push of {d.source} to {d.ref}"
         return None
+
+    def _covers(self, repo: str) -> bool:
+        return any(repo == r or (r.endswith("/*") and repo.startswith(r[:-1])) for r in self.repos or ())
 
 
 def image_repository(ref: str) -> str:
@@ -154,17 +166,19 @@ class TrustStore:
             raise SignatureRefused(reasons[0] if reasons else f"no valid signature from the trust store {self.directory}")
         _check_thresholds([r for r in self.roles if not r.scoped], signers, f" ({reasons[0]})" if reasons else "")
 
-    def check_scope(self, signers: list[Signer], app: str, refs: list[str]) -> None:
-        """Rules 1-3 for the scoped roles, for the bundle named `app` with images `refs`."""
+    def check_scope(self, signers: list[Signer], app: str, refs: list[str],
+                    pushed: Sequence[PushDestination] = ()) -> None:
+        """Rules 1-3 for the scoped roles, for the bundle named `app` with images `refs` (and, once
+        the importer knows its registry, the destinations they are `pushed` to)."""
         scoped = [r for r in self.roles if r.scoped]
         if not scoped:
             return
-        covering = [r for r in scoped if r.out_of_scope(app, refs) is None]
+        covering = [r for r in scoped if r.out_of_scope(app, refs, pushed) is None]
         if not covering:
             for s in signers:
                 for role in (r for r in scoped if r.name in s.roles):
                     raise SignatureRefused(f"key {s.fingerprint} (role {role.name}) may not sign "
-                                           f"{role.out_of_scope(app, refs)}")
+                                           f"{role.out_of_scope(app, refs, pushed)}")
             raise SignatureRefused(f"no role of the policy may sign app {app}")
         _check_thresholds(covering, signers, "")
 

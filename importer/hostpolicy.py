@@ -19,7 +19,10 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   importer sends queries there, so only to a base URL granted in `prometheus_urls` (compared
   whole: scheme, host, port and path, after normalizing case, default port and trailing slash).
   The site file may set or override the URL; the merged settings are checked again, and a metrics
-  gate left with no URL is refused.
+  gate left with no URL is refused;
+- the registry an import pushes its images to (`[target] registry` or `--registry`): only one
+  granted in `registries` (HOST:PORT, the host compared in lower case; `check_registry`), whoever
+  named it: the host, not the bundle, chooses where verified images are published.
 Privileged mode, devices, pid/ipc/uts namespaces and security options cannot be asked for at
 all: the manifest schema has no field for them.
 
@@ -39,6 +42,7 @@ from urllib.parse import urlsplit
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.refusals import HostPolicyRefused
+from bundlecore.registrypath import registry_address
 
 POLICY_FILE = "host-policy.toml"
 
@@ -60,6 +64,7 @@ class Setting(str, Enum):
     NETWORK_MODE = "network_modes"
     LABEL = "reserved_label_prefixes"
     PROMETHEUS = "prometheus_urls"
+    REGISTRY = "registries"
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,12 @@ class Grants:
     network_modes: frozenset[str] = frozenset()
     engine_socket: bool = False
     prometheus_urls: frozenset[str] = frozenset()  # normalized (base_url)
+    registries: frozenset[str] = frozenset()       # normalized (registry_address)
 
     def __or__(self, other: "Grants") -> "Grants":
         return Grants(self.bind_prefixes + other.bind_prefixes, self.cap_add | other.cap_add,
                       self.network_modes | other.network_modes, self.engine_socket or other.engine_socket,
-                      self.prometheus_urls | other.prometheus_urls)
+                      self.prometheus_urls | other.prometheus_urls, self.registries | other.registries)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ class HostAccess:
     def line(self) -> str:
         what = {Setting.BIND_MOUNT: "bind mount of host path", Setting.ENGINE_SOCKET: "the Docker engine socket via",
                 Setting.CAP_ADD: "added capability", Setting.NETWORK_MODE: "network mode",
-                Setting.LABEL: "reserved label", Setting.PROMETHEUS: "metrics queries to Prometheus at"}[self.setting]
+                Setting.LABEL: "reserved label", Setting.PROMETHEUS: "metrics queries to Prometheus at",
+                Setting.REGISTRY: "pushes to registry"}[self.setting]
         return f"{what} {self.value}"
 
 
@@ -173,9 +180,20 @@ class HostPolicy:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
         found = self.review(app, run, health, url_required=url_required)
         for access in found:
-            if access.granted_by is None:
-                raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
+            self._require(app, access)
         return found
+
+    def check_registry(self, app: str, registry: str, where: str) -> HostAccess:
+        """The push of this import's images to `registry` (HOST:PORT, named at `where`: the
+        target's `registry` or `--registry`), granted or refused (exit 3) before anything is loaded."""
+        name = registry_address(registry)
+        return self._require(app, HostAccess(Setting.REGISTRY, registry, where, self._which(
+            app, name in self.apps.get(app, Grants()).registries, name in self.host.registries, Setting.REGISTRY)))
+
+    def _require(self, app: str, access: HostAccess) -> HostAccess:
+        if access.granted_by is None:
+            raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
+        return access
 
     def _which(self, app: str, by_app: bool, by_host: bool, setting: Setting) -> str | None:
         if by_app:
@@ -194,7 +212,8 @@ class HostPolicy:
         value = {Setting.BIND_MOUNT: f'["{access.value}"]', Setting.ENGINE_SOCKET: "true",
                  Setting.CAP_ADD: f'["{access.value}"]',
                  Setting.NETWORK_MODE: f'["{access.value.split(":", 1)[0]}"]',
-                 Setting.PROMETHEUS: f'["{base_url(access.value)}"]'}[access.setting]
+                 Setting.PROMETHEUS: f'["{base_url(access.value)}"]',
+                 Setting.REGISTRY: f'["{registry_address(access.value)}"]'}[access.setting]
         return f"this host does not allow (to grant it: [apps.{app}] {access.setting.value} = {value} in {where})"
 
 
@@ -228,9 +247,12 @@ def _grants(path: Path, table: str, raw) -> Grants:
             raise EnvironmentProblem(f"host policy {path}: [{table}] prometheus_urls: {u} is not an http(s) base URL "
                                      f"without credentials, query or fragment")
         urls.add(url)
+    registries = {registry_address(r) for r in strings(Setting.REGISTRY.value)}
+    if None in registries:
+        raise EnvironmentProblem(f"host policy {path}: [{table}] registries must be HOST:PORT addresses")
     return Grants(tuple(os.path.normpath(p) for p in prefixes),
                   frozenset(c.upper().removeprefix("CAP_") for c in strings(Setting.CAP_ADD.value)),
-                  frozenset(modes), socket, frozenset(urls))
+                  frozenset(modes), socket, frozenset(urls), frozenset(r for r in registries if r))
 
 
 def base_url(url: str) -> str | None:

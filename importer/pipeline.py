@@ -1,7 +1,8 @@
 """What `bundle verify` and `bundle import` do, end to end, over the gate, the loader and the swap.
 
 import: lock -> finish any interrupted swap -> gate rules 1-7 and the host policy (head) ->
-ownership and tag moves (importer.ownership) -> plan + confirmation ->
+ownership and tag moves (importer.ownership) -> registry grant, scope and pushes
+(importer.pushes) -> plan + confirmation ->
 free space -> gate rule 8 (payload) into staging, each verified member streaming on into
 `docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
 member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
@@ -28,7 +29,7 @@ from bundlecore.refusals import Check
 from bundlecore.release import InstalledRecord, Release
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
-from importer import hostpolicy, ownership
+from importer import hostpolicy, ownership, pushes
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, write_event
 from importer.delivery import Delivery
 from importer.gate import TrustGate
@@ -177,6 +178,7 @@ class ImportContext:
     plan_lines: list[str] = field(default_factory=list)  # every line of the plan shown (the kind's and the import's)
     registry: str | None = None            # where the images go (--registry, else the target's)
     login: RegistryLogin | None = None
+    push_plan: pushes.PushPlan | None = None  # every push, as the operator confirmed it
     in_engine: set[str] = field(default_factory=set)
     images: dict[str, str] = field(default_factory=dict)  # ref -> loaded image ID
     pushed: tuple[PushedImage, ...] = ()
@@ -286,8 +288,9 @@ def _name_release(ctx: ImportContext, r: Release) -> None:
 
 def _plan(ctx: ImportContext) -> None:
     """What the import will do, before any payload byte moves: what it takes over (ownership), the
-    site settings over the signed ones, what the host policy grants the result, the kind's plan;
-    then the registry's access, so a wrong login fails before the load."""
+    site settings over the signed ones, what the host policy grants the result (the registry too,
+    and the signers' scope on what lands in it), the kind's plan; then the registry's access, so a
+    wrong login fails before the load, and every push with the tag it overwrites (importer.pushes)."""
     from importer import kinds
     r, o = ctx.release, ctx.options
     taken = ownership.review(ctx.client, ctx.state, r, adopt=o.adopt)
@@ -296,8 +299,11 @@ def _plan(ctx: ImportContext) -> None:
     settings = SiteSettings.load(r.app, o.site)
     target = settings.over_target(r.target).with_probation(o.probation)
     host_access = ctx.gate.host_policy.check(r.app, target.run.as_mapping(), target.health_json(), url_required=True)
-    ctx.kind = kinds.for_target(target)
     ctx.registry = o.registry or target.registry
+    if ctx.registry:
+        host_access.append(pushes.check_grants(ctx.gate.host_policy, ctx.store, r, ctx.registry,
+                                               "--registry" if o.registry else "target.registry"))
+    ctx.kind = kinds.for_target(target)
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked))
@@ -306,6 +312,11 @@ def _plan(ctx: ImportContext) -> None:
     for line in ctx.plan_lines:
         ctx.out(line)
     ctx.login = check_access(ctx.registry) if ctx.registry else None
+    if ctx.login:
+        ctx.push_plan = pushes.review(ctx.client, ctx.state, r, ctx.login, adopt=o.adopt)
+        ctx.audit.details["pushes"] = [p.report() for p in ctx.push_plan.pushes]
+        for line in ctx.push_plan.plan_lines():
+            ctx.out(line)
 
 
 def _verify_only(ctx: ImportContext) -> dict:
@@ -353,11 +364,13 @@ def _staged(ctx: ImportContext, to_load: set[str]):
 def _push(ctx: ImportContext) -> None:
     """Every verified image to the registry (when there is one), its digest confirmed, before the
     kind needs it there (a service's nodes pull by digest)."""
-    if not ctx.registry:
+    if not ctx.registry or ctx.push_plan is None:
         return
     with ctx.timer.phase("push"):
+        pushes.claim(ctx.state, ctx.release.app, ctx.push_plan)
         ctx.pushed = tuple(push_verified(ctx.client, ctx.registry, [i.ref for i in ctx.release.images],
                                          out=ctx.out, login=ctx.login))
+        pushes.record(ctx.state, ctx.release.app, ctx.pushed)
     ctx.audit.details["pushed"] = [p.report() for p in ctx.pushed]
 
 
@@ -384,4 +397,4 @@ def _summary(audit: AuditEvent) -> dict:
     return {"event": "import", "user": audit.operator.user, "started": audit.started, "bundle": audit.details["bundle"],
             "name": audit.bundle.name, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
             "signers": [s.to_json() for s in audit.signers], "sha256": audit.bundle.sha256,
-            **{k: audit.details[k] for k in ("takes_over", "pushed") if k in audit.details}}
+            **{k: audit.details[k] for k in ("takes_over", "pushes", "pushed") if k in audit.details}}

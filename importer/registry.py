@@ -2,8 +2,10 @@
 
 Rules (in the order they run, after the trust gate and the load):
 - an image goes under its signed repository path and tag (`acme/web:2.0.0` signed as
-  `registry.example:5000/acme/web:2.0.0` or `acme/web:2.0.0` goes to `HOST:PORT/acme/web:2.0.0`);
-  nothing else is ever tagged or pushed;
+  `registry.example:5000/acme/web:2.0.0` or `acme/web:2.0.0` goes to `HOST:PORT/acme/web:2.0.0`,
+  bundlecore.registrypath); nothing else is ever tagged or pushed. Whether this import may push
+  there at all (the host policy's `registries`, the signers' repository scope, whose tag it
+  overwrites) is decided before the load, in importer.pushes;
 - credentials come from the usual Docker config (`$DOCKER_CONFIG/config.json`, else
   `~/.docker/config.json`), looked up as Docker does: a `credHelpers` entry for the registry, else
   the `credsStore`, else the `auths` entry's base64 `user:password` (`RegistryLogin.of`); a helper
@@ -39,6 +41,7 @@ import requests
 from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.refusals import RegistryDigestMismatch
+from bundlecore.registrypath import push_destination, registry_address
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -46,7 +49,6 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 ])
-_REGISTRY = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class PushedImage:
 
 def check_registry_address(registry: str) -> str:
     """HOST:PORT (a usage error otherwise: no scheme, no path)."""
-    if not _REGISTRY.match(registry or "") or not 0 < int(registry.rsplit(":", 1)[1]) < 65536:
+    if registry_address(registry) is None:
         raise UsageProblem(f"registry {registry!r} is not HOST:PORT")
     return registry
 
@@ -81,23 +83,6 @@ def is_loopback(registry: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def repository_path(ref: str) -> tuple[str, str]:
-    """(repository path without any registry host, tag) of a signed tagged reference."""
-    name, _, tag = ref.rpartition(":")
-    if not name or "/" in tag or "@" in ref:
-        raise UsageProblem(f"image {ref} has no tag to push under")
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        name = rest
-    return name, tag
-
-
-def push_target(registry: str, ref: str) -> tuple[str, str]:
-    """(repository in the registry, tag) for the signed `ref`."""
-    path, tag = repository_path(ref)
-    return f"{registry}/{path}", tag
 
 
 # -- credentials (the usual Docker config) ------------------------------------------------------
@@ -288,19 +273,38 @@ def registry_digest(login: RegistryLogin, path: str, tag: str) -> str | None:
     return r.headers.get("Docker-Content-Digest")
 
 
+def registry_manifest(login: RegistryLogin, path: str, tag: str) -> tuple[str, str | None] | None:
+    """(manifest digest, image config digest) the registry serves for path:tag, None when it has no
+    such tag; the config digest is None for a manifest list or an index (no one image)."""
+    r = _authorized("GET", f"/v2/{path}/manifests/{tag}", login, {"Accept": MANIFEST_TYPES})
+    if r.status_code == 404:
+        return None
+    digest = r.headers.get("Docker-Content-Digest")
+    if r.status_code != 200 or not digest:
+        raise EnvironmentProblem(f"registry {login.registry} answered {r.status_code} for the manifest of "
+                                 f"{path}:{tag}")
+    try:
+        config = r.json().get("config")
+    except (ValueError, AttributeError):
+        config = None
+    image = config.get("digest") if isinstance(config, dict) else None
+    return digest, image if isinstance(image, str) else None
+
+
 def push_verified(client, registry: str, refs: list[str], out=print,
                   login: RegistryLogin | None = None) -> list[PushedImage]:
     """Tag and push each verified image, then confirm the registry's digest of each."""
     login = login or check_access(registry)
     pushed = []
     for ref in refs:
-        repository, tag = push_target(registry, ref)
+        dest = push_destination(registry, ref)
+        repository, tag = dest.repository, dest.tag
         try:
             client.tag(ref, repository, tag)
         except EngineError as e:
             raise EnvironmentProblem(f"cannot tag {ref} as {repository}:{tag}: {e.explanation or e}") from None
         digest = _push(client, repository, tag, login)
-        served = registry_digest(login, repository.split("/", 1)[1], tag)
+        served = registry_digest(login, dest.path, tag)
         if served != digest:
             raise RegistryDigestMismatch(f"image {ref}: registry {registry} serves {served or 'nothing'} for "
                                          f"{repository}:{tag}, the push reported {digest}")

@@ -6,7 +6,8 @@ import pytest
 from bundlecore.errors import UsageProblem
 from bundlecore.schema import first_error
 from bundler.spec import load_spec
-from importer.registry import check_registry_address, is_loopback, push_target
+from bundlecore.registrypath import push_destination
+from importer.registry import check_registry_address, is_loopback
 from bundlecore.release import RunSettings, ServiceTarget
 from importer.kinds.service import release
 from importer.kinds.service.settings import (NS, Outcome, healthcheck, outcome, service_spec,
@@ -125,13 +126,14 @@ def test_an_update_changes_only_the_image_and_the_rollout_keeping_what_the_admin
     ("library.v2/web:1", "r:1", ("r:1/web", "1")),
 ])
 def test_an_image_is_pushed_under_its_signed_repository_path_and_tag(ref, registry, expected):
-    assert push_target(registry, ref) == expected
+    d = push_destination(registry, ref)
+    assert (d.repository, d.tag) == expected
 
 
 @pytest.mark.parametrize("ref", ["acme/web", "acme/web@sha256:" + "a" * 64])
 def test_an_image_without_a_tag_cannot_be_pushed(ref):
     with pytest.raises(UsageProblem):
-        push_target("r:1", ref)
+        push_destination("r:1", ref)
 
 
 @pytest.mark.parametrize("registry,loopback", [
