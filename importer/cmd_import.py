@@ -41,7 +41,8 @@ def _probation(text):
               help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
               "this import only, overrides the bundle's [target.health] probation.")
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
-              "target's registry); a service target is rolled out from it by digest.")
+              "target's registry; either must be granted in host-policy.toml `registries`); a service target "
+              "is rolled out from it by digest.")
 @click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
 @metrics_file_option

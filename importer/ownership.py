@@ -13,7 +13,7 @@ A key trusted to sign app `evil` is not trusted to replace container `victimdb` 
   installed record lists it) or the operator passes --adopt; every move is in the plan.
 
 Only the installed records (importer.state) and the engine's inspect calls are read, not the
-swap's internals.
+swap's internals. The tags a push to the registry writes are judged by importer.pushes.
 """
 
 from __future__ import annotations

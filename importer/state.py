@@ -9,6 +9,7 @@ Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or -
   removed/<app>-<time>/     what `bundle uninstall` kept: the final data backup and the last records
   staging/<random>/         verified payload of the import in progress, removed afterwards
   metrics/bundle.prom       Prometheus metrics (docs/metrics.md) unless --metrics-file says where
+  registry-tags.json        which app pushed each registry tag (importer.pushes)
   audit.log                 append-only JSON lines, one per import/rollback/recover result
 
 Whoever can write the state dir decides what root's `recover` removes and restores, so it is

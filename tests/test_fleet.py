@@ -25,6 +25,7 @@ import docker
 import pytest
 import requests
 
+from bundlecore.registrypath import registry_address
 from bundlecore.timeutil import parse_ts, utc_now
 from tests.support import build_app_image, one_line, run_bundle
 from tests.swap_fixtures import wait_until
@@ -126,8 +127,20 @@ def do_import(fleet, bundle: Path, state: Path, *more, registry: str | None = No
     store = fleet["root"] / "store"
     if not store.exists():
         trust_store(store, [fleet["key"]])
+    grant_registry(fleet, store, registry or fleet["registry"])
     return run_bundle("import", bundle, "--keys", store, "--state-dir", state, "--yes",
                       "--registry", registry or fleet["registry"], *more, env=env)
+
+
+def grant_registry(fleet, store: Path, registry: str) -> None:
+    """The store's host policy grants `registry` too (registries are the host's choice, deny by
+    default; an address that is not HOST:PORT is left to the import to refuse)."""
+    if registry_address(registry) is None:
+        return
+    granted = fleet.setdefault("granted", set()) | {registry}
+    fleet["granted"] = granted
+    (store / "host-policy.toml").write_text("[host]\nregistries = [" + ", ".join(f'"{r}"' for r in sorted(granted))
+                                            + "]\n")
 
 
 def spec_image(client, name: str) -> str:
