@@ -56,6 +56,11 @@ class PushDestination:
     def ref(self) -> str:
         return f"{self.repository}:{self.tag}"
 
+    @property
+    def key(self) -> str:
+        """The tag as records compare it: the registry's host in lower case (`R:1/a:1` = `r:1/a:1`)."""
+        return f"{self.registry.lower()}/{self.path}:{self.tag}"
+
 
 def push_destination(registry: str, ref: str) -> PushDestination:
     """Where the signed `ref` is pushed in `registry` (HOST:PORT)."""

@@ -150,7 +150,8 @@ def trust_store_finding(keys_dir: Path | str | None) -> Finding:
 def _grant_summary(policy) -> str:
     def one(g) -> list[str]:
         return [*(f"bind {p}" for p in g.bind_prefixes), *(f"cap {c}" for c in sorted(g.cap_add)),
-                *(f"network {n}" for n in sorted(g.network_modes)), *(["engine socket"] if g.engine_socket else [])]
+                *(f"network {n}" for n in sorted(g.network_modes)), *(["engine socket"] if g.engine_socket else []),
+                *(f"registry {r}" for r in sorted(g.registries))]
     parts = [f"host: {', '.join(one(policy.host))}"] if one(policy.host) else []
     parts += [f"{name}: {', '.join(one(g)) or 'nothing'}" for name, g in sorted(policy.apps.items())]
     return "; ".join(parts) or "grants nothing beyond the container"

@@ -364,13 +364,13 @@ def _staged(ctx: ImportContext, to_load: set[str]):
 def _push(ctx: ImportContext) -> None:
     """Every verified image to the registry (when there is one), its digest confirmed, before the
     kind needs it there (a service's nodes pull by digest)."""
-    if not ctx.registry or ctx.push_plan is None:
+    if ctx.push_plan is None:
         return
     with ctx.timer.phase("push"):
         pushes.claim(ctx.state, ctx.release.app, ctx.push_plan)
-        ctx.pushed = tuple(push_verified(ctx.client, ctx.registry, [i.ref for i in ctx.release.images],
-                                         out=ctx.out, login=ctx.login))
-        pushes.record(ctx.state, ctx.release.app, ctx.pushed)
+        ctx.pushed = tuple(push_verified(ctx.client, [p.dest for p in ctx.push_plan.pushes], out=ctx.out,
+                                         login=ctx.login))
+        pushes.record(ctx.state, ctx.release.app, ctx.push_plan, ctx.pushed)
     ctx.audit.details["pushed"] = [p.report() for p in ctx.pushed]
 
 

@@ -86,7 +86,7 @@ def review(client, state: StateDir, release: Release, login: RegistryLogin, *, a
         local = client.image(dest.ref)
         replaces = (served[0] if served and served[1] != image.id
                     else local["Id"] if local and local["Id"] != image.id else None)
-        owner = owners.get(dest.ref)
+        owner = owners.get(dest.key)
         exists = served is not None or local is not None
         push = PlannedPush(dest, image.id, exists, replaces, owner, takes=owner in (None, release.app) or not exists)
         if replaces is not None and owner != release.app:
@@ -103,7 +103,7 @@ def review(client, state: StateDir, release: Release, login: RegistryLogin, *, a
 
 
 def tagged_by(state: StateDir) -> dict[str, str]:
-    """`HOST:PORT/path:tag` -> the app that pushed it, from this state dir's record."""
+    """`HOST:PORT/path:tag` (PushDestination.key) -> the app that pushed it, from this state dir's record."""
     tags = (state.read_json(state.root / RECORD) or {}).get("tags") or {}
     return {ref: t["app"] for ref, t in tags.items() if isinstance(t, dict) and isinstance(t.get("app"), str)}
 
@@ -111,13 +111,13 @@ def tagged_by(state: StateDir) -> dict[str, str]:
 def claim(state: StateDir, app: str, plan: PushPlan) -> None:
     """Before the push (journal before acting): the tags this import writes become `app`'s, except
     another app's tag that already holds this very image (nothing of it is overwritten)."""
-    _update(state, {p.dest.ref: {"app": app, "image_id": p.image_id, "digest": None} for p in plan.pushes if p.takes})
+    _update(state, {p.dest.key: {"app": app, "image_id": p.image_id, "digest": None} for p in plan.pushes if p.takes})
 
 
-def record(state: StateDir, app: str, pushed: tuple[PushedImage, ...]) -> None:
-    """After the push: the digest each tag of `app` now serves."""
-    mine = {ref for ref, owner in tagged_by(state).items() if owner == app}
-    _update(state, {p.pushed: {"app": app, "digest": p.digest} for p in pushed if p.pushed in mine})
+def record(state: StateDir, app: str, plan: PushPlan, pushed: tuple[PushedImage, ...]) -> None:
+    """After the push (in the plan's order): the digest each tag of `app` now serves."""
+    _update(state, {p.dest.key: {"app": app, "digest": done.digest}
+                    for p, done in zip(plan.pushes, pushed, strict=True) if p.takes})
 
 
 def _update(state: StateDir, entries: dict[str, dict]) -> None:

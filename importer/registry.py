@@ -41,7 +41,7 @@ import requests
 from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.refusals import RegistryDigestMismatch
-from bundlecore.registrypath import push_destination, registry_address
+from bundlecore.registrypath import PushDestination, registry_address
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -291,14 +291,14 @@ def registry_manifest(login: RegistryLogin, path: str, tag: str) -> tuple[str, s
     return digest, image if isinstance(image, str) else None
 
 
-def push_verified(client, registry: str, refs: list[str], out=print,
+def push_verified(client, destinations: list[PushDestination], out=print,
                   login: RegistryLogin | None = None) -> list[PushedImage]:
-    """Tag and push each verified image, then confirm the registry's digest of each."""
-    login = login or check_access(registry)
+    """Tag and push each verified image to its destination (as planned and checked:
+    importer.pushes), then confirm the registry's digest of each."""
     pushed = []
-    for ref in refs:
-        dest = push_destination(registry, ref)
-        repository, tag = dest.repository, dest.tag
+    for dest in destinations:
+        registry, ref, repository, tag = dest.registry, dest.source, dest.repository, dest.tag
+        login = login or check_access(registry)
         try:
             client.tag(ref, repository, tag)
         except EngineError as e:

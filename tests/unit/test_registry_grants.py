@@ -118,3 +118,25 @@ ID, OLD = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 ])
 def test_every_push_is_a_plan_line_naming_source_destination_tag_and_what_it_replaces(push, words):
     assert push.line() == f"push acme/web:2 ({ID[:19]}…) to 127.0.0.1:5000/acme/web tag 2 {words}"
+
+
+def test_a_tag_is_recorded_under_its_registry_in_lower_case():
+    """`LOCALHOST:5000` and `localhost:5000` are one grant, so one owner record too."""
+    assert push_destination("LOCALHOST:5000", "a/b:1").key == push_destination("localhost:5000", "a/b:1").key \
+        == "localhost:5000/a/b:1"
+
+
+def test_the_tags_an_app_pushes_are_claimed_before_and_recorded_after_the_push(tmp_path):
+    from importer import pushes
+    from importer.registry import PushedImage
+    from importer.state import StateDir
+    state = StateDir(tmp_path / "state")
+    mine = PlannedPush(push_destination("R:5000", "acme/web:2"), ID)
+    theirs = PlannedPush(push_destination("R:5000", "shop/web:1"), ID, exists=True, owner="shop", takes=False)
+    plan = pushes.PushPlan("R:5000", (mine, theirs))
+    pushes.claim(state, "acme", plan)
+    assert pushes.tagged_by(state) == {"r:5000/acme/web:2": "acme"}
+    pushes.record(state, "acme", plan, (PushedImage("acme/web:2", "R:5000/acme/web:2", OLD),
+                                        PushedImage("shop/web:1", "R:5000/shop/web:1", OLD)))
+    assert state.read_json(state.root / pushes.RECORD) == {
+        "tags": {"r:5000/acme/web:2": {"app": "acme", "image_id": ID, "digest": OLD}}}
