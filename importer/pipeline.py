@@ -315,6 +315,7 @@ def _plan(ctx: ImportContext) -> None:
     if ctx.login:
         ctx.push_plan = pushes.review(ctx.client, ctx.state, r, ctx.login, adopt=o.adopt)
         ctx.audit.details["pushes"] = [p.report() for p in ctx.push_plan.pushes]
+        ctx.plan_lines += ctx.push_plan.plan_lines()
         for line in ctx.push_plan.plan_lines():
             ctx.out(line)
 

@@ -169,6 +169,9 @@ def test_a_granted_registry_is_pushed_to_and_every_push_is_in_the_plan_and_the_j
     plan = [ln for ln in lines if ln.startswith("push ")]
     assert len(plan) == 1 and plan[0].startswith(f"push {host.victim_ref} (sha256:") \
         and plan[0].endswith(f"to {host.registry}/victim-{host.uniq}/web tag 1.0 (new tag)"), str(dry)
+    dry_json = host.import_(bundle, "--dry-run", "--json")
+    assert dry_json.code == 0, str(dry_json)
+    assert plan[0] in json.loads(dry_json.stdout)["plan"]["lines"], "the --json plan lists the push too"
     assert served(host.registry, f"victim-{host.uniq}/web", "1.0") is None, "a dry run pushes nothing"
 
     r = host.import_(bundle, "--json")
