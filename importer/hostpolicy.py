@@ -8,6 +8,11 @@ trust store) and refuses, before anything is loaded, every setting it does not g
 - host bind mounts: only below a granted path prefix (`bind_prefixes`), compared on whole path
   components, for the path as written AND as the host resolves it (a symlink under a granted
   prefix cannot lead elsewhere);
+- nested binds: never two bind sources of one container where one lies inside the other and
+  either is writable (as written or resolved). The realpath is checked here once, but the engine
+  resolves a bind source again at every (re)start: a container that can write to `G/app` can put
+  a symlink where `G/app/sub` was, and its next restart mounts whatever that points to. No grant
+  allows it: bind the outer directory once and use the subdirectory inside the container;
 - the engine's socket (`/var/run/docker.sock`, `/run/docker.sock`, a unix DOCKER_HOST), or any
   directory holding it: never, unless `engine_socket = true` — a prefix grant is not enough;
 - added capabilities: Docker's default set adds nothing and is always fine; any other
@@ -38,6 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.runspec import VolumeKind, VolumeSpec, parse_volume
 from bundlecore.refusals import HostPolicyRefused
 
 POLICY_FILE = "host-policy.toml"
@@ -172,6 +178,9 @@ class HostPolicy:
     def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
         found = self.review(app, run, health, url_required=url_required)
+        nested = nested_binds(run.get("volumes") or [])
+        if nested:
+            raise HostPolicyRefused(nested)
         for access in found:
             if access.granted_by is None:
                 raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
@@ -265,6 +274,31 @@ def _is_within(path: str, ancestor: str) -> bool:
 def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
     """Every one of `paths` (as written, as resolved) lies below one of `prefixes`."""
     return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
+
+
+def nested_binds(volumes: list[str]) -> str | None:
+    """Why two bind mounts of one container are refused together (see the module docstring:
+    one lies inside the other, as written or resolved, and either is writable), or None."""
+    binds = []
+    for i, spec in enumerate(volumes):
+        v = parse_volume(spec)
+        if v.kind is VolumeKind.BIND and v.source:
+            binds.append((i, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
+    for i, a, a_paths in binds:
+        for j, b, b_paths in binds:
+            if i == j or "rw" not in (_mode(a), _mode(b)):
+                continue
+            if any(p != q and _is_within(p, q) for p in a_paths for q in b_paths):
+                writable = f"target.run.volumes.{j}" if _mode(b) == "rw" else f"target.run.volumes.{i}"
+                return (f"target.run.volumes.{i} binds host path {a.source} inside {b.source} "
+                        f"(target.run.volumes.{j}), and {writable} is writable: the container could put a "
+                        f"symlink in its place that a restart would mount; nested binds are never allowed "
+                        f"(bind {b.source} once and use the subdirectory inside the container)")
+    return None
+
+
+def _mode(v: VolumeSpec) -> str:
+    return "ro" if v.mode == "ro" else "rw"
 
 
 def plan_lines(granted: list[HostAccess]) -> list[str]:
