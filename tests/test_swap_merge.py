@@ -216,3 +216,64 @@ def test_a_broken_site_file_changes_nothing(site, demo_images, tmp_path):
     assert one_line(r.stderr).startswith(f"error: site settings {site_file}: at run: ")
     with pytest.raises(docker.errors.NotFound):
         site.container()
+
+
+def _admin_container_with_mounts(site, image: dict, hostdir, port: int) -> str:
+    """What an admin runs by hand: `docker run --mount type=bind,src=HOSTDIR,dst=/data --mount
+    type=tmpfs,dst=/scratch` (HostConfig.Mounts, not Binds)."""
+    api, name = site.env["client"].api, site.env["name"]
+    mounts = [docker.types.Mount("/data", str(hostdir), type="bind"), docker.types.Mount("/scratch", None, type="tmpfs")]
+    cid = api.create_container_from_config({
+        "Image": image["ref"], "Env": ["GREETING=hello"], "ExposedPorts": {"8080/tcp": {}}, "StopTimeout": 0,
+        "HostConfig": {"Mounts": mounts, "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}},
+        name=name)["Id"]
+    api.start(cid)
+    assert wait_until(lambda: served_version({"port": port}) == image["version"])
+    return cid
+
+
+def _files(hostdir) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(hostdir.iterdir())}
+
+
+def test_adopting_a_container_with_a_mount_bind_keeps_the_admins_data(site, demo_images, tmp_path):
+    """Issue 18, finding 6: the admin's `--mount type=bind` at /data is a mount like `-v`: a bundle
+    naming another volume at /data is a settings conflict (not `(unset) -> ...` onto an empty
+    volume); with --prefer local the app comes back on the admin's directory, its tmpfs kept, and
+    that directory is backed up and restored exactly when a later release fails."""
+    port, api, name = site.env["port"], site.env["client"].api, site.env["name"]
+    hostdir = tmp_path / "admin-data"
+    hostdir.mkdir()
+    (hostdir / "important.txt").write_text("the admin's data\n")
+    (hostdir / "notes.txt").write_text("notes\n")
+    cid = _admin_container_with_mounts(site, demo_images["v1"], hostdir, port)
+    before = _files(hostdir)
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=port), "--adopt")
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr) == (
+        f"refused: settings: volume /data was changed on this host ((unset) -> {hostdir}:/data) and by the bundle "
+        f"((unset) -> {site.env['volume']}:/data): choose with --prefer bundle or --prefer local")
+    info = site.container()
+    assert info["Id"] == cid and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    assert _files(hostdir) == before and not api.volumes(filters={"name": site.env["volume"]})["Volumes"]
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=port), "--adopt", "--prefer", "local")
+    assert r.code == 0, str(r)
+    assert f"    bind {hostdir} -> /data [" in r.stdout  # backed up like a -v bind
+    assert (f"volume /data {hostdir}:/data kept (set on this host; the bundle's change is dropped by --prefer local)"
+            in r.stdout), r.stdout
+    assert served_version(site.env) == "2.0.0"
+    mounts = {m["Destination"]: m for m in site.container()["Mounts"]}
+    assert mounts["/data"]["Type"] == "bind" and mounts["/data"]["Source"] == str(hostdir)
+    assert [m["Target"] for m in site.container()["HostConfig"]["Mounts"] if m["Type"] == "tmpfs"] == ["/scratch"]
+    out = api.exec_start(api.exec_create(name, ["cat", "/data/important.txt"]))
+    assert out == b"the admin's data\n"
+    assert not api.volumes(filters={"name": site.env["volume"]})["Volumes"]
+
+    # the bind the merge kept is what the data steps back up and restore: a broken release's migration
+    # rewrites and deletes files there, the rollback puts them back exactly
+    kept = _files(hostdir)
+    r = site.import_(site.build(demo_images["v3"], 3, port=port))
+    assert r.code == 4, str(r)
+    assert _files(hostdir) == kept and served_version(site.env) == "2.0.0"
