@@ -178,7 +178,7 @@ class HostPolicy:
     def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
         found = self.review(app, run, health, url_required=url_required)
-        nested = nested_binds(run.get("volumes") or [])
+        nested = nested_binds([(f"target.run.volumes.{i}", v) for i, v in enumerate(run.get("volumes") or [])])
         if nested:
             raise HostPolicyRefused(nested)
         for access in found:
@@ -276,24 +276,25 @@ def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
     return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
 
 
-def nested_binds(volumes: list[str]) -> str | None:
+def nested_binds(volumes: list[tuple[str, str]]) -> str | None:
     """Why two bind mounts of one container are refused together (see the module docstring:
-    one lies inside the other, as written or resolved, and either is writable), or None."""
+    one lies inside the other, as written or resolved, and either is writable), or None.
+    `volumes`: (where it is asked, e.g. `target.run.volumes.0`; the volume spec)."""
     binds = []
-    for i, spec in enumerate(volumes):
+    for where, spec in volumes:
         v = parse_volume(spec)
         if v.kind is VolumeKind.BIND and v.source:
-            binds.append((i, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
-    for i, a, a_paths in binds:
-        for j, b, b_paths in binds:
-            if i == j or "rw" not in (_mode(a), _mode(b)):
+            binds.append((where, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
+    for a_where, a, a_paths in binds:
+        for b_where, b, b_paths in binds:
+            if a is b or "rw" not in (_mode(a), _mode(b)):
                 continue
             if any(p != q and _is_within(p, q) for p in a_paths for q in b_paths):
-                writable = f"target.run.volumes.{j}" if _mode(b) == "rw" else f"target.run.volumes.{i}"
-                return (f"target.run.volumes.{i} binds host path {a.source} inside {b.source} "
-                        f"(target.run.volumes.{j}), and {writable} is writable: the container could put a "
-                        f"symlink in its place that a restart would mount; nested binds are never allowed "
-                        f"(bind {b.source} once and use the subdirectory inside the container)")
+                writable = b_where if _mode(b) == "rw" else a_where
+                return (f"{a_where} binds host path {a.source} inside {b.source} ({b_where}), and {writable} is "
+                        f"writable: the container could put a symlink in its place that a restart would mount; "
+                        f"nested binds are never allowed (bind {b.source} once and use the subdirectory inside "
+                        f"the container)")
     return None
 
 

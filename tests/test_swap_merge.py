@@ -5,6 +5,7 @@ bundle's, under the host policy); no secret env value is ever printed (importer.
 
 from __future__ import annotations
 
+import json
 import socket
 
 import docker
@@ -16,12 +17,13 @@ from tests.swap_fixtures import free_port, served_version, wait_until
 
 
 def _spec(path, env: dict, image: dict, *, port: int, sequence: int, greeting: str = "hello",
-          extra_env: dict | None = None) -> object:
+          extra_env: dict | None = None, volumes: list[str] | None = None) -> object:
+    volumes = [f"{env['volume']}:/data"] if volumes is None else volumes
     run_env = ", ".join(f'{k} = "{v}"' for k, v in {"GREETING": greeting, **(extra_env or {})}.items())
     path.write_text(
         f'name = "{env["name"]}"\nversion = "{image["version"]}"\nsequence = {sequence}\nimages = ["{image["ref"]}"]\n\n'
         f'[target]\nkind = "container"\nname = "{env["name"]}"\nimage = "{image["ref"]}"\n\n'
-        f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = ["{env["volume"]}:/data"]\n'
+        f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = {json.dumps(volumes)}\n'
         f'env = {{ {run_env} }}\nstop_timeout = 0\n\n'
         f'[target.health]\nhttp = "http://127.0.0.1:{port}/health"\ntimeout = "5s"\nattempts = 2\n')
     return path
@@ -34,9 +36,10 @@ class Site:
         self.env, self.key, self.keys, self.tmp = env, key, keys_dir, tmp_path
         self.no_site_dir = {"BUNDLE_SITE_DIR": str(tmp_path / "no-site-files")}
 
-    def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello", extra_env: dict | None = None):
+    def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello", extra_env: dict | None = None,
+              volumes: list[str] | None = None):
         spec = _spec(self.tmp / f"bundle-{sequence}.toml", self.env, image, port=port, sequence=sequence,
-                     greeting=greeting, extra_env=extra_env)
+                     greeting=greeting, extra_env=extra_env, volumes=volumes)
         out = self.tmp / f"app-{sequence}.bundle.zst"
         r = run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home, "--local")
         assert r.code == 0, str(r)
@@ -277,3 +280,30 @@ def test_adopting_a_container_with_a_mount_bind_keeps_the_admins_data(site, demo
     r = site.import_(site.build(demo_images["v3"], 3, port=port))
     assert r.code == 4, str(r)
     assert _files(hostdir) == kept and served_version(site.env) == "2.0.0"
+
+
+def test_a_bundle_bind_nested_in_a_writable_bind_kept_from_the_host_is_refused(site, demo_images, tmp_path):
+    """Issue 18, finding 2, on upgrade: the bundle's own binds do not nest, but the container it makes
+    also keeps the admin's writable `G/app:/data`; the bundle's `G/app/sub:/x` inside it is refused
+    (exit 3, host policy) before anything stops."""
+    port, api = site.env["port"], site.env["client"].api
+    granted = tmp_path / "granted"
+    (granted / "app").mkdir(parents=True)
+    (site.keys / "host-policy.toml").write_text(f'[host]\nbind_prefixes = ["{granted}"]\n')
+    cid = api.create_container_from_config({
+        "Image": demo_images["v1"]["ref"], "Env": ["GREETING=hello"], "ExposedPorts": {"8080/tcp": {}}, "StopTimeout": 0,
+        "HostConfig": {"Binds": [f"{granted}/app:/data"],
+                       "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}},
+        name=site.env["name"])["Id"]
+    api.start(cid)
+    assert wait_until(lambda: served_version({"port": port}) == "1.0.0")
+    bundle = site.build(demo_images["v2"], 2, port=port, volumes=[f"{granted}/app/sub:/x"])
+    r = site.import_(bundle, "--adopt")
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr).startswith(
+        f"refused: host policy: the bundle mount at /x binds host path {granted}/app/sub inside {granted}/app "
+        f"(the kept mount at /data), and the kept mount at /data is writable")
+    info = site.container()
+    assert info["Id"] == cid and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    assert SwapJournal.load(site.env["state"].app_dir(site.env["name"])) is None
+    assert sorted(p.name for p in (granted / "app").iterdir()) == ["migrations.log", "schema-version"]

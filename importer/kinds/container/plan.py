@@ -24,16 +24,18 @@ from enum import StrEnum
 from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
-from bundlecore.refusals import SettingsConflict
+from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.state import StateDir
 from importer.backup import data
+from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations, version_change
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import SwapJournal
-from importer.kinds.container.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
+from importer.kinds.container.merge import (Kind, MergeResult, Side, merge, settings_of_container,
+                                             settings_of_run)
 
 BACKUP_MARGIN = 1.1
 BACKUP_MIN_FREE = 64 << 20
@@ -246,6 +248,12 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     if conflicts and plan.prefer is None:
         raise SettingsConflict("; ".join(d.conflict(plan.marked) for d in conflicts)
                                + ": choose with --prefer bundle or --prefer local")
+    # The host policy checked the bundle's binds; the new container also gets the binds kept from this host.
+    nested = nested_binds([(f"the {'bundle' if plan.settings.merged[k] == theirs.get(k) else 'kept'} mount at "
+                            f"{k.name}", str(v)) for k, v in plan.settings.merged.items()
+                           if k.kind is Kind.VOLUME and str(v).startswith("/")])
+    if nested:
+        raise HostPolicyRefused(nested)
     plan.setting_changes = plan.settings.changes(ours)
 
 
