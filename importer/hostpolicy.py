@@ -12,7 +12,10 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   either is writable (as written or resolved). The realpath is checked here once, but the engine
   resolves a bind source again at every (re)start: a container that can write to `G/app` can put
   a symlink where `G/app/sub` was, and its next restart mounts whatever that points to. No grant
-  allows it: bind the outer directory once and use the subdirectory inside the container;
+  allows it: bind the outer directory once and use the subdirectory inside the container. The
+  container kind's plan applies the same rule to the binds the new container keeps from the
+  running one and, against the new container's binds, to every other container on the engine
+  (importer.kinds.container.plan);
 - the engine's socket (`/var/run/docker.sock`, `/run/docker.sock`, a unix DOCKER_HOST), or any
   directory holding it: never, unless `engine_socket = true` — a prefix grant is not enough;
 - added capabilities: Docker's default set adds nothing and is always fine; any other
@@ -276,23 +279,25 @@ def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
     return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
 
 
-def nested_binds(volumes: list[tuple[str, str]]) -> str | None:
-    """Why two bind mounts of one container are refused together (see the module docstring:
-    one lies inside the other, as written or resolved, and either is writable), or None.
-    `volumes`: (where it is asked, e.g. `target.run.volumes.0`; the volume spec)."""
+def nested_binds(volumes: list[tuple[str, str]], others: list[tuple[str, str]] | None = None) -> str | None:
+    """Why two bind mounts are refused together (see the module docstring: one lies inside the
+    other, as written or resolved, and either is writable), or None. `volumes`: the container's,
+    as (where it is asked, e.g. `target.run.volumes.0`; the volume spec); `others`: the binds of
+    other containers on this engine, checked against the container's (not among themselves)."""
     binds = []
-    for where, spec in volumes:
-        v = parse_volume(spec)
-        if v.kind is VolumeKind.BIND and v.source:
-            binds.append((where, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
-    for a_where, a, a_paths in binds:
-        for b_where, b, b_paths in binds:
-            if a is b or "rw" not in (_mode(a), _mode(b)):
+    for ours, specs in ((True, volumes), (False, others or [])):
+        for where, spec in specs:
+            v = parse_volume(spec)
+            if v.kind is VolumeKind.BIND and v.source:
+                binds.append((ours, where, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
+    for a_ours, a_where, a, a_paths in binds:
+        for b_ours, b_where, b, b_paths in binds:
+            if a is b or not (a_ours or b_ours) or "rw" not in (_mode(a), _mode(b)):
                 continue
             if any(p != q and _is_within(p, q) for p in a_paths for q in b_paths):
                 writable = b_where if _mode(b) == "rw" else a_where
                 return (f"{a_where} binds host path {a.source} inside {b.source} ({b_where}), and {writable} is "
-                        f"writable: the container could put a symlink in its place that a restart would mount; "
+                        f"writable: a container could put a symlink in its place that a restart would mount; "
                         f"nested binds are never allowed (bind {b.source} once and use the subdirectory inside "
                         f"the container)")
     return None

@@ -136,3 +136,22 @@ def test_a_site_file_adding_a_nested_bind_is_refused_the_same(gate, granted_dir,
                  keys_dir=store, extra=("--site", str(site)), verify=False)
     assert not gate.client.containers.list(all=True, filters={"name": container})
     assert sorted(os.listdir(granted_dir / "app")) == []
+
+
+def test_a_bind_inside_another_containers_writable_bind_is_refused(gate, granted_dir, uniq):
+    """Issue 18, finding 2, across containers: another container on this engine mounts the granted
+    directory G writable, so it could plant the symlink at G/app; a bundle's bind of G/app is refused
+    at import (the plan reads the engine; `verify` cannot), nothing created."""
+    app = container = f"{gate.base.target_name}-under-{uniq}"
+    (granted_dir / "app").mkdir()
+    store = policed_store(gate, f'[host]\nbind_prefixes = ["{granted_dir}"]\n')
+    agent = gate.client.api.create_container_from_config(
+        {"Image": gate.installed.ref, "HostConfig": {"Binds": [f"{granted_dir}:/all"]}}, name=f"agent-{uniq}")["Id"]
+    try:
+        bundle = asking(gate, "under", app=app, container=container, volumes=[f"{granted_dir}/app:/data:ro"])
+        gate.refused(bundle, "host policy", f"target.run.volumes.0 binds host path {granted_dir}/app inside "
+                     f"{granted_dir} (container agent-{uniq}'s mount at /all), and container agent-{uniq}'s mount at "
+                     f"/all is writable", keys_dir=store, verify=False)
+        assert not gate.client.containers.list(all=True, filters={"name": container})
+    finally:
+        gate.client.api.remove_container(agent, force=True)

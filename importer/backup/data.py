@@ -208,13 +208,13 @@ def _sparse_files(client, entries: list[dict], helper_image: str) -> dict[int, d
     return out
 
 
-def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str) -> dict:
+def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str, helper_image: str | None = None) -> dict:
     """backup_mounts for named volumes no stopped container holds (a Swarm service's): through a
     holder container that mounts them at their destinations and is never started."""
     binds = [f"{m['name']}:{m['destination']}" for m in mounts]
     holder = _create_helper(client, image, "exit 0", binds)
     try:
-        return backup_mounts(client, holder, mounts, backup_dir)
+        return backup_mounts(client, holder, mounts, backup_dir, helper_image)
     finally:
         client.remove_container(holder)
 

@@ -160,3 +160,16 @@ def test_a_bind_nested_through_a_symlink_is_refused(tmp_path):
     (tmp_path / "alias").symlink_to(tmp_path / "app" / "sub")
     with pytest.raises(HostPolicyRefused, match="nested binds"):
         HostPolicy.load(tmp_path).check("demo", {"volumes": [f"{tmp_path}/app:/data", f"{tmp_path}/alias:/x"]})
+
+
+def test_binds_of_other_containers_count_against_the_containers_not_among_themselves():
+    from importer.hostpolicy import nested_binds
+    ours = [("target.run.volumes.0", "/srv/bundle/b:/data")]
+    assert "inside /srv/bundle (container agent's mount at /all)" in nested_binds(
+        ours, [("container agent's mount at /all", "/srv/bundle:/all")])
+    assert "container x's mount at /y is writable" not in (nested_binds(
+        [("target.run.volumes.0", "/srv/bundle:/all")], [("container x's mount at /y", "/srv/bundle/b:/y")]) or "")
+    assert nested_binds([("target.run.volumes.0", "/srv/bundle:/all:ro")],
+                        [("container x's mount at /y", "/srv/bundle/b:/y:ro")]) is None
+    assert nested_binds(ours, [("a", "/srv/other:/o"), ("b", "/srv/other/in:/i")]) is None  # theirs, not ours
+    assert nested_binds(ours, [("a", "/srv/bundle/b:/same")]) is None  # the same directory shared
