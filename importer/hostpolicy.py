@@ -304,7 +304,7 @@ def nested_binds(volumes: list[tuple[str, str]], others: list[tuple[str, str]] |
 
 
 def _mode(v: VolumeSpec) -> str:
-    return "ro" if v.mode == "ro" else "rw"
+    return "ro" if "ro" in v.mode.split(",") else "rw"  # an engine's Binds may say `ro,Z`
 
 
 def plan_lines(granted: list[HostAccess]) -> list[str]:
