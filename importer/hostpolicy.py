@@ -8,6 +8,14 @@ trust store) and refuses, before anything is loaded, every setting it does not g
 - host bind mounts: only below a granted path prefix (`bind_prefixes`), compared on whole path
   components, for the path as written AND as the host resolves it (a symlink under a granted
   prefix cannot lead elsewhere);
+- nested binds: never two bind sources of one container where one lies inside the other and
+  either is writable (as written or resolved). The realpath is checked here once, but the engine
+  resolves a bind source again at every (re)start: a container that can write to `G/app` can put
+  a symlink where `G/app/sub` was, and its next restart mounts whatever that points to. No grant
+  allows it: bind the outer directory once and use the subdirectory inside the container. The
+  container kind's plan applies the same rule to the binds the new container keeps from the
+  running one and, against the new container's binds, to every other container on the engine
+  (importer.kinds.container.plan);
 - the engine's socket (`/var/run/docker.sock`, `/run/docker.sock`, a unix DOCKER_HOST), or any
   directory holding it: never, unless `engine_socket = true` — a prefix grant is not enough;
 - added capabilities: Docker's default set adds nothing and is always fine; any other
@@ -41,6 +49,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.runspec import VolumeKind, VolumeSpec, parse_volume
 from bundlecore.refusals import HostPolicyRefused
 from bundlecore.registrypath import registry_address
 
@@ -179,6 +188,9 @@ class HostPolicy:
     def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
         found = self.review(app, run, health, url_required=url_required)
+        nested = nested_binds([(f"target.run.volumes.{i}", v) for i, v in enumerate(run.get("volumes") or [])])
+        if nested:
+            raise HostPolicyRefused(nested)
         for access in found:
             self._require(app, access)
         return found
@@ -287,6 +299,34 @@ def _is_within(path: str, ancestor: str) -> bool:
 def _under_any(prefixes: tuple[str, ...], *paths: str) -> bool:
     """Every one of `paths` (as written, as resolved) lies below one of `prefixes`."""
     return bool(prefixes) and all(any(_is_within(p, prefix) for prefix in prefixes) for p in paths)
+
+
+def nested_binds(volumes: list[tuple[str, str]], others: list[tuple[str, str]] | None = None) -> str | None:
+    """Why two bind mounts are refused together (see the module docstring: one lies inside the
+    other, as written or resolved, and either is writable), or None. `volumes`: the container's,
+    as (where it is asked, e.g. `target.run.volumes.0`; the volume spec); `others`: the binds of
+    other containers on this engine, checked against the container's (not among themselves)."""
+    binds = []
+    for ours, specs in ((True, volumes), (False, others or [])):
+        for where, spec in specs:
+            v = parse_volume(spec)
+            if v.kind is VolumeKind.BIND and v.source:
+                binds.append((ours, where, v, {os.path.normpath(v.source), os.path.realpath(v.source)}))
+    for a_ours, a_where, a, a_paths in binds:
+        for b_ours, b_where, b, b_paths in binds:
+            if a is b or not (a_ours or b_ours) or "rw" not in (_mode(a), _mode(b)):
+                continue
+            if any(p != q and _is_within(p, q) for p in a_paths for q in b_paths):
+                writable = b_where if _mode(b) == "rw" else a_where
+                return (f"{a_where} binds host path {a.source} inside {b.source} ({b_where}), and {writable} is "
+                        f"writable: a container could put a symlink in its place that a restart would mount; "
+                        f"nested binds are never allowed (bind {b.source} once and use the subdirectory inside "
+                        f"the container)")
+    return None
+
+
+def _mode(v: VolumeSpec) -> str:
+    return "ro" if "ro" in v.mode.split(",") else "rw"  # an engine's Binds may say `ro,Z`
 
 
 def plan_lines(granted: list[HostAccess]) -> list[str]:

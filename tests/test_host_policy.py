@@ -104,3 +104,54 @@ def test_granted_bind_prefix_and_capability_reach_the_container_and_the_plan(gat
         host = gate.client.api.inspect_container(container)["HostConfig"]
         assert f"{granted_dir}/data:/data" in host["Binds"], host["Binds"]
         assert [c.removeprefix("CAP_") for c in host["CapAdd"]] == ["SYS_ADMIN"], host["CapAdd"]
+
+
+def test_nested_writable_binds_are_refused_before_anything_runs(gate, granted_dir, uniq):
+    """Issue 18, finding 2: `G/app:/data` and `G/app/sub:/x`, both granted, restart always. Once
+    running, the container could replace /data/sub with a symlink out of G and exit; the engine's
+    restart would mount wherever it points at /x. The pair is refused (exit 3, one line), nothing runs."""
+    app = container = f"{gate.base.target_name}-nested-{uniq}"
+    (granted_dir / "app").mkdir()
+    store = policed_store(gate, f'[host]\nbind_prefixes = ["{granted_dir}"]\n')
+    bundle = asking(gate, "nested", app=app, container=container, restart="always",
+                    volumes=[f"{granted_dir}/app:/data", f"{granted_dir}/app/sub:/x"])
+    gate.refused(bundle, "host policy", f"target.run.volumes.1 binds host path {granted_dir}/app/sub inside "
+                 f"{granted_dir}/app (target.run.volumes.0), and target.run.volumes.0 is writable", keys_dir=store)
+    assert not gate.client.containers.list(all=True, filters={"name": container})
+    assert sorted(os.listdir(granted_dir / "app")) == [], "the refused import made the bind source"
+
+
+def test_a_site_file_adding_a_nested_bind_is_refused_the_same(gate, granted_dir, uniq):
+    """The site file's volumes go through the same rule: the bundle's one bind is fine, the admin's
+    added bind inside it is not."""
+    app = container = f"{gate.base.target_name}-nestsite-{uniq}"
+    (granted_dir / "app").mkdir()
+    store = policed_store(gate, f'[host]\nbind_prefixes = ["{granted_dir}"]\n')
+    bundle = asking(gate, "nestsite", app=app, container=container, volumes=[f"{granted_dir}/app:/data:ro"])
+    site = gate.tmp / "site.toml"
+    site.write_text(f'[run]\nvolumes = ["{granted_dir}/app/sub:/x"]\n')
+    site.chmod(0o644)
+    assert gate.verify(bundle, keys_dir=store).code == 0
+    gate.refused(bundle, "host policy", f"binds host path {granted_dir}/app/sub inside {granted_dir}/app",
+                 keys_dir=store, extra=("--site", str(site)), verify=False)
+    assert not gate.client.containers.list(all=True, filters={"name": container})
+    assert sorted(os.listdir(granted_dir / "app")) == []
+
+
+def test_a_bind_inside_another_containers_writable_bind_is_refused(gate, granted_dir, uniq):
+    """Issue 18, finding 2, across containers: another container on this engine mounts the granted
+    directory G writable, so it could plant the symlink at G/app; a bundle's bind of G/app is refused
+    at import (the plan reads the engine; `verify` cannot), nothing created."""
+    app = container = f"{gate.base.target_name}-under-{uniq}"
+    (granted_dir / "app").mkdir()
+    store = policed_store(gate, f'[host]\nbind_prefixes = ["{granted_dir}"]\n')
+    agent = gate.client.api.create_container_from_config(
+        {"Image": gate.installed.ref, "HostConfig": {"Binds": [f"{granted_dir}:/all"]}}, name=f"agent-{uniq}")["Id"]
+    try:
+        bundle = asking(gate, "under", app=app, container=container, volumes=[f"{granted_dir}/app:/data:ro"])
+        gate.refused(bundle, "host policy", f"target.run.volumes.0 binds host path {granted_dir}/app inside "
+                     f"{granted_dir} (container agent-{uniq}'s mount at /all), and container agent-{uniq}'s mount at "
+                     f"/all is writable", keys_dir=store, verify=False)
+        assert not gate.client.containers.list(all=True, filters={"name": container})
+    finally:
+        gate.client.api.remove_container(agent, force=True)

@@ -222,3 +222,28 @@ def test_the_journal_reserve_lets_the_undo_be_recorded_on_a_full_disk(tmp_path):
         j.save()  # would fail without the reserve
         assert not (small / SwapJournal.RESERVE).exists()
         assert SwapJournal.load(small).record.failure == "x" * 20000
+
+
+def test_a_sparse_file_comes_back_sparse_after_a_rollback(docker_client, swap_env, demo_images):
+    """Issue 18, finding 9: a 2 GiB sparse file (a few bytes of data at its start, middle and end) in
+    the volume; a failed update's rollback restores it with its holes, not as 2 GiB of allocated
+    zeros: the same bytes (compared with a copy made the same way outside the volume) and apparent
+    size, its allocation no bigger than before."""
+    name = swap_env["name"]
+    install(docker_client, swap_env, demo_images["v1"], 1)
+    seed_data(docker_client, name)
+    make = ("truncate -s 2G {f} && echo head | dd of={f} conv=notrunc 2>/dev/null && echo middle | "
+            "dd of={f} bs=1M seek=1024 conv=notrunc 2>/dev/null && echo tail >> {f}")
+    _sh(docker_client, name, "mkdir -p /tmp && " + make.format(f="/data/sparse.img") + " && "
+        + make.format(f="/tmp/reference.img"))
+    tree = _listing(docker_client, name)
+    before_kib = _allocated_kib(docker_client, name, "/data/sparse.img")
+    assert before_kib < 1024 and " 2147483653 " in tree
+    old_id = docker_client.api.inspect_container(name)["Id"]
+    with pytest.raises(UpdateFailed) as e:
+        install(docker_client, swap_env, demo_images["v3"], 3, timeout=3, attempts=1)  # its migration rewrites /data
+    assert e.value.exit_code == 4 and "1.0.0 is running again" in e.value.line()
+    assert served_version(swap_env) == "1.0.0" and docker_client.api.inspect_container(name)["Id"] == old_id
+    assert _listing(docker_client, name) == tree
+    _sh(docker_client, name, "cmp /data/sparse.img /tmp/reference.img")
+    assert _allocated_kib(docker_client, name, "/data/sparse.img") <= before_kib + 64

@@ -5,6 +5,7 @@ bundle's, under the host policy); no secret env value is ever printed (importer.
 
 from __future__ import annotations
 
+import json
 import socket
 
 import docker
@@ -16,12 +17,13 @@ from tests.swap_fixtures import free_port, served_version, wait_until
 
 
 def _spec(path, env: dict, image: dict, *, port: int, sequence: int, greeting: str = "hello",
-          extra_env: dict | None = None) -> object:
+          extra_env: dict | None = None, volumes: list[str] | None = None) -> object:
+    volumes = [f"{env['volume']}:/data"] if volumes is None else volumes
     run_env = ", ".join(f'{k} = "{v}"' for k, v in {"GREETING": greeting, **(extra_env or {})}.items())
     path.write_text(
         f'name = "{env["name"]}"\nversion = "{image["version"]}"\nsequence = {sequence}\nimages = ["{image["ref"]}"]\n\n'
         f'[target]\nkind = "container"\nname = "{env["name"]}"\nimage = "{image["ref"]}"\n\n'
-        f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = ["{env["volume"]}:/data"]\n'
+        f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = {json.dumps(volumes)}\n'
         f'env = {{ {run_env} }}\nstop_timeout = 0\n\n'
         f'[target.health]\nhttp = "http://127.0.0.1:{port}/health"\ntimeout = "5s"\nattempts = 2\n')
     return path
@@ -34,9 +36,10 @@ class Site:
         self.env, self.key, self.keys, self.tmp = env, key, keys_dir, tmp_path
         self.no_site_dir = {"BUNDLE_SITE_DIR": str(tmp_path / "no-site-files")}
 
-    def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello", extra_env: dict | None = None):
+    def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello", extra_env: dict | None = None,
+              volumes: list[str] | None = None):
         spec = _spec(self.tmp / f"bundle-{sequence}.toml", self.env, image, port=port, sequence=sequence,
-                     greeting=greeting, extra_env=extra_env)
+                     greeting=greeting, extra_env=extra_env, volumes=volumes)
         out = self.tmp / f"app-{sequence}.bundle.zst"
         r = run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home, "--local")
         assert r.code == 0, str(r)
@@ -216,3 +219,91 @@ def test_a_broken_site_file_changes_nothing(site, demo_images, tmp_path):
     assert one_line(r.stderr).startswith(f"error: site settings {site_file}: at run: ")
     with pytest.raises(docker.errors.NotFound):
         site.container()
+
+
+def _admin_container_with_mounts(site, image: dict, hostdir, port: int) -> str:
+    """What an admin runs by hand: `docker run --mount type=bind,src=HOSTDIR,dst=/data --mount
+    type=tmpfs,dst=/scratch` (HostConfig.Mounts, not Binds)."""
+    api, name = site.env["client"].api, site.env["name"]
+    mounts = [docker.types.Mount("/data", str(hostdir), type="bind"), docker.types.Mount("/scratch", None, type="tmpfs")]
+    cid = api.create_container_from_config({
+        "Image": image["ref"], "Env": ["GREETING=hello"], "ExposedPorts": {"8080/tcp": {}}, "StopTimeout": 0,
+        "HostConfig": {"Mounts": mounts, "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}},
+        name=name)["Id"]
+    api.start(cid)
+    assert wait_until(lambda: served_version({"port": port}) == image["version"])
+    return cid
+
+
+def _files(hostdir) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(hostdir.iterdir())}
+
+
+def test_adopting_a_container_with_a_mount_bind_keeps_the_admins_data(site, demo_images, tmp_path):
+    """Issue 18, finding 6: the admin's `--mount type=bind` at /data is a mount like `-v`: a bundle
+    naming another volume at /data is a settings conflict (not `(unset) -> ...` onto an empty
+    volume); with --prefer local the app comes back on the admin's directory, its tmpfs kept, and
+    that directory is backed up and restored exactly when a later release fails."""
+    port, api, name = site.env["port"], site.env["client"].api, site.env["name"]
+    hostdir = tmp_path / "admin-data"
+    hostdir.mkdir()
+    (hostdir / "important.txt").write_text("the admin's data\n")
+    (hostdir / "notes.txt").write_text("notes\n")
+    cid = _admin_container_with_mounts(site, demo_images["v1"], hostdir, port)
+    before = _files(hostdir)
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=port), "--adopt")
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr) == (
+        f"refused: settings: volume /data was changed on this host ((unset) -> {hostdir}:/data) and by the bundle "
+        f"((unset) -> {site.env['volume']}:/data): choose with --prefer bundle or --prefer local")
+    info = site.container()
+    assert info["Id"] == cid and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    assert _files(hostdir) == before and not api.volumes(filters={"name": site.env["volume"]})["Volumes"]
+
+    r = site.import_(site.build(demo_images["v2"], 2, port=port), "--adopt", "--prefer", "local")
+    assert r.code == 0, str(r)
+    assert f"    bind {hostdir} -> /data [" in r.stdout  # backed up like a -v bind
+    assert (f"volume /data {hostdir}:/data kept (set on this host; the bundle's change is dropped by --prefer local)"
+            in r.stdout), r.stdout
+    assert served_version(site.env) == "2.0.0"
+    mounts = {m["Destination"]: m for m in site.container()["Mounts"]}
+    assert mounts["/data"]["Type"] == "bind" and mounts["/data"]["Source"] == str(hostdir)
+    assert [m["Target"] for m in site.container()["HostConfig"]["Mounts"] if m["Type"] == "tmpfs"] == ["/scratch"]
+    out = api.exec_start(api.exec_create(name, ["cat", "/data/important.txt"]))
+    assert out == b"the admin's data\n"
+    assert not api.volumes(filters={"name": site.env["volume"]})["Volumes"]
+
+    # the bind the merge kept is what the data steps back up and restore: a broken release's migration
+    # rewrites and deletes files there, the rollback puts them back exactly
+    kept = _files(hostdir)
+    r = site.import_(site.build(demo_images["v3"], 3, port=port))
+    assert r.code == 4, str(r)
+    assert _files(hostdir) == kept and served_version(site.env) == "2.0.0"
+
+
+def test_a_bundle_bind_nested_in_a_writable_bind_kept_from_the_host_is_refused(site, demo_images, tmp_path):
+    """Issue 18, finding 2, on upgrade: the bundle's own binds do not nest, but the container it makes
+    also keeps the admin's writable `G/app:/data`; the bundle's `G/app/sub:/x` inside it is refused
+    (exit 3, host policy) before anything stops."""
+    port, api = site.env["port"], site.env["client"].api
+    granted = tmp_path / "granted"
+    (granted / "app").mkdir(parents=True)
+    (site.keys / "host-policy.toml").write_text(f'[host]\nbind_prefixes = ["{granted}"]\n')
+    cid = api.create_container_from_config({
+        "Image": demo_images["v1"]["ref"], "Env": ["GREETING=hello"], "ExposedPorts": {"8080/tcp": {}}, "StopTimeout": 0,
+        "HostConfig": {"Binds": [f"{granted}/app:/data"],
+                       "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}},
+        name=site.env["name"])["Id"]
+    api.start(cid)
+    assert wait_until(lambda: served_version({"port": port}) == "1.0.0")
+    bundle = site.build(demo_images["v2"], 2, port=port, volumes=[f"{granted}/app/sub:/x"])
+    r = site.import_(bundle, "--adopt")
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr).startswith(
+        f"refused: host policy: the bundle mount at /x binds host path {granted}/app/sub inside {granted}/app "
+        f"(the kept mount at /data), and the kept mount at /data is writable")
+    info = site.container()
+    assert info["Id"] == cid and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    assert SwapJournal.load(site.env["state"].app_dir(site.env["name"])) is None
+    assert sorted(p.name for p in (granted / "app").iterdir()) == ["migrations.log", "schema-version"]

@@ -18,8 +18,15 @@ scratch directory; RestoreError says which, and where the backup is.
 Space: the engine's archive stream is not sparse (a 2 GiB sparse file comes as 2 GiB of zeros, and
 busybox tar writes them), so the archive and its unpacked copy need twice the apparent size free
 on each mount's filesystem; this is checked right after the backup (the swap is refused while
-nothing needs restoring) and again before a restore writes anything. Sparse files are restored
-allocated when there is room.
+nothing needs restoring) and again before a restore writes anything.
+Allocation ("exactly" includes it): when a helper is at hand at backup time (`backup_mounts`'
+`helper_image`), every regular file whose allocated size is below its apparent size is recorded
+with its allocation (`sparse` in the manifest entry). The restore's phase 1 rewrites each such
+file with a hole at every all-zero 4 KiB block (`dd seek` and `truncate`: no busybox tool writes
+sparse files; its owner, mode and mtime kept), then checks every unpacked regular file before
+anything live moves: its apparent size is the archived one, a recorded file's allocation is at
+most its recorded one (+ ALLOC_SLACK), any other's covers its whole 4 KiB blocks. A file that fails
+is a backup that does not come back exactly: exit 3, the live data untouched.
 The helper's image is the first of: the old image, the new image, any other local image, that
 can run `/bin/sh` with tar, stat and df (checked in preflight, before anything is stopped).
 Every helper carries the identity of the state dir and the swap that made it (HelperOwner, set
@@ -33,12 +40,14 @@ and owner only (the restore's scratch directory comes and goes there) and entrie
 restore, it tells an undo whether anyone wrote to the data since (then it must not restore).
 
 Limits: read-only mounts and tmpfs are not backed up (the new version cannot change them);
-a single-file mount gets its content back, not its owner/mode; files under a directory mount
+a single-file mount gets its content back, not its owner/mode nor its holes; a sparse file with
+several hard links, or a name holding a line break, comes back allocated; files under a directory mount
 that hides part of another mount's tree are restored through the nesting as in the container.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -50,7 +59,7 @@ import tarfile
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
@@ -67,8 +76,11 @@ RESTORE_ROOT = "/bundle-restore/root"
 STAGING_DIR = "/bundle-restore-staging"
 # What the restore helper runs besides /bin/sh (restore_script, check_restore_space).
 GO = "go"  # uploaded into STAGING_DIR once every archive is in place
-HELPER_TOOLS_PROBE = ("for t in tar stat df awk mv find sort sha256sum; do command -v $t >/dev/null || exit 1; "
-                      "done")
+HELPER_TOOLS_PROBE = ("for t in tar stat df awk mv find sort sha256sum dd truncate touch; do "
+                      "command -v $t >/dev/null || exit 1; done")
+BLOCK = 4096             # the unit of holes a restore makes
+ALLOC_SLACK = 64 << 10   # extent-tree blocks and the like a rewritten sparse file may take beyond its record
+NO_BREAKS = "$(printf '*\\n*')"  # a find -name pattern: names holding a line break are left out of listings
 
 
 def backed_up_mounts(container_inspect: dict) -> list[dict]:
@@ -120,8 +132,10 @@ def _local_size(path: str | None) -> int | None:
 
 # -- backup -------------------------------------------------------------------------------
 
-def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Path) -> dict:
+def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Path,
+                  helper_image: str | None = None) -> dict:
     """Archive every mount of the stopped container into backup_dir; returns the manifest.
+    With `helper_image`, the allocation of its sparse files is recorded too (module docstring).
 
     The manifest (backup.json) is written last, so a backup without one is incomplete."""
     backup_dir = Path(backup_dir)
@@ -129,15 +143,16 @@ def backup_mounts(client, container_id: str, mounts: list[dict], backup_dir: Pat
         shutil.rmtree(backup_dir)
     backup_dir.mkdir(mode=0o700, parents=True)
     try:
-        return _write_backup(client, container_id, mounts, backup_dir)
-    except (OSError, EngineError) as e:
+        return _write_backup(client, container_id, mounts, backup_dir, helper_image)
+    except (OSError, EngineError, EnvironmentProblem) as e:
         # A partial backup is worthless and may be what filled the disk: drop it (our own copy only).
         shutil.rmtree(backup_dir, ignore_errors=True)
-        why = e.explanation if isinstance(e, EngineError) else (e.strerror or e)
+        why = e.explanation if isinstance(e, EngineError) else (e.strerror or e) if isinstance(e, OSError) else e
         raise EnvironmentProblem(f"backing up the data into {backup_dir} failed: {why}") from e
 
 
-def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Path) -> dict:
+def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Path,
+                  helper_image: str | None) -> dict:
     entries = []
     for i, m in enumerate(mounts):
         fname = f"mount-{i}.tar.zst"
@@ -159,6 +174,9 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
             raise
         entries.append(dict(m, file=fname, sha256=h.hexdigest(), size=(backup_dir / fname).stat().st_size,
                             tar_bytes=raw, is_dir=is_dir, top=stat.get("name")))
+    if helper_image and any(e["is_dir"] for e in entries):
+        for i, files in _sparse_files(client, entries, helper_image).items():
+            entries[i]["sparse"] = files
     manifest = {"container": container_id, "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "mounts": entries}
     atomic_write_json(backup_dir / "backup.json", manifest)
@@ -166,13 +184,37 @@ def _write_backup(client, container_id: str, mounts: list[dict], backup_dir: Pat
     return manifest
 
 
-def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str) -> dict:
+def sparse_listing_script(mounts: list[dict], root: str = RESTORE_ROOT) -> str:
+    """sh printing `<index> <size> <blocks> <block size> ./<path>` for every regular file of each
+    directory mount whose allocation is below its apparent size."""
+    q = shlex.quote
+    lines = [f"nl={NO_BREAKS}"]
+    for i, e in enumerate(mounts):
+        if e["is_dir"]:
+            p = q(root + e["destination"].rstrip("/"))
+            lines.append(f"if [ -d {p} ]; then (cd {p} && find . -path './.bundle-restore-*' -prune -o -type f "
+                         f"! -name \"$nl\" -exec stat -c '%s %b %B %n' {{}} +) | "
+                         f"awk '$2 * $3 < $1 {{ print {i}, $0 }}' || exit 1; fi")
+    return "\n".join(lines) + "\n"
+
+
+def _sparse_files(client, entries: list[dict], helper_image: str) -> dict[int, dict[str, int]]:
+    """Per directory mount: archive member name -> allocated bytes, of its sparse files."""
+    out: dict[int, dict[str, int]] = {i: {} for i, e in enumerate(entries) if e["is_dir"]}
+    listing = _helper_output(client, helper_image, sparse_listing_script(entries), _helper_binds(entries))
+    for line in listing.splitlines():
+        i, _size, blocks, unit, name = line.split(" ", 4)
+        out[int(i)][f"{entries[int(i)]['top']}/{name.removeprefix('./')}"] = int(blocks) * int(unit)
+    return out
+
+
+def backup_volumes(client, mounts: list[dict], backup_dir: Path, image: str, helper_image: str | None = None) -> dict:
     """backup_mounts for named volumes no stopped container holds (a Swarm service's): through a
     holder container that mounts them at their destinations and is never started."""
     binds = [f"{m['name']}:{m['destination']}" for m in mounts]
     holder = _create_helper(client, image, "exit 0", binds)
     try:
-        return backup_mounts(client, holder, mounts, backup_dir)
+        return backup_mounts(client, holder, mounts, backup_dir, helper_image)
     finally:
         client.remove_container(holder)
 
@@ -325,14 +367,15 @@ def scratch_name(token: str) -> str:
 
 
 def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, list] | None = None,
-                   root: str = RESTORE_ROOT, staging: str = STAGING_DIR) -> str:
+                   root: str = RESTORE_ROOT, staging: str = STAGING_DIR, proofs: frozenset[int] = frozenset()) -> str:
     """sh run by the helper (busybox or any POSIX sh + tar) to make every mount hold its backup.
 
     The helper is started first and waits for `GO` in the staging dir (archives can only be put
     into a volume's path once the container has mounted it). Phase 1 proves the backup: each
     directory archive (uploaded as one plain file into the mount's scratch directory) is unpacked
     there by the helper's own tar, where a symlink is just
-    a link whatever it points to; symlink owners (which busybox tar does not set) are applied.
+    a link whatever it points to; symlink owners (which busybox tar does not set) are applied; for
+    each mount in `proofs`, its staged proof (`proof_script`) makes the holes and checks every size.
     Any failure removes the scratch directories and exits 3: the live data was not touched.
     Phase 2 swaps by renames: every live entry moves into scratch/old, every unpacked entry moves
     in, the mount root gets the archived owner and mode, single files are rewritten in place
@@ -372,6 +415,10 @@ def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, lis
                   f"[ -d {q(s + '/new/' + e['top'])} ] || abort {why}"]
         for name, uid, gid in symlink_owners.get(i, []):
             lines.append(f"chown -h {int(uid)}:{int(gid)} {q(s + '/new/' + name)} || abort {why}")
+        if i in proofs:
+            lines.append(f"out=$(sh {q(f'{staging}/{PROOF}{i}')} {q(s + '/new')} {q(s + '/sparse.tmp')} "
+                         f"{q(f'{staging}/{EXPECTED}{i}')} {q(s + '/listing')} 2>&1) || "
+                         f"abort {q(f'the backup of {dest} does not come back exactly: ')}\"$out\"")
     for i, e in enumerate(mounts):
         if not e["is_dir"]:
             lines.append(f"[ -f {q(f'{staging}/f{i}/' + e['top'])} ] || abort "
@@ -401,6 +448,189 @@ def restore_script(mounts: list[dict], token: str, symlink_owners: dict[int, lis
     return "\n".join(lines) + "\n"
 
 
+PROOF, EXPECTED = "proof", "expected"  # staged per directory mount: proof_script and its list of sizes
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A sparse file sent without its zeros: its member's bytes in the backup [start, end) are
+    replaced by `header` (the same member, its size that of its data) and its data blocks."""
+
+    start: int                    # the member's first header (extended headers included)
+    data: int                     # its data
+    size: int                     # its apparent size
+    runs: list[tuple[int, int]]   # its data as (first 4 KiB block, count)
+    header: bytes
+
+    @property
+    def end(self) -> int:
+        return self.data + -(-self.size // 512) * 512
+
+    @property
+    def data_size(self) -> int:
+        return sum(min((b + n) * BLOCK, self.size) - b * BLOCK for b, n in self.runs)
+
+    def segments(self) -> list:
+        """What replaces [start, end): bytes, or (from, to) ranges of the backup."""
+        ranges = [(self.data + b * BLOCK, self.data + min((b + n) * BLOCK, self.size)) for b, n in self.runs]
+        return [self.header, *ranges, bytes(-self.data_size % 512)]
+
+
+@dataclass
+class ArchiveScan:
+    """What the restore learns from one directory backup before uploading it."""
+
+    symlink_owners: list[tuple[str, int, int]]  # (name, uid, gid) of symlinks not owned by root
+    sizes: dict[str, tuple[int, int, int]]      # regular file -> (apparent size, least and most allocated
+    #                                             bytes, -1: no bound)
+    packed: dict[str, Packed] = field(default_factory=dict)  # sparse file -> how it is sent
+
+    def sent_size(self, tar_bytes: int) -> int:
+        """The size of the backup as sent, its sparse files packed."""
+        return tar_bytes + sum(len(p.header) + p.data_size + (-p.data_size % 512) - (p.end - p.start)
+                               for p in self.packed.values())
+
+    def sent(self, chunks):
+        """The backup's bytes (`chunks`, from the start) as sent: each packed file's zeros left out."""
+        segments: list = []
+        at = 0
+        for p in sorted(self.packed.values(), key=lambda p: p.start):
+            segments += [(at, p.start), *p.segments()]
+            at = p.end
+        return _spliced(chunks, segments + [(at, None)])
+
+
+def _spliced(chunks, segments):
+    """`segments` in order: bytes as they are, (from, to) ranges of the stream `chunks` (to None: its end)."""
+    pos, todo = 0, iter(segments)
+    seg = next(todo, None)
+    for chunk in chunks:
+        first, pos = pos, pos + len(chunk)
+        while seg is not None:
+            if isinstance(seg, bytes):
+                yield seg
+            else:
+                lo, hi = seg
+                if lo >= pos:
+                    break
+                cut = chunk[max(lo, first) - first:(pos if hi is None else min(hi, pos)) - first]
+                if cut:
+                    yield cut
+                if hi is None or hi > pos:
+                    break
+            seg = next(todo, None)
+
+
+def scan_archive(path: Path, sparse: dict[str, int] | None) -> ArchiveScan:
+    """One pass over a directory backup: symlink owners (tar does not lchown), each regular file's
+    size and allocation bounds, and the data blocks of each file recorded sparse (`sparse`: member
+    name -> allocated bytes at backup; None when the backup recorded no allocation)."""
+    owners: list[tuple[str, int, int]] = []
+    sizes: dict[str, int] = {}
+    data_blocks: dict[str, tuple[tarfile.TarInfo, list[tuple[int, int]]]] = {}
+    links: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(_decompressed_chunks(path)), 1 << 20),
+                      mode="r|", bufsize=1 << 20) as t:
+        for m in t:
+            for seen in (sizes, data_blocks, links):
+                seen.pop(m.name, None)
+            if m.issym() and (m.uid or m.gid):
+                owners.append((m.name, m.uid, m.gid))
+            if m.islnk():
+                links[m.name] = m.linkname
+            elif m.isreg() and "\n" not in m.name:
+                sizes[m.name] = m.size
+                if sparse is not None and m.name in sparse:
+                    f = t.extractfile(m)
+                    data_blocks[m.name] = (m, _data_blocks(f) if f else [])
+    scan = ArchiveScan(owners, {})
+    linked = set(links) | set(links.values())
+    for name, target in links.items():
+        if target in sizes:  # the same file as its target: its holes are not made (module docstring)
+            sizes[name] = sizes[target]
+    for name, size in sizes.items():
+        packed = _packed(*data_blocks[name]) if name in data_blocks and name not in linked else None
+        if packed:
+            scan.packed[name] = packed
+            scan.sizes[name] = (size, 0, (sparse or {})[name] + ALLOC_SLACK)
+        elif name in linked or name in data_blocks:
+            scan.sizes[name] = (size, 0, -1)
+        else:
+            scan.sizes[name] = (size, 0 if sparse is None else size - size % BLOCK, -1)
+    return scan
+
+
+def _packed(m: tarfile.TarInfo, runs: list[tuple[int, int]]) -> Packed | None:
+    """How a sparse file is sent (None: it has no hole to make, or its header cannot be rewritten)."""
+    if sum(n for _, n in runs) >= -(-m.size // BLOCK):
+        return None
+    data_size = sum(min((b + n) * BLOCK, m.size) - b * BLOCK for b, n in runs)
+    header = copy.copy(m)
+    header.size = data_size
+    header.pax_headers = {k: v for k, v in m.pax_headers.items() if k != "size"}
+    try:
+        buf = header.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    except (ValueError, UnicodeError):
+        return None
+    return Packed(m.offset, m.offset_data, m.size, runs, buf)
+
+
+def _data_blocks(f: IO[bytes]) -> list[tuple[int, int]]:
+    """The runs of 4 KiB blocks of `f` that hold anything but zeros, as (first block, count)."""
+    runs: list[tuple[int, int]] = []
+    block = 0
+    zero_chunk = bytes(256 * BLOCK)
+    while chunk := f.read(len(zero_chunk)):
+        if chunk == zero_chunk[:len(chunk)]:
+            block += -(-len(chunk) // BLOCK)
+            continue
+        view = memoryview(chunk)
+        for off in range(0, len(chunk), BLOCK):
+            piece = view[off:off + BLOCK]
+            if piece != zero_chunk[:len(piece)]:
+                if runs and runs[-1][0] + runs[-1][1] == block:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+                else:
+                    runs.append((block, 1))
+            block += 1
+    return runs
+
+
+def proof_script(scan: ArchiveScan) -> str:
+    """sh run as `sh PROOF NEW TMP EXPECTED LISTING` in phase 1, on a directory backup unpacked in
+    NEW: each packed sparse file (its data blocks only, ArchiveScan.sent) written out with its holes
+    (through TMP, owner, mode and mtime kept), then every regular file's apparent and allocated size
+    checked against EXPECTED (expected_sizes)."""
+    q = shlex.quote
+    lines = ["set -u", 'cd -- "$1" || exit 1', 'tmp=$2',
+             "holes() {", '  f=$1; size=$2; shift 2; at=0', '  : > "$tmp" || return 1',
+             '  for run; do', f'    dd if="$f" of="$tmp" bs={BLOCK} skip="$at" seek="${{run%:*}}" '
+             f'count="${{run#*:}}" conv=notrunc 2>/dev/null || return 1', '    at=$((at + ${run#*:}))', "  done",
+             '  truncate -s "$size" "$tmp" && chown "$(stat -c %u:%g "$f")" "$tmp" && '
+             'chmod "$(stat -c %a "$f")" "$tmp" && touch -r "$f" "$tmp" && mv -f -- "$tmp" "$f"', "}"]
+    for name, p in sorted(scan.packed.items()):
+        lines.append(f"holes {q('./' + name)} {p.size} " + " ".join(f"{b}:{n}" for b, n in p.runs)
+                     + f" || {{ echo {q('could not make the holes of ' + name)}; exit 1; }}")
+    lines += [f"nl={NO_BREAKS}",
+              "find . -type f ! -name \"$nl\" -exec stat -c '%s %b %B %n' {} + > \"$4\" || exit 1",
+              "awk '"
+              "NR == FNR { n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, \"\", n); size[n] = $1; lo[n] = $2; hi[n] = $3; next }"
+              " { n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, \"\", n); got[n] = 1; a = $2 * $3"
+              " ; if (!(n in size)) next"
+              " ; if ($1 != size[n]) { print n \" has \" $1 \" bytes, not \" size[n]; bad = 1; exit }"
+              " ; if (a < lo[n] || (hi[n] >= 0 && a > hi[n])) {"
+              " print n \" has \" a \" bytes allocated, not \" lo[n] \"..\" hi[n]; bad = 1; exit } }"
+              " END { if (bad) exit 1; for (n in size) if (!(n in got)) { print n \" is missing\"; exit 1 } }"
+              "' \"$3\" \"$4\""]
+    return "\n".join(lines) + "\n"
+
+
+def expected_sizes(scan: ArchiveScan) -> bytes:
+    """The list proof_script checks: `<size> <least> <most allocated bytes> ./<name>` a line."""
+    return b"".join(f"{size} {lo} {hi} ./{name}\n".encode("utf-8", "surrogateescape")
+                    for name, (size, lo, hi) in sorted(scan.sizes.items()))
+
+
 def _helper_binds(mounts: list[dict]) -> list[str]:
     binds = []
     for e in mounts:
@@ -423,40 +653,32 @@ class _ChunkReader(io.RawIOBase):
     """A file-like view of a chunk generator (for tarfile's stream mode)."""
 
     def __init__(self, chunks):
-        self.chunks, self.buf = chunks, b""
+        self.chunks, self.buf = chunks, memoryview(b"")
 
     def readable(self):
         return True
 
     def readinto(self, b):
         while not self.buf:
-            self.buf = next(self.chunks, b"")
+            self.buf = memoryview(next(self.chunks, b""))
             if not self.buf:
                 return 0
         n = min(len(b), len(self.buf))
-        b[:n], self.buf = self.buf[:n], self.buf[n:]
+        b[:n], self.buf = self.buf[:n], self.buf[n:]  # views: no copy of the rest of the chunk
         return n
 
 
-def symlink_owners(path: Path) -> list[tuple[str, int, int]]:
-    """(name, uid, gid) of every symlink in an archive not owned by root (tar does not lchown)."""
-    out = []
-    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(_decompressed_chunks(path))), mode="r|") as t:
-        for m in t:
-            if m.issym() and (m.uid or m.gid):
-                out.append((m.name, m.uid, m.gid))
-    return out
-
-
-def _wrapped_archive(dirname: str, path: Path, size: int):
-    """A tar stream holding `dirname/archive.tar` = the decompressed backup, read as it is sent."""
+def _wrapped_archive(dirname: str, path: Path, tar_bytes: int, scan: ArchiveScan):
+    """A tar stream holding `dirname/archive.tar` = the decompressed backup as `scan` sends it, read
+    as it is sent."""
+    size = scan.sent_size(tar_bytes)
     d = tarfile.TarInfo(dirname)
     d.type, d.mode = tarfile.DIRTYPE, 0o700
     f = tarfile.TarInfo(f"{dirname}/archive.tar")
     f.size, f.mode = size, 0o600
     yield d.tobuf(format=tarfile.GNU_FORMAT) + f.tobuf(format=tarfile.GNU_FORMAT)
     sent = 0
-    for chunk in _decompressed_chunks(path):
+    for chunk in scan.sent(_decompressed_chunks(path)):
         sent += len(chunk)
         yield chunk
     if sent != size:
@@ -471,14 +693,20 @@ def _go_tar() -> bytes:
     return buf.getvalue()
 
 
-def _staging_dirs_tar(n: int) -> bytes:
+def _staging_tar(n: int, files: dict[str, bytes]) -> bytes:
+    """The staging dir, a directory per single-file mount, and `files` (name -> content) in it."""
     buf = io.BytesIO()
+    top = STAGING_DIR.lstrip("/")
     with tarfile.open(fileobj=buf, mode="w") as t:
-        for name in [STAGING_DIR.lstrip("/")] + [f"{STAGING_DIR.lstrip('/')}/f{i}" for i in range(n)]:
+        for name in [top] + [f"{top}/f{i}" for i in range(n)]:
             info = tarfile.TarInfo(name)
             info.type = tarfile.DIRTYPE
             info.mode = 0o700
             t.addfile(info)
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mode = len(content), 0o600
+            t.addfile(info, io.BytesIO(content))
     return buf.getvalue()
 
 
@@ -553,25 +781,29 @@ def restore_mounts(client, backup_dir: Path, manifest: dict, helper_image: str) 
         return
     check_restore_space(client, backup_dir, manifest, helper_image)
     token = os.urandom(6).hex()
-    owners = {}
+    owners, staged, scans = {}, {}, {}
     for i, e in enumerate(mounts):
         if e["is_dir"]:
             try:
-                owners[i] = symlink_owners(backup_dir / e["file"])
+                scan = scans[i] = scan_archive(backup_dir / e["file"], e.get("sparse"))
             except (tarfile.TarError, zstandard.ZstdError) as err:
                 raise RestoreError(f"the backup of {e['destination']} does not unpack: {err}",
                                    untouched(backup_dir)) from None
+            owners[i] = scan.symlink_owners
+            staged[f"{PROOF}{i}"] = proof_script(scan).encode("utf-8", "surrogateescape")
+            staged[f"{EXPECTED}{i}"] = expected_sizes(scan)
     binds = _helper_binds(mounts)
-    cid = _create_helper(client, helper_image, restore_script(mounts, token, owners), binds)
+    proofs = frozenset(i for i, e in enumerate(mounts) if e["is_dir"])
+    cid = _create_helper(client, helper_image, restore_script(mounts, token, owners, proofs=proofs), binds)
     try:
-        client.put_archive(cid, "/", _staging_dirs_tar(len(mounts)))
+        client.put_archive(cid, "/", _staging_tar(len(mounts), staged))
         client.start(cid)
         try:
             for i, e in enumerate(mounts):
                 src = backup_dir / e["file"]
                 if e["is_dir"]:
                     client.put_archive(cid, RESTORE_ROOT + e["destination"],
-                                           _wrapped_archive(scratch_name(token), src, int(e["tar_bytes"])))
+                                       _wrapped_archive(scratch_name(token), src, int(e["tar_bytes"]), scans[i]))
                 else:
                     client.put_archive(cid, f"{STAGING_DIR}/f{i}", _decompressed_chunks(src))
             client.put_archive(cid, STAGING_DIR, _go_tar())

@@ -122,3 +122,54 @@ def test_a_broken_policy_stops_the_import_instead_of_granting_anything(tmp_path,
     (tmp_path / "host-policy.toml").write_text(text)
     with pytest.raises(EnvironmentProblem, match=words.replace("[", r"\[").replace(".", r"\.")):
         HostPolicy.load(tmp_path)
+
+
+# -- nested binds: a writable bind could plant a symlink the engine follows at the next restart --------
+
+@pytest.mark.parametrize("volumes", [
+    ["/srv/bundle/app:/data", "/srv/bundle/app/sub:/x"],            # the pair
+    ["/srv/bundle/app/sub:/x", "/srv/bundle/app:/data"],            # either order
+    ["/srv/bundle/app:/data:ro", "/srv/bundle/app/sub:/x"],         # the inner one writable
+    ["/srv/bundle/app:/data", "/srv/bundle/app/sub:/x:ro"],         # the outer one writable
+    ["/srv/bundle/app/:/data", "/srv/bundle/app/./sub/deeper:/x"],  # compared normalized
+    ["/srv/bundle:/all", "/srv/bundle/app:/data"],                  # the granted prefix itself, writable
+])
+def test_nested_binds_are_refused_whatever_the_grants(policy, volumes):
+    with pytest.raises(HostPolicyRefused) as e:
+        policy.check("demo", {"volumes": volumes})
+    line = e.value.line()
+    assert line.startswith("refused: host policy: target.run.volumes.")
+    assert "nested binds are never allowed" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("volumes", [
+    ["/srv/bundle/app:/data", "/srv/bundle/application:/x"],        # whole components only
+    ["/srv/bundle/a:/a", "/srv/bundle/b:/b"],
+    ["/srv/bundle/app:/data:ro", "/srv/bundle/app/sub:/x:ro"],      # nothing writable: nothing to plant
+    ["/srv/bundle/app:/a", "/srv/bundle/app:/b"],                   # the same directory twice
+    ["/srv/bundle/app:/data", "appdata:/x", "/anon"],
+])
+def test_binds_that_do_not_nest_are_fine(policy, volumes):
+    assert [a.setting for a in policy.check("demo", {"volumes": volumes})] == [Setting.BIND_MOUNT] * sum(
+        v.startswith("/srv") for v in volumes)
+
+
+def test_a_bind_nested_through_a_symlink_is_refused(tmp_path):
+    (tmp_path / "host-policy.toml").write_text(f'[host]\nbind_prefixes = ["{tmp_path}"]\n')
+    (tmp_path / "app" / "sub").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "app" / "sub")
+    with pytest.raises(HostPolicyRefused, match="nested binds"):
+        HostPolicy.load(tmp_path).check("demo", {"volumes": [f"{tmp_path}/app:/data", f"{tmp_path}/alias:/x"]})
+
+
+def test_binds_of_other_containers_count_against_the_containers_not_among_themselves():
+    from importer.hostpolicy import nested_binds
+    ours = [("target.run.volumes.0", "/srv/bundle/b:/data")]
+    assert "inside /srv/bundle (container agent's mount at /all)" in nested_binds(
+        ours, [("container agent's mount at /all", "/srv/bundle:/all")])
+    assert "container x's mount at /y is writable" not in (nested_binds(
+        [("target.run.volumes.0", "/srv/bundle:/all")], [("container x's mount at /y", "/srv/bundle/b:/y")]) or "")
+    assert nested_binds([("target.run.volumes.0", "/srv/bundle:/all:ro")],
+                        [("container x's mount at /y", "/srv/bundle/b:/y:ro")]) is None
+    assert nested_binds(ours, [("a", "/srv/other:/o"), ("b", "/srv/other/in:/i")]) is None  # theirs, not ours
+    assert nested_binds(ours, [("a", "/srv/bundle/b:/same")]) is None  # the same directory shared

@@ -170,3 +170,48 @@ def test_a_site_file_others_can_write_is_refused(tmp_path):
     site.chmod(0o666)
     with pytest.raises(EnvironmentProblem, match="writable by group or others"):
         SiteSettings.load("demo", site)
+
+
+# -- every mount form of the running container (issue 18, finding 6) ---------------------------
+
+def test_every_mount_form_of_the_running_container_is_a_setting():
+    image = {"Config": {"Volumes": {"/image-vol": {}}}}
+    info = {"Config": {"Volumes": {"/anon": {}}},
+            "HostConfig": {"Binds": ["/srv/v:/v:ro"], "Tmpfs": {"/run": "size=1m"},
+                           "Mounts": [{"Type": "bind", "Source": "/srv/data", "Target": "/data"},
+                                      {"Type": "bind", "Source": "/srv/conf", "Target": "/conf", "ReadOnly": True},
+                                      {"Type": "volume", "Source": "cache", "Target": "/cache"},
+                                      {"Type": "volume", "Target": "/scratch"},
+                                      {"Type": "volume", "Source": "b" * 64, "Target": "/image-vol"},
+                                      {"Type": "tmpfs", "Target": "/tmp"}]}}
+    volumes = {k.name: v for k, v in settings_of_container(info, image).items() if k.kind is Kind.VOLUME}
+    assert volumes == {"/v": "/srv/v:/v:ro", "/run": "tmpfs /run", "/data": "/srv/data:/data",
+                       "/conf": "/srv/conf:/conf:ro", "/cache": "cache:/cache", "/scratch": "/scratch",
+                       "/tmp": "tmpfs /tmp", "/anon": "/anon"}
+
+
+V = Key(Kind.VOLUME, "/data")
+
+
+@pytest.mark.parametrize("ours,theirs,merged,conflict", [
+    ("/srv/admin:/data", "appdata:/data", "/srv/admin:/data", True),   # the release would hide the admin's data
+    ("tmpfs /data", "appdata:/data", "tmpfs /data", True),
+    ("appdata:/data", "appdata:/data", "appdata:/data", False),        # the same mount: nothing to decide
+    (None, "appdata:/data", "appdata:/data", False),                   # nothing mounted there: the release's
+    ("/srv/admin:/data", None, "/srv/admin:/data", False),             # not named by the release: kept
+])
+def test_without_a_base_a_release_mount_replacing_the_running_one_is_a_conflict(ours, theirs, merged, conflict):
+    result = merge(None, {V: theirs} if theirs else {}, {V: ours} if ours else {})
+    assert result.merged.get(V) == merged
+    assert bool(result.conflicts) is conflict
+    if conflict:
+        assert merge(None, {V: theirs}, {V: ours}, Side.BUNDLE).merged[V] == theirs
+
+
+def test_a_mount_the_merge_replaces_leaves_no_other_form_behind():
+    image = {"Config": {}}
+    old = {"Id": "c" * 64, "Config": {}, "HostConfig": {"Tmpfs": {"/data": ""}, "Mounts": [
+        {"Type": "bind", "Source": "/srv/x", "Target": "/x"}]}}
+    body = recreate_config(old, image, image, "app:2", changes={V: "appdata:/data", Key(Kind.VOLUME, "/x"): None})
+    hc = body["config"]["HostConfig"]
+    assert hc["Binds"] == ["appdata:/data"] and not hc["Tmpfs"] and not hc["Mounts"]

@@ -155,3 +155,107 @@ def test_space_is_counted_per_filesystem_for_the_archive_and_its_unpacked_copy()
     assert space_shortfalls(mounts, {0: ("64", 1500 << 10), 1: ("64", 1500 << 10)}) == []
     # Apart: each fits on its own filesystem; a single-file mount is not unpacked.
     assert space_shortfalls(mounts, {0: ("64", 1300 << 10), 1: ("65", 300 << 10)}) == []
+
+
+# -- sparse-exact: holes made again, every size checked before anything live moves (issue 18, finding 9) --
+
+MIB = 1 << 20
+
+
+def _sparse_backup(tmp_path: Path, entries: dict) -> Path:
+    """A zstd backup like backup_mounts writes, of `data/` holding `entries` (name -> bytes)."""
+    import zstandard
+    path = tmp_path / "mount-0.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(_archive("data", entries)))
+    return path
+
+
+def _prove(tmp_path: Path, backup: Path, sparse: dict | None, tamper=None) -> tuple:
+    """The backup as restore_mounts sends it (sparse files packed), unpacked by tar, then its proof run."""
+    import zstandard
+    from importer.backup.data import expected_sizes, proof_script, scan_archive
+    scan = scan_archive(backup, sparse)
+    raw = zstandard.ZstdDecompressor().decompress(backup.read_bytes(), max_output_size=64 * MIB)
+    sent = b"".join(scan.sent(raw[i:i + 7000] for i in range(0, len(raw), 7000)))  # chunks cut anywhere
+    assert len(sent) == scan.sent_size(len(raw))
+    new = tmp_path / "new"
+    new.mkdir()
+    (tmp_path / "archive.tar").write_bytes(sent)
+    subprocess.run(["tar", "-xpf", str(tmp_path / "archive.tar"), "-C", str(new)], check=True)
+    if tamper:
+        tamper(new)
+    (tmp_path / "expected").write_bytes(expected_sizes(scan))
+    (tmp_path / "proof").write_text(proof_script(scan))
+    r = subprocess.run(["/bin/sh", str(tmp_path / "proof"), str(new), str(tmp_path / "sparse.tmp"),
+                        str(tmp_path / "expected"), str(tmp_path / "listing")], capture_output=True, text=True)
+    return scan, new, r
+
+
+def test_a_file_recorded_sparse_gets_its_holes_back_with_its_bytes_mode_and_mtime(tmp_path):
+    big = bytearray(16 * MIB)
+    big[5000:5010] = b"x" * 10           # block 1
+    big[8 * MIB:8 * MIB + 4096] = b"y" * 4096   # block 2048
+    big[-3:] = b"end"                    # the last block
+    long = "l" * 150  # a name only a PAX header holds: its header is rewritten whole
+    backup = _sparse_backup(tmp_path, {"big.img": bytes(big), "dense.bin": b"\0" * (64 << 10), "small": b"s",
+                                       long: bytes(big)})
+    scan, new, r = _prove(tmp_path, backup, {"data/big.img": 12 << 10, f"data/{long}": 12 << 10})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert scan.packed["data/big.img"].runs == [(1, 1), (2048, 1), (4095, 1)]
+    assert (tmp_path / "archive.tar").stat().st_size < MIB  # 2 x 16 MiB: their zeros were never sent
+    assert (new / "data" / long).read_bytes() == bytes(big) and (new / "data" / "small").read_bytes() == b"s"
+    st = (new / "data" / "big.img").stat()
+    assert (new / "data" / "big.img").read_bytes() == bytes(big)
+    assert st.st_size == 16 * MIB and st.st_blocks * 512 <= (12 << 10) + (64 << 10)
+    assert oct(st.st_mode & 0o777) == "0o640"
+    # a file not recorded sparse (zeros written on purpose, say a preallocated journal) stays allocated
+    assert (new / "data" / "dense.bin").stat().st_blocks * 512 >= 64 << 10
+
+
+@pytest.mark.parametrize("tamper,words", [
+    (lambda new: (new / "data" / "small").write_text("longer"), "./data/small has 6 bytes, not 1"),
+    (lambda new: (new / "data" / "small").unlink(), "./data/small is missing"),
+    (lambda new: (new / "data" / "dense.bin").write_bytes(b""), "./data/dense.bin has 0 bytes"),
+])
+def test_a_file_whose_size_is_not_the_archived_one_fails_the_proof(tmp_path, tamper, words):
+    backup = _sparse_backup(tmp_path, {"dense.bin": b"\1" * (64 << 10), "small": b"s"})
+    _, _, r = _prove(tmp_path, backup, {}, tamper)
+    assert r.returncode == 1 and words in r.stdout
+
+
+def test_an_allocation_beyond_the_record_fails_the_proof(tmp_path):
+    """A file recorded sparse that comes back allocated (here: written whole) is not exact."""
+    from importer.backup.data import ArchiveScan, expected_sizes, proof_script, scan_archive
+    backup = _sparse_backup(tmp_path, {"big.img": bytes(4 * MIB) + b"end"})
+    scan = scan_archive(backup, {"data/big.img": 4096})
+    assert scan.packed["data/big.img"].runs == [(1024, 1)]
+    new = tmp_path / "new"
+    (new / "data").mkdir(parents=True)
+    (new / "data" / "big.img").write_bytes(bytes(4 * MIB) + b"end")
+    (tmp_path / "expected").write_bytes(expected_sizes(scan))
+    r = subprocess.run(["/bin/sh", "-c", proof_script(ArchiveScan([], scan.sizes)), "sh", str(new), str(tmp_path / "t"),
+                        str(tmp_path / "expected"), str(tmp_path / "listing")], capture_output=True, text=True)
+    assert r.returncode == 1 and "./data/big.img has" in r.stdout and "bytes allocated, not 0..69632" in r.stdout
+
+
+def test_without_an_allocation_record_only_apparent_sizes_are_checked(tmp_path):
+    backup = _sparse_backup(tmp_path, {"big.img": bytes(MIB)})
+    scan, new, r = _prove(tmp_path, backup, None)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert scan.packed == {} and scan.sizes == {"data/big.img": (MIB, 0, -1)}
+
+
+def test_the_restore_script_runs_each_mounts_proof_and_aborts_untouched_when_it_fails(tmp_path):
+    root = tmp_path / "root"
+    _populate(root / "data")
+    before = _tree(root / "data")
+    _stage(root, "/data", _archive("data", {"a.txt": b"abc"}))
+    st = tmp_path / "st"
+    st.mkdir()
+    (st / "expected0").write_text("4 0 -1 ./data/a.txt\n")  # not what the archive holds
+    from importer.backup.data import ArchiveScan, proof_script
+    (st / "proof0").write_text(proof_script(ArchiveScan([], {}, {})))
+    r = _run(restore_script([_dir("/data")], TOKEN, root=str(root), staging=str(st), proofs=frozenset({0})), tmp_path)
+    assert r.returncode == 3 and "the backup of /data does not come back exactly: ./data/a.txt has 3 bytes, not 4" \
+        in r.stderr
+    assert _tree(root / "data") == before

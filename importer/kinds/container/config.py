@@ -193,6 +193,7 @@ def _set_volume(body: dict, target: str, value) -> None:
     cfg, hc = body["config"], body["config"]["HostConfig"]
     hc["Binds"] = [b for b in hc.get("Binds") or [] if parse_volume(b).target != target] or None
     hc["Mounts"] = [m for m in hc.get("Mounts") or [] if m.get("Target") != target] or None
+    (hc.get("Tmpfs") or {}).pop(target, None)
     (cfg.get("Volumes") or {}).pop(target, None)
     if value is None:
         return

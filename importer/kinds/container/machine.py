@@ -132,13 +132,14 @@ class ContainerSwap:
             side.container_id = info["Id"]
             self.j.save()
         bdir = self.app_dir / side.backup_dir
-        manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, bdir)
+        # Nothing to back up: no helper to find (nor a restore-space probe to run).
+        helper = self._helper() if side.mounts else None
+        manifest = data.backup_mounts(self.client, side.backup_source, side.mounts, bdir, helper)
         total = sum(m["size"] for m in manifest["mounts"])
         self.out(f"  backed up {len(manifest['mounts'])} mount(s) of {self.r.name} ({human(total)} compressed)")
-        # A backup that could not be restored is no backup: refuse now, while nothing needs restoring
-        # (nothing to probe, and no helper to find, when there was nothing to back up).
-        if manifest["mounts"]:
-            data.check_restore_space(self.client, bdir, manifest, self._helper())
+        # A backup that could not be restored is no backup: refuse now, while nothing needs restoring.
+        if helper:
+            data.check_restore_space(self.client, bdir, manifest, helper)
 
     def create_new(self):
         body = self.r.new.create

@@ -15,7 +15,14 @@ Absent is a value: a setting one side removed is a change like any other.
 
 With no recorded base (a container adopted from outside, or installed before bases were
 recorded), the running container is the base for every setting the release names, and a
-setting it does not name is kept: a release cannot be said to remove what it never set.
+setting it does not name is kept: a release cannot be said to remove what it never set. Mounts
+are the exception: a mount no release set (the running one, with no base) that the release
+would replace by another at the same container path is a conflict, since the app would come
+back on other data.
+
+The running container's mounts are read in every form the engine keeps them: `HostConfig.Binds`
+(`-v`), `HostConfig.Mounts` (`--mount` of type bind, volume or tmpfs), `HostConfig.Tmpfs`
+(`--tmpfs`) and anonymous volumes (`Config.Volumes`), each under `volume <container path>`.
 """
 
 from __future__ import annotations
@@ -114,7 +121,7 @@ class MergeResult:
 def merge(base: Settings | None, theirs: Settings, ours: Settings, prefer: Side | None = None) -> MergeResult:
     """The three-way merge of the module docstring; conflicts are decided by `prefer` when given."""
     if base is None:
-        base = {k: v for k, v in ours.items() if k in theirs}
+        base = {k: v for k, v in ours.items() if k in theirs and k.kind is not Kind.VOLUME}
     out = MergeResult({})
     for key in sorted(set(base) | set(theirs) | set(ours)):
         b, t, o = base.get(key), theirs.get(key), ours.get(key)
@@ -149,6 +156,22 @@ def volume_text(spec: str) -> str:
     if v.kind is VolumeKind.ANONYMOUS or _engine_named(v.source):
         return v.target + (f":{mode}" if mode else "")
     return f"{v.source}:{v.target}" + (f":{mode}" if mode else "")
+
+
+def tmpfs_text(target: str) -> str:
+    """A tmpfs mount (`--tmpfs`, `--mount type=tmpfs`): no run-spec volume reads like it."""
+    return f"tmpfs {target}"
+
+
+def mount_text(m: dict) -> str:
+    """One `HostConfig.Mounts` entry (`--mount`) in the run-spec vocabulary, like a `-v` one."""
+    kind, target = m.get("Type", "volume"), m["Target"]
+    mode = ":ro" if m.get("ReadOnly") else ""
+    if kind == "tmpfs":
+        return tmpfs_text(target)
+    if kind in ("bind", "volume"):
+        return volume_text(f"{m['Source']}:{target}{mode}" if m.get("Source") else f"{target}{mode}")
+    return f"{kind} {m.get('Source') or ''}:{target}"
 
 
 def _engine_named(source: str | None) -> bool:
@@ -211,9 +234,10 @@ def settings_of_container(info: dict, image: dict, named: frozenset[Key] | set[K
         texts = [port_text(b.get("HostIp") or "", b.get("HostPort") or "", key) for b in bindings or [{}]]
         out[Key(Kind.PORT, key)] = tuple(sorted(texts))
     image_volumes = set(img.get("Volumes") or {})
-    for spec in host.get("Binds") or []:
-        text = volume_text(spec)
-        target = parse_volume(spec).target
+    mounts = [(parse_volume(spec).target, volume_text(spec)) for spec in host.get("Binds") or []]
+    mounts += [(m["Target"], mount_text(m)) for m in host.get("Mounts") or [] if m.get("Target")]
+    mounts += [(target, tmpfs_text(target)) for target in host.get("Tmpfs") or {}]
+    for target, text in mounts:
         if text.startswith("/") and target in image_volumes:
             continue  # the image's own VOLUME, carried over by a previous swap
         out[Key(Kind.VOLUME, target)] = text

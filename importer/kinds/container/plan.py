@@ -24,16 +24,18 @@ from enum import StrEnum
 from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
-from bundlecore.refusals import SettingsConflict
+from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.state import StateDir
 from importer.backup import data
+from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations, version_change
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import SwapJournal
-from importer.kinds.container.merge import MergeResult, Side, merge, settings_of_container, settings_of_run
+from importer.kinds.container.merge import (Kind, MergeResult, Side, merge, settings_of_container,
+                                             settings_of_run)
 
 BACKUP_MARGIN = 1.1
 BACKUP_MIN_FREE = 64 << 20
@@ -102,6 +104,7 @@ class SwapPlan:
     blockers: list[Blocker] = field(default_factory=list)
     rollback_to: dict | None = None  # for kind ROLLBACK: the generation item put back
     settings: MergeResult | None = None  # for kind UPGRADE: the three-way merge of the run settings
+    binds: list[tuple[str, str]] = field(default_factory=list)  # for kind UPGRADE: the new container's volumes
     setting_changes: dict = field(default_factory=dict)  # what the new container gets differently
     prefer: Side | None = None
     masked: frozenset[str] = frozenset()  # the site file's env keys: secrets (importer.masking), recorded
@@ -209,6 +212,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     old = client.container_named(name)
     if not old:
         check_host(client, run_config(target.run.as_mapping(), ref), replaced=None)  # before anything is loaded
+        refuse_nested_binds(client, name, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())])
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
                         health=_describe_health(target.health_json(), hc, loaded), masked=masked, app=app,
@@ -223,6 +227,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     old_img = client.image(old["Image"]) or {}
     if plan.kind == PlanKind.UPGRADE:
         _merge_settings(plan, state, old, old_img)
+        refuse_nested_binds(client, name, plan.binds)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
         hc = old["Config"].get("Healthcheck")  # the user's override is carried over
     plan.health = _describe_health(plan.gate, hc, loaded or bool(hc))
@@ -246,7 +251,27 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     if conflicts and plan.prefer is None:
         raise SettingsConflict("; ".join(d.conflict(plan.marked) for d in conflicts)
                                + ": choose with --prefer bundle or --prefer local")
+    plan.binds = [(f"the {'bundle' if plan.settings.merged[k] == theirs.get(k) else 'kept'} mount at {k.name}",
+                   str(v)) for k, v in plan.settings.merged.items() if k.kind is Kind.VOLUME and str(v).startswith("/")]
     plan.setting_changes = plan.settings.changes(ours)
+
+
+def refuse_nested_binds(client, name: str, binds: list[tuple[str, str]]) -> None:
+    """The host policy's nested-bind rule (importer.hostpolicy.nested_binds) over the new container's
+    binds (the bundle's and those kept from the running container) and against the binds of every
+    other container on this engine; the app's own (the running one, its kept generations) and this
+    tool's helpers are not others."""
+    others = []
+    for c in client.containers(all=True):
+        cname = (c.get("Names") or ["/"])[0].lstrip("/")
+        if cname == name or cname.startswith(f"{name}.previous-") or data.HELPER_LABEL in (c.get("Labels") or {}):
+            continue
+        others += [(f"container {cname}'s mount at {m['Destination']}",
+                    f"{m['Source']}:{m['Destination']}" + ("" if m.get("RW", True) else ":ro"))
+                   for m in c.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")]
+    nested = nested_binds(binds, others)
+    if nested:
+        raise HostPolicyRefused(nested)
 
 
 def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> SwapPlan:

@@ -250,7 +250,11 @@ class Rollout:
     def back_up(self) -> None:
         j = self.j
         bdir = vols.backup_path(self.state, j.service, j.safety or j.backup)
-        manifest = data.backup_volumes(self.client, j.volumes, bdir, image_of(self.info))
+        try:  # a helper records the allocation of sparse files (importer.backup.data); without one, none
+            helper = data.find_helper_image(self.client, [image_of(self.info), j.new_image])
+        except EnvironmentProblem:
+            helper = None
+        manifest = data.backup_volumes(self.client, j.volumes, bdir, image_of(self.info), helper)
         self.out(f"  backed up {len(j.volumes)} volume(s) of service {j.service} into {bdir} "
                  f"({sum(m['size'] for m in manifest['mounts'])} bytes compressed)")
 
