@@ -43,7 +43,8 @@ if [ -z "$live" ]; then
         fi
     done
     echo "ensure-docker: starting dockerd (log: $log)" >&2
-    nohup dockerd >"$log" 2>&1 &
+    echo "=== dockerd started by ensure-docker at $(date -u +%FT%TZ)" >>"$log"
+    nohup dockerd >>"$log" 2>&1 &
 fi
 
 for _ in $(seq 1 60); do
