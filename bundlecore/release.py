@@ -183,6 +183,7 @@ class RunSettings:
     ports: tuple[str, ...] | None = None
     volumes: tuple[str, ...] | None = None
     env: Mapping[str, str] | None = None
+    secret_env: tuple[str, ...] | None = None     # env keys never printed (importer.masking)
     labels: Mapping[str, str] | None = None
     restart: str | None = None
     cap_add: tuple[str, ...] | None = None

@@ -113,6 +113,8 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
     if target["image"] not in raw["images"]:
         raise UsageProblem(f"spec {path}: target.image {target['image']} is not one of images")
     target["run"] = dict(target.get("run", {}))
+    if "secret_env" in target["run"]:  # the schema checked the names; signed in one order
+        target["run"]["secret_env"] = sorted(target["run"]["secret_env"])
     if "health" in target:
         health = dict(target["health"])
         health["timeout"] = parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT))

@@ -7,7 +7,7 @@ first installs and upgrades alike:
 
 - env and labels: per key, the site's value wins;
 - ports (per container port) and volumes (per mount target): the site's replaces the bundle's;
-- cap_add, cap_drop, dns, extra_hosts: added to the bundle's;
+- cap_add, cap_drop, dns, extra_hosts, secret_env: added to the bundle's;
 - every other setting (restart, command, network, user...): the site's replaces the bundle's.
 
 What reaches the host is then decided once, by the host policy, on the merged settings: the site
@@ -35,7 +35,7 @@ from bundlecore.schema import first_error
 from importer.masking import shown_env
 
 SITE_DIR = Path("/etc/bundle/apps")
-_ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts")
+_ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts", "secret_env")
 
 
 def site_dir() -> Path:

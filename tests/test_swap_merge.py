@@ -17,14 +17,16 @@ from tests.swap_fixtures import free_port, served_version, wait_until
 
 
 def _spec(path, env: dict, image: dict, *, port: int, sequence: int, greeting: str = "hello",
-          extra_env: dict | None = None, volumes: list[str] | None = None) -> object:
+          extra_env: dict | None = None, volumes: list[str] | None = None,
+          secret_env: tuple[str, ...] = ()) -> object:
     volumes = [f"{env['volume']}:/data"] if volumes is None else volumes
     run_env = ", ".join(f'{k} = "{v}"' for k, v in {"GREETING": greeting, **(extra_env or {})}.items())
+    secret = f"secret_env = {list(secret_env)!r}\n".replace("'", '"') if secret_env else ""
     path.write_text(
         f'name = "{env["name"]}"\nversion = "{image["version"]}"\nsequence = {sequence}\nimages = ["{image["ref"]}"]\n\n'
         f'[target]\nkind = "container"\nname = "{env["name"]}"\nimage = "{image["ref"]}"\n\n'
         f'[target.run]\nports = ["127.0.0.1:{port}:8080"]\nvolumes = {json.dumps(volumes)}\n'
-        f'env = {{ {run_env} }}\nstop_timeout = 0\n\n'
+        f'env = {{ {run_env} }}\n{secret}stop_timeout = 0\n\n'
         f'[target.health]\nhttp = "http://127.0.0.1:{port}/health"\ntimeout = "5s"\nattempts = 2\n')
     return path
 
@@ -37,9 +39,9 @@ class Site:
         self.no_site_dir = {"BUNDLE_SITE_DIR": str(tmp_path / "no-site-files")}
 
     def build(self, image: dict, sequence: int, *, port: int, greeting: str = "hello", extra_env: dict | None = None,
-              volumes: list[str] | None = None):
+              volumes: list[str] | None = None, secret_env: tuple[str, ...] = ()):
         spec = _spec(self.tmp / f"bundle-{sequence}.toml", self.env, image, port=port, sequence=sequence,
-                     greeting=greeting, extra_env=extra_env, volumes=volumes)
+                     greeting=greeting, extra_env=extra_env, volumes=volumes, secret_env=secret_env)
         out = self.tmp / f"app-{sequence}.bundle.zst"
         r = run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home, "--local")
         assert r.code == 0, str(r)
@@ -185,19 +187,20 @@ def test_a_site_secret_removed_or_changed_is_never_printed_and_its_removal_is_sh
     """Issue 20: the site file had DB_PASSWORD (and DSN, whose name does not say secret) and drops them;
     the bundle changes API_TOKEN. Neither the plan, the --json run nor the audit log prints a value."""
     port, site_file = site.env["port"], tmp_path / "site.toml"
-    secrets = ("hunter2", "pg-s3cr3t-dsn", "tok-one", "tok-two", "eu-west-9")
+    secrets = ("hunter2", "pg-s3cr3t-dsn", "tok-one", "tok-two", "eu-west-9", "salt-one", "salt-two")
     site_file.write_text('[run]\nenv = { DB_PASSWORD = "hunter2", DSN = "pg-s3cr3t-dsn" }\n')
-    r = site.import_(site.build(demo_images["v1"], 1, port=port, extra_env={"API_TOKEN": "tok-one"}), "--site", site_file)
+    r = site.import_(site.build(demo_images["v1"], 1, port=port, extra_env={"API_TOKEN": "tok-one", "API_SALT": "salt-one"},
+                                secret_env=("API_SALT",)), "--site", site_file)
     assert r.code == 0, str(r)
     assert "  env DB_PASSWORD=***" in r.stdout and "  env DSN=***" in r.stdout
     assert not any(secret in r.stdout + r.stderr for secret in secrets)
     assert site.env_of()["DB_PASSWORD"] == "hunter2" and site.env_of()["API_TOKEN"] == "tok-one"
 
     site_file.write_text('[run]\nenv = { REGION = "eu-west-9" }\n')
-    r = site.import_(site.build(demo_images["v2"], 2, port=port, extra_env={"API_TOKEN": "tok-two"}), "--site",
-                     site_file, "--json")
+    r = site.import_(site.build(demo_images["v2"], 2, port=port, extra_env={"API_TOKEN": "tok-two", "API_SALT": "salt-two"},
+                                secret_env=("API_SALT",)), "--site", site_file, "--json")
     assert r.code == 0, str(r)
-    for line in ("env API_TOKEN: *** -> *** (from the bundle)", "env DB_PASSWORD: *** -> (unset) (from the bundle)",
+    for line in ("env API_TOKEN: *** -> *** (from the bundle)", "env API_SALT: *** -> *** (from the bundle)", "env DB_PASSWORD: *** -> (unset) (from the bundle)",
                  "env DSN: *** -> (unset) (from the bundle)", "env REGION: (unset) -> *** (from the bundle)",
                  "  env REGION=***"):
         assert line in r.stderr, r.stderr  # --json: the plan goes to stderr
@@ -208,6 +211,7 @@ def test_a_site_secret_removed_or_changed_is_never_printed_and_its_removal_is_sh
         assert secret not in r.stdout + r.stderr + audit + history.stdout + history.stderr, secret
     env = site.env_of()
     assert "DB_PASSWORD" not in env and "DSN" not in env and env["API_TOKEN"] == "tok-two"
+    assert env["API_SALT"] == "salt-two"
     assert env["REGION"] == "eu-west-9" and served_version(site.env) == "2.0.0"
 
 

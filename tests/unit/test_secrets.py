@@ -101,3 +101,19 @@ def test_a_conflict_refusal_masks_a_removed_site_secret(tmp_path):
         _upgrade(tmp_path, recorded, ["CONN=changed-by-hand"], {"CONN": "from-the-bundle"})
     assert "env CONN was changed on this host (*** -> ***)" in e.value.line()
     assert not any(v in e.value.line() for v in (SECRET, "changed-by-hand", "from-the-bundle"))
+
+
+def test_a_key_the_bundle_marks_secret_is_masked_whatever_its_name(tmp_path):
+    """`[target.run] secret_env` (signed): API_SALT says nothing of a secret, yet is one."""
+    recorded = {"run": {"env": {"API_SALT": SECRET}}, "site_env": []}
+    plan = _upgrade(tmp_path, recorded, [f"API_SALT={SECRET}"], {"API_SALT": "s4lt-2"})
+    plan.target = ContainerTarget("demo", "demo:2", RunSettings.from_json({"env": {"API_SALT": "s4lt-2"},
+                                                                          "secret_env": ["API_SALT"]}))
+    text = "\n".join(plan.lines())
+    assert "env API_SALT: *** -> ***" in text and SECRET not in text and "s4lt-2" not in text
+
+
+def test_a_key_the_running_version_marked_secret_stays_masked_once_the_bundle_drops_the_mark(tmp_path):
+    recorded = {"run": {"env": {"API_SALT": SECRET}, "secret_env": ["API_SALT"]}, "site_env": []}
+    plan = _upgrade(tmp_path, recorded, [f"API_SALT={SECRET}"], {})
+    assert "API_SALT" in plan.marked and SECRET not in "\n".join(plan.lines())

@@ -83,3 +83,15 @@ def test_the_shipped_examples_are_valid_specs():
     for p in (root / "demo" / "bundle.toml", root / "anythingllm" / "bundle.toml"):
         spec = load_spec(p)
         assert spec.target["image"] in spec.images
+
+
+def test_secret_env_is_a_list_of_distinct_env_names_signed_sorted(tmp_path):
+    p = tmp_path / "bundle.toml"
+    p.write_text(ISSUE_SPEC.replace('env = { GREETING = "hello" }',
+                                    'env = { GREETING = "hello" }\nsecret_env = ["DSN", "API_SALT"]'))
+    assert load_spec(p).target["run"]["secret_env"] == ["API_SALT", "DSN"]
+    for bad in ('["A=B"]', '["DSN", "DSN"]', '"DSN"'):
+        p.write_text(ISSUE_SPEC.replace('env = { GREETING = "hello" }', f'secret_env = {bad}'))
+        with pytest.raises(UsageProblem) as e:
+            load_spec(p)
+        assert "target.run.secret_env" in str(e.value) and "\n" not in str(e.value)

@@ -108,7 +108,7 @@ class SwapPlan:
     setting_changes: dict = field(default_factory=dict)  # what the new container gets differently
     prefer: Side | None = None
     masked: frozenset[str] = frozenset()  # the site file's env keys: secrets (importer.masking), recorded
-    was_masked: frozenset[str] = frozenset()  # the site's env keys when the running version was installed
+    was_masked: frozenset[str] = frozenset()  # the env keys secret when the running version was installed
     app: str | None = None  # the app (state key); `name` is its target container. None: the same name
     gate: dict | None = None  # the health settings the swap's gate applies: the target's, or for a
                               # rollback the generation's own (as its record keeps them)
@@ -119,8 +119,9 @@ class SwapPlan:
 
     @property
     def marked(self) -> frozenset[str]:
-        """The env keys whose values are never shown: a site secret changed or removed is still one."""
-        return self.masked | self.was_masked
+        """The env keys whose values are never shown (the site's, the bundle's `secret_env`): a secret
+        changed or removed is still one."""
+        return self.masked | self.was_masked | frozenset(self.target.run.secret_env or ())
 
     def lines(self) -> list[str]:
         out = []
@@ -243,7 +244,8 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
     if "run" in recorded:
         base = settings_of_run(recorded["run"])
         # the site's env keys as recorded; a record from before they were: every env key it set, on doubt
-        plan.was_masked = frozenset(recorded.get("site_env", recorded["run"].get("env") or ()))
+        plan.was_masked = frozenset(recorded.get("site_env", recorded["run"].get("env") or ())) | frozenset(
+            recorded["run"].get("secret_env") or ())
     theirs = settings_of_run(plan.target.run.as_mapping())
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
     plan.settings = merge(base, theirs, ours, plan.prefer)
