@@ -31,7 +31,7 @@ from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership, pushes
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, write_event
-from importer.delivery import Delivery
+from importer.delivery import Delivery, LoadedImages
 from importer.gate import TrustGate
 from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
@@ -181,6 +181,7 @@ class ImportContext:
     push_plan: pushes.PushPlan | None = None  # every push, as the operator confirmed it
     in_engine: set[str] = field(default_factory=set)
     images: dict[str, str] = field(default_factory=dict)  # ref -> loaded image ID
+    loaded: LoadedImages = field(default_factory=LoadedImages.nothing)  # what the load created in the engine
     pushed: tuple[PushedImage, ...] = ()
 
 
@@ -337,10 +338,12 @@ def _load(ctx: ImportContext) -> None:
     """The payload through the gate into `docker load`: each member streams on only once its hash
     matched; layers the engine already has are verified, not sent; image IDs checked after."""
     ctx.in_engine = layers_in_engine(ctx.client, ctx.release)
+    before = LoadedImages.before(ctx.client, ctx.release)
     with _staged(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (sink, check):
         with ctx.timer.phase("load"):
             ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, VerifiedFeed(sink, ctx.release, ctx.client),
                                                                  check)
+    ctx.loaded = before.made_since(ctx.images)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes) and loaded "
             f"{', '.join(ctx.images)} (image IDs checked)"
             + (f"; {len(ctx.in_engine)} layer(s) the engine already had were verified, not sent"
@@ -378,7 +381,7 @@ def _push(ctx: ImportContext) -> None:
 def _apply(ctx: ImportContext) -> dict:
     """The kind puts the release in place behind its health gate (undoing itself on failure), and the
     import records how it ended."""
-    delivery = Delivery(ctx.release, ctx.audit.bundle.sha256, ctx.images, ctx.pushed,
+    delivery = Delivery(ctx.release, ctx.audit.bundle.sha256, ctx.images, ctx.loaded, ctx.pushed,
                         ctx.login.auth_config if ctx.login else None)
     record = ctx.kind.apply(ctx.client, ctx.state, ctx.plan, delivery, keep=ctx.options.keep, out=ctx.out)
     stopped = record.get("stopped_after_stage")

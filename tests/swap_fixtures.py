@@ -126,16 +126,21 @@ def delivery(bundle: dict):
     """What the import hands run_swap for a test bundle (bundle_for): the release with the fields the
     swap reads (a placeholder where it reads none), the bundle's sha256 and loaded images."""
     from bundlecore.release import Builder, ContainerTarget, Release, RunSettings, signers_of
-    from importer.delivery import Delivery
+    from importer.delivery import Delivery, LoadedImages
     release = Release(format_version=1, app=bundle["name"], version=bundle["version"], sequence=bundle["sequence"],
                       created="", expires="", builder=Builder("test", "test", "test"), platform="linux/amd64",
                       allow_latest=False, images=(), payload=(), target=ContainerTarget("-", "-", RunSettings()),
                       signers=signers_of(bundle["signers"]))
-    return Delivery(release, bundle["sha256"], bundle["images"])
+    return Delivery(release, bundle["sha256"], bundle["images"], LoadedImages.from_json(bundle))
 
 
-def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
-    """plan + run_swap under the lock, as `bundle import` does."""
+def loaded_by_the_tool(bundle: dict) -> dict:
+    """A test bundle whose images the import's load created (as importer.delivery.LoadedImages records)."""
+    return {**bundle, "loaded_tags": dict(bundle["images"]), "loaded_image_ids": sorted(bundle["images"].values())}
+
+
+def install(client, env: dict, image: dict, sequence: int, *, loaded: bool = False, **kw) -> dict:
+    """plan + run_swap under the lock, as `bundle import` does (`loaded`: as if its load created the image)."""
     from bundlecore.engine import Engine
     from importer.kinds import recover_all
     from importer.kinds.container.plan import plan_swap
@@ -145,7 +150,9 @@ def install(client, env: dict, image: dict, sequence: int, **kw) -> dict:
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
         plan = plan_swap(client, env["state"], typed(target), image["id"])
-        return run_swap(client, env["state"], plan, delivery(bundle_for(image, sequence)), out=lambda s: None)
+        bundle = bundle_for(image, sequence)
+        return run_swap(client, env["state"], plan, delivery(loaded_by_the_tool(bundle) if loaded else bundle),
+                        out=lambda s: None)
 
 
 def served_version(env: dict) -> str | None:

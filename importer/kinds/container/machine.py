@@ -26,6 +26,7 @@ from importer.backup import data
 from importer.kinds.container.generations import Generations, summary
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
+from importer.delivery import LoadedImages
 from importer.kinds.container.status import HEALTHY
 
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
@@ -218,7 +219,9 @@ class ContainerSwap:
             self.state.raise_sequence(app, new.sequence)
 
     def prune(self):
-        """Drop generations beyond `keep` (container, backup, image), and backups nobody refers to."""
+        """Drop generations beyond `keep` (container, backup, the images its load created), and backups
+        nobody refers to. `keep` counts generations: images and tags the tool did not create are never
+        counted or removed."""
         gens = Generations(self.app_dir)
         keep = max(1, int(self.r.keep or 2))
         for item in gens.previous()[keep - 1:]:
@@ -235,11 +238,7 @@ class ContainerSwap:
                 except EngineError as e:
                     self.out(f"  could not remove {item['parked_name']}: {e.explanation or e}")
                     continue
-            if item["image_id"] not in in_use:
-                try:
-                    self.client.remove_image(item["image_id"])
-                except EngineError:
-                    pass  # still tagged elsewhere or used by another container: not ours to force
+            self._remove_loaded(LoadedImages.from_json(item.get("bundle")), in_use)
             del gens.data["items"][k]
             gens.save()
         referenced = {i.get("backup_dir") for i in gens.data["items"].values()}
@@ -253,6 +252,24 @@ class ContainerSwap:
             if rec:
                 rec["previous"] = [summary(i) for i in gens.previous()]
                 self.state.record_installed(self.r.key, rec)
+
+    def _remove_loaded(self, loaded: LoadedImages, in_use: set[str]) -> None:
+        """Remove what a pruned generation's load created and no kept generation uses: its tags while
+        they still name the image it loaded, then the image if it came with that load and no tag is
+        left. A tag or an image that was there before, or that someone set since, is left alone."""
+        for ref, image_id in sorted(loaded.tags.items()):
+            if image_id not in in_use and (self.client.image(ref) or {}).get("Id") == image_id:
+                try:
+                    self.client.remove_image(ref)  # untags; the engine deletes the image with its last tag
+                except EngineError:
+                    pass  # used by another container: not ours to force
+        for image_id in sorted(loaded.image_ids - in_use):
+            img = self.client.image(image_id)
+            if img is not None and not img.get("RepoTags"):
+                try:
+                    self.client.remove_image(image_id)
+                except EngineError:
+                    pass
 
     # -- undo --------------------------------------------------------------------------
     def undo(self, why: str):
