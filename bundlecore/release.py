@@ -454,6 +454,11 @@ class InstalledRecord:
                    signers=tuple(Signer.of(s).fingerprint for s in d.get("signers") or ()))
 
 
+    def is_release(self, sequence: int, version: str | None, image_id: str) -> bool:
+        """Whether this record is of that release (importing it again is "already installed" or a repair)."""
+        return (self.sequence, self.version, self.image_id) == (sequence, version, image_id)
+
+
 def installed_kind(record: JSON | None) -> str | None:
     """The kind of an installed record (None: nothing installed)."""
     return None if record is None else InstalledRecord.from_json(record).kind

@@ -44,6 +44,10 @@ class LoadedImages:
         tags = {i.ref: (client.image(i.ref) or {}).get("Id") for i in release.images}
         return cls({r: t for r, t in tags.items() if t}, frozenset(i.id for i in release.images if client.image(i.id)))
 
+    def merged(self, other: "LoadedImages") -> "LoadedImages":
+        """Both records (a repair keeps what the generation's first load created)."""
+        return LoadedImages({**self.tags, **other.tags}, self.image_ids | other.image_ids)
+
     def made_since(self, images: Mapping[str, str]) -> "LoadedImages":
         """What the load of `images` (ref -> ID) added over this view from before it."""
         return LoadedImages({r: i for r, i in images.items() if self.tags.get(r) != i},

@@ -9,7 +9,9 @@ this host's business, and adds one rule after the head:
 - rule 7, history: `sequence` is above the highest ever installed for that app name AND the
   highest ever installed in the target container (equal is a replay), unless a downgrade is
   explicitly allowed -- a bundle renamed `seq-canary` cannot take container `seqc` back to an
-  old release `seq` replaced;
+  old release `seq` replaced. The release this host runs now (`is_installed`: same app, target
+  container, sequence, version and image as the installed record) is no replay: importing it
+  again is "already installed" or a repair, as the kind's plan finds the engine;
 - host policy (after rule 7, before any payload byte): the signed run settings ask of the host
   only what this host's policy grants the app (importer.hostpolicy); `host_access` holds the
   granted accesses for the plan;
@@ -38,6 +40,8 @@ from bundlecore.verify import BundleVerifier, VerifiedHead
 from importer.hostpolicy import HostAccess, HostPolicy
 
 Mark = Callable[[str], int | None]
+# Whether a manifest is the release installed on this host now (importer.pipeline._is_installed)
+Installed = Callable[[dict], bool]
 
 
 class TrustGate(BundleVerifier):
@@ -47,7 +51,8 @@ class TrustGate(BundleVerifier):
                  container_sequence: Mark = lambda name: None, host_policy: HostPolicy | None = None,
                  allow_downgrade: bool = False, now: datetime | None = None,
                  engine_layers: Callable[[Release], set[str]] | None = None,
-                 engine_diff_ids: Callable[[], set[str]] | None = None):
+                 engine_diff_ids: Callable[[], set[str]] | None = None,
+                 is_installed: Installed = lambda manifest: False):
         super().__init__(store, now=now)
         self.engine_platform = engine_platform
         self.installed_sequence = installed_sequence
@@ -58,6 +63,7 @@ class TrustGate(BundleVerifier):
         self.release: Release | None = None  # the verified head's, once check_head passed
         self.engine_layers = engine_layers
         self.engine_diff_ids = engine_diff_ids
+        self.is_installed = is_installed
 
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
@@ -97,6 +103,9 @@ class TrustGate(BundleVerifier):
 
     def _check_history(self, manifest: dict) -> list[str]:
         seq, container = manifest["sequence"], manifest["target"]["name"]
+        if self.is_installed(manifest):
+            return [f"{manifest['name']} sequence {seq} is the installed release: imported again, it is checked "
+                    f"and repaired if its container is missing or differs"]
         notes = []
         for last, whose in ((self.installed_sequence(manifest["name"]), "highest installed"),
                             (self.container_sequence(container),
@@ -107,5 +116,7 @@ class TrustGate(BundleVerifier):
             if not self.allow_downgrade:
                 raise RollbackRefused(f"{kind}: {manifest['name']} sequence {seq} is not above {last}, the {whose} "
                                       f"(--allow-downgrade overrides)")
-            notes.append(f"{kind} allowed by --allow-downgrade: sequence {seq}, {whose} {last}")
+            accepted = f"sequence {seq} again ({last} is the {whose})" if seq == last else \
+                f"sequence {seq} below {last}, the {whose}"
+            notes.append(f"{kind} allowed by --allow-downgrade: accepting {accepted}")
         return notes

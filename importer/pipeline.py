@@ -26,7 +26,7 @@ from bundlecore.progress import Progress
 from bundlecore.schema import bounds
 from bundlecore.timeutil import parse_duration
 from bundlecore.refusals import Check
-from bundlecore.release import InstalledRecord, Release
+from bundlecore.release import ContainerTarget, InstalledRecord, Release, installed_kind
 from bundlecore.trust import TrustStore
 from bundlecore.verify import VerifiedHead
 from importer import hostpolicy, ownership, pushes
@@ -85,7 +85,23 @@ def _trust_gate(store: TrustStore, state: StateDir, platform: str | None, allow_
                      container_sequence=lambda name: _container_mark(state, name),
                      host_policy=hostpolicy.HostPolicy.load(store.directory), allow_downgrade=allow_downgrade,
                      engine_layers=(lambda release: layers_in_engine(client, release)) if client else None,
-                     engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None)
+                     engine_diff_ids=(lambda: diff_ids_in_engine(client)) if client else None,
+                     is_installed=lambda manifest: _is_installed(state, manifest))
+
+
+def _is_installed(state: StateDir, manifest: dict) -> bool:
+    """Whether the manifest is the release this host runs now (a container target): same app, target
+    container, sequence, version and image as the installed record. Importing it again is then no
+    replay but "already installed", or a repair (importer.kinds.container.plan)."""
+    target = manifest["target"]
+    if target.get("kind", ContainerTarget.KIND) != ContainerTarget.KIND:
+        return False
+    rec = state.installed(manifest["name"])
+    if rec is None or installed_kind(rec) != ContainerTarget.KIND:
+        return False
+    image_id = next((i["id"] for i in manifest["images"] if i["ref"] == target["image"]), "")
+    return state.container_of(manifest["name"]) == target["name"] and InstalledRecord.from_json(rec).is_release(
+        manifest["sequence"], manifest["version"], image_id)
 
 
 def _container_mark(state: StateDir, container: str) -> int | None:
@@ -212,6 +228,8 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
         _recover_interrupted(ctx)
         _gate(ctx)
         _plan(ctx)
+        if getattr(ctx.plan, "nothing_to_do", False):  # a kind's plan may say so (the container kind's does)
+            return _already_installed(ctx)
         if dry_run:
             return _verify_only(ctx)
         confirm()
@@ -277,6 +295,8 @@ def _gate(ctx: ImportContext) -> None:
             _name_release(ctx, ctx.gate.release)
     r = ctx.release = ctx.gate.release
     ctx.out(f"verified signature of {', '.join(r.fingerprints)} on {r.app} {r.version} (sequence {r.sequence})")
+    for note in ctx.head.notes:  # what the gate accepted and why (a downgrade allowed, the installed release)
+        ctx.out(f"note: {note}")
 
 
 def _name_release(ctx: ImportContext, r: Release) -> None:
@@ -307,7 +327,7 @@ def _plan(ctx: ImportContext) -> None:
     ctx.kind = kinds.for_target(target)
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
-                                            app=r.app, masked=settings.masked))
+                                            app=r.app, masked=settings.masked, sequence=r.sequence))
     ctx.plan_lines = (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
                       + taken.plan_lines())
     for line in ctx.plan_lines:
@@ -332,6 +352,16 @@ def _verify_only(ctx: ImportContext) -> dict:
     ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
     from importer import kinds
     return {"result": "dry-run", **_summary(ctx.audit), "plan": kinds.plan_json(ctx.plan, ctx.plan_lines)}
+
+
+def _already_installed(ctx: ImportContext) -> dict:
+    """The installed release imported again, running as recorded: nothing is loaded or changed, exit 0
+    (like `apt install` of the installed version, `docker compose up -d` of what runs)."""
+    r = ctx.release
+    ctx.out(f"{r.app} {r.version} (sequence {r.sequence}) is already installed: nothing loaded or changed")
+    ctx.audit.result, ctx.audit.exit_code = Result.UNCHANGED, ExitCode.DONE
+    ctx.audit.details["already_installed"] = True
+    return {"result": "already installed", "installed": ctx.state.installed(r.app), **_summary(ctx.audit)}
 
 
 def _load(ctx: ImportContext) -> None:

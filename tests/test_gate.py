@@ -780,8 +780,9 @@ def test_replayed_bundle_is_refused(gate):
 
 
 def _import_for_real_then_replay(gate, app_name: str, container_name: str) -> None:
-    """A real import (gate, load, swap) of a variant with its own app and container names, then
-    the same bundle again, which must be refused as a replay; everything is removed afterwards."""
+    """A real import (gate, load, swap) of a variant with its own app and container names; the same
+    bundle again is "already installed" (exit 0, nothing changed, issue 20), another bundle with the
+    same sequence is refused as a replay; everything is removed afterwards."""
     v = gate.variant()
     v.manifest["name"] = app_name
     v.manifest["target"]["name"] = container_name   # its own container: the installed app stays as it is
@@ -790,11 +791,19 @@ def _import_for_real_then_replay(gate, app_name: str, container_name: str) -> No
         assert gate.client.images.get(gate.base.image["id"]).id == gate.base.image["id"]
         assert StateDir(gate.state_dir).highest_sequence(app_name) == 5, \
             f"the import recorded no sequence for {app_name}: {sorted(snapshot_dir(gate.state_dir / 'sequences'))}"
-        gate.refused(bundle, "sequence", f"replay: {app_name} sequence 5 is not above 5")
+        before = gate.client.api.inspect_container(container_name)
+        again = gate.import_(bundle)
+        assert again.code == 0 and "is already installed: nothing loaded or changed" in again.stdout, str(again)
+        after = gate.client.api.inspect_container(container_name)
+        assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+        other = gate.variant()
+        other.manifest.update(name=app_name, version="2.0.1")
+        other.manifest["target"]["name"] = container_name
+        gate.refused(other.write(gate.path("same-sequence")), "sequence", f"replay: {app_name} sequence 5 is not above 5")
     assert gate.base.image["id"] not in EngineSnapshot.take(gate.client, container_name).image_ids
 
 
-def test_reimporting_a_really_installed_bundle_is_refused_as_a_replay(gate, uniq):
+def test_reimporting_a_really_installed_bundle_is_already_installed_and_another_of_its_sequence_a_replay(gate, uniq):
     name = f"{gate.base.target_name}-real-{uniq}"
     _import_for_real_then_replay(gate, name, name)
 
@@ -819,9 +828,11 @@ def test_allow_downgrade_accepts_an_older_sequence(gate):
     gate.record_installed(7)
     r = gate.verify(gate.base.path, "--allow-downgrade")
     assert r.code == 0, str(r)
-    assert "note: downgrade allowed by --allow-downgrade: sequence 5, highest installed 7" in r.stdout
+    accepted = "downgrade allowed by --allow-downgrade: accepting sequence 5 below 7, the highest installed"
+    assert f"note: {accepted}" in r.stdout
     r = gate.import_(gate.base.path, "--allow-downgrade", "--dry-run")
     assert r.code == 0, str(r)
+    assert f"note: {accepted}" in r.stdout  # the import's plan says what it accepts
     assert gate.base.image["id"] not in EngineSnapshot.take(gate.client, gate.base.target_name).image_ids
     event = json.loads((gate.state_dir / "audit.log").read_text().splitlines()[-1])
     assert event["result"] == "dry-run" and event["bundle"]["sequence"] == 5

@@ -5,10 +5,17 @@ the admin owns is never removed, and `--keep` counts generations, not the admin'
 from __future__ import annotations
 
 import docker
+import pytest
 
 from tests.support import child_image
 from tests.swap_fixtures import served_version
-from tests.test_swap_merge import Site, site  # noqa: F401  (the fixture)
+from tests.test_swap_merge import Site
+
+
+@pytest.fixture
+def site(docker_client, swap_env, pgp_keys, trust_store_of, tmp_path) -> Site:
+    swap_env["client"] = docker_client
+    return Site(swap_env, pgp_keys.builder, trust_store_of([pgp_keys.builder]), tmp_path)
 
 
 def _image(client, ref: str):

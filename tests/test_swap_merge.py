@@ -200,7 +200,8 @@ def test_a_site_secret_removed_or_changed_is_never_printed_and_its_removal_is_sh
     r = site.import_(site.build(demo_images["v2"], 2, port=port, extra_env={"API_TOKEN": "tok-two", "API_SALT": "salt-two"},
                                 secret_env=("API_SALT",)), "--site", site_file, "--json")
     assert r.code == 0, str(r)
-    for line in ("env API_TOKEN: *** -> *** (from the bundle)", "env API_SALT: *** -> *** (from the bundle)", "env DB_PASSWORD: *** -> (unset) (from the bundle)",
+    for line in ("env API_TOKEN: *** -> *** (from the bundle)", "env API_SALT: *** -> *** (from the bundle)",
+                 "env DB_PASSWORD: *** -> (unset) (from the bundle)",
                  "env DSN: *** -> (unset) (from the bundle)", "env REGION: (unset) -> *** (from the bundle)",
                  "  env REGION=***"):
         assert line in r.stderr, r.stderr  # --json: the plan goes to stderr

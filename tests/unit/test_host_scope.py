@@ -38,8 +38,18 @@ def test_a_sequence_above_both_marks_passes_and_a_downgrade_can_be_allowed_with_
     assert gate(0, 0)._check_history(MANIFEST) == []
     assert gate(None, None)._check_history(MANIFEST) == []
     assert gate(1, 10, allow_downgrade=True)._check_history(MANIFEST) == [
-        "replay allowed by --allow-downgrade: sequence 1, highest installed 1",
-        "downgrade allowed by --allow-downgrade: sequence 1, highest installed in container seqc 10"]
+        "replay allowed by --allow-downgrade: accepting sequence 1 again (1 is the highest installed)",
+        "downgrade allowed by --allow-downgrade: accepting sequence 1 below 10, the highest installed in container seqc"]
+
+
+def test_the_installed_release_is_no_replay_but_a_lower_sequence_still_is_refused():
+    """Importing the release this host runs is "already installed" or a repair (the plan decides)."""
+    installed = TrustGate(None, engine_platform=None, installed_sequence=lambda app: 1,
+                          container_sequence=lambda name: 1, is_installed=lambda manifest: manifest["sequence"] == 1)
+    [note] = installed._check_history(MANIFEST)
+    assert "sequence 1 is the installed release" in note
+    with pytest.raises(RollbackRefused):
+        installed._check_history({**MANIFEST, "sequence": 0})
 
 
 @pytest.fixture

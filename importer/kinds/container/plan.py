@@ -18,7 +18,7 @@ import errno
 import os
 import shutil
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from bundlecore.engine import container_name
@@ -26,7 +26,7 @@ from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
-from bundlecore.release import ContainerTarget, RunSettings
+from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
 from importer.state import StateDir
 from importer.backup import data
 from importer.hostpolicy import nested_binds
@@ -46,6 +46,8 @@ class PlanKind(StrEnum):
     UPGRADE = "upgrade"
     UNCHANGED = "unchanged"
     ROLLBACK = "rollback"
+    CURRENT = "current"  # the installed release again, its container as recorded and healthy: nothing to do
+    REPAIR = "repair"    # the installed release again, its container missing or not as recorded: recreate it
 
 
 class Blocker(StrEnum):
@@ -85,6 +87,15 @@ class CurrentContainer:
     running: bool
 
 
+@dataclass(frozen=True)
+class Repair:
+    """Why the installed release's container is recreated, and from which generation's record."""
+
+    why: str
+    generation: int | None
+    bundle: dict  # the generation's recorded bundle (its run settings, its loaded images)
+
+
 @dataclass
 class SwapPlan:
     """What a swap will do; `lines()` is what the operator confirms. Reading it changed nothing."""
@@ -112,10 +123,16 @@ class SwapPlan:
     app: str | None = None  # the app (state key); `name` is its target container. None: the same name
     gate: dict | None = None  # the health settings the swap's gate applies: the target's, or for a
                               # rollback the generation's own (as its record keeps them)
+    repair: Repair | None = None  # for kind REPAIR: why, and the generation recreated
 
     @property
     def key(self) -> str:
         return self.app or self.name
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """The installed release is imported again and runs as recorded: the import ends here, exit 0."""
+        return self.kind == PlanKind.CURRENT
 
     @property
     def marked(self) -> frozenset[str]:
@@ -125,8 +142,16 @@ class SwapPlan:
 
     def lines(self) -> list[str]:
         out = []
-        if self.kind == PlanKind.INSTALL:
-            out.append(f"install {self.name}: new container from {self.new_image_ref} ({self.new_image_id[:19]})")
+        if self.repair:
+            out.append(f"repair {self.name}: {self.new_version or self.new_image_ref} is installed (generation "
+                       f"{self.repair.generation}) but {self.repair.why}")
+        if self.kind == PlanKind.CURRENT:
+            out.append(f"{self.name} {self.new_version or ''} is already installed and healthy (container "
+                       f"{self.old.id[:12]}, image {self.new_image_id[:19]}): nothing to do")
+        elif self.old is None:  # a first install, or the repair of a container that is missing
+            what = f"  recreate {self.name} with the settings recorded at install:" if self.repair else \
+                f"install {self.name}:"
+            out.append(f"{what} new container from {self.new_image_ref} ({self.new_image_id[:19]})")
             run = self.target.run
             for p in run.ports or ():
                 out.append(f"  publish port {p}")
@@ -138,7 +163,7 @@ class SwapPlan:
             out.append(f"{self.name} already runs {self.new_image_ref} ({self.new_image_id[:19]}): nothing to swap")
         else:
             old = self.old
-            verb = "roll back" if self.kind == PlanKind.ROLLBACK else "update"
+            verb = {PlanKind.ROLLBACK: "roll back", PlanKind.REPAIR: "replace"}.get(self.kind, "update")
             out.append(f"{verb} {self.name}: "
                        + version_change(old.version, old.image_ref, self.new_version, self.new_image_ref))
             out.append(f"  container {self.name} ({old.id[:12]}): image {old.image_ref} "
@@ -160,9 +185,9 @@ class SwapPlan:
             else:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
                 out += [f"    {d.line(self.marked, self.prefer)}" for d in self.settings.decisions]
-        if self.kind != PlanKind.UNCHANGED:
+        if self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
             out.append(f"  health check: {self.health}")
-            if self.kind == PlanKind.UPGRADE:
+            if self.old and self.kind in (PlanKind.UPGRADE, PlanKind.REPAIR):
                 out.append("  if it fails: remove the new container, restore the data exactly, restart the old one")
             elif self.kind == PlanKind.ROLLBACK:
                 out.append("  if it fails: park it again, restore the current data exactly, restart the current one")
@@ -199,9 +224,12 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
 
 
 def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: str, *, new_version: str | None = None,
-              prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None) -> SwapPlan:
+              prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None,
+              sequence: int | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
-    whose run settings conflict (importer.kinds.container.merge) is refused here, before anything is loaded."""
+    whose run settings conflict (importer.kinds.container.merge) is refused here, before anything is loaded.
+    The installed release imported again (`sequence`) is nothing to do when its container runs as
+    recorded, else a repair: the container recreated (from the recorded settings when it is missing)."""
     name = target.name
     app = app or name
     client.ping()
@@ -211,22 +239,33 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     loaded = "RepoTags" in new_img
     ref = image_ref_for(client, target.image, new_img["Id"]) if loaded else (target.image or new_image_id)
     old = client.container_named(name)
+    installed = _installed_release(state, app, sequence, new_version, new_image_id)
     if not old:
+        kind, repair = PlanKind.INSTALL, None
+        if installed is not None:
+            kind, repair = PlanKind.REPAIR, _repair(state, app, installed, "its container is missing")
+            target = replace(target, run=RunSettings.from_json(repair.bundle.get("run", target.run.as_mapping())))
         check_host(client, run_config(target.run.as_mapping(), ref), replaced=None)  # before anything is loaded
         refuse_nested_binds(client, name, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())])
         hc = (new_img.get("Config") or {}).get("Healthcheck")
-        return SwapPlan(PlanKind.INSTALL, name, target, new_img["Id"], ref, new_version,
+        return SwapPlan(kind, name, target, new_img["Id"], ref, new_version,
                         health=_describe_health(target.health_json(), hc, loaded), masked=masked, app=app,
-                        gate=target.health_json())
+                        gate=target.health_json(), repair=repair)
     current = _current(state, old, Generations(state.app_dir(app)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
-    plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
+    kind, repair = PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, None
+    if installed is not None:
+        why = _not_as_recorded(old, installed)
+        kind, repair = (PlanKind.REPAIR, _repair(state, app, installed, why)) if why else (PlanKind.CURRENT, None)
+    plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
-                    gate=target.health_json())
+                    gate=target.health_json(), repair=repair)
+    if kind == PlanKind.CURRENT:
+        return plan
     _fill_mounts(client, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = client.image(old["Image"]) or {}
-    if plan.kind == PlanKind.UPGRADE:
+    if plan.kind in (PlanKind.UPGRADE, PlanKind.REPAIR):
         _merge_settings(plan, state, old, old_img)
         refuse_nested_binds(client, name, plan.binds)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
@@ -234,6 +273,34 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     plan.health = _describe_health(plan.gate, hc, loaded or bool(hc))
     note_risks(plan, old)
     return plan
+
+
+def _installed_release(state: StateDir, app: str, sequence: int | None, version: str | None,
+                       image_id: str) -> dict | None:
+    """The installed record when the release being imported is the installed one, else None."""
+    rec = state.installed(app)
+    if rec is None or sequence is None or not InstalledRecord.from_json(rec).is_release(sequence, version, image_id):
+        return None
+    return rec
+
+
+def _not_as_recorded(info: dict, record: dict) -> str | None:
+    """Why the container is not the installed release as recorded and healthy (None when it is)."""
+    st = info["State"]
+    if info["Id"] != record.get("container_id"):
+        return f"container {info['Id'][:12]} is not the recorded {str(record.get('container_id'))[:12]}"
+    if info["Image"] != record.get("image_id"):
+        return f"it runs image {info['Image'][:19]}, not the recorded {str(record.get('image_id'))[:19]}"
+    if not st.get("Running") or st.get("Restarting"):
+        return f"it is {st.get('Status') or 'not running'}"
+    if (st.get("Health") or {}).get("Status") == "unhealthy":
+        return "its HEALTHCHECK reports unhealthy"
+    return None
+
+
+def _repair(state: StateDir, app: str, record: dict, why: str) -> Repair:
+    cur = Generations(state.app_dir(app)).current or {}
+    return Repair(why, cur.get("generation", record.get("generation")), dict(cur.get("bundle") or {}))
 
 
 def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -> None:
@@ -352,7 +419,7 @@ def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[s
     if not client.image(plan.new_image_id):
         raise EnvironmentProblem(f"image {plan.new_image_id} is not in the engine")
     current = client.container(plan.name)
-    if plan.kind == PlanKind.INSTALL:
+    if plan.old is None:  # a first install, or the repair of a missing container
         if current:
             raise EnvironmentProblem(f"a container named {plan.name} appeared since the plan was made; plan again")
         if not install_touches_existing_data(plan.target):

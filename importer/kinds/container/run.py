@@ -23,7 +23,7 @@ from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, Usage
 from bundlecore.runspec import named_volumes
 from bundlecore.release import ContainerTarget
 from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, write_event
-from importer.delivery import Delivery
+from importer.delivery import Delivery, LoadedImages
 from importer.state import StateDir, highest_sequence_after
 from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
@@ -85,6 +85,8 @@ def run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, *, kee
         raise UsageProblem("use rollback() for a rollback plan")
     if plan.kind == PlanKind.UNCHANGED:
         return _record_unchanged(state, plan, delivery)
+    if plan.nothing_to_do:
+        return state.installed(plan.key) or {}
     swap_id = uuid.uuid4().hex
     with data.helpers_owned_by(_owner(state, swap_id)):
         return _run_swap(client, state, plan, delivery, swap_id, keep, out)
@@ -96,10 +98,16 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_
     gens = Generations(state.app_dir(plan.key))
     release, run = delivery.release, plan.target.run.as_mapping()
     bundle = delivery.journal_bundle()
+    recorded = {}
+    if plan.repair and plan.old is None:  # the missing container of the installed generation, recreated as it
+        recorded = plan.repair.bundle     # was recorded (its site keys, and the images its own load created)
+        bundle |= LoadedImages.from_json(recorded).merged(delivery.loaded).to_json()
     new = IncomingContainer(
-        id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref, generation=gens.allocate(),
-        version=release.version, sequence=release.sequence, bundle=bundle | {"run": run, "site_env": sorted(plan.masked)})
-    if plan.kind == PlanKind.INSTALL:
+        id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref,
+        generation=plan.repair.generation if recorded and plan.repair.generation else gens.allocate(),
+        version=release.version, sequence=release.sequence,
+        bundle=bundle | {"run": run, "site_env": recorded.get("site_env", sorted(plan.masked))})
+    if plan.old is None:  # a first install, or the repair of a missing container
         new.create = run_config(run, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
         vols = named_volumes(run.get("volumes") or [])
