@@ -136,3 +136,11 @@ class SettingsConflict(Refused):
     """A run setting was changed both on this host and by the release, differently (--prefer decides)."""
 
     check = Check.SETTINGS
+
+
+class HealthTargetGone(Refused):
+    """The signed health check probes a port of the bundle's that the container would not publish on
+    this host any more (a site file or a change on this host removed it): refused before anything
+    stops, never found out by a failed gate and a rollback."""
+
+    check = Check.SETTINGS

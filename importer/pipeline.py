@@ -327,7 +327,8 @@ def _plan(ctx: ImportContext) -> None:
     ctx.kind = kinds.for_target(target)
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
-                                            app=r.app, masked=settings.masked, sequence=r.sequence))
+                                            app=r.app, masked=settings.masked, sequence=r.sequence,
+                                            signed=r.target))
     ctx.plan_lines = (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
                       + taken.plan_lines())
     for line in ctx.plan_lines:

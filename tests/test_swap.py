@@ -311,7 +311,9 @@ def test_plan_changes_nothing(docker_client, swap_env, demo_images):
 def test_generations_beyond_keep_are_pruned(docker_client, app_image, swap_env, demo_images):
     name, state = swap_env["name"], swap_env["state"]
     ref = f"swaptest/prune-{swap_env['uniq']}:0.9.0"
-    first = {"ref": ref, "id": app_image(ref, "0.9.0"), "version": "0.9.0"}  # its own: pruning removes it
+    # its own image (a unique label: no other build on the shared engine makes it a parent): pruning removes it
+    first = {"ref": ref, "id": app_image(ref, "0.9.0", dockerfile_extra=f"LABEL test={swap_env['uniq']}"),
+             "version": "0.9.0"}
     install(docker_client, swap_env, first, 1, loaded=True)  # as if its import's load had created it
     install(docker_client, swap_env, demo_images["v2"], 2)
     install(docker_client, swap_env, demo_images["v4"], 4)

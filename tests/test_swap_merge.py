@@ -148,6 +148,45 @@ def test_a_setting_changed_on_the_host_and_by_the_release_is_refused_before_anyt
     assert site.env_of()["GREETING"] == greeting and served_version(site.env) == "2.0.0"
 
 
+def test_a_port_the_site_file_moves_is_followed_by_the_signed_health_check(site, demo_images, tmp_path):
+    """Issue 20, point 2: the bundle publishes and probes P1; the site file moves the port to P2. The
+    upgrade is healthy on P2 (not rolled back), and the plan says the site file moved it."""
+    p1, p2, site_file = site.env["port"], free_port(), tmp_path / "site.toml"
+    assert site.import_(site.build(demo_images["v1"], 1, port=p1)).code == 0
+    site_file.write_text(f'[run]\nports = ["127.0.0.1:{p2}:8080"]\n')
+    r = site.import_(site.build(demo_images["v2"], 2, port=p1), "--site", site_file)
+    assert r.code == 0, str(r)
+    assert f"port 8080/tcp: 127.0.0.1:{p1}:8080 -> 127.0.0.1:{p2}:8080 (from the site file)" in r.stdout
+    assert (f"the health check follows container port 8080/tcp: the bundle probes 127.0.0.1:{p1}, published here "
+            f"as 127.0.0.1:{p2} (from the site file)") in r.stdout
+    assert f"GET http://127.0.0.1:{p2}/health answers" in r.stdout
+    assert served_version({"port": p2}) == "2.0.0" and _port_is_free(p1)
+    assert site.env["state"].installed(site.env["name"])["health"]["http"] == f"http://127.0.0.1:{p2}/health"
+
+
+def test_a_port_no_longer_published_is_refused_and_one_moved_by_hand_is_followed(site, demo_images, tmp_path,
+                                                                                  docker_client):
+    p1, p2, site_file = site.env["port"], free_port(), tmp_path / "site.toml"
+    bundle = site.build(demo_images["v1"], 1, port=p1)
+    site_file.write_text('[run]\nports = ["127.0.0.1::8080"]\n')  # no fixed host port: nothing to probe
+    r = site.import_(bundle, "--site", site_file)
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr) == (f"refused: settings: the health check probes 127.0.0.1:{p1}, where the bundle "
+                                  f"publishes container port 8080/tcp, which this container would no longer publish "
+                                  f"at a fixed host port; nothing was changed")
+    with pytest.raises(docker.errors.NotFound):
+        site.container()
+    assert site.env["state"].installed(site.env["name"]) is None
+
+    assert site.import_(bundle).code == 0
+    site.recreate_by_hand(demo_images["v1"], p2)  # the admin moved the port by hand
+    r = site.import_(site.build(demo_images["v2"], 2, port=p1), "--adopt")
+    assert r.code == 0, str(r)
+    assert f"port 8080/tcp 127.0.0.1:{p2}:8080 kept (set on this host)" in r.stdout
+    assert f"published here as 127.0.0.1:{p2} (set on this host)" in r.stdout
+    assert served_version({"port": p2}) == "2.0.0"
+
+
 def test_site_settings_reach_the_container_masked_in_the_plan_and_under_the_host_policy(
         site, demo_images, tmp_path):
     port, secret = site.env["port"], "s3cr3t-value-for-test"
@@ -201,8 +240,8 @@ def test_a_site_secret_removed_or_changed_is_never_printed_and_its_removal_is_sh
                                 secret_env=("API_SALT",)), "--site", site_file, "--json")
     assert r.code == 0, str(r)
     for line in ("env API_TOKEN: *** -> *** (from the bundle)", "env API_SALT: *** -> *** (from the bundle)",
-                 "env DB_PASSWORD: *** -> (unset) (from the bundle)",
-                 "env DSN: *** -> (unset) (from the bundle)", "env REGION: (unset) -> *** (from the bundle)",
+                 "env DB_PASSWORD: *** -> (unset) (from the site file)",
+                 "env DSN: *** -> (unset) (from the site file)", "env REGION: (unset) -> *** (from the site file)",
                  "  env REGION=***"):
         assert line in r.stderr, r.stderr  # --json: the plan goes to stderr
     audit = (site.env["state"].root / "audit.log").read_text()

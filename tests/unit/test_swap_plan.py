@@ -37,6 +37,6 @@ def test_the_install_plan_lists_ports_mounts_and_the_backup_of_existing_data():
                     "sha256:" + "a" * 64, "app:1", health="still running after 10 s")
     assert plan.lines() == [
         f"install app: new container from app:1 (sha256:{'a' * 12})",
-        "  publish port 80:8080", "  mount data:/data",
+        "  publish port 80:8080 (from the bundle)", "  mount data:/data (from the bundle)",
         "  data already in those volumes/directories is backed up before the first start",
         "  health check: still running after 10 s"]

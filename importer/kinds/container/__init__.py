@@ -25,7 +25,7 @@ from importer.kinds.container.status import status_lines
 from importer.kinds.container.uninstall import plan_uninstall, uninstall
 
 # the import options its plan takes (importer.pipeline.plan_options)
-PLAN_OPTIONS = ("prefer", "masked", "app", "sequence")
+PLAN_OPTIONS = ("prefer", "masked", "app", "sequence", "signed")
 
 __all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines",
            "plan_uninstall", "uninstall"]

@@ -49,7 +49,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -57,6 +57,8 @@ import requests
 from bundlecore import interrupts
 from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
+from bundlecore.refusals import HealthTargetGone
+from bundlecore.runspec import parse_port
 from importer.kinds.container.promgate import MetricsGate
 
 POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
@@ -71,6 +73,7 @@ HOLD = 0.5
 # How often probation looks at the container and probes it.
 PROBATION_EVERY = 1.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
+ANY_ADDRESS = ("", "0.0.0.0", "::")
 # Errors that mean "this host cannot reach that address" (as opposed to "nothing listens there").
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
 
@@ -136,6 +139,62 @@ def _is_local(host: str) -> bool:
 def split_host_port(text: str) -> tuple[str, int]:
     host, _, port = str(text).rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def probe_target(health: dict) -> tuple[str, str, int] | None:
+    """(kind, host, port) of an http or tcp probe; None for a command, the image's check or none."""
+    if health.get("tcp"):
+        return ("tcp", *split_host_port(health["tcp"]))
+    if health.get("http"):
+        u = urlsplit(health["http"])
+        return "http", u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+    return None
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The signed probe moved to where this host publishes the same container port."""
+
+    health: dict     # the health settings with the probe's host and port as published here
+    port_key: str    # the container port, e.g. "8080/tcp"
+    was: str         # the signed HOST:PORT
+    now: str         # as published here
+
+
+def follow_published(health: dict | None, signed_ports: Iterable[str], ports: Iterable[str]) -> Followed | None:
+    """Where the signed http/tcp probe goes on this host. A probe at a host port the bundle publishes
+    (`signed_ports`) means the container port behind it; when the container's ports as it will run
+    (`ports`: the bundle's with the site's and this host's changes) publish that container port
+    elsewhere, the probe follows it (a fixed host address replaces the probe's host). None: the probe
+    stays as signed (it is published as signed, or is not at a port the bundle publishes). Raises
+    HealthTargetGone when that container port is no longer published at a fixed host port."""
+    health = dict(health or {})
+    target = probe_target(health)
+    if target is None:
+        return None
+    kind, host, port = target
+    signed = [p for p in map(parse_port, signed_ports) if p.host_port == str(port) and p.key.endswith("/tcp")]
+    if not signed:
+        return None
+    key = signed[0].key
+    published = [p for p in map(parse_port, ports) if p.key == key and p.host_port]
+    if any(p.host_port == str(port) and p.host_ip in (signed[0].host_ip, *ANY_ADDRESS) for p in published):
+        return None
+    was = f"{host}:{port}"
+    if not published:
+        raise HealthTargetGone(f"the health check probes {was}, where the bundle publishes container port {key}, "
+                               f"which this container would no longer publish at a fixed host port; nothing was changed")
+    p = published[0]
+    new_host = host if p.host_ip in ANY_ADDRESS else p.host_ip
+    shown = f"[{new_host}]" if ":" in new_host else new_host
+    if kind == "tcp":
+        moved = {**health, "tcp": f"{shown}:{p.host_port}"}
+    else:
+        u = urlsplit(health["http"])
+        userinfo = u.netloc.rpartition("@")[0]
+        moved = {**health, "http": urlunsplit(u._replace(netloc=(userinfo + "@" if userinfo else "")
+                                                         + f"{shown}:{p.host_port}"))}
+    return Followed(moved, key, was, f"{new_host}:{p.host_port}")
 
 
 @dataclass
@@ -275,11 +334,7 @@ class HealthGate:
         kind = self.probe_kind
         if kind not in ("tcp", "http"):
             return ProbeRoute(None)
-        if kind == "tcp":
-            host, port = split_host_port(self.health["tcp"])
-        else:
-            u = urlsplit(self.health["http"])
-            host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+        _, host, port = probe_target(self.health)  # type: ignore[misc]
         local = _is_local(host)
         published = any(str(b.get("HostPort")) == str(port)
                         for bs in ((info.get("NetworkSettings") or {}).get("Ports") or {}).values() for b in bs or [])

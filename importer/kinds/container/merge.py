@@ -68,6 +68,14 @@ class Key:
 Settings = dict[Key, object]  # absent key = not set; values are str or tuples (hashable, comparable)
 
 
+class Source(StrEnum):
+    """Where a value the plan applies comes from: every plan line names it."""
+
+    BUNDLE = "from the bundle"
+    SITE = "from the site file"
+    HOST = "set on this host"
+
+
 class Origin(StrEnum):
     BUNDLE = "bundle"   # the release changed it and it is applied
     LOCAL = "local"     # this host changed it and it is kept
@@ -85,15 +93,17 @@ class Decision:
     origin: Origin
     result: object
 
-    def line(self, masked: frozenset[str] = frozenset(), prefer: Side | None = None) -> str:
-        """The plan line: what happens to this setting and why (`masked`: env keys marked secret)."""
+    def line(self, masked: frozenset[str] = frozenset(), prefer: Side | None = None,
+             site: frozenset[Key] = frozenset()) -> str:
+        """The plan line: what happens to this setting and where the value comes from (`masked`: env
+        keys marked secret; `site`: keys the site file sets now or set for the running version)."""
         show = lambda v: _show(self.key, v, masked)  # noqa: E731
         if self.origin is Origin.BUNDLE or (self.origin is Origin.CONFLICT and prefer is Side.BUNDLE):
-            why = "from the bundle" + ("; this host's change is overridden by --prefer bundle"
-                                       if self.origin is Origin.CONFLICT else "")
+            why = (Source.SITE if self.key in site else Source.BUNDLE) + (
+                "; this host's change is overridden by --prefer bundle" if self.origin is Origin.CONFLICT else "")
             return f"{self.key}: {show(self.ours)} -> {show(self.theirs)} ({why})"
-        why = "set on this host" + ("; the bundle's change is dropped by --prefer local"
-                                    if self.origin is Origin.CONFLICT else "")
+        why = Source.HOST + ("; the bundle's change is dropped by --prefer local"
+                             if self.origin is Origin.CONFLICT else "")
         if self.ours is None:
             return f"{self.key} unset kept ({why})"
         return f"{_assigned(self.key, show(self.ours))} kept ({why})"
@@ -137,6 +147,22 @@ def merge(base: Settings | None, theirs: Settings, ours: Settings, prefer: Side 
         if origin is not None:
             out.decisions.append(Decision(key, b, t, o, origin, result))
     return out
+
+
+def site_keys(signed: dict | None, run: dict | None) -> frozenset[Key]:
+    """The settings a site file decides: those whose value differs between the signed run settings
+    and the same with the site file over them (importer.site)."""
+    a, b = settings_of_run(signed), settings_of_run(run)
+    return frozenset(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def keys_from_json(items) -> frozenset[Key]:
+    """Keys as a generation records them ([kind, name] pairs)."""
+    return frozenset(Key(Kind(kind), name) for kind, name in items or ())
+
+
+def keys_to_json(keys) -> list[list[str]]:
+    return [[str(k.kind), k.name] for k in sorted(keys)]
 
 
 # -- the run-spec vocabulary -------------------------------------------------------------

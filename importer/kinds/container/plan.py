@@ -25,17 +25,17 @@ from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
 from bundlecore.refusals import HostPolicyRefused, SettingsConflict
-from bundlecore.runspec import VolumeKind, parse_volume
+from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
 from importer.state import StateDir
 from importer.backup import data
 from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations, version_change
-from importer.kinds.container.health import HealthGate
+from importer.kinds.container.health import ANY_ADDRESS, Followed, HealthGate, follow_published
 from importer.kinds.container.journal import SwapJournal
-from importer.kinds.container.merge import (Kind, MergeResult, Side, merge, settings_of_container,
-                                             settings_of_run)
+from importer.kinds.container.merge import (Key, Kind, MergeResult, Origin, Side, Source, keys_from_json, merge,
+                                            settings_of_container, settings_of_run, site_keys)
 
 BACKUP_MARGIN = 1.1
 BACKUP_MIN_FREE = 64 << 20
@@ -124,10 +124,18 @@ class SwapPlan:
     gate: dict | None = None  # the health settings the swap's gate applies: the target's, or for a
                               # rollback the generation's own (as its record keeps them)
     repair: Repair | None = None  # for kind REPAIR: why, and the generation recreated
+    site_keys: frozenset[Key] = frozenset()  # the settings the site file decides (recorded)
+    was_site_keys: frozenset[Key] = frozenset()  # those it decided when the running version was installed
+    followed: tuple[Followed, Source] | None = None  # the signed probe moved to where its port is published
 
     @property
     def key(self) -> str:
         return self.app or self.name
+
+    @property
+    def by_site(self) -> frozenset[Key]:
+        """The settings the site file decides, or decided for the running version (so changes by it)."""
+        return self.site_keys | self.was_site_keys
 
     @property
     def nothing_to_do(self) -> bool:
@@ -139,6 +147,10 @@ class SwapPlan:
         """The env keys whose values are never shown (the site's, the bundle's `secret_env`): a secret
         changed or removed is still one."""
         return self.masked | self.was_masked | frozenset(self.target.run.secret_env or ())
+
+    def _source(self, key: Key) -> Source:
+        """A new container's setting: the site file's or the bundle's (a repair's: as recorded at install)."""
+        return Source.SITE if key in self.by_site else Source.BUNDLE
 
     def lines(self) -> list[str]:
         out = []
@@ -154,9 +166,9 @@ class SwapPlan:
             out.append(f"{what} new container from {self.new_image_ref} ({self.new_image_id[:19]})")
             run = self.target.run
             for p in run.ports or ():
-                out.append(f"  publish port {p}")
+                out.append(f"  publish port {p} ({self._source(Key(Kind.PORT, parse_port(p).key))})")
             for v in run.volumes or ():
-                out.append(f"  mount {v}")
+                out.append(f"  mount {v} ({self._source(Key(Kind.VOLUME, parse_volume(v).target))})")
             if install_touches_existing_data(self.target):
                 out.append("  data already in those volumes/directories is backed up before the first start")
         elif self.kind == PlanKind.UNCHANGED:
@@ -184,9 +196,13 @@ class SwapPlan:
                 out.append("  then create the new container with the same settings, networks and mounts")
             else:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
-                out += [f"    {d.line(self.marked, self.prefer)}" for d in self.settings.decisions]
+                out += [f"    {d.line(self.marked, self.prefer, self.by_site)}" for d in self.settings.decisions]
         if self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
             out.append(f"  health check: {self.health}")
+            if self.followed:
+                f, source = self.followed
+                out.append(f"  the health check follows container port {f.port_key}: the bundle probes {f.was}, "
+                           f"published here as {f.now} ({source})")
             if self.old and self.kind in (PlanKind.UPGRADE, PlanKind.REPAIR):
                 out.append("  if it fails: remove the new container, restore the data exactly, restart the old one")
             elif self.kind == PlanKind.ROLLBACK:
@@ -225,11 +241,13 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
 
 def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: str, *, new_version: str | None = None,
               prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None,
-              sequence: int | None = None) -> SwapPlan:
+              sequence: int | None = None, signed: ContainerTarget | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
     whose run settings conflict (importer.kinds.container.merge) is refused here, before anything is loaded.
     The installed release imported again (`sequence`) is nothing to do when its container runs as
-    recorded, else a repair: the container recreated (from the recorded settings when it is missing)."""
+    recorded, else a repair: the container recreated (from the recorded settings when it is missing).
+    `signed`: the release's own target, before the site file (what each setting's source is, and the
+    ports its health check means)."""
     name = target.name
     app = app or name
     client.ping()
@@ -240,6 +258,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     ref = image_ref_for(client, target.image, new_img["Id"]) if loaded else (target.image or new_image_id)
     old = client.container_named(name)
     installed = _installed_release(state, app, sequence, new_version, new_image_id)
+    by_site = site_keys(signed.run.as_mapping(), target.run.as_mapping()) if signed else frozenset()
     if not old:
         kind, repair = PlanKind.INSTALL, None
         if installed is not None:
@@ -248,9 +267,11 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         check_host(client, run_config(target.run.as_mapping(), ref), replaced=None)  # before anything is loaded
         refuse_nested_binds(client, name, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())])
         hc = (new_img.get("Config") or {}).get("Healthcheck")
-        return SwapPlan(kind, name, target, new_img["Id"], ref, new_version,
-                        health=_describe_health(target.health_json(), hc, loaded), masked=masked, app=app,
-                        gate=target.health_json(), repair=repair)
+        plan = SwapPlan(kind, name, target, new_img["Id"], ref, new_version, masked=masked, app=app,
+                        gate=target.health_json(), repair=repair, site_keys=by_site)
+        _follow_ports(plan, signed, target.run.ports or ())
+        plan.health = _describe_health(plan.gate, hc, loaded)
+        return plan
     current = _current(state, old, Generations(state.app_dir(app)))
     unchanged = old["Image"] == new_img["Id"] and old["State"].get("Running")
     kind, repair = PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, None
@@ -259,7 +280,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         kind, repair = (PlanKind.REPAIR, _repair(state, app, installed, why)) if why else (PlanKind.CURRENT, None)
     plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
-                    gate=target.health_json(), repair=repair)
+                    gate=target.health_json(), repair=repair, site_keys=by_site)
     if kind == PlanKind.CURRENT:
         return plan
     _fill_mounts(client, plan, old)
@@ -268,6 +289,9 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     if plan.kind in (PlanKind.UPGRADE, PlanKind.REPAIR):
         _merge_settings(plan, state, old, old_img)
         refuse_nested_binds(client, name, plan.binds)
+        merged = plan.settings.merged if plan.settings else {}
+        ports = [p for k, texts in merged.items() if k.kind is Kind.PORT for p in texts]  # type: ignore[attr-defined]
+        _follow_ports(plan, signed, ports)
     if (old.get("Config") or {}).get("Healthcheck") != (old_img.get("Config") or {}).get("Healthcheck"):
         hc = old["Config"].get("Healthcheck")  # the user's override is carried over
     plan.health = _describe_health(plan.gate, hc, loaded or bool(hc))
@@ -313,6 +337,9 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
         # the site's env keys as recorded; a record from before they were: every env key it set, on doubt
         plan.was_masked = frozenset(recorded.get("site_env", recorded["run"].get("env") or ())) | frozenset(
             recorded["run"].get("secret_env") or ())
+        # what the site file decided for the running version: a setting it no longer sets changes by it
+        plan.was_site_keys = keys_from_json(recorded.get("site_keys")) | {
+            Key(Kind.ENV, k) for k in recorded.get("site_env") or ()}
     theirs = settings_of_run(plan.target.run.as_mapping())
     ours = settings_of_container(old, old_img, named=set(theirs if base is None else base))
     plan.settings = merge(base, theirs, ours, plan.prefer)
@@ -379,6 +406,24 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     return plan
 
 
+def _follow_ports(plan: SwapPlan, signed: ContainerTarget | None, ports) -> None:
+    """The signed http/tcp probe follows its container port to where the new container publishes it
+    (importer.kinds.container.health.follow_published; a port no longer published is refused here,
+    before anything is loaded or stopped), with where that port's host side comes from."""
+    followed = follow_published(plan.gate, signed.run.ports or () if signed else (), ports)
+    if followed is None:
+        return
+    key = Key(Kind.PORT, followed.port_key)
+    decision = next((d for d in (plan.settings.decisions if plan.settings else ()) if d.key == key), None)
+    if decision is not None and decision.origin is not Origin.BUNDLE and decision.result == decision.ours:
+        source = Source.HOST
+    elif key in plan.by_site:
+        source = Source.SITE
+    else:
+        source = Source.HOST if plan.old else Source.BUNDLE
+    plan.gate, plan.followed = followed.health, (followed, source)
+
+
 def _describe_health(health: dict | None, image_hc: dict | None, image_known: bool) -> str:
     gate = HealthGate(health, image_hc)
     if not image_known and not gate.probe_kind:
@@ -439,7 +484,6 @@ def preflight(client, state: StateDir, plan: SwapPlan, helper_candidates: list[s
 
 # -- the host: ports, bind sources, networks -------------------------------------------------
 
-ANY_ADDRESS = ("", "0.0.0.0", "::")
 BUILTIN_NETWORKS = ("", "default", "bridge", "host", "none")
 
 

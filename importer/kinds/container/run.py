@@ -29,6 +29,7 @@ from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
 from importer.kinds.container.generations import Generations, parked_name, shown_version
 from importer.kinds.container.health import HealthGate
+from importer.kinds.container.merge import keys_to_json
 from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 from importer.kinds.container.machine import AttemptFailed, ContainerSwap, begin
@@ -106,7 +107,8 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref,
         generation=plan.repair.generation if recorded and plan.repair.generation else gens.allocate(),
         version=release.version, sequence=release.sequence,
-        bundle=bundle | {"run": run, "site_env": recorded.get("site_env", sorted(plan.masked))})
+        bundle=bundle | {"run": run, "site_env": recorded.get("site_env", sorted(plan.masked)),
+                         "site_keys": recorded.get("site_keys", keys_to_json(plan.site_keys))})
     if plan.old is None:  # a first install, or the repair of a missing container
         new.create = run_config(run, plan.new_image_ref)
         check_host(client, new.create, replaced=None)
