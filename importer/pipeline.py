@@ -431,5 +431,6 @@ def _summary(audit: AuditEvent) -> dict:
     """The import's result document (--json): what the audit event says of the bundle, flat."""
     return {"event": "import", "user": audit.operator.user, "started": audit.started, "bundle": audit.details["bundle"],
             "name": audit.bundle.name, "version": audit.bundle.version, "sequence": audit.bundle.sequence,
-            "signers": [s.to_json() for s in audit.signers], "sha256": audit.bundle.sha256,
+            "signers": [s.to_json() for s in audit.signers],
+            **({"sha256": audit.bundle.sha256} if audit.bundle.sha256 else {}),  # none: already installed, not read
             **{k: audit.details[k] for k in ("takes_over", "pushes", "pushed") if k in audit.details}}

@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from bundlecore.schema import cli_schema_name, first_error
+
 from tests.support import run_bundle
 from tests.swap_fixtures import data_files, seed_data, served_version
 from tests.test_swap_merge import Site
@@ -35,6 +37,10 @@ def test_importing_the_installed_release_again_is_already_installed_and_touches_
     assert r.code == 0, str(r)
     assert f"{site.env['name']} 1.0.0 (sequence 1) is already installed: nothing loaded or changed" in r.stdout
     assert "is already installed and healthy" in r.stdout and "loaded" not in r.stdout.replace("nothing loaded", "")
+    r = site.import_(bundle, "--json")
+    doc = json.loads(r.stdout)
+    assert r.code == 0 and first_error(cli_schema_name("import"), doc) is None, (r, first_error(cli_schema_name("import"), doc))
+    assert doc["result"] == "already installed" and doc["app"]["state"] == "active"
     after = site.container()
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert (site.env["state"].app_dir(site.env["name"]) / "generations.json").read_text() == generations
