@@ -18,7 +18,10 @@ the installed version).
 
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
 (importer.kinds.container.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
-policy's `prometheus_urls` must still allow it.
+policy's `prometheus_urls` must still allow it. `[health]` `http`, `tcp` or `cmd` replaces the signed
+probe (whichever kind it was), and `timeout`, `attempts` the signed ones: how this host reaches the app
+is the intranet's knowledge too (a signed probe at a port the site file moves follows it by itself,
+importer.kinds.container.health `follow_published`). Probation and the metrics query stay signed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from bundlecore.schema import first_error
 from importer.masking import shown_env
 
 SITE_DIR = Path("/etc/bundle/apps")
+PROBES = ("http", "tcp", "cmd")
+HEALTH_KEYS = (*PROBES, "timeout", "attempts")  # what `[health]` may set over the signed health check
 _ADDED = ("cap_add", "cap_drop", "dns", "extra_hosts", "secret_env")
 
 
@@ -47,6 +52,7 @@ class SiteSettings:
     path: Path | None
     run: dict = field(default_factory=dict)
     prometheus_url: str | None = None
+    health: dict = field(default_factory=dict)  # HEALTH_KEYS set by the file
 
     @classmethod
     def load(cls, app: str, path: Path | None = None) -> "SiteSettings":
@@ -67,7 +73,9 @@ class SiteSettings:
         err = first_error("site.schema.json", raw)
         if err:
             raise EnvironmentProblem(f"site settings {path}: {err}")
-        return cls(Path(path), raw.get("run") or {}, ((raw.get("health") or {}).get("prometheus") or {}).get("url"))
+        health = raw.get("health") or {}
+        return cls(Path(path), raw.get("run") or {}, (health.get("prometheus") or {}).get("url"),
+                   {k: v for k, v in health.items() if k in HEALTH_KEYS})
 
     @property
     def masked(self) -> frozenset[str]:
@@ -93,17 +101,21 @@ class SiteSettings:
         return out
 
     def over_health(self, health: dict | None) -> dict:
-        """{"health": ...} with this site's Prometheus URL in a signed metrics gate; {} when nothing changes."""
-        prom = (health or {}).get("prometheus")
-        if not (prom and self.prometheus_url):
-            return {}
-        return {"health": {**(health or {}), "prometheus": {**prom, "url": self.prometheus_url}}}
+        """{"health": ...} with this site's probe, timeout and attempts over the signed ones and its
+        Prometheus URL in a signed metrics gate; {} when nothing changes."""
+        out = {k: v for k, v in (health or {}).items() if not (k in PROBES and any(p in self.health for p in PROBES))}
+        out.update(self.health)
+        prom = out.get("prometheus")
+        if prom and self.prometheus_url:
+            out["prometheus"] = {**prom, "url": self.prometheus_url}
+        return {"health": out} if out != (health or {}) else {}
 
     def over_target(self, target: Target) -> Target:
         """The signed target with this site's run settings and Prometheus URL over it."""
         health = self.over_health(target.health_json()).get("health")
         return replace(target, run=RunSettings.from_json(self.over(target.run.as_mapping())),
-                       health=HealthSettings.from_json(health) if health else target.health)
+                       health=HealthSettings.from_json({"timeout": None, "attempts": None, **health})
+                       if health else target.health)
 
     def plan_lines(self) -> list[str]:
         """What the operator confirms of the site file, env values masked."""
@@ -119,6 +131,7 @@ class SiteSettings:
                 out += [f"  {key} {v}" for v in value]
             else:
                 out.append(f"  {key} {value}")
+        out += [f"  health.{k} {v}" for k, v in self.health.items()]
         if self.prometheus_url:
             out.append(f"  health.prometheus.url {self.prometheus_url}")
         return out

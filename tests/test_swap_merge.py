@@ -164,6 +164,20 @@ def test_a_port_the_site_file_moves_is_followed_by_the_signed_health_check(site,
     assert site.env["state"].installed(site.env["name"])["health"]["http"] == f"http://127.0.0.1:{p2}/health"
 
 
+def test_the_site_file_may_set_the_health_check_this_host_reaches(site, demo_images, tmp_path):
+    """The site file's `[health]` probe replaces the signed one (its kind too): the bundle probes http at
+    P1, this host publishes P2 and checks it by tcp; the plan says the check is the site file's."""
+    p1, p2, site_file = site.env["port"], free_port(), tmp_path / "site.toml"
+    assert site.import_(site.build(demo_images["v1"], 1, port=p1)).code == 0
+    site_file.write_text(f'[run]\nports = ["127.0.0.1:{p2}:8080"]\n\n[health]\ntcp = "127.0.0.1:{p2}"\nattempts = 1\n')
+    r = site.import_(site.build(demo_images["v2"], 2, port=p1), "--site", site_file)
+    assert r.code == 0, str(r)
+    assert f"health check (from the site file): tcp connect to 127.0.0.1:{p2}" in r.stdout
+    assert "1 attempts" in r.stdout and "the health check follows" not in r.stdout
+    assert f"  health.tcp 127.0.0.1:{p2}" in r.stdout  # the site settings' own lines
+    assert served_version({"port": p2}) == "2.0.0"
+
+
 def test_a_port_no_longer_published_is_refused_and_one_moved_by_hand_is_followed(site, demo_images, tmp_path,
                                                                                   docker_client):
     p1, p2, site_file = site.env["port"], free_port(), tmp_path / "site.toml"

@@ -70,3 +70,38 @@ def test_an_install_plan_names_the_site_file_for_its_port_and_the_health_check_t
     assert "  mount data:/data (from the bundle)" in lines
     assert ("  the health check follows container port 8080/tcp: the bundle probes 127.0.0.1:18900, published "
             "here as 127.0.0.1:18901 (from the site file)") in lines
+
+
+@pytest.mark.parametrize("site,health,want", [
+    ('http = "http://10.0.0.5:8443/ok"\ntimeout = 30', {"tcp": "127.0.0.1:18900", "timeout": 5, "attempts": 2},
+     {"http": "http://10.0.0.5:8443/ok", "timeout": 30, "attempts": 2}),          # the probe kind changes too
+    ('attempts = 4', HTTP, {**HTTP, "attempts": 4}),                               # the signed probe kept
+    ('cmd = ["true"]', None, {"cmd": ["true"]}),                                   # a probe where none was signed
+    ('prometheus = { url = "http://prom:9090" }', HTTP, None),                     # no metrics gate signed: nothing
+])
+def test_the_site_file_may_set_the_probe_its_timeout_and_attempts(tmp_path, site, health, want):
+    from importer.site import SiteSettings
+    f = tmp_path / "app.toml"
+    f.write_text(f"[health]\n{site}\n")
+    assert SiteSettings.load("app", f).over_health(health).get("health") == want
+
+
+def test_a_site_file_with_two_probes_is_refused(tmp_path):
+    from bundlecore.errors import EnvironmentProblem
+    from importer.site import SiteSettings
+    f = tmp_path / "app.toml"
+    f.write_text('[health]\nhttp = "http://a:1/"\ntcp = "a:1"\n')
+    with pytest.raises(EnvironmentProblem) as e:
+        SiteSettings.load("app", f)
+    assert "at health" in str(e.value)
+
+
+def test_a_probe_the_site_file_set_is_not_moved_and_the_plan_says_whose_it_is():
+    signed = ContainerTarget("app", "app:1", RunSettings.from_json({"ports": SIGNED}))
+    target = ContainerTarget("app", "app:1", RunSettings.from_json({"ports": ["127.0.0.1:18901:8080"]}))
+    gate = {"tcp": "127.0.0.1:18901", "timeout": 5, "attempts": 1}
+    plan = SwapPlan(PlanKind.INSTALL, "app", target, "sha256:" + "a" * 64, "app:1", gate=gate, health_by_site=True,
+                    health="tcp connect to 127.0.0.1:18901")
+    _follow_ports(plan, signed, target.run.ports)
+    assert plan.gate == gate and plan.followed is None
+    assert "  health check (from the site file): tcp connect to 127.0.0.1:18901" in plan.lines()

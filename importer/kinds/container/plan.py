@@ -27,6 +27,7 @@ from bundlecore.progress import human
 from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
+from importer.site import HEALTH_KEYS
 from importer.state import StateDir
 from importer.backup import data
 from importer.hostpolicy import nested_binds
@@ -127,6 +128,7 @@ class SwapPlan:
     site_keys: frozenset[Key] = frozenset()  # the settings the site file decides (recorded)
     was_site_keys: frozenset[Key] = frozenset()  # those it decided when the running version was installed
     followed: tuple[Followed, Source] | None = None  # the signed probe moved to where its port is published
+    health_by_site: bool = False  # the site file set the probe, its timeout or attempts (importer.site)
 
     @property
     def key(self) -> str:
@@ -198,7 +200,7 @@ class SwapPlan:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
                 out += [f"    {d.line(self.marked, self.prefer, self.by_site)}" for d in self.settings.decisions]
         if self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
-            out.append(f"  health check: {self.health}")
+            out.append(f"  health check{f' ({Source.SITE})' if self.health_by_site else ''}: {self.health}")
             if self.followed:
                 f, source = self.followed
                 out.append(f"  the health check follows container port {f.port_key}: the bundle probes {f.was}, "
@@ -259,6 +261,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     old = client.container_named(name)
     installed = _installed_release(state, app, sequence, new_version, new_image_id)
     by_site = site_keys(signed.run.as_mapping(), target.run.as_mapping()) if signed else frozenset()
+    health_by_site = signed is not None and _site_health(target.health_json()) != _site_health(signed.health_json())
     if not old:
         kind, repair = PlanKind.INSTALL, None
         if installed is not None:
@@ -268,7 +271,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         refuse_nested_binds(client, name, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())])
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         plan = SwapPlan(kind, name, target, new_img["Id"], ref, new_version, masked=masked, app=app,
-                        gate=target.health_json(), repair=repair, site_keys=by_site)
+                        gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site)
         _follow_ports(plan, signed, target.run.ports or ())
         plan.health = _describe_health(plan.gate, hc, loaded)
         return plan
@@ -280,7 +283,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         kind, repair = (PlanKind.REPAIR, _repair(state, app, installed, why)) if why else (PlanKind.CURRENT, None)
     plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
-                    gate=target.health_json(), repair=repair, site_keys=by_site)
+                    gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site)
     if kind == PlanKind.CURRENT:
         return plan
     _fill_mounts(client, plan, old)
@@ -410,6 +413,8 @@ def _follow_ports(plan: SwapPlan, signed: ContainerTarget | None, ports) -> None
     """The signed http/tcp probe follows its container port to where the new container publishes it
     (importer.kinds.container.health.follow_published; a port no longer published is refused here,
     before anything is loaded or stopped), with where that port's host side comes from."""
+    if plan.health_by_site:
+        return  # the site file's probe says where this host reaches the app
     followed = follow_published(plan.gate, signed.run.ports or () if signed else (), ports)
     if followed is None:
         return
@@ -422,6 +427,11 @@ def _follow_ports(plan: SwapPlan, signed: ContainerTarget | None, ports) -> None
     else:
         source = Source.HOST if plan.old else Source.BUNDLE
     plan.gate, plan.followed = followed.health, (followed, source)
+
+
+def _site_health(health: dict | None) -> dict:
+    """The part of the health settings a site file may set (importer.site HEALTH_KEYS)."""
+    return {k: v for k, v in (health or {}).items() if k in HEALTH_KEYS}
 
 
 def _describe_health(health: dict | None, image_hc: dict | None, image_known: bool) -> str:
