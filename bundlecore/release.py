@@ -453,7 +453,6 @@ class InstalledRecord:
                    image_id=d.get("image_id"),
                    signers=tuple(Signer.of(s).fingerprint for s in d.get("signers") or ()))
 
-
     def is_release(self, sequence: int, version: str | None, image_id: str) -> bool:
         """Whether this record is of that release (importing it again is "already installed" or a repair)."""
         return (self.sequence, self.version, self.image_id) == (sequence, version, image_id)

@@ -99,13 +99,13 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_
     gens = Generations(state.app_dir(plan.key))
     release, run = delivery.release, plan.target.run.as_mapping()
     bundle = delivery.journal_bundle()
-    recorded = {}
-    if plan.repair and plan.old is None:  # the missing container of the installed generation, recreated as it
-        recorded = plan.repair.bundle     # was recorded (its site keys, and the images its own load created)
-        bundle |= LoadedImages.from_json(recorded).merged(delivery.loaded).to_json()
+    if plan.repair:  # the images the release's own load created stay recorded with it (pruning reads them)
+        bundle |= LoadedImages.from_json(plan.repair.bundle).merged(delivery.loaded).to_json()
+    # a missing container of the installed generation is recreated as that generation was recorded
+    recorded = plan.repair.bundle if plan.repair and plan.old is None else {}
     new = IncomingContainer(
         id=None, image_id=plan.new_image_id, image_ref=plan.new_image_ref,
-        generation=plan.repair.generation if recorded and plan.repair.generation else gens.allocate(),
+        generation=plan.repair.generation if recorded and plan.repair and plan.repair.generation else gens.allocate(),
         version=release.version, sequence=release.sequence,
         bundle=bundle | {"run": run, "site_env": recorded.get("site_env", sorted(plan.masked)),
                          "site_keys": recorded.get("site_keys", keys_to_json(plan.site_keys))})
