@@ -75,6 +75,25 @@ def test_a_container_deleted_by_hand_is_repaired_from_its_record_with_its_data(s
     assert site.container()["Id"] == info["Id"]
 
 
+def test_a_container_stopped_by_hand_is_repaired_by_replacing_it(site, demo_images, docker_client):
+    bundle = site.build(demo_images["v1"], 1, port=site.env["port"])
+    assert site.import_(bundle).code == 0
+    name = site.env["name"]
+    seed_data(docker_client, name)
+    data = data_files(docker_client, name)
+    old_id = site.container()["Id"]
+    docker_client.api.stop(name, timeout=0)
+
+    r = site.import_(bundle)
+    assert r.code == 0, str(r)
+    assert f"repair {name}: 1.0.0 is installed (generation 1) but it is exited" in r.stdout
+    assert f"replace {name}: 1.0.0 -> 1.0.0" in r.stdout
+    info = site.container()
+    assert info["Id"] != old_id and info["State"]["Running"] and served_version(site.env) == "1.0.0"
+    assert data_files(docker_client, name) == data
+    assert site.env["state"].installed(name)["container_id"] == info["Id"]
+
+
 def test_a_lower_sequence_is_still_refused_and_allow_downgrade_says_what_it_accepts(site, demo_images):
     port = site.env["port"]
     old = site.build(demo_images["v1"], 1, port=port)
