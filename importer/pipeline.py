@@ -362,7 +362,9 @@ def _already_installed(ctx: ImportContext) -> dict:
     ctx.out(f"{r.app} {r.version} (sequence {r.sequence}) is already installed: nothing loaded or changed")
     ctx.audit.result, ctx.audit.exit_code = Result.UNCHANGED, ExitCode.DONE
     ctx.audit.details["already_installed"] = True
-    return {"result": "already installed", "installed": ctx.state.installed(r.app), **_summary(ctx.audit)}
+    from importer import kinds
+    return {"result": "already installed", "installed": ctx.state.installed(r.app), **_summary(ctx.audit),
+            **({"plan": kinds.plan_json(ctx.plan, ctx.plan_lines)} if ctx.options.dry_run else {})}
 
 
 def _load(ctx: ImportContext) -> None:

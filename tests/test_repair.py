@@ -41,6 +41,11 @@ def test_importing_the_installed_release_again_is_already_installed_and_touches_
     doc = json.loads(r.stdout)
     assert r.code == 0 and first_error(cli_schema_name("import"), doc) is None, (r, first_error(cli_schema_name("import"), doc))
     assert doc["result"] == "already installed" and doc["app"]["state"] == "active"
+    r = site.import_(bundle, "--json", "--dry-run")
+    doc = json.loads(r.stdout)
+    assert r.code == 0 and first_error(cli_schema_name("import"), doc) is None, r
+    assert doc["plan"]["action"] == "current" and any("is already installed and healthy" in ln
+                                                      for ln in doc["plan"]["lines"])
     after = site.container()
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert (site.env["state"].app_dir(site.env["name"]) / "generations.json").read_text() == generations
