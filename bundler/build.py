@@ -36,6 +36,7 @@ from bundlecore import __version__, layerpatch
 from bundlecore import format as fmt
 from bundlecore.engine import EngineError, EngineNotFound, connect, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
+from bundlecore.fsutil import create_fresh, temp_name
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.inventory import parse_inventory
 from bundlecore.platforms import platforms_match
@@ -439,6 +440,11 @@ def _config_id(entry: dict, links, by_path) -> str | None:
     return "sha256:" + f.sha256 if f else None
 
 
+def _write_new(path: Path, text: str) -> None:
+    with create_fresh(path, 0o666) as f:
+        f.write(text.encode())
+
+
 def _unlink_quietly(*paths: Path) -> None:
     for p in paths:
         try:
@@ -482,13 +488,13 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
 
     created = utc_now()
     mtime = int(created.timestamp())
-    tmp_payload = out.with_name(f".{out.name}.payload-{os.getpid()}")
-    tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp_sum = out.with_name(f".{out.name}.sha256.tmp-{os.getpid()}")
+    # every file is created fresh under an unpredictable name (bundlecore.fsutil): the output
+    # directory may be shared, and a link planted at a guessable name would be written through
+    tmp_payload, tmp_out, tmp_sum = temp_name(out, "payload"), temp_name(out), temp_name(fmt.sums_path(out))
     tmp_parts: list[Path] = []
     try:
         progress = Progress("save+compress", total or None, enabled=show_progress)
-        with open(tmp_out, "wb") as payload_fh:  # the head goes in front at the end (fmt.place_head)
+        with create_fresh(tmp_out, 0o666) as payload_fh:  # the head goes in front at the end (fmt.place_head)
             payload_fh.seek(fmt.PAYLOAD_OFFSET)
             files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent, save)
         progress.close()
@@ -531,13 +537,13 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             os.replace(tmp_payload, tmp_out)
         size = tmp_out.stat().st_size
         if split is None:
-            tmp_sum.write_text(f"{digest}  {out.name}\n")
+            _write_new(tmp_sum, f"{digest}  {out.name}\n")
             os.replace(tmp_out, out)
             parts = []
         else:
-            written = fmt.write_parts(tmp_out, out, split, f".tmp-{os.getpid()}")
+            written = fmt.write_parts(tmp_out, out, split)
             tmp_parts += [tmp for tmp, _, _ in written]
-            tmp_sum.write_text("".join(f"{h}  {final.name}\n" for _, final, h in written) + f"{digest}  {out.name}\n")
+            _write_new(tmp_sum, "".join(f"{h}  {final.name}\n" for _, final, h in written) + f"{digest}  {out.name}\n")
             for tmp, final, _ in written:
                 os.replace(tmp, final)
             parts = [final for _, final, _ in written]

@@ -30,7 +30,7 @@ def _bundle(tmp_path, payload_size=600_000):
 
 
 def _split(tmp_path, out, digest, size=64 << 10, sidecar=True):
-    written = fmt.write_parts(out, out, size, ".tmp")
+    written = fmt.write_parts(out, out, size)
     for tmp, final, _ in written:
         os.replace(tmp, final)
     if sidecar:
