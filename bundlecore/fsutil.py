@@ -14,7 +14,7 @@ import errno
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bundlecore.errors import EnvironmentProblem
 
@@ -54,6 +54,25 @@ def read_capped(path: Path, cap: int) -> bytes:
     if len(data) > cap:
         raise TooLarge(f"{path} is over its cap of {cap} bytes")
     return data
+
+
+MAX_CONFIG = 1 << 20  # a site file, a host policy, a trust policy: an admin's few lines
+
+
+def read_toml(path: Path, cap: int = MAX_CONFIG) -> dict[str, Any]:
+    """An admin's TOML file, read with its cap held while reading; ValueError saying what is wrong
+    ("over its cap of N bytes", "nested too deeply to be read", "not valid TOML: ...") otherwise,
+    never a RecursionError from the parser; OSError as open() raises it."""
+    import tomllib
+
+    try:
+        return tomllib.loads(read_capped(path, cap).decode("utf-8"))
+    except TooLarge:
+        raise ValueError(f"over its cap of {cap} bytes") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"not valid TOML: {e}") from None
 
 
 def temp_name(path: Path, tag: str = "tmp") -> Path:
