@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from bundlecore.errors import EnvironmentProblem
 from bundlecore.remote import MAX_DEPTH, Failure, RemoteProblem, depth, fetch, parse_json
 
 
@@ -159,3 +160,18 @@ def test_depth_is_linear_and_counts_containers_only():
     assert depth(1) == 0 and depth([]) == 1 and depth({"a": [1, {"b": 2}]}) == 3
     wide = [[i] for i in range(100_000)]
     assert depth(wide) == 2
+
+
+def test_a_registry_that_drips_its_answer_is_one_line_within_its_deadline(serve, monkeypatch, tmp_path):
+    """importer.registry's own requests (GET /v2/, tokens, digests) go through the same deadline."""
+    from importer import registry
+
+    monkeypatch.setattr(registry, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no credentials
+    url = serve(lambda c: _drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
+    address = url.split("/")[2]
+    started = time.monotonic()
+    with pytest.raises(EnvironmentProblem) as e:
+        registry.check_access(address)
+    assert str(e.value) == f"registry {address} does not answer usably (no complete answer within 1 s)"
+    assert time.monotonic() - started < 2
