@@ -199,7 +199,9 @@ def fetch(method: str, url: str, *, timeout: float, max_bytes: int, read_body: b
         with resp:
             if dog.expired:  # the headers were cut off by the watchdog
                 raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s")
-            body = _read(resp, dog, timeout, max_bytes) if read_body else b""
+            # a HEAD, 204 or 304 answer has no body, whatever its Content-Length says (RFC 9110 6.4.1)
+            has_body = method.upper() != "HEAD" and resp.status_code not in (204, 304) and resp.status_code >= 200
+            body = _read(resp, dog, timeout, max_bytes) if read_body and has_body else b""
             return Reply(resp.url, resp.status_code, resp.headers, body)
     finally:
         dog.cancel()

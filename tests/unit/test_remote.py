@@ -175,3 +175,9 @@ def test_a_registry_that_drips_its_answer_is_one_line_within_its_deadline(serve,
         registry.check_access(address)
     assert str(e.value) == f"registry {address} does not answer usably (no complete answer within 1 s)"
     assert time.monotonic() - started < 2
+
+
+def test_a_head_answer_has_no_body_whatever_its_content_length(serve):
+    url = serve(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 165\r\nDocker-Content-Digest: sha256:x\r\n\r\n"))
+    reply = fetch("HEAD", url, timeout=2, max_bytes=100)
+    assert reply.status_code == 200 and reply.body == b"" and reply.headers["Docker-Content-Digest"] == "sha256:x"
