@@ -117,7 +117,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def atomic_write_json(path: Path, obj: object, mode: int = 0o600) -> None:
-    from bundlecore.format import dumps_canonical  # here: bundlecore.format creates its files through this module
+    from bundlecore.format.encoding import dumps_canonical  # here: bundlecore.format creates its files through this module
 
     atomic_write_bytes(path, dumps_canonical(obj), mode)
 
