@@ -40,7 +40,6 @@ import os
 import re
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Any, Sequence
 import gnupg
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.fsutil import read_toml
 from bundlecore.format import MAX_SIGNATURE_BLOCKS
 from bundlecore.gpg import STRONG_HASH_ALGOS, gpg_for, key_problem, throwaway_gnupghome, validsig_hash_algo
 from bundlecore.refusals import SignatureRefused
@@ -221,9 +221,9 @@ def load_policy(path: Path, fingerprints: set[str]) -> list[Role]:
     if not path.exists():
         return []
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise EnvironmentProblem(f"policy {path} is not valid TOML: {e}") from None
+        raw = read_toml(path)
+    except ValueError as e:
+        raise EnvironmentProblem(f"policy {path} is {e}") from None
     if set(raw) - {"roles"} or not isinstance(raw.get("roles", {}), dict):
         raise EnvironmentProblem(f"policy {path}: only a [roles.NAME] table is allowed")
     if not raw.get("roles"):

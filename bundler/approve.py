@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bundlecore import format as fmt
 from bundlecore.errors import UsageProblem
+from bundlecore.fsutil import create_fresh, temp_name
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
 from bundlecore.trust import TrustStore
 from bundlecore.verify import BundleVerifier
@@ -38,9 +39,9 @@ def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | 
         raise UsageProblem(f"{bundle} is already signed by {key['fingerprint']}")
     signatures = verified.head.signatures.rstrip(b"\n") + b"\n" + sign_detached(gpg, key["fingerprint"], verified.head.sums)
     target = files.first
-    tmp = target.with_name(f".{target.name}.approve-{os.getpid()}")
+    tmp = temp_name(target, "approve")  # fresh, unpredictable names (bundlecore.fsutil)
     sidecar = fmt.sums_path(files.stem)
-    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.approve-{os.getpid()}")
+    tmp_sidecar = temp_name(sidecar, "approve")
     try:
         if files.split:
             first, digest = fmt.rewrite_split_head(files, tmp, verified.head, signatures)
@@ -48,7 +49,8 @@ def approve(bundle: Path, sign_key: str, gnupghome: str | None, keys_dir: str | 
         else:
             digest, lines = fmt.rewrite_head(target, tmp, verified.head, signatures), []
         if sidecar.exists():
-            tmp_sidecar.write_text("".join(f"{h}  {n}\n" for h, n in lines if h) + f"{digest}  {files.stem.name}\n")
+            with create_fresh(tmp_sidecar, 0o666) as f:
+                f.write(("".join(f"{h}  {n}\n" for h, n in lines if h) + f"{digest}  {files.stem.name}\n").encode())
         os.replace(tmp, target)
         if sidecar.exists():
             os.replace(tmp_sidecar, sidecar)

@@ -36,8 +36,9 @@ from bundlecore import __version__, layerpatch
 from bundlecore import format as fmt
 from bundlecore.engine import EngineError, EngineNotFound, connect, image_platform
 from bundlecore.errors import EnvironmentProblem, UsageProblem
+from bundlecore.fsutil import TooLarge, create_fresh, read_capped, temp_name
 from bundlecore.gpg import gpg_for, sign_detached, signing_key
-from bundlecore.inventory import parse_inventory
+from bundlecore.inventory import MAX_INVENTORY, chain_ids, known_chains, parse_inventory
 from bundlecore.platforms import platforms_match
 from bundlecore.progress import Progress, PullProgress
 from bundlecore.schema import first_error
@@ -79,13 +80,13 @@ class BaseLayer:
 
 @dataclass
 class DeltaBase:
-    """What a delta may leave out: the layer chains (tuples of diff IDs, bottom first) the base
-    carried or the engine holds, and how the signed manifest names that base. With `source` (the
+    """What a delta may leave out: the layer chains (chain IDs: bundlecore.inventory.chain_ids) the
+    base carried or the engine holds, and how the signed manifest names that base. With `source` (the
     base bundle, for `--since` without `--no-patch`), the layers it carried, which changed layers
     may be patched against; `patched` is filled by the build with the manifest's entries."""
 
     base: dict
-    chains: set[tuple[str, ...]]
+    chains: set[str]
     source: Path | None = None
     layers: list[BaseLayer] = field(default_factory=list)
     patched: list[dict] = field(default_factory=list)
@@ -103,7 +104,7 @@ class DeltaBase:
                     h.update(chunk)
             base = {"kind": "bundle", "sha256": h.hexdigest(), "name": manifest["name"],
                     "version": manifest["version"], "sequence": manifest["sequence"]}
-            chains = _chains(img["diff_ids"] for img in manifest["images"])
+            chains = known_chains(img["diff_ids"] for img in manifest["images"])
             layers = _carried_layers(manifest) if patch else []
         except (fmt.FormatError, KeyError, TypeError, ValueError) as e:  # ValueError: layers and diff IDs differ in number
             raise UsageProblem(f"cannot read the base bundle {path}: {e}") from None
@@ -114,7 +115,10 @@ class DeltaBase:
     @classmethod
     def from_inventory(cls, path: Path) -> "DeltaBase":
         try:
-            raw = Path(path).read_bytes()
+            raw = read_capped(path, MAX_INVENTORY)  # the cap holds while reading, not after
+        except TooLarge:
+            raise UsageProblem(f"{path} is not a `bundle inventory --json` file: it is over its cap of "
+                               f"{MAX_INVENTORY} bytes") from None
         except OSError as e:
             raise UsageProblem(f"cannot read the inventory {path}: {e.strerror or e}") from None
         try:
@@ -122,7 +126,7 @@ class DeltaBase:
         except fmt.FormatError as e:
             raise UsageProblem(f"{path} is not a `bundle inventory --json` file: {e}") from None
         base = {"kind": "inventory", "sha256": hashlib.sha256(raw).hexdigest(), "name": inventory["host"]}
-        return cls(base, _chains(img["diff_ids"] for img in inventory["images"]))
+        return cls(base, known_chains(img["diff_ids"] for img in inventory["images"]))
 
 
 def _carried_layers(manifest: dict) -> list[BaseLayer]:
@@ -132,16 +136,12 @@ def _carried_layers(manifest: dict) -> list[BaseLayer]:
             for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"], strict=True)) if path in sizes]
 
 
-def _chains(diff_id_lists) -> set[tuple[str, ...]]:
-    return {tuple(ids[:k]) for ids in diff_id_lists for k in range(1, len(ids) + 1)}
-
-
-def omitted_layers(images: list[dict], chains: set[tuple[str, ...]]) -> dict[str, str]:
-    """{layer payload path: diff ID} of the layers every image using them has in `chains`."""
+def omitted_layers(images: list[dict], chains: set[str]) -> dict[str, str]:
+    """{layer payload path: diff ID} of the layers every image using them has in `chains` (chain IDs)."""
     keep, maybe = set(), {}
     for img in images:
-        for k, (path, diff) in enumerate(zip(img["layers"], img["diff_ids"], strict=True)):
-            if tuple(img["diff_ids"][:k + 1]) in chains:
+        for path, diff, chain in zip(img["layers"], img["diff_ids"], chain_ids(img["diff_ids"]), strict=True):
+            if chain in chains:
                 maybe[path] = diff
             else:
                 keep.add(path)
@@ -439,6 +439,11 @@ def _config_id(entry: dict, links, by_path) -> str | None:
     return "sha256:" + f.sha256 if f else None
 
 
+def _write_new(path: Path, text: str) -> None:
+    with create_fresh(path, 0o666) as f:
+        f.write(text.encode())
+
+
 def _unlink_quietly(*paths: Path) -> None:
     for p in paths:
         try:
@@ -482,13 +487,13 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
 
     created = utc_now()
     mtime = int(created.timestamp())
-    tmp_payload = out.with_name(f".{out.name}.payload-{os.getpid()}")
-    tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp_sum = out.with_name(f".{out.name}.sha256.tmp-{os.getpid()}")
+    # every file is created fresh under an unpredictable name (bundlecore.fsutil): the output
+    # directory may be shared, and a link planted at a guessable name would be written through
+    tmp_payload, tmp_out, tmp_sum = temp_name(out, "payload"), temp_name(out), temp_name(fmt.sums_path(out))
     tmp_parts: list[Path] = []
     try:
         progress = Progress("save+compress", total or None, enabled=show_progress)
-        with open(tmp_out, "wb") as payload_fh:  # the head goes in front at the end (fmt.place_head)
+        with create_fresh(tmp_out, 0o666) as payload_fh:  # the head goes in front at the end (fmt.place_head)
             payload_fh.seek(fmt.PAYLOAD_OFFSET)
             files, omitted = write_payload(client, images, payload_fh, mtime, progress, delta, out.parent, save)
         progress.close()
@@ -531,13 +536,13 @@ def build_spec(spec: BuildSpec, out: Path, sign_key: str, gnupghome: str | None 
             os.replace(tmp_payload, tmp_out)
         size = tmp_out.stat().st_size
         if split is None:
-            tmp_sum.write_text(f"{digest}  {out.name}\n")
+            _write_new(tmp_sum, f"{digest}  {out.name}\n")
             os.replace(tmp_out, out)
             parts = []
         else:
-            written = fmt.write_parts(tmp_out, out, split, f".tmp-{os.getpid()}")
+            written = fmt.write_parts(tmp_out, out, split)
             tmp_parts += [tmp for tmp, _, _ in written]
-            tmp_sum.write_text("".join(f"{h}  {final.name}\n" for _, final, h in written) + f"{digest}  {out.name}\n")
+            _write_new(tmp_sum, "".join(f"{h}  {final.name}\n" for _, final, h in written) + f"{digest}  {out.name}\n")
             for tmp, final, _ in written:
                 os.replace(tmp, final)
             parts = [final for _, final, _ in written]

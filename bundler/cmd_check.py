@@ -33,7 +33,7 @@ def _duration(ctx, param, value):
 @click.option("--drafts", is_flag=True, help="Count drafts (also [upstream] drafts = true; needs a token).")
 @click.option("--api-url", default=DEFAULT_API_URL, show_default=True, help="GitHub API (Enterprise: https://HOST/api/v3).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds per HTTP request.")
+              help="Seconds for each HTTP request's whole answer (a total deadline, not a socket timeout).")
 @click.option("--notify", "notify_url", metavar="URL", help="POST a JSON event here when a newer release exists.")
 @click.option("--interval", callback=_duration, metavar="DURATION",
               help="Check again every DURATION (e.g. 24h) until SIGTERM.")

@@ -12,22 +12,25 @@ Rules:
 - Manners: `GITHUB_TOKEN` as a Bearer token; the last ETag is sent as `If-None-Match` and a 304
   (which costs no rate limit) means "as last time"; 5xx, timeouts and connection errors are
   retried a few times with exponential backoff; a rate limit is one line saying when it resets;
-  proxies come from the usual environment variables (requests reads them); bodies are capped.
+  proxies come from the usual environment variables (requests reads them); each request has a
+  total deadline (`timeout`, over connect, headers and body) and its body a cap
+  (bundlecore.remote); a body that is slow, too large, cut short, nested too deeply or of the
+  wrong type is one line, not retried.
+- Everything GitHub says is upstream's text: it is printed escaped (line breaks included), and
+  only a tag of a version's shape reaches an image ref or a file name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import requests
-
 from bundlecore import __version__
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.remote import Failure, RemoteProblem, Reply, fetch
 from bundlecore.timeutil import format_ts
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -38,6 +41,7 @@ BACKOFF_ENV = "BUNDLE_BACKOFF_BASE"
 DEFAULT_BACKOFF = 1.0
 MAX_BODY = 8 << 20
 NOTES_EXCERPT = 500
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,12}")
 
 _VERSION = re.compile(r"[vV]?(?P<release>[0-9]+(?:\.[0-9]+)*)(?:-?(?P<pre>[0-9A-Za-z]+(?:[.-][0-9A-Za-z]+)*))?"
                       r"(?:\+(?P<build>[0-9A-Za-z]+(?:[.-][0-9A-Za-z]+)*))?")
@@ -120,9 +124,9 @@ class Release:
         def text(key: str) -> str:
             return obj[key] if isinstance(obj.get(key), str) else ""
 
-        return cls(tag=obj["tag_name"], version=parse_version(obj["tag_name"]), name=text("name"),
-                   published_at=obj.get("published_at") if isinstance(obj.get("published_at"), str) else None,
-                   url=text("html_url"), notes=text("body")[:NOTES_EXCERPT],
+        return cls(tag=obj["tag_name"], version=parse_version(obj["tag_name"]), name=text("name")[:NOTES_EXCERPT],
+                   published_at=text("published_at")[:NOTES_EXCERPT] or None,
+                   url=text("html_url")[:NOTES_EXCERPT], notes=text("body")[:NOTES_EXCERPT],
                    draft=obj.get("draft") is True, prerelease=obj.get("prerelease") is True)
 
     def summary(self) -> dict:
@@ -178,39 +182,39 @@ class GitHubReleases:
             headers["Authorization"] = f"Bearer {self.token}"
         if etag and cached is not None:
             headers["If-None-Match"] = etag
-        resp = self._get(url, headers)
-        with resp:
-            if resp.status_code == 304 and cached is not None:
-                return Answer(url, cached, etag, not_modified=True)
-            _raise_for_status(resp, repo)
-            body = _read_json(resp, url)
-        releases = body if listing else [body]
-        if not isinstance(releases, list):
-            raise UpstreamUnavailable(f"{url} answered JSON that is not a release list")
-        return Answer(url, releases, resp.headers.get("ETag"))
+        reply = self._get(url, headers)
+        if reply.status_code == 304 and cached is not None:
+            return Answer(url, cached, etag, not_modified=True)
+        _raise_for_status(reply, repo)
+        try:
+            releases = reply.json(f"the answer of {url}", list if listing else dict)
+        except RemoteProblem as e:
+            raise UpstreamUnavailable(str(e)) from None
+        return Answer(url, releases if listing else [releases], reply.headers.get("ETag"))
 
-    def _get(self, url: str, headers: dict) -> requests.Response:
-        """GET with retries on 5xx, timeouts and connection errors (exponential backoff)."""
+    def _get(self, url: str, headers: dict) -> Reply:
+        """GET within the total deadline `timeout` (bundlecore.remote), retried with exponential
+        backoff on 5xx and when the server could not be reached or sent no headers in time. A body
+        that is slow, too large or cut short is not retried: the server answered, badly."""
         problem = ""
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                resp = requests.get(url, headers=headers, timeout=self.timeout, stream=True)
-            except requests.Timeout:
-                problem = f"timed out after {self.timeout:g}s"
+                reply = fetch("GET", url, timeout=self.timeout, max_bytes=MAX_BODY, headers=headers)
+            except RemoteProblem as e:
+                if e.answered:
+                    raise UpstreamUnavailable(f"{url}: {e}") from None
+                problem = (f"timed out after {self.timeout:g}s" if e.failure is Failure.TIMEOUT
+                           else f"cannot connect: {e.cause}")
                 continue
-            except requests.RequestException as e:
-                problem = f"cannot connect: {type(e).__name__}"
-                continue
-            if resp.status_code < 500:
-                return resp
-            problem = f"answered HTTP {resp.status_code}"
-            resp.close()
+            if reply.status_code < 500:
+                return reply
+            problem = f"answered HTTP {reply.status_code}"
         raise UpstreamUnavailable(f"{url} {problem} ({self.attempts} attempts)")
 
 
-def _raise_for_status(resp: requests.Response, repo: str) -> None:
+def _raise_for_status(resp: Reply, repo: str) -> None:
     if resp.status_code == 200:
         return
     remaining = resp.headers.get("X-RateLimit-Remaining")
@@ -223,23 +227,17 @@ def _raise_for_status(resp: requests.Response, repo: str) -> None:
 
 
 def _reset_text(headers) -> str:
+    """When the rate limit resets, from headers that are upstream's text: a value that is not a
+    plain number of sane size, or a time out of range, says nothing rather than failing."""
     reset, retry_after = headers.get("X-RateLimit-Reset", ""), headers.get("Retry-After", "")
-    if reset.isdigit():
-        at = datetime.fromtimestamp(int(reset), timezone.utc)
-        minutes = max(0, round((at - datetime.now(timezone.utc)).total_seconds() / 60))
-        return f"it resets at {format_ts(at)} (in {minutes} min)"
-    if retry_after.isdigit():
+    if _PLAIN_NUMBER.fullmatch(reset):
+        try:
+            at = datetime.fromtimestamp(int(reset), timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            at = None
+        if at is not None:
+            minutes = max(0, round((at - datetime.now(timezone.utc)).total_seconds() / 60))
+            return f"it resets at {format_ts(at)} (in {minutes} min)"
+    if _PLAIN_NUMBER.fullmatch(retry_after):
         return f"retry after {retry_after}s"
     return "GitHub did not say when it resets"
-
-
-def _read_json(resp: requests.Response, url: str):
-    data = b""
-    for chunk in resp.iter_content(65536):
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise UpstreamUnavailable(f"{url} answered more than {MAX_BODY >> 20} MiB")
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise UpstreamUnavailable(f"{url} did not answer JSON") from None

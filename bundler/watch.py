@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import requests
-
 from bundlecore.errors import BundleError, ExitCode, UsageProblem
 from bundlecore.fsutil import atomic_write_json
-from bundlecore.text import say
+from bundlecore.remote import Failure, RemoteProblem, fetch
+from bundlecore.text import printable, say
 from bundlecore.timeutil import format_ts, utc_now
 from bundler.spec import BuildSpec, load_spec, split_ref
 from bundler.upstream import (GitHubReleases, NotAVersion, Release, UpstreamUnavailable, backoff_base,
@@ -118,11 +117,14 @@ class CheckReport:
                 "bundle": self.bundle, "text": text}
 
     def lines(self) -> list[str]:
+        """The human report; what came from upstream is escaped here, line breaks included (`say`
+        keeps them), so a release cannot print lines of its own."""
         if self.latest is None:
             return [f"{self.app}: current {self.current}; upstream has no release that counts"]
         head = (f"{self.app}: current {self.current}, latest {self.latest.version} "
-                f"(published {self.latest.published_at or 'unknown'}){' [unchanged, 304]' if self.not_modified else ''}")
-        out = [head, self.latest.url]
+                f"(published {printable(self.latest.published_at or 'unknown')})"
+                f"{' [unchanged, 304]' if self.not_modified else ''}")
+        out = [head, printable(self.latest.url)]
         if self.status is CheckStatus.NEWER:
             out.append(f"newer release: {self.latest.version}")
         elif self.status is CheckStatus.BUILT:
@@ -189,7 +191,7 @@ def check(spec_path: Path, opts: CheckOptions) -> CheckReport:
     latest = newest(answer.releases, prereleases, drafts)
     if listing is False and latest is None and answer.releases:
         raise UpstreamUnavailable(f"the latest release of {spec.upstream.github} has tag "
-                           f"{answer.releases[0].get('tag_name')!r}, which is not a version")
+                                  f"{repr(answer.releases[0].get('tag_name'))[:140]}, which is not a version")
     report = CheckReport(spec.name, current.text, CheckStatus.UP_TO_DATE, latest, answer.not_modified)
     if latest is None or latest.version <= current:
         return report
@@ -217,20 +219,20 @@ def _build(spec_path: Path, spec: BuildSpec, request: BuildRequest) -> dict:
 
 
 def notify(url: str, event: dict, timeout: float, attempts: int = NOTIFY_ATTEMPTS) -> str | None:
-    """POST the event, retrying with backoff; None when delivered, else what went wrong."""
+    """POST the event, retrying with backoff, each attempt within the total deadline `timeout`
+    (only the status is read); None when delivered, else what went wrong."""
     problem = ""
     for attempt in range(attempts):
         if attempt:
             time.sleep(backoff_base() * 2 ** (attempt - 1))
         try:
-            resp = requests.post(url, json=event, timeout=timeout)
-            resp.close()
-        except requests.RequestException as e:
-            problem = type(e).__name__
+            reply = fetch("POST", url, json=event, timeout=timeout, max_bytes=0, read_body=False)
+        except RemoteProblem as e:
+            problem = e.cause if e.failure is Failure.UNREACHABLE else str(e)
             continue
-        if 200 <= resp.status_code < 300:
+        if 200 <= reply.status_code < 300:
             return None
-        problem = f"HTTP {resp.status_code}"
+        problem = f"HTTP {reply.status_code}"
     return f"{problem} after {attempts} attempts"
 
 
@@ -252,15 +254,17 @@ def _stop(signum, frame):
 
 
 def run_every(interval: int, once: Callable[[], object]) -> int:
-    """Call `once` now and then every `interval` seconds until SIGTERM; a failed round is one
-    line on stderr. Returns the exit code (0)."""
+    """Call `once` now and then every `interval` seconds until SIGTERM; a failed round, whatever
+    failed, is one escaped line on stderr and the loop goes on. Returns the exit code (0)."""
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
             try:
                 once()
             except BundleError as e:
-                say(e.line(), err=True)
+                say(printable(e.line()), err=True)
+            except Exception as e:  # a bug or an answer nobody foresaw: this round failed, not the watch
+                say(printable(f"error: {type(e).__name__}: {e}"), err=True)
             time.sleep(interval)
     except _Stopped:
         return ExitCode.DONE

@@ -42,13 +42,13 @@ key that would allow it.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.fsutil import read_toml
 from bundlecore.runspec import VolumeKind, VolumeSpec, parse_volume
 from bundlecore.refusals import HostPolicyRefused
 from bundlecore.registrypath import registry_address
@@ -120,11 +120,11 @@ class HostPolicy:
         """The policy beside the trust store's keys; no file means nothing is granted."""
         path = Path(store_dir) / POLICY_FILE
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = read_toml(path)
         except FileNotFoundError:
             return cls(path)
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise EnvironmentProblem(f"host policy {path} is not valid TOML: {e}") from None
+        except ValueError as e:
+            raise EnvironmentProblem(f"host policy {path} is {e}") from None
         if set(raw) - {"host", "apps"}:
             raise EnvironmentProblem(f"host policy {path}: only [host] and [apps.NAME] tables are allowed, "
                                      f"not {sorted(set(raw) - {'host', 'apps'})[0]}")

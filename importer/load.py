@@ -26,6 +26,7 @@ from bundlecore import format as fmt
 from bundlecore import layerpatch
 from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.inventory import chain_ids, known_chains
 from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.release import PatchedLayer, Release
 from importer.inventory import inspected_images
@@ -64,12 +65,12 @@ def layers_in_engine(client, release: Release) -> set[str]:
     info = client.info()
     if info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []):
         return set()
-    chains = {tuple(diff_ids[:k]) for diff_ids in engine_images(client).values() for k in range(1, len(diff_ids) + 1)}
+    chains = known_chains(engine_images(client).values())  # linear in the layers (chain IDs)
     needed, layers = set(), set()
     for img in release.images:
-        for k, path in enumerate(img.layers):
+        for path, chain in zip(img.layers, chain_ids(img.diff_ids), strict=False):
             layers.add(path)
-            if tuple(img.diff_ids[:k + 1]) not in chains:
+            if chain not in chains:
                 needed.add(path)
     return layers - needed
 

@@ -19,13 +19,13 @@ Rules (docs/metrics.md names every metric):
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundlecore.errors import BundleError
+from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.refusals import Check
 from bundlecore.text import say
 from bundlecore.timeutil import parse_ts
@@ -197,23 +197,9 @@ def render(events: list[AuditEvent], live: Live | None = None) -> str:
 
 
 def write_file(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, mode 0644 (node_exporter runs as another user)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # a leftover of a killed run with our pid (a symlink planted there is unlinked, not followed)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)  # replaces a symlink at `path` itself, never its target
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write `text` to `path` atomically, mode 0644 (node_exporter runs as another user), through
+    a fresh file under an unpredictable temp name (bundlecore.fsutil)."""
+    atomic_write_bytes(path, text.encode(), 0o644)
 
 
 def measure(state) -> Live:

@@ -36,13 +36,16 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import requests
-
 from bundlecore.engine import EngineError
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.refusals import RegistryDigestMismatch
 from bundlecore.registrypath import PushDestination, registry_address
+from bundlecore.remote import RemoteProblem, Reply, fetch
 
+# Each of our own requests to a registry (GET /v2/, a token, a manifest's digest): its whole answer
+# within this many seconds and under this size, or it is one line (bundlecore.remote).
+REQUEST_TIMEOUT = 30.0
+MAX_ANSWER = 4 << 20  # the distribution spec's limit for a manifest
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -198,14 +201,15 @@ def _scheme(registry: str) -> str:
     return "http" if is_loopback(registry) else "https"
 
 
-def _send(method: str, url: str, registry: str, **kw) -> requests.Response:
+def _send(method: str, url: str, registry: str, **kw) -> Reply:
+    """One request whose whole answer comes within REQUEST_TIMEOUT and under MAX_ANSWER (bundlecore.remote)."""
     try:
-        return requests.request(method, url, timeout=30, allow_redirects=False, **kw)
-    except requests.RequestException as e:
-        raise EnvironmentProblem(f"registry {registry} does not answer ({e.__class__.__name__})") from None
+        return fetch(method, url, timeout=REQUEST_TIMEOUT, max_bytes=MAX_ANSWER, allow_redirects=False, **kw)
+    except RemoteProblem as e:
+        raise EnvironmentProblem(f"registry {registry} does not answer usably ({e})") from None
 
 
-def _authorized(method: str, path: str, login: RegistryLogin, headers: dict | None = None) -> requests.Response:
+def _authorized(method: str, path: str, login: RegistryLogin, headers: dict | None = None) -> Reply:
     """`method` on the registry's `path`, answering a 401 challenge with the login's credentials."""
     registry, headers = login.registry, dict(headers or {})
     url = f"{_scheme(registry)}://{registry}{path}"
@@ -222,8 +226,8 @@ def _authorized(method: str, path: str, login: RegistryLogin, headers: dict | No
             raise EnvironmentProblem(f"registry {registry} asks for a Bearer token without a usable realm")
         t = _send("GET", asked[0], registry, params=asked[1], auth=basic)
         try:
-            body = t.json() if t.status_code == 200 else {}
-        except ValueError:
+            body = t.json("the token answer") if t.status_code == 200 else {}
+        except RemoteProblem:
             body = {}
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not token:
@@ -284,8 +288,8 @@ def registry_manifest(login: RegistryLogin, path: str, tag: str) -> tuple[str, s
         raise EnvironmentProblem(f"registry {login.registry} answered {r.status_code} for the manifest of "
                                  f"{path}:{tag}")
     try:
-        config = r.json().get("config")
-    except (ValueError, AttributeError):
+        config = r.json("the manifest", dict).get("config")
+    except RemoteProblem:
         config = None
     image = config.get("digest") if isinstance(config, dict) else None
     return digest, image if isinstance(image, str) else None

@@ -27,11 +27,11 @@ importer.kinds.container.health `follow_published`). Probation and the metrics q
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore.fsutil import read_toml
 from bundlecore.release import HealthSettings, RunSettings, Target
 from bundlecore.runspec import parse_port, parse_volume
 from bundlecore.schema import first_error
@@ -65,10 +65,10 @@ class SiteSettings:
             if Path(path).stat().st_mode & 0o022:
                 raise EnvironmentProblem(f"site settings {path} is writable by group or others: "
                                          f"anyone who can write it decides what this app runs with (chmod go-w)")
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            raw = read_toml(Path(path))
         except FileNotFoundError:
             raise EnvironmentProblem(f"site settings {path} not found") from None
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise EnvironmentProblem(f"site settings {path} cannot be read: {e}") from None
         err = first_error("site.schema.json", raw)
         if err:

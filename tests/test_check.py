@@ -31,6 +31,10 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     etag: str | None = None  # answered as ETag; a request naming it in If-None-Match gets a 304
+    raw: bytes | None = None  # the body as these bytes (else `body` as JSON)
+    length: int | None = None  # the Content-Length announced (else the body's)
+    drip: float = 0.0  # seconds between the body's bytes, sent one by one (a hostile slow server)
+    drip_head: bool = False  # drip the status line and headers too
 
 
 @dataclass
@@ -65,14 +69,22 @@ class FakeServer:
                     self.send_header("ETag", reply.etag)
                     self.end_headers()
                     return
-                data = json.dumps(reply.body).encode() if reply.body is not None else b""
-                self.send_response(reply.status)
+                data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode() if reply.body is not None else b""
+                head = [f"HTTP/1.1 {reply.status} X"]
                 for k, v in {**reply.headers, **({"ETag": reply.etag} if reply.etag else {})}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    head.append(f"{k}: {v}")
+                head += ["Content-Type: application/json", f"Content-Length: {reply.length or len(data)}", "", ""]
+                head_bytes = "\r\n".join(head).encode()
+                try:
+                    if not reply.drip_head:
+                        self.wfile.write(head_bytes)
+                        head_bytes = b""
+                    for i in range(len(head_bytes + data) if reply.drip else 0):
+                        self.wfile.write((head_bytes + data)[i:i + 1])
+                        time.sleep(reply.drip)
+                    self.wfile.write(b"" if reply.drip else data)
+                except OSError:  # the client gave up on a slow answer
+                    self.close_connection = True
 
             do_GET = do_POST = _answer
 
@@ -271,6 +283,96 @@ def test_spec_without_upstream_and_build_without_key_are_usage_errors(tmp_path, 
     assert github.seen == []
 
 
+# --- hostile answers (issue 18, finding 8) -------------------------------------------------------
+
+def test_a_github_api_that_drips_its_answer_ends_at_the_timeout_in_one_line(tmp_path, github):
+    """Headers at once, then one byte every 0.5 s: `--timeout` is a total deadline, not a per-read
+    timeout, and a server that answered too slowly is not asked again."""
+    github.on(LATEST, Reply(200, release("v1.10.0"), drip=0.5))
+    started = time.monotonic()
+    r = check(write_spec(tmp_path / "bundle.toml"), github, "--timeout", "2")
+    took = time.monotonic() - started
+    assert r.code == 1, r
+    assert one_line(r.stderr) == f"error: {github.url}{LATEST}: no complete answer within 2 s"
+    assert took < 8, f"took {took:.1f} s"  # 2 s and the start-up, not 30 s and more
+    assert len(github.seen) == 1
+    assert not (tmp_path / "bundle.check.json").exists()
+
+
+def test_a_github_api_that_drips_its_headers_is_bounded_too(tmp_path, github):
+    github.on(LATEST, Reply(200, release("v1.10.0"), drip=0.5, drip_head=True))
+    started = time.monotonic()
+    r = check(write_spec(tmp_path / "bundle.toml"), github, "--timeout", "1")
+    assert r.code == 1 and "timed out after 1s (4 attempts)" in one_line(r.stderr), r
+    assert time.monotonic() - started < 10  # 4 attempts of 1 s each
+
+
+NESTED = b"[" * 200_000 + b"]" * 200_000
+HOSTILE_ANSWERS = {
+    # id: (reply, the line's words)
+    "nested 200,000 deep": (Reply(200, raw=NESTED), "is nested too deeply to be read"),
+    "nested past the cap": (Reply(200, raw=b'{"a":' * 100 + b"1" + b"}" * 100), "is nested more than 64 levels deep"),
+    "huge": (Reply(200, raw=b"[" + b"0," * (5 << 20) + b"0]"), "the answer is over 8388608 bytes"),
+    "shorter than its Content-Length": (Reply(200, raw=json.dumps(release("v1.10.0")).encode(), length=100_000),
+                                        "the answer ended before the 100000 bytes its Content-Length announced"),
+    "not JSON": (Reply(200, raw=b"<html>"), "is not JSON"),
+    "a list for /latest": (Reply(200, [release("v1.10.0")]), "is a JSON list, not a JSON object"),
+    "tag_name an object": (Reply(200, {**release("v1"), "tag_name": {"x": ["y"] * 10}}), "a release without a tag_name"),
+    "tag_name huge": (Reply(200, release("1" * 100_000)), "which is not a version"),
+    "absurd X-RateLimit-Reset": (Reply(403, {"message": "rate"}, {"X-RateLimit-Remaining": "0",
+                                                                 "X-RateLimit-Reset": "999999999999"}),
+                                 "GitHub did not say when it resets"),
+    "X-RateLimit-Reset of 40 digits": (Reply(429, {}, {"X-RateLimit-Reset": "9" * 40}), "did not say when it resets"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_ANSWERS, ids=list(HOSTILE_ANSWERS))
+def test_a_hostile_github_answer_is_one_line_and_records_nothing(tmp_path, github, case):
+    reply, words = HOSTILE_ANSWERS[case]
+    github.on(LATEST, reply)
+    r = check(write_spec(tmp_path / "bundle.toml"), github)
+    assert r.code == 1, r
+    line = one_line(r.stderr)
+    assert words in line and "--debug" not in line and len(line) < 400, line
+    assert len(github.seen) == 1  # an answer, however bad, is not asked again
+
+
+def test_wrong_types_in_a_release_are_ignored_not_fatal(tmp_path, github):
+    github.on(LATEST, Reply(200, {**release("v1.10.0"), "published_at": 5, "html_url": ["x"], "name": None,
+                                  "draft": "yes", "body": {"a": 1}}))
+    r = check(write_spec(tmp_path / "bundle.toml"), github)
+    assert r.code == 10 and "latest 1.10.0 (published unknown)" in r.stdout, r
+
+
+def test_release_text_with_line_breaks_prints_no_lines_of_its_own(tmp_path, github):
+    github.on(LATEST, Reply(200, {**release("v1.10.0"), "published_at": "2026-11-02T10:00:00Z\nup to date",
+                                  "html_url": "https://github.com/x\r\nup to date\u2028up to date\x1b[2K"}))
+    r = check(write_spec(tmp_path / "bundle.toml"), github)
+    assert r.code == 10, r
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and "up to date" not in lines and lines[-1] == "newer release: 1.10.0", lines
+    assert "(published 2026-11-02T10:00:00Z\\x0aup to date)" in lines[0]
+    assert lines[1] == "https://github.com/x\\x0d\\x0aup to date\\u2028up to date\\x1b[2K"
+
+
+@pytest.mark.parametrize("tag", ["v1.10.0/../../../x", "v1.10.0;touch pwned", "v1.10.0$(touch pwned)",
+                                 "v1.10.0`touch pwned`", "v1.10.0\nup to date", "v1.10.0|sh"])
+def test_a_hostile_tag_reaches_no_image_ref_and_no_file_name(tmp_path, github, tag):
+    """--build with a registry nobody runs: a tag that is not a version stops before any build,
+    any file name or any image ref is made from it; in a list it is skipped."""
+    out = tmp_path / "out"
+    github.on(LATEST, Reply(200, release(tag)))
+    spec = write_spec(tmp_path / "bundle.toml", repo="127.0.0.1:1/nobody/app")
+    r = check(spec, github, "--build", "--sign-key", "0" * 40, "-o", out)
+    assert r.code == 1 and "which is not a version" in one_line(r.stderr), r
+    assert "\n" not in r.stderr.rstrip("\n") and not out.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bundle.check.json", "bundle.toml"]
+    github.on(LIST, Reply(200, [release(tag, prerelease=True), release("v1.9.0")]))
+    r = check(spec, github, "--prereleases", "--build", "--sign-key", "0" * 40, "-o", out)
+    assert r.code == 0 and "latest 1.9.0" in r.stdout and "up to date" in r.stdout, r
+    assert not out.exists()
+
+
 # --- notifications -------------------------------------------------------------------------------
 
 def test_notify_posts_the_documented_event_once(tmp_path, github, receiver):
@@ -308,6 +410,16 @@ def test_notify_is_retried_and_a_failed_delivery_never_changes_the_exit_code(tmp
     assert r.code == 10 and "ConnectionError after 4 attempts" in one_line(r.stderr)
 
 
+def test_a_webhook_that_drips_is_a_bounded_warning_and_never_changes_the_exit_code(tmp_path, github, receiver):
+    github.on(LATEST, Reply(200, release("v1.10.0")))
+    receiver.on("/hook", Reply(200, {"ok": True}, drip=0.5, drip_head=True))
+    started = time.monotonic()
+    r = check(write_spec(tmp_path / "bundle.toml"), github, "--timeout", "1", "--notify", receiver.url + "/hook")
+    assert r.code == 10 and "latest 1.10.0" in r.stdout, r
+    assert one_line(r.stderr).endswith("failed: no answer within 1 s after 4 attempts"), r.stderr
+    assert time.monotonic() - started < 10 and len(receiver.seen) == 4
+
+
 # --- loop mode -----------------------------------------------------------------------------------
 
 def test_interval_checks_again_and_stops_cleanly_on_sigterm(tmp_path, github):
@@ -330,6 +442,34 @@ def test_interval_checks_again_and_stops_cleanly_on_sigterm(tmp_path, github):
             proc.kill()
     assert proc.returncode == 0 and err == ""
     assert out.count("latest 1.10.0") == 2
+
+
+def test_interval_loop_survives_every_hostile_answer_with_one_line_each(tmp_path, github):
+    """docs/watch.md: a failed round is one line on stderr and the loop goes on."""
+    github.on(LATEST, Reply(200, raw=NESTED), Reply(403, {}, {"X-RateLimit-Remaining": "0",
+                                                             "X-RateLimit-Reset": "999999999999"}),
+              Reply(200, raw=b"{}", length=5000), Reply(200, raw=b'{"tag_name": ["x"]}'),
+              Reply(200, release("v1.10.0")))
+    env = {**os.environ, **check_env()}
+    proc = subprocess.Popen([str(BUNDLE), "check", write_spec(tmp_path / "bundle.toml"), "--api-url", github.url,
+                             "--interval", "1s"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(github.seen) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert len(github.seen) == 5, proc.poll()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    errors = err.splitlines()
+    assert len(errors) == 4 and "Traceback" not in err, err
+    assert "nested too deeply" in errors[0] and "did not say when it resets" in errors[1]
+    assert "Content-Length" in errors[2] and "without a tag_name" in errors[3]
+    assert "latest 1.10.0" in out
 
 
 # --- --build against the loopback registry -------------------------------------------------------

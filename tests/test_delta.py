@@ -179,6 +179,39 @@ def test_have_from_a_real_inventory_builds_a_delta_that_imports(scene, docker_cl
     assert r.code == 0 and scene.id2 in r.stdout and "distinct layers" in r.stdout, str(r)
 
 
+HOSTILE_LAYERS = 40_000
+
+
+def test_an_inventory_of_40000_layers_builds_in_linear_memory_and_a_huge_one_is_refused_while_read(
+        scene, docker_client, tmp_path):
+    """Finding 8: one image of 40,000 diff IDs (far under the 16 MiB cap) made the build's memory
+    grow with the square of the count (about 6 GB); a file over the cap was read whole first."""
+    r = run_bundle("inventory", "--json")
+    assert r.code == 0, str(r)
+    doc = json.loads(r.stdout)
+    doc["images"].append({"id": "sha256:" + "e" * 64, "tags": ["hostile:1"],
+                          "diff_ids": [f"sha256:{i:064x}" for i in range(HOSTILE_LAYERS)]})
+    inventory = tmp_path / "hostile.json"
+    inventory.write_text(json.dumps(doc))
+    assert inventory.stat().st_size < 16 << 20
+    scene.make_release2()
+    delta = scene.root / "v2-hostile-have.bundle.zst"
+    r = scene.build(scene.spec2, delta, "--have", inventory)
+    assert r.code == 0, str(r)
+    assert r.maxrss_mib < 400, f"build --have peaked at {r.maxrss_mib:.0f} MiB"
+    manifest = json.loads(fmt.read_head(delta).manifest)
+    assert {o["diff_id"] for o in manifest["delta"]["omitted"]} == set(scene.layers1)  # the real base still counts
+
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB (sparse): refused after reading at most the cap
+    out = tmp_path / "x.bundle.zst"
+    r = scene.build(scene.spec2, out, "--have", huge)
+    assert r.code == 2 and "over its cap of 16777216 bytes" in one_line(r.stderr), str(r)
+    assert r.maxrss_mib < 300, f"build --have of a 1 GiB file peaked at {r.maxrss_mib:.0f} MiB"
+    assert not out.exists()
+
+
 def test_careless_delta_requests_are_usage_errors(scene, tmp_path):
     out = tmp_path / "x.bundle.zst"
     bad = tmp_path / "bad.json"

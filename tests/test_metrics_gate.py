@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 
@@ -174,6 +175,79 @@ def test_a_query_that_cannot_be_evaluated_rolls_back(host, case):
     assert r.code == UPDATE_FAILED, str(r)
     line = host.assert_back_on_v1(host.before, r.stderr)
     assert f"failed its probation: metrics gate '{query or host.query}' at {url}: {expected}" in line, line
+
+
+class HostilePrometheus:
+    """A loopback server answering every query as a hostile or broken Prometheus would: `drip`
+    sends its headers and then one byte every 2 s (issue 18: the import hung with its lock held);
+    `nested` a JSON answer 200,000 levels deep (a RecursionError in the parser)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.sock = mode, socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+        if self.mode == "nested":
+            body = b"[" * 200_000 + b"]" * 200_000
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))
+            if self.mode == "drip":
+                for i in range(len(body)):
+                    conn.sendall(body[i:i + 1])
+                    time.sleep(2)
+            else:
+                conn.sendall(body)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+HOSTILE = {"drip": "it could not be evaluated: no complete answer within 5 s",
+           "nested": "it could not be evaluated: HTTP 200, the answer is nested too deeply to be read"}
+
+
+@pytest.mark.parametrize("mode", HOSTILE)
+def test_a_hostile_prometheus_fails_the_evaluation_and_rolls_back_never_hangs(host, mode):
+    """Finding 5: each evaluation has a total deadline and a parser that cannot overflow: a
+    Prometheus that drips its answer or nests it 200,000 deep is a failed evaluation with its
+    reason, and the release rolls back (exit 4) within seconds, the lock released."""
+    prom = HostilePrometheus(mode)
+    try:
+        host.allow(prom.url)
+        proc = host.start_import(host.bundle("v2", 2, url=prom.url, window="3s"))
+        try:
+            assert wait_until(lambda: _in_probation(host.env) or proc.poll() is not None, timeout=90)
+            started = time.monotonic()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    finally:
+        prom.close()
+    assert proc.returncode == UPDATE_FAILED, err
+    assert time.monotonic() - started < 40, "it should fail at the first evaluation's deadline, not hang"
+    line = host.assert_back_on_v1(host.before, err)
+    assert f"failed its probation: metrics gate '{host.query}' at {prom.url}: {HOSTILE[mode]}" in line, line
+    assert "Traceback" not in err
+    r = run_bundle("status", host.name, "--state-dir", host.state)  # the lock is free, the state is true
+    assert r.code == 0 and "1.0.0" in r.stdout, str(r)
 
 
 REFUSALS = {

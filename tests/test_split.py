@@ -5,6 +5,7 @@ file, and standard tools still check and unpack it."""
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import subprocess
 from pathlib import Path
@@ -233,3 +234,72 @@ def test_approving_a_split_bundle_with_a_bad_part_or_twice_changes_nothing(split
     r = run_bundle("approve", s["out"], "--sign-key", other.fpr, "--gnupghome", other.home, "--keys", s["keys"])
     assert r.code == 3 and one_line(r.stderr).startswith("refused: parts: ") and named in one_line(r.stderr), str(r)
     assert snapshot() == before
+
+
+def _guessable_names(out: Path, pid: int) -> list[Path]:
+    """Every temp name a writer of `out` could be expected to use (the ones this code used before
+    issue 18, with this process's pid, and the obvious others)."""
+    names = [f".{out.name}.tmp-{pid}", f".{out.name}.payload-{pid}", f".{out.name}.sha256.tmp-{pid}",
+             f".{out.name}.join-{pid}", f".{out.name}.approve-{pid}", f".{out.name}.sha256.approve-{pid}",
+             f".{out.name}.tmp", f"{out.name}.tmp", f".{out.name}.sha256.tmp", f".{out.name}.{pid}.tmp"]
+    for n in range(1, 40):
+        part = f"{out.name}.part{n:03d}"
+        names += [f".{part}.tmp-{pid}", f".{part}.tmp", f".{part}.approve-{pid}", f"{part}.tmp"]
+    return [out.with_name(n) for n in names]
+
+
+def _plant(paths: list[Path], victim: Path) -> None:
+    for p in dict.fromkeys(paths):
+        p.symlink_to(victim)
+
+
+def test_links_planted_at_every_guessable_temp_name_are_never_written_through(
+        split_scene, tmp_path, app_image, uniq, pgp_keys, trust_store_of):
+    """Finding 8: in a shared output directory, `build --split`, `join` and `approve` create every
+    file fresh under an unpredictable name (O_CREAT|O_EXCL|O_NOFOLLOW): a link planted at any name
+    they used to use (`.OUT.join-PID`, `.OUT.partNNN.tmp-PID`...) is not followed. They run in this
+    process, so PID is the pid they see."""
+    from bundler.approve import approve
+    from bundler.build import build
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    pid = os.getpid()
+    key = split_scene["key"]
+
+    # build --split (the real engine, a local image)
+    ref = f"splittest/links-{uniq}:1.0.0"
+    app_image(ref, "1.0.0", dockerfile_extra=f"LABEL bundle.split-test={uniq}-links")
+    spec = tmp_path / "links.toml"
+    spec.write_text(split_scene["spec"].read_text().replace(split_scene["ref"], ref))
+    out = shared / "links.bundle.zst"
+    _plant(_guessable_names(out, pid) + _guessable_names(fmt.sums_path(out), pid), victim)
+    result = build(spec, out, key.fpr, key.home, local=True, show_progress=False, split=fmt.parse_part_size(PART))
+    assert victim.read_bytes() == b"precious"
+    parts = sorted(shared.glob(out.name + ".part[0-9][0-9][0-9]"))
+    assert len(parts) >= 3 and result.parts == parts
+    assert all(p.is_file() and not p.is_symlink() for p in parts + [fmt.sums_path(out)])
+    r = run_bundle("verify", out, "--keys", split_scene["keys"], "--state-dir", split_scene["state"])
+    assert r.code == 0, str(r)
+
+    # join (of the scene's bundle) into the shared directory
+    joined = shared / "joined.bundle.zst"
+    _plant(_guessable_names(joined, pid), victim)
+    digest = fmt.join_parts(split_scene["out"], joined)
+    assert victim.read_bytes() == b"precious" and not joined.is_symlink()
+    assert hashlib.sha256(joined.read_bytes()).hexdigest() == digest
+    assert digest == fmt.sums_path(split_scene["out"]).read_text().splitlines()[-1].split("  ")[0]
+
+    # approve rewrites the first part and the sidecar in place (through temp names too)
+    approver = pgp_keys.approver
+    approve(out, approver.fpr, approver.home, str(split_scene["keys"]))
+    assert victim.read_bytes() == b"precious"
+    intranet = trust_store_of([key, approver], name="links",
+                              roles={"builder": ([key], 1), "approver": ([approver], 1)})
+    r = run_bundle("verify", out, "--keys", intranet, "--state-dir", split_scene["state"])
+    assert r.code == 0, str(r)
+    # the planted links are still there, untouched, and nothing else was left behind
+    left = sorted(p.name for p in shared.iterdir() if not p.is_symlink())
+    assert left == sorted([p.name for p in parts] + [fmt.sums_path(out).name, joined.name]), left

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundlecore.format.encoding import parse_sha256sums
+from bundlecore.fsutil import create_fresh, temp_name
 from bundlecore.format.layout import CHUNK, MAX_SUMS, FormatError
 
 
@@ -223,12 +224,13 @@ class PartsReader:
         self.close()
 
 
-def write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str) -> list[tuple[Path, Path, str]]:
-    """Copy `src` into parts of `part_size` bytes under temp names; returns [(temp, final, sha256)]
-    in order. The caller renames them (and removes the temps on failure)."""
+def write_parts(src: Path, out: Path, part_size: int) -> list[tuple[Path, Path, str]]:
+    """Copy `src` into parts of `part_size` bytes, each a fresh file under an unpredictable temp
+    name (bundlecore.fsutil: a link planted in a shared output directory is never followed);
+    returns [(temp, final, sha256)] in order. The caller renames them (and removes the temps on failure)."""
     written: list[tuple[Path, Path, str]] = []
     try:
-        _write_parts(src, out, part_size, tmp_suffix, written)
+        _write_parts(src, out, part_size, written)
     except BaseException:
         for tmp, _, _ in written:
             try:
@@ -239,7 +241,7 @@ def write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str) -> list[t
     return written
 
 
-def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written: list[tuple[Path, Path, str]]) -> None:
+def _write_parts(src: Path, out: Path, part_size: int, written: list[tuple[Path, Path, str]]) -> None:
     with open(src, "rb") as f:
         n = 1
         while True:
@@ -247,10 +249,10 @@ def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written:
             if not chunk:
                 break
             final = part_path(out, n)
-            tmp = final.with_name(f".{final.name}{tmp_suffix}")
-            written.append((tmp, final, ""))
+            tmp = temp_name(final)
             h, left = hashlib.sha256(), part_size
-            with open(tmp, "wb") as dst:
+            with create_fresh(tmp, 0o666) as dst:
+                written.append((tmp, final, ""))
                 while chunk:
                     h.update(chunk)
                     dst.write(chunk)
@@ -263,15 +265,17 @@ def _write_parts(src: Path, out: Path, part_size: int, tmp_suffix: str, written:
 
 
 def join_parts(path: Path, out: Path) -> str:
-    """Write the parts `path` names as the single file `out` (temp name + rename); returns its sha256.
-    Each part is checked against the sidecar as it passes, the whole too when the sidecar lists it."""
+    """Write the parts `path` names as the single file `out` (a fresh file under an unpredictable
+    temp name, then renamed); returns its sha256. Each part is checked against the sidecar as it
+    passes, the whole too when the sidecar lists it."""
     files = BundleFiles.of(path)
     if not files.split:
         raise FormatError("parts", f"{path} is not a split bundle (no {part_path(files.stem, 1).name})")
-    tmp = out.with_name(f".{out.name}.join-{os.getpid()}")
+    tmp = temp_name(out, "join")
+    dst = create_fresh(tmp, 0o666)
     h = hashlib.sha256()
     try:
-        with files.open() as src, open(tmp, "wb") as dst:
+        with files.open() as src, dst:
             while chunk := src.read(4 * CHUNK):
                 h.update(chunk)
                 dst.write(chunk)

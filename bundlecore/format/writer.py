@@ -17,6 +17,7 @@ import zstandard
 from bundlecore.format.layout import (CHUNK, COMPRESSION_LEVEL, HEAD_MEMBERS, JOB_SIZE, MANIFEST, MAX_MANIFEST,
                                       MAX_SIGNATURES, MAX_SUMS, SIGNATURES, SUMS, TAR_END)
 from bundlecore.format.tar import pad, tar_member, tar_member_header
+from bundlecore.fsutil import create_fresh
 
 
 _PAYLOAD_NAME = re.compile(r"^images/(?:[A-Za-z0-9._-]+/)*[A-Za-z0-9._-]+$")
@@ -107,7 +108,8 @@ def hash_file(h: hashlib._Hash, path: Path, offset: int) -> None:
 
 
 def assemble(out_path: Path, head_frame: bytes, payload_path: Path, payload_offset: int = 0) -> str:
-    """Write head + payload frames to `out_path` (a temp name the caller renames); returns its sha256.
+    """Write head + payload frames to `out_path` (a temp name the caller renames, created fresh
+    here: bundlecore.fsutil.create_fresh); returns its sha256.
 
     The payload is copied in the kernel while a second thread hashes it (sha256 releases the GIL),
     so the copy costs about one sha256 pass."""
@@ -115,7 +117,7 @@ def assemble(out_path: Path, head_frame: bytes, payload_path: Path, payload_offs
     hasher = threading.Thread(target=hash_file, args=(h, payload_path, payload_offset))
     hasher.start()
     try:
-        with open(out_path, "wb") as out, open(payload_path, "rb") as src:
+        with create_fresh(out_path, 0o666) as out, open(payload_path, "rb") as src:
             out.write(head_frame)
             _copy_range(src, out, payload_offset)
             out.flush()

@@ -133,6 +133,8 @@ def test_site_settings_go_over_the_bundles(tmp_path):
     ('[run]\nports = ["0.0.0.0:99999:1"]\n', "port"),
     ('[host]\nx = 1\n', "host"),                              # only [run]
     ('[run\n', "cannot be read"),
+    ('[run]\nenv = { A = "' + "x" * (1 << 20) + '" }\n', "cannot be read: over its cap of 1048576 bytes"),
+    ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "cannot be read: nested too deeply to be read"),
 ])
 def test_a_bad_site_file_is_refused_with_its_reason(tmp_path, text, why):
     site = tmp_path / "demo.toml"

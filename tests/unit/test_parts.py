@@ -6,11 +6,12 @@ import hashlib
 import json
 import os
 import re
+import tracemalloc
 
 import pytest
 
 from bundlecore import format as fmt
-from bundlecore.inventory import MAX_INVENTORY, parse_inventory
+from bundlecore.inventory import MAX_INVENTORY, chain_ids, known_chains, parse_inventory
 from bundler.build import omitted_layers
 
 
@@ -30,7 +31,7 @@ def _bundle(tmp_path, payload_size=600_000):
 
 
 def _split(tmp_path, out, digest, size=64 << 10, sidecar=True):
-    written = fmt.write_parts(out, out, size, ".tmp")
+    written = fmt.write_parts(out, out, size)
     for tmp, final, _ in written:
         os.replace(tmp, final)
     if sidecar:
@@ -153,7 +154,26 @@ A, B, C, D = (f"sha256:{c * 64}" for c in "abcd")
     ([{"layers": ["images/1", "images/2", "images/3"], "diff_ids": [A, B, D]}], {(A,), (A, C)}, {"images/1": A}),
 ])
 def test_a_delta_leaves_out_exactly_the_layers_whose_chain_the_base_has(images, chains, omitted):
-    assert omitted_layers(images, chains) == omitted
+    assert omitted_layers(images, {chain_ids(chain)[-1] for chain in chains}) == omitted
+
+
+def test_chain_ids_are_docker_chain_ids_and_linear_in_the_layers():
+    assert chain_ids([A]) == [A]
+    below = chain_ids([A, B])[1]
+    assert below == "sha256:" + hashlib.sha256(f"{A} {B}".encode()).hexdigest()
+    assert chain_ids([A, B, C])[2] == "sha256:" + hashlib.sha256(f"{below} {C}".encode()).hexdigest()
+    assert chain_ids([B, A])[1] != below and known_chains([[A, B], [A]]) == {A, below}
+    # issue 18: one image of 40,000 diff IDs made the build's memory grow with the square of the count
+    many = [f"sha256:{i:064x}" for i in range(40_000)]
+    tracemalloc.start()
+    try:
+        chains = known_chains([many])
+        omitted = omitted_layers([{"layers": [f"images/{i}" for i in range(40_000)], "diff_ids": many}], chains)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(chains) == 40_000 and len(omitted) == 40_000
+    assert peak < 64 << 20, f"{peak >> 20} MiB"  # the prefixes took about 6 GB
 
 
 def _inventory(**over):

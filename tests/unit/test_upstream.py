@@ -87,6 +87,25 @@ def test_rate_limit_reset_text():
     assert _reset_text({}) == "GitHub did not say when it resets"
 
 
+@pytest.mark.parametrize("reset", ["999999999999", "9" * 40, "-5", "1e9", "\u00b2", "\u0663\u0663", " 60"])
+def test_an_absurd_rate_limit_reset_says_nothing_rather_than_failing(reset):
+    assert _reset_text({"X-RateLimit-Reset": reset}) == "GitHub did not say when it resets"
+
+
+HOSTILE_TAGS = ["v1.10.0/../../../etc/cron.d/x", "../1.10.0", "1.10.0;touch /tmp/pwned", "1.10.0$(id)",
+                "1.10.0`id`", "1.10.0|sh", "1.10.0&&x", "1.10.0\nup to date", "1.10.0 ", "1.10.0>x", "1.10.0'",
+                "1.10.0\"", "1.10.0\\x", "1.10.0:latest", "1.10.0@sha256:00", "1.10.0\x00", "\u0661.0.0",
+                "1.10.0-\u00e9"]
+
+
+@pytest.mark.parametrize("tag", HOSTILE_TAGS)
+def test_a_hostile_tag_never_becomes_an_image_ref_or_a_file_name(tag):
+    with pytest.raises(NotAVersion):
+        image_for_tag("example/app:{version}", tag)
+    with pytest.raises(NotAVersion):  # it is not even a release
+        Release.from_api(api(tag))
+
+
 def spec(images, target_image, sequence=7, template="example/app:{version}"):
     return BuildSpec(name="app", version="1.9.0", sequence=sequence, expires_seconds=86400, platform=None,
                      images=images, target={"kind": "container", "name": "app", "image": target_image, "run": {}},

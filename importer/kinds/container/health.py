@@ -390,7 +390,9 @@ class HealthGate:
             host = f"[{ip}]" if ":" in ip else ip
             url, headers = urlunsplit(u._replace(netloc=f"{host}:{port}")), {"Host": u.netloc.rpartition("@")[2]}
         try:
-            r = requests.get(url, timeout=2, allow_redirects=False, headers=headers)
+            # the status is the answer: the body is never read (an app dripping it cannot hold the gate)
+            with requests.get(url, timeout=2, allow_redirects=False, headers=headers, stream=True) as r:
+                status = r.status_code
         except requests.ConnectTimeout:
             if route.address:
                 raise _Unreachable(url) from None
@@ -399,7 +401,7 @@ class HealthGate:
             if route.address and any(getattr(a, "errno", None) in _UNREACHABLE for a in _causes(e)):
                 raise _Unreachable(url) from None
             return False, type(e).__name__
-        return (200 <= r.status_code < 400), f"HTTP {r.status_code}"
+        return (200 <= status < 400), f"HTTP {status}"
 
     def _probe_cmd(self, client, cid: str) -> tuple[bool, str]:
         cmd = self.health["cmd"]

@@ -10,8 +10,9 @@ The rules (`judge`), one place:
 
 - every series of an instant vector (or a scalar) must be a finite number at or below `max`;
   the highest one is what counts, and what the failure line names;
-- the query failing to evaluate (an HTTP error or redirect, a timeout, an unreachable server, an
-  answer that is not the API's JSON, `"status": "error"`, a matrix or string result, a value that
+- the query failing to evaluate (an HTTP error or redirect, no whole answer within QUERY_TIMEOUT
+  (a server that drips its answer too), an unreachable server, an answer over MAX_ANSWER or nested
+  too deeply, an answer that is not the API's JSON, `"status": "error"`, a matrix or string result, a value that
   is not a number, NaN, +-Inf) fails the gate at once: an unevaluated gate proves nothing, so the
   update is rolled back rather than committed blind;
 - an EMPTY result (no series) is "no data yet" while the window runs: a rate over a series the
@@ -28,14 +29,14 @@ its end, before it commits.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
+from bundlecore.remote import Failure, RemoteProblem, fetch, parse_json
 
-# One evaluation may take this long before it counts as failed (a slow Prometheus is not an answer).
+# One evaluation's whole answer may take this long before it counts as failed (a slow Prometheus is
+# not an answer; bundlecore.remote enforces it over connect, headers and body).
 QUERY_TIMEOUT = 5.0
 # Cap on the answer read (a query over many series must not fill memory).
 MAX_ANSWER = 1024 * 1024
@@ -54,10 +55,12 @@ class Reading:
 
 def parse_answer(status_code: int, body: bytes) -> Reading:
     """The Prometheus HTTP API's answer to an instant query -> Reading; MetricsUnavailable if it is
-    not a successful vector or scalar of numbers."""
+    not a successful vector or scalar of numbers (or is nested too deeply to read)."""
     try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = parse_json(body, "the answer", dict)
+    except RemoteProblem as e:
+        if e.failure is Failure.TOO_DEEP:
+            raise MetricsUnavailable(f"HTTP {status_code}, {e}") from None
         doc = None
     if not isinstance(doc, dict):
         raise MetricsUnavailable(f"HTTP {status_code}, not a Prometheus API answer")
@@ -120,23 +123,17 @@ class MetricsGate:
         return f"Prometheus {self.url}: {self.query} at most {self.limit:g} for {self.window:g} s"
 
     def evaluate(self) -> Reading:
-        """One instant query; MetricsUnavailable when it cannot be evaluated."""
+        """One instant query, its whole answer within QUERY_TIMEOUT (a total deadline: a Prometheus
+        that drips its answer fails like one that never answers); MetricsUnavailable when it
+        cannot be evaluated."""
         if urlsplit(self.url).scheme not in ("http", "https"):
             raise MetricsUnavailable(f"no usable Prometheus URL ({self.url or 'none set'})")
         try:
-            with requests.get(self.url.rstrip("/") + "/api/v1/query", params={"query": self.query},
-                              timeout=QUERY_TIMEOUT, allow_redirects=False, stream=True) as r:
-                body = b""
-                for chunk in r.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > MAX_ANSWER:
-                        raise MetricsUnavailable(f"the answer is over {MAX_ANSWER} bytes")
-                status = r.status_code
-        except requests.Timeout:
-            raise MetricsUnavailable(f"no answer within {QUERY_TIMEOUT:g} s") from None
-        except requests.RequestException as e:
-            raise MetricsUnavailable(f"cannot reach it ({type(e).__name__})") from None
-        return parse_answer(status, body)
+            reply = fetch("GET", self.url.rstrip("/") + "/api/v1/query", params={"query": self.query},
+                          timeout=QUERY_TIMEOUT, max_bytes=MAX_ANSWER, allow_redirects=False)
+        except RemoteProblem as e:
+            raise MetricsUnavailable(str(e)) from None
+        return parse_answer(reply.status_code, reply.body)
 
     def check(self, final: bool) -> str | None:
         """Evaluate and judge: None when fine so far, else the one line that fails the update."""
