@@ -44,7 +44,8 @@ if [ -z "$live" ]; then
     done
     echo "ensure-docker: starting dockerd (log: $log)" >&2
     echo "=== dockerd started by ensure-docker at $(date -u +%FT%TZ)" >>"$log"
-    nohup dockerd >>"$log" 2>&1 &
+    # its own session: a test run killed with its process group must not take the engine along
+    setsid nohup dockerd >>"$log" 2>&1 < /dev/null &
 fi
 
 for _ in $(seq 1 60); do
