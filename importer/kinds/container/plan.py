@@ -27,6 +27,7 @@ from bundlecore.progress import human
 from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_volume
 from bundlecore.release import ContainerTarget, RunSettings
+from importer import ownership
 from importer.state import StateDir
 from importer.backup import data
 from importer.hostpolicy import nested_binds
@@ -222,7 +223,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     plan = SwapPlan(PlanKind.UNCHANGED if unchanged else PlanKind.UPGRADE, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
                     gate=target.health_json())
-    _fill_mounts(client, plan, old)
+    _fill_mounts(client, state, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = client.image(old["Image"]) or {}
     if plan.kind == PlanKind.UPGRADE:
@@ -303,7 +304,7 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     plan = SwapPlan(PlanKind.ROLLBACK, name, ContainerTarget(name, ref, RunSettings()), target_item["image_id"],
                     ref, target_item.get("version"), old=_current(state, cur, gens), rollback_to=target_item,
                     app=app, gate=health)
-    _fill_mounts(client, plan, cur)
+    _fill_mounts(client, state, plan, cur)
     info = client.container(target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
     note_risks(plan, cur)
@@ -317,8 +318,9 @@ def _describe_health(health: dict | None, image_hc: dict | None, image_known: bo
     return gate.describe()
 
 
-def _fill_mounts(client, plan: SwapPlan, old: dict) -> None:
-    mounts = data.backed_up_mounts(old)
+def _fill_mounts(client, state: StateDir, plan: SwapPlan, old: dict) -> None:
+    """The mounts the swap backs up (not another app's volumes, importer.ownership), with their sizes."""
+    mounts = ownership.without_foreign(client, state, plan.key, data.backed_up_mounts(old))
     sizes = data.estimate_sizes(client, mounts)
     by_dest = {m["Destination"]: m for m in old.get("Mounts") or []}
     plan.mounts = [{"mount": by_dest[m["destination"]], "size": s} for m, s in zip(mounts, sizes, strict=True)]
