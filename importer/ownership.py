@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from bundlecore.engine import EngineNotFound
 from bundlecore.refusals import OwnershipRefused, TagMoveRefused
-from bundlecore.release import ContainerTarget, Release, ServiceTarget, Target, installed_kind
+from bundlecore.release import Release, ServiceTarget, Target, installed_kind
 from bundlecore.runspec import named_volumes
 from importer.hostpolicy import HostPolicy, Setting
 from importer.state import StateDir
@@ -105,7 +105,7 @@ class Use(StrEnum):
 
     OWN = "own"        # it is this app's already
     CREATE = "create"  # it does not exist: the import creates it, labelled with the app
-    SHARED = "shared"  # another app's, used by the grant of the host policy, never backed up, restored or removed
+    SHARED = "shared"  # another app's (or no app's), used by a grant of the host policy
     ADOPT = "adopt"    # no app's, taken over with --adopt: this app's from now on
 
 
@@ -123,6 +123,8 @@ class Claim:
     def line(self) -> str | None:
         if self.use is Use.ADOPT:
             return f"adopt {self.resource} {self.name} (no app owns it; from now on app data of this app)"
+        if self.use is Use.SHARED and self.owner is None:
+            return f"use {self.resource} {self.name}, which no app owns (granted by {self.granted_by})"
         if self.use is Use.SHARED:
             return (f"use {self.resource} {self.name} of app {self.owner} (granted by {self.granted_by}; "
                     f"never backed up, restored or removed by this app)")
@@ -138,19 +140,34 @@ class Holders:
 
     @classmethod
     def read(cls, client, state: StateDir) -> "Holders":
+        """Networks are keyed by name and by ID (a service spec names them by ID)."""
         out = cls()
-        for app in state.installed_apps():
-            rec = state.installed(app) or {}
+        for key in state.installed_apps():
+            rec = state.installed(key) or {}
+            if installed_kind(rec) == ServiceTarget.KIND:  # keyed by service name; `app` is the app
+                try:
+                    spec = client.inspect_service(key)["Spec"]
+                except EngineNotFound:
+                    continue
+                for net in (spec.get("TaskTemplate") or {}).get("Networks") or []:
+                    out.networks.setdefault(str(net.get("Target")), set()).add(rec.get("app") or key)
+                continue
             cid = rec.get("container_id")
-            info = client.container(cid) if installed_kind(rec) == ContainerTarget.KIND and cid else None
+            info = client.container(cid) if cid else None
             if not info or info["Id"] != cid:
                 continue
             for m in info.get("Mounts") or []:
                 if m.get("Type") == "volume" and m.get("Name"):
-                    out.volumes.setdefault(m["Name"], set()).add(app)
-            for net in ((info.get("NetworkSettings") or {}).get("Networks") or {}):
-                out.networks.setdefault(net, set()).add(app)
+                    out.volumes.setdefault(m["Name"], set()).add(key)
+            for net, ep in ((info.get("NetworkSettings") or {}).get("Networks") or {}).items():
+                for k in (net, (ep or {}).get("NetworkID") or net):
+                    out.networks.setdefault(k, set()).add(key)
         return out
+
+    def of(self, resource: "Resource", name: str, ident: str | None) -> set[str]:
+        if resource is Resource.VOLUME:
+            return self.volumes.get(name, set())
+        return self.networks.get(name, set()) | self.networks.get(ident or name, set())
 
 
 def owner_of(app: str, labels: dict | None, holders: set[str]) -> str | None:
@@ -173,9 +190,9 @@ def decide(app: str, resource: Resource, name: str, owner: str | None, *, exists
         return Claim(resource, name, Use.OWN)
     share = _SHARE_KEY.get(resource)
     hint = f'[apps.{app}] {share.value} = ["{name}"] in {policy_path}' if share else None
+    if granted_by:
+        return Claim(resource, name, Use.SHARED, owner, granted_by)
     if owner is not None:
-        if granted_by:
-            return Claim(resource, name, Use.SHARED, owner, granted_by)
         raise OwnershipRefused(f"{resource} {name} belongs to app {owner}: a bundle of app {app} may not use it"
                                + (f" (to share it: {hint})" if hint else ""))
     if adopt:
@@ -202,8 +219,8 @@ def review_resources(client, state: StateDir, policy: HostPolicy, app: str, targ
     holders = Holders.read(client, state)
     claims = []
     for resource, name in named_resources(target):
-        labels, exists = _labels(client, resource, name)
-        users = (holders.volumes if resource is Resource.VOLUME else holders.networks).get(name, set())
+        labels, exists, ident = _inspect(client, resource, name)
+        users = holders.of(resource, name, ident)
         if resource is Resource.SERVICE:
             rec = state.installed(name) or {}
             users = {rec["app"]} if installed_kind(rec) == ServiceTarget.KIND and rec.get("app") else set()
@@ -214,15 +231,27 @@ def review_resources(client, state: StateDir, policy: HostPolicy, app: str, targ
     return claims
 
 
-def _labels(client, resource: Resource, name: str) -> tuple[dict, bool]:
+def _inspect(client, resource: Resource, name: str) -> tuple[dict, bool, str | None]:
+    """The resource's labels, whether it exists, and its ID."""
     try:
         if resource is Resource.VOLUME:
-            return client.inspect_volume(name).get("Labels") or {}, True
+            return client.inspect_volume(name).get("Labels") or {}, True, name
         if resource is Resource.NETWORK:
-            return client.inspect_network(name).get("Labels") or {}, True
-        return (client.inspect_service(name).get("Spec") or {}).get("Labels") or {}, True
+            info = client.inspect_network(name)
+            return info.get("Labels") or {}, True, info.get("Id")
+        info = client.inspect_service(name)
+        return (info.get("Spec") or {}).get("Labels") or {}, True, info.get("ID")
     except EngineNotFound:
-        return {}, False
+        return {}, False, None
+
+
+def _labels(client, resource: Resource, name: str) -> dict:
+    return _inspect(client, resource, name)[0]
+
+
+def created_for(client, volume: str) -> str | None:
+    """The app bundle created `volume` for (its label), if any: the only volume an uninstall removes."""
+    return _labels(client, Resource.VOLUME, volume).get(APP_LABEL)
 
 
 def foreign_volumes(client, state: StateDir, app: str, names) -> dict[str, str]:
@@ -232,7 +261,7 @@ def foreign_volumes(client, state: StateDir, app: str, names) -> dict[str, str]:
     holders = Holders.read(client, state)
     out = {}
     for name in dict.fromkeys(names):
-        labels, _ = _labels(client, Resource.VOLUME, name)
+        labels = _labels(client, Resource.VOLUME, name)
         owner = labels.get(APP_LABEL) or min(holders.volumes.get(name, set()) - {app}, default=None)
         if owner and owner != app:
             out[name] = owner

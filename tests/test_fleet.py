@@ -134,13 +134,13 @@ def do_import(fleet, bundle: Path, state: Path, *more, registry: str | None = No
 
 def grant_registry(fleet, store: Path, registry: str) -> None:
     """The store's host policy grants `registry` too (registries are the host's choice, deny by
-    default; an address that is not HOST:PORT is left to the import to refuse)."""
-    if registry_address(registry) is None:
-        return
-    granted = fleet.setdefault("granted", set()) | {registry}
-    fleet["granted"] = granted
+    default; an address that is not HOST:PORT is left to the import to refuse), and shares the
+    admin's overlay network with every app of this host (importer.ownership)."""
+    granted = fleet.setdefault("granted", set())
+    if registry_address(registry) is not None:
+        granted.add(registry)
     (store / "host-policy.toml").write_text("[host]\nregistries = [" + ", ".join(f'"{r}"' for r in sorted(granted))
-                                            + "]\n")
+                                            + f']\nshared_networks = ["{fleet["net"]}"]\n')
 
 
 def spec_image(client, name: str) -> str:

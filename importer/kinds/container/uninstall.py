@@ -11,8 +11,10 @@ Rules: only the container the installed record names, with the ID it records, is
 replaced by hand is refused: check `ownership`); a parked generation only if it still has its
 parked name; host directories (bind mounts) are backed up but never removed; a named volume that
 another container also uses is kept; a volume another app owns (importer.ownership: shared with
-this app by the host policy) is neither backed up nor removed. Nothing is deleted from the state dir: apps/<app>/ (with the
-final backup and the saved logs) is renamed to removed/<app>-<time>/. The anti-rollback mark
+this app by the host policy) is neither backed up nor removed; only a volume bundle created for this
+app (its label) is removed, any other (adopted, or from before volumes were labelled) is kept.
+Nothing is deleted from the state dir: apps/<app>/ (with the final backup and the saved logs) is
+renamed to removed/<app>-<time>/. The anti-rollback mark
 (sequences/<app>.json) stays, so uninstalling does not make an old bundle installable again.
 """
 
@@ -53,6 +55,7 @@ class UninstallPlan:
     volumes: list[str] = field(default_factory=list)       # named volumes removed (unless keep_data)
     shared: list[str] = field(default_factory=list)        # named volumes other containers use: kept
     foreign: dict[str, str] = field(default_factory=dict)  # volume -> the other app that owns it: untouched
+    not_created: list[str] = field(default_factory=list)   # volumes bundle did not create for the app: kept
     binds: list[str] = field(default_factory=list)         # host directories: backed up, never removed
     parked: list[dict] = field(default_factory=list)       # {"id", "name"} of kept generations
     backup_estimate: int = 0
@@ -72,6 +75,8 @@ class UninstallPlan:
             out.append(f"  keep volume {v} (other containers use it)")
         for v, owner in self.foreign.items():
             out.append(f"  keep volume {v} (it belongs to app {owner}: neither backed up nor removed)")
+        for v in self.not_created:
+            out.append(f"  keep volume {v} (bundle did not create it for {self.app}; backed up, not removed)")
         for b in self.binds:
             out.append(f"  keep host directory {b} (never removed)")
         out.append("  move the state of the app to removed/ (the anti-rollback mark stays)")
@@ -106,7 +111,12 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
             plan.binds.append(m["source"])
         elif m.get("name"):
             users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
-            (plan.shared if users - ours else plan.volumes).append(m["name"])
+            if users - ours:
+                plan.shared.append(m["name"])
+            elif ownership.created_for(client, m["name"]) != app:
+                plan.not_created.append(m["name"])
+            else:
+                plan.volumes.append(m["name"])
     return plan
 
 
