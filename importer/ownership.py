@@ -1,4 +1,5 @@
-"""Scope of a signature on this host: which container a bundle may take over, which tags it may move.
+"""Scope of a signature on this host: which container a bundle may take over, which tags it may move,
+which volumes, networks and services it may use.
 
 A key trusted to sign app `evil` is not trusted to replace container `victimdb` or retag
 `victim/db:15`. Before anything is loaded, for the signed manifest:
@@ -11,6 +12,14 @@ A key trusted to sign app `evil` is not trusted to replace container `victimdb` 
 - `docker load` silently moves an existing tag: every signed ref already in the engine on another
   image is a tag move; it is refused (check `tags`) unless this app loaded that ref before (its
   installed record lists it) or the operator passes --adopt; every move is in the plan.
+
+- every named volume, network (other than the engine's defaults) and Swarm service the target
+  names (`review_resources`) belongs to an app: its `io.bundle.app` label (set on what the import
+  creates), else the installed app whose live container (or service) uses it. Another app's is
+  refused unless the host policy shares it (`shared_volumes`, `shared_networks`; a service is
+  never shared), no app's unless --adopt; the plan says what is adopted or shared.
+- the data steps of an app (backup, restore, uninstall, a service's volume backup) leave out the
+  volumes of another app (`without_foreign`), shared or not.
 
 Only the installed records (importer.state) and the engine's inspect calls are read, not the
 swap's internals. The tags a push to the registry writes are judged by importer.pushes.
