@@ -32,8 +32,9 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   granted in `registries` (HOST:PORT, the host compared in lower case; `check_registry`), whoever
   named it: the host, not the bundle, chooses where verified images are published;
 - a named volume or a network another app owns (importer.ownership), or that no app owns: only
-  when granted by name in `shared_volumes` / `shared_networks` (the app then uses it without
-  owning it: its backups, restores and uninstall never touch it); else refused (check `ownership`).
+  when granted by name in `shared_volumes` / `shared_networks` (the app uses it without owning it:
+  its backups, restores and uninstall never touch another app's volume), or, for one no app owns,
+  with --adopt; else refused (check `ownership`).
 Privileged mode, devices, pid/ipc/uts namespaces and security options cannot be asked for at
 all: the manifest schema has no field for them.
 

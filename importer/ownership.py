@@ -131,7 +131,7 @@ class Claim:
 
     def line(self) -> str | None:
         if self.use is Use.ADOPT:
-            return f"adopt {self.resource} {self.name} (no app owns it; from now on app data of this app)"
+            return f"adopt {self.resource} {self.name} (no app owns it; this app's from now on)"
         if self.use is Use.SHARED and self.owner is None:
             return f"use {self.resource} {self.name}, which no app owns (granted by {self.granted_by})"
         if self.use is Use.SHARED:

@@ -125,7 +125,7 @@ def test_an_unowned_volume_needs_adopt_and_is_then_the_apps(gate, apps, docker_c
     assert volume_content(docker_client, gate.installed.ref, vol) == before
     assert_nothing_of(docker_client, apps["b"])
     with imported_for_real(gate, b, apps["b"], "--adopt", keys_dir=apps["store"]) as r:
-        assert f"adopt volume {vol} (no app owns it; from now on app data of this app)" in r.stdout, r.stdout
+        assert f"adopt volume {vol} (no app owns it; this app's from now on)" in r.stdout, r.stdout
         assert "./admin.txt 11 " in volume_content(docker_client, gate.installed.ref, vol)
         # from now on B's: its next release needs no flag, A may not have it
         nxt = gate.import_(bundle_of(gate, apps, "b", sequence=6, volumes=[f"{vol}:/data"]), "--dry-run",
