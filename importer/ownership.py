@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bundlecore.engine import EngineNotFound
+from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.refusals import OwnershipRefused, TagMoveRefused
 from bundlecore.release import Release, ServiceTarget, Target, installed_kind
 from bundlecore.runspec import named_volumes
@@ -156,7 +156,7 @@ class Holders:
             if installed_kind(rec) == ServiceTarget.KIND:  # keyed by service name; `app` is the app
                 try:
                     spec = client.inspect_service(key)["Spec"]
-                except EngineNotFound:
+                except EngineError:  # gone, or this engine is no Swarm manager (any more)
                     continue
                 for net in (spec.get("TaskTemplate") or {}).get("Networks") or []:
                     out.networks.setdefault(str(net.get("Target")), set()).add(rec.get("app") or key)
