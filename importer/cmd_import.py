@@ -30,8 +30,8 @@ def _probation(text):
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (unattended runs).")
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan, change nothing.")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a sequence not above the installed one (recorded).")
-@click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install "
-              "(shown in the plan).")
+@click.option("--adopt", is_flag=True, help="Let the bundle take over a container or move tags it did not install, "
+              "or a volume, network or service no app owns (shown in the plan).")
 @click.option("--site", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Site settings merged over the bundle's run settings (default /etc/bundle/apps/NAME.toml).")
 @click.option("--prefer", type=click.Choice(["bundle", "local"]), default=None,

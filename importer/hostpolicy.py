@@ -30,7 +30,11 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   gate left with no URL is refused;
 - the registry an import pushes its images to (`[target] registry` or `--registry`): only one
   granted in `registries` (HOST:PORT, the host compared in lower case; `check_registry`), whoever
-  named it: the host, not the bundle, chooses where verified images are published.
+  named it: the host, not the bundle, chooses where verified images are published;
+- a named volume or a network another app owns (importer.ownership), or that no app owns: only
+  when granted by name in `shared_volumes` / `shared_networks` (the app uses it without owning it:
+  its backups, restores and uninstall never touch another app's volume), or, for one no app owns,
+  with --adopt; else refused (check `ownership`).
 Privileged mode, devices, pid/ipc/uts namespaces and security options cannot be asked for at
 all: the manifest schema has no field for them.
 
@@ -74,6 +78,8 @@ class Setting(str, Enum):
     LABEL = "reserved_label_prefixes"
     PROMETHEUS = "prometheus_urls"
     REGISTRY = "registries"
+    SHARED_VOLUMES = "shared_volumes"
+    SHARED_NETWORKS = "shared_networks"
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,14 @@ class Grants:
     engine_socket: bool = False
     prometheus_urls: frozenset[str] = frozenset()  # normalized (base_url)
     registries: frozenset[str] = frozenset()       # normalized (registry_address)
+    shared_volumes: frozenset[str] = frozenset()   # another app's (or no app's) volumes this one may use
+    shared_networks: frozenset[str] = frozenset()
 
     def __or__(self, other: "Grants") -> "Grants":
         return Grants(self.bind_prefixes + other.bind_prefixes, self.cap_add | other.cap_add,
                       self.network_modes | other.network_modes, self.engine_socket or other.engine_socket,
-                      self.prometheus_urls | other.prometheus_urls, self.registries | other.registries)
+                      self.prometheus_urls | other.prometheus_urls, self.registries | other.registries,
+                      self.shared_volumes | other.shared_volumes, self.shared_networks | other.shared_networks)
 
 
 @dataclass(frozen=True)
@@ -207,6 +216,13 @@ class HostPolicy:
             raise HostPolicyRefused(f"{access.where} asks for {access.line()}, which {self._hint(app, access)}")
         return access
 
+    def shares(self, app: str, setting: Setting, name: str) -> str | None:
+        """The key that lets app `app` use volume or network `name` it does not own
+        (importer.ownership), or None."""
+        def granted(g: Grants) -> bool:
+            return name in (g.shared_volumes if setting is Setting.SHARED_VOLUMES else g.shared_networks)
+        return self._which(app, granted(self.apps.get(app, Grants())), granted(self.host), setting)
+
     def _which(self, app: str, by_app: bool, by_host: bool, setting: Setting) -> str | None:
         if by_app:
             return f"[apps.{app}] {setting.value}"
@@ -264,7 +280,8 @@ def _grants(path: Path, table: str, raw) -> Grants:
         raise EnvironmentProblem(f"host policy {path}: [{table}] registries must be HOST:PORT addresses")
     return Grants(tuple(os.path.normpath(p) for p in prefixes),
                   frozenset(c.upper().removeprefix("CAP_") for c in strings(Setting.CAP_ADD.value)),
-                  frozenset(modes), socket, frozenset(urls), frozenset(r for r in registries if r))
+                  frozenset(modes), socket, frozenset(urls), frozenset(r for r in registries if r),
+                  frozenset(strings(Setting.SHARED_VOLUMES.value)), frozenset(strings(Setting.SHARED_NETWORKS.value)))
 
 
 def base_url(url: str) -> str | None:

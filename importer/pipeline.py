@@ -310,8 +310,10 @@ def _name_release(ctx: ImportContext, r: Release) -> None:
 def _plan(ctx: ImportContext) -> None:
     """What the import will do, before any payload byte moves: what it takes over (ownership), the
     site settings over the signed ones, what the host policy grants the result (the registry too,
-    and the signers' scope on what lands in it), the kind's plan; then the registry's access, so a
-    wrong login fails before the load, and every push with the tag it overwrites (importer.pushes)."""
+    and the signers' scope on what lands in it), the kind's plan, whose volumes, networks and
+    services the result names (ownership: another app's only when the host policy shares it, no
+    app's only with --adopt); then the registry's access, so a wrong login fails before the load,
+    and every push with the tag it overwrites (importer.pushes)."""
     from importer import kinds
     r, o = ctx.release, ctx.options
     taken = ownership.review(ctx.client, ctx.state, r, adopt=o.adopt)
@@ -329,8 +331,12 @@ def _plan(ctx: ImportContext) -> None:
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked, sequence=r.sequence,
                                             signed=r.target))
+    claims = [line for c in ownership.review_resources(ctx.client, ctx.state, ctx.gate.host_policy, r.app, target,
+                                                        adopt=o.adopt) if (line := c.line())]
+    if claims:
+        ctx.audit.details["takes_over"] = ctx.audit.details.get("takes_over", []) + claims
     ctx.plan_lines = (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
-                      + taken.plan_lines())
+                      + taken.plan_lines() + claims)
     for line in ctx.plan_lines:
         ctx.out(line)
     ctx.login = check_access(ctx.registry) if ctx.registry else None

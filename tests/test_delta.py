@@ -131,6 +131,25 @@ def test_a_delta_is_refused_naming_the_missing_layers_where_the_engine_lacks_its
     scene.nothing_changed()
 
 
+def test_a_delta_is_refused_where_the_base_tag_names_an_impostor_image(scene, docker_client):
+    """A wrong base in the engine: release 1's tag now names another image (same tag and version,
+    another top layer). The left-out layers are looked up by content, never by tag: refused naming
+    the layer it lacks, nothing loaded or created, the impostor left as it was."""
+    scene.make_release2()
+    delta = scene.root / "v2-delta.bundle.zst"
+    assert scene.build(scene.spec2, delta, "--since", scene.v1).code == 0
+    for ref in (scene.ref2, scene.id2, scene.ref1, scene.id1):
+        _remove_image(docker_client, ref)
+    impostor = build_app_image(docker_client, scene.ref1, "1.0.0", dockerfile_extra="RUN echo impostor > /release1.txt")
+    assert docker_client.images.get(scene.ref1).attrs["RootFS"]["Layers"][-1] != scene.layers1[-1]
+    r = scene.import_(delta)
+    assert r.code == 3, str(r)
+    line = one_line(r.stderr)
+    assert line.startswith("refused: delta base: this engine lacks ") and scene.layers1[-1] in line, line
+    assert docker_client.images.get(scene.ref1).id == impostor
+    scene.nothing_changed()
+
+
 def test_a_delta_whose_base_is_another_app_is_refused(scene, docker_client, tmp_path):
     scene.make_release2()
     delta = scene.root / "v2-delta.bundle.zst"

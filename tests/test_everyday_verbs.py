@@ -250,6 +250,7 @@ def test_restore_from_uninstall_puts_the_final_backup_back_and_never_overwrites(
     r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes", "--json")
     assert r.code == 0, str(r)
     assert json.loads(r.stdout)["volumes"] == [swap_env["volume"]]
+    assert docker_client.api.inspect_volume(swap_env["volume"])["Labels"] == {"io.bundle.app": app}  # still the app's
     assert "anonymous volume of /state: not restored" in r.stderr  # the image's VOLUME: a new one comes
     probe = docker_client.containers.create(demo_images["v1"]["ref"], name=f"probe-{swap_env['uniq']}",
                                             volumes={swap_env["volume"]: {"bind": "/data", "mode": "ro"}})

@@ -134,13 +134,13 @@ def do_import(fleet, bundle: Path, state: Path, *more, registry: str | None = No
 
 def grant_registry(fleet, store: Path, registry: str) -> None:
     """The store's host policy grants `registry` too (registries are the host's choice, deny by
-    default; an address that is not HOST:PORT is left to the import to refuse)."""
-    if registry_address(registry) is None:
-        return
-    granted = fleet.setdefault("granted", set()) | {registry}
-    fleet["granted"] = granted
+    default; an address that is not HOST:PORT is left to the import to refuse), and shares the
+    admin's overlay network with every app of this host (importer.ownership)."""
+    granted = fleet.setdefault("granted", set())
+    if registry_address(registry) is not None:
+        granted.add(registry)
     (store / "host-policy.toml").write_text("[host]\nregistries = [" + ", ".join(f'"{r}"' for r in sorted(granted))
-                                            + "]\n")
+                                            + f']\nshared_networks = ["{fleet["net"]}"]\n')
 
 
 def spec_image(client, name: str) -> str:
@@ -343,6 +343,43 @@ def test_a_broken_first_install_is_removed_again_with_exit_4(fleet, services, sw
     assert f"service {fleet['web']} did not get healthy" in one_line(r.stderr)
     assert not [s for s in swarm.api.services() if s["Spec"]["Name"] == fleet["web"]]
     assert not (services / "installed" / f"{fleet['web']}.json").exists()
+
+
+# -- ownership (issue 18, finding 4) -------------------------------------------------------------
+
+def test_an_admins_service_named_in_a_stage_is_refused_and_keeps_its_image(fleet, services, swarm):
+    """A bundle may update only the services its app created (label or record), or adopt one no app
+    owns with --adopt (and the plan says so); refused before anything is pushed or changed."""
+    admin = f"fl-{fleet['tok']}-admin"
+    swarm.api.create_service(docker.types.TaskTemplate(docker.types.ContainerSpec(
+        f"{fleet['repo']}:1.0.0", ["sleep", "600"])), name=admin)
+    before = swarm.api.inspect_service(admin)
+    evil = bundle_of(fleet, "2.0.0", 2, stages=[([admin], "0s")], name="evil")
+    r = do_import(fleet, evil, services)
+    assert r.code == 3, str(r)
+    assert one_line(r.stderr) == (f"refused: ownership: service {admin} exists and no app owns it: a bundle of app "
+                                  f"evil-{fleet['tok']} may take it only with --adopt")
+    after = swarm.api.inspect_service(admin)
+    assert (after["Version"], after["Spec"]) == (before["Version"], before["Spec"]), "the admin's service changed"
+    assert not (services / "installed" / f"{admin}.json").exists()
+    plan = do_import(fleet, evil, services, "--adopt", "--dry-run")
+    assert plan.code == 0, str(plan)
+    assert f"adopt service {admin} (no app owns it" in plan.stdout, plan.stdout
+    assert swarm.api.inspect_service(admin)["Version"] == before["Version"]
+
+
+def test_a_service_another_app_created_is_refused_even_with_adopt(fleet, services, swarm):
+    assert do_import(fleet, bundle_of(fleet, "1.0.0", 1), services).code == 0
+    spec = swarm.api.inspect_service(fleet["web"])
+    assert spec["Spec"]["Labels"]["io.bundle.app"] == f"fleet-{fleet['tok']}"
+    evil = bundle_of(fleet, "2.0.0", 2, stages=[([fleet["web"]], "0s")], name="evil")
+    for extra in ((), ("--adopt",)):
+        r = do_import(fleet, evil, services, *extra)
+        assert r.code == 3, str(r)
+        assert one_line(r.stderr) == (f"refused: ownership: service {fleet['web']} belongs to app fleet-{fleet['tok']}: "
+                                      f"a bundle of app evil-{fleet['tok']} may not use it")
+    assert swarm.api.inspect_service(fleet["web"])["Version"] == spec["Version"]
+    assert running(swarm, fleet["web"]) == {pinned(fleet, "1.0.0"): 2}
 
 
 def test_a_failure_action_pause_leaves_swarm_paused_and_exits_5_for_an_operator(fleet, services, swarm):

@@ -167,6 +167,42 @@ def test_rollback_to_a_generation_that_is_not_kept_changes_nothing(docker_client
     assert served_version(swap_env) == version and state_files(swap_env["state"].root) == before
 
 
+def test_rollback_to_an_old_generation_keeps_the_anti_rollback_mark(docker_client, swap_env, demo_images, pgp_keys,
+                                                                    trust_store_of, tmp_path):
+    """Allowed: putting back any kept generation, whatever its sequence (it was installed here and is
+    put back by the operator, not by a bundle), and back up to a later one. Refused: a bundle whose
+    sequence is not above the highest ever installed, even one newer than the generation running
+    now (exit 3, nothing changed; --allow-downgrade overrides). README: "rollback --to"."""
+    install_app(docker_client, swap_env, demo_images["v1"], 1, keep=3)
+    install_app(docker_client, swap_env, demo_images["v2"], 2, keep=3)
+    install_app(docker_client, swap_env, demo_images["v4"], 4, keep=3)
+    app, state = app_of(swap_env), swap_env["state"]
+    r = bundle_cmd(swap_env, "rollback", app, "--to", "1", "--yes")
+    assert r.returncode == 0, r.stderr
+    rec = state.installed(app)
+    assert served_version(swap_env) == "1.0.0" and (rec["sequence"], rec["highest_sequence"]) == (1, 4)
+    assert state.highest_sequence(app) == 4  # the mark does not follow the rollback down
+    v2 = demo_images["v2"]
+    spec = tmp_path / "bundle.toml"
+    spec.write_text(f'name = "{app}"\nversion = "2.0.0"\nsequence = 2\nimages = ["{v2["ref"]}"]\n\n'
+                    f'[target]\nkind = "container"\nname = "{swap_env["name"]}"\nimage = "{v2["ref"]}"\n')
+    bundle, key = tmp_path / "v2.bundle", pgp_keys.builder
+    assert run_bundle("build", spec, "-o", bundle, "--sign-key", key.fpr, "--gnupghome", key.home, "--local").code == 0
+    before = state_files(state.root)
+    r = bundle_cmd(swap_env, "import", bundle, "--keys", trust_store_of([key]), "--yes")
+    assert r.returncode == 3, r.stderr
+    assert one_line(r.stderr) == (f"refused: sequence: downgrade: {app} sequence 2 is not above 4, the highest "
+                                  f"installed (--allow-downgrade overrides)")
+    assert served_version(swap_env) == "1.0.0"
+    assert {k: v for k, v in state_files(state.root).items() if k != "audit.log" and not k.startswith("metrics")} == \
+        {k: v for k, v in before.items() if k != "audit.log" and not k.startswith("metrics")}
+    # back up to the newest kept generation: allowed, the operator's own history
+    gen4 = next(p["generation"] for p in rec["previous"] if p["version"] == "4.0.0")
+    r = bundle_cmd(swap_env, "rollback", app, "--to", str(gen4), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert served_version(swap_env) == "4.0.0" and state.highest_sequence(app) == 4
+
+
 # -- uninstall ---------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -219,6 +255,27 @@ def test_uninstall_removes_the_app_after_a_final_backup(docker_client, swap_env,
         install_app(docker_client, swap_env, demo_images["v2"], 3)
         after = data_files(docker_client, swap_env["name"])
         assert after["data/important.txt"] == data_before["data/important.txt"]
+
+
+def test_uninstall_keeps_a_volume_another_container_also_mounts(docker_client, swap_env, demo_images):
+    """Safe and stated: the volume stays (with a line saying why), the other container keeps running
+    on its data; the app's final backup still has a copy."""
+    install_app(docker_client, swap_env, demo_images["v1"], 1)
+    seed_data(docker_client, swap_env["name"])
+    app, vol = app_of(swap_env), swap_env["volume"]
+    other = docker_client.containers.run(demo_images["v1"]["ref"], ["sleep", "600"], detach=True,
+                                         name=f"reader-{swap_env['uniq']}", volumes={vol: {"bind": "/data", "mode": "rw"}})
+    data_before = data_files(docker_client, other.name)
+    r = bundle_cmd(swap_env, "uninstall", app, "--yes")
+    assert r.returncode == 0, r.stderr
+    assert f"keep volume {vol} (other containers use it)" in r.stdout and f"remove volume {vol}" not in r.stdout
+    assert containers_named(docker_client, swap_env["name"]) == []
+    assert docker_client.api.inspect_volume(vol)["Name"] == vol
+    other.reload()
+    assert other.status == "running" and data_files(docker_client, other.name) == data_before
+    (kept,) = _removed_dirs(swap_env["state"])
+    backup = json.loads((kept / "final-backup" / "backup.json").read_text())
+    assert "/data" in [m["destination"] for m in backup["mounts"]]
 
 
 def test_uninstall_asks_and_refuses_what_is_not_its_own(docker_client, swap_env, demo_images):

@@ -265,6 +265,10 @@ class Engine:
     def inspect_volume(self, name: str) -> Json:
         return self._idem(f"inspect of volume {name}", self._api.inspect_volume, name)
 
+    def create_volume(self, name: str, labels: dict[str, str]) -> Json:
+        """A local volume carrying `labels` (the engine hands back an existing one of that name as it is)."""
+        return self._idem(f"creation of volume {name}", self._api.create_volume, name=name, labels=labels)
+
     def volume_exists(self, name: str) -> bool:
         return self._exists(self.inspect_volume, name)
 

@@ -220,3 +220,11 @@ def test_the_inline_soak_is_30_s_unless_the_test_only_environment_lowers_it(monk
     else:
         monkeypatch.setenv(release.INLINE_SOAK_ENV, env)
     assert release.inline_soak() == expected
+
+
+def test_a_created_service_and_the_volumes_its_tasks_create_carry_the_app_that_owns_them():
+    spec = service_spec("web", {"run": {"volumes": ["data:/data", "/srv:/srv"]}}, "img", app="shop")
+    assert spec["Labels"] == {"io.bundle.service": "web", "io.bundle.app": "shop"}
+    mounts = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    assert mounts[0]["VolumeOptions"] == {"Labels": {"io.bundle.app": "shop"}}
+    assert "VolumeOptions" not in mounts[1]  # a bind mount is the host's, granted by the host policy

@@ -27,6 +27,7 @@ from bundlecore.fsutil import atomic_write_json
 from bundlecore.refusals import OwnershipRefused
 from bundlecore.release import ContainerTarget, Result, installed_kind
 from importer.audit import AuditEvent, EventKind, now, operator, write_event
+from importer import ownership
 from importer.backup import data
 from importer.masking import is_secret
 from importer.state import StateDir, container_of
@@ -269,6 +270,8 @@ def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
         helper = data.find_helper_image(client, [image] if image else [])
         only = {**plan.manifest, "mounts": plan.volumes}
         out(f"restoring {len(plan.volumes)} volume(s) of {plan.app} from {plan.backup_dir}")
+        for m in plan.volumes:  # the app's again (importer.ownership): a reinstall needs no --adopt
+            client.create_volume(m["name"], {ownership.APP_LABEL: plan.app})
         data.restore_mounts(client, plan.backup_dir, only, helper)
         write_event(state, AuditEvent(
             EventKind.RESTORE, Result.DONE, 0, app=plan.app, started=started,

@@ -19,6 +19,7 @@ from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, Opera
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
+from importer import ownership
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import Resume, Rule, StepRunner
@@ -128,8 +129,10 @@ class ContainerSwap:
             info = self.client.container(self.r.new.id)
             created = set(self.r.created_volumes or [])
             named = set(side.named_volumes)
-            side.mounts = [m for m in data.backed_up_mounts(info)
-                           if m["type"] == "bind" or (m["name"] in named and m["name"] not in created)]
+            side.mounts = ownership.without_foreign(
+                self.client, self.state, self.r.key,
+                [m for m in data.backed_up_mounts(info)
+                 if m["type"] == "bind" or (m["name"] in named and m["name"] not in created)], self.out)
             side.container_id = info["Id"]
             self.j.save()
         bdir = self.app_dir / side.backup_dir
@@ -144,6 +147,8 @@ class ContainerSwap:
 
     def create_new(self):
         body = self.r.new.create
+        for vol in self.r.created_volumes or []:  # the install's own volumes carry its app (importer.ownership)
+            self.client.create_volume(vol, {ownership.APP_LABEL: self.r.key})
         self.r.new.id = self.client.create_container(body["config"], name=self.r.name)
         self.j.save()
         for net, ep in body.get("extra_networks", {}).items():
@@ -152,7 +157,7 @@ class ContainerSwap:
     def restore_target(self):
         """Rollback: the generation put back gets the data it had when it was displaced."""
         bdir = self.app_dir / self.r.new.backup_dir
-        data.restore_mounts(self.client, bdir, data.load_backup(bdir), self._helper())
+        data.restore_mounts(self.client, bdir, self._owned(data.load_backup(bdir)), self._helper())
 
     def rename_target(self):
         new = self.r.new
@@ -439,7 +444,12 @@ class ContainerSwap:
         manifest = data.load_backup(bdir)
         if manifest is None:
             raise OperatorNeeded(f"the backup of {self.r.name} in {bdir} is incomplete")
-        return bdir, manifest
+        return bdir, self._owned(manifest)
+
+    def _owned(self, manifest: dict) -> dict:
+        """A backup's manifest less the volumes another app owns now: never restored by this app."""
+        return {**manifest, "mounts": ownership.without_foreign(self.client, self.state, self.r.key,
+                                                                manifest["mounts"], self.out)}
 
     def restore_data(self):
         """Put the backup back, unless someone wrote to the data since the new version was stopped."""

@@ -27,6 +27,7 @@ from bundlecore.progress import human
 from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
+from importer import ownership
 from importer.site import HEALTH_KEYS
 from importer.state import StateDir
 from importer.backup import data
@@ -286,7 +287,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
                     gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site)
     if kind == PlanKind.CURRENT:
         return plan
-    _fill_mounts(client, plan, old)
+    _fill_mounts(client, state, plan, old)
     hc = (new_img.get("Config") or {}).get("Healthcheck")
     old_img = client.image(old["Image"]) or {}
     if plan.kind in (PlanKind.UPGRADE, PlanKind.REPAIR):
@@ -402,7 +403,7 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     plan = SwapPlan(PlanKind.ROLLBACK, name, ContainerTarget(name, ref, RunSettings()), target_item["image_id"],
                     ref, target_item.get("version"), old=_current(state, cur, gens), rollback_to=target_item,
                     app=app, gate=health)
-    _fill_mounts(client, plan, cur)
+    _fill_mounts(client, state, plan, cur)
     info = client.container(target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
     note_risks(plan, cur)
@@ -441,8 +442,9 @@ def _describe_health(health: dict | None, image_hc: dict | None, image_known: bo
     return gate.describe()
 
 
-def _fill_mounts(client, plan: SwapPlan, old: dict) -> None:
-    mounts = data.backed_up_mounts(old)
+def _fill_mounts(client, state: StateDir, plan: SwapPlan, old: dict) -> None:
+    """The mounts the swap backs up (not another app's volumes, importer.ownership), with their sizes."""
+    mounts = ownership.without_foreign(client, state, plan.key, data.backed_up_mounts(old))
     sizes = data.estimate_sizes(client, mounts)
     by_dest = {m["Destination"]: m for m in old.get("Mounts") or []}
     plan.mounts = [{"mount": by_dest[m["destination"]], "size": s} for m, s in zip(mounts, sizes, strict=True)]

@@ -22,6 +22,7 @@ from bundlecore.engine import container_name
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
 from bundlecore.release import ContainerTarget
+from importer import ownership
 from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, write_event
 from importer.delivery import Delivery, LoadedImages
 from importer.state import StateDir, highest_sequence_after
@@ -46,14 +47,15 @@ def _own_health(state: StateDir, gens: Generations, info: dict) -> dict | None:
     return rec.get("health") if rec.get("container_id") == info["Id"] else None
 
 
-def _displaced(plan: SwapPlan, info: dict, gen: int, health: dict | None,
+def _displaced(client, state: StateDir, plan: SwapPlan, info: dict, gen: int, health: dict | None,
                bundle: dict | None = None) -> DisplacedContainer:
     return DisplacedContainer(
         id=info["Id"], generation=gen, parked_name=parked_name(plan.name, gen),
         image_id=info["Image"], image_ref=info["Config"].get("Image"),
         version=plan.old.version, sequence=plan.old.sequence, was_running=bool(info["State"].get("Running")),
         restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-        mounts=data.backed_up_mounts(info), backup_dir=f"generations/{gen}", bundle=bundle, health=health,
+        mounts=ownership.without_foreign(client, state, plan.key, data.backed_up_mounts(info)),
+        backup_dir=f"generations/{gen}", bundle=bundle, health=health,
     )
 
 
@@ -137,7 +139,7 @@ def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_
             old_gen = new.generation
             new.generation = gens.allocate()
         j = _begin(state, plan, SwapKind.UPGRADE, gens, swap_id=swap_id, bundle=bundle, keep=keep, helper=helper, new=new,
-                   old=_displaced(plan, old_info, old_gen, _own_health(state, gens, old_info)))
+                   old=_displaced(client, state, plan, old_info, old_gen, _own_health(state, gens, old_info)))
     out(f"swapping {plan.name} (journal {j.app_dir / SwapJournal.FILE})")
     return ContainerSwap(client, state, j, out=out).run_forward()
 
@@ -192,7 +194,8 @@ def _rollback(client, state: StateDir, plan: SwapPlan, swap_id: str, health: dic
     # A rollback adds no generation, so it prunes nothing unless asked to.
     j = _begin(state, plan, SwapKind.ROLLBACK, gens, swap_id=swap_id, bundle=target_item.get("bundle") or {},
                keep=keep or 1_000_000, helper=helper, new=new,
-               old=_displaced(plan, cur_info, old_gen, _own_health(state, gens, cur_info), bundle=(cur or {}).get("bundle")))
+               old=_displaced(client, state, plan, cur_info, old_gen, _own_health(state, gens, cur_info),
+                              bundle=(cur or {}).get("bundle")))
     out(f"rolling {plan.name} back to generation {target_item['generation']} "
         f"({shown_version(target_item.get('version'), target_item.get('image_ref'))})")
     return ContainerSwap(client, state, j, out=out).run_forward()

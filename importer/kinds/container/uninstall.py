@@ -10,8 +10,11 @@ the data is safe in the backup.
 Rules: only the container the installed record names, with the ID it records, is removed (one
 replaced by hand is refused: check `ownership`); a parked generation only if it still has its
 parked name; host directories (bind mounts) are backed up but never removed; a named volume that
-another container also uses is kept. Nothing is deleted from the state dir: apps/<app>/ (with the
-final backup and the saved logs) is renamed to removed/<app>-<time>/. The anti-rollback mark
+another container also uses is kept; a volume another app owns (importer.ownership: shared with
+this app by the host policy) is neither backed up nor removed; only a volume bundle created for this
+app (its label) is removed, any other (adopted, or from before volumes were labelled) is kept.
+Nothing is deleted from the state dir: apps/<app>/ (with the final backup and the saved logs) is
+renamed to removed/<app>-<time>/. The anti-rollback mark
 (sequences/<app>.json) stays, so uninstalling does not make an old bundle installable again.
 """
 
@@ -27,6 +30,7 @@ from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem, 
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
 from bundlecore.release import Result, signers_of
+from importer import ownership
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer
 from importer.state import StateDir, container_of
 from importer.steps import Resume, Rule, StepRunner
@@ -50,6 +54,8 @@ class UninstallPlan:
     keep_data: bool
     volumes: list[str] = field(default_factory=list)       # named volumes removed (unless keep_data)
     shared: list[str] = field(default_factory=list)        # named volumes other containers use: kept
+    foreign: dict[str, str] = field(default_factory=dict)  # volume -> the other app that owns it: untouched
+    not_created: list[str] = field(default_factory=list)   # volumes bundle did not create for the app: kept
     binds: list[str] = field(default_factory=list)         # host directories: backed up, never removed
     parked: list[dict] = field(default_factory=list)       # {"id", "name"} of kept generations
     backup_estimate: int = 0
@@ -67,6 +73,10 @@ class UninstallPlan:
             out.append(f"  {'keep' if self.keep_data else 'remove'} volume {v}")
         for v in self.shared:
             out.append(f"  keep volume {v} (other containers use it)")
+        for v, owner in self.foreign.items():
+            out.append(f"  keep volume {v} (it belongs to app {owner}: neither backed up nor removed)")
+        for v in self.not_created:
+            out.append(f"  keep volume {v} (bundle did not create it for {self.app}; backed up, not removed)")
         for b in self.binds:
             out.append(f"  keep host directory {b} (never removed)")
         out.append("  move the state of the app to removed/ (the anti-rollback mark stays)")
@@ -91,7 +101,9 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
             plan.parked.append({"id": parked["Id"], "name": item["parked_name"]})
     if info is None:
         return plan
-    mounts = data.backed_up_mounts(info)
+    all_mounts = data.backed_up_mounts(info)
+    plan.foreign = ownership.foreign_volumes(client, state, app, [m["name"] for m in all_mounts if m.get("name")])
+    mounts = [m for m in all_mounts if m.get("name") not in plan.foreign]
     plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts))
     ours = {info["Id"]} | {p["id"] for p in plan.parked}
     for m in mounts:
@@ -99,7 +111,12 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
             plan.binds.append(m["source"])
         elif m.get("name"):
             users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
-            (plan.shared if users - ours else plan.volumes).append(m["name"])
+            if users - ours:
+                plan.shared.append(m["name"])
+            elif ownership.created_for(client, m["name"]) != app:
+                plan.not_created.append(m["name"])
+            else:
+                plan.volumes.append(m["name"])
     return plan
 
 
@@ -117,7 +134,8 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
             id=info["Id"], generation=plan.record.get("generation") or 0, parked_name=plan.container,
             image_id=info["Image"], image_ref=info["Config"].get("Image"), version=plan.record.get("version"),
             sequence=plan.record.get("sequence"), was_running=bool(info["State"].get("Running")),
-            restart_policy=rp, mounts=data.backed_up_mounts(info), backup_dir=FINAL_BACKUP)
+            restart_policy=rp, mounts=[m for m in data.backed_up_mounts(info) if m.get("name") not in plan.foreign],
+            backup_dir=FINAL_BACKUP)
     swap_id = uuid.uuid4().hex
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + swap_id[:8]  # unique even within a second
     record = JournalRecord(

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
+from importer import ownership
 from importer.audit import AuditEvent, EventKind, Result, now
 from importer.kinds.service import volumes as vols
 from importer.kinds.service.settings import Outcome, outcome, service_spec, with_image
@@ -262,7 +263,7 @@ class Rollout:
         client, j, info = self.client, self.j, self.info
         if info is None:
             self.out(f"creating service {j.service} from {j.new_image}")
-            _post(client, "/services/create", service_spec(j.service, j.target, j.new_image), auth=self.auth)
+            _post(client, "/services/create", service_spec(j.service, j.target, j.new_image, j.record.get("app")), auth=self.auth)
         else:
             self.out(f"updating service {j.service}: {j.old_image} -> {j.new_image}")
             _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], j.new_image, j.target),
@@ -313,7 +314,7 @@ class Rollout:
     def back_up_volumes(self, what: str) -> None:
         """Journal, then back up every local volume of the service that is on this node."""
         j = self.j
-        mounts = _on_this_node(self.client, j, self.info, self.out)
+        mounts = _on_this_node(self.client, self.state, j, self.info, self.out)
         if not mounts:
             return
         j.volumes = mounts
@@ -438,10 +439,12 @@ def _commit(state: StateDir, service: str, record: dict, image: str) -> dict:
 
 
 # -- the data of the service's local volumes --------------------------------------------------
-def _on_this_node(client, j: RolloutJournal, info: dict, out) -> list[dict]:
-    """The service's local volumes that exist on this node (the others are said, not backed up)."""
+def _on_this_node(client, state: StateDir, j: RolloutJournal, info: dict, out) -> list[dict]:
+    """The service's local volumes that exist on this node and no other app owns (the others are
+    said, not backed up)."""
     mounts = []
-    for m in vols.local_volumes(info["Spec"]):
+    for m in ownership.without_foreign(client, state, j.record.get("app") or j.service, vols.local_volumes(info["Spec"]),
+                                       out):
         try:
             client.inspect_volume(m["name"])
             mounts.append(m)

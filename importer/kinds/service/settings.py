@@ -16,6 +16,7 @@ from typing import Any
 
 from bundlecore.errors import UsageProblem
 from bundlecore.timeutil import parse_duration
+from importer.ownership import APP_LABEL
 
 NS = 1_000_000_000
 DEFAULT_ROLLOUT: dict[str, Any] = {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": "10s",
@@ -98,18 +99,23 @@ def _port(spec: str) -> dict:
     return p
 
 
-def _mount(spec: str) -> dict:
+def _mount(spec: str, labels: dict[str, str]) -> dict:
     parts = spec.split(":")
     if len(parts) == 1:
         return {"Type": "volume", "Target": parts[0]}
     source, target = parts[0], parts[1]
     read_only = len(parts) == 3 and parts[2] == "ro"
-    return {"Type": "bind" if source.startswith("/") else "volume", "Source": source, "Target": target,
-            "ReadOnly": read_only}
+    if source.startswith("/"):
+        return {"Type": "bind", "Source": source, "Target": target, "ReadOnly": read_only}
+    # a named volume a task's node creates carries the app (importer.ownership)
+    return {"Type": "volume", "Source": source, "Target": target, "ReadOnly": read_only,
+            **({"VolumeOptions": {"Labels": labels}} if labels else {})}
 
 
-def service_spec(name: str, target: dict, image: str) -> dict:
-    """The ServiceSpec that creates `name` running `image` (first install)."""
+def service_spec(name: str, target: dict, image: str, app: str | None = None) -> dict:
+    """The ServiceSpec that creates `name` running `image` (first install), labelled with `app`,
+    the app that owns it from now on (importer.ownership)."""
+    owner = {APP_LABEL: app} if app else {}
     run = dict(target.get("run") or {})
     unknown = sorted(set(run) - SERVICE_RUN_KEYS)
     if unknown:
@@ -119,7 +125,7 @@ def service_spec(name: str, target: dict, image: str) -> dict:
     if mode == "dnsrr" and ports:
         raise UsageProblem(f"service {name}: endpoint_mode dnsrr cannot publish ports through the routing mesh")
     container: dict[str, Any] = {"Image": image, "Env": [f"{k}={v}" for k, v in (run.get("env") or {}).items()],
-                 "Labels": dict(run.get("labels") or {}), "Mounts": [_mount(v) for v in run.get("volumes") or []]}
+                 "Labels": dict(run.get("labels") or {}), "Mounts": [_mount(v, owner) for v in run.get("volumes") or []]}
     for key, field in (("command", "Args"), ("entrypoint", "Command"), ("user", "User"), ("workdir", "Dir"),
                        ("hostname", "Hostname"), ("stop_signal", "StopSignal")):
         if run.get(key):
@@ -131,7 +137,7 @@ def service_spec(name: str, target: dict, image: str) -> dict:
         container["Healthcheck"] = hc
     return {
         "Name": name,
-        "Labels": {"io.bundle.service": name},
+        "Labels": {"io.bundle.service": name, **owner},
         "TaskTemplate": {"ContainerSpec": container,
                          "Placement": {"Constraints": list(run.get("constraints") or [])},
                          "Networks": [{"Target": n} for n in run.get("networks") or []],
