@@ -214,13 +214,14 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class PrometheusGate:
-    """A signed Prometheus query kept at or below `max` during probation (importer.kinds.container.promgate);
+    """A signed Prometheus query kept at or below `max` during probation (importer.analysis);
     `url` may come from the site settings instead."""
 
     query: str
     max: float
     window: int
     url: str | None = None
+    failure_limit: int | None = None
 
 
 @dataclass(frozen=True)

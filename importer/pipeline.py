@@ -271,8 +271,17 @@ def _audited(ctx: ImportContext):
 
 
 def _installed_version(state: StateDir, app: str) -> str | None:
+    """The version the app runs: its record, or (a service release, recorded per service, each
+    naming its app) the versions of its services, "1.0.0, 2.0.0" when they differ."""
     rec = state.installed(app)
-    return InstalledRecord.from_json(rec).version if rec else None
+    if rec:
+        return InstalledRecord.from_json(rec).version
+    versions = set()
+    for name in state.installed_apps():
+        r = state.installed(name) or {}
+        if r.get("app") == app and r.get("kind") == "service" and r.get("version"):
+            versions.add(str(r["version"]))
+    return ", ".join(sorted(versions)) or None
 
 
 def _recover_interrupted(ctx: ImportContext) -> None:
