@@ -429,7 +429,10 @@ def _apply(ctx: ImportContext) -> dict:
     stopped = record.get("stopped_after_stage")
     if stopped is not None:
         ctx.audit.details["stopped_after_stage"] = stopped
-    ctx.audit.result, ctx.audit.exit_code = Result.DONE, ExitCode.DONE
+    if record.get("services"):  # a service release: the version each of its services runs now
+        ctx.audit.details["services"] = record["services"]
+    ctx.audit.result = Result.PARTIAL if stopped is not None else Result.DONE
+    ctx.audit.exit_code = ExitCode.DONE
     if stopped is None:  # the last line says how it ended (a staged release says its stage itself)
         gen = record.get("generation")
         ctx.out(f"installed {ctx.release.app} {ctx.release.version}" + (f" (generation {gen})" if gen else "")

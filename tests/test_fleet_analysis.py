@@ -75,8 +75,8 @@ class Release:
         return ["import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", "--site", self.site,
                 "--registry", self.fleet["registry"], *more]
 
-    def import_(self, bundle: Path, *more):
-        return run_bundle(*self.args(bundle, *more))
+    def import_(self, bundle: Path, *more, env=None):
+        return run_bundle(*self.args(bundle, *more), env=env)
 
     def install_v1(self) -> None:
         self.errors(**{self.s1: 0, self.s2: 0})

@@ -221,7 +221,8 @@ def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str
         mark.done, mark.running, mark.resume_after = i + 1, None, after
         mark.save(state, plan.name)
         out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
-        return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after}
+        return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after,
+                "services": _versions(state, stages)}
     out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
     return None
 
@@ -304,7 +305,12 @@ def _finish_release(state: StateDir, plan: ServicePlan, app: str, seq: int, stag
             state.record_installed(s, rec)
     state.raise_sequence(app, seq)
     _forget_release(state, plan.name)
-    return state.installed(stages[-1][-1]) or {}
+    return {**(state.installed(stages[-1][-1]) or {}), "services": _versions(state, stages)}
+
+
+def _versions(state: StateDir, stages: list[list[str]]) -> dict[str, str | None]:
+    """Each service's installed version (what the import's audit event records)."""
+    return {s: (state.installed(s) or {}).get("version") for services in stages for s in services}
 
 
 def unfinished_runs(state: StateDir) -> list[str]:
