@@ -181,7 +181,11 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
         plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current)
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
-            _check_still_healthy(client, state, stages[i - 1], image, i, out)
+            try:
+                _check_still_healthy(client, state, stages[i - 1], image, i, out)
+            except UpdateFailed:  # that stage is rolled back: stopped after the ones before it
+                mark.stop(state, plan.name, i - 1)
+                raise
         mark.done, mark.running, mark.resume_after = i, i + 1, None
         mark.save(state, plan.name)  # journal before acting: recover knows the stage in progress
         crash_hook(f"release_stage_{i + 1}", "before")
