@@ -105,6 +105,7 @@ class ReleaseMark:
     image: str | None = None                    # the pinned reference the release rolls out
     services: list[list[str]] = field(default_factory=list)   # each stage's services
     before: dict[str, str | None] = field(default_factory=dict)  # service -> image before the release
+    watch: list[float] = field(default_factory=list)  # seconds each stage is watched (soak, analysis) inline
 
     @classmethod
     def load(cls, state: StateDir, name: str) -> "ReleaseMark | None":
@@ -178,7 +179,8 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
     journaled = plan.target.to_json()  # the rollout journal keeps the target as the manifest spells it
     gate = MetricsGate.from_health(plan.target.health_json())
     mark = ReleaseMark.load(state, plan.name) or ReleaseMark(
-        plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current)
+        plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current,
+        watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))])
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
             try:
@@ -191,7 +193,7 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
         crash_hook(f"release_stage_{i + 1}", "before")
         try:
             stopped = _run_stage(client, state, plan, stages, i, image, journaled, record, gate, mark, delivery, out)
-        except UpdateFailed:
+        except (UpdateFailed, OperatorNeeded):  # the stage rolled back, or Swarm paused: an operator decides
             if pending_release(state, plan.name):  # a failed analysis already rolled everything back
                 mark.stop(state, plan.name, i)
             raise
@@ -215,10 +217,8 @@ def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str
             raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
                                + ("; later stage(s) not started" if i + 1 < len(stages) else "")) from None
         done.append(service)
-    soak = stage_soak(plan.target, i)
-    stop = i + 1 < len(stages) and soak > inline_soak()  # a long soak: resumed by a later import
-    after = format_ts(plus(utc_now(), soak))
-    watch = (gate.window if gate else 0) if stop else max(soak, gate.window if gate else 0)
+    stop, watch = _watch_of(plan.target, gate, i)
+    after = format_ts(plus(utc_now(), stage_soak(plan.target, i)))
     if watch:
         _watch(client, state, plan.name, stages, i, image, watch, gate, out)
     if stop:
@@ -229,6 +229,13 @@ def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str
                 "services": _versions(state, stages)}
     out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
     return None
+
+
+def _watch_of(target: ServiceTarget, gate: MetricsGate | None, i: int) -> tuple[bool, float]:
+    """(whether the release stops after stage i for a long soak, seconds stage i is watched inline)."""
+    soak, window = stage_soak(target, i), (gate.window if gate else 0)
+    stop = i + 1 < len(target.services()) and soak > inline_soak()  # resumed by a later import
+    return stop, (window if stop else max(soak, window))
 
 
 def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str, seconds: float,
@@ -327,9 +334,11 @@ def unfinished_runs(state: StateDir) -> list[str]:
 
 def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
     """A release killed inside stage k: every interrupted rollout of the stage finished or undone
-    first (one version per service), then the stage rolled back (what it had moved to the new
-    image goes back, with data), so the release is stopped after stage k-1: `--resume` continues
-    it; killed in stage 1, nothing of it is left and the mark is dropped."""
+    first (one version per service, importer.kinds.service.rollout). A stage nothing watches (no
+    soak, no analysis) whose services all completed is done. Otherwise its verdict was never given:
+    the stage is rolled back (what it had moved to the new image goes back, with data), so the
+    release is stopped after stage k-1 and `--resume` continues it; killed in stage 1, nothing of
+    it is left and the mark is dropped."""
     mark = ReleaseMark.load(state, name)
     if mark is None or not mark.running:
         return []
@@ -337,9 +346,19 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
     lines = []
     for s in mark.services[k]:
         lines += rollout.recover(client, state, s, out=out)
-    for s in mark.services[k]:
-        info = rollout.inspect(client, s)
-        if info and mark.before.get(s) not in (None, mark.image) and rollout.image_of(info) == mark.image:
+    on_new = [s for s in mark.services[k] if (info := rollout.inspect(client, s)) and rollout.image_of(info) == mark.image]
+    if len(on_new) == len(mark.services[k]) and not (mark.watch[k] if k < len(mark.watch) else 0):
+        # a stage nothing watches is done once every service of it completed: the release goes on
+        if k + 1 < mark.stages:
+            mark.stop(state, name, k + 1)
+        else:
+            _forget_release(state, name)
+        lines.append(f"{name}: stage {k + 1} of release {mark.version} completed" + (
+            f"; it is stopped after stage {k + 1} of {mark.stages}: continue with `bundle import --resume`"
+            if k + 1 < mark.stages else ""))
+        return lines
+    for s in on_new:
+        if mark.before.get(s) not in (None, mark.image):
             out(f"rolling service {s} back to {mark.before[s]} (release {mark.version} interrupted in stage {k + 1})")
             roll_back_service(client, state, s, out=out)
             lines.append(f"{s}: stage {k + 1} of release {mark.version} rolled back; {mark.before[s]} runs again")
