@@ -214,13 +214,14 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class PrometheusGate:
-    """A signed Prometheus query kept at or below `max` during probation (importer.kinds.container.promgate);
+    """A signed Prometheus query kept at or below `max` during probation (importer.analysis);
     `url` may come from the site settings instead."""
 
     query: str
     max: float
     window: int
     url: str | None = None
+    failure_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +471,7 @@ class Result(StrEnum):
     (bundlecore.errors) but FAILED (1 or 2)."""
 
     DONE = "done"
+    PARTIAL = "partial"                  # a staged release stopped after a stage (a long soak): --resume continues
     UNCHANGED = "unchanged"              # the same image was already running: records updated only
     DRY_RUN = "dry-run"
     REFUSED = "refused"                  # the bundle failed a check: nothing changed
@@ -493,7 +495,8 @@ class Result(StrEnum):
         return cls.FAILED
 
 
-_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
+_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.PARTIAL: ExitCode.DONE,
+               Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
                Result.REFUSED: ExitCode.REFUSED, Result.ROLLED_BACK: ExitCode.UPDATE_FAILED,
                Result.INSTALL_UNDONE: ExitCode.INSTALL_UNDONE, Result.OPERATOR_NEEDED: ExitCode.OPERATOR_NEEDED,
                Result.NOT_DONE: ExitCode.ENVIRONMENT, Result.INTERRUPTED: ExitCode.INTERRUPTED}

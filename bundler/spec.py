@@ -126,7 +126,8 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
             low, high = bounds("health_probation_seconds")
             if not low <= health["probation"] <= high:
                 raise UsageProblem(f"spec {path}: target.health.probation must be between {low}s and {high}s")
-            health.setdefault("max_restarts", 0)
+            if target.get("kind") != "service":  # a service task's restarts are Swarm's business
+                health.setdefault("max_restarts", 0)
         if "prometheus" in health:
             health["prometheus"] = metrics_gate(path, health["prometheus"])
         target["health"] = health

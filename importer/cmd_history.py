@@ -34,6 +34,8 @@ def _lines(state: StateDir, name: str, events: list):
         yield f"no history of {name} in {state.root / 'audit.log'}"
     for ev in events:
         yield event_line(ev)
+        if ev.details.get("services"):  # a service release: each service's version afterwards
+            yield "  services: " + ", ".join(f"{s} {v}" for s, v in ev.details["services"].items())
         if ev.details.get("logs_path"):
             yield f"  logs of the failed container: {ev.details['logs_path']}"
             for line in _tail(ev.details["logs_path"]):

@@ -39,7 +39,8 @@ def _probation(text):
 @click.option("--keep", type=click.IntRange(1, 20), default=2, show_default=True, help="Generations to keep for rollback.")
 @click.option("--probation", metavar="DURATION", default=None, callback=lambda ctx, param, v: _probation(v),
               help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
-              "this import only, overrides the bundle's [target.health] probation.")
+              "this import only, overrides the bundle's [target.health] probation (a service release: "
+              "each stage soaks at least this long).")
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
               "target's registry; either must be granted in host-policy.toml `registries`); a service target "
               "is rolled out from it by digest.")

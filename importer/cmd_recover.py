@@ -19,12 +19,11 @@ def recover(state_dir, yes, as_json, metrics_file):
     """Bring every application with an interrupted swap back to a healthy version."""
     from bundlecore.engine import connect
     from importer import kinds
-    from importer.steps import pending
     out = human_out(as_json)
     state = StateDir(state_dir)
     client = connect()
     with metrics.written_after(state_dir, metrics_file), state.lock():
-        names = pending(state)
+        names = kinds.interrupted(state)
         if names:
             out("interrupted swap(s): " + ", ".join(names))
             require_confirmation(yes, "Finish or undo them now?", "recover")

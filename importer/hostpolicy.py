@@ -23,7 +23,7 @@ trust store) and refuses, before anything is loaded, every setting it does not g
 - network modes `host` and `container:NAME`: only when granted in `network_modes`;
 - labels under a reserved prefix (`io.bundle.`, which marks this tool's own helpers, and
   `com.docker.`, plus any the policy adds): never;
-- the metrics gate's Prometheus (`[target.health] prometheus.url`, importer.kinds.container.promgate): the
+- the metrics gate's Prometheus (`[target.health] prometheus.url`, importer.analysis): the
   importer sends queries there, so only to a base URL granted in `prometheus_urls` (compared
   whole: scheme, host, port and path, after normalizing case, default port and trailing slash).
   The site file may set or override the URL; the merged settings are checked again, and a metrics

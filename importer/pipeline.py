@@ -271,8 +271,17 @@ def _audited(ctx: ImportContext):
 
 
 def _installed_version(state: StateDir, app: str) -> str | None:
+    """The version the app runs: its record, or (a service release, recorded per service, each
+    naming its app) the versions of its services, "1.0.0, 2.0.0" when they differ."""
     rec = state.installed(app)
-    return InstalledRecord.from_json(rec).version if rec else None
+    if rec:
+        return InstalledRecord.from_json(rec).version
+    versions = set()
+    for name in state.installed_apps():
+        r = state.installed(name) or {}
+        if r.get("app") == app and r.get("kind") == "service" and r.get("version"):
+            versions.add(str(r["version"]))
+    return ", ".join(sorted(versions)) or None
 
 
 def _recover_interrupted(ctx: ImportContext) -> None:
@@ -426,7 +435,10 @@ def _apply(ctx: ImportContext) -> dict:
     stopped = record.get("stopped_after_stage")
     if stopped is not None:
         ctx.audit.details["stopped_after_stage"] = stopped
-    ctx.audit.result, ctx.audit.exit_code = Result.DONE, ExitCode.DONE
+    if record.get("services"):  # a service release: the version each of its services runs now
+        ctx.audit.details["services"] = record["services"]
+    ctx.audit.result = Result.PARTIAL if stopped is not None else Result.DONE
+    ctx.audit.exit_code = ExitCode.DONE
     if stopped is None:  # the last line says how it ended (a staged release says its stage itself)
         gen = record.get("generation")
         ctx.out(f"installed {ctx.release.app} {ctx.release.version}" + (f" (generation {gen})" if gen else "")

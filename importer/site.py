@@ -17,7 +17,7 @@ and every other output, also once the site file changed or removed it (the keys 
 the installed version).
 
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
-(importer.kinds.container.promgate): where this host's Prometheus is, is the intranet's knowledge; the host
+(importer.analysis): where this host's Prometheus is, is the intranet's knowledge; the host
 policy's `prometheus_urls` must still allow it. `[health]` `http`, `tcp` or `cmd` replaces the signed
 probe (whichever kind it was), and `timeout`, `attempts` the signed ones: how this host reaches the app
 is the intranet's knowledge too (a signed probe at a port the site file moves follows it by itself,

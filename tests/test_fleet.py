@@ -465,6 +465,9 @@ def test_a_long_soak_ends_the_import_after_stage_1_and_resume_finishes_stage_2(f
     v2 = pinned(fleet, "2.0.0")
     m = re.search(r"stage 1 of 2 done; continue with --resume after (\S+)", r.stdout)
     assert m, r.stdout
+    h = run_bundle("history", f"gray-{fleet['tok']}", "--state-dir", services).stdout
+    assert h.count("result: partial") == 1 and "2.0.0  result: partial" in h, h  # not "done": a stage is left
+    assert f"  services: {fleet['canary']} 2.0.0, {fleet['web']} 1.0.0" in h, h
     assert running(swarm, fleet["canary"]) == {v2: 2} and running(swarm, fleet["web"]) == {v1: 2}
     # a careless operator: the same import again without --resume, then --resume too early
     again = do_import(fleet, bundle, services)

@@ -233,7 +233,7 @@ def test_upgrade_killed_at_probation_with_a_window_resumes_it_and_commits(docker
 ])
 def test_upgrade_killed_at_a_metrics_gated_probation_lands_on_one_version(
         docker_client, swap_env, demo_images, prometheus, when, query, expect):
-    """The metrics gate is evaluated within the probation step (importer.kinds.container.promgate): a kill
+    """The metrics gate is evaluated within the probation step (importer.analysis): a kill
     before it resumes the window and evaluates the query (a real Prometheus) before deciding."""
     before = _with_v1(docker_client, swap_env, demo_images)
     gate = {"url": f"http://{prometheus.address}", "query": query, "max": 0.5, "window": 3}

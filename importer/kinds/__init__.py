@@ -57,6 +57,10 @@ class TargetKind(Protocol[PlanT, TargetT]):
     def recover(self, client, state: StateDir, name: str, out: Out = print) -> list[str]:
         """Finish or undo the interrupted swap of `name`; lines to report."""
 
+    def unfinished_runs(self, state: StateDir) -> list[str]:
+        """Names with a run of this kind interrupted above its journals (a staged service release
+        killed between or inside its stages), which `recover` also brings to one honest state."""
+
     def status(self, client, state: StateDir, name: str) -> dict:
         """A JSON-able report (client is None when the engine does not answer)."""
 
@@ -101,6 +105,9 @@ def for_app(state: StateDir, name: str) -> TargetKind[Any, Any]:
             named = (StepJournal.read(state.app_dir(name)) or {}).get("target_kind")
         except ValueError:
             pass
+    if named is None:  # the app of a release recorded per target it made (a service bundle's services)
+        named = next((installed_kind(rec) for n in state.installed_apps()
+                      if (rec := state.installed(n)) and rec.get("app") == name), None)
     return get(named if named in KINDS else CONTAINER)
 
 
@@ -120,9 +127,19 @@ def plan_json(plan: Plan, lines: list[str] | None = None) -> dict[str, Any]:
             "lines": list(plan.lines() if lines is None else lines)}
 
 
+def interrupted(state: StateDir) -> list[str]:
+    """Names with an unfinished run: a journal of any kind, or a kind's run above its journals."""
+    return sorted(set(pending(state)).union(*(get(kind).unfinished_runs(state) for kind in KINDS)))
+
+
 def recover_all(client, state: StateDir, out: Out = print) -> list[str]:
-    """Finish or undo every interrupted swap; one line per application handled."""
+    """Finish or undo every interrupted swap, then every interrupted run above the journals; one
+    line per application handled."""
     lines = []
     for name in pending(state):
         lines += for_app(state, name).recover(client, state, name, out=out)
+    for kind in KINDS:
+        module = get(kind)
+        for name in module.unfinished_runs(state):
+            lines += module.recover(client, state, name, out=out)
     return lines

@@ -1,4 +1,4 @@
-"""The metrics gate's pure parts (importer.kinds.container.promgate, importer.hostpolicy, the schemas): how a
+"""The metrics gate's pure parts (importer.analysis, importer.hostpolicy, the schemas): how a
 Prometheus answer is read, the limit rule, what the host allows, and what a spec may say."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bundler.spec import load_spec
 from importer.hostpolicy import HostPolicy, HostPolicyRefused, base_url
 from importer.site import SiteSettings
 from importer.kinds.container.health import HealthGate
-from importer.kinds.container.promgate import MetricsUnavailable, Reading, judge, parse_answer
+from importer.analysis import Analysis, MetricsGate, MetricsUnavailable, Reading, judge, parse_answer
 
 
 def vector(*values) -> bytes:
@@ -265,6 +265,8 @@ def test_a_bad_metrics_gate_in_a_spec_is_one_usage_error(tmp_path, gate, words):
 @pytest.mark.parametrize("prom, ok", [
     ({"url": "http://prom:9090", "query": "up", "max": 0.01, "window": 120}, True),
     ({"query": "up", "max": 0, "window": 1}, True),                       # the site file gives the url
+    ({"query": "up", "max": 0, "window": 1, "failure_limit": 3}, True),
+    ({"query": "up", "max": 0, "window": 1, "failure_limit": -1}, False),
     ({"query": "up", "max": 0.01, "window": "2m"}, False),                # seconds only in a manifest
     ({"query": "up", "max": 0.01, "window": 86401}, False),
     ({"query": "up", "max": 1e16, "window": 60}, False),
@@ -286,3 +288,31 @@ def test_strict_json_refuses_nan_and_infinity(raw):
     from bundlecore.format import FormatError, loads_strict_json
     with pytest.raises(FormatError, match="which is not JSON"):
         loads_strict_json(raw, "manifest.json")
+
+
+class _Readings(MetricsGate):
+    """A gate whose evaluations are given (the pure counting of `Analysis`, no Prometheus)."""
+
+    def __init__(self, values, failure_limit):
+        super().__init__("http://prom:9090", "q", 0.5, 10, failure_limit)
+        object.__setattr__(self, "values", list(values))
+
+    def evaluate(self):
+        return Reading(self.values.pop(0))
+
+
+@pytest.mark.parametrize("values, limit, fails_at", [
+    ([0, 5, 0, 0], 0, 1),           # no tolerance: the first reading above the limit fails it
+    ([0, 5, 0, 5, 0], 1, 3),        # one failure tolerated, the second fails it
+    ([5, 5, 0, 0], 2, None),        # within the limit, ending good: passes
+    ([0, 0, 0, 5], 3, 3),           # the final evaluation must pass whatever the limit
+    ([None, None, None, None], 5, 3),  # no data by the end: a failed evaluation
+])
+def test_the_failure_limit_counts_failed_evaluations_and_the_last_must_pass(values, limit, fails_at):
+    analysis = Analysis(_Readings(values, limit))
+    n = len(values)
+    verdicts = [analysis.step(final=(i == n - 1)) for i in range(n)]
+    first = next((i for i, v in enumerate(verdicts) if v), None)
+    assert first == fails_at, verdicts
+    if fails_at is not None and limit:
+        assert f"{limit} tolerated" in verdicts[fails_at]

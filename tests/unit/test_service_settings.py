@@ -174,19 +174,25 @@ def test_a_service_spec_with_stages_normalizes_soaks_to_seconds(tmp_path):
     (lambda s: s.replace('"node.labels.group==test"', '"anything goes"'), "at target.run.constraints.0"),
     (lambda s: s + '\n[[stage]]\nservices = []\n', "at stage.0.services"),
     # what only the container kind honours is refused, not silently ignored, for a service
-    (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\nprobation = "1m"\n\n[target.run]'),
-     "at target.health"),
     (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\nmax_restarts = 1\n\n'
                          '[target.run]'), "at target.health"),
-    (lambda s: s.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\n'
-                         '[target.health.prometheus]\nquery = "up"\nmax = 0\nwindow = "1m"\n\n[target.run]'),
-     "at target.health"),
 ])
 def test_bad_service_settings_are_refused_when_the_spec_is_read(tmp_path, edit, message):
     p = tmp_path / "bundle.toml"
     p.write_text(edit(SERVICE_SPEC))
     with pytest.raises(UsageProblem, match=message):
         load_spec(p)
+
+
+def test_a_service_target_may_carry_a_probation_and_a_metrics_gate_that_its_stages_are_watched_by(tmp_path):
+    """The analysis of each stage (importer.analysis); probation is a soak, no restart count is implied."""
+    p = tmp_path / "bundle.toml"
+    p.write_text(SERVICE_SPEC.replace("[target.run]", '[target.health]\ncmd = "true"\ntimeout = 5\nprobation = "1m"\n'
+                                      '[target.health.prometheus]\nquery = "up"\nmax = 0\nwindow = "1m"\n'
+                                      'failure_limit = 2\n\n[target.run]'))
+    health = load_spec(p).target["health"]
+    assert health["probation"] == 60 and "max_restarts" not in health
+    assert health["prometheus"] == {"query": "up", "max": 0, "window": 60, "failure_limit": 2}
 
 
 def test_a_container_target_is_validated_exactly_as_before():
@@ -198,9 +204,9 @@ def test_a_container_target_is_validated_exactly_as_before():
 
 @pytest.mark.parametrize("extra,refused", [
     ({}, set()),
-    ({"probation": 60}, {"probation"}),
-    ({"probation": 60, "max_restarts": 1}, {"probation", "max_restarts"}),
-    ({"prometheus": {"url": "http://p:9090", "query": "up", "max": 0, "window": 60}}, {"prometheus"}),
+    ({"probation": 60}, set()),  # each stage soaks at least that long (importer.kinds.service.release)
+    ({"probation": 60, "max_restarts": 1}, {"max_restarts"}),
+    ({"prometheus": {"url": "http://p:9090", "query": "up", "max": 0, "window": 60, "failure_limit": 2}}, set()),
 ])
 def test_a_signed_service_target_asking_for_container_only_health_is_refused_by_the_manifest_schema(extra, refused):
     """A crafted manifest is held to the same rule as the spec: refused (exit 3, schema), not ignored."""

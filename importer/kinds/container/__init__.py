@@ -10,7 +10,7 @@ its data, and the old version put back by itself when the new one does not come 
   generations the kept versions of an application
   config      the new container's settings (faithful copy, or first install)
   merge       three-way merge of the run settings on upgrade
-  health      the health gate; promgate its metrics gate
+  health      the health gate (its metrics gate: importer.analysis, shared with the service kind)
   engine      the container operations over the Docker SDK
   status      what `bundle status` reports
 The backup and exact restore of the mounts is importer.backup (shared with the service kind).
@@ -27,5 +27,10 @@ from importer.kinds.container.uninstall import plan_uninstall, uninstall
 # the import options its plan takes (importer.pipeline.plan_options)
 PLAN_OPTIONS = ("prefer", "masked", "app", "sequence", "signed")
 
+
+def unfinished_runs(state) -> list[str]:
+    """A swap is one journal: nothing of a container's runs above it (importer.kinds)."""
+    return []
+
 __all__ = ["PLAN_OPTIONS", "plan", "apply", "plan_rollback", "rollback", "recover", "status", "status_lines",
-           "plan_uninstall", "uninstall"]
+           "plan_uninstall", "uninstall", "unfinished_runs"]

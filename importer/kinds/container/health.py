@@ -37,7 +37,7 @@ more than `max_restarts` times since the gate passed, when it exited and is not 
 restarted (restart policy "no", or on-failure gave up), or when its probe kept failing for
 `timeout` seconds; the swap then rolls back exactly as after a failed gate.
 
-Metrics gate (`prometheus = {url, query, max, window}`, importer.kinds.container.promgate): probation lasts
+Metrics gate (`prometheus = {url, query, max, window}`, importer.analysis): probation lasts
 at least `window`, and the query is evaluated on every look and once at the window's end; a value
 above `max`, a query that cannot be evaluated, or no data by the end fails probation the same way.
 """
@@ -59,7 +59,7 @@ from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
 from bundlecore.refusals import HealthTargetGone
 from bundlecore.runspec import parse_port
-from importer.kinds.container.promgate import MetricsGate
+from importer.analysis import Analysis, MetricsGate
 
 POLL = 0.1  # between failing probes: the first pass is seen soon after the app is up
 RUNNING_GRACE = 10.0
@@ -425,6 +425,7 @@ class HealthGate:
     def _watch_probation(self, client, cid: str, until: float, base_restarts: int,
                          countdown: Countdown) -> tuple[bool, str]:
         failing_since = route = started_at = None
+        analysis = Analysis(self.metrics) if self.metrics else None
         while True:
             info = client.container(cid)
             if info is None:
@@ -436,8 +437,8 @@ class HealthGate:
             if not st.get("Running") and not st.get("Restarting"):
                 return False, f"it exited (code {st.get('ExitCode')}) in its probation and is not being restarted"
             ended = time.time() >= until
-            if self.metrics:
-                why = self.metrics.check(final=ended)
+            if analysis:
+                why = analysis.step(final=ended)
                 if why:
                     return False, why
             if ended:

@@ -1,9 +1,14 @@
 """The `service` target kind: a release of one verified image to Swarm services, stage by stage.
 
 A release is the target's `[[stage]]` list (without stages: one stage, the target service).
-Stage k starts only when stage k-1 finished its update and stayed healthy for its soak. A
-failure rolls the failing stage's services back (Swarm's own rollback) and stops: later stages
-are not touched. A soak up to INLINE_SOAK seconds is watched inside this process; a longer one
+Stage k starts only when stage k-1 finished its update and stayed healthy for its soak (at least
+`[target.health] probation` seconds, or this import's --probation, when set), and passed its
+analysis: `[target.health] prometheus` (importer.analysis, the one metrics gate of every kind) is
+evaluated for its window after each stage's services rolled. A failed update or soak rolls the
+failing stage's services back (Swarm's own rollback) and stops: later stages are not touched. A
+failed analysis rolls back every service the release touched, in reverse stage order, with their
+data (the failing stage's and every earlier one's): a release the metrics call bad goes nowhere.
+A soak up to INLINE_SOAK seconds is watched inside this process; a longer one
 (a week of a test team using it) ends the import with exit 0 and the release recorded in
 `apps/<target>/release.json`; `bundle import BUNDLE --resume` continues it once the soak is over.
 
@@ -16,16 +21,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.release import ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
+from importer.analysis import Analysis, MetricsGate
 from importer.delivery import Delivery
 from importer.kinds.service import rollout
 from importer.state import StateDir, highest_sequence_after
+from importer.steps import crash_hook
 
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)
 RELEASE = "release.json"
@@ -59,17 +66,64 @@ class ServicePlan:
         out = [f"release {self.new_version} of {self.name} via registry {self.registry}: {len(stages)} stage(s)"]
         for i, services in enumerate(stages):
             done = " (done)" if i < self.resume_from else ""
-            soak = self.target.soak(i)
+            soak = stage_soak(self.target, i)
             out.append(f"  stage {i + 1}{done}: " + ", ".join(
                 f"{s} ({'create' if self.current.get(s) is None else 'update from ' + printable(self.current[s])})"
                 for s in services) + (f"; soak {soak}s" if soak else ""))
+        gate = MetricsGate.from_health(self.target.health_json())
+        if gate:
+            out.append(f"  analysis after each stage: {gate.describe()}")
         if self.resume_from:
             out.append(f"  resuming at stage {self.resume_from + 1}")
         return out
 
 
+def stage_soak(target: ServiceTarget, index: int) -> int:
+    """Seconds stage `index` is watched after its update: its soak, at least the probation
+    (`[target.health] probation` or --probation) when one is set."""
+    return max(target.soak(index), (target.health.probation if target.health else None) or 0)
+
+
 def _release_path(state: StateDir, name: str):
     return state.app_dir(name) / RELEASE
+
+
+@dataclass
+class ReleaseMark:
+    """apps/<target>/release.json: a release between its first stage and its last, written before
+    each stage acts (`running`: the stage being rolled or watched) and when it stops for a long
+    soak (`resume_after`). A kill -9 leaves it `running`: `recover` rolls that stage back and
+    leaves the release stopped after the stages before it, for `--resume` (recover_release)."""
+
+    image_id: str
+    version: str | None
+    done: int                                   # stages completed
+    stages: int
+    resume_after: str | None = None             # stopped: --resume after this time
+    running: int | None = None                  # the stage (1-based) in progress; None: stopped
+    app: str | None = None
+    image: str | None = None                    # the pinned reference the release rolls out
+    services: list[list[str]] = field(default_factory=list)   # each stage's services
+    before: dict[str, str | None] = field(default_factory=dict)  # service -> image before the release
+    watch: list[float] = field(default_factory=list)  # seconds each stage is watched (soak, analysis) inline
+
+    @classmethod
+    def load(cls, state: StateDir, name: str) -> "ReleaseMark | None":
+        doc = pending_release(state, name)
+        return cls(**doc) if doc is not None else None
+
+    def save(self, state: StateDir, name: str) -> None:
+        state.ensure_app_dir(name)
+        atomic_write_json(_release_path(state, name), asdict(self))
+
+    def stop(self, state: StateDir, name: str, done: int) -> None:
+        """Stage `done`+1 failed or was rolled back: the release is stopped after the stages before
+        it (`--resume` retries it); with none done, nothing of it runs and the mark goes."""
+        if done == 0:
+            _forget_release(state, name)
+            return
+        self.done, self.running, self.resume_after = done, None, format_ts(utc_now())
+        self.save(state, name)
 
 
 def pending_release(state: StateDir, name: str) -> dict | None:
@@ -90,6 +144,9 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
     pending = pending_release(state, name)
     resume_from = 0
     if pending:
+        if pending.get("running"):
+            raise OperatorNeeded(f"release {pending['version']} of {name} was interrupted in stage "
+                                 f"{pending['running']}; run `bundle recover` first")
         same = pending["image_id"] == new_image_id and pending["version"] == new_version
         if not same:
             raise UsageProblem(f"release {pending['version']} of {name} is stopped after stage "
@@ -120,40 +177,92 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
               "pushed": delivery.pushed_report()}
     stages = plan.target.services()
     journaled = plan.target.to_json()  # the rollout journal keeps the target as the manifest spells it
+    gate = MetricsGate.from_health(plan.target.health_json())
+    mark = ReleaseMark.load(state, plan.name) or ReleaseMark(
+        plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current,
+        watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))])
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
-            _check_still_healthy(client, state, stages[i - 1], image, i, out)
-        done: list[str] = []
-        for service in stages[i]:
             try:
-                rollout.roll_out(client, state, service, journaled, image, record, out=out,
-                                 auth=delivery.registry_auth)
-            except UpdateFailed as e:
-                _roll_back_stage(client, state, done, out)
-                _forget_release(state, plan.name)
-                raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
-                                   + ("; later stage(s) not started" if i + 1 < len(stages) else "")) from None
-            done.append(service)
-        soak = plan.target.soak(i)
-        if i + 1 < len(stages) and soak > inline_soak():
-            after = format_ts(plus(utc_now(), soak))
-            atomic_write_json(_release_path(state, plan.name), {
-                "image_id": plan.new_image_id, "version": record["version"], "done": i + 1, "resume_after": after,
-                "stages": len(stages)})
-            out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
-            return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after}
-        if soak:
-            _soak(client, state, stages[i], image, soak, i, len(stages), out)
-        out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
+                _check_still_healthy(client, state, stages[i - 1], image, i, out)
+            except UpdateFailed:  # that stage is rolled back: stopped after the ones before it
+                mark.stop(state, plan.name, i - 1)
+                raise
+        mark.done, mark.running, mark.resume_after = i, i + 1, None
+        mark.save(state, plan.name)  # journal before acting: recover knows the stage in progress
+        crash_hook(f"release_stage_{i + 1}", "before")
+        try:
+            stopped = _run_stage(client, state, plan, stages, i, image, journaled, record, gate, mark, delivery, out)
+        except (UpdateFailed, OperatorNeeded):  # the stage rolled back, or Swarm paused: an operator decides
+            if pending_release(state, plan.name):  # a failed analysis already rolled everything back
+                mark.stop(state, plan.name, i)
+            raise
+        if stopped:
+            return stopped
     return _finish_release(state, plan, r.app, r.sequence, stages)
 
 
-def _soak(client, state, services, image, seconds, i, n, out) -> None:
-    out(f"stage {i + 1} of {n}: soaking {seconds}s")
+def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str]], i: int, image: str,
+               journaled: dict, record: dict, gate: MetricsGate | None, mark: ReleaseMark, delivery: Delivery,
+               out) -> dict | None:
+    """Stage i: its services rolled one after the other, then watched (soak, analysis); the
+    installed record when the release stops after it for a long soak, else None."""
+    done: list[str] = []
+    for service in stages[i]:
+        try:
+            rollout.roll_out(client, state, service, journaled, image, record, out=out,
+                             auth=delivery.registry_auth)
+        except UpdateFailed as e:
+            _roll_back_stage(client, state, done, out)
+            raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
+                               + ("; later stage(s) not started" if i + 1 < len(stages) else "")) from None
+        done.append(service)
+    stop, watch = _watch_of(plan.target, gate, i)
+    after = format_ts(plus(utc_now(), stage_soak(plan.target, i)))
+    if watch:
+        _watch(client, state, plan.name, stages, i, image, watch, gate, out)
+    if stop:
+        mark.done, mark.running, mark.resume_after = i + 1, None, after
+        mark.save(state, plan.name)
+        out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
+        return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after,
+                "services": _versions(state, stages)}
+    out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
+    return None
+
+
+def _watch_of(target: ServiceTarget, gate: MetricsGate | None, i: int) -> tuple[bool, float]:
+    """(whether the release stops after stage i for a long soak, seconds stage i is watched inline)."""
+    soak, window = stage_soak(target, i), (gate.window if gate else 0)
+    stop = i + 1 < len(target.services()) and soak > inline_soak()  # resumed by a later import
+    return stop, (window if stop else max(soak, window))
+
+
+def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str, seconds: float,
+           gate: MetricsGate | None, out) -> None:
+    """Stage i's soak and analysis: its services must stay healthy on `image` and the metrics gate
+    must pass (evaluated about once a second, and once at the end). A failed analysis rolls back
+    every service of stages i..1, in that order."""
+    n = len(stages)
+    crash_hook(f"release_watch_{i + 1}", "before")
+    out(f"stage {i + 1} of {n}: soaking {seconds:g}s" + (f"; analysis: {gate.describe()}" if gate else ""))
+    analysis = Analysis(gate) if gate else None
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        _check_still_healthy(client, state, services, image, i + 1, out)
-        time.sleep(1)
+    while True:
+        final = time.monotonic() >= end
+        _check_still_healthy(client, state, stages[i], image, i + 1, out)
+        why = analysis.step(final) if analysis else None
+        if why:
+            out(f"stage {i + 1} of {n}: analysis failed: {why}")
+            for k in range(i, -1, -1):
+                _roll_back_stage(client, state, stages[k], out)
+            _forget_release(state, name)
+            raise UpdateFailed(f"stage {i + 1} of {n}: analysis failed: {why}; every service of stage(s) "
+                               f"{', '.join(str(k + 1) for k in range(i, -1, -1))} rolled back"
+                               + ("; later stage(s) not started" if i + 1 < n else ""))
+        if final:
+            return
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
 
 
 def _check_still_healthy(client, state, services, image, stage_no, out) -> None:
@@ -207,4 +316,61 @@ def _finish_release(state: StateDir, plan: ServicePlan, app: str, seq: int, stag
             state.record_installed(s, rec)
     state.raise_sequence(app, seq)
     _forget_release(state, plan.name)
-    return state.installed(stages[-1][-1]) or {}
+    return {**(state.installed(stages[-1][-1]) or {}), "services": _versions(state, stages)}
+
+
+def _versions(state: StateDir, stages: list[list[str]]) -> dict[str, str | None]:
+    """Each service's installed version (what the import's audit event records)."""
+    return {s: (state.installed(s) or {}).get("version") for services in stages for s in services}
+
+
+def unfinished_runs(state: StateDir) -> list[str]:
+    """Target names whose release was interrupted inside a stage (its mark still `running`)."""
+    root = state.apps_root
+    if not root.exists():
+        return []
+    return sorted(d.name for d in root.iterdir() if (pending_release(state, d.name) or {}).get("running"))
+
+
+def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
+    """A release killed inside stage k: every interrupted rollout of the stage finished or undone
+    first (one version per service, importer.kinds.service.rollout). A stage nothing watches (no
+    soak, no analysis) whose services all completed is done. Otherwise its verdict was never given:
+    the stage is rolled back (what it had moved to the new image goes back, with data), so the
+    release is stopped after stage k-1 and `--resume` continues it; killed in stage 1, nothing of
+    it is left and the mark is dropped."""
+    mark = ReleaseMark.load(state, name)
+    if mark is None or not mark.running:
+        return []
+    k = mark.running - 1
+    lines = []
+    for s in mark.services[k]:
+        lines += rollout.recover(client, state, s, out=out)
+    on_new = [s for s in mark.services[k] if (info := rollout.inspect(client, s)) and rollout.image_of(info) == mark.image]
+    if len(on_new) == len(mark.services[k]) and not (mark.watch[k] if k < len(mark.watch) else 0):
+        # a stage nothing watches is done once every service of it completed: the release goes on
+        if k + 1 < mark.stages:
+            mark.stop(state, name, k + 1)
+        else:
+            _forget_release(state, name)
+        lines.append(f"{name}: stage {k + 1} of release {mark.version} completed" + (
+            f"; it is stopped after stage {k + 1} of {mark.stages}: continue with `bundle import --resume`"
+            if k + 1 < mark.stages else ""))
+        return lines
+    for s in on_new:
+        if mark.before.get(s) not in (None, mark.image):
+            out(f"rolling service {s} back to {mark.before[s]} (release {mark.version} interrupted in stage {k + 1})")
+            roll_back_service(client, state, s, out=out)
+            lines.append(f"{s}: stage {k + 1} of release {mark.version} rolled back; {mark.before[s]} runs again")
+    mark.stop(state, name, k)
+    if k == 0:
+        lines.append(f"{name}: release {mark.version} was interrupted in stage 1 and rolled back; nothing of it runs")
+    else:
+        lines.append(f"{name}: release {mark.version} was interrupted in stage {k + 1}, which was rolled back; "
+                     f"it is stopped after stage {k} of {mark.stages}: continue with `bundle import --resume`")
+    return lines
+
+
+def recover(client, state: StateDir, name: str, out=print) -> list[str]:
+    """`bundle recover` of `name`: its interrupted rollout (a journal), then its interrupted release."""
+    return rollout.recover(client, state, name, out=out) + recover_release(client, state, name, out=out)

@@ -69,7 +69,7 @@ def rollback_config(target: dict) -> dict:
 
 def healthcheck(health: dict | None) -> dict | None:
     """[target.health] as a Swarm HealthConfig (None: the image's own HEALTHCHECK applies)."""
-    if not health:
+    if not health or not {"cmd", "tcp", "http"} & set(health):  # e.g. only --probation: no probe
         return None
     timeout = int(health["timeout"])
     if "cmd" in health:

@@ -58,8 +58,77 @@ def rollback(client, state: StateDir, plan: ServiceRollbackPlan, *, out=print) -
     return roll_back_service(client, state, plan.name, out=out)
 
 
+def app_services(state: StateDir, app: str) -> list[str]:
+    """The services whose installed record names `app` (a service bundle records each service it rolled)."""
+    return [n for n in state.installed_apps()
+            if n != app and (rec := state.installed(n) or {}).get("app") == app and rec.get("kind") == rollout.KIND]
+
+
+def _release_of_app(state: StateDir, app: str) -> dict | None:
+    """The app's release between its first stage and its last (its mark, under the target's name)."""
+    if not state.apps_root.exists():
+        return None
+    for d in sorted(state.apps_root.iterdir()):
+        mark = pending_release(state, d.name) if d.is_dir() else None
+        if mark and mark.get("app") == app:
+            return mark
+    return None
+
+
+def app_status(client, state: StateDir, app: str) -> dict:
+    """`bundle status APP` of a service bundle's app: each stage, each service's version and task
+    counts (desired / running the installed image / running another), the release in progress.
+    Active only when every service is active on one version and no release is under way."""
+    release = _release_of_app(state, app)
+    services = app_services(state, app)
+    stages = [list(s) for s in release["services"]] if release and release.get("services") else [[s] for s in services]
+    rows, verdicts, versions = [], [], set()
+    for k, names in enumerate(stages, 1):
+        for name in names:
+            st = status(client, state, name)
+            rec, live = st.get("installed") or {}, st.get("service") or {}
+            on_new = sum(1 for t in live.get("tasks") or [] if t["state"] == "running" and t["image"] == rec.get("image"))
+            rows.append({"stage": k, "service": name, "version": rec.get("version"), "image": rec.get("image"),
+                         "desired": live.get("replicas"), "running_installed": on_new,
+                         "running_other": (live.get("running") or 0) - on_new, "state": st["state"]})
+            verdicts.append(AppState(st["exit_code"]))
+            versions.add(rec.get("version"))
+    verdict = max(verdicts, default=AppState.NOT_INSTALLED)
+    if verdict == AppState.ACTIVE and (len(versions) > 1 or release):
+        verdict = AppState.INACTIVE  # services on different versions of one release: never "active"
+    seqs = [(state.installed(r["service"]) or {}).get("sequence") for r in rows]
+    installed = {"app": app, "version": ", ".join(sorted(v for v in versions if v)) or None,
+                 "sequence": max((q for q in seqs if q is not None), default=None)} if services else None
+    return {"name": app, "kind": rollout.KIND, "app_of_services": True, "installed": installed, "services": rows,
+            "release": release, "pending_swap": any(rollout.RolloutJournal.path(state, r["service"]).exists()
+                                                    for r in rows),
+            "state": verdict.label, "exit_code": int(verdict)}
+
+
+def app_status_lines(st: dict) -> list[str]:
+    rec = st.get("installed") or {}
+    out = [f"{st['name']} (app of {len(st['services'])} service(s)): {rec.get('version') or 'not installed'} "
+           f"[{st['state']}]"]
+    for r in st["services"]:
+        out.append(f"  stage {r['stage']}: {r['service']} {r['version']}: {r['running_installed']}/{r['desired']} "
+                   f"running it, {r['running_other']} running another image [{r['state']}]")
+    rel = st.get("release")
+    if rel and rel.get("running"):
+        out.append(f"  release {rel['version']} interrupted in stage {rel['running']} of {rel['stages']}: "
+                   f"run `bundle recover`")
+    elif rel:
+        out.append(f"  partial: release {rel['version']} stopped after stage {rel['done']} of {rel['stages']}; "
+                   f"continue with `bundle import --resume` after {rel['resume_after']}")
+    if st.get("pending_swap"):
+        out.append("  an interrupted rollout is pending: run `bundle recover`")
+    return out
+
+
 def status(client, state: StateDir, name: str) -> dict:
-    """Installed record, replicas, the image of each task, the last update's state (client may be None)."""
+    """Installed record, replicas, the image of each task, the last update's state (client may be None);
+    for the app name of a service bundle, the whole release (app_status)."""
+    if state.installed(name) is None and app_services(state, name):
+        return app_status(client, state, name)
     live = None
     if client is not None:
         info = rollout.inspect(client, name)
@@ -101,6 +170,8 @@ def service_state(st: dict, *, engine_answers: bool) -> AppState:
 
 
 def status_lines(st: dict) -> list[str]:
+    if st.get("app_of_services"):
+        return app_status_lines(st)
     rec = st.get("installed") or {}
     out = [f"{st['name']} (service): " + (f"{rec.get('version')} (sequence {rec.get('sequence')}) {rec.get('image')}"
                                           if rec else "not installed")]
@@ -125,3 +196,23 @@ def status_lines(st: dict) -> list[str]:
     if st.get("pending_swap"):
         out.append(unfinished_line(st, "rollout"))
     return out
+
+
+def apps_of_services(state: StateDir) -> list[str]:
+    """The app names of the service bundles installed here (not themselves a record's name)."""
+    names = set(state.installed_apps())
+    return sorted({a for n in names if (rec := state.installed(n) or {}).get("kind") == rollout.KIND
+                   and (a := rec.get("app")) and a not in names})
+
+
+def list_line(st: dict) -> str:
+    """One line of `bundle list` for a service, or for the app of a service bundle."""
+    rec = st.get("installed") or {}
+    if st.get("app_of_services"):
+        stages = {r["stage"] for r in st["services"]}
+        partial = " (partial release)" if st.get("release") else ""
+        return (f"{st['name']} {rec.get('version')} app of {len(st['services'])} service(s) in {len(stages)} "
+                f"stage(s){partial}: [{st['state']}]")
+    live = st.get("service") or {}
+    running = f"{live['running']}/{live['replicas']} running" if live else "service missing"
+    return f"{st['name']} {rec.get('version')} service: {running} [{st['state']}]"

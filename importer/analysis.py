@@ -1,10 +1,13 @@
-"""The metrics gate: a Prometheus query the new version must keep at or below a limit while on probation.
+"""The metrics gate (analysis): a Prometheus query the new version must keep at or below a limit
+while it is watched. One implementation for every kind: a container's probation
+(importer.kinds.container.health) and each stage of a service release (importer.kinds.service.release).
 
-`[target.health] prometheus = { url, query, max, window }`: the query and its limit are the app's
-knowledge (signed); the URL is this host's business (allowed by host-policy.toml
-`prometheus_urls`, set or overridden by the site file). After the health gate passed, probation
-lasts at least `window` seconds and the query is evaluated as an instant query
-(`GET URL/api/v1/query?query=...`) about once a second, and once more when the window ends.
+`[target.health] prometheus = { url, query, max, window, failure_limit }`: the query and its limit
+are the app's knowledge (signed); the URL is this host's business (allowed by host-policy.toml
+`prometheus_urls`, set or overridden by the site file). After the health gate passed (a container)
+or a stage's services were rolled (a service release), the new version is watched for at least
+`window` seconds and the query is evaluated as an instant query (`GET URL/api/v1/query?query=...`)
+about once a second, and once more when the window ends.
 
 The rules (`judge`), one place:
 
@@ -21,6 +24,10 @@ The rules (`judge`), one place:
   (a typo in a metric name, a target Prometheus does not scrape) would otherwise pass every
   update. A release whose error series legitimately does not exist until the first error says
   so in its (signed) query: `sum(rate(app_errors_total[1m])) or vector(0)`.
+
+`failure_limit` (default 0) failed evaluations are tolerated during the window (a scrape that
+was late, one noisy reading); one more fails it (`Analysis`). The evaluation at the window's end
+must pass whatever the limit: the verdict is never given on a failing reading.
 
 A failure rolls back exactly like a failed health check (exit 4). After a crash, `bundle recover`
 resumes the journaled window (the same end time) and evaluates the query again, at least once at
@@ -111,16 +118,19 @@ class MetricsGate:
     query: str
     limit: float
     window: float
+    failure_limit: int = 0
 
     @classmethod
-    def from_health(cls, health: dict) -> "MetricsGate | None":
-        prom = health.get("prometheus")
+    def from_health(cls, health: dict | None) -> "MetricsGate | None":
+        prom = (health or {}).get("prometheus")
         if not prom:
             return None
-        return cls(str(prom.get("url") or ""), str(prom["query"]), float(prom["max"]), float(prom["window"]))
+        return cls(str(prom.get("url") or ""), str(prom["query"]), float(prom["max"]), float(prom["window"]),
+                   int(prom.get("failure_limit") or 0))
 
     def describe(self) -> str:
-        return f"Prometheus {self.url}: {self.query} at most {self.limit:g} for {self.window:g} s"
+        return (f"Prometheus {self.url}: {self.query} at most {self.limit:g} for {self.window:g} s"
+                + (f", {self.failure_limit} failed evaluation(s) tolerated" if self.failure_limit else ""))
 
     def evaluate(self) -> Reading:
         """One instant query, its whole answer within QUERY_TIMEOUT (a total deadline: a Prometheus
@@ -142,3 +152,22 @@ class MetricsGate:
         except MetricsUnavailable as e:
             why = f"it could not be evaluated: {e}"
         return f"metrics gate {self.query!r} at {self.url}: {why}" if why else None
+
+
+class Analysis:
+    """One watch of a gate over its window: the failed evaluations counted against `failure_limit`."""
+
+    def __init__(self, gate: MetricsGate):
+        self.gate, self.failures = gate, 0
+
+    def step(self, final: bool) -> str | None:
+        """One evaluation; the line that fails the update once failures exceed the limit (or the
+        final evaluation fails), else None."""
+        why = self.gate.check(final)
+        if why is None:
+            return None
+        self.failures += 1
+        if final or self.failures > self.gate.failure_limit:
+            limit = self.gate.failure_limit
+            return why + (f" ({self.failures} failed evaluation(s), {limit} tolerated)" if limit else "")
+        return None
