@@ -38,7 +38,6 @@ of JSON with every figure; --json PATH also writes the table and figures as a JS
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -52,6 +51,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bundlecore.inventory import chain_ids  # noqa: E402  (Docker's layer identity, one rule)
 from importer.kinds.container.health import PROBE_SPACING, STABLE_PROBES  # noqa: E402  (the documented wait)
 MiB = 1 << 20
 PIECE = 64 * MiB
@@ -359,14 +359,6 @@ def remove_image(image_id: str) -> None:
     if r.stdout.split():
         run(["docker", "rm", "-f", "-v", *r.stdout.split()], check=False)
     run(["docker", "rmi", "-f", image_id], check=False)
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    chains, prev = [], None
-    for d in diff_ids:
-        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
-        chains.append(prev)
-    return chains
 
 
 def layers_left(docker_root: Path | None, driver: str, diff_ids: list[str]) -> int | None:

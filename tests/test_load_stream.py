@@ -8,7 +8,6 @@ payload, and a refusal cuts the upload inside a member: the layer store must not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -17,20 +16,13 @@ import docker
 import pytest
 
 from bundlecore import format as fmt
+from bundlecore.inventory import chain_ids
 from tests.craft import SPEC, BaseBundle, _read_members, _remove_image, run_bundle
 from tests.keys import trust_store
 from tests.support import build_app_image, child_image
 
 # a layer of random bytes several CHUNKs long, so that it streams in many pieces
 UNIQUE_LAYER_BYTES = 3 * fmt.CHUNK + 12345
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    chains, prev = [], None
-    for d in diff_ids:
-        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
-        chains.append(prev)
-    return chains
 
 
 def top_layer_registered(client, diff_ids: list[str]) -> bool:
