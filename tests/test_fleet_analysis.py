@@ -41,7 +41,8 @@ class Release:
         self.query = f'max(app_errors_total{{service=~"{self.s1}|{self.s2}"}})'
         self.keys = trust_store(tmp / "store", [fleet["key"]])
         (self.keys / "host-policy.toml").write_text(f'[apps.{self.app}]\nprometheus_urls = ["{self.url}"]\n'
-                                                    f'registries = ["{fleet["registry"]}"]\n')
+                                                    f'registries = ["{fleet["registry"]}"]\n'
+                                                    f'shared_networks = ["{fleet["net"]}"]\n')
         self.site = tmp / "site.toml"
         self.site.write_text(f'[health.prometheus]\nurl = "{self.url}"\n')
         self.site.chmod(0o644)
