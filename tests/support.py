@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -88,26 +89,48 @@ class CliResult:
                 f"--- stderr\n{self.stderr}")
 
 
+# Runs the command in a grandchild and reports its exit code and peak RSS on a pipe. Linux counts the
+# parent's memory at fork+exec in a child's ru_maxrss, so a test process that grew (an in-process
+# build, a big fixture) would make every child it starts look as big; this small launcher forks it
+# from its own few MiB, so the figure is the command's own.
+_LAUNCHER = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+os.write(report, b"%d %d" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss))
+"""
+
+
 def run_bundle(*args, timeout: float = 600, env: dict | None = None) -> CliResult:
-    """Run the installed `bundle` command; returns exit code, output, and the child's own peak RSS
-    (os.wait4 gives the rusage of exactly this child)."""
+    """Run the installed `bundle` command; returns exit code, output, and the command's own peak
+    RSS (wait4 of a launcher's child, see _LAUNCHER)."""
     args = [str(a) for a in args]
     environ = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_KEYS", "BUNDLE_STATE_DIR")}
     environ.update(env or {})
     started = time.monotonic()
+    report_r, report_w = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([str(BUNDLE), *args], stdin=devnull, stdout=out, stderr=err, env=environ)
-        timer = threading.Timer(timeout, proc.kill)
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report_w), str(BUNDLE), *args], stdin=devnull,
+                                stdout=out, stderr=err, env=environ, pass_fds=(report_w,), start_new_session=True)
+        os.close(report_w)
+        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            with os.fdopen(report_r, "rb") as report:
+                reported = report.read().split()
+            proc.wait()
         finally:
             timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert len(reported) == 2, f"the launcher reported nothing (exit {proc.returncode}): {err.read()!r}"
+        code, maxrss_kib = int(reported[0]), int(reported[1])
         out.seek(0)
         err.seek(0)
-        return CliResult(args, proc.returncode, out.read().decode(errors="replace"),
-                         err.read().decode(errors="replace"), usage.ru_maxrss / 1024, time.monotonic() - started)
+        return CliResult(args, code, out.read().decode(errors="replace"),
+                         err.read().decode(errors="replace"), maxrss_kib / 1024, time.monotonic() - started)
 
 
 def one_line(stderr: str) -> str:
