@@ -34,8 +34,11 @@ _SERVE = "mkdir -p /www; echo ok > /www/health; echo $APP_VERSION > /www/version
 VARIANTS = {
     # A long migration that never listens, then dies: the port proxy alone would accept connections.
     "never-listens": "sleep 4; echo 'migration failed' >&2; exit 1",
-    # Answers for about a second, then crashes (and its restart policy brings it back to do it again).
-    "answers-once": _SERVE + "sleep 1; exit 1",
+    # Answers exactly one request, then crashes (and its restart policy brings it back to do it
+    # again): however slow the machine, the gate's second probe finds it gone. (A release that
+    # lives a fixed time, e.g. `sleep 1; exit 1`, races the gate's spacing on a loaded host.)
+    "answers-once": "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\nConnection: close\\r\\n\\r\\nok\\n'"
+                    " | nc -l -p 8080; exit 1",
     # Serves for 4 s, then crashes: passes a gate (even on a loaded machine), not a probation.
     "crashes-every-4s": _SERVE + "sleep 4; exit 1",
     # Keeps running, but its health page is gone after 4 s.
