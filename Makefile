@@ -31,7 +31,7 @@ check: venv
 	$(BIN)/lint-imports
 
 test: venv check engine
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
