@@ -35,7 +35,7 @@ SKIPPABLE = struct.pack("<II", 0x184D2A50, 4) + b"skip"
 class Gate:
     """Runs the CLI on crafted bundles and checks that a refusal changed nothing."""
 
-    def __init__(self, base, client, installed, tmp_path: Path):
+    def __init__(self, base, client, installed, tmp_path: Path, *, adopt: bool = True):
         self.base = base
         self.client = client
         self.installed = installed
@@ -43,8 +43,8 @@ class Gate:
         self.keys_dir = base.keys_dir
         self.state_dir = tmp_path / "state"
         # the installed app was started by hand, not by bundle: the gate's imports adopt it
-        # (what a bundle may take over is tests/test_ownership.py's business)
-        self.adopt = True
+        # (what a bundle may take over is the ownership tests' business: they pass adopt=False)
+        self.adopt = adopt
 
     def variant(self):
         return self.base.variant()

@@ -19,9 +19,7 @@ pytest.register_assert_rewrite("tests.craft")
 
 @pytest.fixture
 def gate(base_bundle, docker_client, installed_app, tmp_path) -> Gate:
-    g = Gate(base_bundle, docker_client, installed_app, tmp_path)
-    g.adopt = False
-    return g
+    return Gate(base_bundle, docker_client, installed_app, tmp_path, adopt=False)
 
 
 def signed_for(gate: Gate, label: str, *, app: str, container: str, sequence: int = 5, ref: str | None = None):
