@@ -224,3 +224,31 @@ def test_a_previous_version_that_dies_right_after_its_gate_is_exit_5_not_running
     assert not docker_client.api.inspect_container(name)["State"]["Running"]
     s = run_bundle("status", name, "--state-dir", state)
     assert s.code == 7 and "interrupted swap is pending: run `bundle recover`" in s.stdout, str(s)
+
+
+# v1 runs for ever the first time; started again, it exits a second later: what an undone
+# uninstall must not call "as it was" (with a restart policy, a look at the wrong moment sees it up).
+DIES_WHEN_STARTED_AGAIN = ("if [ ! -e /first-done ]; then touch /first-done; while :; do sleep 1; done; fi; "
+                           "sleep 1; exit 3")
+
+
+@pytest.mark.parametrize("restart", ["no", "always"])
+def test_an_undone_uninstall_whose_app_dies_when_started_again_is_exit_5_not_as_it_was(docker_client, builder,
+                                                                                      restart):
+    name, state = builder["name"], builder["state"]
+    v1 = builder["bundle_of"]("1.0.0", 1, run=f'command = ["sh", "-c", "{DIES_WHEN_STARTED_AGAIN}"]\n'
+                                              f'stop_timeout = 0\nrestart = "{restart}"\n')
+    r = run_bundle("import", v1, "--keys", builder["store"], "--state-dir", state, "--yes")
+    assert r.code == 0, str(r)
+    r = run_bundle("uninstall", name, "--yes", "--state-dir", state,
+                   env={"BUNDLE_CRASH_AT": "stop_old", "BUNDLE_CRASH_WHEN": "after"})
+    assert r.code == -9, str(r)
+    r = run_bundle("recover", "--yes", "--state-dir", state)
+    assert r.code == 5, str(r)
+    line = one_line(r.stderr)
+    assert line.startswith("operator needed: ") and "as it was" not in line, line
+    assert "nothing was removed, but" in line and "3 s later it " in line, line
+    assert ("exited (exit code 3)" if restart == "no" else "has exited and been restarted") in line, line
+    info = docker_client.api.inspect_container(name)  # nothing was removed: the app is still installed
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == restart
+    assert run_bundle("status", name, "--state-dir", state).code != 0

@@ -17,7 +17,7 @@ the class. Nothing outside this package changes.
 
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
 from bundlecore.engine.sdk import (Engine, connect, connect_or_none, container_name, engine_address, image_platform,
-                                   stop_timeout)
+                                   seconds_up, stop_timeout)
 
 __all__ = ["Engine", "EngineConflict", "EngineError", "EngineNotFound", "connect", "connect_or_none",
-           "container_name", "engine_address", "image_platform", "stop_timeout"]
+           "container_name", "engine_address", "image_platform", "seconds_up", "stop_timeout"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, cast
 
@@ -75,6 +76,22 @@ def stop_timeout(info: Json) -> int:
     """The container's own StopTimeout (0 is a valid value), else the engine's default."""
     t = info["Config"].get("StopTimeout")
     return DEFAULT_STOP_TIMEOUT if t is None else int(t)
+
+
+def seconds_up(info: Json, now: float | None = None) -> float | None:
+    """How long the container has been running since its last start (None if not running or the
+    engine's StartedAt, nanoseconds and all, cannot be read)."""
+    st = info.get("State") or {}
+    text = st.get("StartedAt") or ""
+    if not st.get("Running") or not text.endswith("Z"):
+        return None
+    whole, _, frac = text[:-1].partition(".")
+    try:
+        started = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+    started += float(f"0.{frac}") if frac.isdigit() else 0.0
+    return max(0.0, (time.time() if now is None else now) - started)
 
 
 def image_platform(attrs: Json) -> str:

@@ -4,9 +4,11 @@ resumable), the `bundle status` verdict and exit code, and which audit events ar
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
+from bundlecore.engine import seconds_up
 from bundlecore.errors import AppState, EnvironmentProblem
 from importer.audit import events_of
 from importer.state import MIGRATION_PLAN, StateDir, migrate_layout, needs_migration
@@ -97,6 +99,11 @@ LIVE = {"status": "running", "health": None, "image_id": "sha256:i", "restarting
     (REC, None, True, AppState.INACTIVE),               # container missing
     (REC, {**LIVE, "status": "exited"}, True, AppState.INACTIVE),
     (REC, {**LIVE, "restarting": True}, True, AppState.INACTIVE),
+    # restarted by its policy: a crash loop caught between two crashes is not active ...
+    (REC, {**LIVE, "restart_count": 2, "up_seconds": 1.5}, True, AppState.INACTIVE),
+    # ... one that has run FLAP_WINDOW since (Docker's own back-off reset) is
+    (REC, {**LIVE, "restart_count": 2, "up_seconds": 10.0}, True, AppState.ACTIVE),
+    (REC, {**LIVE, "restart_count": 0, "up_seconds": 0.5}, True, AppState.ACTIVE),  # just started by hand
     (REC, {**LIVE, "health": "unhealthy"}, True, AppState.INACTIVE),
     (REC, {**LIVE, "health": "starting"}, True, AppState.INACTIVE),
     (REC, {**LIVE, "image_id": "sha256:other"}, True, AppState.INACTIVE),  # not the installed image
@@ -143,3 +150,14 @@ def test_a_pending_journal_of_the_previous_layout_moves_with_its_app_and_is_keye
     r = SwapJournal.load(state.app_dir("shop")).record
     assert r.key == "shop" and r.name == "web"
     assert "app" not in json.loads((root / "apps" / "shop" / "journal.json").read_text())  # not rewritten
+
+
+@pytest.mark.parametrize("state, up", [
+    ({"Running": True, "StartedAt": "2026-12-06T19:00:00.250000000Z"}, 9.75),
+    ({"Running": True, "StartedAt": "2026-12-06T19:00:00Z"}, 10.0),
+    ({"Running": False, "StartedAt": "2026-12-06T19:00:00Z"}, None),   # not running: no uptime
+    ({"Running": True, "StartedAt": "garbage"}, None),
+])
+def test_seconds_up_reads_the_engine_s_nanosecond_timestamps(state, up):
+    now = datetime(2026, 12, 6, 19, 0, 10, tzinfo=timezone.utc).timestamp()
+    assert seconds_up({"State": state}, now) == (None if up is None else pytest.approx(up, abs=1e-3))

@@ -14,7 +14,7 @@ import shutil
 import time
 
 from bundlecore import interrupts
-from bundlecore.engine import EngineError, EngineNotFound, container_name, stop_timeout
+from bundlecore.engine import EngineError, EngineNotFound, stop_timeout
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
@@ -28,12 +28,9 @@ from importer.kinds.container.generations import Generations, summary
 from importer.kinds.container.health import HealthGate
 from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
 from importer.delivery import LoadedImages
-from importer.kinds.container.status import HEALTHY
+from importer.kinds.container.status import SETTLE_SECONDS, unsettled
 
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
-# After the previous version passed its health gate again, how long until it is looked at once more
-# before "running again" is said: a stop or a crash the engine was still carrying out shows by then.
-SETTLE_SECONDS = 3.0
 
 # Steps run outside the forward loop (BEGIN by whoever starts the journal, COMMIT/PRUNE by
 # commit_and_finish).
@@ -325,29 +322,15 @@ class ContainerSwap:
         raise UpdateFailed(msg) if old else InstallUndone(msg)
 
     def _confirm_running_again(self) -> None:
-        """The previous version passed its health gate again; look once more a few seconds later
-        (raise OperatorNeeded if it is not running healthy under its name then): "running again"
-        is said only when it is still true after the engine finished what it was doing."""
+        """The previous version passed its health gate again; raise OperatorNeeded unless it is still
+        running healthy a few seconds later (status.unsettled): "running again" must stay true."""
         old = self.r.old
-        self.out(f"  checking {self.r.name} {old.version or ''} again in {SETTLE_SECONDS:g} s")
-        time.sleep(SETTLE_SECONDS)
-        info = self.client.container(old.id)
-        st = (info or {}).get("State") or {}
-        health = (st.get("Health") or {}).get("Status")
-        if not info:
-            problem = "it is gone"
-        elif container_name(info) != self.r.name:
-            problem = f"it is named {container_name(info)}"
-        elif not st.get("Running") or st.get("Restarting"):
-            problem = f"it is {st.get('Status')} (exit code {st.get('ExitCode')})"
-        elif health not in HEALTHY:
-            problem = f"it is {health}"
-        else:
-            return
-        raise OperatorNeeded(
-            f"the previous version {old.version or old.image_ref} of {self.r.name} passed its health gate, "
-            f"but {SETTLE_SECONDS:g} s later {problem}; start it (`docker start {self.r.name}`), "
-            "then `bundle recover`")
+        problem = unsettled(self.client, old.id, self.r.name, self.out)
+        if problem:
+            raise OperatorNeeded(
+                f"the previous version {old.version or old.image_ref} of {self.r.name} passed its health gate, "
+                f"but {SETTLE_SECONDS:g} s later {problem}; start it (`docker start {self.r.name}`), "
+                "then `bundle recover`")
 
     def _data_state(self) -> str:
         """What the mounts hold after an undo stopped (restore_data's own errors say it themselves)."""

@@ -4,9 +4,11 @@ swap ended, what the engine says now (when it answers), and the one verdict moni
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from bundlecore.engine import container_name, seconds_up
 from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
 from importer.kinds.container.generations import Generations, shown_version, summary
@@ -15,6 +17,40 @@ from importer.steps import live_run, unfinished_line
 
 HEALTHY = (None, "healthy")  # Docker's health status of a container without HEALTHCHECK is None
 ADMIN_STOP = "stopped-by-admin.json"  # apps/<app>/: written by `bundle stop` (importer.kinds.container.control)
+# After a container was put back running, how long until it is looked at once more before "running
+# again" (or "as it was") is said: a stop or a crash the engine was still carrying out shows by then.
+SETTLE_SECONDS = 3.0
+# A container its restart policy restarted is only settled once it has run this long again: Docker's
+# own rule (its restart back-off is reset after 10 s of running). Before that, one look at it may
+# catch a crash loop between two crashes, so status does not call it active.
+FLAP_WINDOW = 10.0
+
+
+def unsettled(client, container_id: str, name: str, out=print) -> str | None:
+    """Look at a container put back running once more, SETTLE_SECONDS later: why it is not running
+    healthy under `name` then, or None. A restart in between counts (a restart policy can show a
+    crash-looping container running at any one look). A verdict about it is said only on None."""
+    def seen():
+        info = client.container(container_id) or {}
+        return info, (info.get("State") or {}).get("StartedAt"), info.get("RestartCount", 0)
+
+    _, started, restarts = seen()
+    out(f"  checking {name} again in {SETTLE_SECONDS:g} s")
+    time.sleep(SETTLE_SECONDS)
+    info, started_now, restarts_now = seen()
+    st = info.get("State") or {}
+    health = (st.get("Health") or {}).get("Status")
+    if not info:
+        return "it is gone"
+    if container_name(info) != name:
+        return f"it is named {container_name(info)}"
+    if not st.get("Running") or st.get("Restarting"):
+        return f"it is {st.get('Status')} (exit code {st.get('ExitCode')})"
+    if (started_now, restarts_now) != (started, restarts):
+        return f"it has exited and been restarted {restarts_now - restarts or 'once'} time(s) since"
+    if health not in HEALTHY:
+        return f"it is {health}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,7 +83,8 @@ def app_status(client, state: StateDir, name: str) -> dict:
         if info:
             st = info["State"]
             live = {"id": info["Id"][:12], "image_id": info["Image"], "status": st.get("Status"),
-                    "health": (st.get("Health") or {}).get("Status"), "restarting": bool(st.get("Restarting"))}
+                    "health": (st.get("Health") or {}).get("Status"), "restarting": bool(st.get("Restarting")),
+                    "restart_count": info.get("RestartCount", 0), "up_seconds": seconds_up(info)}
     result: dict[str, Any] = {
         "name": name,
         "container_name": container,
@@ -75,10 +112,16 @@ def app_state(st: dict, *, engine_answers: bool) -> AppState:
     if not engine_answers:
         return AppState.ENGINE_UNREACHABLE
     live = st.get("container")
-    if (not live or live.get("status") != "running" or live.get("restarting")
+    if (not live or live.get("status") != "running" or live.get("restarting") or flapping(live)
             or live.get("health") not in HEALTHY or live.get("image_id") != rec.get("image_id")):
         return AppState.INACTIVE
     return AppState.ACTIVE
+
+
+def flapping(live: dict) -> bool:
+    """Restarted by its restart policy and not yet up FLAP_WINDOW seconds since (see FLAP_WINDOW)."""
+    up = live.get("up_seconds")
+    return bool(live.get("restart_count")) and up is not None and up < FLAP_WINDOW
 
 
 def overall(states: list[AppState]) -> AppState:
@@ -109,7 +152,9 @@ def status_lines(st: dict) -> list[str]:
         mismatch = "" if not rec or live["image_id"] == rec.get("image_id") else " (NOT the installed image)"
         stopped = st.get("stopped_by_admin")
         why = f" (stopped by admin: `bundle stop` by {stopped['by']} at {stopped['at']})" if stopped else ""
-        out.append(f"  container {cname} {live['id']}: {live['status']}{health}{mismatch}{why}")
+        flaps = (f", restarted {live['restart_count']} time(s) by its restart policy, up {live['up_seconds']:.0f} s"
+                 if flapping(live) else "")
+        out.append(f"  container {cname} {live['id']}: {live['status']}{health}{flaps}{mismatch}{why}")
     elif rec and st.get("state") != AppState.ENGINE_UNREACHABLE.label:
         out.append(f"  container {cname}: missing")
     if rec.get("highest_sequence") is not None:

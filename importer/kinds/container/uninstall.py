@@ -37,6 +37,7 @@ from importer.steps import Resume, Rule, StepRunner
 from importer.backup import data
 from importer.kinds.container.generations import Generations
 from importer.kinds.container.machine import stop_saying
+from importer.kinds.container.status import SETTLE_SECONDS, unsettled
 from importer.kinds.container.journal import (UNINSTALL_STEPS, DisplacedContainer, Direction, JournalRecord, Step, SwapJournal,
                                    SwapKind)
 
@@ -255,6 +256,13 @@ class Uninstall:
             detail = reason(e)
             raise OperatorNeeded(f"{why}; putting {self.r.name} back failed: {detail}; nothing was deleted, "
                                  f"see {self.j.app_dir / SwapJournal.FILE}") from e
+        old = self.r.old
+        problem = unsettled(self.client, old.id, self.r.name, self.out) if old and old.was_running else None
+        if problem:  # "as it was" must stay true: it was running
+            msg = (f"{why}; nothing was removed, but {self.r.name} was started again and {SETTLE_SECONDS:g} s later "
+                   f"{problem}; see `docker logs {self.r.name}`")
+            self._finish(Result.OPERATOR_NEEDED, msg)
+            raise OperatorNeeded(msg)
         self._finish(Result.NOT_DONE, f"{why}; nothing was removed")
         raise EnvironmentProblem(f"{why}; nothing was removed, {self.r.name} is as it was")
 
