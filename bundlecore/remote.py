@@ -21,11 +21,12 @@ on the message. Name resolution is the resolver's business and is not covered by
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +54,14 @@ class RemoteProblem(EnvironmentProblem):
     """A remote answer that cannot be used; `failure` says why, `answered` whether the server had
     sent its status line and headers (a timeout after that is a slow body, not a slow server)."""
 
-    def __init__(self, failure: Failure, message: str, answered: bool = False, cause: str = "") -> None:
+    def __init__(self, failure: Failure, message: str, answered: bool = False, cause: str = "",
+                 host_unreachable: bool = False) -> None:
         super().__init__(message)
         self.failure = failure
         self.answered = answered
         self.cause = cause or failure.value  # the underlying exception's name, when there was one
+        # no route to the host at all (as opposed to "nothing listens there" or "it did not answer")
+        self.host_unreachable = host_unreachable
 
 
 @dataclass(frozen=True)
@@ -176,15 +180,26 @@ class _Adapter(HTTPAdapter):
 
 
 _BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# Errors that mean "this host cannot reach that address" (as opposed to "nothing listens there").
+UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL})
 
 
-def fetch(method: str, url: str, *, timeout: float, max_bytes: int, read_body: bool = True,
+def causes(e: BaseException | None) -> Iterator[BaseException]:
+    """An exception and everything it was raised from or during."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def fetch(method: str, url: str, *, timeout: float, max_bytes: int, read_body: bool = True, direct: bool = False,
           **kwargs: Any) -> Reply:
     """One HTTP request (no retries) whose whole answer arrives within `timeout` seconds and holds
     at most `max_bytes` (read_body=False: the status and headers only). `kwargs` go to requests
-    (headers, params, json, auth, allow_redirects). Proxies come from the environment, as always."""
+    (headers, params, json, auth, allow_redirects). Proxies come from the environment, unless
+    `direct` (an address on this host, e.g. a container probed by the health gate)."""
     dog = _Watchdog(timeout)
     session = requests.Session()
+    session.trust_env = not direct
     adapter = _Adapter(dog)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -192,10 +207,13 @@ def fetch(method: str, url: str, *, timeout: float, max_bytes: int, read_body: b
         try:
             resp = session.request(method, url, timeout=(timeout, timeout), stream=True, **kwargs)
         except _BROKEN as e:
+            no_route = isinstance(e, requests.ConnectTimeout) or any(
+                getattr(c, "errno", None) in UNREACHABLE_ERRNOS for c in causes(e))
             if dog.passed() or isinstance(e, requests.Timeout):
-                raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s") from None
+                raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s",
+                                    host_unreachable=no_route) from None
             raise RemoteProblem(Failure.UNREACHABLE, f"cannot reach it ({type(e).__name__})",
-                                cause=type(e).__name__) from None
+                                cause=type(e).__name__, host_unreachable=no_route) from None
         with resp:
             if dog.expired:  # the headers were cut off by the watchdog
                 raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s")

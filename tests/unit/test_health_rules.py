@@ -1,6 +1,8 @@
 """The health gate's pure rules: where a probe goes (the container's own address behind a published
 port, never the host's port proxy), and probation as the spec, the manifest and --probation give it."""
 
+import time
+
 import pytest
 
 from bundlecore.errors import UsageProblem
@@ -8,7 +10,8 @@ from bundlecore.schema import validator
 from bundler.spec import load_spec
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.pipeline import probation_seconds
-from importer.kinds.container.health import HealthGate, container_address, container_ip
+from importer.kinds.container.health import PROBE_TIMEOUT, HealthGate, ProbeRoute, container_address, container_ip
+from tests.unit.conftest import answer, drip
 from tests.unit.test_spec import ISSUE_SPEC
 
 
@@ -136,3 +139,23 @@ def test_the_probation_flag_overrides_the_window_and_keeps_the_signed_rest():
     assert bare.with_probation(15).health_json() == {"probation": 15}
     assert HealthGate(bare.with_probation(15).health_json()).max_restarts == 0  # no restart allowed
     assert target.health.probation == 60  # the signed release is not changed
+
+
+def test_a_health_endpoint_dripping_its_headers_fails_the_probe_within_its_timeout(serve):
+    """The release under test is not trusted to answer promptly: a status line and then one header
+    byte every 0.2 s keeps every per-read timeout happy, but not the probe's total one."""
+    url = serve(lambda c: drip(c, b"HTTP/1.1 200 OK\r\n", b"X", 0.2))
+    gate = HealthGate({"http": url})
+    started = time.monotonic()
+    assert gate._probe_http(ProbeRoute(None)) == (False, f"no answer within {PROBE_TIMEOUT:g} s")
+    assert time.monotonic() - started < PROBE_TIMEOUT + 1
+
+
+def test_the_health_probe_goes_straight_to_the_container_whatever_proxy_the_environment_names(serve, monkeypatch):
+    """An intranet host often has http_proxy set: the probe of a container on this host must not go to it."""
+    url = serve(answer(b"ok"))
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: through it, the probe would fail
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert HealthGate({"http": url})._probe_http(ProbeRoute(None)) == (True, "HTTP 200")

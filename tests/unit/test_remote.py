@@ -6,71 +6,19 @@ traceback."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.remote import MAX_DEPTH, Failure, RemoteProblem, depth, fetch, parse_json
+from tests.unit.conftest import answer, drip
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch):
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
-    """serve(handler) -> URL of a loopback server calling handler(conn) per connection."""
-    listeners: list[socket.socket] = []
-
-    def start(handler: Callable[[socket.socket], None]) -> str:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        listeners.append(s)
-
-        def run() -> None:
-            while True:
-                try:
-                    conn, _ = s.accept()
-                except OSError:
-                    return
-                threading.Thread(target=_quietly, args=(handler, conn), daemon=True).start()
-
-        threading.Thread(target=run, daemon=True).start()
-        return f"http://127.0.0.1:{s.getsockname()[1]}/x"
-
-    yield start
-    for s in listeners:
-        s.close()
-
-
-def _quietly(handler: Callable[[socket.socket], None], conn: socket.socket) -> None:
-    try:
-        conn.recv(65536)
-        handler(conn)
-    except OSError:  # the client gave up: that is the point
-        pass
-    finally:
-        conn.close()
-
-
-def _drip(conn: socket.socket, head: bytes, byte: bytes, every: float, count: int = 200) -> None:
-    conn.sendall(head)
-    for _ in range(count):
-        conn.sendall(byte)
-        time.sleep(every)
-
-
-def _answer(body: bytes, length: int | None = None) -> Callable[[socket.socket], None]:
-    def handler(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length) + body)
-    return handler
 
 
 def _timed(url: str, **kw) -> tuple[RemoteProblem, float]:
@@ -81,14 +29,14 @@ def _timed(url: str, **kw) -> tuple[RemoteProblem, float]:
 
 
 def test_a_body_dripped_one_byte_at_a_time_ends_at_the_total_deadline(serve):
-    url = serve(lambda c: _drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
+    url = serve(lambda c: drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
     err, took = _timed(url)
     assert err.failure is Failure.TIMEOUT and err.answered and str(err) == "no complete answer within 1 s"
     assert 0.9 < took < 2.0  # not one socket timeout per byte
 
 
 def test_headers_dripped_end_at_the_total_deadline_too(serve):
-    url = serve(lambda c: _drip(c, b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", 0.2))
+    url = serve(lambda c: drip(c, b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", 0.2))
     err, took = _timed(url)
     assert err.failure is Failure.TIMEOUT and not err.answered and str(err) == "no answer within 1 s"
     assert took < 2.0
@@ -100,23 +48,23 @@ def test_a_server_that_never_answers_ends_at_the_deadline(serve):
     assert err.failure is Failure.TIMEOUT and not err.answered and took < 1.5
 
 
-def test_a_dripped_body_without_a_length_is_not_taken_for_a_whole_answer(serve):
-    url = serve(lambda c: _drip(c, b"HTTP/1.0 200 OK\r\n\r\n", b"[", 0.1))
+def test_a_dripped_body_without_a_length_is_not_taken_for_a_wholeanswer(serve):
+    url = serve(lambda c: drip(c, b"HTTP/1.0 200 OK\r\n\r\n", b"[", 0.1))
     err, _ = _timed(url, timeout=0.5)
     assert err.failure is Failure.TIMEOUT
 
 
 def test_a_body_over_its_cap_is_refused_announced_or_not(serve):
     big = b"[" + b"1," * 600 + b"1]"
-    err, _ = _timed(serve(_answer(big)), max_bytes=1000)
+    err, _ = _timed(serve(answer(big)), max_bytes=1000)
     assert err.failure is Failure.TOO_LARGE and f"({len(big)} announced)" in str(err)
-    url = serve(lambda c: _drip(c, b"HTTP/1.0 200 OK\r\n\r\n", b"x" * 4096, 0, count=10))
+    url = serve(lambda c: drip(c, b"HTTP/1.0 200 OK\r\n\r\n", b"x" * 4096, 0, count=10))
     err, _ = _timed(url, max_bytes=10000)
     assert err.failure is Failure.TOO_LARGE and str(err) == "the answer is over 10000 bytes"
 
 
-def test_a_body_shorter_than_its_content_length_is_truncated_not_an_answer(serve):
-    err, _ = _timed(serve(_answer(b'{"a": 1}', length=1000)))
+def test_a_body_shorter_than_its_content_length_is_truncated_not_ananswer(serve):
+    err, _ = _timed(serve(answer(b'{"a": 1}', length=1000)))
     assert err.failure is Failure.TRUNCATED and "before the 1000 bytes its Content-Length announced" in str(err)
 
 
@@ -129,9 +77,9 @@ def test_nobody_listening_is_unreachable_and_names_the_cause():
 
 
 def test_a_whole_answer_in_time_is_returned_and_status_only_reads_no_body(serve):
-    reply = fetch("GET", serve(_answer(b'{"ok": [1, 2]}')), timeout=2, max_bytes=100)
+    reply = fetch("GET", serve(answer(b'{"ok": [1, 2]}')), timeout=2, max_bytes=100)
     assert reply.status_code == 200 and reply.json(expect=dict) == {"ok": [1, 2]}
-    url = serve(lambda c: _drip(c, b"HTTP/1.1 204 No Content\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
+    url = serve(lambda c: drip(c, b"HTTP/1.1 204 No Content\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
     started = time.monotonic()
     assert fetch("POST", url, json={}, timeout=2, max_bytes=0, read_body=False).status_code == 204
     assert time.monotonic() - started < 1
@@ -168,7 +116,7 @@ def test_a_registry_that_drips_its_answer_is_one_line_within_its_deadline(serve,
 
     monkeypatch.setattr(registry, "REQUEST_TIMEOUT", 1.0)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no credentials
-    url = serve(lambda c: _drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
+    url = serve(lambda c: drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x", 0.2))
     address = url.split("/")[2]
     started = time.monotonic()
     with pytest.raises(EnvironmentProblem) as e:

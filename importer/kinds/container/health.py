@@ -19,7 +19,9 @@ What each probe kind proves:
 - `http = "URL"`: a process inside the container answered the request with 2xx/3xx. A URL at a
   port the container publishes on this host is sent to the container's address and port, with
   the URL's Host header kept; the fallback (no reachable address, or https, whose certificate
-  names the published host) goes to the URL as written and is said.
+  names the published host) goes to the URL as written and is said. The status line and headers
+  must arrive within PROBE_TIMEOUT in all (bundlecore.remote.fetch: an app dripping them cannot hold
+  the gate), and never through a proxy from the environment.
 - `cmd = "..."`: the command exits 0 inside the container (it proves what the command checks).
 - the image's HEALTHCHECK: Docker's own probe reports "healthy".
 - none: the container ran RUNNING_GRACE seconds without exiting or restarting.
@@ -44,20 +46,19 @@ above `max`, a query that cannot be evaluated, or no data by the end fails proba
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
 
 from bundlecore import interrupts
 from bundlecore.engine import EngineError
 from bundlecore.progress import Countdown
 from bundlecore.refusals import HealthTargetGone
+from bundlecore.remote import UNREACHABLE_ERRNOS, Failure, RemoteProblem, fetch
 from bundlecore.runspec import parse_port
 from importer.analysis import Analysis, MetricsGate
 
@@ -68,14 +69,14 @@ DEFAULT_ATTEMPTS = 3
 # The gate passes after this many consecutive passing probes, each PROBE_SPACING s after the last.
 STABLE_PROBES = 2
 PROBE_SPACING = 1.0
+# One http or tcp probe: connected and (http) status line and headers read within this.
+PROBE_TIMEOUT = 2.0
 # Fallback through a published port: a real listener keeps the connection open this long.
 HOLD = 0.5
 # How often probation looks at the container and probes it.
 PROBATION_EVERY = 1.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
 ANY_ADDRESS = ("", "0.0.0.0", "::")
-# Errors that mean "this host cannot reach that address" (as opposed to "nothing listens there").
-_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
 
 
 def _ns(v) -> float:
@@ -373,12 +374,12 @@ class HealthGate:
     def _probe_tcp(self, route: ProbeRoute) -> tuple[bool, str]:
         addr = route.address or split_host_port(self.health["tcp"])
         try:
-            with socket.create_connection(addr, timeout=2) as s:
+            with socket.create_connection(addr, timeout=PROBE_TIMEOUT) as s:
                 if route.address or not route.why_fallback:
                     return True, ""
                 return _held(s)
         except OSError as e:
-            if route.address and (isinstance(e, socket.timeout) or e.errno in _UNREACHABLE):
+            if route.address and (isinstance(e, socket.timeout) or e.errno in UNREACHABLE_ERRNOS):
                 raise _Unreachable(f"{addr[0]}:{addr[1]}") from None
             return False, e.strerror or type(e).__name__
 
@@ -390,18 +391,16 @@ class HealthGate:
             host = f"[{ip}]" if ":" in ip else ip
             url, headers = urlunsplit(u._replace(netloc=f"{host}:{port}")), {"Host": u.netloc.rpartition("@")[2]}
         try:
-            # the status is the answer: the body is never read (an app dripping it cannot hold the gate)
-            with requests.get(url, timeout=2, allow_redirects=False, headers=headers, stream=True) as r:
-                status = r.status_code
-        except requests.ConnectTimeout:
-            if route.address:
+            # the status is the answer: the body is never read, and the status line and headers must
+            # arrive within PROBE_TIMEOUT (an app dripping either cannot hold the gate); straight to
+            # the address, never through a proxy the environment names
+            reply = fetch("GET", url, timeout=PROBE_TIMEOUT, max_bytes=0, read_body=False, allow_redirects=False,
+                          headers=headers, direct=True)
+        except RemoteProblem as e:
+            if route.address and e.host_unreachable:
                 raise _Unreachable(url) from None
-            return False, "ConnectTimeout"
-        except requests.RequestException as e:
-            if route.address and any(getattr(a, "errno", None) in _UNREACHABLE for a in _causes(e)):
-                raise _Unreachable(url) from None
-            return False, type(e).__name__
-        return (200 <= status < 400), f"HTTP {status}"
+            return False, (f"no answer within {PROBE_TIMEOUT:g} s" if e.failure is Failure.TIMEOUT else e.cause)
+        return (200 <= reply.status_code < 400), f"HTTP {reply.status_code}"
 
     def _probe_cmd(self, client, cid: str) -> tuple[bool, str]:
         cmd = self.health["cmd"]
@@ -464,12 +463,6 @@ class Unhealthy(Exception):
 
 class _Unreachable(Exception):
     """The container's own address does not answer from this host (not "nothing listens")."""
-
-
-def _causes(e: BaseException | None) -> Iterator[BaseException]:
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 def _held(s: socket.socket) -> tuple[bool, str]:
