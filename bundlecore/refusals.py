@@ -30,6 +30,7 @@ class Check(StrEnum):
     SEQUENCE = "sequence"
     HOST_POLICY = "host policy"
     DELTA_BASE = "delta base"    # a delta's left-out layers are in this engine
+    ENGINE = "engine"            # import only: this engine can run the target (Podman: no Swarm services)
     OWNERSHIP = "ownership"      # import only: the engine's containers
     TAGS = "tags"                # import only: the engine's tags
     SETTINGS = "settings"        # import only: the running container's settings vs the release's
@@ -92,6 +93,12 @@ class DeltaBaseRefused(Refused):
     """A delta bundle whose base is another app, or whose left-out layers this engine lacks."""
 
     check = Check.DELTA_BASE
+
+
+class EngineRefused(Refused):
+    """The target needs what this engine cannot do (a Swarm service on Podman); refused at the plan."""
+
+    check = Check.ENGINE
 
 
 class OwnershipRefused(Refused):

@@ -6,7 +6,8 @@ checks only look: nothing is created, no key is imported anywhere but a throwawa
 write test leaves no file behind.
 
 Rows, in the order an import meets them:
-- engine: reachable (the one engine-down line of bundlecore.engine) and its API version
+- engine: reachable (the one engine-down line of bundlecore.engine), which engine (Docker or Podman,
+  bundlecore.engine `EngineKind`) and its API version
 - storage: the engine's storage driver (information; `docker load` needs a working one)
 - gpg: on PATH and its version (every signature check runs it)
 - state dir: writable (the nearest existing parent if it does not exist yet) and free space of at
@@ -83,9 +84,8 @@ def examine(keys_dir: Path | str | None, state_dir: Path | str | None) -> Report
         findings.append(Finding(Check.ENGINE, Verdict.FAIL, str(e)))
     info = {}
     if client is not None:
-        v = client.version()
         info = client.info()
-        findings.append(Finding(Check.ENGINE, Verdict.OK, f"Docker {v.get('Version', '?')}, API {v.get('ApiVersion', '?')}"))
+        findings.append(Finding(Check.ENGINE, Verdict.OK, client.describe()))
         findings.append(Finding(Check.STORAGE, Verdict.OK if info.get("Driver") else Verdict.WARN,
                                 f"driver {info.get('Driver') or 'unknown'}"))
     else:

@@ -13,7 +13,6 @@ whose sha256 is its signed diff ID is queued for `docker load`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import shutil
@@ -60,10 +59,9 @@ def layers_in_engine(client, release: Release) -> set[str]:
     """Payload paths of layers the engine already has, with the same chain of diff IDs below them.
 
     `docker load` skips such a layer without opening its file, so it is verified like every
-    member but neither staged nor sent: an upgrade moves only the layers that changed. Only on
-    the classic layer store, whose skip rule this is; the containerd image store gets everything."""
-    info = client.info()
-    if info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []):
+    member but neither staged nor sent: an upgrade moves only the layers that changed. Only on an
+    engine with that skip rule (`Engine.skips_known_layers`); any other gets everything."""
+    if not client.skips_known_layers():
         return set()
     chains = known_chains(engine_images(client).values())  # linear in the layers (chain IDs)
     needed, layers = set(), set()
@@ -335,8 +333,15 @@ def _docker_load(client, stream, release: Release) -> dict[str, str]:
         raise EnvironmentProblem(f"docker load failed: {getattr(e, 'explanation', None) or e}") from None
     signed = {img.ref: img.id for img in release.images}
     for name in loaded:
-        if name not in signed and name not in signed.values():
+        if name in signed.values():
+            continue
+        # the engine's name for it (Podman: `localhost/demo/app:1.0.0`) and the image it names, by ID
+        ref = client.signed_ref_of(name, signed)
+        if ref is None:
             raise LoadedImageMismatch(f"docker load set {name}, which was not signed")
+        got = (client.image(name) or {}).get("Id")
+        if got != signed[ref]:
+            raise LoadedImageMismatch(f"docker load set {name} to {got}, the signed ID of {ref} is {signed[ref]}")
     for ref, image_id in signed.items():
         got = (client.image(ref) or {}).get("Id")
         if got is None:

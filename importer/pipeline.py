@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from bundlecore import format as fmt
 from bundlecore import interrupts
-from bundlecore.engine import connect
+from bundlecore.engine import Engine, connect, engine_address
 from bundlecore.errors import BundleError, EnvironmentProblem, ExitCode, UsageProblem
 from bundlecore.progress import Progress
 from bundlecore.schema import bounds
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # the kinds are imported when an import runs (verify stays li
     from importer.kinds import Plan, TargetKind
 
 # every check `bundle verify` runs, in the order they run: all but those of the engine's own state
-IMPORT_ONLY_CHECKS = {Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
+IMPORT_ONLY_CHECKS = {Check.ENGINE, Check.OWNERSHIP, Check.TAGS, Check.SETTINGS, Check.LOADED_IMAGES, Check.REGISTRY_DIGEST}
 CHECKS = [c.value for c in Check if c not in IMPORT_ONLY_CHECKS]
 
 
@@ -179,7 +179,7 @@ class ImportContext:
     store: TrustStore
     state: StateDir
     options: ImportOptions
-    client: object
+    client: Engine
     platform: str
     confirm: Callable[[], None]
     out: Callable[[str], None]
@@ -345,7 +345,7 @@ def _plan(ctx: ImportContext) -> None:
     if claims:
         ctx.audit.details["takes_over"] = ctx.audit.details.get("takes_over", []) + claims
     ctx.plan_lines = (ctx.plan.lines() + settings.plan_lines() + hostpolicy.plan_lines(host_access)
-                      + taken.plan_lines() + claims)
+                      + taken.plan_lines() + claims + [f"engine: {ctx.client.describe()} at {engine_address()}"])
     for line in ctx.plan_lines:
         ctx.out(line)
     ctx.login = check_access(ctx.registry) if ctx.registry else None

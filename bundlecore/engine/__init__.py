@@ -9,15 +9,17 @@ package's errors (`EngineError` with the engine's status and message, `EngineNot
 Idempotent calls are retried while the engine answers a transient error (`errors.TRANSIENT`),
 each retry said in one progress line; a persistent failure raises.
 
-Where a second engine goes: a module next to `sdk.py` (e.g. `podman.py`) with a class offering
-the same methods, mapping its errors onto `errors.py` and keeping its own differences (image
-naming, restart handling, network attach, platform strings) inside itself; `connect()` chooses
-the class. Nothing outside this package changes.
+A second engine is a module next to `sdk.py` with a subclass of `Engine` that overrides what
+differs (`podman.py`: Podman through its Docker-compatible socket), the pure rules of the
+difference in `dialects.py` (which engine answers, image naming, errors, the engine-down line);
+`connect()` (`engine_for`) chooses the class from the engine's /version and `Engine.kind` names
+it. Nothing outside this package changes.
 """
 
+from bundlecore.engine.dialects import EngineKind
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
-from bundlecore.engine.sdk import (Engine, connect, connect_or_none, container_name, engine_address, image_platform,
-                                   seconds_up, stop_timeout)
+from bundlecore.engine.sdk import (Engine, connect, connect_or_none, container_name, engine_address, engine_for,
+                                   image_platform, seconds_up, stop_timeout)
 
-__all__ = ["Engine", "EngineConflict", "EngineError", "EngineNotFound", "connect", "connect_or_none",
-           "container_name", "engine_address", "image_platform", "seconds_up", "stop_timeout"]
+__all__ = ["Engine", "EngineConflict", "EngineError", "EngineKind", "EngineNotFound", "connect", "connect_or_none",
+           "container_name", "engine_address", "engine_for", "image_platform", "seconds_up", "stop_timeout"]

@@ -8,6 +8,7 @@ the full-EndpointConfig network connect, the platform strings, the `docker save`
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ import docker.auth
 import requests
 
 from bundlecore import progress
+from bundlecore.engine.dialects import EngineKind, describe, engine_kind, signed_ref_of, unreachable_line
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound, retrying
 from bundlecore.errors import EnvironmentProblem
 
@@ -35,7 +37,7 @@ def engine_address() -> str:
 def _unreachable() -> EnvironmentProblem:
     """The one engine-down line of every command: the same words whatever the SDK raised
     (the exception's own text varies by transport and says nothing an admin can act on)."""
-    return EnvironmentProblem(f"Docker engine unreachable at {engine_address()}; is dockerd running?")
+    return EnvironmentProblem(unreachable_line(engine_address()))
 
 
 def translate(e: BaseException) -> EngineError:
@@ -102,13 +104,27 @@ def image_platform(attrs: Json) -> str:
 
 class Engine:
     """One connection to a Docker engine. `say` prints the retry lines (default: a progress
-    line); `sleep` waits between retries (injectable, so tests of the retry do not wait)."""
+    line); `sleep` waits between retries (injectable, so tests of the retry do not wait).
+    A sibling engine (bundlecore.engine.podman) subclasses it and overrides what differs."""
+
+    kind = EngineKind.DOCKER
+    implicit_registries: tuple[str, ...] = ()  # what the engine puts before a registry-less name
+    runs_swarm = True                           # Swarm services (the `service` target kind)
 
     def __init__(self, client: docker.DockerClient, *, say: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         # the SDK's low-level client: its private helpers (not in its stubs) serve the calls it lacks
         self._client, self._api = client, cast(Any, client.api)
         self._say, self._sleep = say or progress.note, sleep
+
+    def describe(self) -> str:
+        """'Docker 20.10.24, API 1.41': the engine as the plan and `doctor` name it."""
+        return describe(self.kind, self.version())
+
+    def signed_ref_of(self, name: str, signed: list[str] | set[str] | dict[str, str]) -> str | None:
+        """The signed ref a name this engine gave a loaded image stands for (None: none). The name
+        only: whoever asks checks the image's ID against the signed one (importer.load)."""
+        return signed_ref_of(name, signed, self.implicit_registries)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _once(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -133,6 +149,16 @@ class Engine:
 
     def info(self) -> Json:
         return self._idem("info", self._client.info)
+
+    def skips_known_layers(self) -> bool:
+        """`docker load` skips a layer this engine has (same chain below it) without opening its
+        file: the classic layer store's rule (the containerd image store reads every layer)."""
+        info = self.info()
+        return not (info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []))
+
+    def kind_answering(self) -> EngineKind:
+        """Which engine serves this API (Docker, or Podman through its Docker-compatible socket)."""
+        return engine_kind(self.version())
 
     def platform(self) -> str:
         """os/arch of the engine, in the form image_platform gives an image's."""
@@ -324,15 +350,23 @@ class Engine:
         self._idem(f"removal of service {name}", self._api.remove_service, name, gone_is_done=True)
 
 
+def engine_for(client: docker.DockerClient, **kw: Any) -> Engine:
+    """The Engine class for the engine behind `client`, told apart by its /version (dialects.engine_kind)."""
+    engine = Engine(client, **kw)
+    engine.ping()
+    if engine.kind_answering() is EngineKind.PODMAN:
+        from bundlecore.engine.podman import PodmanEngine  # the sibling subclasses this module's Engine
+        return PodmanEngine(client, **kw)
+    return engine
+
+
 def connect(timeout: int = 600) -> Engine:
     """The project's one way to reach the engine; EnvironmentProblem (one line) when it is away."""
     try:
         client = docker.from_env(timeout=timeout)
     except _SDK_ERRORS:
         raise _unreachable() from None
-    engine = Engine(client)
-    engine.ping()
-    return engine
+    return engine_for(client)
 
 
 def connect_or_none(timeout: int = 600) -> Engine | None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.refusals import EngineRefused
 from bundlecore.release import ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
@@ -140,6 +141,9 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
     if not registry:
         raise UsageProblem(f"service {name}: a service target needs a registry every node can pull "
                            f"from (--registry HOST:PORT or [target] registry)")
+    if not client.runs_swarm:
+        raise EngineRefused(f"service {name}: {client.describe()} runs no Swarm services; "
+                            f"import it on a Docker Swarm manager")
     rollout.require_swarm(client)
     pending = pending_release(state, name)
     resume_from = 0

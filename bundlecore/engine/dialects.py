@@ -1,0 +1,85 @@
+"""What differs between the engines that serve the Docker API (Docker, Podman), as pure rules.
+
+Which engine answers (from its /version), how it names an image loaded without a registry, which
+of its errors mean "not found" or "conflict", the line said when it is away. The engine classes
+(bundlecore.engine.sdk `Engine`, bundlecore.engine.podman `PodmanEngine`) apply them, so nothing
+above the engine layer knows which engine it talks to; these rules are table-tested without one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Iterable, Mapping
+
+from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
+
+
+class EngineKind(StrEnum):
+    """The engine behind the socket (its value is how plans and `doctor` name it)."""
+
+    DOCKER = "Docker"
+    PODMAN = "Podman"
+
+
+def engine_kind(version: Mapping[str, Any]) -> EngineKind:
+    """Podman's /version lists a "Podman Engine" component; Docker's an "Engine" one (or none)."""
+    names = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, Mapping)]
+    return EngineKind.PODMAN if any(n.startswith("Podman") for n in names) else EngineKind.DOCKER
+
+
+def describe(kind: EngineKind, version: Mapping[str, Any]) -> str:
+    """'Podman 4.3.1, API 1.41': the engine as plans and `doctor` name it."""
+    return f"{kind.value} {version.get('Version', '?')}, API {version.get('ApiVersion', '?')}"
+
+
+# The registries Podman puts in front of a name that has none: `podman load` of `demo/app:1.0.0`
+# tags `localhost/demo/app:1.0.0`; a name pulled or written as Docker Hub's is `docker.io/...`
+# (`docker.io/library/...` for a one-part name). Docker never shows these prefixes.
+PODMAN_IMPLICIT_REGISTRIES = ("localhost/", "docker.io/library/", "docker.io/")
+
+
+def has_registry(ref: str) -> bool:
+    """The ref's first component names a registry (a dot, a port or `localhost`), as Docker reads it."""
+    first, slash, _ = ref.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+def signed_ref_of(name: str, signed: Iterable[str], implicit_registries: tuple[str, ...]) -> str | None:
+    """The signed ref an engine's name for a loaded image stands for: the name itself, or the name
+    without a registry this engine puts in front of a registry-less signed ref; None: not signed.
+    A name only: the caller still checks that the image it names has the signed ID."""
+    refs = set(signed)
+    if name in refs:
+        return name
+    for prefix in implicit_registries:
+        rest = name[len(prefix):]
+        if name.startswith(prefix) and rest in refs and not has_registry(rest):
+            return rest
+    return None
+
+
+# Podman answers 500 where Docker answers 404 or 409: (text in its message, the error it means)
+PODMAN_ERRORS: tuple[tuple[str, type[EngineError]], ...] = (
+    ("already in use", EngineConflict),
+    ("no such container", EngineNotFound),
+    ("no such image", EngineNotFound),
+    ("no such volume", EngineNotFound),
+    ("no such network", EngineNotFound),
+)
+
+
+def podman_error(e: EngineError) -> EngineError:
+    """Podman's error as the engine layer's own: a 500 whose message says what Docker's status would."""
+    if type(e) is EngineError and e.status == 500:
+        text = e.message.lower()
+        for needle, cls in PODMAN_ERRORS:
+            if needle in text:
+                return cls(e.status, e.message)
+    return e
+
+
+def unreachable_line(address: str) -> str:
+    """The one engine-down line: it names the engine the address is for, and how to start it."""
+    if "podman" in address:
+        return f"Podman engine unreachable at {address}; is `podman system service` (podman.socket) running?"
+    return f"Docker engine unreachable at {address}; is dockerd running?"
