@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # than the cores, the slowest files first (tests/conftest.py; README)
 TEST_WORKERS ?= 6
 
-.PHONY: test check test-unit demo bench engine venv clean offline-kit man cli-doc
+.PHONY: test check test-unit demo bench engine podman-engine venv clean offline-kit man cli-doc
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ venv: $(STAMP)
 engine:
 	bash scripts/ensure-docker.sh
 
+# the Podman tier of the suite (tests/test_podman.py): `podman system service` on its own socket
+podman-engine:
+	bash scripts/ensure-podman.sh >/dev/null
+
 # lint, types (strict on bundlecore/, and every target kind against the kind protocol) and the
 # import contracts of docs/architecture.md; configured in pyproject.toml
 check: venv
@@ -30,7 +34,7 @@ check: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv check engine
+test: venv check engine podman-engine
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-unit: venv

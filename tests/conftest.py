@@ -61,6 +61,25 @@ def docker_client():
     return _engine_or_fail()
 
 
+@pytest.fixture(scope="session")
+def podman_host():
+    """DOCKER_HOST of a real Podman service on its own socket (scripts/ensure-podman.sh starts it
+    once; the Docker engine is left alone). Fails like docker_client when it cannot be had."""
+    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-podman.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = f"no Podman service: {r.stderr.strip() or r.stdout.strip()}"
+        if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
+            pytest.skip(msg)
+        pytest.fail(msg, pytrace=False)
+    return r.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def podman_client(podman_host):
+    """The Docker SDK pointed at the Podman service (what the product's engine layer sees there)."""
+    return docker.DockerClient(base_url=podman_host, timeout=300)
+
+
 @pytest.fixture
 def uniq():
     """A short unique token for names of containers, volumes, tags made by one test."""

@@ -141,12 +141,12 @@ def loaded_by_the_tool(bundle: dict) -> dict:
 
 def install(client, env: dict, image: dict, sequence: int, *, loaded: bool = False, **kw) -> dict:
     """plan + run_swap under the lock, as `bundle import` does (`loaded`: as if its load created the image)."""
-    from bundlecore.engine import Engine
+    from bundlecore.engine import engine_for
     from importer.kinds import recover_all
     from importer.kinds.container.plan import plan_swap
     from importer.kinds.container.run import run_swap
     target = target_for(env, image, **kw)
-    client = Engine(client)
+    client = engine_for(client)  # Docker's, or Podman's (tests/test_podman.py)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
         plan = plan_swap(client, env["state"], typed(target), image["id"])

@@ -78,6 +78,31 @@ def podman_error(e: EngineError) -> EngineError:
     return e
 
 
+def podman_container(info: dict[str, Any]) -> dict[str, Any]:
+    """Podman's container inspect record in Docker's words: HostConfig.Ulimits named `RLIMIT_NOFILE`
+    become `nofile` (what its own create wants back, as Docker names them); State.Health with an
+    empty status (no health check declared) goes, as Docker has none then."""
+    state = info.get("State") or {}
+    if "Health" in state and not (state["Health"] or {}).get("Status"):
+        del state["Health"]
+    host = info.get("HostConfig") or {}
+    limits = host.get("Ulimits")
+    if limits:
+        host["Ulimits"] = [{**u, "Name": str(u.get("Name", "")).lower().removeprefix("rlimit_")} for u in limits]
+    return info
+
+
+def archive_member_name(name: str, top: str) -> str:
+    """A member of Podman's archive of a path, named as Docker names it: under the path's base name
+    `top`. Of a stopped container's mount Podman 4.3 names the root "" and the rest "/file"; of a
+    running one it names them as Docker does (those names are kept)."""
+    if name in ("", ".", "/", "./"):
+        return top
+    if name.startswith("/"):
+        return top + name
+    return name
+
+
 def unreachable_line(address: str) -> str:
     """The one engine-down line: it names the engine the address is for, and how to start it."""
     if "podman" in address:

@@ -7,6 +7,10 @@ holds the pure rules), so nothing above the engine layer changes.
   checks the image ID (importer.load).
 - Errors: a name in use, a missing container or image come as 500; mapped onto EngineConflict and
   EngineNotFound.
+- Inspect: HostConfig.Ulimits named `RLIMIT_NOFILE`, which its own create refuses: named `nofile`;
+  a State.Health of empty status on a container without a health check: dropped (Docker has none).
+- Archives: of a stopped container's mount Podman names the members "", "/file" instead of
+  "data", "data/file" (the backup of every swap reads one): renamed as Docker names them.
 - Stop timeout: a container created through this API without StopTimeout gets 0 (SIGKILL at once);
   it gets Docker's default (10 s) instead.
 - Restart policy: Podman 4.3 cannot change a container's policy after creation (no update endpoint).
@@ -19,9 +23,15 @@ holds the pure rules), so nothing above the engine layer changes.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import io
+import posixpath
+import queue
+import tarfile
+import threading
+from typing import Any, Callable, Iterator
 
-from bundlecore.engine.dialects import PODMAN_IMPLICIT_REGISTRIES, EngineKind, podman_error
+from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, podman_container,
+                                        podman_error)
 from bundlecore.engine.errors import EngineError, EngineNotFound
 from bundlecore.engine.sdk import DEFAULT_STOP_TIMEOUT, Engine, Json
 
@@ -36,6 +46,14 @@ class PodmanEngine(Engine):
             return super()._once(fn, *args, **kw)
         except EngineError as e:
             raise podman_error(e) from None
+
+    def inspect_container(self, ref: str) -> Json:
+        return podman_container(super().inspect_container(ref))
+
+    def get_archive(self, cid: str, path: str, chunk_size: int = 1 << 20) -> tuple[Iterator[bytes], Json]:
+        stream, stat = super().get_archive(cid, path, chunk_size)
+        top = stat.get("name") or posixpath.basename(path.rstrip("/")) or "."
+        return renamed_tar(stream, lambda name: archive_member_name(name, top), path), stat
 
     def create_container(self, config: Json, name: str | None = None) -> str:
         if config.get("StopTimeout") is None:
@@ -52,3 +70,80 @@ class PodmanEngine(Engine):
 
     def skips_known_layers(self) -> bool:
         return False
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (tarfile reads the engine's stream through it)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+
+def renamed_tar(chunks: Iterator[bytes], rename: Callable[[str], str], what: str) -> Iterator[bytes]:
+    """The tar stream `chunks` with each member (and hard link target) renamed, contents and
+    metadata as they are; streamed (a worker thread and a short queue: memory stays flat)."""
+    out: queue.Queue = queue.Queue(maxsize=8)
+    end, cancelled, failure = object(), threading.Event(), []
+
+    class _Writer:
+        def write(self, data: bytes) -> int:
+            while not cancelled.is_set():
+                try:
+                    out.put(bytes(data), timeout=0.1)
+                    return len(data)
+                except queue.Full:
+                    continue
+            raise _Cancelled()
+
+    def work() -> None:
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), 1 << 20), mode="r|") as src, \
+                    tarfile.open(fileobj=_Writer(), mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                for m in src:
+                    m.name = rename(m.name)
+                    m.pax_headers.pop("path", None)  # else the old name, kept there, would win
+                    if m.islnk():
+                        m.linkname = rename(m.linkname)
+                        m.pax_headers.pop("linkpath", None)
+                    dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+        except _Cancelled:
+            pass
+        except tarfile.TarError as e:
+            failure.append(EngineError(None, f"the engine's archive of {what} does not read as tar: {e}"))
+        except BaseException as e:  # the engine's stream failed: raised to the reader
+            failure.append(e)
+        finally:
+            while not cancelled.is_set():
+                try:
+                    out.put(end, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    worker = threading.Thread(target=work, name="podman-archive", daemon=True)
+    worker.start()
+    try:
+        while (item := out.get()) is not end:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        cancelled.set()
+        worker.join()
+
+
+class _Cancelled(Exception):
+    """The reader of a renamed archive stopped reading."""

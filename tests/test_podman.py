@@ -1,0 +1,153 @@
+"""The container kind on a real Podman service (issue 23): a signed bundle imported through
+Podman's Docker-compatible socket, install, upgrade, a failed upgrade with the data restored byte
+for byte, kill -9 at steps of the swap and its undo then `bundle recover`, and what Podman cannot
+do (Swarm services) refused before anything changes. The same product code as on Docker: only
+DOCKER_HOST differs (scripts/ensure-podman.sh starts the service on its own socket)."""
+
+from __future__ import annotations
+
+import json
+
+import docker
+import pytest
+
+from bundlecore.engine import EngineKind, engine_for
+from importer.backup.data import HELPER_LABEL, STATE_LABEL
+from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS
+from importer.steps import pending
+from tests.support import one_line, run_bundle
+from tests.swap_fixtures import (Cleanup, bundle_for, containers_named, data_files, digest, free_port, install,
+                                 remove_images, run_driver, seed_data, served_version, target_for)
+
+KILLED, REFUSED, UPDATE_FAILED = -9, 3, 4
+
+
+@pytest.fixture(scope="module")
+def podman_images(docker_client, podman_client, demo_images):
+    """The demo app's v1, v2, v3 (broken migration) as Podman has them: `docker save` of the images
+    built on Docker, `podman load`ed (Podman tags them localhost/..., same image IDs)."""
+    made = {k: demo_images[k] for k in ("v1", "v2", "v3")}
+    saved = b"".join(docker_client.api.get_image(",".join(m["ref"] for m in made.values()))) if False else None
+    for m in made.values():
+        saved = b"".join(docker_client.api.get_image(m["ref"]))
+        loaded = list(podman_client.api.load_image(saved))
+        assert loaded == [{"stream": f"Loaded image: localhost/{m['ref']}"}], loaded
+        assert podman_client.api.inspect_image(m["ref"])["Id"] == m["id"]
+    yield made
+    remove_images(podman_client, made)
+
+
+@pytest.fixture
+def pod_env(podman_client, podman_host, uniq, tmp_path):
+    """swap_env on the Podman service: state dir, app name, port; `env` points the CLI at Podman."""
+    from importer.state import StateDir
+    env = {"name": f"demo-{uniq}", "port": free_port(), "state": StateDir(tmp_path / "state"),
+           "volume": f"demo-{uniq}-data", "uniq": uniq, "env": {"DOCKER_HOST": podman_host}}
+    yield env
+    Cleanup(podman_client, uniq, env["state"].identity)()
+
+
+def _cli(pod_env, *args):
+    return run_bundle(*args, "--state-dir", pod_env["state"].root, env=pod_env["env"])
+
+
+def _with_v1(client, pod_env, images):
+    install(client, pod_env, images["v1"], 1)
+    seed_data(client, pod_env["name"])
+    return data_files(client, pod_env["name"])
+
+
+def _assert_runs(client, pod_env, version, data):
+    """One container of the app's name, running `version`, the installed record its, no journal
+    left, no restore helper of this state dir left, and the data exactly `data`."""
+    name = pod_env["name"]
+    assert pending(pod_env["state"]) == []
+    assert len(containers_named(client, name)) == 1
+    info = client.api.inspect_container(name)
+    assert info["State"]["Running"] and served_version(pod_env) == version
+    rec = pod_env["state"].installed(name)
+    assert rec["version"] == version and rec["container_id"] == info["Id"]
+    assert digest(data_files(client, name)) == digest(data)
+    mine = [HELPER_LABEL, f"{STATE_LABEL}={pod_env['state'].identity}"]
+    assert client.api.containers(all=True, filters={"label": mine}) == []
+    for c in client.api.containers(all=True):  # parked generations are stopped
+        if any(n.startswith(f"/{name}.previous-") for n in c["Names"]):
+            assert not client.api.inspect_container(c["Id"])["State"]["Running"]
+
+
+def _migrated(data, version):
+    return {**data, "data/schema-version": f"{version}\n".encode(),
+            "data/migrations.log": data["data/migrations.log"] + f"migrated to {version}\n".encode()}
+
+
+def test_the_podman_service_is_told_apart_from_docker(docker_client, podman_client):
+    assert engine_for(podman_client).kind is EngineKind.PODMAN
+    assert engine_for(docker_client).kind is EngineKind.DOCKER
+    assert engine_for(podman_client).describe().startswith("Podman 4.")
+
+
+def test_install_and_upgrade_on_podman_keep_the_data_and_the_settings(podman_client, pod_env, podman_images):
+    before = _with_v1(podman_client, pod_env, podman_images)
+    v1 = podman_client.api.inspect_container(pod_env["name"])
+    # Podman gives a container created through its Docker API without StopTimeout 0 s; ours get Docker's 10
+    assert v1["Config"]["StopTimeout"] == 0  # the test target asks for 0 (busybox httpd ignores SIGTERM)
+    assert v1["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    install(podman_client, pod_env, podman_images["v2"], 2)
+    _assert_runs(podman_client, pod_env, "2.0.0", _migrated(before, "2.0.0"))
+    v2 = podman_client.api.inspect_container(pod_env["name"])
+    assert v2["Image"] == podman_images["v2"]["id"] and v2["Id"] != v1["Id"]
+    for key in ("Env", "Labels"):  # the same settings, recreated (the image's own label is the new one's)
+        assert {k: v for k, v in (v2["Config"][key] or {}).items()} if key == "Labels" else True
+    assert "GREETING=hello" in v2["Config"]["Env"] and v2["Config"]["Labels"]["org.user.owner"] == "ops"
+    assert v2["HostConfig"]["PortBindings"] == v1["HostConfig"]["PortBindings"]
+    r = _cli(pod_env, "status", pod_env["name"])
+    assert r.code == 0 and "2.0.0" in r.stdout, str(r)
+    r = _cli(pod_env, "rollback", pod_env["name"], "--yes")
+    assert r.code == 0, str(r)
+    _assert_runs(podman_client, pod_env, "1.0.0", before)
+
+
+def test_a_failed_upgrade_on_podman_restores_the_data_byte_for_byte(podman_client, pod_env, podman_images):
+    before = _with_v1(podman_client, pod_env, podman_images)
+    target = target_for(pod_env, podman_images["v3"], timeout=3, attempts=1)
+    r = run_driver("swap", pod_env["state"].root, json.dumps(target), podman_images["v3"]["id"],
+                   json.dumps(bundle_for(podman_images["v3"], 3)), env=pod_env["env"])
+    assert r.returncode == UPDATE_FAILED, r.stderr
+    assert one_line(r.stderr).startswith(f"update failed: {pod_env['name']} 3.0.0 did not become healthy"), r.stderr
+    _assert_runs(podman_client, pod_env, "1.0.0", before)
+    r = _cli(pod_env, "history", pod_env["name"])
+    assert r.code == 0 and "rolled back" in r.stdout, str(r)
+
+
+# A representative subset of the container kind's kill -9 matrix (tests/test_swap_crash.py runs all
+# of it on Docker): before the point of no return, at it, after the gate, and in the undo.
+UPGRADE_KILLS = [s for s in FORWARD_STEPS["upgrade"] if s in ("stop_old", "backup", "start_new", "commit")]
+UNDO_KILLS = [s for s in UNDO_STEPS if s == "restore_data"]
+
+
+@pytest.mark.parametrize("step", UPGRADE_KILLS)
+def test_an_upgrade_killed_on_podman_is_recovered(podman_client, pod_env, podman_images, step):
+    before = _with_v1(podman_client, pod_env, podman_images)
+    target = target_for(pod_env, podman_images["v2"])
+    r = run_driver("swap", pod_env["state"].root, json.dumps(target), podman_images["v2"]["id"],
+                   json.dumps(bundle_for(podman_images["v2"], 2)),
+                   env={**pod_env["env"], "BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": "after"})
+    assert r.returncode == KILLED, r.stderr
+    r = _cli(pod_env, "recover", "--yes")
+    assert r.code == 0, str(r)
+    committed = step == "commit"
+    _assert_runs(podman_client, pod_env, "2.0.0" if committed else "1.0.0",
+                 _migrated(before, "2.0.0") if committed else before)
+
+
+@pytest.mark.parametrize("step", UNDO_KILLS)
+def test_the_undo_of_a_failed_upgrade_killed_on_podman_is_recovered(podman_client, pod_env, podman_images, step):
+    before = _with_v1(podman_client, pod_env, podman_images)
+    target = target_for(pod_env, podman_images["v3"], timeout=3, attempts=1)
+    r = run_driver("swap", pod_env["state"].root, json.dumps(target), podman_images["v3"]["id"],
+                   json.dumps(bundle_for(podman_images["v3"], 3)),
+                   env={**pod_env["env"], "BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": "before"})
+    assert r.returncode == KILLED, r.stderr
+    r = _cli(pod_env, "recover", "--yes")
+    assert r.code == 0, str(r)
+    _assert_runs(podman_client, pod_env, "1.0.0", before)
