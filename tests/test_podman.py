@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import docker
 import pytest
 
 from bundlecore.engine import EngineKind, engine_for
@@ -27,7 +26,6 @@ def podman_images(docker_client, podman_client, demo_images):
     """The demo app's v1, v2, v3 (broken migration) as Podman has them: `docker save` of the images
     built on Docker, `podman load`ed (Podman tags them localhost/..., same image IDs)."""
     made = {k: demo_images[k] for k in ("v1", "v2", "v3")}
-    saved = b"".join(docker_client.api.get_image(",".join(m["ref"] for m in made.values()))) if False else None
     for m in made.values():
         saved = b"".join(docker_client.api.get_image(m["ref"]))
         loaded = list(podman_client.api.load_image(saved))
@@ -89,15 +87,13 @@ def test_the_podman_service_is_told_apart_from_docker(docker_client, podman_clie
 def test_install_and_upgrade_on_podman_keep_the_data_and_the_settings(podman_client, pod_env, podman_images):
     before = _with_v1(podman_client, pod_env, podman_images)
     v1 = podman_client.api.inspect_container(pod_env["name"])
-    # Podman gives a container created through its Docker API without StopTimeout 0 s; ours get Docker's 10
-    assert v1["Config"]["StopTimeout"] == 0  # the test target asks for 0 (busybox httpd ignores SIGTERM)
+    assert v1["Config"]["StopTimeout"] == 0  # as the test target asks (busybox httpd ignores SIGTERM)
     assert v1["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     install(podman_client, pod_env, podman_images["v2"], 2)
     _assert_runs(podman_client, pod_env, "2.0.0", _migrated(before, "2.0.0"))
     v2 = podman_client.api.inspect_container(pod_env["name"])
     assert v2["Image"] == podman_images["v2"]["id"] and v2["Id"] != v1["Id"]
-    for key in ("Env", "Labels"):  # the same settings, recreated (the image's own label is the new one's)
-        assert {k: v for k, v in (v2["Config"][key] or {}).items()} if key == "Labels" else True
+    # recreated with the same settings
     assert "GREETING=hello" in v2["Config"]["Env"] and v2["Config"]["Labels"]["org.user.owner"] == "ops"
     assert v2["HostConfig"]["PortBindings"] == v1["HostConfig"]["PortBindings"]
     r = _cli(pod_env, "status", pod_env["name"])
@@ -116,7 +112,7 @@ def test_a_failed_upgrade_on_podman_restores_the_data_byte_for_byte(podman_clien
     assert one_line(r.stderr).startswith(f"update failed: {pod_env['name']} 3.0.0 did not become healthy"), r.stderr
     _assert_runs(podman_client, pod_env, "1.0.0", before)
     r = _cli(pod_env, "history", pod_env["name"])
-    assert r.code == 0 and "rolled back" in r.stdout, str(r)
+    assert r.code == 0 and "result: rolled-back" in r.stdout, str(r)
 
 
 # A representative subset of the container kind's kill -9 matrix (tests/test_swap_crash.py runs all

@@ -28,7 +28,7 @@ import posixpath
 import queue
 import tarfile
 import threading
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, cast
 
 from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, podman_container,
                                         podman_error)
@@ -95,8 +95,8 @@ class _ChunkReader(io.RawIOBase):
 def renamed_tar(chunks: Iterator[bytes], rename: Callable[[str], str], what: str) -> Iterator[bytes]:
     """The tar stream `chunks` with each member (and hard link target) renamed, contents and
     metadata as they are; streamed (a worker thread and a short queue: memory stays flat)."""
-    out: queue.Queue = queue.Queue(maxsize=8)
-    end, cancelled, failure = object(), threading.Event(), []
+    out: queue.Queue[object] = queue.Queue(maxsize=8)
+    end, cancelled, failure = object(), threading.Event(), list[BaseException]()
 
     class _Writer:
         def write(self, data: bytes) -> int:
@@ -111,13 +111,13 @@ def renamed_tar(chunks: Iterator[bytes], rename: Callable[[str], str], what: str
     def work() -> None:
         try:
             with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), 1 << 20), mode="r|") as src, \
-                    tarfile.open(fileobj=_Writer(), mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                    tarfile.open(fileobj=cast(IO[bytes], _Writer()), mode="w|", format=tarfile.PAX_FORMAT) as dst:
                 for m in src:
                     m.name = rename(m.name)
-                    m.pax_headers.pop("path", None)  # else the old name, kept there, would win
+                    m.pax_headers = {k: v for k, v in m.pax_headers.items()  # else the old names, kept
+                                     if k not in ("path", "linkpath")}       # there, would win
                     if m.islnk():
                         m.linkname = rename(m.linkname)
-                        m.pax_headers.pop("linkpath", None)
                     dst.addfile(m, src.extractfile(m) if m.isreg() else None)
         except _Cancelled:
             pass
@@ -137,7 +137,7 @@ def renamed_tar(chunks: Iterator[bytes], rename: Callable[[str], str], what: str
     worker.start()
     try:
         while (item := out.get()) is not end:
-            yield item
+            yield cast(bytes, item)
         if failure:
             raise failure[0]
     finally:

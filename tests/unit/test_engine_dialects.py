@@ -1,11 +1,16 @@
 """What differs between Docker and Podman behind the same API, without an engine: which engine
 answers, how a loaded image's name maps back to the signed ref, Podman's errors, the engine-down line."""
 
+import io
+import tarfile
+
 import pytest
 
-from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, describe, engine_kind, has_registry,
+from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
+                                        engine_kind, has_registry,
                                         podman_container, podman_error, signed_ref_of, unreachable_line)
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
+from bundlecore.engine.podman import renamed_tar
 
 # the /version answers of the two engines of this machine (trimmed)
 DOCKER_VERSION = {"Platform": {"Name": "Docker Engine - Community"}, "Version": "20.10.24", "ApiVersion": "1.41",
@@ -96,3 +101,42 @@ def test_podmans_inspect_record_reads_as_dockers():
                                                                  {"Name": "nproc", "Soft": 1, "Hard": 2}]}}
     declared = {"State": {"Health": {"Status": "starting"}}, "HostConfig": {"Ulimits": None}}
     assert podman_container(declared) == {"State": {"Health": {"Status": "starting"}}, "HostConfig": {"Ulimits": None}}
+
+
+@pytest.mark.parametrize("name, renamed", [("", "data"), (".", "data"), ("/a.txt", "data/a.txt"),
+                                           ("/sub/b", "data/sub/b"), ("data/a.txt", "data/a.txt"), ("data", "data")])
+def test_podmans_archive_members_are_named_under_the_paths_base_name(name, renamed):
+    assert archive_member_name(name, "data") == renamed
+
+
+def test_a_renamed_archive_keeps_every_members_content_and_metadata():
+    """Podman's archive of a stopped container's mount ("", "/file", Go's PAX for long names) as
+    Docker's ("data", "data/file"), streamed in odd-sized chunks."""
+    long = "/" + "d" * 120 + "/f.bin"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind, data, extra in [("", tarfile.DIRTYPE, b"", {}), ("/a.txt", tarfile.REGTYPE, b"hello\n", {}),
+                                        (long[:-6], tarfile.DIRTYPE, b"", {}),
+                                        (long, tarfile.REGTYPE, bytes(range(256)) * 40, {"uid": 1000, "mode": 0o640}),
+                                        ("/hard", tarfile.LNKTYPE, b"", {"linkname": "/a.txt"}),
+                                        ("/sym", tarfile.SYMTYPE, b"", {"linkname": "/etc/passwd"})]:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime = kind, len(data), 1_700_000_000
+            for k, v in extra.items():
+                setattr(info, k, v)
+            t.addfile(info, io.BytesIO(data) if data else None)
+    raw = buf.getvalue()
+    out = b"".join(renamed_tar((raw[i:i + 777] for i in range(0, len(raw), 777)),
+                               lambda n: archive_member_name(n, "data"), "/data"))
+    with tarfile.open(fileobj=io.BytesIO(out)) as t:
+        got = {m.name: (m.type, m.mode, m.uid, m.mtime, m.linkname, t.extractfile(m).read() if m.isreg() else None)
+               for m in t.getmembers()}
+    assert list(got) == ["data", "data/a.txt", "data" + long[:-6], "data" + long, "data/hard", "data/sym"]
+    assert got["data" + long] == (tarfile.REGTYPE, 0o640, 1000, 1_700_000_000, "", bytes(range(256)) * 40)
+    assert got["data/a.txt"][5] == b"hello\n"
+    assert got["data/hard"][4] == "data/a.txt" and got["data/sym"][4] == "/etc/passwd"  # a symlink's target is content
+
+
+def test_a_stream_that_is_not_tar_is_an_engine_error():
+    with pytest.raises(EngineError, match="the engine's archive of /data does not read as tar"):
+        b"".join(renamed_tar(iter([b"x" * 1024]), lambda n: n, "/data"))
