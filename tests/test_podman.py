@@ -7,6 +7,7 @@ DOCKER_HOST differs (scripts/ensure-podman.sh starts the service on its own sock
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -82,6 +83,54 @@ def test_the_podman_service_is_told_apart_from_docker(docker_client, podman_clie
     assert engine_for(podman_client).kind is EngineKind.PODMAN
     assert engine_for(docker_client).kind is EngineKind.DOCKER
     assert engine_for(podman_client).describe().startswith("Podman 4.")
+
+
+def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_client, podman_host, base_bundle, tmp_path):
+    """The issue's report: `bundle import` refused "docker load set localhost/demo/app:1.0.0, which was
+    not signed". Podman's name for the signed ref is matched, the image checked by its ID."""
+    env, state = {"DOCKER_HOST": podman_host}, tmp_path / "state"
+    name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
+    try:
+        r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                       env=env)
+        assert r.code == 0, str(r)
+        assert "engine: Podman 4." in r.stdout and f"at {podman_host}" in r.stdout, r.stdout
+        assert podman_client.api.inspect_image(image_id)["RepoTags"] == [f"localhost/{ref}"]
+        info = podman_client.api.inspect_container(name)
+        assert info["State"]["Running"] and info["Image"] == image_id
+        assert run_bundle("status", name, "--state-dir", state, env=env).code == 0
+        listed = run_bundle("list", "--state-dir", state, env=env)
+        assert listed.code == 0 and name in listed.stdout, str(listed)
+        doctor = run_bundle("doctor", "--json", "--keys", base_bundle.keys_dir, "--state-dir", state, env=env)
+        engine_row = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "engine")
+        assert engine_row["verdict"] == "ok" and engine_row["detail"].startswith("Podman 4."), doctor.stdout
+        r = run_bundle("uninstall", name, "--yes", "--state-dir", state, env=env)
+        assert r.code == 0, str(r)
+        assert containers_named(podman_client, name) == []
+    finally:
+        for c in containers_named(podman_client, name) + containers_named(podman_client, f"{name}.previous-1"):
+            podman_client.api.remove_container(c["Id"], force=True, v=True)
+        remove_images(podman_client, {"it": {"ref": image_id}})
+
+
+def test_a_swarm_service_is_refused_on_podman_before_anything_changes(podman_client, podman_host, base_bundle,
+                                                                      tmp_path):
+    variant = base_bundle.variant()
+    ref, image_id = base_bundle.image["ref"], base_bundle.image["id"]
+    variant.manifest["target"] = {"kind": "service", "name": f"web-{base_bundle.token}", "image": ref, "run": {},
+                                  "registry": "127.0.0.1:5999"}
+    bundle = variant.write(tmp_path / "service.bundle")
+    keys = tmp_path / "keys"
+    shutil.copytree(base_bundle.keys_dir, keys)
+    (keys / "host-policy.toml").write_text('[host]\nregistries = ["127.0.0.1:5999"]\n')  # granted: the engine decides
+    r = run_bundle("import", bundle, "--keys", keys, "--state-dir", tmp_path / "state", "--yes",
+                   env={"DOCKER_HOST": podman_host})
+    assert r.code == REFUSED, str(r)
+    assert one_line(r.stderr).startswith(f"refused: engine: service web-{base_bundle.token}: Podman 4."), r.stderr
+    assert one_line(r.stderr).endswith("runs no Swarm services; import it on a Docker Swarm manager")
+    assert podman_client.api.images(filters={"reference": f"*{base_bundle.token}*"}) == []
+    assert all(c["Image"] != image_id for c in podman_client.api.containers(all=True))
+    assert not (tmp_path / "state" / "installed").exists() or not list((tmp_path / "state" / "installed").iterdir())
 
 
 def test_install_and_upgrade_on_podman_keep_the_data_and_the_settings(podman_client, pod_env, podman_images):
