@@ -156,7 +156,7 @@ class Engine:
         info = self.info()
         return not (info.get("Driver") == "overlayfs" or "containerd" in json.dumps(info.get("DriverStatus") or []))
 
-    def kind_answering(self) -> EngineKind:
+    def detect_kind(self) -> EngineKind:
         """Which engine serves this API (Docker, or Podman through its Docker-compatible socket)."""
         return engine_kind(self.version())
 
@@ -354,7 +354,7 @@ def engine_for(client: docker.DockerClient, **kw: Any) -> Engine:
     """The Engine class for the engine behind `client`, told apart by its /version (dialects.engine_kind)."""
     engine = Engine(client, **kw)
     engine.ping()
-    if engine.kind_answering() is EngineKind.PODMAN:
+    if engine.detect_kind() is EngineKind.PODMAN:
         from bundlecore.engine.podman import PodmanEngine  # the sibling subclasses this module's Engine
         return PodmanEngine(client, **kw)
     return engine
