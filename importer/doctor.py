@@ -15,6 +15,8 @@ Rows, in the order an import meets them:
 - trust store: non-empty and valid, its keys and roles, and what host-policy.toml grants
 - clock: within trust.MAX_CLOCK_SKEW of the engine's clock (a signature dated in the future is
   refused, expiry is judged by this clock)
+- reboot (Podman only): every installed container with a restart policy has a systemd unit, or is
+  `restart=always` with podman-restart.service enabled (Podman has no daemon to restart it)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Check(StrEnum):
     STATE_DIR = "state dir"
     TRUST_STORE = "trust store"
     CLOCK = "clock"
+    REBOOT = "reboot"  # Podman only: what brings the installed containers back after a reboot
 
 
 class Verdict(StrEnum):
@@ -75,7 +78,7 @@ class Report:
 
 
 def examine(keys_dir: Path | str | None, state_dir: Path | str | None) -> Report:
-    from bundlecore.engine import connect
+    from bundlecore.engine import EngineKind, connect
     findings: list[Finding] = []
     try:
         client = connect(timeout=10)
@@ -94,7 +97,53 @@ def examine(keys_dir: Path | str | None, state_dir: Path | str | None) -> Report
     findings.append(state_dir_finding(state_dir))
     findings.append(trust_store_finding(keys_dir))
     findings.append(clock_finding(info.get("SystemTime"), datetime.now(timezone.utc)))
+    if client is not None and client.kind is EngineKind.PODMAN:
+        findings.append(reboot_finding(_restart_policies(client, state_dir), _units_present(), _restart_service_on()))
     return Report(findings)
+
+
+# Where systemd units that bring a Podman container back live: `podman generate systemd --files`
+# (container-NAME.service, copied to /etc/systemd/system) and Quadlet (NAME.container).
+UNIT_DIRS = (Path("/etc/systemd/system"), Path("/etc/containers/systemd"))
+RESTART_SERVICE = Path("/etc/systemd/system/default.target.wants/podman-restart.service")
+
+
+def _restart_policies(client, state_dir) -> dict[str, str]:
+    """{container: restart policy} of every installed app's container this engine has."""
+    try:
+        state = StateDir(state_dir)
+        names = [state.container_of(app) for app in state.installed_apps()]
+    except (EnvironmentProblem, OSError):
+        return {}
+    policies = {}
+    for name in names:
+        if info := client.container_named(name):
+            policies[name] = (info["HostConfig"].get("RestartPolicy") or {}).get("Name") or "no"
+    return policies
+
+
+def _units_present() -> set[str]:
+    return {p.name for d in UNIT_DIRS if d.is_dir() for p in d.iterdir()}
+
+
+def _restart_service_on() -> bool:
+    return RESTART_SERVICE.exists()
+
+
+def reboot_finding(policies: dict[str, str], units: set[str], restart_service: bool) -> Finding:
+    """On Podman no daemon restarts a container after a reboot: systemd does, through a unit of the
+    container (`container-NAME.service`, Quadlet's `NAME.container`) or, for `restart=always` ones,
+    podman-restart.service. WARN naming each installed container with a policy and neither."""
+    bare = sorted(name for name, policy in policies.items() if policy not in ("", "no")
+                  and not {f"container-{name}.service", f"{name}.service", f"{name}.container"} & units
+                  and not (policy == "always" and restart_service))
+    if bare:
+        return Finding(Check.REBOOT, Verdict.WARN,
+                       f"Podman restarts nothing after a reboot and {len(bare)} container(s) with a restart policy "
+                       f"have no systemd unit: {', '.join(bare)} (`podman generate systemd --new --files --name "
+                       f"NAME` into /etc/systemd/system, or restart=always with podman-restart.service enabled)")
+    return Finding(Check.REBOOT, Verdict.OK, f"{len(policies)} installed container(s); systemd brings back each one "
+                   f"with a restart policy" if policies else "no installed container")
 
 
 def gpg_finding() -> Finding:

@@ -140,3 +140,4 @@ def test_a_renamed_archive_keeps_every_members_content_and_metadata():
 def test_a_stream_that_is_not_tar_is_an_engine_error():
     with pytest.raises(EngineError, match="the engine's archive of /data does not read as tar"):
         b"".join(renamed_tar(iter([b"x" * 1024]), lambda n: n, "/data"))
+
