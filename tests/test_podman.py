@@ -102,8 +102,9 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
         listed = run_bundle("list", "--state-dir", state, env=env)
         assert listed.code == 0 and name in listed.stdout, str(listed)
         doctor = run_bundle("doctor", "--json", "--keys", base_bundle.keys_dir, "--state-dir", state, env=env)
-        engine_row = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "engine")
-        assert engine_row["verdict"] == "ok" and engine_row["detail"].startswith("Podman 4."), doctor.stdout
+        found = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert found["engine"]["verdict"] == "ok" and found["engine"]["detail"].startswith("Podman 4."), doctor.stdout
+        assert found["reboot"]["verdict"] == "ok", doctor.stdout  # restart = "no": nothing to bring back
         r = run_bundle("uninstall", name, "--yes", "--state-dir", state, env=env)
         assert r.code == 0, str(r)
         assert containers_named(podman_client, name) == []
@@ -147,6 +148,9 @@ def test_install_and_upgrade_on_podman_keep_the_data_and_the_settings(podman_cli
     assert v2["HostConfig"]["PortBindings"] == v1["HostConfig"]["PortBindings"]
     r = _cli(pod_env, "status", pod_env["name"])
     assert r.code == 0 and "2.0.0" in r.stdout, str(r)
+    doctor = _cli(pod_env, "doctor", "--json")  # no trust store here: its row fails, the others are listed
+    reboot = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "reboot")
+    assert reboot["verdict"] == "warn" and f"have no systemd unit: {pod_env['name']} (" in reboot["detail"], reboot
     r = _cli(pod_env, "rollback", pod_env["name"], "--yes")
     assert r.code == 0, str(r)
     _assert_runs(podman_client, pod_env, "1.0.0", before)
