@@ -292,6 +292,11 @@ class Target:
     def health_json(self) -> dict[str, Any] | None:
         return self.health.to_json() if self.health else None
 
+    def host_requests(self) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        """What the host policy judges (importer.hostpolicy `check_target`): (where, run settings,
+        health) per container this target runs; one for a container or a service."""
+        return [("target.run", self.run.as_mapping(), self.health_json())]
+
     def with_probation(self, seconds: int | None) -> "Target":
         """This import's `--probation` window over the signed one (max_restarts, if any, kept)."""
         if seconds is None:
@@ -358,7 +363,105 @@ class ServiceTarget(Target):
         return self.stages[index].soak if index < len(self.stages) else 0
 
 
-TARGET_KINDS: dict[str, type[Target]] = {ContainerTarget.KIND: ContainerTarget, ServiceTarget.KIND: ServiceTarget}
+def dependency_order(depends: Mapping[str, Iterable[str]]) -> list[str]:
+    """Names in dependency order: each after those it depends on, ties by name (the order a
+    Compose project is created in; its reverse is the order it is stopped in). ValueError: a cycle."""
+    done: list[str] = []
+    left = {n: set(d) for n, d in depends.items()}
+    while left:
+        ready = sorted(n for n, d in left.items() if d <= set(done))
+        if not ready:
+            raise ValueError(f"services depend on each other in a cycle: {', '.join(sorted(left))}")
+        done += ready
+        for n in ready:
+            del left[n]
+    return done
+
+
+@dataclass(frozen=True)
+class ComposeService:
+    """One service of a Compose project (manifest `target.compose.services.NAME`): its image, its
+    run settings in the container target's vocabulary, and what only Compose has."""
+
+    name: str = field(metadata={"json": None})
+    image: str
+    run: RunSettings
+    depends_on: Mapping[str, str]               # service -> condition
+    networks: Mapping[str, Mapping[str, Any]]   # network -> {aliases}
+    healthcheck: Mapping[str, Any] | None = None  # test, interval, timeout, start_period (s), retries
+    tmpfs: tuple[str, ...] | None = None
+    ulimits: Mapping[str, Mapping[str, int]] | None = None
+    health: HealthSettings | None = None         # `[target.health.NAME]`: the bundle's own probe
+
+    @classmethod
+    def from_json(cls, name: str, d: JSON) -> "ComposeService":
+        unknown = sorted(set(d) - {json_name(f) for f in fields(cls)})
+        if unknown:
+            raise ManifestError(f"{cls.__name__} has no field for {', '.join(unknown)}")
+        return cls(name=name, image=d["image"], run=RunSettings.from_json(d.get("run")),
+                   depends_on=_freeze(dict(d.get("depends_on") or {})), networks=_freeze(dict(d.get("networks") or {})),
+                   healthcheck=_freeze(d.get("healthcheck")), tmpfs=_freeze(d.get("tmpfs")),
+                   ulimits=_freeze(d.get("ulimits")), health=HealthSettings.from_json(d.get("health")))
+
+    def to_json(self) -> dict[str, Any]:
+        out = _to_json(replace(self, run=None, health=None))  # type: ignore[arg-type]
+        out.pop("name", None)
+        out["run"] = self.run.as_mapping()
+        if self.health:
+            out["health"] = self.health.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """`target.compose`: the normalized project the build read from the compose file (bundler.compose)."""
+
+    project: str
+    services: Mapping[str, ComposeService]
+    volumes: Mapping[str, Any]
+    networks: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, d: JSON) -> "ComposeProject":
+        return cls(d["project"], MappingProxyType({n: ComposeService.from_json(n, s) for n, s in d["services"].items()}),
+                   _freeze(dict(d.get("volumes") or {})), _freeze(dict(d.get("networks") or {})))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project": self.project, "services": {n: s.to_json() for n, s in self.services.items()},
+                "volumes": _thaw(self.volumes), "networks": _thaw(self.networks)}
+
+    def order(self) -> list[str]:
+        """The services in dependency order (creation); reversed, the order they stop in."""
+        return dependency_order({n: s.depends_on for n, s in self.services.items()})
+
+
+@dataclass(frozen=True)
+class ComposeTarget(Target):
+    """A Compose project swapped, gated and rolled back as one unit (importer.kinds.compose).
+    `name` is the project; `image` the first service's (what the gate's one-image rules read)."""
+
+    KIND: ClassVar[str] = "compose"
+    compose: ComposeProject | None = None
+
+    @classmethod
+    def from_json(cls, d: JSON) -> "ComposeTarget":
+        return cls(**cls._parts(d), compose=ComposeProject.from_json(d["compose"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "compose": self.project.to_json()}
+
+    @property
+    def project(self) -> ComposeProject:
+        assert self.compose is not None  # the schema requires it
+        return self.compose
+
+    def host_requests(self) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        return [(f"services.{n}", s.run.as_mapping(), s.health.to_json() if s.health else None)
+                for n, s in self.project.services.items()]
+
+
+TARGET_KINDS: dict[str, type[Target]] = {ContainerTarget.KIND: ContainerTarget, ServiceTarget.KIND: ServiceTarget,
+                                      ComposeTarget.KIND: ComposeTarget}
 
 
 class UnknownTargetKind(ValueError):

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundlecore.errors import UsageProblem
+from bundlecore.release import dependency_order
 from bundlecore.schema import bounds, first_error
 from bundlecore.text import first_unprintable
 from bundlecore.timeutil import parse_duration
+from bundler.compose import load_compose
 
 DEFAULT_EXPIRES = "90d"
 DEFAULT_HEALTH_TIMEOUT = 60
@@ -93,6 +95,42 @@ def metrics_gate(path, prom: dict) -> dict:
     return {**prom, "window": window}
 
 
+def health_settings(path, raw: dict, kind: str, where: str) -> dict:
+    """`[target.health]` (or a compose service's `[target.health.NAME]`) as the manifest stores it:
+    durations in seconds, bounded, attempts defaulted."""
+    health = dict(raw)
+    health["timeout"] = parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT))
+    if not 1 <= health["timeout"] <= MAX_HEALTH_TIMEOUT:
+        raise UsageProblem(f"spec {path}: {where}.timeout must be between 1s and {MAX_HEALTH_TIMEOUT}s")
+    health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
+    if "probation" in health:  # off unless set; then no restart is allowed unless max_restarts says so
+        health["probation"] = parse_duration(health["probation"])
+        low, high = bounds("health_probation_seconds")
+        if not low <= health["probation"] <= high:
+            raise UsageProblem(f"spec {path}: {where}.probation must be between {low}s and {high}s")
+        if kind != "service":  # a service task's restarts are Swarm's business
+            health.setdefault("max_restarts", 0)
+    if "prometheus" in health:
+        health["prometheus"] = metrics_gate(path, health["prometheus"])
+    return health
+
+
+def compose_target(path, target: dict, images: list[str]) -> dict:
+    """`[target] kind = "compose"`: the project read from its compose file (bundler.compose), each
+    `[target.health.SERVICE]` on its service; `name` is the project, `image` its first service's."""
+    project = load_compose(Path(path), target, images)
+    for service, svc in project["services"].items():
+        if not is_pinned(svc["image"]):  # even with --allow-latest: a project is swapped by what it pins
+            raise UsageProblem(f"spec {path}: services.{service}.image {svc['image']} is not pinned")
+    for service, health in (target.get("health") or {}).items():
+        if service not in project["services"]:
+            raise UsageProblem(f"spec {path}: target.health.{service} names no service of the compose file")
+        project["services"][service]["health"] = health_settings(path, health, "compose", f"target.health.{service}")
+    first = dependency_order({n: s["depends_on"] for n, s in project["services"].items()})[0]
+    return {"kind": "compose", "name": target["project"], "image": project["services"][first]["image"], "run": {},
+            "compose": project}
+
+
 def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -110,27 +148,16 @@ def load_spec(path: Path, allow_latest: bool = False) -> BuildSpec:
         if not is_pinned(ref) and not allow_latest:
             raise UsageProblem(f"image {ref} is not pinned (tag 'latest' or no tag); pin a version or pass --allow-latest")
     target = dict(raw["target"])
-    if target["image"] not in raw["images"]:
-        raise UsageProblem(f"spec {path}: target.image {target['image']} is not one of images")
-    target["run"] = dict(target.get("run", {}))
-    if "secret_env" in target["run"]:  # the schema checked the names; signed in one order
-        target["run"]["secret_env"] = sorted(target["run"]["secret_env"])
-    if "health" in target:
-        health = dict(target["health"])
-        health["timeout"] = parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT))
-        if not 1 <= health["timeout"] <= MAX_HEALTH_TIMEOUT:
-            raise UsageProblem(f"spec {path}: target.health.timeout must be between 1s and {MAX_HEALTH_TIMEOUT}s")
-        health.setdefault("attempts", DEFAULT_HEALTH_ATTEMPTS)
-        if "probation" in health:  # off unless set; then no restart is allowed unless max_restarts says so
-            health["probation"] = parse_duration(health["probation"])
-            low, high = bounds("health_probation_seconds")
-            if not low <= health["probation"] <= high:
-                raise UsageProblem(f"spec {path}: target.health.probation must be between {low}s and {high}s")
-            if target.get("kind") != "service":  # a service task's restarts are Swarm's business
-                health.setdefault("max_restarts", 0)
-        if "prometheus" in health:
-            health["prometheus"] = metrics_gate(path, health["prometheus"])
-        target["health"] = health
+    if target["kind"] == "compose":
+        target = compose_target(path, target, raw["images"])
+    else:
+        if target["image"] not in raw["images"]:
+            raise UsageProblem(f"spec {path}: target.image {target['image']} is not one of images")
+        target["run"] = dict(target.get("run", {}))
+        if "secret_env" in target["run"]:  # the schema checked the names; signed in one order
+            target["run"]["secret_env"] = sorted(target["run"]["secret_env"])
+        if "health" in target:
+            target["health"] = health_settings(path, target["health"], target["kind"], "target.health")
     if "stage" in raw:
         target["stages"] = service_stages(path, target, raw["stage"])
     upstream = None

@@ -15,6 +15,8 @@ RUN = load("run.schema.json")
 TARGET = MANIFEST["$defs"]["target"]
 DELTA = MANIFEST["$defs"]["delta"]
 SERVICE_ONLY = {"rollout", "stages"}  # the schema's `else` (a container) sets them to false
+COMPOSE_ONLY = {"compose"}            # false for every kind but compose
+COMPOSE = MANIFEST["$defs"]["compose"]
 
 
 def _union(*nodes):
@@ -39,8 +41,11 @@ PAIRS = [
     (rel.DeltaBase, DELTA["properties"]["base"]),
     (rel.OmittedLayer, DELTA["properties"]["omitted"]["items"]),
     (rel.PatchedLayer, DELTA["properties"]["patched"]["items"]),
-    (rel.ContainerTarget, _without(TARGET, SERVICE_ONLY)),
-    (rel.ServiceTarget, TARGET),
+    (rel.ContainerTarget, _without(TARGET, SERVICE_ONLY | COMPOSE_ONLY)),
+    (rel.ServiceTarget, _without(TARGET, COMPOSE_ONLY)),
+    (rel.ComposeTarget, _without(TARGET, SERVICE_ONLY)),
+    (rel.ComposeProject, COMPOSE),
+    (rel.ComposeService, COMPOSE["properties"]["services"]["additionalProperties"]),
     (rel.Stage, TARGET["properties"]["stages"]["items"]),
     (rel.HealthSettings, TARGET["properties"]["health"]),
     (rel.PrometheusGate, RUN["$defs"]["prometheus_gate"]),
