@@ -246,7 +246,7 @@ class HealthSettings:
                        prometheus=PrometheusGate(**prom) if prom else None)
 
     def to_json(self) -> dict[str, Any]:
-        """What the health gate (importer.kinds.container.health) and the journal read."""
+        """What the health gate (importer.health) and the journal read."""
         out = _to_json(replace(self, prometheus=None))
         if self.prometheus:
             out["prometheus"] = _to_json(self.prometheus)

@@ -128,12 +128,12 @@ class ComposeFile:
         env = self._env(at, s)
         if env:
             run["env"] = env
-        for key, out in (("command", "command"), ("entrypoint", "entrypoint")):
+        for key in ("command", "entrypoint"):
             if key in s and s[key] is not None:
                 v = s[key]
                 if not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
                     raise self.fail(f"{at}.{key}", "must be a string or a list of strings")
-                run[out] = shlex.split(v) if isinstance(v, str) else v  # Compose splits a string like a shell
+                run[key] = shlex.split(v) if isinstance(v, str) else v  # Compose splits a string like a shell
         if "ports" in s:
             run["ports"] = [self._port(f"{at}.ports.{i}", p) for i, p in enumerate(self._list(at, s, "ports"))]
         tmpfs = [str(t) for t in ([s["tmpfs"]] if isinstance(s.get("tmpfs"), str) else self._list(at, s, "tmpfs"))]
@@ -150,9 +150,9 @@ class ComposeFile:
             if not RESTARTS.match(str(s["restart"])):
                 raise self.fail(f"{at}.restart", f"{s['restart']!r} is not no, always, unless-stopped or on-failure[:N]")
             run["restart"] = str(s["restart"])
-        for key, out in (("user", "user"), ("working_dir", "workdir")):
+        for key, name in (("user", "user"), ("working_dir", "workdir")):
             if key in s:
-                run[out] = str(s[key])
+                run[name] = str(s[key])
         if "labels" in s:
             run["labels"] = self._mapping(f"{at}.labels", s["labels"])
         if "cap_add" in s:
@@ -273,7 +273,7 @@ class ComposeFile:
         else:
             spec = str(v)
         source, sep, rest = spec.partition(":")
-        if sep and (source.startswith(".") or source.startswith("~")):
+        if sep and source.startswith((".", "~")):
             raise self.fail(where, f"{source} is relative to the build host; give an absolute path")
         try:
             parsed = parse_volume(spec)

@@ -1,6 +1,6 @@
 """The metrics gate (analysis): a Prometheus query the new version must keep at or below a limit
 while it is watched. One implementation for every kind: a container's probation
-(importer.kinds.container.health) and each stage of a service release (importer.kinds.service.release).
+(importer.health) and each stage of a service release (importer.kinds.service.release).
 
 `[target.health] prometheus = { url, query, max, window, failure_limit }`: the query and its limit
 are the app's knowledge (signed); the URL is this host's business (allowed by host-policy.toml

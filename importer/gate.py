@@ -68,7 +68,7 @@ class TrustGate(BundleVerifier):
     def check_head(self, path: Path) -> VerifiedHead:
         head = super().check_head(path)
         self.release = r = release_of(head)
-        self.host_access = self.host_policy.check(r.app, r.target.run.as_mapping(), r.target.health_json())
+        self.host_access = self.host_policy.check_target(r.app, r.target)
         if r.delta is not None:
             head.notes += self._check_delta_base(r, r.delta)
         return head

@@ -56,6 +56,7 @@ from bundlecore.fsutil import read_toml
 from bundlecore.runspec import VolumeKind, VolumeSpec, parse_volume
 from bundlecore.refusals import HostPolicyRefused
 from bundlecore.registrypath import registry_address
+from bundlecore.release import Target
 
 POLICY_FILE = "host-policy.toml"
 
@@ -149,7 +150,8 @@ class HostPolicy:
                    RESERVED_LABEL_PREFIXES + tuple(extra_labels))
 
     # -- the decision -----------------------------------------------------------------------
-    def review(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
+    def review(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False,
+               at: str = "target.run") -> list[HostAccess]:
         """Everything in `run` (a manifest's target.run) and `health` (its metrics gate) that reaches
         beyond the container, each with the grant that allows it or None; what the plan shows and
         `check` enforces. `url_required`: the site settings are applied, a metrics gate needs its URL."""
@@ -159,7 +161,7 @@ class HostPolicy:
             source = spec.split(":", 1)[0] if ":" in spec else ""
             if not source.startswith("/"):
                 continue  # a named or anonymous volume lives in the engine's own area
-            where = f"target.run.volumes.{i}"
+            where = f"{at}.volumes.{i}"
             resolved = os.path.realpath(source)
             sockets = _engine_sockets()
             if any(_is_within(sock, p) for sock in sockets for p in {source, resolved}):
@@ -173,7 +175,7 @@ class HostPolicy:
                 _under_any(self.host.bind_prefixes, source, resolved), Setting.BIND_MOUNT)))
         for i, cap in enumerate(run.get("cap_add") or []):
             name = cap.upper().removeprefix("CAP_")
-            where = f"target.run.cap_add.{i}"
+            where = f"{at}.cap_add.{i}"
             if name in DOCKER_DEFAULT_CAPS:
                 continue
             found.append(HostAccess(Setting.CAP_ADD, name, where, self._which(
@@ -181,28 +183,36 @@ class HostPolicy:
         network = run.get("network") or ""
         mode = "container" if network.startswith("container:") else network
         if mode in NETWORK_MODES:
-            found.append(HostAccess(Setting.NETWORK_MODE, network, "target.run.network", self._which(
+            found.append(HostAccess(Setting.NETWORK_MODE, network, f"{at}.network", self._which(
                 app, mode in app_grants.network_modes, mode in self.host.network_modes, Setting.NETWORK_MODE)))
         for key in sorted(run.get("labels") or {}):
             if key.startswith(self.reserved_label_prefixes):
-                found.append(HostAccess(Setting.LABEL, key, f"target.run.labels.{key}", None))
+                found.append(HostAccess(Setting.LABEL, key, f"{at}.labels.{key}", None))
         prom = (health or {}).get("prometheus")
         if prom and (prom.get("url") or url_required):
             url = base_url(prom.get("url") or "")
-            found.append(HostAccess(Setting.PROMETHEUS, prom.get("url") or "(no url set)", "target.health.prometheus.url",
+            found.append(HostAccess(Setting.PROMETHEUS, prom.get("url") or "(no url set)",
+                                    f"{at.removesuffix('.run')}.health.prometheus.url",
                                     self._which(app, url in app_grants.prometheus_urls,
                                                 url in self.host.prometheus_urls, Setting.PROMETHEUS) if url else None))
         return found
 
-    def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False) -> list[HostAccess]:
+    def check(self, app: str, run: dict, health: dict | None = None, *, url_required: bool = False,
+              at: str = "target.run") -> list[HostAccess]:
         """`review`, refusing (exit 3) at the first access nothing grants; returns the granted ones."""
-        found = self.review(app, run, health, url_required=url_required)
-        nested = nested_binds([(f"target.run.volumes.{i}", v) for i, v in enumerate(run.get("volumes") or [])])
+        found = self.review(app, run, health, url_required=url_required, at=at)
+        nested = nested_binds([(f"{at}.volumes.{i}", v) for i, v in enumerate(run.get("volumes") or [])])
         if nested:
             raise HostPolicyRefused(nested)
         for access in found:
             self._require(app, access)
         return found
+
+    def check_target(self, app: str, target: Target, *, url_required: bool = False) -> list[HostAccess]:
+        """`check` on every container the target runs (one, or each service of a compose project,
+        named in a refusal by where it is: `target.run...`, `services.NAME...`)."""
+        return [a for at, run, health in target.host_requests()
+                for a in self.check(app, run, health, url_required=url_required, at=at)]
 
     def check_registry(self, app: str, registry: str, where: str) -> HostAccess:
         """The push of this import's images to `registry` (HOST:PORT, named at `where`: the

@@ -330,7 +330,7 @@ def _plan(ctx: ImportContext) -> None:
         ctx.audit.details["takes_over"] = taken.plan_lines()
     settings = SiteSettings.load(r.app, o.site)
     target = settings.over_target(r.target).with_probation(o.probation)
-    host_access = ctx.gate.host_policy.check(r.app, target.run.as_mapping(), target.health_json(), url_required=True)
+    host_access = ctx.gate.host_policy.check_target(r.app, target, url_required=True)
     ctx.registry = o.registry or target.registry
     if ctx.registry:
         host_access.append(pushes.check_grants(ctx.gate.host_policy, ctx.store, r, ctx.registry,
@@ -339,7 +339,7 @@ def _plan(ctx: ImportContext) -> None:
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked, sequence=r.sequence,
-                                            signed=r.target))
+                                            signed=r.target, images={i.ref: i.id for i in r.images}))
     claims = [line for c in ownership.review_resources(ctx.client, ctx.state, ctx.gate.host_policy, r.app, target,
                                                         adopt=o.adopt) if (line := c.line())]
     if claims:

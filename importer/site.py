@@ -21,7 +21,7 @@ the installed version).
 policy's `prometheus_urls` must still allow it. `[health]` `http`, `tcp` or `cmd` replaces the signed
 probe (whichever kind it was), and `timeout`, `attempts` the signed ones: how this host reaches the app
 is the intranet's knowledge too (a signed probe at a port the site file moves follows it by itself,
-importer.kinds.container.health `follow_published`). Probation and the metrics query stay signed.
+importer.health `follow_published`). Probation and the metrics query stay signed.
 """
 
 from __future__ import annotations

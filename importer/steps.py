@@ -63,7 +63,7 @@ class Rule:
     and the resume rule after a crash while it was started, and once it was done."""
 
     action: Callable[[Any], None]
-    undo: StrEnum | None = None
+    undo: StrEnum | str | None = None  # a str: a kind's step of one part (a compose project's `step:service`)
     started: Resume = Resume.UNDO
     done: Resume | None = None  # None: as `started`
 

@@ -52,7 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bundlecore.inventory import chain_ids  # noqa: E402  (Docker's layer identity, one rule)
-from importer.kinds.container.health import PROBE_SPACING, STABLE_PROBES  # noqa: E402  (the documented wait)
+from importer.health import PROBE_SPACING, STABLE_PROBES  # noqa: E402  (the documented wait)
 MiB = 1 << 20
 PIECE = 64 * MiB
 GEN_VERSION = "1"           # bump when the generated image content changes

@@ -1,4 +1,4 @@
-"""Health checks that cannot be fooled, and probation (importer.kinds.container.health), against a real engine.
+"""Health checks that cannot be fooled, and probation (importer.health), against a real engine.
 
 Each release variant is the demo app built in the test with its start-up replaced: one that never
 listens (a long migration, then exit 1), one that answers for a moment and then crashes, one that
@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from bundlecore.engine import Engine
-from importer.kinds.container.health import HealthGate, ProbeRoute
+from importer.health import HealthGate, ProbeRoute
 from importer.kinds.container.journal import SwapJournal
 from importer.steps import pending
 from importer.kinds.container.status import app_status

@@ -324,6 +324,14 @@ class Engine:
     def network_exists(self, name: str) -> bool:
         return self._exists(self.inspect_network, name)
 
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        """A bridge network carrying `labels` (not retried: the engine would make a second one of
+        the same name; the caller checks `network_exists` first)."""
+        self._once(self._api.create_network, name, driver="bridge", labels=labels)
+
+    def remove_network(self, name: str) -> None:
+        self._idem(f"removal of network {name}", self._api.remove_network, name, gone_is_done=True)
+
     @staticmethod
     def _exists(inspect: Callable[[str], Json], name: str) -> bool:
         try:

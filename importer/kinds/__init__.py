@@ -74,15 +74,17 @@ class TargetKind(Protocol[PlanT, TargetT]):
 
 CONTAINER = "container"
 SERVICE = "service"
+COMPOSE = "compose"
 # kind -> the package that provides it, imported when first asked for (a module of one kind, e.g.
 # the container's merge rules read by importer.site, does not load every kind)
-KINDS: dict[str, str] = {CONTAINER: "importer.kinds.container", SERVICE: "importer.kinds.service"}
+KINDS: dict[str, str] = {CONTAINER: "importer.kinds.container", SERVICE: "importer.kinds.service",
+                         COMPOSE: "importer.kinds.compose"}
 
 if TYPE_CHECKING:
     # `make check` (mypy) checks each kind's package against TargetKind here: "incompatible type Module"
     # means a kind lacks a member or differs in a signature.
-    from importer.kinds import container, service
-    _CHECKED: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service}
+    from importer.kinds import compose, container, service
+    _CHECKED: dict[str, TargetKind[Any, Any]] = {CONTAINER: container, SERVICE: service, COMPOSE: compose}
 
 
 def get(kind: str) -> TargetKind[Any, Any]:

@@ -10,7 +10,7 @@ from bundlecore.schema import validator
 from bundler.spec import load_spec
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.pipeline import probation_seconds
-from importer.kinds.container.health import PROBE_TIMEOUT, HealthGate, ProbeRoute, container_address, container_ip
+from importer.health import PROBE_TIMEOUT, HealthGate, ProbeRoute, container_address, container_ip
 from tests.unit.conftest import answer, drip
 from tests.unit.test_spec import ISSUE_SPEC
 

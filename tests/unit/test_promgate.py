@@ -14,7 +14,7 @@ from bundlecore.schema import _registry
 from bundler.spec import load_spec
 from importer.hostpolicy import HostPolicy, HostPolicyRefused, base_url
 from importer.site import SiteSettings
-from importer.kinds.container.health import HealthGate
+from importer.health import HealthGate
 from importer.analysis import Analysis, MetricsGate, MetricsUnavailable, Reading, judge, parse_answer
 
 

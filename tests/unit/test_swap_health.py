@@ -1,8 +1,8 @@
-"""Which probe the health gate uses and how long it waits (importer.kinds.container.health)."""
+"""Which probe the health gate uses and how long it waits (importer.health)."""
 
 import pytest
 
-from importer.kinds.container.health import DEFAULT_TIMEOUT, HealthGate
+from importer.health import DEFAULT_TIMEOUT, HealthGate
 
 S = 1_000_000_000
 SLOW_HC = {"Test": ["CMD", "check"], "StartPeriod": 60 * S, "Interval": 60 * S, "Timeout": 10 * S}

@@ -10,10 +10,11 @@ its data, and the old version put back by itself when the new one does not come 
   generations the kept versions of an application
   config      the new container's settings (faithful copy, or first install)
   merge       three-way merge of the run settings on upgrade
-  health      the health gate (its metrics gate: importer.analysis, shared with the service kind)
   engine      the container operations over the Docker SDK
   status      what `bundle status` reports
-The backup and exact restore of the mounts is importer.backup (shared with the service kind).
+The backup and exact restore of the mounts is importer.backup (shared with the service kind), the
+health gate importer.health and a first install's create body importer.runconfig (shared with the
+compose kind).
 """
 
 from importer.kinds.container.plan import plan_rollback

@@ -10,11 +10,11 @@ dicts are the Engine API's raw JSON (API 1.41), posted with `create_container_fr
 from __future__ import annotations
 
 import copy
-import shlex
-from typing import Any, Mapping
+from typing import Any
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from importer.kinds.container.merge import Key, Kind
+from importer.runconfig import run_config  # noqa: F401  (a first install's body: shared with the compose kind)
 
 # Config keys posted as they are (when the user set them they are theirs; engine defaults
 # posted back are the same defaults).
@@ -248,62 +248,6 @@ def _endpoint_config(ep: dict, old_id: str) -> dict:
     if ep.get("DriverOpts"):
         out["DriverOpts"] = ep["DriverOpts"]
     return out
-
-
-# -- first install from the manifest's `run` object ---------------------------------------
-
-def run_config(run: Mapping, image_ref: str) -> dict:
-    """The create body for a first install, from the run settings (`RunSettings.as_mapping()`,
-    docker run's -p/-v/-e syntax)."""
-    cfg: dict = {"Image": image_ref}
-    hc: dict = {}
-    if run.get("env"):
-        cfg["Env"] = [f"{k}={v}" for k, v in run["env"].items()]
-    if run.get("labels"):
-        cfg["Labels"] = dict(run["labels"])
-    cmd = run.get("command")
-    if cmd:
-        cfg["Cmd"] = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
-    for key, api_key in (("user", "User"), ("workdir", "WorkingDir"), ("hostname", "Hostname"),
-                         ("stop_signal", "StopSignal"), ("stop_timeout", "StopTimeout")):
-        if run.get(key) is not None:
-            cfg[api_key] = run[key]
-    if run.get("entrypoint") is not None:
-        ep = run["entrypoint"]
-        cfg["Entrypoint"] = shlex.split(ep) if isinstance(ep, str) else list(ep)
-    bindings: dict = {}
-    exposed: dict = {}
-    for p in map(parse_port, run.get("ports") or []):
-        exposed[p.key] = {}
-        bindings.setdefault(p.key, []).append({"HostIp": p.host_ip, "HostPort": p.host_port})
-    if exposed:
-        cfg["ExposedPorts"] = exposed
-        hc["PortBindings"] = bindings
-    binds: list[str] = []
-    anon: dict[str, dict[str, Any]] = {}
-    for v in run.get("volumes") or []:
-        spec = parse_volume(v)
-        if spec.kind is VolumeKind.ANONYMOUS and not spec.mode:
-            anon[spec.target] = {}
-        else:  # as written (the engine reads "/path:ro" as an anonymous read-only volume itself)
-            binds.append(v)
-    if binds:
-        hc["Binds"] = binds
-    if anon:
-        cfg["Volumes"] = anon
-    restart = run.get("restart")
-    if restart:
-        name, _, count = str(restart).partition(":")
-        hc["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count or 0)}
-    for key, api_key in (("cap_add", "CapAdd"), ("cap_drop", "CapDrop"), ("extra_hosts", "ExtraHosts"),
-                         ("dns", "Dns")):
-        if run.get(key):
-            hc[api_key] = list(run[key])
-    network = run.get("network")
-    if network:
-        hc["NetworkMode"] = network
-    cfg["HostConfig"] = hc
-    return {"config": cfg, "extra_networks": {}}
 
 
 def describe_mount(m: dict) -> str:

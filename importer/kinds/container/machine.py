@@ -25,7 +25,7 @@ from importer.state import StateDir, highest_sequence_after
 from importer.steps import Resume, Rule, StepRunner
 from importer.backup import data
 from importer.kinds.container.generations import Generations, summary
-from importer.kinds.container.health import HealthGate
+from importer.health import HealthGate
 from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
 from importer.delivery import LoadedImages
 from importer.kinds.container.status import SETTLE_SECONDS, unsettled

@@ -34,7 +34,7 @@ from importer.backup import data
 from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations, version_change
-from importer.kinds.container.health import ANY_ADDRESS, Followed, HealthGate, follow_published
+from importer.health import ANY_ADDRESS, Followed, HealthGate, follow_published
 from importer.kinds.container.journal import SwapJournal
 from importer.kinds.container.merge import (Key, Kind, MergeResult, Origin, Side, Source, keys_from_json, merge,
                                             settings_of_container, settings_of_run, site_keys)
@@ -412,7 +412,7 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
 
 def _follow_ports(plan: SwapPlan, signed: ContainerTarget | None, ports) -> None:
     """The signed http/tcp probe follows its container port to where the new container publishes it
-    (importer.kinds.container.health.follow_published; a port no longer published is refused here,
+    (importer.health.follow_published; a port no longer published is refused here,
     before anything is loaded or stopped), with where that port's host side comes from."""
     if plan.health_by_site:
         return  # the site file's probe says where this host reaches the app

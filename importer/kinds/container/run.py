@@ -4,7 +4,7 @@ finish or undo an interrupted swap after a crash.
 Unlike Watchtower (which removes the old container before creating the new one, and has no
 health gate and no rollback) the old container is only stopped and parked; its writable mounts
 are archived while it is stopped (importer.backup.data), the new container gets a faithful copy of
-its settings (importer.kinds.container.config), and a health gate decides (importer.kinds.container.health). A
+its settings (importer.kinds.container.config), and a health gate decides (importer.health). A
 failure restores every mount to exactly the backup and puts the old container back.
 
 Recovery acts on a journal only where the engine matches it (`check_journal_matches_engine`):
@@ -29,7 +29,7 @@ from importer.state import StateDir, highest_sequence_after
 from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
 from importer.kinds.container.generations import Generations, parked_name, shown_version
-from importer.kinds.container.health import HealthGate
+from importer.health import HealthGate
 from importer.kinds.container.merge import keys_to_json
 from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)

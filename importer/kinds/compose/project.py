@@ -1,0 +1,159 @@
+"""A Compose project on this engine, as Compose itself names and labels it, and the plan of its swap.
+
+Names: container `PROJECT-SERVICE-1`, network `PROJECT_NET`, volume `PROJECT_VOL` (Compose's
+own), each carrying Compose's labels (`com.docker.compose.project`, `.service`,
+`.container-number`, `.oneoff`, `.config-hash`; `.network`, `.volume`) so that `docker compose -p
+PROJECT ps/logs` sees the project, and this tool's `io.bundle.app` (importer.ownership).
+
+The config hash is sha256 over the service's signed settings and the image ID it runs: a service
+whose hash is the running container's is not recreated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bundlecore.release import ComposeService, ComposeTarget
+from importer import ownership
+from importer.runconfig import run_config
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+HASH_LABEL = "com.docker.compose.config-hash"
+NETWORK_LABEL = "com.docker.compose.network"
+VOLUME_LABEL = "com.docker.compose.volume"
+GENERATION_LABEL = "io.bundle.compose.generation"  # which generation of the project a container belongs to
+
+
+class Action(StrEnum):
+    """What the swap does to one service."""
+
+    CREATE = "create"        # new in this release (or first install)
+    RECREATE = "recreate"    # its image or settings changed: the old container is parked, a new one made
+    KEEP = "keep"            # unchanged: left running as it is
+    RETIRE = "retire"        # no longer in the project: parked (kept, like every displaced container)
+
+
+def container_name(project: str, service: str) -> str:
+    return f"{project}-{service}-1"
+
+
+def network_name(project: str, net: str) -> str:
+    return f"{project}_{net}"
+
+
+def config_hash(project: str, svc: ComposeService, image_id: str) -> str:
+    doc = {"project": project, "service": svc.to_json(), "image_id": image_id}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def service_labels(project: str, service: str, digest: str, app: str, generation: int) -> dict[str, str]:
+    return {PROJECT_LABEL: project, SERVICE_LABEL: service, NUMBER_LABEL: "1", ONEOFF_LABEL: "False",
+            HASH_LABEL: digest, ownership.APP_LABEL: app, GENERATION_LABEL: str(generation)}
+
+
+def _ns(seconds: Any) -> int:
+    return int(float(seconds) * 1e9)
+
+
+def create_body(project: str, svc: ComposeService, image_id: str, labels: dict[str, str]) -> dict:
+    """The create body of one service (importer.runconfig for the run settings, then what only
+    Compose has): {"config": POST /containers/create body, "extra_networks": {net: endpoint}}."""
+    body = run_config(svc.run.as_mapping(), image_id)
+    cfg, hc = body["config"], body["config"]["HostConfig"]
+    cfg["Labels"] = {**cfg.get("Labels", {}), **labels}
+    if svc.healthcheck:
+        h = svc.healthcheck
+        cfg["Healthcheck"] = {"Test": list(h["test"]), **{api: _ns(h[k]) for k, api in (
+            ("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod")) if k in h},
+            **({"Retries": h["retries"]} if "retries" in h else {})}
+    if svc.tmpfs:
+        hc["Tmpfs"] = {t.partition(":")[0]: t.partition(":")[2] for t in svc.tmpfs}
+    if svc.ulimits:
+        hc["Ulimits"] = [{"Name": n, "Soft": u["soft"], "Hard": u["hard"]} for n, u in sorted(svc.ulimits.items())]
+    endpoints = {network_name(project, n): {"Aliases": [svc.name, *(ep.get("aliases") or ())]}
+                 for n, ep in svc.networks.items()}
+    first = sorted(endpoints)[0]
+    hc["NetworkMode"] = first
+    cfg["NetworkingConfig"] = {"EndpointsConfig": {first: endpoints.pop(first)}}
+    body["extra_networks"] = endpoints
+    return body
+
+
+@dataclass
+class ServicePlan:
+    """One service in the plan: what happens to it, and the containers involved."""
+
+    name: str
+    action: Action
+    container: str
+    image_ref: str | None = None
+    image_id: str | None = None
+    config_hash: str | None = None
+    old_id: str | None = None
+    old_image_id: str | None = None
+    changes: list[str] = field(default_factory=list)  # why it is recreated
+
+    def line(self) -> str:
+        what = {Action.CREATE: f"create {self.container} from {self.image_ref}",
+                Action.RECREATE: f"recreate {self.container} ({'; '.join(self.changes)})",
+                Action.KEEP: f"keep {self.container} running (image and settings unchanged)",
+                Action.RETIRE: f"retire {self.container} (no longer in the project: stopped and kept parked)"}
+        return f"  service {self.name}: {what[self.action]}"
+
+
+@dataclass
+class ProjectPlan:
+    """What the swap of a Compose project will do; making it changed nothing."""
+
+    app: str
+    target: ComposeTarget
+    kind: str                       # install | upgrade
+    services: list[ServicePlan]
+    new_version: str | None = None
+    current: str | None = None      # the version installed now
+    generation: int = 1
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.app
+
+    @property
+    def project(self) -> str:
+        return self.target.project.project
+
+    def by_name(self) -> dict[str, ServicePlan]:
+        return {s.name: s for s in self.services}
+
+    def changed(self) -> list[ServicePlan]:
+        return [s for s in self.services if s.action is not Action.KEEP]
+
+    def lines(self) -> list[str]:
+        head = (f"{self.kind} compose project {self.project} (app {self.app}) "
+                + (f"{self.current} -> " if self.current else "") + f"{self.new_version} (generation {self.generation})")
+        out = [head] + [s.line() for s in self.services]
+        if self.kind == "upgrade" and self.changed():
+            out.append("  the writable mounts of every service recreated or retired are backed up first; if any "
+                       "service fails its gate, the whole project goes back with that data restored")
+        return out + [f"  warning: {w}" for w in self.warnings]
+
+
+def differences(old: dict | None, new: dict) -> list[str]:
+    """Why a service is recreated, from its recorded settings (the installed record) and the new ones."""
+    if old is None:
+        return ["its container is missing"]
+    out = []
+    if old.get("image_id") != new.get("image_id"):
+        out.append(f"image {old.get('image_ref')} -> {new.get('image_ref')}")
+    if old.get("settings") != new.get("settings"):
+        keys = sorted(set(old.get("settings") or {}) | set(new.get("settings") or {}))
+        out.append("settings changed: " + ", ".join(k for k in keys
+                                                       if (old.get("settings") or {}).get(k) != new["settings"].get(k)))
+    return out or ["its container does not carry the expected config hash"]

@@ -1,0 +1,161 @@
+"""Plan, apply and recover the swap of a Compose project (importer.kinds.compose.machine)."""
+
+from __future__ import annotations
+
+import uuid
+
+from bundlecore.errors import EnvironmentProblem, InstallUndone, UpdateFailed, UsageProblem
+from bundlecore.refusals import OwnershipRefused
+from bundlecore.release import ComposeTarget, Result
+from importer import ownership
+from importer.backup import data
+from importer.delivery import Delivery
+from importer.kinds.compose.machine import (KIND, ProjectJournal, ProjectRecord, ProjectSwap, begin, forward_steps,
+                                            service_swap)
+from importer.kinds.compose.project import (Action, ProjectPlan, ServicePlan, config_hash, container_name, create_body,
+                                            differences, service_labels)
+from importer.state import StateDir
+from importer.steps import Resume
+
+Out = print
+
+
+def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: str, *, new_version: str | None = None,
+                 app: str | None = None, images: dict[str, str] | None = None) -> ProjectPlan:
+    """What the swap will do, per service (changes nothing). A container of the project's names that
+    this app did not make is refused (exit 3), as is an installed app of another kind there."""
+    app = app or target.name
+    project = target.project
+    installed = state.installed(app)
+    if installed and installed.get("kind") != KIND:
+        raise UsageProblem(f"{app} is installed as a {installed.get('kind')} target, not a compose project")
+    recorded = (installed or {}).get("services") or {}
+    ids = dict(images or {})
+    ids.setdefault(target.image, new_image_id)
+    services = []
+    for name in project.order():
+        svc = project.services[name]
+        cname = container_name(project.project, name)
+        image_id = ids.get(svc.image)
+        if image_id is None:
+            raise UsageProblem(f"services.{name}.image {svc.image} is not one of the bundle's images")
+        digest = config_hash(project.project, svc, image_id)
+        live = client.container_named(cname)
+        labels = ((live or {}).get("Config") or {}).get("Labels") or {}
+        if live and labels.get(ownership.APP_LABEL) != app:
+            raise OwnershipRefused(f"container {cname} exists and is not {app}'s: the project {project.project} "
+                                   f"cannot take its name")
+        sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest)
+        if live:
+            sp.old_id, sp.old_image_id = live["Id"], live["Image"]
+            if labels.get("com.docker.compose.config-hash") == digest:
+                sp.action = Action.KEEP
+            else:
+                sp.action = Action.RECREATE
+                sp.changes = differences(recorded.get(name), {"image_id": image_id, "image_ref": svc.image,
+                                                              "settings": svc.to_json()})
+        services.append(sp)
+    for name, rec in sorted(recorded.items()):
+        if name not in project.services:
+            live = client.container_named(rec["container"])
+            if live:
+                services.append(ServicePlan(name, Action.RETIRE, rec["container"], old_id=live["Id"],
+                                            old_image_id=live["Image"]))
+    return ProjectPlan(app, target, "upgrade" if installed else "install", services, new_version=new_version,
+                       current=(installed or {}).get("version"),
+                       generation=int((installed or {}).get("generation") or 0) + 1)
+
+
+def apply(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
+    """The project swapped behind every service's gate, or all of it put back (UpdateFailed, exit 4)."""
+    for s in plan.services:
+        loaded = delivery.images.get(s.image_ref) if s.image_ref else None
+        if s.image_ref and loaded != s.image_id:
+            raise EnvironmentProblem(f"service {s.name}: {s.image_ref} loaded as {loaded}, not the planned {s.image_id}")
+    state.app_dir(plan.app).mkdir(parents=True, exist_ok=True)
+    record = _record(client, state, plan, delivery, keep)
+    if not any(s.action != Action.KEEP for s in plan.services):
+        record.steps = [s for s in record.steps if not s.startswith(("networks",))]
+    journal = ProjectJournal(state.app_dir(plan.app), record)
+    begin(state, journal)
+    return ProjectSwap(client, state, journal, out=out).run_forward()
+
+
+def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep: int) -> ProjectRecord:
+    project, installed = plan.target.project, state.installed(plan.app)
+    swap_id = uuid.uuid4().hex[:12]
+    old_gen = (installed or {}).get("generation")
+    recorded = (installed or {}).get("services") or {}
+    gates_exit = {d for s in project.services.values() for d, cond in s.depends_on.items()
+                  if cond == "service_completed_successfully"}
+    services = {}
+    for sp in plan.services:
+        svc = project.services.get(sp.name)
+        kw: dict = {"image_ref": sp.image_ref, "image_id": sp.image_id, "config_hash": sp.config_hash,
+                    "gate_exit": sp.name in gates_exit}
+        if svc is not None and sp.action != Action.KEEP:
+            labels = {**service_labels(project.project, sp.name, sp.config_hash or "", plan.app, plan.generation),
+                      data.SWAP_LABEL: swap_id}
+            kw["create"] = create_body(project.project, svc, sp.image_id or "", labels)
+        if sp.old_id and sp.action in (Action.RECREATE, Action.RETIRE):
+            info = client.inspect_container(sp.old_id)
+            old_settings = (recorded.get(sp.name) or {}).get("settings") or {}
+            kw.update(old_id=sp.old_id, old_image_id=sp.old_image_id, parked_name=f"{sp.container}.previous-{old_gen}",
+                      was_running=bool(info["State"].get("Running")),
+                      restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+                      mounts=ownership.without_foreign(client, state, plan.app, data.backed_up_mounts(info)),
+                      backup_dir=f"generations/{old_gen}/{sp.name}", old_health=old_settings.get("health"))
+        services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
+    order = project.order()
+    return ProjectRecord(kind=plan.kind, app=plan.app, project=project.project, target=plan.target.to_json(), order=order,
+                         services=services, steps=forward_steps(plan.kind, order, services), generation=plan.generation,
+                         keep=keep, bundle=delivery.journal_bundle(), version=plan.new_version,
+                         sequence=delivery.release.sequence, installed_before=installed, swap_id=swap_id,
+                         version_before=(installed or {}).get("version"))
+
+
+def recover(client, state: StateDir, name: str, out=print) -> list[str]:
+    """Finish (its gates had all passed: COMMIT started) or undo an interrupted project swap."""
+    journal = ProjectJournal.load(state.app_dir(name))
+    if journal is None:
+        return []
+    swap = ProjectSwap(client, state, journal, out=out)
+    swap.recovering = True
+    with data.helpers_owned_by(swap.owner):
+        data.remove_stale_helpers(client, swap.owner)
+        if swap.runner.resume() == Resume.REPLAY:
+            swap.commit_and_finish()
+            return [f"{name}: the swap of {journal.record.project} to {journal.record.version} was finished"]
+        try:
+            swap.undo(f"the swap of {journal.record.project} was interrupted at step {journal.record.step}")
+        except (UpdateFailed, InstallUndone):
+            pass  # the expected end of an undo: the previous version is back (the journal says so)
+    last = ProjectJournal.last(state.app_dir(name)) or {}
+    return [f"{name}: {last.get('result')}: {last.get('message')}"]
+
+
+def _not_yet(what: str):
+    raise UsageProblem(f"{what} of a compose project is not supported yet (issue 22)")
+
+
+def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> ProjectPlan:
+    _not_yet("`bundle rollback`")
+    raise AssertionError
+
+
+def rollback(client, state: StateDir, plan: ProjectPlan, *, out=print) -> dict:
+    _not_yet("`bundle rollback`")
+    raise AssertionError
+
+
+def plan_uninstall(client, state: StateDir, name: str, *, keep_data: bool = False) -> ProjectPlan:
+    _not_yet("`bundle uninstall`")
+    raise AssertionError
+
+
+def uninstall(client, state: StateDir, plan: ProjectPlan, *, out=print) -> str:
+    _not_yet("`bundle uninstall`")
+    raise AssertionError
+
+
+__all__ = ["plan_project", "apply", "recover", "plan_rollback", "rollback", "plan_uninstall", "uninstall", "Result"]
