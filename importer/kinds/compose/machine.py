@@ -59,8 +59,9 @@ class Step(StrEnum):
 class ServiceStep(str):
     """One step of one service, as the journal spells it: `<step>:<service>`."""
 
-    def __new__(cls, step: Step, service: str) -> "ServiceStep":
-        return super().__new__(cls, f"{step.value}:{service}")
+    @classmethod
+    def of(cls, step: Step, service: str) -> "ServiceStep":
+        return cls(f"{step.value}:{service}")
 
     @property
     def value(self) -> str:
@@ -69,7 +70,7 @@ class ServiceStep(str):
 
 def _step(text: str) -> Step | ServiceStep:
     kind, _, service = text.partition(":")
-    return ServiceStep(Step(kind), service) if service else Step(kind)
+    return ServiceStep.of(Step(kind), service) if service else Step(kind)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class _Rules(Mapping):
             return Rule(k.action, k.undo, k.started)
         kind, _, service = str(step).partition(":")
         base = _BASE[Step(kind)]
-        return Rule(lambda m: base.action(m, service), ServiceStep(base.undo, service) if base.undo else None,
+        return Rule(lambda m: base.action(m, service), ServiceStep.of(base.undo, service) if base.undo else None,
                     base.started)
 
     def __iter__(self) -> Iterator[Any]:
@@ -479,11 +480,11 @@ def forward_steps(kind: str, order: list[str], services: dict[str, ServiceSwap])
     displaced = [n for n, s in services.items() if s.action == Action.RETIRE] + displaced
     incoming = [n for n in order if services[n].action in (Action.CREATE, Action.RECREATE)]
     steps: list[str] = [Step.BEGIN, Step.NETWORKS]
-    steps += [ServiceStep(Step.STOP_OLD, n) for n in displaced]
-    steps += [ServiceStep(Step.RENAME_OLD, n) for n in displaced]
-    steps += [ServiceStep(Step.BACKUP, n) for n in displaced]
+    steps += [ServiceStep.of(Step.STOP_OLD, n) for n in displaced]
+    steps += [ServiceStep.of(Step.RENAME_OLD, n) for n in displaced]
+    steps += [ServiceStep.of(Step.BACKUP, n) for n in displaced]
     for n in incoming:
-        steps += [ServiceStep(Step.CREATE_NEW, n), ServiceStep(Step.START_NEW, n)]
+        steps += [ServiceStep.of(Step.CREATE_NEW, n), ServiceStep.of(Step.START_NEW, n)]
     return [str(s) for s in [*steps, Step.COMMIT, Step.PRUNE]]
 
 
@@ -492,10 +493,10 @@ def undo_order(r: ProjectRecord) -> list:
     dependency order), the data restored, the parked ones renamed back and started (dependency
     order), then what a first install created."""
     names = [n for n in r.services if n not in r.order] + list(r.order)
-    return ([ServiceStep(Step.REMOVE_NEW, n) for n in reversed(names)]
-            + [ServiceStep(Step.RESTORE_DATA, n) for n in names]
-            + [ServiceStep(Step.RENAME_BACK, n) for n in names]
-            + [ServiceStep(Step.START_OLD, n) for n in names] + [Step.REMOVE_NETWORKS])
+    return ([ServiceStep.of(Step.REMOVE_NEW, n) for n in reversed(names)]
+            + [ServiceStep.of(Step.RESTORE_DATA, n) for n in names]
+            + [ServiceStep.of(Step.RENAME_BACK, n) for n in names]
+            + [ServiceStep.of(Step.START_OLD, n) for n in names] + [Step.REMOVE_NETWORKS])
 
 
 def begin(state: StateDir, journal: ProjectJournal) -> None:

@@ -1,0 +1,287 @@
+"""A Compose project swapped, gated and rolled back as one unit (importer.kinds.compose), on the real
+engine: a database-like service writing a volume, a web service reading it, a worker that waits for
+the database to be healthy. Built from the compose file by the build side (bundler.spec), planned
+and applied as an import does; the kill -9 matrix runs the swap in a separate process
+(`python tests/test_compose.py swap ...`) and `bundle recover` in another."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bundlecore.engine import Engine  # noqa: E402
+from tests.swap_fixtures import Cleanup, data_files, delivery, digest  # noqa: E402
+
+KILLED = -9
+DB = ("sh", "-c", 'v=$(cat /release); [ -f /data/schema ] || echo 0 > /data/schema; '
+      'echo "migrated $(cat /data/schema) -> $v" >> /data/log; echo "$v" > /data/schema; touch /ready; '
+      "exec sleep 100000")
+WEB = ("sh", "-c", "cat /data/schema > /seen; exec sleep 100000")
+WORKER = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; exec sleep 100000')
+
+
+@pytest.fixture(scope="module")
+def images(docker_client):
+    """db/web/worker images at releases 1 and 2 (+ a worker that exits at once), from the demo app's busybox."""
+    import uuid
+
+    from tests.support import build_app_image, child_image
+    tok = uuid.uuid4().hex[:8]
+    base = f"composetest/base-{tok}:1"
+    build_app_image(docker_client, base, "1.0.0")
+    made = {}
+    for svc, rel in (("db", "1"), ("db", "2"), ("web", "1"), ("web", "2"), ("worker", "1"), ("worker", "bad")):
+        ref = f"composetest/{svc}-{tok}:{rel}"
+        made[(svc, rel)] = {"ref": ref, "id": child_image(docker_client, base, ref, f"echo {rel} > /release")}
+    yield made
+    for ref in [m["ref"] for m in made.values()] + [base]:
+        try:
+            docker_client.images.remove(ref, force=True)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def env(docker_client, uniq, tmp_path):
+    from importer.state import StateDir
+    project = f"ct{uniq}"
+    yield {"project": project, "state": StateDir(tmp_path / "state"), "dir": tmp_path / "spec", "uniq": uniq}
+    Cleanup(docker_client, project, StateDir(tmp_path / "state").identity)()
+
+
+def compose_yaml(images, db="1", web="1", worker: str | None = "1", web_env="x") -> tuple[str, list[str]]:
+    """The demo project's compose file, and the images it names."""
+    svc = {
+        "db": {"image": images[("db", db)]["ref"], "command": list(DB), "volumes": ["data:/data"],
+               "healthcheck": {"test": "test -f /ready", "interval": "500ms", "retries": 3},
+               "stop_grace_period": "0s", "restart": "unless-stopped"},
+        "web": {"image": images[("web", web)]["ref"], "command": list(WEB), "volumes": ["data:/data:ro"],
+                "environment": {"WEB": web_env}, "depends_on": {"db": {"condition": "service_healthy"}},
+                "healthcheck": {"test": "test -s /seen", "interval": "500ms"}, "stop_grace_period": "0s",
+                "labels": {"org.demo.tier": "web"}},
+    }
+    if worker:
+        svc["worker"] = {"image": images[("worker", worker)]["ref"], "command": list(WORKER),
+                         "depends_on": {"db": {"condition": "service_healthy"}},
+                         "healthcheck": {"test": "true", "interval": "500ms"}, "stop_grace_period": "0s"}
+    doc = {"services": svc, "volumes": {"data": None}}
+    return json.dumps(doc), sorted({s["image"] for s in svc.values()})  # JSON is YAML
+
+
+def target_for(env, compose: str, refs: list[str], extra: str = "") -> dict:
+    from bundler.spec import load_spec
+    d = env["dir"]
+    d.mkdir(exist_ok=True)
+    (d / "compose.yaml").write_text(compose)
+    (d / "bundle.toml").write_text(textwrap.dedent(f"""\
+        name = "{env['project']}"
+        version = "1"
+        images = {json.dumps(refs)}
+        [target]
+        kind = "compose"
+        project = "{env['project']}"
+        file = "compose.yaml"
+        """) + extra)
+    return load_spec(d / "bundle.toml").target
+
+
+def bundle_for(env, images, refs, version: str, sequence: int) -> dict:
+    by_ref = {m["ref"]: m["id"] for m in images.values()}
+    return {"name": env["project"], "version": version, "sequence": sequence, "sha256": "cd" * 32,
+            "signers": ["F" * 40], "images": {r: by_ref[r] for r in refs}}
+
+
+def swap(client, state, target: dict, bundle: dict, out=None):
+    """plan + apply under the lock, as `bundle import` does after its load."""
+    from bundlecore.engine import Engine
+    from bundlecore.release import target_from_json
+    from importer import kinds
+    engine = Engine(client) if not hasattr(client, "container_named") else client
+    t = target_from_json(target)
+    kind = kinds.for_target(t)
+    with state.lock():
+        kinds.recover_all(engine, state, out=lambda s: None)
+        plan = kind.plan(engine, state, t, bundle["images"][t.image], new_version=bundle["version"],
+                         app=bundle["name"], images=bundle["images"])
+        return plan, kind.apply(engine, state, plan, delivery(bundle), out=out or (lambda s: None))
+
+
+def install(client, env, images, **kw):
+    compose, refs = compose_yaml(images, **kw)
+    bundle = bundle_for(env, images, refs, "1", 1)
+    return swap(client, env["state"], target_for(env, compose, refs), bundle)
+
+
+def container(client, env, svc: str) -> dict:
+    return client.api.inspect_container(f"{env['project']}-{svc}-1")
+
+
+def volume_files(client, env) -> dict[str, bytes]:
+    return data_files(client, f"{env['project']}-db-1", "/data")
+
+
+def project_containers(client, env) -> list[str]:
+    return sorted(n.lstrip("/") for c in client.api.containers(all=True, filters={"label": f"com.docker.compose.project={env['project']}"})
+                  for n in c["Names"])
+
+
+# -- first install, upgrade of one service, failed upgrade -------------------------------------------
+
+def test_first_install_creates_the_project_in_dependency_order_with_compose_labels(docker_client, env, images):
+    from importer.kinds.compose.status import app_status
+    plan, rec = install(docker_client, env, images)
+    assert [s.name for s in plan.services] == ["db", "web", "worker"]
+    assert [s.action for s in plan.services] == ["create"] * 3
+    p = env["project"]
+    assert project_containers(docker_client, env) == [f"{p}-db-1", f"{p}-web-1", f"{p}-worker-1"]
+    web = container(docker_client, env, "web")
+    labels = web["Config"]["Labels"]
+    assert labels["com.docker.compose.project"] == p and labels["com.docker.compose.service"] == "web"
+    assert labels["com.docker.compose.container-number"] == "1" and labels["com.docker.compose.oneoff"] == "False"
+    assert labels["com.docker.compose.config-hash"] == rec["services"]["web"]["config_hash"]
+    assert labels["io.bundle.app"] == p and labels["org.demo.tier"] == "web"
+    assert "WEB=x" in web["Config"]["Env"] and web["State"]["Health"]["Status"] == "healthy"
+    assert "web" in web["NetworkSettings"]["Networks"][f"{p}_default"]["Aliases"]
+    assert docker_client.api.inspect_volume(f"{p}_data")["Labels"]["com.docker.compose.volume"] == "data"
+    assert volume_files(docker_client, env)["data/schema"] == b"1\n"
+    st = app_status(Engine(docker_client), env["state"], p)
+    assert st["state"] == "active" and st["exit_code"] == 0 and sorted(st["services"]) == ["db", "web", "worker"]
+    assert rec["kind"] == "compose" and rec["generation"] == 1 and rec["order"] == ["db", "web", "worker"]
+
+
+def test_upgrade_of_one_service_image_recreates_only_that_service(docker_client, env, images):
+    install(docker_client, env, images)
+    before = {s: container(docker_client, env, s)["Id"] for s in ("db", "web", "worker")}
+    compose, refs = compose_yaml(images, web="2")
+    plan, rec = swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "2", 2))
+    assert {s.name: s.action for s in plan.services} == {"db": "keep", "web": "recreate", "worker": "keep"}
+    after = {s: container(docker_client, env, s)["Id"] for s in ("db", "web", "worker")}
+    assert after["db"] == before["db"] and after["worker"] == before["worker"] and after["web"] != before["web"]
+    assert container(docker_client, env, "web")["Image"] == images[("web", "2")]["id"]
+    parked = docker_client.api.inspect_container(f"{env['project']}-web-1.previous-1")
+    assert not parked["State"]["Running"] and parked["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert rec["version"] == "2" and rec["generation"] == 2 and rec["previous"][0]["version"] == "1"
+
+
+def test_a_failing_service_after_a_migration_puts_the_whole_project_back_with_its_data(docker_client, env, images):
+    from bundlecore.errors import UpdateFailed
+    from importer.kinds.compose.status import app_status
+    install(docker_client, env, images)
+    data_before = volume_files(docker_client, env)
+    ids_before = {s: container(docker_client, env, s)["Id"] for s in ("db", "web", "worker")}
+    compose, refs = compose_yaml(images, db="2", web="2", worker="bad")
+    lines: list[str] = []
+    with pytest.raises(UpdateFailed) as e:
+        swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "2", 2),
+             out=lines.append)
+    assert e.value.exit_code == 4 and "service worker" in str(e.value) and "\n" not in str(e.value)
+    assert any("migrated" in line or "backed up" in line for line in lines)
+    assert volume_files(docker_client, env) == data_before  # db had migrated the volume to 2: restored exactly
+    assert digest(volume_files(docker_client, env)) == digest(data_before)
+    for s in ("db", "web", "worker"):
+        info = container(docker_client, env, s)
+        assert info["Id"] == ids_before[s] and info["State"]["Running"], s
+    assert project_containers(docker_client, env) == sorted(f"{env['project']}-{s}-1" for s in ("db", "web", "worker"))
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active" and st["installed"]["version"] == "1"
+    assert st["last_swap"]["result"] == "rolled-back"
+
+
+# -- refusals: before anything changes ---------------------------------------------------------------
+
+def test_service_asking_a_forbidden_host_path_is_refused_before_anything_changes(docker_client, env, images, tmp_path):
+    from bundlecore.refusals import HostPolicyRefused
+    from bundlecore.release import target_from_json
+    from importer.hostpolicy import HostPolicy
+    compose, refs = compose_yaml(images)
+    doc = json.loads(compose)
+    doc["services"]["web"]["volumes"].append("/etc:/host-etc:ro")
+    target = target_from_json(target_for(env, json.dumps(doc), refs))
+    with pytest.raises(HostPolicyRefused) as e:
+        HostPolicy(None).check_target(env["project"], target)
+    assert str(e.value).startswith("services.web.volumes.1 asks for bind mount of host path /etc")
+    assert e.value.exit_code == 3
+    assert project_containers(docker_client, env) == []
+
+
+# -- kill -9 at every step, then `bundle recover` -----------------------------------------------------
+
+def _two(images, db, web):
+    return compose_yaml(images, db=db, web=web, worker=None)
+
+
+def _upgrade_steps() -> list[str]:
+    order = ["db", "web"]
+    steps = ["begin", "networks"] + [f"{k}:{s}" for k in ("stop_old", "rename_old", "backup") for s in reversed(order)]
+    steps += [f"{k}:{s}" for s in order for k in ("create_new", "start_new")]
+    return steps + ["commit", "prune"]
+
+
+def test_the_matrix_names_every_step_of_the_upgrade(docker_client, env, images):
+    from importer.kinds.compose.machine import ServiceSwap, forward_steps
+    services = {n: ServiceSwap(n, "recreate", f"p-{n}-1") for n in ("db", "web")}
+    assert forward_steps("upgrade", ["db", "web"], services) == _upgrade_steps()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", _upgrade_steps())
+def test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version(docker_client, env, images, step, when):
+    from importer.kinds.compose.status import app_status
+    from importer.steps import pending
+    from tests.support import run_bundle
+    compose, refs = _two(images, "1", "1")
+    swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "1", 1))
+    data_before = volume_files(docker_client, env)
+    compose, refs = _two(images, "2", "2")
+    target = target_for(env, compose, refs)
+    r = subprocess.run([sys.executable, __file__, "swap", str(env["state"].root), json.dumps(target),
+                        json.dumps(bundle_for(env, images, refs, "2", 2))], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "BUNDLE_CRASH_AT": f"compose:{step}", "BUNDLE_CRASH_WHEN": when}, timeout=300)
+    assert r.returncode == KILLED, f"not killed at {step}/{when}: rc={r.returncode} {r.stderr[-800:]}"
+    assert pending(env["state"]) == [env["project"]]
+    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
+    assert rec.code == 0, rec.out + rec.err
+    assert pending(env["state"]) == []
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active", st
+    version = st["installed"]["version"]
+    assert version == ("2" if step in ("commit", "prune") else "1")
+    p = env["project"]
+    live = [n for n in project_containers(docker_client, env) if not n.split("-1", 1)[1]]
+    assert live == [f"{p}-db-1", f"{p}-web-1"]
+    files = volume_files(docker_client, env)
+    if version == "1":
+        assert files == data_before
+    else:
+        assert files["data/schema"] == b"2\n" and files["data/log"] == data_before["data/log"] + b"migrated 1 -> 2\n"
+    for s in ("db", "web"):
+        assert container(docker_client, env, s)["Image"] == images[(s, version)]["id"]
+
+
+def _driver(argv: list[str]) -> int:
+    """`swap STATE_DIR TARGET_JSON BUNDLE_JSON`: one import's project swap in this process."""
+    from bundlecore.engine import connect
+    from bundlecore.errors import BundleError
+    from importer.state import StateDir
+    cmd, state_dir, target, bundle = argv
+    assert cmd == "swap"
+    try:
+        swap(connect(timeout=300), StateDir(state_dir), json.loads(target), json.loads(bundle))
+    except BundleError as e:
+        print(e.line(), file=sys.stderr)
+        return int(e.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_driver(sys.argv[1:]))
