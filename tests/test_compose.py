@@ -24,8 +24,8 @@ from tests.swap_fixtures import Cleanup, data_files, delivery, digest  # noqa: E
 
 KILLED = -9
 DB = ("sh", "-c", 'v=$(cat /release); [ -f /data/schema ] || echo 0 > /data/schema; '
-      'echo "migrated $(cat /data/schema) -> $v" >> /data/log; echo "$v" > /data/schema; touch /ready; '
-      "exec sleep 100000")
+      '[ "$(cat /data/schema)" = "$v" ] || { echo "migrated $(cat /data/schema) -> $v" >> /data/log; '
+      'echo "$v" > /data/schema; }; touch /ready; exec sleep 100000')  # migrates once per release
 WEB = ("sh", "-c", "cat /data/schema > /seen; exec sleep 100000")
 WORKER = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; exec sleep 100000')
 
