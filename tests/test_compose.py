@@ -131,8 +131,8 @@ def volume_files(client, env) -> dict[str, bytes]:
 
 
 def project_containers(client, env) -> list[str]:
-    return sorted(n.lstrip("/") for c in client.api.containers(all=True, filters={"label": f"com.docker.compose.project={env['project']}"})
-                  for n in c["Names"])
+    label = f"com.docker.compose.project={env['project']}"
+    return sorted(n.lstrip("/") for c in client.api.containers(all=True, filters={"label": label}) for n in c["Names"])
 
 
 # -- first install, upgrade of one service, failed upgrade -------------------------------------------
