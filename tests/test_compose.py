@@ -197,6 +197,34 @@ def test_a_failing_service_after_a_migration_puts_the_whole_project_back_with_it
     assert st["last_swap"]["result"] == "rolled-back"
 
 
+# -- the whole path: `bundle build` of the compose file, `bundle import`, status/list/history --json -----
+
+def test_compose_bundle_built_imported_and_shown_by_status_list_history(docker_client, env, images, pgp_keys):
+    from tests.keys import trust_store
+    from tests.support import run_bundle
+    compose, refs = compose_yaml(images, worker=None)
+    target_for(env, compose, refs)  # writes compose.yaml and bundle.toml
+    out, keys, state = env["dir"] / "p.bundle", trust_store(env["dir"] / "keys", [pgp_keys.builder]), env["state"].root
+    r = run_bundle("build", env["dir"] / "bundle.toml", "-o", out, "--sign-key", pgp_keys.builder.fpr,
+                   "--gnupghome", pgp_keys.builder.home, "--local")
+    assert r.code == 0, str(r)
+    r = run_bundle("import", out, "--keys", keys, "--state-dir", state, "--yes")
+    assert r.code == 0, str(r)
+    assert f"install compose project {env['project']}" in r.stdout and "service web: create" in r.stdout
+    p = env["project"]
+    st = json.loads(run_bundle("status", p, "--state-dir", state, "--json").stdout)
+    app = st["apps"][0]
+    assert (app["kind"], app["state"], app["version"]) == ("compose", "active", "1")
+    assert sorted(app["detail"]["services"]) == ["db", "web"]
+    assert app["detail"]["services"]["web"]["live"]["health"] == "healthy"
+    text = run_bundle("status", p, "--state-dir", state)
+    assert text.code == 0 and f"service db: container {p}-db-1" in text.stdout
+    listed = json.loads(run_bundle("list", "--state-dir", state, "--json").stdout)
+    assert [(a["name"], a["kind"], a["state"]) for a in listed["apps"]] == [(p, "compose", "active")]
+    history = run_bundle("history", p, "--state-dir", state, "--json")
+    assert history.code == 0 and '"install"' in history.stdout and '"project"' in history.stdout
+
+
 # -- refusals: before anything changes ---------------------------------------------------------------
 
 def test_service_asking_a_forbidden_host_path_is_refused_before_anything_changes(docker_client, env, images, tmp_path):
@@ -250,7 +278,7 @@ def test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version(docker_
     assert r.returncode == KILLED, f"not killed at {step}/{when}: rc={r.returncode} {r.stderr[-800:]}"
     assert pending(env["state"]) == [env["project"]]
     rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
-    assert rec.code == 0, rec.out + rec.err
+    assert rec.code == 0, str(rec)
     assert pending(env["state"]) == []
     st = app_status(Engine(docker_client), env["state"], env["project"])
     assert st["state"] == "active", st

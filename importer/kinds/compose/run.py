@@ -26,6 +26,14 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
     this app did not make is refused (exit 3), as is an installed app of another kind there."""
     app = app or target.name
     project = target.project
+    if target.run.as_mapping() or target.health is not None:  # only the site file or --probation sets them
+        raise UsageProblem(f"{app} is a compose project: site settings ([run], [health]) and --probation are not "
+                           f"supported for it yet, and would not take effect")
+    for vol in project.volumes:
+        owner = _volume_owner(client, f"{project.project}_{vol}")
+        if owner not in (None, app):
+            raise OwnershipRefused(f"volume {project.project}_{vol} is {owner}'s: the project {project.project} "
+                                   f"cannot take it")
     installed = state.installed(app)
     if installed and installed.get("kind") != KIND:
         raise UsageProblem(f"{app} is installed as a {installed.get('kind')} target, not a compose project")
@@ -64,6 +72,13 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
     return ProjectPlan(app, target, "upgrade" if installed else "install", services, new_version=new_version,
                        current=(installed or {}).get("version"),
                        generation=int((installed or {}).get("generation") or 0) + 1)
+
+
+def _volume_owner(client, name: str) -> str | None:
+    """The app label of an existing volume (None: absent, or no app's)."""
+    if not client.volume_exists(name):
+        return None
+    return (client.inspect_volume(name).get("Labels") or {}).get(ownership.APP_LABEL)
 
 
 def apply(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
