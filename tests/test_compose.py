@@ -26,7 +26,7 @@ KILLED = -9
 DB = ("sh", "-c", 'v=$(cat /release); [ -f /data/schema ] || echo 0 > /data/schema; '
       '[ "$(cat /data/schema)" = "$v" ] || { echo "migrated $(cat /data/schema) -> $v" >> /data/log; '
       'echo "$v" > /data/schema; }; touch /ready; exec sleep 100000')  # migrates once per release
-WEB = ("sh", "-c", "cat /data/schema > /seen; exec sleep 100000")
+WEB = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; cat /data/schema > /seen; exec sleep 100000')
 WORKER = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; exec sleep 100000')
 
 
@@ -40,7 +40,7 @@ def images(docker_client):
     base = f"composetest/base-{tok}:1"
     build_app_image(docker_client, base, "1.0.0")
     made = {}
-    for svc, rel in (("db", "1"), ("db", "2"), ("web", "1"), ("web", "2"), ("worker", "1"), ("worker", "bad")):
+    for svc, rel in (("db", "1"), ("db", "2"), ("web", "1"), ("web", "2"), ("web", "bad"), ("worker", "1"), ("worker", "bad")):
         ref = f"composetest/{svc}-{tok}:{rel}"
         made[(svc, rel)] = {"ref": ref, "id": child_image(docker_client, base, ref, f"echo {rel} > /release")}
     yield made
@@ -294,6 +294,34 @@ def test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version(docker_
         assert files["data/schema"] == b"2\n" and files["data/log"] == data_before["data/log"] + b"migrated 1 -> 2\n"
     for s in ("db", "web"):
         assert container(docker_client, env, s)["Image"] == images[(s, version)]["id"]
+
+
+UNDO_STEPS = ["remove_new:web", "remove_new:db", "restore_data:db", "restore_data:web", "rename_back:db",
+              "rename_back:web", "start_old:db", "start_old:web", "remove_networks"]
+
+
+@pytest.mark.parametrize("step", UNDO_STEPS)
+def test_undo_killed_at_each_step_is_finished_by_recover_with_the_data_restored(docker_client, env, images, step):
+    """db migrates its volume to 2, web fails its gate: the undo is killed at `step`; `recover` finishes it."""
+    from importer.kinds.compose.status import app_status
+    from importer.steps import pending
+    from tests.support import run_bundle
+    compose, refs = _two(images, "1", "1")
+    swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "1", 1))
+    data_before = volume_files(docker_client, env)
+    compose, refs = _two(images, "2", "bad")
+    r = subprocess.run([sys.executable, __file__, "swap", str(env["state"].root), json.dumps(target_for(env, compose, refs)),
+                        json.dumps(bundle_for(env, images, refs, "2", 2))], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "BUNDLE_CRASH_AT": f"compose:{step}", "BUNDLE_CRASH_WHEN": "after"}, timeout=300)
+    assert r.returncode == KILLED, f"not killed at {step}: rc={r.returncode} {r.stderr[-800:]}"
+    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
+    assert rec.code == 0, str(rec)
+    assert pending(env["state"]) == []
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active" and st["installed"]["version"] == "1", st
+    assert volume_files(docker_client, env) == data_before
+    for s in ("db", "web"):
+        assert container(docker_client, env, s)["Image"] == images[(s, "1")]["id"]
 
 
 def _driver(argv: list[str]) -> int:
