@@ -67,7 +67,22 @@ class ComposeFile:
             raise UsageProblem(f"compose file {self.path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict) or not raw["services"]:
             raise UsageProblem(f"compose file {self.path} has no services")
-        return self.normalize(raw)
+        if raw.get("name") not in (None, self.project):
+            raise self.fail("name", f"{raw['name']!r} is not the target's project {self.project!r}")
+        return self.normalize(self._literal(raw, ""))
+
+    def _literal(self, v: Any, where: str) -> Any:
+        """Every string as Compose would use it: `$$` is a `$`; an interpolation (`$VAR`, `${VAR}`)
+        is refused, since its value would come from the shell running the build, not the bundle."""
+        if isinstance(v, dict):
+            return {k: self._literal(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [self._literal(x, f"{where}.{i}") for i, x in enumerate(v)]
+        if isinstance(v, str) and "$" in v:
+            if "$" in v.replace("$$", ""):
+                raise self.fail(where, "variable interpolation ($VAR) is not supported: write the value (or $$ for a $)")
+            return v.replace("$$", "$")
+        return v
 
     # -- the project ----------------------------------------------------------------------------
     def normalize(self, raw: dict) -> dict:
@@ -94,7 +109,9 @@ class ComposeFile:
                 "networks": {n: {} for n in sorted(used | set(networks))}}
 
     def _refuse_unknown(self, d: dict, known: frozenset[str], where: str) -> None:
-        unknown = sorted(str(k) for k in d if k not in known)
+        """Every key not in `known` refused; `x-` extension fields are Compose's own comments (it
+        ignores them itself: they hold the anchors other keys reuse)."""
+        unknown = sorted(str(k) for k in d if k not in known and not str(k).startswith("x-"))
         if unknown:
             raise self.fail(where, f"key {unknown[0]!r} is not supported (supported: {', '.join(sorted(known))})")
 

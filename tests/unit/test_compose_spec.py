@@ -138,12 +138,31 @@ def _manifest(target: dict) -> dict:
     ("services:\n  db:\n    image: demo/db:1.0\n    healthcheck: {test: [WRONG]}\n", "healthcheck.test"),
     ("services:\n  db:\n    image: demo/db:1.0\nvolumes:\n  data: {driver: nfs}\n", "volumes.data: key 'driver'"),
     ("services: [", "is not valid YAML"),
+    ("services:\n  db:\n    image: demo/db:1.0\n    environment: {PASS: '${DB_PASS}'}\n",
+     "services.db.environment.PASS: variable interpolation ($VAR) is not supported"),
+    ("name: other\nservices:\n  db:\n    image: demo/db:1.0\n", "name: 'other' is not the target's project"),
     ("services:\n  db:\n    image: demo/db:1.0\n    restart: sometimes\n", "services.db.restart"),
 ])
 def test_unsupported_or_wrong_compose_is_refused_with_one_line(tmp_path, compose, says):
     with pytest.raises(UsageProblem) as e:
         load_spec(_spec(tmp_path, compose))
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_extension_fields_anchors_and_escaped_dollars_are_read_as_compose_reads_them(tmp_path):
+    compose = textwrap.dedent("""\
+        x-common: &common
+          restart: always
+          stop_grace_period: 5s
+        services:
+          db:
+            <<: *common
+            image: demo/db:1.0
+            x-note: kept by the admin
+            command: echo $$HOME
+        """)
+    db = load_spec(_spec(tmp_path, compose)).target["compose"]["services"]["db"]
+    assert db["run"] == {"command": ["echo", "$HOME"], "restart": "always", "stop_timeout": 5}
 
 
 def test_unpinned_service_image_is_refused_even_with_allow_latest(tmp_path):
