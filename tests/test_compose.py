@@ -59,19 +59,24 @@ def env(docker_client, uniq, tmp_path):
     Cleanup(docker_client, project, StateDir(tmp_path / "state").identity)()
 
 
+def _escaped(argv) -> list[str]:
+    """A shell command as a compose file writes it: `$$` for each `$` (Compose's own escape)."""
+    return [a.replace("$", "$$") for a in argv]
+
+
 def compose_yaml(images, db="1", web="1", worker: str | None = "1", web_env="x") -> tuple[str, list[str]]:
     """The demo project's compose file, and the images it names."""
     svc = {
-        "db": {"image": images[("db", db)]["ref"], "command": list(DB), "volumes": ["data:/data"],
+        "db": {"image": images[("db", db)]["ref"], "command": _escaped(DB), "volumes": ["data:/data"],
                "healthcheck": {"test": "test -f /ready", "interval": "500ms", "retries": 3},
                "stop_grace_period": "0s", "restart": "unless-stopped"},
-        "web": {"image": images[("web", web)]["ref"], "command": list(WEB), "volumes": ["data:/data:ro"],
+        "web": {"image": images[("web", web)]["ref"], "command": _escaped(WEB), "volumes": ["data:/data:ro"],
                 "environment": {"WEB": web_env}, "depends_on": {"db": {"condition": "service_healthy"}},
                 "healthcheck": {"test": "test -s /seen", "interval": "500ms"}, "stop_grace_period": "0s",
                 "labels": {"org.demo.tier": "web"}},
     }
     if worker:
-        svc["worker"] = {"image": images[("worker", worker)]["ref"], "command": list(WORKER),
+        svc["worker"] = {"image": images[("worker", worker)]["ref"], "command": _escaped(WORKER),
                          "depends_on": {"db": {"condition": "service_healthy"}},
                          "healthcheck": {"test": "true", "interval": "500ms"}, "stop_grace_period": "0s"}
     doc = {"services": svc, "volumes": {"data": None}}
