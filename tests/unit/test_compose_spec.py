@@ -174,3 +174,16 @@ def test_unpinned_service_image_is_refused_even_with_allow_latest(tmp_path):
 def test_health_of_a_service_not_in_the_project_is_refused(tmp_path):
     with pytest.raises(UsageProblem, match="target.health.nope names no service"):
         load_spec(_spec(tmp_path, extra='[target.health.nope]\ntcp = "127.0.0.1:1"\n'))
+
+
+def test_the_anythingllm_stack_example_builds_and_its_policy_grants_what_it_asks():
+    from pathlib import Path
+
+    from importer.hostpolicy import HostPolicy
+    example = Path(__file__).resolve().parents[2] / "examples" / "anythingllm-stack"
+    spec = load_spec(example / "bundle.toml")
+    target = target_from_json(spec.target)
+    assert isinstance(target, ComposeTarget) and target.project.order() == ["chroma", "ollama", "anythingllm"]
+    granted = HostPolicy.load(example).check_target(spec.name, target)
+    assert sorted(a.value for a in granted) == ["/srv/anythingllm/.env", "SYS_ADMIN"]
+    assert all(a.granted_by and a.granted_by.startswith("[apps.anythingllm-stack]") for a in granted)
