@@ -339,7 +339,7 @@ def _plan(ctx: ImportContext) -> None:
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked, sequence=r.sequence,
-                                            signed=r.target, images={i.ref: i.id for i in r.images}))
+                                            signed=r.target, images={i.ref: i.id for i in r.images}, adopt=o.adopt))
     claims = [line for c in ownership.review_resources(ctx.client, ctx.state, ctx.gate.host_policy, r.app, target,
                                                         adopt=o.adopt) if (line := c.line())]
     if claims:

@@ -106,7 +106,7 @@ def bundle_for(env, images, refs, version: str, sequence: int) -> dict:
             "signers": ["F" * 40], "images": {r: by_ref[r] for r in refs}}
 
 
-def swap(client, state, target: dict, bundle: dict, out=None):
+def swap(client, state, target: dict, bundle: dict, out=None, adopt: bool = False):
     """plan + apply under the lock, as `bundle import` does after its load."""
     from bundlecore.engine import Engine
     from bundlecore.release import target_from_json
@@ -117,7 +117,7 @@ def swap(client, state, target: dict, bundle: dict, out=None):
     with state.lock():
         kinds.recover_all(engine, state, out=lambda s: None)
         plan = kind.plan(engine, state, t, bundle["images"][t.image], new_version=bundle["version"],
-                         app=bundle["name"], images=bundle["images"])
+                         app=bundle["name"], images=bundle["images"], adopt=adopt)
         return plan, kind.apply(engine, state, plan, delivery(bundle), out=out or (lambda s: None))
 
 
@@ -228,6 +228,51 @@ def test_compose_bundle_built_imported_and_shown_by_status_list_history(docker_c
     assert [(a["name"], a["kind"], a["state"]) for a in listed["apps"]] == [(p, "compose", "active")]
     history = run_bundle("history", p, "--state-dir", state, "--json")
     assert history.code == 0 and '"install"' in history.stdout and '"project"' in history.stdout
+
+
+# -- --adopt: a project started with `docker compose up` (plain `docker run` with Compose's labels) ----
+
+def _compose_up_by_hand(client, env, images) -> None:
+    """What `docker compose -p PROJECT up -d` makes of the demo's db and web, made with `docker run`."""
+    p = env["project"]
+    client.api.create_network(f"{p}_default", labels={"com.docker.compose.project": p,
+                                                      "com.docker.compose.network": "default"})
+    client.api.create_volume(f"{p}_data", labels={"com.docker.compose.project": p, "com.docker.compose.volume": "data"})
+    for svc, cmd, vol in (("db", DB, f"{p}_data:/data"), ("web", WEB, f"{p}_data:/data:ro")):
+        labels = {"com.docker.compose.project": p, "com.docker.compose.service": svc,
+                  "com.docker.compose.container-number": "1", "com.docker.compose.oneoff": "False"}
+        c = client.api.create_container(images[(svc, "1")]["ref"], list(cmd), name=f"{p}-{svc}-1", labels=labels,
+                                        host_config=client.api.create_host_config(binds=[vol], network_mode=f"{p}_default"))
+        client.api.start(c["Id"])
+        if svc == "db":
+            from tests.swap_fixtures import wait_until
+            assert wait_until(lambda: "data/schema" in volume_files(client, env), timeout=30)
+            client.api.exec_start(client.api.exec_create(c["Id"], ["sh", "-c", "echo 'admin notes' > /data/notes"]))
+
+
+def test_adopt_takes_over_a_compose_project_keeping_its_data(docker_client, env, images):
+    from bundlecore.refusals import OwnershipRefused
+    from importer.kinds.compose.status import app_status
+    _compose_up_by_hand(docker_client, env, images)
+    data_before = volume_files(docker_client, env)
+    assert data_before["data/notes"] == b"admin notes\n"
+    ids = {s: container(docker_client, env, s)["Id"] for s in ("db", "web")}
+    compose, refs = _two(images, "1", "1")
+    target, bundle = target_for(env, compose, refs), bundle_for(env, images, refs, "1", 1)
+    with pytest.raises(OwnershipRefused) as e:
+        swap(docker_client, env["state"], target, bundle)
+    assert "pass --adopt" in str(e.value) and e.value.exit_code == 3
+    assert {s: container(docker_client, env, s)["Id"] for s in ("db", "web")} == ids  # nothing changed
+    plan, rec = swap(docker_client, env["state"], target, bundle, adopt=True)
+    assert plan.kind == "upgrade" and [s.action for s in plan.services] == ["recreate", "recreate"]
+    assert volume_files(docker_client, env) == data_before
+    for s in ("db", "web"):
+        info = container(docker_client, env, s)
+        assert info["Id"] != ids[s] and info["Config"]["Labels"]["io.bundle.app"] == env["project"]
+        parked = docker_client.api.inspect_container(f"{env['project']}-{s}-1.previous-0")
+        assert parked["Id"] == ids[s] and not parked["State"]["Running"]
+    assert app_status(Engine(docker_client), env["state"], env["project"])["state"] == "active"
+    assert rec["previous"][0]["generation"] == 0
 
 
 # -- refusals: before anything changes ---------------------------------------------------------------

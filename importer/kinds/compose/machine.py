@@ -338,10 +338,10 @@ class ProjectSwap:
         before = r.installed_before or {}
         previous = list(before.get("previous") or [])
         displaced = {n: s for n, s in r.services.items() if s.action in (Action.RECREATE, Action.RETIRE)}
-        if before:
-            previous.insert(0, {"generation": before.get("generation"), "version": before.get("version"),
+        if before or displaced:  # displaced without a record: the Compose project --adopt took over (generation 0)
+            previous.insert(0, {"generation": before.get("generation") or 0, "version": before.get("version"),
                                 "displaced_at": t, "parked": {n: s.parked_name for n, s in displaced.items()},
-                                "backup_dir": f"generations/{before.get('generation')}",
+                                "backup_dir": f"generations/{before.get('generation') or 0}",
                                 "parked_name": ", ".join(s.parked_name or "" for s in displaced.values())})
         services = dict((before.get("services") or {}))
         for n, s in r.services.items():

@@ -148,7 +148,7 @@ class ProjectPlan:
 def differences(old: dict | None, new: dict) -> list[str]:
     """Why a service is recreated, from its recorded settings (the installed record) and the new ones."""
     if old is None:
-        return ["its container is missing"]
+        return ["taken over: made by Compose, not by this tool (--adopt)"]
     out = []
     if old.get("image_id") != new.get("image_id"):
         out.append(f"image {old.get('image_ref')} -> {new.get('image_ref')}")

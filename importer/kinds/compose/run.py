@@ -12,8 +12,8 @@ from importer.backup import data
 from importer.delivery import Delivery
 from importer.kinds.compose.machine import (KIND, ProjectJournal, ProjectRecord, ProjectSwap, begin, forward_steps,
                                             service_swap)
-from importer.kinds.compose.project import (Action, ProjectPlan, ServicePlan, config_hash, container_name, create_body,
-                                            differences, service_labels)
+from importer.kinds.compose.project import (PROJECT_LABEL, SERVICE_LABEL, Action, ProjectPlan, ServicePlan, config_hash,
+                                            container_name, create_body, differences, service_labels)
 from importer.state import StateDir
 from importer.steps import Resume
 
@@ -21,22 +21,31 @@ Out = print
 
 
 def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: str, *, new_version: str | None = None,
-                 app: str | None = None, images: dict[str, str] | None = None) -> ProjectPlan:
-    """What the swap will do, per service (changes nothing). A container of the project's names that
-    this app did not make is refused (exit 3), as is an installed app of another kind there."""
+                 app: str | None = None, images: dict[str, str] | None = None, adopt: bool = False) -> ProjectPlan:
+    """What the swap will do, per service (changes nothing). A container or volume of the project's
+    names that this app did not make is refused (exit 3), unless `adopt` and it is the project's
+    own as Compose labels it (started with `docker compose up`): its containers are then displaced
+    like an installed version's (parked, their data backed up, put back on failure) and its
+    volumes used as they are."""
     app = app or target.name
     project = target.project
     if target.run.as_mapping() or target.health is not None:  # only the site file or --probation sets them
         raise UsageProblem(f"{app} is a compose project: site settings ([run], [health]) and --probation are not "
                            f"supported for it yet, and would not take effect")
-    for vol in project.volumes:
-        owner = _volume_owner(client, f"{project.project}_{vol}")
-        if owner not in (None, app):
-            raise OwnershipRefused(f"volume {project.project}_{vol} is {owner}'s: the project {project.project} "
-                                   f"cannot take it")
     installed = state.installed(app)
     if installed and installed.get("kind") != KIND:
         raise UsageProblem(f"{app} is installed as a {installed.get('kind')} target, not a compose project")
+    for vol in project.volumes:
+        name = f"{project.project}_{vol}"
+        if not client.volume_exists(name):
+            continue
+        labels = client.inspect_volume(name).get("Labels") or {}
+        owner = labels.get(ownership.APP_LABEL)
+        if owner not in (None, app):
+            raise OwnershipRefused(f"volume {name} is {owner}'s: the project {project.project} cannot take it")
+        if owner is None and not installed and not (adopt and labels.get(PROJECT_LABEL) == project.project):
+            raise OwnershipRefused(f"volume {name} exists and is no app's: pass --adopt to take over the Compose "
+                                   f"project {project.project} with its data")
     recorded = (installed or {}).get("services") or {}
     ids = dict(images or {})
     ids.setdefault(target.image, new_image_id)
@@ -50,9 +59,11 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
         digest = config_hash(project.project, svc, image_id)
         live = client.container_named(cname)
         labels = ((live or {}).get("Config") or {}).get("Labels") or {}
-        if live and labels.get(ownership.APP_LABEL) != app:
+        if live and labels.get(ownership.APP_LABEL) != app and not _adoptable(labels, project.project, name, adopt):
+            hint = (" (pass --adopt to take over the Compose project it belongs to)"
+                    if labels.get(PROJECT_LABEL) == project.project and ownership.APP_LABEL not in labels else "")
             raise OwnershipRefused(f"container {cname} exists and is not {app}'s: the project {project.project} "
-                                   f"cannot take its name")
+                                   f"cannot take its name{hint}")
         sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest)
         if live:
             sp.old_id, sp.old_image_id = live["Id"], live["Image"]
@@ -69,16 +80,16 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
             if live:
                 services.append(ServicePlan(name, Action.RETIRE, rec["container"], old_id=live["Id"],
                                             old_image_id=live["Image"]))
-    return ProjectPlan(app, target, "upgrade" if installed else "install", services, new_version=new_version,
+    adopted = not installed and any(s.action == Action.RECREATE for s in services)
+    return ProjectPlan(app, target, "upgrade" if installed or adopted else "install", services, new_version=new_version,
                        current=(installed or {}).get("version"),
                        generation=int((installed or {}).get("generation") or 0) + 1)
 
 
-def _volume_owner(client, name: str) -> str | None:
-    """The app label of an existing volume (None: absent, or no app's)."""
-    if not client.volume_exists(name):
-        return None
-    return (client.inspect_volume(name).get("Labels") or {}).get(ownership.APP_LABEL)
+def _adoptable(labels: dict, project: str, service: str, adopt: bool) -> bool:
+    """A container `--adopt` takes over: the project's service as Compose labels it, no app's."""
+    return (adopt and ownership.APP_LABEL not in labels and labels.get(PROJECT_LABEL) == project
+            and labels.get(SERVICE_LABEL) == service)
 
 
 def apply(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
@@ -99,7 +110,7 @@ def apply(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, *, kee
 def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep: int) -> ProjectRecord:
     project, installed = plan.target.project, state.installed(plan.app)
     swap_id = uuid.uuid4().hex[:12]
-    old_gen = (installed or {}).get("generation")
+    old_gen = (installed or {}).get("generation") or 0  # 0: a project --adopt takes over
     recorded = (installed or {}).get("services") or {}
     gates_exit = {d for s in project.services.values() for d, cond in s.depends_on.items()
                   if cond == "service_completed_successfully"}
