@@ -308,7 +308,7 @@ def _upgrade_steps() -> list[str]:
 def test_the_matrix_names_every_step_of_the_upgrade(docker_client, env, images):
     from importer.kinds.compose.machine import ServiceSwap, forward_steps
     services = {n: ServiceSwap(n, "recreate", f"p-{n}-1") for n in ("db", "web")}
-    assert forward_steps("upgrade", ["db", "web"], services) == _upgrade_steps()
+    assert forward_steps(["db", "web"], services) == _upgrade_steps()
 
 
 UNDO_STEPS = ["remove_new:web", "remove_new:db", "restore_data:db", "restore_data:web", "rename_back:db",

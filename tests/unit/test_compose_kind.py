@@ -52,7 +52,7 @@ def _swaps(actions: dict) -> dict:
 
 def test_an_upgrade_stops_in_reverse_order_and_creates_in_order_leaving_kept_services_alone():
     services = _swaps({"db": Action.RECREATE, "cache": Action.KEEP, "web": Action.RECREATE, "old": Action.RETIRE})
-    steps = forward_steps("upgrade", ["db", "cache", "web"], services)
+    steps = forward_steps(["db", "cache", "web"], services)
     assert steps == ["begin", "networks", "stop_old:old", "stop_old:web", "stop_old:db", "rename_old:old",
                      "rename_old:web", "rename_old:db", "backup:old", "backup:web", "backup:db",
                      "create_new:db", "start_new:db", "create_new:web", "start_new:web", "commit", "prune"]

@@ -35,6 +35,7 @@ from importer.state import StateDir, highest_sequence_after
 from importer.steps import Direction, Resume, Rule, StepJournal, StepRunner
 
 KIND = "compose"
+COMPLETION_TIMEOUT = 600  # s: how long a service others wait on to complete may run (no [target.health.NAME])
 
 
 class Step(StrEnum):
@@ -440,7 +441,7 @@ class ProjectSwap:
             return False, "its container is gone"
         if s.gate_exit and not health:
             self.client.start(cid)
-            code = self.client.wait(cid, timeout=int((s.health or {}).get("timeout") or 600))
+            code = self.client.wait(cid, timeout=COMPLETION_TIMEOUT)
             return (code == 0, f"exited with code {code}")
         gate = HealthGate(health or {"attempts": 1}, info["Config"].get("Healthcheck"))
         self.out(f"  starting {s.container}; gate: {gate.describe()}")
@@ -473,7 +474,7 @@ _BASE: dict[Step, _Rule] = {
 }
 
 
-def forward_steps(kind: str, order: list[str], services: dict[str, ServiceSwap]) -> list[str]:
+def forward_steps(order: list[str], services: dict[str, ServiceSwap]) -> list[str]:
     """The forward steps of a project swap: the displaced services stopped (reverse dependency
     order), parked and backed up, then each new one created and gated in dependency order."""
     displaced = [n for n in reversed(order) if services.get(n) and services[n].action == Action.RECREATE]

@@ -134,7 +134,7 @@ def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep
         services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
     order = project.order()
     return ProjectRecord(kind=plan.kind, app=plan.app, project=project.project, target=plan.target.to_json(), order=order,
-                         services=services, steps=forward_steps(plan.kind, order, services), generation=plan.generation,
+                         services=services, steps=forward_steps(order, services), generation=plan.generation,
                          keep=keep, bundle=delivery.journal_bundle(), version=plan.new_version,
                          sequence=delivery.release.sequence, installed_before=installed, swap_id=swap_id,
                          version_before=(installed or {}).get("version"))
