@@ -92,6 +92,15 @@ class Prefetcher:
         self._pos += len(out)
         return out
 
+    def read_some(self, n: int) -> memoryview:
+        """Up to n bytes, as many as the chunk at hand still holds: a view, never a copy (file
+        data crosses the prefetched chunks' borders, and joining them costs a copy per chunk)."""
+        if self._pos == len(self._buf) and (self._eof or not self._next()):
+            return memoryview(b"")
+        out = memoryview(self._buf)[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
 
 class DockerSaveReader:
     """Iterate members; for files, `chunks(member)` must be consumed before the next member."""
@@ -136,9 +145,12 @@ class DockerSaveReader:
                 self._skip(self._pending)
             self._skip(-size % BLOCK)
 
-    def chunks(self, member: SavedMember) -> Iterator[bytes]:
+    def chunks(self, member: SavedMember) -> Iterator[memoryview]:
+        """The file's bytes as views of the stream's own chunks (no copy), each used before the next."""
         while self._pending:
-            chunk = _read(self.raw, min(CHUNK, self._pending))
+            chunk = self.raw.read_some(self._pending)
+            if not chunk:
+                raise EnvironmentProblem("docker save stream ended early")
             self._pending -= len(chunk)
             yield chunk
 
