@@ -29,6 +29,12 @@ from bundlecore.inventory import chain_ids, known_chains
 from bundlecore.refusals import DeltaBaseRefused, LoadedImageMismatch, PatchedLayerMismatch
 from bundlecore.release import PatchedLayer, Release
 from importer.inventory import inspected_images
+from importer.steps import crash_hook
+
+# kill -9 points of the streamed load (importer.steps.crash_hook, BUNDLE_CRASH_WHEN=after): half the
+# upload sent; the whole verified archive sent, the engine's answer not read yet
+CRASH_MIDWAY, CRASH_SENT = "load_midway", "load_sent"
+LOAD_CRASH_POINTS = (CRASH_MIDWAY, CRASH_SENT)
 
 SPACE_MARGIN = 64 << 20
 
@@ -146,35 +152,8 @@ class _DockerSave:
         self._resp.close()
 
 
-class StagingSink:
-    """Where a verified member goes on its way to `docker load`.
-
-    A member the engine needs streams straight into the feed as it is hashed (`_StreamedMember`);
-    only a patch member, from which a layer is rebuilt once it matched, is written to disk under
-    a private staging directory (never outside it). Other members are verified and dropped."""
-
-    def __init__(self, root: Path, keep: set[str], stage: frozenset[str] | set[str] = frozenset()):
-        self.root = Path(root)
-        self.keep = keep
-        self.stage = stage
-        self.feed: VerifiedFeed | None = None
-
-    def path_of(self, member: str) -> Path:
-        return self.root / member
-
-    def open(self, member: str, size: int):
-        if member not in self.keep:
-            return None
-        if member not in self.stage and self.feed is not None:
-            return self.feed.stream_member(member, size)
-        target = self.path_of(member)
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        return os.fdopen(fd, "wb")
-
-
 class _StreamedMember:
-    """A member on its way into the tar stream while it is hashed: its header and every chunk but
+    """A member on its way into the upload while it is hashed: its header and every chunk but
     the last go at once; the last chunk and the padding go only once the member matched its signed
     sum (`release`). So a member that fails its check never reaches the engine whole: the upload
     is cut inside it, and `docker load`, which untars the whole stream before it reads
@@ -206,28 +185,51 @@ def check_free_space(where: Path, needed: int, what: str) -> None:
 
 
 class VerifiedFeed:
-    """Hands the payload from the gate's thread to the `docker load` upload as it is verified.
+    """The gate's payload sink (`open`, bundlecore.verify.PayloadSink) and the source of the
+    `docker load` upload (`tar_stream`), handing the payload from the gate's thread to the upload
+    as it is verified.
 
     Bytes flow through a short queue (a few chunks: memory and scratch disk stay flat whatever
-    the bundle's size). A member streams while it is hashed, its last chunk held back until its
-    sha256 matched (and, for the archive manifest, the docker archive rule passed); a layer
-    rebuilt from a patch is sent from staging once its diff ID matched. The archive's end goes
-    only after the whole payload verified. On a refusal the upload is cut inside a member, so
-    Docker never receives a complete archive holding an unverified byte, and loads nothing."""
+    the bundle's size). A member the engine needs (`keep`) streams while it is hashed, its last
+    chunk held back until its sha256 matched (and, for the archive manifest, the docker archive
+    rule passed); other members are verified and dropped. Only a patch member is written to disk,
+    under the private `staging` directory (never outside it), and the layer rebuilt from it is
+    sent from there once its diff ID matched. The archive's end goes only after the whole payload
+    verified. On a refusal the upload is cut inside a member, so Docker never receives a complete
+    archive holding an unverified byte, and loads nothing."""
 
     _END = object()
     DEPTH = 8
 
-    def __init__(self, sink: StagingSink, release: Release, client=None):
-        self.sink = sink
-        sink.feed = self
+    def __init__(self, release: Release, keep: set[str], staging: Path | None = None, client=None):
         self.release = release
+        self.keep = keep
         self.client = client
-        self.patches = patched_layers(release)
+        self.patches = {member: p for member, p in patched_layers(release).items() if member in keep}
+        if self.patches and staging is None:
+            raise ValueError("a patched layer is rebuilt in a staging directory: none given")
+        self.staging = staging
         self.queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
         self.streaming: dict[str, _StreamedMember] = {}
         self.error: BaseException | None = None
         self.cancelled = threading.Event()
+        self._crash_at = sum(release.payload_sizes().get(m, 0) for m in keep) // 2  # the kill -9 tests' midway
+
+    def staged(self, member: str) -> Path:
+        assert self.staging is not None  # only patch members and their layers are staged
+        return self.staging / member
+
+    def open(self, member: str, size: int):
+        """Where the gate writes `member` while it hashes it: the upload, a staging file, or nowhere."""
+        if member not in self.keep:
+            return None
+        if member not in self.patches:
+            self.streaming[member] = streamed = _StreamedMember(self, member, size)
+            return streamed
+        target = self.staged(member)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        return os.fdopen(fd, "wb")
 
     def put(self, item) -> None:
         """Queue `item` for the upload; gives up (raising _Cancelled) once the upload has ended."""
@@ -240,24 +242,20 @@ class VerifiedFeed:
             except queue.Full:
                 continue
 
-    def stream_member(self, member: str, size: int) -> _StreamedMember:
-        self.streaming[member] = streamed = _StreamedMember(self, member, size)
-        return streamed
-
     def member_verified(self, member: str) -> None:
-        if member not in self.sink.keep:
+        if member not in self.keep:
             return
         if member in self.streaming:
             self.streaming.pop(member).release()
             return
         if member in self.patches:  # the layer it rebuilds goes to docker load instead
             entry = self.patches[member]
-            rebuild_layer(self.client, entry, self.sink.path_of(member), self.sink.path_of(entry.path))
-            self.sink.path_of(member).unlink()
+            rebuild_layer(self.client, entry, self.staged(member), self.staged(entry.path))
+            self.staged(member).unlink()
             self._send_file(entry.path)
 
     def _send_file(self, member: str) -> None:
-        path = self.sink.path_of(member)
+        path = self.staged(member)
         size = path.stat().st_size
         self.put(fmt.tar_member_header(member[len(fmt.PAYLOAD_PREFIX):], size, 0))
         with open(path, "rb") as f:
@@ -283,8 +281,12 @@ class VerifiedFeed:
     def tar_stream(self):
         """The docker archive as a tar stream (paths without images/); raises, cutting the
         upload, if the gate refused; the end-of-archive blocks only after everything verified."""
+        sent = 0
         while (item := self.queue.get()) is not self._END:
             yield item
+            if sent < self._crash_at <= sent + len(item):
+                crash_hook(CRASH_MIDWAY, "after")  # kill -9 tests: the engine holds half the upload
+            sent += len(item)
         if self.error is not None:
             # The archive must end inside a member, whatever the HTTP framing: it already does when
             # a member's held-back tail was never sent; otherwise a member is promised and not sent.
@@ -292,6 +294,7 @@ class VerifiedFeed:
                 yield fmt.tar_member_header("refused", fmt.BLOCK, 0)
             raise self.error
         yield fmt.TAR_END
+        crash_hook(CRASH_SENT, "after")  # kill -9 tests: the engine holds the whole verified archive
 
 
 class _Cancelled(Exception):

@@ -33,7 +33,7 @@ from importer import hostpolicy, ownership, pushes
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, Result, now, write_event
 from importer.delivery import Delivery, LoadedImages
 from importer.gate import TrustGate
-from importer.load import (StagingSink, VerifiedFeed, check_free_space, diff_ids_in_engine,
+from importer.load import (VerifiedFeed, check_free_space, diff_ids_in_engine,
                            docker_archive_members, layers_in_engine, patched_layers, stage_and_load)
 from importer.registry import PushedImage, RegistryLogin, check_access, check_registry_address, push_verified
 from importer.site import SiteSettings
@@ -360,9 +360,10 @@ def _plan(ctx: ImportContext) -> None:
 def _verify_only(ctx: ImportContext) -> dict:
     """A dry run: the whole payload verified (the archive manifest checked as it passes), nothing
     staged, loaded or changed."""
-    with _staged(ctx, set()) as (_sink, check):
-        with ctx.timer.phase("verify"):
-            ctx.audit.bundle.sha256 = check(None)
+    progress = Progress("verify", ctx.head.payload_bytes, enabled=ctx.show_progress)
+    with ctx.timer.phase("verify"):
+        ctx.audit.bundle.sha256 = ctx.gate.check_payload(ctx.path, ctx.head, None, progress)
+    progress.close()
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes); "
             f"dry run: nothing loaded or changed")
     ctx.audit.result, ctx.audit.exit_code = Result.DRY_RUN, ExitCode.DONE
@@ -387,10 +388,9 @@ def _load(ctx: ImportContext) -> None:
     matched; layers the engine already has are verified, not sent; image IDs checked after."""
     ctx.in_engine = layers_in_engine(ctx.client, ctx.release)
     before = LoadedImages.before(ctx.client, ctx.release)
-    with _staged(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (sink, check):
+    with _feed(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (feed, check):
         with ctx.timer.phase("load"):
-            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, VerifiedFeed(sink, ctx.release, ctx.client),
-                                                                 check)
+            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, feed, check)
     ctx.loaded = before.made_since(ctx.images)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes) and loaded "
             f"{', '.join(ctx.images)} (image IDs checked)"
@@ -399,17 +399,18 @@ def _load(ctx: ImportContext) -> None:
 
 
 @contextlib.contextmanager
-def _staged(ctx: ImportContext, to_load: set[str]):
-    """The sink for the members `docker load` gets, and the gate's payload check over it. Members
-    stream into the load; only patch members and the layers rebuilt from them need the staging
-    dir (removed afterwards whatever happens), so only they need room there."""
-    with ctx.state.staging() as staging:
-        sizes = ctx.release.payload_sizes()
-        patches = {member: p for member, p in patched_layers(ctx.release).items() if member in to_load}
-        check_free_space(staging, sum(sizes[m] + p.size for m, p in patches.items()), "staging the payload")
-        sink = StagingSink(staging, to_load, stage=set(patches))
+def _feed(ctx: ImportContext, to_load: set[str]):
+    """The feed of the members `docker load` gets, and the gate's payload check into it. Members
+    stream into the load; only patch members and the layers rebuilt from them need a staging dir
+    (removed afterwards whatever happens, and made only for them), so only they need room there."""
+    sizes = ctx.release.payload_sizes()
+    patches = {member: p for member, p in patched_layers(ctx.release).items() if member in to_load}
+    with ctx.state.staging() if patches else contextlib.nullcontext() as staging:
+        if staging is not None:
+            check_free_space(staging, sum(sizes[m] + p.size for m, p in patches.items()), "staging the payload")
+        feed = VerifiedFeed(ctx.release, to_load, staging, ctx.client)
         progress = Progress("verify+load", ctx.head.payload_bytes, enabled=ctx.show_progress)
-        yield sink, lambda on_verified: ctx.gate.check_payload(ctx.path, ctx.head, sink, progress, on_verified)
+        yield feed, lambda on_verified: ctx.gate.check_payload(ctx.path, ctx.head, feed, progress, on_verified)
         progress.close()
 
 

@@ -112,7 +112,7 @@ class BundleFiles:
         return PartsReader(self) if self.split else open(self.first, "rb")
 
 
-class _HashBeside:
+class HashBeside:
     """sha256 of a stream computed on its own thread (hashlib releases the GIL), so checking a part
     costs no time on the reader's path; at most `depth` chunks wait, so memory stays flat."""
 
@@ -146,7 +146,7 @@ class PartsReader:
         self._files = files
         self._index = -1
         self._fh: BinaryIO | None = None
-        self._hash: _HashBeside | None = None
+        self._hash: HashBeside | None = None
         self._next_part()
 
     def _next_part(self) -> bool:
@@ -158,7 +158,7 @@ class PartsReader:
             self._fh = None
             return False
         self._fh = open(self._files.parts[self._index], "rb")
-        self._hash = _HashBeside()
+        self._hash = HashBeside()
         return True
 
     def _check_part(self) -> None:
@@ -176,7 +176,7 @@ class PartsReader:
         h = self._hash.finish()
         while chunk := self._fh.read(4 * CHUNK):
             h.update(chunk)
-        self._hash = _HashBeside(h)
+        self._hash = HashBeside(h)
         try:
             self._check_part()
         except FormatError as e:

@@ -16,7 +16,7 @@ import zstandard
 from bundlecore.format.frames import ZSTD_MAGIC, ZstdFrameScanner
 from bundlecore.format.layout import (BLOCK, CHUNK, HEAD_MEMBERS, MANIFEST, MAX_HEAD_FRAME, MAX_HEAD_TAR, MAX_MANIFEST,
                                       MAX_SIGNATURES, MAX_SUMS, MAX_WINDOW, SIGNATURES, SUMS, TAR_END, FormatError)
-from bundlecore.format.parts import BundleFiles, PartsReader
+from bundlecore.format.parts import BundleFiles, HashBeside, PartsReader
 from bundlecore.format.tar import TarMember, pad, parse_octal, parse_pax_size, parse_tar_header
 from bundlecore.streams import Readable
 
@@ -110,9 +110,10 @@ def _head_from(start: bytes) -> Head:
 
 
 class _ScannedSource:
-    """Raw file reader that walks zstd frame structure on the bytes it hands out, and hashes them."""
+    """Raw file reader that walks zstd frame structure on the bytes it hands out, and hashes them
+    (beside: the whole file's hash overlaps decompressing and hashing the members)."""
 
-    def __init__(self, f: Readable, scanner: ZstdFrameScanner, hasher: hashlib._Hash) -> None:
+    def __init__(self, f: Readable, scanner: ZstdFrameScanner, hasher: HashBeside) -> None:
         self._f = f
         self.scanner = scanner
         self.hasher = hasher
@@ -153,10 +154,13 @@ class PayloadReader:
     def members(self) -> Generator[tuple[str, int, Iterator[bytes]], None, None]:
         """Yields (path, size, chunks); each chunk iterator must be consumed before the next item."""
         scanner = ZstdFrameScanner()
-        with BundleFiles.of(self._path).open() as raw:
+        with contextlib.ExitStack() as stack:
+            raw = BundleFiles.of(self._path).open()
+            stack.callback(raw.close)
             raw.seek(self._head.frame_size)
             self._parts = raw if isinstance(raw, PartsReader) else None
-            source = _ScannedSource(raw, scanner, hashlib.sha256(self._head.frame))
+            source = _ScannedSource(raw, scanner, HashBeside(hashlib.sha256(self._head.frame)))
+            stack.callback(source.hasher.finish)  # the hashing thread ends however reading ends
             dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
             stream = dctx.stream_reader(cast(BinaryIO, source), read_size=CHUNK, read_across_frames=True)
             for path, size in self._expected:
@@ -181,7 +185,7 @@ class PayloadReader:
                     raise FormatError("truncated", "bundle is truncated (inside a zstd frame)")
             if scanner.frames_ended != 1:
                 raise FormatError("trailing", f"the payload is {scanner.frames_ended} zstd frames, the format allows one")
-            self.file_sha256 = source.hasher.hexdigest()
+            self.file_sha256 = source.hasher.finish().hexdigest()
 
     @contextlib.contextmanager
     def _naming_the_part(self, what: str) -> Iterator[None]:

@@ -54,7 +54,8 @@ class PayloadWriter:
         self.files: list[PayloadFile] = []
         self.bytes_in = 0
 
-    def add(self, path: str, size: int, chunks: Iterable[bytes | memoryview], on_bytes: Callable[[int], None] | None = None) -> PayloadFile:
+    def add(self, path: str, size: int, chunks: Iterable[bytes | memoryview],
+            on_bytes: Callable[[int], None] | None = None) -> PayloadFile:
         if not _PAYLOAD_NAME.fullmatch(path) or path in HEAD_MEMBERS:
             raise ValueError(f"not a valid payload path: {path}")
         self._writer.write(tar_member_header(path, size, self._mtime))

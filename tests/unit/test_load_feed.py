@@ -10,7 +10,7 @@ import threading
 from io import BytesIO
 
 from bundlecore import format as fmt
-from importer.load import StagingSink, VerifiedFeed
+from importer.load import VerifiedFeed
 
 MEMBERS = {"images/a/layer.tar": b"A" * fmt.CHUNK + b"B" * 700, "images/manifest.json": b"[]"}
 
@@ -19,13 +19,17 @@ class _Release:
     images: list = []
     delta = None
 
+    @staticmethod
+    def payload_sizes() -> dict[str, int]:
+        return {}
+
 
 def _gate(members: dict[str, bytes], fail_at: str | None = None):
-    """A stand-in for the gate's payload check: streams each member in chunks into the sink, then
+    """A stand-in for the gate's payload check: streams each member in chunks into the feed, then
     'verifies' it (refusing `fail_at` after all its bytes passed)."""
-    def check(sink, on_verified):
+    def check(feed, on_verified):
         for name, data in members.items():
-            out = sink.open(name, len(data))
+            out = feed.open(name, len(data))
             for i in range(0, len(data), fmt.CHUNK):
                 out.write(data[i:i + fmt.CHUNK])
             out.close()
@@ -37,10 +41,9 @@ def _gate(members: dict[str, bytes], fail_at: str | None = None):
 
 
 def _run(tmp_path, fail_at=None) -> tuple[bytes, BaseException | None]:
-    sink = StagingSink(tmp_path, set(MEMBERS))
-    feed = VerifiedFeed(sink, _Release())
+    feed = VerifiedFeed(_Release(), set(MEMBERS), tmp_path)
     check = _gate(MEMBERS, fail_at)
-    worker = threading.Thread(target=feed.run_gate, args=(lambda on_verified: check(sink, on_verified),))
+    worker = threading.Thread(target=feed.run_gate, args=(lambda on_verified: check(feed, on_verified),))
     worker.start()
     got, error = bytearray(), None
     try:
@@ -96,10 +99,9 @@ def test_a_refusal_after_the_last_member_still_ends_inside_a_member(tmp_path):
 def test_an_upload_that_ends_early_stops_the_gate_instead_of_blocking_it(tmp_path):
     """The engine fails mid-upload: nobody reads the queue any more; the gate's thread must end."""
     big = {f"images/{i}/layer.tar": b"x" * fmt.CHUNK for i in range(VerifiedFeed.DEPTH * 3)}
-    sink = StagingSink(tmp_path, set(big))
-    feed = VerifiedFeed(sink, _Release())
+    feed = VerifiedFeed(_Release(), set(big), tmp_path)
     check = _gate(big)
-    worker = threading.Thread(target=feed.run_gate, args=(lambda on_verified: check(sink, on_verified),))
+    worker = threading.Thread(target=feed.run_gate, args=(lambda on_verified: check(feed, on_verified),))
     worker.start()
     next(iter(feed.tar_stream()))
     feed.cancelled.set()
