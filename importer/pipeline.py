@@ -3,12 +3,12 @@
 import: lock -> finish any interrupted swap -> gate rules 1-7 and the host policy (head) ->
 ownership and tag moves (importer.ownership) -> registry grant, scope and pushes
 (importer.pushes) -> plan + confirmation ->
-free space -> gate rule 8 (payload) into staging, each verified member streaming on into
-`docker load` -> docker archive and image checks -> swap. No byte reaches Docker before the
+gate rule 8 (payload), each member streaming into `docker load` while it is hashed (only a
+patched layer is rebuilt in staging) -> docker archive and image checks -> swap. No byte reaches Docker before the
 member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
 `docker load` (which reads the whole archive before loading) loads nothing. Every member is
-hashed, but layers the engine already has are neither staged nor sent (docker load skips them),
-so an upgrade moves only what changed. Staging is removed after.
+hashed, but layers the engine already has are not sent (docker load skips them), so an upgrade
+moves only what changed. A staging dir exists only while a patched layer needs it.
 """
 
 from __future__ import annotations

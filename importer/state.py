@@ -7,7 +7,7 @@ Layout (all under one root, default /var/lib/bundle, else $BUNDLE_STATE_DIR or -
   apps/<app>/               per-application working area of the swap (journal, backups, generations,
                             stopped-by-admin.json after `bundle stop`)
   removed/<app>-<time>/     what `bundle uninstall` kept: the final data backup and the last records
-  staging/<random>/         verified payload of the import in progress, removed afterwards
+  staging/<random>/         a patched layer's patch and rebuilt layer during an import, removed afterwards
   metrics/bundle.prom       Prometheus metrics (docs/metrics.md) unless --metrics-file says where
   registry-tags.json        which app pushed each registry tag (importer.pushes)
   audit.log                 append-only JSON lines, one per import/rollback/recover result

@@ -17,7 +17,8 @@ import pytest
 
 from bundlecore import format as fmt
 from bundlecore.inventory import chain_ids
-from tests.craft import SPEC, BaseBundle, _read_members, _remove_image, run_bundle
+from importer.load import CRASH_MIDWAY, LOAD_CRASH_POINTS
+from tests.craft import SPEC, BaseBundle, EngineSnapshot, _read_members, _remove_image, run_bundle, snapshot_dir
 from tests.keys import trust_store
 from tests.support import build_app_image, child_image
 
@@ -110,6 +111,16 @@ def test_member_failing_its_signed_sum_midway_cuts_the_upload(unique_bundle, doc
     assert not top_layer_registered(docker_client, diff_ids)
 
 
+def test_dry_run_verifies_the_payload_without_a_staging_dir(unique_bundle, docker_client, tmp_path):
+    """A dry run hashes every member and sends none: no staging directory, nothing registered."""
+    base, diff_ids = unique_bundle
+    r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "state", "--dry-run")
+    assert r.code == 0, str(r)
+    assert "dry run: nothing loaded or changed" in r.stdout, str(r)
+    assert not (tmp_path / "state" / "staging").exists(), "a dry run made a staging directory"
+    assert not top_layer_registered(docker_client, diff_ids)
+
+
 def test_good_bundle_streams_into_the_engine_without_staging_it(unique_bundle, docker_client, tmp_path):
     """The positive control: the same bundle untouched loads, with its unique layer registered."""
     base, diff_ids = unique_bundle
@@ -118,3 +129,77 @@ def test_good_bundle_streams_into_the_engine_without_staging_it(unique_bundle, d
     assert top_layer_registered(docker_client, diff_ids)
     assert docker_client.images.get(base.image["id"])
 
+
+@pytest.fixture(scope="module")
+def upgrade(docker_client, pgp_keys, tmp_path_factory):
+    """Two releases of one app: 1.0.0 (the base image) and 2.0.0 (one more layer of random bytes
+    that exists nowhere else); both images removed once bundled."""
+    token = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("stream-upgrade")
+    name = f"streamkill-{token}"
+    refs = [f"bundle-stream-test/kill:1.0.0-{token}", f"bundle-stream-test/kill:2.0.0-{token}"]
+    ids = [build_app_image(docker_client, refs[0], "1.0.0", dockerfile_extra=f"LABEL bundle.stream-kill={token}")]
+    ids.append(child_image(docker_client, refs[0], refs[1],
+                           run=f"head -c {UNIQUE_LAYER_BYTES} /dev/urandom > /unique-{token}"))
+    diff_ids = docker_client.images.get(ids[1]).attrs["RootFS"]["Layers"]
+    bundles = []
+    try:
+        for i, ref in enumerate(refs):
+            spec = root / f"bundle-{i + 1}.toml"
+            text = SPEC.format(name=name, ref=ref)
+            spec.write_text(text if i else text.replace('"2.0.0"', '"1.0.0"').replace("sequence = 5", "sequence = 4"))
+            bundles.append(root / f"v{i + 1}.bundle")
+            r = run_bundle("build", spec, "-o", bundles[-1], "--sign-key", pgp_keys.builder.fpr,
+                           "--gnupghome", pgp_keys.builder.home, "--local")
+            assert r.code == 0, str(r)
+    finally:
+        for ref in reversed(refs):
+            _remove_image(docker_client, ref)
+    yield {"v1": bundles[0], "v2": bundles[1], "ref": refs[1], "id": ids[1], "diff_ids": diff_ids, "name": name,
+           "keys": trust_store(root / "keys", [pgp_keys.builder])}
+    for c in docker_client.containers.list(all=True, filters={"name": name}):
+        c.remove(force=True)
+    for image_id in reversed(ids):
+        _remove_image(docker_client, image_id)
+
+
+@pytest.mark.parametrize("point", LOAD_CRASH_POINTS)
+def test_upgrade_killed_during_the_streamed_load_changes_nothing_and_a_rerun_installs_it(
+        upgrade, docker_client, tmp_path, point):
+    """kill -9 with half the upload sent (load_midway), and with the whole verified archive sent but
+    the engine's answer not read (load_sent): the app runs on as it was, the state dir is as it was
+    (no staging dir left behind), the new tag is absent or the signed image (never a half-loaded
+    one; midway, not one layer registered); `recover` and a rerun then install the release."""
+    u, state = upgrade, tmp_path / "state"
+    assert not top_layer_registered(docker_client, u["diff_ids"]), "precondition: the new layer is not in the engine"
+    r = run_bundle("import", u["v1"], "--keys", u["keys"], "--state-dir", state, "--yes")
+    assert r.code == 0, str(r)
+    state_before = {k: v for k, v in snapshot_dir(state).items() if k != "lock"}  # (the lock holds a pid)
+    app_before = EngineSnapshot.take(docker_client, u["name"]).containers
+    assert [running for _id, _image, running, _started in app_before.values()] == [True], app_before
+
+    r = run_bundle("import", u["v2"], "--keys", u["keys"], "--state-dir", state, "--yes",
+                   env={"BUNDLE_CRASH_AT": point, "BUNDLE_CRASH_WHEN": "after"})
+
+    assert r.code == -9, f"not killed at {point}: {r}"
+    assert {k: v for k, v in snapshot_dir(state).items() if k != "lock"} == state_before
+    assert EngineSnapshot.take(docker_client, u["name"]).containers == app_before
+    r = run_bundle("recover", "--yes", "--state-dir", state)
+    assert r.code == 0, str(r)
+    assert EngineSnapshot.take(docker_client, u["name"]).containers == app_before
+    tagged = EngineSnapshot.take(docker_client, u["name"]).tags.get(u["ref"])
+    if point == CRASH_MIDWAY:
+        assert tagged is None and not top_layer_registered(docker_client, u["diff_ids"])
+    else:  # the engine may have finished loading what it had whole: then only the signed image
+        assert tagged in (None, u["id"])
+
+    r = run_bundle("import", u["v2"], "--keys", u["keys"], "--state-dir", state, "--yes")
+
+    assert r.code == 0, str(r)
+    info = docker_client.api.inspect_container(u["name"])
+    assert info["State"]["Running"] and info["Image"] == u["id"]
+    assert top_layer_registered(docker_client, u["diff_ids"])
+    # the next case starts from nothing again
+    for c in docker_client.containers.list(all=True, filters={"name": u["name"]}):
+        c.remove(force=True)
+    _remove_image(docker_client, u["id"])
