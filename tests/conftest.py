@@ -34,7 +34,7 @@ SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman.py",
         "test_metrics_gate.py", "test_swap_data.py", "test_compose.py", "test_lifecycle.py", "test_swap.py",
         "test_gate.py", "test_split.py",
         "test_swap_merge.py", "test_swap_lifecycle.py", "test_verdicts.py", "test_everyday_verbs.py", "test_audit.py",
-        "test_registry_ownership.py", "test_resource_ownership.py"]
+        "test_registry_ownership.py", "test_resource_ownership.py", "test_load_stream.py"]
 UNIT_DIR = REPO / "tests" / "unit"
 
 
