@@ -2,10 +2,10 @@
 
 import: lock -> finish any interrupted swap -> gate rules 1-7 and the host policy (head) ->
 ownership and tag moves (importer.ownership) -> registry grant, scope and pushes
-(importer.pushes) -> plan + confirmation ->
-gate rule 8 (payload), each member streaming into `docker load` while it is hashed (only a
-patched layer is rebuilt in staging) -> docker archive and image checks -> swap. No byte reaches Docker before the
-member it belongs to has matched the signed SHA256SUMS; a refusal midway cuts the upload, and
+(importer.pushes) -> plan + confirmation -> gate rule 8 (payload), each member streaming into
+`docker load` while it is hashed (only a patched layer is rebuilt in staging) -> docker archive
+and image checks -> swap. No member reaches Docker whole before it has matched the signed
+SHA256SUMS, nor the archive's end before all did; a refusal midway cuts the upload, and
 `docker load` (which reads the whole archive before loading) loads nothing. Every member is
 hashed, but layers the engine already has are not sent (docker load skips them), so an upgrade
 moves only what changed. A staging dir exists only while a patched layer needs it.
