@@ -7,6 +7,10 @@
 `bundle status` is read-only, so besides 1 and 2 its codes are its own (AppState, 6-8), numbered
 above the contract so that a monitoring script never mistakes one for a refusal or a rollback;
 9 comes after them so that no code means two things. 10: `bundle check` found a newer release.
+11: a staged service release did what it was asked and is paused after a stage, as its bundle says
+(`pause`): nothing failed, but it is not finished; `bundle promote APP` continues it (`bundle abort
+APP` rolls it back). Not 0, so that an unattended `bundle import -y` never takes a paused release
+for a finished one.
 130: interrupted (SIGINT, SIGTERM) before anything changed; an interrupt during a journaled step
 ends like any other failure of that step (its undo runs to the end: 4, 5 or 9).
 """
@@ -31,6 +35,7 @@ class ExitCode(IntEnum):
     ENGINE_UNREACHABLE = 8  # status
     INSTALL_UNDONE = 9
     NEWER = 10              # check
+    PAUSED = 11             # import, promote: a staged release paused after a stage (promote continues it)
     INTERRUPTED = 130       # SIGINT or SIGTERM before anything changed (128 + SIGINT, as shells say)
 
     @property
@@ -133,6 +138,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.ENGINE_UNREACHABLE: "status: the Docker engine does not answer; the state cannot be known",
     ExitCode.INSTALL_UNDONE: "a first install failed and was undone",
     ExitCode.NEWER: "check: upstream has a newer release",
+    ExitCode.PAUSED: ("import, promote: a staged service release is paused after a stage, as its bundle asks; "
+                      "`bundle promote APP` continues it, `bundle abort APP` rolls it back"),
     ExitCode.INTERRUPTED: "interrupted (SIGINT or SIGTERM) before anything changed; nothing changed",
 }
 

@@ -19,7 +19,8 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print a JSON document on stdout, also on failure (docs/cli.md).")
 
 # error.kind by exit code: the contract of bundlecore.errors, never read from display text
-ERROR_KINDS: dict[int, str] = {code: code.label for code in ExitCode if code not in (ExitCode.DONE, ExitCode.NEWER)}
+ERROR_KINDS: dict[int, str] = {code: code.label for code in ExitCode
+                               if code not in (ExitCode.DONE, ExitCode.NEWER, ExitCode.PAUSED)}
 
 
 def signer(fingerprint: str, roles: Iterable[str] = (), uid: str | None = None) -> dict[str, Any]:

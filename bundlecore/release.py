@@ -312,10 +312,14 @@ class ContainerTarget(Target):
     KIND: ClassVar[str] = "container"
 
 
+PROMOTE = "promote"  # a stage's `pause` until a person runs `bundle promote APP`
+
+
 @dataclass(frozen=True)
 class Stage:
     services: tuple[str, ...]
     soak: int
+    pause: int | str | None = None  # after the stage: seconds, or PROMOTE (importer.kinds.service.release)
 
 
 @dataclass(frozen=True)
@@ -344,14 +348,15 @@ class ServiceTarget(Target):
     @classmethod
     def from_json(cls, d: JSON) -> "ServiceTarget":
         return cls(**cls._parts(d), rollout=_from_json(RolloutSettings, d["rollout"]) if d.get("rollout") else None,
-                   stages=tuple(Stage(tuple(s["services"]), s["soak"]) for s in d.get("stages") or ()))
+                   stages=tuple(Stage(tuple(s["services"]), s["soak"], s.get("pause")) for s in d.get("stages") or ()))
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.rollout:
             out["rollout"] = self.rollout.as_mapping()
         if self.stages:
-            out["stages"] = [{"services": list(s.services), "soak": s.soak} for s in self.stages]
+            out["stages"] = [{"services": list(s.services), "soak": s.soak,
+                              **({"pause": s.pause} if s.pause is not None else {})} for s in self.stages]
         return out
 
     def services(self) -> list[list[str]]:
@@ -361,6 +366,10 @@ class ServiceTarget(Target):
     def soak(self, index: int) -> int:
         """Seconds to watch after stage `index` (0 without stages)."""
         return self.stages[index].soak if index < len(self.stages) else 0
+
+    def pause(self, index: int) -> int | str | None:
+        """What the release waits for after stage `index`: seconds, PROMOTE, or None (no pause)."""
+        return self.stages[index].pause if index < len(self.stages) else None
 
 
 def dependency_order(depends: Mapping[str, Iterable[str]]) -> list[str]:
@@ -575,6 +584,8 @@ class Result(StrEnum):
 
     DONE = "done"
     PARTIAL = "partial"                  # a staged release stopped after a stage (a long soak): --resume continues
+    PAUSED = "paused"                    # a staged release paused after a stage: `bundle promote` continues it
+    ABORTED = "aborted"                  # `bundle abort`: every service of the release is back on its version before
     UNCHANGED = "unchanged"              # the same image was already running: records updated only
     DRY_RUN = "dry-run"
     REFUSED = "refused"                  # the bundle failed a check: nothing changed
@@ -598,7 +609,8 @@ class Result(StrEnum):
         return cls.FAILED
 
 
-_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.PARTIAL: ExitCode.DONE,
+_EXIT_CODES = {Result.DONE: ExitCode.DONE, Result.PARTIAL: ExitCode.DONE, Result.PAUSED: ExitCode.PAUSED,
+               Result.ABORTED: ExitCode.DONE,
                Result.UNCHANGED: ExitCode.DONE, Result.DRY_RUN: ExitCode.DONE,
                Result.REFUSED: ExitCode.REFUSED, Result.ROLLED_BACK: ExitCode.UPDATE_FAILED,
                Result.INSTALL_UNDONE: ExitCode.INSTALL_UNDONE, Result.OPERATOR_NEEDED: ExitCode.OPERATOR_NEEDED,

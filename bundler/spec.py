@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundlecore.errors import UsageProblem
-from bundlecore.release import dependency_order
+from bundlecore.release import PROMOTE, dependency_order
 from bundlecore.schema import bounds, first_error
 from bundlecore.text import first_unprintable
 from bundlecore.timeutil import parse_duration
@@ -79,8 +79,22 @@ def service_stages(path, target: dict, stages: list[dict]) -> list[dict]:
         if again:
             raise UsageProblem(f"spec {path}: stage {i} names {sorted(again)[0]} again (a service is in one stage)")
         seen.update(stage["services"])
-        out.append({"services": list(stage["services"]), "soak": parse_duration(stage.get("soak", 0))})
+        out.append({"services": list(stage["services"]), "soak": parse_duration(stage.get("soak", 0)),
+                    **stage_pause(path, i, len(stages), stage.get("pause"))})
     return out
+
+
+def stage_pause(path, i: int, n: int, pause: str | None) -> dict:
+    """`pause` of stage i as the manifest stores it: seconds, or "promote"; none after the last
+    stage (nothing is left to wait for: the release is done there)."""
+    if pause is None:
+        return {}
+    if i == n:
+        raise UsageProblem(f"spec {path}: stage {i} is the last; a pause after it has nothing to wait for")
+    seconds = PROMOTE if pause == PROMOTE else parse_duration(pause)
+    if seconds == 0:
+        raise UsageProblem(f"spec {path}: stage {i} pause must be at least 1s (or leave it out)")
+    return {"pause": seconds}
 
 
 def metrics_gate(path, prom: dict) -> dict:

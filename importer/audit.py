@@ -49,6 +49,8 @@ class EventKind(StrEnum):
     STOP = "stop"                      # `bundle stop` (status then says "stopped by admin")
     RESTART = "restart"                # `bundle restart`
     RESTORE = "restore"                # `bundle restore --from-uninstall`: an uninstall's final backup put back
+    PROMOTE = "promote"                # `bundle promote`: a paused staged release continued
+    ABORT = "abort"                    # `bundle abort` (or recover finishing one): a staged release rolled back
 
 
 # The phase each swap step's time is counted in (steps not listed: "switch", the renames and starts

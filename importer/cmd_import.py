@@ -58,5 +58,7 @@ def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt
             allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
             resume=resume, probation=probation, out=out,
             confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
+    code = result.pop("exit_code", 0)  # 11: a staged release paused after a stage (bundle promote continues it)
     if as_json:
-        emit(jsondoc.document("import", {**result, "app": app_status_now(state, result["name"])}), True)
+        emit(jsondoc.document("import", {**result, "app": app_status_now(state, result["name"])}, code), True)
+    return code

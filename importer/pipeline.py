@@ -433,19 +433,22 @@ def _apply(ctx: ImportContext) -> dict:
     delivery = Delivery(ctx.release, ctx.audit.bundle.sha256, ctx.images, ctx.loaded, ctx.pushed,
                         ctx.login.auth_config if ctx.login else None)
     record = ctx.kind.apply(ctx.client, ctx.state, ctx.plan, delivery, keep=ctx.options.keep, out=ctx.out)
-    stopped = record.get("stopped_after_stage")
-    if stopped is not None:
-        ctx.audit.details["stopped_after_stage"] = stopped
+    stopped, paused = record.get("stopped_after_stage"), record.get("paused_after_stage")
+    for key, value in (("stopped_after_stage", stopped), ("paused_after_stage", paused)):
+        if value is not None:
+            ctx.audit.details[key] = value
     if record.get("services"):  # a service release: the version each of its services runs now
         ctx.audit.details["services"] = record["services"]
-    ctx.audit.result = Result.PARTIAL if stopped is not None else Result.DONE
-    ctx.audit.exit_code = ExitCode.DONE
-    if stopped is None:  # the last line says how it ended (a staged release says its stage itself)
+    ctx.audit.result = (Result.PAUSED if paused is not None else Result.PARTIAL if stopped is not None
+                        else Result.DONE)
+    ctx.audit.exit_code = ctx.audit.result.exit_code
+    if stopped is None and paused is None:  # the last line says how it ended (a staged release says its stage itself)
         gen = record.get("generation")
         ctx.out(f"installed {ctx.release.app} {ctx.release.version}" + (f" (generation {gen})" if gen else "")
                 + ", healthy")
-    return {"result": f"stage {stopped} done" if stopped is not None else "installed", "installed": record,
-            **_summary(ctx.audit)}
+    result = (f"paused after stage {paused}" if paused is not None else f"stage {stopped} done" if stopped is not None
+              else "installed")
+    return {"result": result, "installed": record, "exit_code": int(ctx.audit.exit_code), **_summary(ctx.audit)}
 
 
 def _summary(audit: AuditEvent) -> dict:

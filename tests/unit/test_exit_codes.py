@@ -8,7 +8,7 @@ from bundlecore.errors import MEANINGS, AppState, BundleError, ExitCode
 def test_the_numbers_do_not_move():
     assert {c.name: int(c) for c in ExitCode} == {
         "DONE": 0, "ENVIRONMENT": 1, "USAGE": 2, "REFUSED": 3, "UPDATE_FAILED": 4, "OPERATOR_NEEDED": 5,
-        "NOT_INSTALLED": 6, "INACTIVE": 7, "ENGINE_UNREACHABLE": 8, "INSTALL_UNDONE": 9, "NEWER": 10,
+        "NOT_INSTALLED": 6, "INACTIVE": 7, "ENGINE_UNREACHABLE": 8, "INSTALL_UNDONE": 9, "NEWER": 10, "PAUSED": 11,
         "INTERRUPTED": 130}
 
 

@@ -22,11 +22,13 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.fsutil import atomic_write_json
+from bundlecore.progress import Countdown
 from bundlecore.refusals import EngineRefused
-from bundlecore.release import ServiceTarget
+from bundlecore.release import PROMOTE, ServiceTarget
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
 from importer.analysis import Analysis, MetricsGate
@@ -35,6 +37,7 @@ from importer.kinds.service import rollout
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import crash_hook
 
+TIMED = "timed"  # ReleaseMark.pause of a stage's timed pause (PROMOTE: until `bundle promote`)
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)
 RELEASE = "release.json"
 INLINE_SOAK_ENV = "BUNDLE_INLINE_SOAK"  # test-only: the suite lowers it to prove --resume without a 30 s wait
@@ -107,6 +110,10 @@ class ReleaseMark:
     services: list[list[str]] = field(default_factory=list)   # each stage's services
     before: dict[str, str | None] = field(default_factory=dict)  # service -> image before the release
     watch: list[float] = field(default_factory=list)  # seconds each stage is watched (soak, analysis) inline
+    pause: str | None = None                    # stopped by a stage's pause: PROMOTE, or TIMED (until resume_after)
+    aborting: bool = False                      # `bundle abort` under way: recover finishes it
+    target: dict = field(default_factory=dict)  # the target as journaled: `bundle promote` rolls the rest with it
+    record: dict = field(default_factory=dict)  # the installed record each service of the release gets
 
     @classmethod
     def load(cls, state: StateDir, name: str) -> "ReleaseMark | None":
@@ -119,12 +126,52 @@ class ReleaseMark:
 
     def stop(self, state: StateDir, name: str, done: int) -> None:
         """Stage `done`+1 failed or was rolled back: the release is stopped after the stages before
-        it (`--resume` retries it); with none done, nothing of it runs and the mark goes."""
+        it (`--resume` or `bundle promote` retries it); with none done, nothing of it runs and the mark goes."""
         if done == 0:
             _forget_release(state, name)
             return
-        self.done, self.running, self.resume_after = done, None, format_ts(utc_now())
+        self.done, self.running, self.resume_after, self.pause = done, None, format_ts(utc_now()), None
         self.save(state, name)
+
+
+class Phase(StrEnum):
+    """Where a release between its first stage and its last stands (status, promote, abort, recover)."""
+
+    INTERRUPTED = "interrupted"  # killed inside a stage: `bundle recover`
+    ABORTING = "aborting"        # killed inside `bundle abort`: `bundle recover` finishes the abort
+    PAUSED = "paused"            # a stage's pause: `bundle promote` (or its end, then --resume)
+    SOAKING = "soaking"          # stopped for a long soak: --resume once it is over
+    STOPPED = "stopped"          # stopped after a stage (soak over, or a stage rolled back): --resume or promote
+
+
+def phase_of(mark: dict) -> Phase:
+    if mark.get("aborting"):
+        return Phase.ABORTING
+    if mark.get("running"):
+        return Phase.INTERRUPTED
+    if mark.get("pause"):
+        return Phase.PAUSED
+    return Phase.SOAKING if utc_now() < parse_ts(mark["resume_after"]) else Phase.STOPPED
+
+
+def next_action(mark: dict) -> str:
+    """Where a release stands and what to run next (status, the import's and promote's last line)."""
+    app, n, k, until = mark.get("app") or "APP", mark["stages"], mark["done"], mark.get("resume_after")
+    version = f"release {mark['version']} of {app}"
+    phase = phase_of(mark)
+    if phase is Phase.ABORTING:
+        return f"the abort of {version} was interrupted: run `bundle recover` to finish it"
+    if phase is Phase.INTERRUPTED:
+        return f"{version} was interrupted in stage {mark['running']} of {n}: run `bundle recover`"
+    if phase is Phase.PAUSED and mark["pause"] == PROMOTE:
+        return (f"{version} is paused after stage {k} of {n}: continue with `bundle promote {app}`, "
+                f"or roll it back with `bundle abort {app}`")
+    if phase is Phase.PAUSED:
+        over = " (over)" if until and utc_now() >= parse_ts(until) else ""
+        return (f"{version} is paused after stage {k} of {n} until {until}{over}: continue with `bundle promote "
+                f"{app}` (or `bundle import BUNDLE --resume` after {until}), or roll it back with `bundle abort {app}`")
+    return (f"{version} is stopped after stage {k} of {n}: continue with `bundle import BUNDLE --resume` after "
+            f"{until}, or roll it back with `bundle abort {app}`")
 
 
 def pending_release(state: StateDir, name: str) -> dict | None:
@@ -148,9 +195,8 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
     pending = pending_release(state, name)
     resume_from = 0
     if pending:
-        if pending.get("running"):
-            raise OperatorNeeded(f"release {pending['version']} of {name} was interrupted in stage "
-                                 f"{pending['running']}; run `bundle recover` first")
+        if pending.get("running") or pending.get("aborting"):
+            raise OperatorNeeded(next_action(pending))
         same = pending["image_id"] == new_image_id and pending["version"] == new_version
         if not same:
             raise UsageProblem(f"release {pending['version']} of {name} is stopped after stage "
@@ -158,8 +204,11 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
         if not resume:
             raise UsageProblem(f"release {new_version} of {name} is stopped after stage {pending['done']}; "
                                f"continue it with --resume (after {pending['resume_after']})")
+        if pending.get("pause") == PROMOTE:
+            raise UsageProblem(next_action(pending) + " (nothing changed)")
         if utc_now() < parse_ts(pending["resume_after"]):
-            raise EnvironmentProblem(f"stage {pending['done']} of {name} soaks until "
+            waits = "is paused" if pending.get("pause") else "soaks"
+            raise EnvironmentProblem(f"stage {pending['done']} of {name} {waits} until "
                                      f"{pending['resume_after']}; resume after that (nothing changed)")
         resume_from = pending["done"]
     elif resume:
@@ -180,11 +229,23 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
               "bundle_sha256": delivery.sha256, "signers": r.fingerprints, "app": r.app, "registry": plan.registry,
               "pushed": delivery.pushed_report()}
     stages = plan.target.services()
-    journaled = plan.target.to_json()  # the rollout journal keeps the target as the manifest spells it
     gate = MetricsGate.from_health(plan.target.health_json())
     mark = ReleaseMark.load(state, plan.name) or ReleaseMark(
         plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current,
-        watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))])
+        watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))], target=plan.target.to_json(),
+        record=record)
+    if mark.pause and plan.resume_from:
+        out(_pause_over(mark))
+    return run_stages(client, state, plan, mark, image, record, delivery.registry_auth, out)
+
+
+def run_stages(client, state: StateDir, plan: ServicePlan, mark: ReleaseMark, image: str, record: dict,
+               auth: dict | None, out) -> dict:
+    """The release's stages from plan.resume_from (an import, `--resume`, `bundle promote`); the
+    installed record, with `stopped_after_stage` or `paused_after_stage` when it stops before the end."""
+    stages = plan.target.services()
+    journaled = plan.target.to_json()  # the rollout journal keeps the target as the manifest spells it
+    gate = MetricsGate.from_health(plan.target.health_json())
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
             try:
@@ -192,30 +253,72 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
             except UpdateFailed:  # that stage is rolled back: stopped after the ones before it
                 mark.stop(state, plan.name, i - 1)
                 raise
-        mark.done, mark.running, mark.resume_after = i, i + 1, None
+        mark.done, mark.running, mark.resume_after, mark.pause = i, i + 1, None, None
         mark.save(state, plan.name)  # journal before acting: recover knows the stage in progress
         crash_hook(f"release_stage_{i + 1}", "before")
         try:
-            stopped = _run_stage(client, state, plan, stages, i, image, journaled, record, gate, mark, delivery, out)
+            stopped = _run_stage(client, state, plan, stages, i, image, journaled, record, gate, mark, auth, out)
         except (UpdateFailed, OperatorNeeded):  # the stage rolled back, or Swarm paused: an operator decides
             if pending_release(state, plan.name):  # a failed analysis already rolled everything back
                 mark.stop(state, plan.name, i)
             raise
-        if stopped:
-            return stopped
-    return _finish_release(state, plan, r.app, r.sequence, stages)
+        paused = _pause_after(state, plan, stages, i, mark, stopped, out)
+        if paused or stopped:
+            return paused or stopped  # type: ignore[return-value]
+    return _finish_release(state, plan, record["app"], record["sequence"], stages)
+
+
+def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i: int, mark: ReleaseMark,
+                 stopped: dict | None, out) -> dict | None:
+    """Stage i's `pause` (after its soak): journaled before the release waits, so that it survives
+    this process and the host. A timed pause up to the inline soak is waited here (a kill -9 during
+    it leaves the release paused: --resume or promote continues it); a longer one, or one until
+    `bundle promote`, ends the import (exit 11, ExitCode.PAUSED). None: the release goes on."""
+    pause = plan.target.pause(i)
+    if pause is None or i + 1 >= len(stages):
+        return None
+    crash_hook(f"release_pause_{i + 1}", "before")
+    seconds = 0 if pause == PROMOTE else int(pause)
+    start = parse_ts(stopped["resume_after"]) if stopped else utc_now()  # after a long soak, if any
+    mark.done, mark.running, mark.pause = i + 1, None, PROMOTE if pause == PROMOTE else TIMED
+    mark.resume_after = format_ts(plus(start, seconds))
+    mark.save(state, plan.name)
+    crash_hook(f"release_pause_{i + 1}", "after")
+    if pause != PROMOTE and not stopped and seconds <= inline_soak():
+        countdown = Countdown(f"stage {i + 1} of {len(stages)}: paused", seconds)
+        end = time.monotonic() + seconds
+        out(f"stage {i + 1} of {len(stages)}: paused for {seconds}s")
+        while time.monotonic() < end:
+            countdown.tick()
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        countdown.close()
+        out(_pause_over(mark))
+        return None
+    out(next_action(asdict(mark)))
+    return {**(state.installed(stages[i][0]) or {}), "paused_after_stage": i + 1, "pause": mark.pause,
+            "resume_after": mark.resume_after, "services": _versions(state, stages)}
+
+
+def _pause_over(mark: ReleaseMark) -> str:
+    """The line a continued pause gets: when it ended (or that a person cut it short)."""
+    k = mark.done
+    if mark.pause == PROMOTE:
+        return f"stage {k} of {mark.stages}: promoted; continuing with stage {k + 1}"
+    until = mark.resume_after or ""
+    if until and utc_now() < parse_ts(until):
+        return f"stage {k} of {mark.stages}: its pause until {until} cut short by promote; continuing with stage {k + 1}"
+    return f"stage {k} of {mark.stages}: its pause ended at {until}; continuing with stage {k + 1}"
 
 
 def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str]], i: int, image: str,
-               journaled: dict, record: dict, gate: MetricsGate | None, mark: ReleaseMark, delivery: Delivery,
+               journaled: dict, record: dict, gate: MetricsGate | None, mark: ReleaseMark, auth: dict | None,
                out) -> dict | None:
     """Stage i: its services rolled one after the other, then watched (soak, analysis); the
     installed record when the release stops after it for a long soak, else None."""
     done: list[str] = []
     for service in stages[i]:
         try:
-            rollout.roll_out(client, state, service, journaled, image, record, out=out,
-                             auth=delivery.registry_auth)
+            rollout.roll_out(client, state, service, journaled, image, record, out=out, auth=auth)
         except UpdateFailed as e:
             _roll_back_stage(client, state, done, out)
             raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
@@ -228,7 +331,8 @@ def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str
     if stop:
         mark.done, mark.running, mark.resume_after = i + 1, None, after
         mark.save(state, plan.name)
-        out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
+        if plan.target.pause(i) is None:  # else its pause says what comes next
+            out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
         return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after,
                 "services": _versions(state, stages)}
     out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
@@ -329,11 +433,13 @@ def _versions(state: StateDir, stages: list[list[str]]) -> dict[str, str | None]
 
 
 def unfinished_runs(state: StateDir) -> list[str]:
-    """Target names whose release was interrupted inside a stage (its mark still `running`)."""
+    """Target names whose release was interrupted inside a stage (its mark still `running`) or
+    inside `bundle abort` (`aborting`)."""
     root = state.apps_root
     if not root.exists():
         return []
-    return sorted(d.name for d in root.iterdir() if (pending_release(state, d.name) or {}).get("running"))
+    return sorted(d.name for d in root.iterdir()
+                  if (m := pending_release(state, d.name) or {}).get("running") or m.get("aborting"))
 
 
 def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
@@ -375,6 +481,3 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
     return lines
 
 
-def recover(client, state: StateDir, name: str, out=print) -> list[str]:
-    """`bundle recover` of `name`: its interrupted rollout (a journal), then its interrupted release."""
-    return rollout.recover(client, state, name, out=out) + recover_release(client, state, name, out=out)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bundlecore.errors import AppState, UsageProblem
 from importer.kinds.service import rollout, volumes
-from importer.kinds.service.release import pending_release, roll_back_service
+from importer.kinds.service.release import Phase, next_action, pending_release, phase_of, roll_back_service
 from importer.state import StateDir
 from importer.steps import live_run, unfinished_line
 
@@ -71,8 +71,16 @@ def _release_of_app(state: StateDir, app: str) -> dict | None:
     for d in sorted(state.apps_root.iterdir()):
         mark = pending_release(state, d.name) if d.is_dir() else None
         if mark and mark.get("app") == app:
-            return mark
+            return release_view(mark)
     return None
+
+
+def release_view(mark: dict | None) -> dict | None:
+    """A release mark as status shows it: where it stands (`phase`) and what to run next."""
+    if mark is None:
+        return None
+    return {k: v for k, v in mark.items() if k not in ("target", "record")} | {
+        "phase": str(phase_of(mark)), "next_action": next_action(mark)}
 
 
 def app_status(client, state: StateDir, app: str) -> dict:
@@ -113,12 +121,11 @@ def app_status_lines(st: dict) -> list[str]:
         out.append(f"  stage {r['stage']}: {r['service']} {r['version']}: {r['running_installed']}/{r['desired']} "
                    f"running it, {r['running_other']} running another image [{r['state']}]")
     rel = st.get("release")
-    if rel and rel.get("running"):
-        out.append(f"  release {rel['version']} interrupted in stage {rel['running']} of {rel['stages']}: "
-                   f"run `bundle recover`")
-    elif rel:
+    if rel and rel["phase"] in (Phase.SOAKING, Phase.STOPPED):
         out.append(f"  partial: release {rel['version']} stopped after stage {rel['done']} of {rel['stages']}; "
                    f"continue with `bundle import --resume` after {rel['resume_after']}")
+    elif rel:
+        out.append(f"  {rel['phase']}: {rel['next_action']}")
     if st.get("pending_swap"):
         out.append("  an interrupted rollout is pending: run `bundle recover`")
     return out
@@ -147,7 +154,7 @@ def status(client, state: StateDir, name: str) -> dict:
     except FileNotFoundError:
         last = None
     result = {"name": name, "kind": rollout.KIND, "installed": state.installed(name), "service": live,
-              "last_rollout": last, "release": pending_release(state, name),
+              "last_rollout": last, "release": release_view(pending_release(state, name)),
               "pending_swap": rollout.RolloutJournal.path(state, name).exists(),
               "operation": live_run(state, state.app_dir(name))}
     verdict = service_state(result, engine_answers=client is not None)
@@ -190,9 +197,11 @@ def status_lines(st: dict) -> list[str]:
     if last:
         out.append(f"  last {last['kind']}: {last['result']} at {last.get('finished_at')}: {last.get('message')}")
     rel = st.get("release")
-    if rel:
+    if rel and rel["phase"] in (Phase.SOAKING, Phase.STOPPED):
         out.append(f"  release {rel['version']} stopped after stage {rel['done']} of {rel['stages']}; "
                    f"continue with --resume after {rel['resume_after']}")
+    elif rel:
+        out.append(f"  {rel['phase']}: {rel['next_action']}")
     if st.get("pending_swap"):
         out.append(unfinished_line(st, "rollout"))
     return out
@@ -210,7 +219,9 @@ def list_line(st: dict) -> str:
     rec = st.get("installed") or {}
     if st.get("app_of_services"):
         stages = {r["stage"] for r in st["services"]}
-        partial = " (partial release)" if st.get("release") else ""
+        rel = st.get("release")
+        partial = "" if not rel else " (partial release)" if rel["phase"] in (Phase.SOAKING, Phase.STOPPED) else \
+            f" ({rel['phase']} release)"
         return (f"{st['name']} {rec.get('version')} app of {len(st['services'])} service(s) in {len(stages)} "
                 f"stage(s){partial}: [{st['state']}]")
     live = st.get("service") or {}
