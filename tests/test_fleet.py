@@ -93,7 +93,7 @@ def services(fleet, docker_client, tmp_path):
     _remove_services(docker_client, fleet["tok"])
 
 
-def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], str]] | None = None,
+def bundle_of(fleet, version: str, sequence: int, stages: list[tuple] | None = None,
               name: str = "fleet", rollout: dict | None = None, volume: str | None = None) -> Path:
     """A signed bundle (bundle build --local) of `version` as a service target (or a staged release;
     `volume`: a named volume mounted at the app's /data)."""
@@ -111,8 +111,9 @@ def bundle_of(fleet, version: str, sequence: int, stages: list[tuple[list[str], 
             f'parallelism = {r["parallelism"]}\ndelay = "0s"\norder = "{r["order"]}"\nmonitor = "3s"\n'
             f'max_failure_ratio = 0\nfailure_action = "{r["failure_action"]}"\n\n'
             '[target.health]\ntcp = "127.0.0.1:8080"\ntimeout = "10s"\nattempts = 2\n')
-    for services, soak in stages or []:
+    for services, soak, *pause in stages or []:  # (services, soak[, pause])
         text += "\n[[stage]]\nservices = [" + ", ".join(f'"{s}"' for s in services) + f']\nsoak = "{soak}"\n'
+        text += f'pause = "{pause[0]}"\n' if pause else ""
     spec.write_text(text)
     out = spec.with_suffix(".bundle.zst")
     k = fleet["key"]
