@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 LINE_EVERY = 10.0   # seconds between plain progress lines (not a terminal); $BUNDLE_PROGRESS_INTERVAL
@@ -126,10 +126,12 @@ class Countdown:
         self._last = None if self.tty else now   # in a log, the first line after `every`
         self._drawn = False
 
-    def tick(self, detail: str = "") -> None:
+    def tick(self, detail: str | Callable[[], str] = "") -> None:
+        """`detail` may be a function: asked only when a line is drawn (e.g. a query to the engine)."""
         now = time.monotonic()
         if not self.enabled or (self._last is not None and now - self._last < self.every):
             return
+        detail = detail() if callable(detail) else detail
         self._drawn = True
         self._last = now
         text = f"{self.label}: {max(0, int(self.deadline - now + 0.5))} s left" + (f" ({detail})" if detail else "")

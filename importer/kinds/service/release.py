@@ -356,10 +356,15 @@ def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str
     out(f"stage {i + 1} of {n}: soaking {seconds:g}s" + (f"; analysis: {gate.describe()}" if gate else ""))
     analysis = Analysis(gate) if gate else None
     end = time.monotonic() + seconds
+    countdown = Countdown(f"stage {i + 1} of {n}: " + ("analysis" if gate else "soak"), seconds)
     while True:
         final = time.monotonic() >= end
         _check_still_healthy(client, state, stages[i], image, i + 1, out)
         why = analysis.step(final) if analysis else None
+        countdown.tick(f"{analysis.failures} failed evaluation(s), {analysis.gate.failure_limit} tolerated"
+                       if analysis else "")
+        if why or final:
+            countdown.close()
         if why:
             out(f"stage {i + 1} of {n}: analysis failed: {why}")
             for k in range(i, -1, -1):

@@ -29,6 +29,7 @@ The journal is the one journal file of every kind (importer.state.JOURNAL, so `b
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed
+from bundlecore.progress import Countdown
 from importer import ownership
 from importer.audit import AuditEvent, EventKind, Result, now
 from importer.kinds.service import volumes as vols
@@ -188,20 +190,29 @@ def deadline_for(target: dict, replicas: int) -> float:
 
 
 def wait_update(client, name: str, since: str | None, deadline: float) -> Outcome:
-    """Wait until Swarm says our update completed, rolled back or paused."""
+    """Wait until Swarm says our update completed, rolled back or paused (progress: the tasks on the
+    spec's image out of the replicas, bundlecore.progress)."""
     end = time.monotonic() + deadline
+    countdown = Countdown(f"rolling service {name}", deadline)
     while True:
         info = inspect(client, name)
         if info is None:
+            countdown.close()
             raise OperatorNeeded(f"service {name} disappeared during its rollout")
         status = info.get("UpdateStatus") or {}
         state = outcome(status) if status.get("StartedAt") != since else None
         if state and state != Outcome.RUNNING:
+            countdown.close()
             return state
+        countdown.tick(functools.partial(_tasks_updated, client, name, info))
         if time.monotonic() > end:
             raise OperatorNeeded(f"service {name}: the rollout is still {status.get('State') or 'starting'} after "
                                  f"{int(deadline)}s; see `docker service ps {name}`")
         time.sleep(POLL)
+
+
+def _tasks_updated(client, name: str, info: dict) -> str:
+    return f"{running_images(client, name).get(image_of(info), 0)}/{replicas_of(info)} tasks updated"
 
 
 def failed_tasks(client, name: str, image: str) -> int:
