@@ -29,12 +29,16 @@ def _state_for_completion(ctx: click.Context):
 
 def complete_app_names(ctx: click.Context, param, incomplete: str) -> list[str]:
     """Shell completion of NAME from the state dir: the installed apps (for `restore`, the
-    uninstalled ones); nothing when the state dir cannot be read. Never raises: a completion that
-    fails must not print a traceback into the admin's shell."""
+    uninstalled ones; for `promote` and `abort`, the apps with a staged release under way); nothing
+    when the state dir cannot be read. Never raises: a completion that fails must not print a
+    traceback into the admin's shell."""
     try:
         state = _state_for_completion(ctx)
         if ctx.info_name == "restore":
             names = {m["app"] for p in (state.root / "removed").iterdir() if (m := REMOVED_DIR.match(p.name))}
+        elif ctx.info_name in ("promote", "abort"):
+            from importer.kinds.service.release import pending_release
+            names = {r["app"] for p in state.apps_root.iterdir() if (r := pending_release(state, p.name)) and r.get("app")}
         else:
             names = set(state.installed_apps())
         return sorted(n for n in names if n.startswith(incomplete))
