@@ -133,11 +133,14 @@ def test_kill_9_entering_a_pause_and_inside_promote_then_recover_and_abort_leave
         fleet, services, swarm):  # noqa: F811
     _install_v1(fleet, services, swarm)
     app = _app(fleet)
-    r = do_import(fleet, _bundle(fleet, "2.0.0", 2, "promote"), services,
-                  env={"BUNDLE_CRASH_AT": "release_pause_1", "BUNDLE_CRASH_WHEN": "after"})
+    bundle = _bundle(fleet, "2.0.0", 2, "promote")
+    # killed as stage 1 is done, before its pause is journaled: recover must not lose the pause
+    r = do_import(fleet, bundle, services, env={"BUNDLE_CRASH_AT": "release_pause_1", "BUNDLE_CRASH_WHEN": "before"})
     assert r.code == -signal.SIGKILL, str(r)
     rec = run_bundle("recover", "--state-dir", services, "--yes")
-    assert rec.code == 0 and "no interrupted swap" in rec.stdout, str(rec)  # the pause was journaled
+    assert rec.code == 0 and f"is paused after stage 1 of 2: continue with `bundle promote {app}`" in rec.stdout, str(rec)
+    again = do_import(fleet, bundle, services, "--resume")
+    assert again.code == USAGE and "is paused after stage 1 of 2" in one_line(again.stderr), str(again)
     st = run_bundle("status", app, "--state-dir", services)
     assert st.code == INACTIVE and "paused: release 2.0.0" in st.stdout, str(st)
     # promote killed as stage 2 starts: recover leaves it stopped after stage 1, never half of stage 2

@@ -22,6 +22,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
@@ -132,6 +133,17 @@ class ReleaseMark:
             return
         self.done, self.running, self.resume_after, self.pause = done, None, format_ts(utc_now()), None
         self.save(state, name)
+
+
+    def enter_pause(self, state: StateDir, name: str, done: int, pause: int | str,
+                    start: datetime | None = None) -> int:
+        """Stopped after stage `done` by its pause (from `start`, e.g. the end of a long soak, else
+        now); journaled before the release waits. The pause's seconds (0: until promote)."""
+        seconds = 0 if pause == PROMOTE else int(pause)
+        self.done, self.running, self.pause = done, None, PROMOTE if pause == PROMOTE else TIMED
+        self.resume_after = format_ts(plus(start or utc_now(), seconds))
+        self.save(state, name)
+        return seconds
 
 
 class Phase(StrEnum):
@@ -278,11 +290,7 @@ def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i:
     if pause is None or i + 1 >= len(stages):
         return None
     crash_hook(f"release_pause_{i + 1}", "before")
-    seconds = 0 if pause == PROMOTE else int(pause)
-    start = parse_ts(stopped["resume_after"]) if stopped else utc_now()  # after a long soak, if any
-    mark.done, mark.running, mark.pause = i + 1, None, PROMOTE if pause == PROMOTE else TIMED
-    mark.resume_after = format_ts(plus(start, seconds))
-    mark.save(state, plan.name)
+    seconds = mark.enter_pause(state, plan.name, i + 1, pause, parse_ts(stopped["resume_after"]) if stopped else None)
     crash_hook(f"release_pause_{i + 1}", "after")
     if pause != PROMOTE and not stopped and seconds <= inline_soak():
         countdown = Countdown(f"stage {i + 1} of {len(stages)}: paused", seconds)
@@ -463,7 +471,14 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
         lines += rollout.recover(client, state, s, out=out)
     on_new = [s for s in mark.services[k] if (info := rollout.inspect(client, s)) and rollout.image_of(info) == mark.image]
     if len(on_new) == len(mark.services[k]) and not (mark.watch[k] if k < len(mark.watch) else 0):
-        # a stage nothing watches is done once every service of it completed: the release goes on
+        # a stage nothing watches is done once every service of it completed: the release goes on,
+        # after the stage's pause if it has one (killed before it was journaled: a person's word still counts)
+        pause = ServiceTarget.from_json(mark.target).pause(k) if mark.target else None
+        if k + 1 < mark.stages and pause is not None:
+            mark.enter_pause(state, name, k + 1, pause)
+            lines.append(f"{name}: stage {k + 1} of release {mark.version} completed; "
+                         + next_action(asdict(mark)))
+            return lines
         if k + 1 < mark.stages:
             mark.stop(state, name, k + 1)
         else:
