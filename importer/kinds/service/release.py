@@ -134,7 +134,6 @@ class ReleaseMark:
         self.done, self.running, self.resume_after, self.pause = done, None, format_ts(utc_now()), None
         self.save(state, name)
 
-
     def enter_pause(self, state: StateDir, name: str, done: int, pause: int | str,
                     start: datetime | None = None) -> int:
         """Stopped after stage `done` by its pause (from `start`, e.g. the end of a long soak, else
@@ -211,8 +210,7 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
             raise OperatorNeeded(next_action(pending))
         same = pending["image_id"] == new_image_id and pending["version"] == new_version
         if not same:
-            raise UsageProblem(f"release {pending['version']} of {name} is stopped after stage "
-                               f"{pending['done']}; finish it with `bundle import --resume` first")
+            raise UsageProblem(f"another release is under way: {next_action(pending)} first")
         if not resume:
             raise UsageProblem(f"release {new_version} of {name} is stopped after stage {pending['done']}; "
                                f"continue it with --resume (after {pending['resume_after']})")
@@ -274,9 +272,9 @@ def run_stages(client, state: StateDir, plan: ServicePlan, mark: ReleaseMark, im
             if pending_release(state, plan.name):  # a failed analysis already rolled everything back
                 mark.stop(state, plan.name, i)
             raise
-        paused = _pause_after(state, plan, stages, i, mark, stopped, out)
-        if paused or stopped:
-            return paused or stopped  # type: ignore[return-value]
+        stopped = _pause_after(state, plan, stages, i, mark, stopped, out) or stopped
+        if stopped:
+            return stopped
     return _finish_release(state, plan, record["app"], record["sequence"], stages)
 
 
@@ -310,6 +308,8 @@ def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i:
 def _pause_over(mark: ReleaseMark) -> str:
     """The line a continued pause gets: when it ended (or that a person cut it short)."""
     k = mark.done
+    if mark.pause is None:  # stopped after a stage (its long soak over, or a stage after it rolled back)
+        return f"stage {k} of {mark.stages} done before; continuing with stage {k + 1}"
     if mark.pause == PROMOTE:
         return f"stage {k} of {mark.stages}: promoted; continuing with stage {k + 1}"
     until = mark.resume_after or ""
@@ -499,5 +499,3 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
         lines.append(f"{name}: release {mark.version} was interrupted in stage {k + 1}, which was rolled back; "
                      f"it is stopped after stage {k} of {mark.stages}: continue with `bundle import --resume`")
     return lines
-
-
