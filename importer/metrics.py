@@ -126,11 +126,12 @@ def _sample(metric: Metric, labels: dict, value: float) -> str:
 
 
 def _is_rollback(ev: AuditEvent) -> bool:
-    """A previous version put back: a swap (not the import summing it up) that rolled back, or a
-    `bundle rollback` that was done."""
+    """A previous version put back: a swap (not the import summing it up) that rolled back, a
+    `bundle rollback` that was done, or a staged release aborted."""
     if ev.event == EventKind.IMPORT:
         return False
-    return ev.result == Result.ROLLED_BACK or (ev.event == EventKind.ROLLBACK and ev.result == Result.DONE)
+    return ev.result in (Result.ROLLED_BACK, Result.ABORTED) or (ev.event == EventKind.ROLLBACK
+                                                                 and ev.result == Result.DONE)
 
 
 def _removes_app(ev: AuditEvent) -> bool:
