@@ -13,6 +13,7 @@ import json
 import re
 import signal
 
+from bundlecore.schema import cli_schema_name, first_error
 from bundlecore.timeutil import parse_ts, utc_now
 from tests.support import one_line, run_bundle
 from tests.swap_fixtures import wait_until
@@ -43,9 +44,19 @@ def _cmd(verb: str, fleet, state, *more, env=None):  # noqa: F811
     return run_bundle(verb, _app(fleet), "--state-dir", state, "--yes", *more, env=env)
 
 
-def _install_v1(fleet, state, swarm, *, third: bool = False):  # noqa: F811
-    r = do_import(fleet, _bundle(fleet, "1.0.0", 1, None, third=third), state)
+def _json(verb: str, fleet, state):  # noqa: F811
+    """`bundle VERB APP --yes --json`: exit 0, one document valid against the verb's schema."""
+    r = _cmd(verb, fleet, state, "--json")
     assert r.code == 0, str(r)
+    doc = json.loads(r.stdout)
+    assert first_error(cli_schema_name(verb), doc) is None, (first_error(cli_schema_name(verb), doc), doc)
+    return r, doc
+
+
+def _install_v1(fleet, state, swarm, *, third: bool = False, pause: str | None = None):  # noqa: F811
+    r = do_import(fleet, _bundle(fleet, "1.0.0", 1, pause, third=third), state)
+    assert r.code == 0, str(r)
+    return r
 
 
 def _on(swarm, fleet, version: str, *names: str) -> bool:  # noqa: F811
@@ -55,7 +66,9 @@ def _on(swarm, fleet, version: str, *names: str) -> bool:  # noqa: F811
 
 def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_from_a_fresh_process_completes_it(
         fleet, services, swarm):  # noqa: F811
-    _install_v1(fleet, services, swarm)
+    # a pause within the inline soak (30 s) is waited inside the import, which goes on by itself
+    r = _install_v1(fleet, services, swarm, pause="1s")
+    assert "stage 1 of 2: paused for 1s" in r.stdout and "stage 1 of 2: its pause ended at" in r.stdout, r.stdout
     app, bundle = _app(fleet), _bundle(fleet, "2.0.0", 2, "promote")
     r = do_import(fleet, bundle, services)
     assert r.code == PAUSED, str(r)
@@ -73,11 +86,11 @@ def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_f
     # --resume is no way around a person's word
     again = do_import(fleet, bundle, services, "--resume")
     assert again.code == USAGE and f"`bundle promote {app}`" in one_line(again.stderr), str(again)
-    p = _cmd("promote", fleet, services)
-    assert p.code == 0, str(p)
-    assert "stage 1 of 2: promoted; continuing with stage 2" in p.stdout, p.stdout
-    assert f"release 2.0.0 of {app} completed: every stage done" in p.stdout, p.stdout
+    p, doc = _json("promote", fleet, services)
+    assert "stage 1 of 2: promoted; continuing with stage 2" in p.stderr, p.stderr
+    assert f"release 2.0.0 of {app} completed: every stage done" in p.stderr, p.stderr
     assert _on(swarm, fleet, "2.0.0", fleet["canary"], fleet["web"])
+    assert doc["services"] == {fleet["canary"]: "2.0.0", fleet["web"]: "2.0.0"} and doc["app"]["state"] == "active"
     assert run_bundle("status", app, "--state-dir", services).code == 0
     h = run_bundle("history", app, "--state-dir", services).stdout
     assert "2.0.0  result: paused" in h and "promote  1.0.0 -> 2.0.0  result: done" in h, h
@@ -90,10 +103,13 @@ def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_f
 def test_a_timed_pause_that_ended_while_nothing_ran_continues_on_resume_and_says_so(fleet, services, swarm):  # noqa: F811
     _install_v1(fleet, services, swarm)
     bundle = _bundle(fleet, "2.0.0", 2, "3s")
-    r = do_import(fleet, bundle, services, env={"BUNDLE_INLINE_SOAK": "0"})  # longer than the inline wait
+    r = do_import(fleet, bundle, services, "--json", env={"BUNDLE_INLINE_SOAK": "0"})  # longer than the inline wait
     assert r.code == PAUSED, str(r)
-    m = re.search(r"is paused after stage 1 of 2 until (\S+): continue with `bundle promote", r.stdout)
-    assert m, r.stdout
+    doc = json.loads(r.stdout)
+    assert first_error(cli_schema_name("import"), doc) is None and doc["ok"] is True, doc
+    assert (doc["result"], doc["exit_code"], doc["app"]["state"]) == ("paused after stage 1", PAUSED, "inactive"), doc
+    m = re.search(r"is paused after stage 1 of 2 until (\S+): continue with `bundle promote", r.stderr)
+    assert m, r.stderr
     early = do_import(fleet, bundle, services, "--resume")
     assert early.code == 1 and f"is paused until {m.group(1)}" in one_line(early.stderr), str(early)
     assert wait_until(lambda: utc_now() > parse_ts(m.group(1)), timeout=30, every=0.2)  # nothing runs meanwhile
@@ -150,9 +166,9 @@ def test_kill_9_entering_a_pause_and_inside_promote_then_recover_and_abort_leave
     assert rec.code == 0 and "stopped after stage 1 of 2" in rec.stdout, str(rec)
     st = run_bundle("status", app, "--state-dir", services)
     assert st.code == INACTIVE and "1.0.0, 2.0.0 [inactive]" in st.stdout, str(st)
-    a = _cmd("abort", fleet, services)
-    assert a.code == 0, str(a)
-    assert f"release 2.0.0 of {app} aborted" in a.stdout, a.stdout
+    a, doc = _json("abort", fleet, services)
+    assert f"release 2.0.0 of {app} aborted" in a.stderr, a.stderr
+    assert doc["services"] == {fleet["canary"]: "1.0.0", fleet["web"]: "1.0.0"} and doc["app"]["state"] == "active"
     assert _on(swarm, fleet, "1.0.0", fleet["canary"], fleet["web"])
     assert run_bundle("status", app, "--state-dir", services).code == 0
     again = _cmd("abort", fleet, services)
