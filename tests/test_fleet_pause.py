@@ -102,7 +102,7 @@ def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_f
 
 def test_a_timed_pause_that_ended_while_nothing_ran_continues_on_resume_and_says_so(fleet, services, swarm):  # noqa: F811
     _install_v1(fleet, services, swarm)
-    bundle = _bundle(fleet, "2.0.0", 2, "3s")
+    bundle = _bundle(fleet, "2.0.0", 2, "25s")  # long enough for the early --resume below, on a loaded machine
     r = do_import(fleet, bundle, services, "--json", env={"BUNDLE_INLINE_SOAK": "0"})  # longer than the inline wait
     assert r.code == PAUSED, str(r)
     doc = json.loads(r.stdout)
@@ -112,7 +112,7 @@ def test_a_timed_pause_that_ended_while_nothing_ran_continues_on_resume_and_says
     assert m, r.stderr
     early = do_import(fleet, bundle, services, "--resume")
     assert early.code == 1 and f"is paused until {m.group(1)}" in one_line(early.stderr), str(early)
-    assert wait_until(lambda: utc_now() > parse_ts(m.group(1)), timeout=30, every=0.2)  # nothing runs meanwhile
+    assert wait_until(lambda: utc_now() > parse_ts(m.group(1)), timeout=60, every=0.2)  # nothing runs meanwhile
     r = do_import(fleet, bundle, services, "--resume")
     assert r.code == 0, str(r)
     assert f"stage 1 of 2: its pause ended at {m.group(1)}; continuing with stage 2" in r.stdout, r.stdout
