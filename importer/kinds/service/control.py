@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from bundlecore.errors import BundleError, UsageProblem
-from bundlecore.release import Result, ServiceTarget, target_from_json
-from importer.audit import AuditEvent, EventKind, now, write_event
+from bundlecore.release import Result, ServiceTarget, signers_of
+from importer.audit import AuditEvent, BundleRef, EventKind, now, write_event
 from importer.kinds.service import rollout
 from importer.kinds.service.release import (Phase, ReleaseMark, ServicePlan, _forget_release, _pause_over, _versions,
                                             next_action, pending_release, phase_of, recover_release, roll_back_service,
@@ -81,8 +81,7 @@ def promote(client, state: StateDir, plan: ReleaseStepPlan, *, out=print) -> dic
     """The paused release's later stages, as the import runs them; the installed record of the last."""
     from importer.registry import RegistryLogin
     mark, started = plan.mark, now()
-    target = target_from_json(mark.target)
-    assert isinstance(target, ServiceTarget)
+    target = ServiceTarget.from_json(mark.target)
     registry = mark.record.get("registry") or target.registry or ""
     sp = ServicePlan(plan.name, target, mark.image_id, mark.version, registry, dict(mark.before), mark.done)
     out(_pause_over(mark))
@@ -159,9 +158,12 @@ def _touched(mark: ReleaseMark) -> int:
 
 def _event_of(state: StateDir, plan: ReleaseStepPlan, started: str | None) -> dict:
     mark = plan.mark
+    rec = mark.record
     return {"app": plan.app, "version_from": _version_before(state, mark), "version_to": mark.version,
-            "started": started, "details": {"services": _versions(state, mark.services), "target": plan.name,
-                                            "stages": mark.stages, "stage": mark.done}}
+            "bundle": BundleRef(rec.get("bundle_sha256"), plan.app, mark.version, rec.get("sequence")),
+            "signers": signers_of(rec.get("signers")), "started": started,
+            "details": {"services": _versions(state, mark.services), "target": plan.name, "stages": mark.stages,
+                        "stage": mark.done}}
 
 
 def _version_before(state: StateDir, mark: ReleaseMark) -> str | None:
