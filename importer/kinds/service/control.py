@@ -27,22 +27,10 @@ from bundlecore.release import Result, ServiceTarget, signers_of
 from importer.audit import AuditEvent, BundleRef, EventKind, now, write_event
 from importer.kinds.service import rollout
 from importer.kinds.service.release import (Phase, ReleaseMark, ServicePlan, _forget_release, _pause_over, _versions,
-                                            next_action, pending_release, phase_of, recover_release, roll_back_service,
-                                            run_stages)
+                                            next_action, pending_release, phase_of, recover_release, release_of_app,
+                                            roll_back_service, run_stages)
 from importer.state import StateDir
 from importer.steps import crash_hook
-
-
-def release_of_app(state: StateDir, app: str) -> tuple[str, ReleaseMark] | None:
-    """(the target name it is kept under, the mark) of app `app`'s release between its first stage
-    and its last; `app` may also be that target's name."""
-    if not state.apps_root.exists():
-        return None
-    for d in sorted(state.apps_root.iterdir()):
-        mark = pending_release(state, d.name) if d.is_dir() else None
-        if mark and (mark.get("app") == app or d.name == app):
-            return d.name, ReleaseMark(**mark)
-    return None
 
 
 @dataclass

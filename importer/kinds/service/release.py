@@ -192,6 +192,18 @@ def pending_release(state: StateDir, name: str) -> dict | None:
         return None
 
 
+def release_of_app(state: StateDir, app: str) -> tuple[str, ReleaseMark] | None:
+    """(the target name it is kept under, the mark) of app `app`'s release between its first stage
+    and its last; `app` may also be that target's name."""
+    if not state.apps_root.exists():
+        return None
+    for d in sorted(state.apps_root.iterdir()):
+        mark = pending_release(state, d.name) if d.is_dir() else None
+        if mark and (mark.get("app") == app or d.name == app):
+            return d.name, ReleaseMark(**mark)
+    return None
+
+
 def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, new_version: str | None = None,
          registry: str | None = None, resume: bool = False) -> ServicePlan:
     registry = registry or target.registry

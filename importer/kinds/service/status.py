@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from bundlecore.errors import AppState, UsageProblem
 from importer.kinds.service import rollout, volumes
-from importer.kinds.service.release import Phase, next_action, pending_release, phase_of, roll_back_service
+from importer.kinds.service.release import (Phase, next_action, pending_release, phase_of, release_of_app,
+                                            roll_back_service)
 from importer.state import StateDir
 from importer.steps import live_run, unfinished_line
 
@@ -66,13 +67,8 @@ def app_services(state: StateDir, app: str) -> list[str]:
 
 def _release_of_app(state: StateDir, app: str) -> dict | None:
     """The app's release between its first stage and its last (its mark, under the target's name)."""
-    if not state.apps_root.exists():
-        return None
-    for d in sorted(state.apps_root.iterdir()):
-        mark = pending_release(state, d.name) if d.is_dir() else None
-        if mark and mark.get("app") == app:
-            return release_view(mark)
-    return None
+    found = release_of_app(state, app)
+    return release_view(asdict(found[1])) if found else None
 
 
 def release_view(mark: dict | None) -> dict | None:
