@@ -113,9 +113,11 @@ def test_a_timed_pause_that_ended_while_nothing_ran_continues_on_resume_and_says
     early = do_import(fleet, bundle, services, "--resume")
     assert early.code == 1 and f"is paused until {m.group(1)}" in one_line(early.stderr), str(early)
     assert wait_until(lambda: utc_now() > parse_ts(m.group(1)), timeout=60, every=0.2)  # nothing runs meanwhile
-    r = do_import(fleet, bundle, services, "--resume")
+    r = do_import(fleet, bundle, services, "--resume", env={"BUNDLE_PROGRESS_INTERVAL": "0"})
     assert r.code == 0, str(r)
     assert f"stage 1 of 2: its pause ended at {m.group(1)}; continuing with stage 2" in r.stdout, r.stdout
+    # progress off a terminal: timestamped lines with the tasks on the new image out of the replicas
+    assert re.search(rf"^\S+Z rolling service {fleet['web']}: \d+ s left \([012]/2 tasks updated\)$", r.stderr, re.M), r.stderr
     assert _on(swarm, fleet, "2.0.0", fleet["canary"], fleet["web"])
 
 
