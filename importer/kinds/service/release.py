@@ -26,6 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
+from bundlecore.interrupts import Interrupted
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.progress import Countdown
 from bundlecore.refusals import EngineRefused
@@ -294,8 +295,9 @@ def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i:
                  stopped: dict | None, out) -> dict | None:
     """Stage i's `pause` (after its soak): journaled before the release waits, so that it survives
     this process and the host. A timed pause up to the inline soak is waited here (a kill -9 during
-    it leaves the release paused: --resume or promote continues it); a longer one, or one until
-    `bundle promote`, ends the import (exit 11, ExitCode.PAUSED). None: the release goes on."""
+    it leaves the release paused: --resume or promote continues it, and SIGINT/SIGTERM end the import
+    as paused); a longer one, or one until `bundle promote`, ends the import (exit 11,
+    ExitCode.PAUSED). None: the release goes on."""
     pause = plan.target.pause(i)
     if pause is None or i + 1 >= len(stages):
         return None
@@ -306,12 +308,17 @@ def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i:
         countdown = Countdown(f"stage {i + 1} of {len(stages)}: paused", seconds)
         end = time.monotonic() + seconds
         out(f"stage {i + 1} of {len(stages)}: paused for {seconds}s")
-        while time.monotonic() < end:
-            countdown.tick()
-            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-        countdown.close()
-        out(_pause_over(mark))
-        return None
+        try:
+            while time.monotonic() < end:
+                countdown.tick()
+                time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        except Interrupted as e:  # the pause is journaled: it outlives this process, as a long one does
+            countdown.close()
+            out(f"{e.signame} during the pause of stage {i + 1}: the release stays paused")
+        else:
+            countdown.close()
+            out(_pause_over(mark))
+            return None
     out(next_action(asdict(mark)))
     return {**(state.installed(stages[i][0]) or {}), "paused_after_stage": i + 1, "pause": mark.pause,
             "resume_after": mark.resume_after, "services": _versions(state, stages)}
