@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 PLACEHOLDERS = ("app", "version", "services", "stage_services")
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_REGEX_META = re.compile(r"([\\.^$|?*+()\[\]{}-])")
+_REGEX_META = re.compile(r"([\\.^$|?*+()\[\]{}])")
 
 
 def problems(query: str) -> list[str]:
