@@ -8,6 +8,11 @@ evaluated for its window after each stage's services rolled. A failed update or 
 failing stage's services back (Swarm's own rollback) and stops: later stages are not touched. A
 failed analysis rolls back every service the release touched, in reverse stage order, with their
 data (the failing stage's and every earlier one's): a release the metrics call bad goes nowhere.
+A stage with `replicas` is a canary step (importer.kinds.service.canary: a `<service>-canary`
+beside the untouched stable service; rolled back by removing it; removed once a later stage
+rolled the service whole and passed its watch); `parallel = true` asks Swarm for every service
+of the stage first, then waits for them together (`_roll_whole`). The analysis query's
+placeholders are filled in per stage (bundlecore.placeholders).
 A soak up to INLINE_SOAK seconds is watched inside this process; a longer one
 (a week of a test team using it) ends the import with exit 0 and the release recorded in
 `apps/<target>/release.json`; `bundle import BUNDLE --resume` continues it once the soak is over.

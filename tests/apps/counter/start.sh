@@ -24,7 +24,7 @@ CGI
 cat > /www/cgi-bin/scrape <<'CGI'
 #!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\n'
-t=${QUERY_STRING#target=}
+t=$(echo "${QUERY_STRING#target=}" | sed 's/%3[Aa]/:/')  # Prometheus encodes the colon
 printf 'GET /cgi-bin/metrics HTTP/1.0\r\n\r\n' | nc -w 1 "${t%:*}" "${t##*:}" | sed '1,/^\r*$/d'
 CGI
 chmod +x /www/cgi-bin/*
