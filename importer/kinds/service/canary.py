@@ -73,13 +73,12 @@ def run(client, service: str, image: str, replicas: int | str, target: dict, app
 
 
 def wait(client, service: str, image: str, replicas: int, target: dict) -> None:
-    """Every task of the canary healthy on `image`; else it is removed and the step fails (exit 4)."""
+    """Every task of the canary healthy on `image`; else UpdateFailed (exit 4: the caller removes it)."""
     name = canary_name(service)
     if rollout.wait_created(client, name, image, rollout.deadline_for(target, replicas), replicas):
         return
     errors = rollout.task_errors(client, name, image)
-    remove(client, service, out=lambda _line: None)
-    raise UpdateFailed(f"canary {name} did not get healthy and was removed; {service} untouched"
+    raise UpdateFailed(f"canary {name} did not get healthy and is removed; {service} untouched"
                        + (": " + "; ".join(errors) if errors else ""))
 
 

@@ -298,19 +298,15 @@ def _roll_whole(client, state: StateDir, services: list[str], parallel: bool, im
     def begin(s):
         return rollout.begin(client, state, s, target, image, record, out=out, auth=delivery.registry_auth)
 
+    runs = {s: begin(s) for s in services} if parallel else {}
     if parallel:
-        runs = {s: begin(s) for s in services}
         crash_hook(f"release_parallel_{i + 1}", "before")
         out(f"stage {i + 1}: {len(services)} service(s) rolling in parallel")
-        settle = [(s, runs[s]) for s in services]
-    else:
-        settle = [(s, None) for s in services]
     done: list[str] = []
     failed: list[UpdateFailed | OperatorNeeded] = []
-    for s, run in settle:
+    for s in services:
         try:
-            if not parallel:
-                run = begin(s)
+            run = runs[s] if parallel else begin(s)
             if run:
                 run.settle()
             done.append(s)

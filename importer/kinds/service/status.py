@@ -122,9 +122,14 @@ def _canary_row(client, k: int, service: str, release: dict) -> dict:
             "state": "canary" if info else "no canary"}
 
 
+def _service_count(st: dict) -> int:
+    """The app's services (a canary step's row is not one of them)."""
+    return len({r["service"] for r in st["services"] if not r.get("canary_of")})
+
+
 def app_status_lines(st: dict) -> list[str]:
     rec = st.get("installed") or {}
-    out = [f"{st['name']} (app of {len(st['services'])} service(s)): {rec.get('version') or 'not installed'} "
+    out = [f"{st['name']} (app of {_service_count(st)} service(s)): {rec.get('version') or 'not installed'} "
            f"[{st['state']}]"]
     for r in st["services"]:
         out.append(f"  stage {r['stage']}: {r['service']} {r['version']}: {r['running_installed']}/{r['desired']} "
@@ -228,7 +233,7 @@ def list_line(st: dict) -> str:
     if st.get("app_of_services"):
         stages = {r["stage"] for r in st["services"]}
         partial = " (partial release)" if st.get("release") else ""
-        return (f"{st['name']} {rec.get('version')} app of {len(st['services'])} service(s) in {len(stages)} "
+        return (f"{st['name']} {rec.get('version')} app of {_service_count(st)} service(s) in {len(stages)} "
                 f"stage(s){partial}: [{st['state']}]")
     live = st.get("service") or {}
     running = f"{live['running']}/{live['replicas']} running" if live else "service missing"
