@@ -27,30 +27,18 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.keys import trust_store
 from tests.support import BUNDLE, REPO, one_line, run_bundle
 from tests.swap_fixtures import wait_until
+from tests.test_fleet import POLLER as FLEET_POLLER
 from tests.test_fleet import fleet, registry_digest, running, services, swarm  # noqa: F401 (fixtures)
+from tests.test_fleet_analysis import FleetHost
 
 UPDATE_FAILED, INACTIVE = 4, 7
 COUNTER = REPO / "tests" / "apps" / "counter"
 # the error ratio of the stage's new version; `> 0`: no traffic yet is no data yet, not 0/0
 QUERY = ('sum(rate(http_requests_total{code="500",version="{{version}}",service=~"{{stage_services}}"}[4s])) / '
          '(sum(rate(http_requests_total{version="{{version}}",service=~"{{stage_services}}"}[4s])) > 0)')
-POLLER = r"""
-while true; do
-  addrs=$(nslookup tasks.$SVC 127.0.0.11 2>/dev/null | awk '/^Address/ && !/:53$/ && !/#53$/ {print $NF}')
-  n=$(echo "$addrs" | grep -c .)
-  if [ "$n" -gt 0 ]; then
-    ip=$(echo "$addrs" | sed -n "$(( (RANDOM % n) + 1 ))p")
-    if printf 'GET /cgi-bin/hello HTTP/1.0\r\n\r\n' | nc -w 1 "$ip" 8080 2>/dev/null | grep -q ' 200 '; then
-      echo ok; else echo fail; fi
-  else
-    echo fail
-  fi
-  usleep 50000
-done
-"""
+POLLER = FLEET_POLLER.replace("GET /version", "GET /cgi-bin/hello")  # the counter app's counted page
 
 
 def _build(client, tag: str, version: str, bad_after: str = "") -> None:
@@ -129,23 +117,13 @@ class Poller:
         return lines.count("ok"), lines.count("fail")
 
 
-class Fleet:
-    """Bundles of the counter app as a service release (S with 3 replicas, T with 1), imported under
-    this host's policy (the Prometheus URL from the site file, granted by host-policy.toml)."""
+class Fleet(FleetHost):
+    """Bundles of the counter app as a service release (S with 3 replicas, T with 1)."""
 
     def __init__(self, fleet, counter, state: Path, prometheus, tmp: Path):  # noqa: F811
-        self.fleet, self.counter, self.state, self.tmp = fleet, counter, state, tmp
-        tok = fleet["tok"]
-        self.s, self.t = f"fl-{tok}-cs", f"fl-{tok}-ct"
-        self.app = f"canary-{tok}"
-        self.url = f"http://{prometheus.address}"
-        self.keys = trust_store(tmp / "store", [fleet["key"]])
-        (self.keys / "host-policy.toml").write_text(f'[apps.{self.app}]\nprometheus_urls = ["{self.url}"]\n'
-                                                    f'registries = ["{fleet["registry"]}"]\n'
-                                                    f'shared_networks = ["{fleet["net"]}"]\n')
-        self.site = tmp / "site.toml"
-        self.site.write_text(f'[health.prometheus]\nurl = "{self.url}"\n')
-        self.site.chmod(0o644)
+        super().__init__(fleet, state, prometheus, tmp, f"canary-{fleet['tok']}")
+        self.counter = counter
+        self.s, self.t = f"fl-{fleet['tok']}-cs", f"fl-{fleet['tok']}-ct"
 
     def pinned(self, version: str) -> str:
         f = self.fleet
@@ -165,18 +143,7 @@ class Fleet:
             '[target.rollout]\nparallelism = 1\ndelay = "0s"\norder = "start-first"\nmonitor = "1s"\n'
             'max_failure_ratio = 0\nfailure_action = "rollback"\n\n'
             f'[target.health]\ntcp = "127.0.0.1:8080"\ntimeout = "10s"\nattempts = 2\n{gate}\n{stages}')
-        out = spec.with_suffix(".bundle.zst")
-        k = f["key"]
-        r = run_bundle("build", spec, "-o", out, "--sign-key", k.fpr, "--gnupghome", k.home, "--local")
-        assert r.code == 0, str(r)
-        return out
-
-    def args(self, bundle: Path, *more) -> list:
-        return ["import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", "--site", self.site,
-                "--registry", self.fleet["registry"], *more]
-
-    def import_(self, bundle: Path, *more, env=None):
-        return run_bundle(*self.args(bundle, *more), env=env)
+        return self.sign(spec)
 
     def status(self):
         return run_bundle("status", self.app, "--state-dir", self.state)
