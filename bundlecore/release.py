@@ -313,13 +313,38 @@ class ContainerTarget(Target):
 
 
 PROMOTE = "promote"  # a stage's `pause` until a person runs `bundle promote APP`
+CANARY_SUFFIX = "-canary"
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One step of a service release. `replicas` (a count, or "N%" of the service's replicas): a
+    canary step, that many tasks of the new version beside each stable service (a service
+    `<name>-canary` sharing its network alias), the stable one untouched; a later stage naming the
+    service rolls the rest. `parallel`: the stage's services roll concurrently. `pause`: after the
+    stage, seconds or PROMOTE (importer.kinds.service.release)."""
+
     services: tuple[str, ...]
     soak: int
-    pause: int | str | None = None  # after the stage: seconds, or PROMOTE (importer.kinds.service.release)
+    pause: int | str | None = None
+    replicas: int | str | None = None
+    parallel: bool | None = None
+
+    @classmethod
+    def from_json(cls, d: JSON) -> "Stage":
+        return _from_json(cls, d)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @property
+    def canary(self) -> bool:
+        return self.replicas is not None
+
+
+def canary_name(service: str) -> str:
+    """THE name of the canary service of `service` (importer.kinds.service.canary; ownership claims it)."""
+    return service + CANARY_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -348,20 +373,27 @@ class ServiceTarget(Target):
     @classmethod
     def from_json(cls, d: JSON) -> "ServiceTarget":
         return cls(**cls._parts(d), rollout=_from_json(RolloutSettings, d["rollout"]) if d.get("rollout") else None,
-                   stages=tuple(Stage(tuple(s["services"]), s["soak"], s.get("pause")) for s in d.get("stages") or ()))
+                   stages=tuple(Stage.from_json(s) for s in d.get("stages") or ()))
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.rollout:
             out["rollout"] = self.rollout.as_mapping()
         if self.stages:
-            out["stages"] = [{"services": list(s.services), "soak": s.soak,
-                              **({"pause": s.pause} if s.pause is not None else {})} for s in self.stages]
+            out["stages"] = [s.to_json() for s in self.stages]
         return out
 
     def services(self) -> list[list[str]]:
         """The services each stage updates, in order; without stages one stage: the target itself."""
         return [list(s.services) for s in self.stages] if self.stages else [[self.name]]
+
+    def stage(self, index: int) -> Stage:
+        """Stage `index` (without stages: the target itself, one whole step)."""
+        return self.stages[index] if self.stages else Stage((self.name,), 0)
+
+    def canaries(self) -> list[str]:
+        """The canary services any stage of the release may create."""
+        return list(dict.fromkeys(canary_name(s) for st in self.stages if st.canary for s in st.services))
 
     def soak(self, index: int) -> int:
         """Seconds to watch after stage `index` (0 without stages)."""

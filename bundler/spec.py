@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundlecore import placeholders
 from bundlecore.errors import UsageProblem
 from bundlecore.release import PROMOTE, dependency_order
 from bundlecore.schema import bounds, first_error
@@ -69,18 +70,29 @@ def is_pinned(ref: str) -> bool:
 
 
 def service_stages(path, target: dict, stages: list[dict]) -> list[dict]:
-    """`[[stage]]` of a service target as the manifest stores it: soak in seconds, each service once."""
+    """`[[stage]]` of a service target as the manifest stores it: soak in seconds. A service is
+    rolled whole in one stage; before it, canary steps (`replicas`) may run part of it, and a
+    canary step's service must be rolled whole by a later stage (no canary is left behind)."""
     if target["kind"] != "service":
         raise UsageProblem(f"spec {path}: [[stage]] applies to target.kind = \"service\" only")
-    seen: set[str] = set()
+    whole: set[str] = set()
+    canaried: dict[str, int] = {}
     out = []
     for i, stage in enumerate(stages, 1):
-        again = seen.intersection(stage["services"])
-        if again:
-            raise UsageProblem(f"spec {path}: stage {i} names {sorted(again)[0]} again (a service is in one stage)")
-        seen.update(stage["services"])
+        for s in stage["services"]:
+            if s in whole:
+                raise UsageProblem(f"spec {path}: stage {i} names {s} again (a service is rolled whole in one stage)")
+            if "replicas" in stage:
+                canaried.setdefault(s, i)
+            else:
+                whole.add(s)
         out.append({"services": list(stage["services"]), "soak": parse_duration(stage.get("soak", 0)),
+                    **{k: stage[k] for k in ("replicas", "parallel") if k in stage},
                     **stage_pause(path, i, len(stages), stage.get("pause"))})
+    left = sorted(s for s in canaried if s not in whole)
+    if left:
+        raise UsageProblem(f"spec {path}: stage {canaried[left[0]]} rolls part of {left[0]} (replicas); "
+                           f"a later stage must roll the rest")
     return out
 
 
@@ -106,6 +118,9 @@ def metrics_gate(path, prom: dict) -> dict:
         raise UsageProblem(f"spec {path}: target.health.prometheus.window must be between {low}s and {high}s")
     if not math.isfinite(prom["max"]):
         raise UsageProblem(f"spec {path}: target.health.prometheus.max must be a finite number")
+    wrong = placeholders.problems(prom["query"])
+    if wrong:
+        raise UsageProblem(f"spec {path}: target.health.prometheus.query: {wrong[0]}")
     return {**prom, "window": window}
 
 

@@ -29,6 +29,9 @@ The rules (`judge`), one place:
 was late, one noisy reading); one more fails it (`Analysis`). The evaluation at the window's end
 must pass whatever the limit: the verdict is never given on a failing reading.
 
+The query may name the release through placeholders (`{{version}}`, `{{services}}`, ...,
+bundlecore.placeholders), filled in by `MetricsGate.bound` with escaped values.
+
 A failure rolls back exactly like a failed health check (exit 4). After a crash, `bundle recover`
 resumes the journaled window (the same end time) and evaluates the query again, at least once at
 its end, before it commits.
@@ -37,9 +40,11 @@ its end, before it commits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Mapping
 from urllib.parse import urlsplit
 
+from bundlecore import placeholders
 from bundlecore.remote import Failure, RemoteProblem, fetch, parse_json
 
 # One evaluation's whole answer may take this long before it counts as failed (a slow Prometheus is
@@ -127,6 +132,11 @@ class MetricsGate:
             return None
         return cls(str(prom.get("url") or ""), str(prom["query"]), float(prom["max"]), float(prom["window"]),
                    int(prom.get("failure_limit") or 0))
+
+    def bound(self, values: Mapping[str, str]) -> "MetricsGate":
+        """The gate with its query's placeholders filled in (bundlecore.placeholders: escaped values,
+        only inside the query's strings)."""
+        return replace(self, query=placeholders.substitute(self.query, values))
 
     def describe(self) -> str:
         return (f"Prometheus {self.url}: {self.query} at most {self.limit:g} for {self.window:g} s"

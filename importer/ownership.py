@@ -218,6 +218,7 @@ def named_resources(target: Target) -> list[tuple[Resource, str]]:
     out += [(Resource.NETWORK, n) for n in nets if n not in DEFAULT_NETWORKS and not n.startswith("container:")]
     if isinstance(target, ServiceTarget):
         out += [(Resource.SERVICE, s) for stage in target.services() for s in stage]
+        out += [(Resource.SERVICE, c) for c in target.canaries()]  # a canary step's services
     return list(dict.fromkeys(out))
 
 

@@ -28,17 +28,13 @@ UPDATE_FAILED, INACTIVE = 4, 7
 WINDOW = "4s"
 
 
-class Release:
-    """Two stages (s1, then s2) of the fleet's image, gated by the error counter of each stage's services."""
+class FleetHost:
+    """Imports of one app on the fleet under this host's policy: the Prometheus URL set by the site
+    file and granted by host-policy.toml, with the fleet's registry and overlay network."""
 
-    def __init__(self, fleet, state: Path, prometheus, node_exporter, tmp: Path):  # noqa: F811
-        self.fleet, self.state, self.prom, self.tmp = fleet, state, prometheus, tmp
-        tok = fleet["tok"]
-        self.s1, self.s2 = f"fl-{tok}-s1", f"fl-{tok}-s2"
-        self.app = f"staged-{tok}"
+    def __init__(self, fleet, state: Path, prometheus, tmp: Path, app: str):  # noqa: F811
+        self.fleet, self.state, self.prom, self.tmp, self.app = fleet, state, prometheus, tmp, app
         self.url = f"http://{prometheus.address}"
-        self.metrics = node_exporter.textfile_dir / f"{tok}.prom"
-        self.query = f'max(app_errors_total{{service=~"{self.s1}|{self.s2}"}})'
         self.keys = trust_store(tmp / "store", [fleet["key"]])
         (self.keys / "host-policy.toml").write_text(f'[apps.{self.app}]\nprometheus_urls = ["{self.url}"]\n'
                                                     f'registries = ["{fleet["registry"]}"]\n'
@@ -46,6 +42,32 @@ class Release:
         self.site = tmp / "site.toml"
         self.site.write_text(f'[health.prometheus]\nurl = "{self.url}"\n')
         self.site.chmod(0o644)
+
+    def sign(self, spec: Path) -> Path:
+        """`bundle build --local` of `spec`, signed with the fleet's key."""
+        out = spec.with_suffix(".bundle.zst")
+        k = self.fleet["key"]
+        r = run_bundle("build", spec, "-o", out, "--sign-key", k.fpr, "--gnupghome", k.home, "--local")
+        assert r.code == 0, str(r)
+        return out
+
+    def args(self, bundle: Path, *more) -> list:
+        return ["import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", "--site", self.site,
+                "--registry", self.fleet["registry"], *more]
+
+    def import_(self, bundle: Path, *more, env=None):
+        return run_bundle(*self.args(bundle, *more), env=env)
+
+
+class Release(FleetHost):
+    """Two stages (s1, then s2) of the fleet's image, gated by the error counter of each stage's services."""
+
+    def __init__(self, fleet, state: Path, prometheus, node_exporter, tmp: Path):  # noqa: F811
+        tok = fleet["tok"]
+        super().__init__(fleet, state, prometheus, tmp, f"staged-{tok}")
+        self.s1, self.s2 = f"fl-{tok}-s1", f"fl-{tok}-s2"
+        self.metrics = node_exporter.textfile_dir / f"{tok}.prom"
+        self.query = f'max(app_errors_total{{service=~"{self.s1}|{self.s2}"}})'
 
     def errors(self, **by_service: int) -> None:
         """The counter each service exports (written to a temp name, then renamed, as node_exporter wants)."""
@@ -67,18 +89,7 @@ class Release:
             '[target.health]\ntcp = "127.0.0.1:8080"\ntimeout = "10s"\nattempts = 2\n'
             f"prometheus = {{ query = '{self.query}', max = 0.5, window = \"{WINDOW}\" }}\n{extra_health}\n"
             f'[[stage]]\nservices = ["{self.s1}"]\nsoak = "0s"\n\n[[stage]]\nservices = ["{self.s2}"]\nsoak = "0s"\n')
-        out = spec.with_suffix(".bundle.zst")
-        k = f["key"]
-        r = run_bundle("build", spec, "-o", out, "--sign-key", k.fpr, "--gnupghome", k.home, "--local")
-        assert r.code == 0, str(r)
-        return out
-
-    def args(self, bundle: Path, *more) -> list:
-        return ["import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", "--site", self.site,
-                "--registry", self.fleet["registry"], *more]
-
-    def import_(self, bundle: Path, *more, env=None):
-        return run_bundle(*self.args(bundle, *more), env=env)
+        return self.sign(spec)
 
     def install_v1(self) -> None:
         self.errors(**{self.s1: 0, self.s2: 0})

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 
-from bundlecore import interrupts
+from bundlecore import interrupts, placeholders
 from bundlecore.engine import EngineError, EngineNotFound, stop_timeout
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.fsutil import atomic_write_bytes
@@ -179,6 +179,8 @@ class ContainerSwap:
         new = self.r.new
         info = self.client.container(new.id)
         gate = HealthGate(self.r.health, (info or {}).get("Config", {}).get("Healthcheck"))
+        if gate.metrics:  # the query's placeholders name this release
+            gate.metrics = gate.metrics.bound(placeholders.values_of(self.r.app or self.r.name, new.version))
         if not gate.probation:
             return
         if self.r.probation_until is None:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from bundlecore.errors import BundleError, UsageProblem
 from bundlecore.release import Result, ServiceTarget, signers_of
 from importer.audit import AuditEvent, BundleRef, EventKind, now, write_event
-from importer.kinds.service import rollout
+from importer.kinds.service import canary, rollout
 from importer.kinds.service.release import (Phase, ReleaseMark, ServicePlan, _forget_release, _pause_over, _versions,
                                             next_action, pending_release, phase_of, recover_release, release_of_app,
                                             roll_back_service, run_stages)
@@ -118,6 +118,9 @@ def finish_abort(client, state: StateDir, name: str, mark: ReleaseMark, *, out=p
     try:
         for k in range(_touched(mark) - 1, -1, -1):
             for s in mark.services[k]:
+                if mark.canary_replicas(k) is not None:  # a canary step: its canary goes, the stable service was not moved
+                    canary.remove(client, s, out=out)
+                    continue
                 info = rollout.inspect(client, s)
                 if not info or rollout.image_of(info) != mark.image:
                     continue

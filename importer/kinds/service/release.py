@@ -8,6 +8,11 @@ evaluated for its window after each stage's services rolled. A failed update or 
 failing stage's services back (Swarm's own rollback) and stops: later stages are not touched. A
 failed analysis rolls back every service the release touched, in reverse stage order, with their
 data (the failing stage's and every earlier one's): a release the metrics call bad goes nowhere.
+A stage with `replicas` is a canary step (importer.kinds.service.canary: a `<service>-canary`
+beside the untouched stable service; rolled back by removing it; removed once a later stage
+rolled the service whole and passed its watch); `parallel = true` asks Swarm for every service
+of the stage first, then waits for them together (`_roll_whole`). The analysis query's
+placeholders are filled in per stage (bundlecore.placeholders).
 A soak up to INLINE_SOAK seconds is watched inside this process; a longer one
 (a week of a test team using it) ends the import with exit 0 and the release recorded in
 `apps/<target>/release.json`; `bundle import BUNDLE --resume` continues it once the soak is over.
@@ -25,17 +30,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from bundlecore import placeholders
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.interrupts import Interrupted
 from bundlecore.fsutil import atomic_write_json
 from bundlecore.progress import Countdown
 from bundlecore.refusals import EngineRefused
-from bundlecore.release import PROMOTE, ServiceTarget
+from bundlecore.release import PROMOTE, ServiceTarget, canary_name
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
 from importer.analysis import Analysis, MetricsGate
 from importer.delivery import Delivery
-from importer.kinds.service import rollout
+from importer.kinds.service import canary, rollout, volumes
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import crash_hook
 
@@ -65,6 +71,8 @@ class ServicePlan:
     registry: str
     current: dict[str, str | None]              # service -> image it runs now (None: to be created)
     resume_from: int = 0                        # first stage to run (a resumed release)
+    replicas: dict[str, int] = field(default_factory=dict)   # service -> its replicas now
+    canary: dict[tuple[int, str], int] = field(default_factory=dict)  # (stage, service) -> canary tasks
     kind: str = field(default="service")
 
     def lines(self) -> list[str]:
@@ -72,10 +80,15 @@ class ServicePlan:
         out = [f"release {self.new_version} of {self.name} via registry {self.registry}: {len(stages)} stage(s)"]
         for i, services in enumerate(stages):
             done = " (done)" if i < self.resume_from else ""
-            soak = stage_soak(self.target, i)
-            out.append(f"  stage {i + 1}{done}: " + ", ".join(
-                f"{s} ({'create' if self.current.get(s) is None else 'update from ' + printable(self.current[s])})"
-                for s in services) + (f"; soak {soak}s" if soak else ""))
+            soak, stage = stage_soak(self.target, i), self.target.stage(i)
+            if stage.canary:
+                what = ", ".join(f"canary {canary_name(s)}: {self.canary.get((i, s))} task(s) beside {s}'s "
+                                 f"{self.replicas.get(s)} ({s} untouched)" for s in services)
+            else:
+                what = ", ".join(
+                    f"{s} ({'create' if self.current.get(s) is None else 'update from ' + printable(self.current[s])})"
+                    for s in services) + ("; in parallel" if stage.parallel and len(services) > 1 else "")
+            out.append(f"  stage {i + 1}{done}: {what}" + (f"; soak {soak}s" if soak else ""))
         gate = MetricsGate.from_health(self.target.health_json())
         if gate:
             out.append(f"  analysis after each stage: {gate.describe()}")
@@ -112,6 +125,7 @@ class ReleaseMark:
     services: list[list[str]] = field(default_factory=list)   # each stage's services
     before: dict[str, str | None] = field(default_factory=dict)  # service -> image before the release
     watch: list[float] = field(default_factory=list)  # seconds each stage is watched (soak, analysis) inline
+    replicas: list = field(default_factory=list)  # each stage's canary replicas as signed (None: rolled whole)
     pause: str | None = None                    # stopped by a stage's pause: PROMOTE, or TIMED (until resume_after)
     aborting: bool = False                      # `bundle abort` under way: recover finishes it
     target: dict = field(default_factory=dict)  # the target as journaled: `bundle promote` rolls the rest with it
@@ -125,6 +139,10 @@ class ReleaseMark:
     def save(self, state: StateDir, name: str) -> None:
         state.ensure_app_dir(name)
         atomic_write_json(_release_path(state, name), asdict(self))
+
+    def canary_replicas(self, k: int):
+        """Stage k's canary replicas as signed; None: it rolls its services whole."""
+        return self.replicas[k] if k < len(self.replicas) else None
 
     def stop(self, state: StateDir, name: str, done: int) -> None:
         """Stage `done`+1 failed or was rolled back: the release is stopped after the stages before
@@ -236,12 +254,29 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
         resume_from = pending["done"]
     elif resume:
         raise UsageProblem(f"no stopped release of {name} to resume")
-    current = {}
-    for services in target.services():
+    current: dict[str, str | None] = {}
+    replicas: dict[str, int] = {}
+    canaries: dict[tuple[int, str], int] = {}
+    for i, services in enumerate(target.services()):
         for s in services:
             info = rollout.inspect(client, s)
-            current[s] = rollout.image_of(info) if info else None
-    return ServicePlan(name, target, new_image_id, new_version, registry, current, resume_from)
+            if info and s not in current:
+                current[s], replicas[s] = rollout.image_of(info), rollout.replicas_of(info)
+            current.setdefault(s, None)
+            if target.stage(i).canary:
+                canaries[(i, s)] = _canary_planned(s, info, target.stage(i).replicas)
+    return ServicePlan(name, target, new_image_id, new_version, registry, current, resume_from, replicas, canaries)
+
+
+def _canary_planned(service: str, info: dict | None, replicas) -> int:
+    """The canary tasks of a canary step; refused where a canary cannot be undone apart from its service."""
+    if info is None:
+        raise UsageProblem(f"service {service} does not exist: a canary step (replicas) needs the stable service "
+                           f"running (install it with a release that rolls it whole)")
+    if volumes.local_volumes(info["Spec"]):
+        raise UsageProblem(f"service {service} has local volumes: a canary step (replicas) would run two versions "
+                           f"on its data; roll it whole")
+    return canary.count(replicas, rollout.replicas_of(info))
 
 
 def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, keep: int = 2, out=print) -> dict:
@@ -256,7 +291,7 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
     mark = ReleaseMark.load(state, plan.name) or ReleaseMark(
         plan.new_image_id, r.version, 0, len(stages), app=r.app, image=image, services=stages, before=plan.current,
         watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))], target=plan.target.to_json(),
-        record=record)
+        record=record, replicas=[plan.target.stage(i).replicas for i in range(len(stages))])
     if mark.pause and plan.resume_from:
         out(_pause_over(mark))
     return run_stages(client, state, plan, mark, image, record, delivery.registry_auth, out)
@@ -272,7 +307,7 @@ def run_stages(client, state: StateDir, plan: ServicePlan, mark: ReleaseMark, im
     for i in range(plan.resume_from, len(stages)):
         if i > 0:  # the stage before stayed healthy (also after a resume days later)
             try:
-                _check_still_healthy(client, state, stages[i - 1], image, i, out)
+                _check_still_healthy(client, state, mark, i - 1, image, out)
             except UpdateFailed:  # that stage is rolled back: stopped after the ones before it
                 mark.stop(state, plan.name, i - 1)
                 raise
@@ -340,30 +375,82 @@ def _pause_over(mark: ReleaseMark) -> str:
 def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str]], i: int, image: str,
                journaled: dict, record: dict, gate: MetricsGate | None, mark: ReleaseMark, auth: dict | None,
                out) -> dict | None:
-    """Stage i: its services rolled one after the other, then watched (soak, analysis); the
-    installed record when the release stops after it for a long soak, else None."""
-    done: list[str] = []
-    for service in stages[i]:
-        try:
-            rollout.roll_out(client, state, service, journaled, image, record, out=out, auth=auth)
-        except UpdateFailed as e:
-            _roll_back_stage(client, state, done, out)
-            raise UpdateFailed(f"stage {i + 1} of {len(stages)}: {e}"
-                               + ("; later stage(s) not started" if i + 1 < len(stages) else "")) from None
-        done.append(service)
+    """Stage i: its canaries run, or its services rolled (one after the other, or in parallel),
+    then watched (soak, analysis); the installed record when the release stops after it for a
+    long soak, else None."""
+    stage, n = plan.target.stage(i), len(stages)
+    try:
+        if stage.canary:
+            _run_canaries(client, stages[i], stage.replicas, image, journaled, record.get("app"), i, auth, out)
+        else:
+            _roll_whole(client, state, stages[i], bool(stage.parallel), image, journaled, record, i, auth, out)
+    except UpdateFailed as e:
+        raise UpdateFailed(f"stage {i + 1} of {n}: {e}" + ("; later stage(s) not started" if i + 1 < n else "")) from None
     stop, watch = _watch_of(plan.target, gate, i)
     after = format_ts(plus(utc_now(), stage_soak(plan.target, i)))
     if watch:
-        _watch(client, state, plan.name, stages, i, image, watch, gate, out)
+        _watch(client, state, plan, mark, i, image, watch, gate, out)
+    crash_hook(f"release_watched_{i + 1}", "before")
+    if not stage.canary:  # each service is whole on the new version: a canary a step ran beside it goes
+        for s in set(stages[i]) & {s for k, st in enumerate(stages[:i]) if mark.canary_replicas(k) is not None for s in st}:
+            canary.remove(client, s, out=out)
     if stop:
         mark.done, mark.running, mark.resume_after = i + 1, None, after
         mark.save(state, plan.name)
         if plan.target.pause(i) is None:  # else its pause says what comes next
-            out(f"stage {i + 1} of {len(stages)} done; continue with --resume after {after}")
+            out(f"stage {i + 1} of {n} done; continue with --resume after {after}")
         return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after,
                 "services": _versions(state, stages)}
-    out(f"stage {i + 1} of {len(stages)} done: {', '.join(stages[i])} on {image}")
+    out(f"stage {i + 1} of {n} done: {', '.join(_units(stages[i], mark.canary_replicas(i)))} on {image}")
     return None
+
+
+def _run_canaries(client, services: list[str], replicas, image: str, target: dict, app: str | None, i: int,
+                  auth: dict | None, out) -> None:
+    """A canary step: each service's canary created (or scaled) and healthy; a canary that is not
+    is removed with every other canary of the step (UpdateFailed), the stable services untouched."""
+    counts = {}
+    try:
+        for s in services:
+            counts[s] = canary.run(client, s, image, replicas, target, app, auth=auth, out=out)
+        crash_hook(f"release_canary_{i + 1}", "before")
+        for s in services:
+            canary.wait(client, s, image, counts[s], target)
+    except UpdateFailed:
+        for s in services:
+            canary.remove(client, s, out=out)
+        raise
+
+
+def _roll_whole(client, state: StateDir, services: list[str], parallel: bool, image: str, target: dict,
+                record: dict, i: int, auth: dict | None, out) -> None:
+    """The stage's services rolled by Swarm, one after the other or (parallel) all asked first, then
+    waited on together; any failing rolls back every one of them that completed (UpdateFailed)."""
+    def begin(s):
+        return rollout.begin(client, state, s, target, image, record, out=out, auth=auth)
+
+    runs = {s: begin(s) for s in services} if parallel else {}
+    if parallel:
+        crash_hook(f"release_parallel_{i + 1}", "before")
+        out(f"stage {i + 1}: {len(services)} service(s) rolling in parallel")
+    done: list[str] = []
+    failed: list[UpdateFailed | OperatorNeeded] = []
+    for s in services:
+        try:
+            run = runs[s] if parallel else begin(s)
+            if run:
+                run.settle()
+            done.append(s)
+        except (UpdateFailed, OperatorNeeded) as e:
+            failed.append(e)
+            if not parallel:
+                break
+    if failed:
+        _roll_back_stage(client, state, done, out)
+        first = next((e for e in failed if isinstance(e, OperatorNeeded)), failed[0])
+        if isinstance(first, OperatorNeeded):
+            raise first
+        raise UpdateFailed(f"{first}" + (f"; rolled back with it: {', '.join(done)}" if done and parallel else ""))
 
 
 def _watch_of(target: ServiceTarget, gate: MetricsGate | None, i: int) -> tuple[bool, float]:
@@ -373,20 +460,28 @@ def _watch_of(target: ServiceTarget, gate: MetricsGate | None, i: int) -> tuple[
     return stop, (window if stop else max(soak, window))
 
 
-def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str, seconds: float,
+def _units(services: list[str], replicas) -> list[str]:
+    """The Swarm services a stage puts the new version on: its services, or (a canary step) their canaries."""
+    return [canary_name(s) for s in services] if replicas is not None else list(services)
+
+
+def _watch(client, state, plan: ServicePlan, mark: ReleaseMark, i: int, image: str, seconds: float,
            gate: MetricsGate | None, out) -> None:
-    """Stage i's soak and analysis: its services must stay healthy on `image` and the metrics gate
+    """Stage i's soak and analysis: what it put on `image` must stay healthy and the metrics gate
     must pass (evaluated about once a second, and once at the end). A failed analysis rolls back
-    every service of stages i..1, in that order."""
-    n = len(stages)
+    every stage i..1, in that order (a canary step: its canary removed)."""
+    n = len(mark.services)
     crash_hook(f"release_watch_{i + 1}", "before")
+    if gate:  # the query's placeholders name this release and this stage (bundlecore.placeholders)
+        gate = gate.bound(placeholders.values_of(
+            mark.app, mark.version, [s for st in mark.services for s in st], _units(mark.services[i], mark.canary_replicas(i))))
     out(f"stage {i + 1} of {n}: soaking {seconds:g}s" + (f"; analysis: {gate.describe()}" if gate else ""))
     analysis = Analysis(gate) if gate else None
     end = time.monotonic() + seconds
     countdown = Countdown(f"stage {i + 1} of {n}: " + ("analysis" if gate else "soak"), seconds)
     while True:
         final = time.monotonic() >= end
-        _check_still_healthy(client, state, stages[i], image, i + 1, out)
+        _check_still_healthy(client, state, mark, i, image, out)
         why = analysis.step(final) if analysis else None
         countdown.tick(f"{analysis.failures} failed evaluation(s), {analysis.gate.failure_limit} tolerated"
                        if analysis else "")
@@ -395,8 +490,8 @@ def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str
         if why:
             out(f"stage {i + 1} of {n}: analysis failed: {why}")
             for k in range(i, -1, -1):
-                _roll_back_stage(client, state, stages[k], out)
-            _forget_release(state, name)
+                _roll_back(client, state, mark, k, out)
+            _forget_release(state, plan.name)
             raise UpdateFailed(f"stage {i + 1} of {n}: analysis failed: {why}; every service of stage(s) "
                                f"{', '.join(str(k + 1) for k in range(i, -1, -1))} rolled back"
                                + ("; later stage(s) not started" if i + 1 < n else ""))
@@ -405,12 +500,23 @@ def _watch(client, state, name: str, stages: list[list[str]], i: int, image: str
         time.sleep(min(1.0, max(0.0, end - time.monotonic())))
 
 
-def _check_still_healthy(client, state, services, image, stage_no, out) -> None:
-    sick = [s for s in services if not rollout.settled_on(client, s, image)]
+def _check_still_healthy(client, state, mark: ReleaseMark, i: int, image: str, out) -> None:
+    units = _units(mark.services[i], mark.canary_replicas(i))
+    sick = [s for s in units if not rollout.settled_on(client, s, image)]
     if sick:
-        _roll_back_stage(client, state, services, out)
-        raise UpdateFailed(f"stage {stage_no}: {', '.join(sick)} not healthy on {image} during its soak; "
+        _roll_back(client, state, mark, i, out)
+        raise UpdateFailed(f"stage {i + 1}: {', '.join(sick)} not healthy on {image} during its soak; "
                            f"stage rolled back, later stage(s) not started")
+
+
+def _roll_back(client, state: StateDir, mark: ReleaseMark, k: int, out) -> None:
+    """Stage k undone: its canaries removed (the stable services were never touched), or its
+    services rolled back by Swarm."""
+    if mark.canary_replicas(k) is not None:
+        for s in mark.services[k]:
+            canary.remove(client, s, out=out)
+    else:
+        _roll_back_stage(client, state, mark.services[k], out)
 
 
 def _roll_back_stage(client, state: StateDir, services: list[str], out) -> None:
@@ -477,21 +583,29 @@ def unfinished_runs(state: StateDir) -> list[str]:
 def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
     """A release killed inside stage k: every interrupted rollout of the stage finished or undone
     first (one version per service, importer.kinds.service.rollout). A stage nothing watches (no
-    soak, no analysis) whose services all completed is done. Otherwise its verdict was never given:
-    the stage is rolled back (what it had moved to the new image goes back, with data), so the
-    release is stopped after stage k-1 and `--resume` continues it; killed in stage 1, nothing of
-    it is left and the mark is dropped."""
+    soak, no analysis) whose services all completed is done (a canary beside them goes). Otherwise
+    its verdict was never given: the stage is rolled back (what it had moved to the new image goes
+    back, with data; a canary step's canaries are removed), so the release is stopped after stage
+    k-1 and `--resume` continues it; killed in stage 1, nothing of it is left and the mark is dropped."""
     mark = ReleaseMark.load(state, name)
     if mark is None or not mark.running:
         return []
     k = mark.running - 1
     lines = []
+    if mark.canary_replicas(k) is not None:
+        for s in mark.services[k]:
+            if canary.remove(client, s, out=out):
+                lines.append(f"{canary_name(s)}: the canary of stage {k + 1} of release {mark.version} removed; "
+                             f"{s} untouched")
+        return lines + _stopped_by_recover(state, name, mark, k)
     for s in mark.services[k]:
         lines += rollout.recover(client, state, s, out=out)
     on_new = [s for s in mark.services[k] if (info := rollout.inspect(client, s)) and rollout.image_of(info) == mark.image]
     if len(on_new) == len(mark.services[k]) and not (mark.watch[k] if k < len(mark.watch) else 0):
         # a stage nothing watches is done once every service of it completed: the release goes on,
         # after the stage's pause if it has one (killed before it was journaled: a person's word still counts)
+        for s in mark.services[k]:
+            canary.remove(client, s, out=out)
         pause = ServiceTarget.from_json(mark.target).pause(k) if mark.target else None
         if k + 1 < mark.stages and pause is not None:
             mark.enter_pause(state, name, k + 1, pause)
@@ -511,10 +625,13 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
             out(f"rolling service {s} back to {mark.before[s]} (release {mark.version} interrupted in stage {k + 1})")
             roll_back_service(client, state, s, out=out)
             lines.append(f"{s}: stage {k + 1} of release {mark.version} rolled back; {mark.before[s]} runs again")
+    return lines + _stopped_by_recover(state, name, mark, k)
+
+
+def _stopped_by_recover(state: StateDir, name: str, mark: ReleaseMark, k: int) -> list[str]:
     mark.stop(state, name, k)
     if k == 0:
-        lines.append(f"{name}: release {mark.version} was interrupted in stage 1 and rolled back; nothing of it runs")
-    else:
-        lines.append(f"{name}: release {mark.version} was interrupted in stage {k + 1}, which was rolled back; "
-                     f"it is stopped after stage {k} of {mark.stages}: continue with `bundle import --resume`")
-    return lines
+        return [f"{name}: release {mark.version} was interrupted in stage 1 and rolled back; nothing of it runs"]
+    return [f"{name}: release {mark.version} was interrupted in stage {k + 1}, which was rolled back; "
+            f"it is stopped after stage {k} of {mark.stages}: continue with `bundle import --resume`"]
+

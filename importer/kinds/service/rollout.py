@@ -132,7 +132,7 @@ def require_swarm(client) -> None:
         raise EnvironmentProblem("this engine is not a Swarm manager (run `docker swarm init` or import on a manager)")
 
 
-def _post(client, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
+def post(client, path: str, spec: dict, params: dict | None = None, auth: dict | None = None) -> None:
     """`auth`: the registry credentials Swarm hands to every node that pulls the image."""
     try:
         client.post_service(path, spec, params, auth)
@@ -146,6 +146,11 @@ def image_of(info: dict) -> str:
 
 def tasks(client, name: str) -> list[dict]:
     return client.tasks(name)
+
+
+def tasks_alive(client, name: str) -> bool:
+    """Whether a container of service `name`'s tasks is still there (a removed service's tasks stop after it)."""
+    return bool(client.containers(all=True, filters={"label": f"com.docker.swarm.service.name={name}"}))
 
 
 def running_images(client, name: str) -> dict[str, int]:
@@ -235,7 +240,7 @@ def wait_created(client, name: str, image: str, deadline: float, replicas: int) 
 
 def swarm_rollback(client, name: str) -> None:
     info = inspect(client, name)
-    _post(client, f"/services/{info['ID']}/update", info["Spec"],
+    post(client, f"/services/{info['ID']}/update", info["Spec"],
           {"version": info["Version"]["Index"], "rollback": "previous"})
 
 
@@ -274,10 +279,10 @@ class Rollout:
         client, j, info = self.client, self.j, self.info
         if info is None:
             self.out(f"creating service {j.service} from {j.new_image}")
-            _post(client, "/services/create", service_spec(j.service, j.target, j.new_image, j.record.get("app")), auth=self.auth)
+            post(client, "/services/create", service_spec(j.service, j.target, j.new_image, j.record.get("app")), auth=self.auth)
         else:
             self.out(f"updating service {j.service}: {j.old_image} -> {j.new_image}")
-            _post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], j.new_image, j.target),
+            post(client, f"/services/{info['ID']}/update", with_image(info["Spec"], j.new_image, j.target),
                   {"version": info["Version"]["Index"]}, auth=self.auth)
 
     def stop(self) -> None:
@@ -416,10 +421,20 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
     """Create `service` or update its image, journaled; the installed record once Swarm is done.
     UpdateFailed when Swarm rolled back (or a first install never got healthy: removed again),
     OperatorNeeded when Swarm left it paused."""
+    run = begin(client, state, service, target, image, record, out=out, auth=auth)
+    return run.settle() if run else state.installed(service) or {}
+
+
+def begin(client, state: StateDir, service: str, target: dict, image: str, record: dict, out=print,
+          auth: dict | None = None) -> "Rollout | None":
+    """Journal, back up, and ask Swarm (the UPDATE step done: Swarm rolls on its own); the
+    Rollout whose `settle()` waits for Swarm's verdict, or None when `service` already runs
+    `image` (recorded). A parallel stage begins each of its services, then settles them."""
     info = inspect(client, service)
     if info is not None and image_of(info) == image and settled_on(client, service, image):
         out(f"service {service} already runs {image}")
-        return _commit(state, service, record, image)
+        _commit(state, service, record, image)
+        return None
     j = RolloutJournal(service=service, new_image=image, old_image=image_of(info) if info else None,
                        record=record, target=target,
                        since=((info or {}).get("UpdateStatus") or {}).get("StartedAt"))
@@ -429,7 +444,7 @@ def roll_out(client, state: StateDir, service: str, target: dict, image: str, re
     if info is not None:
         run.back_up_volumes("before-update")
     run.step(RolloutStep.UPDATE)  # done: Swarm accepted it and is rolling on its own
-    return run.settle()
+    return run
 
 
 def _remove(client, name: str) -> None:
@@ -469,7 +484,7 @@ def _set_spec(client, name: str, image: str, replicas: int) -> None:
     spec = {**info["Spec"], "Mode": {"Replicated": {"Replicas": replicas}}}
     spec["TaskTemplate"] = {**spec["TaskTemplate"],
                             "ContainerSpec": {**spec["TaskTemplate"]["ContainerSpec"], "Image": image}}
-    _post(client, f"/services/{info['ID']}/update", spec, {"version": info["Version"]["Index"]})
+    post(client, f"/services/{info['ID']}/update", spec, {"version": info["Version"]["Index"]})
 
 
 def _wait_stopped(client, name: str, deadline: float) -> None:

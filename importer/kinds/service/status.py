@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from bundlecore.errors import AppState, UsageProblem
-from importer.kinds.service import rollout, volumes
+from bundlecore.release import canary_name
+from importer.kinds.service import canary, rollout, volumes
 from importer.kinds.service.release import (Phase, next_action, pending_release, phase_of, release_of_app,
                                             roll_back_service)
 from importer.state import StateDir
@@ -86,9 +87,13 @@ def app_status(client, state: StateDir, app: str) -> dict:
     release = _release_of_app(state, app)
     services = app_services(state, app)
     stages = [list(s) for s in release["services"]] if release and release.get("services") else [[s] for s in services]
+    canary_steps = (release or {}).get("replicas") or []
     rows, verdicts, versions = [], [], set()
     for k, names in enumerate(stages, 1):
         for name in names:
+            if release and k <= len(canary_steps) and canary_steps[k - 1] is not None:
+                rows.append(_canary_row(client, k, name, release))
+                continue
             st = status(client, state, name)
             rec, live = st.get("installed") or {}, st.get("service") or {}
             on_new = sum(1 for t in live.get("tasks") or [] if t["state"] == "running" and t["image"] == rec.get("image"))
@@ -98,9 +103,10 @@ def app_status(client, state: StateDir, app: str) -> dict:
             verdicts.append(AppState(st["exit_code"]))
             versions.add(rec.get("version"))
     verdict = max(verdicts, default=AppState.NOT_INSTALLED)
-    if verdict == AppState.ACTIVE and (len(versions) > 1 or release):
+    canaries = client is not None and any(canary.running(client, r["service"]) for r in rows if not r.get("canary_of"))
+    if verdict == AppState.ACTIVE and (len(versions) > 1 or release or canaries):
         verdict = AppState.INACTIVE  # services on different versions of one release: never "active"
-    seqs = [(state.installed(r["service"]) or {}).get("sequence") for r in rows]
+    seqs = [(state.installed(r["service"]) or {}).get("sequence") for r in rows if not r.get("canary_of")]
     installed = {"app": app, "version": ", ".join(sorted(v for v in versions if v)) or None,
                  "sequence": max((q for q in seqs if q is not None), default=None)} if services else None
     return {"name": app, "kind": rollout.KIND, "app_of_services": True, "installed": installed, "services": rows,
@@ -109,9 +115,25 @@ def app_status(client, state: StateDir, app: str) -> dict:
             "state": verdict.label, "exit_code": int(verdict)}
 
 
+def _canary_row(client, k: int, service: str, release: dict) -> dict:
+    """A canary step's row: the canary's tasks on the release's image (the stable service has its own row)."""
+    running = canary.running(client, service) if client is not None else {}
+    on_new = running.get(release.get("image") or "", 0)
+    info = rollout.inspect(client, canary_name(service)) if client is not None else None
+    return {"stage": k, "service": canary_name(service), "canary_of": service, "version": release.get("version"),
+            "image": release.get("image"), "desired": rollout.replicas_of(info) if info else 0,
+            "running_installed": on_new, "running_other": sum(running.values()) - on_new,
+            "state": "canary" if info else "no canary"}
+
+
+def _service_count(st: dict) -> int:
+    """The app's services (a canary step's row is not one of them)."""
+    return len({r["service"] for r in st["services"] if not r.get("canary_of")})
+
+
 def app_status_lines(st: dict) -> list[str]:
     rec = st.get("installed") or {}
-    out = [f"{st['name']} (app of {len(st['services'])} service(s)): {rec.get('version') or 'not installed'} "
+    out = [f"{st['name']} (app of {_service_count(st)} service(s)): {rec.get('version') or 'not installed'} "
            f"[{st['state']}]"]
     for r in st["services"]:
         out.append(f"  stage {r['stage']}: {r['service']} {r['version']}: {r['running_installed']}/{r['desired']} "
@@ -218,7 +240,7 @@ def list_line(st: dict) -> str:
         rel = st.get("release")
         partial = "" if not rel else " (partial release)" if rel["phase"] in (Phase.SOAKING, Phase.STOPPED) else \
             f" ({rel['phase']} release)"
-        return (f"{st['name']} {rec.get('version')} app of {len(st['services'])} service(s) in {len(stages)} "
+        return (f"{st['name']} {rec.get('version')} app of {_service_count(st)} service(s) in {len(stages)} "
                 f"stage(s){partial}: [{st['state']}]")
     live = st.get("service") or {}
     running = f"{live['running']}/{live['replicas']} running" if live else "service missing"
