@@ -111,9 +111,10 @@ def bundle_of(fleet, version: str, sequence: int, stages: list[tuple] | None = N
             f'parallelism = {r["parallelism"]}\ndelay = "0s"\norder = "{r["order"]}"\nmonitor = "3s"\n'
             f'max_failure_ratio = 0\nfailure_action = "{r["failure_action"]}"\n\n'
             '[target.health]\ntcp = "127.0.0.1:8080"\ntimeout = "10s"\nattempts = 2\n')
-    for services, soak, *pause in stages or []:  # (services, soak[, pause])
+    for services, soak, *more in stages or []:  # (services, soak[, pause][, {other stage keys}])
         text += "\n[[stage]]\nservices = [" + ", ".join(f'"{s}"' for s in services) + f']\nsoak = "{soak}"\n'
-        text += f'pause = "{pause[0]}"\n' if pause else ""
+        keys = {k: v for m in more for k, v in (m.items() if isinstance(m, dict) else [("pause", m)])}
+        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
     spec.write_text(text)
     out = spec.with_suffix(".bundle.zst")
     k = fleet["key"]

@@ -176,3 +176,24 @@ def test_kill_9_entering_a_pause_and_inside_promote_then_recover_and_abort_leave
     again = _cmd("abort", fleet, services)
     assert again.code == USAGE and "nothing of" in one_line(again.stderr), str(again)
     assert "result: aborted" in run_bundle("history", app, "--state-dir", services).stdout
+
+
+def test_abort_of_a_release_paused_after_a_canary_step_removes_the_canary_and_leaves_the_stable_service(
+        fleet, services, swarm):  # noqa: F811
+    """Canary 1 beside the stable 2, paused for a person: abort takes the canary away; the stable
+    service, never moved by the release, keeps its v1 tasks; status is active on v1 again."""
+    app, web = _app(fleet), fleet["web"]
+    r = do_import(fleet, bundle_of(fleet, "1.0.0", 1, [([web], "0s")], name="pause"), services)
+    assert r.code == 0, str(r)
+    stages = [([web], "0s", {"replicas": 1, "pause": "promote"}), ([web], "0s")]
+    r = do_import(fleet, bundle_of(fleet, "2.0.0", 2, stages, name="pause"), services)
+    assert r.code == PAUSED, str(r)
+    v1, v2 = pinned(fleet, "1.0.0"), pinned(fleet, "2.0.0")
+    assert running(swarm, f"{web}-canary") == {v2: 1} and running(swarm, web) == {v1: 2}
+    a = _cmd("abort", fleet, services)
+    assert a.code == 0, str(a)
+    assert f"release 2.0.0 of {app} aborted" in a.stderr + a.stdout, str(a)
+    assert swarm.api.services(filters={"name": f"{web}-canary"}) == []
+    assert running(swarm, web) == {v1: 2}
+    st = run_bundle("status", app, "--state-dir", services)
+    assert st.code == 0 and "paused" not in st.stdout, str(st)
