@@ -31,6 +31,9 @@ from bundlecore.text import say
 from bundlecore.timeutil import parse_ts
 from importer.audit import AuditEvent, EventKind, Result, read_events
 
+# importer.kinds.service.release.Phase's values (a unit test holds them equal: this module does not
+# import a kind)
+RELEASE_PHASES = ("interrupted", "aborting", "paused", "soaking", "stopped")
 DEFAULT_NAME = "bundle.prom"  # in STATE_DIR/metrics/ unless --metrics-file says where
 
 
@@ -64,8 +67,15 @@ APP_HEALTHY = Metric("bundle_app_healthy", "gauge",
 APP_STOPPED_BY_ADMIN = Metric("bundle_app_stopped_by_admin", "gauge", "1 if `bundle stop` stopped the app.")
 STATUS_TIMESTAMP = Metric("bundle_status_timestamp_seconds", "gauge",
                           "When the live gauges were measured (Unix time): alert when it stops moving.")
+RELEASE_STAGES_DONE = Metric("bundle_release_stages_done", "gauge",
+                             "Stages a staged release under way has completed (only while one is under way).")
+RELEASE_STAGES = Metric("bundle_release_stages", "gauge", "Stages of the staged release under way.")
+RELEASE_PHASE = Metric("bundle_release_phase", "gauge",
+                       "1 for the phase the staged release under way is in (paused, soaking, stopped, interrupted, "
+                       "aborting), 0 for the others.")
 METRICS = (LAST_RUN_TIMESTAMP, LAST_RUN_RESULT, LAST_RUN_EXIT_CODE, LAST_RUN_PHASE, INSTALLED_SEQUENCE,
-           ROLLBACKS, REFUSALS, IMPORTS, ENGINE_UP, APP_UP, APP_HEALTHY, APP_STOPPED_BY_ADMIN, STATUS_TIMESTAMP)
+           ROLLBACKS, REFUSALS, IMPORTS, ENGINE_UP, APP_UP, APP_HEALTHY, APP_STOPPED_BY_ADMIN, STATUS_TIMESTAMP,
+           RELEASE_STAGES_DONE, RELEASE_STAGES, RELEASE_PHASE)
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,24 @@ class AppLive:
 
 
 @dataclass(frozen=True)
+class ReleaseLive:
+    """A staged release under way (a service bundle between its first stage and its last)."""
+
+    app: str
+    version: str
+    done: int
+    stages: int
+    phase: str
+
+
+@dataclass(frozen=True)
 class Live:
     """What the engine said about every installed app when the file was written."""
 
     at: float
     engine_up: bool
     apps: tuple[AppLive, ...] = ()
+    releases: tuple[ReleaseLive, ...] = ()
 
 
 def live_of(reports: list[dict], engine_up: bool, at: float) -> Live:
@@ -98,7 +120,14 @@ def live_of(reports: list[dict], engine_up: bool, at: float) -> Live:
         apps.append(AppLive(st["name"], healthy or (live.get("status") == "running"
                                                     and live.get("image_id") == st["installed"].get("image_id")),
                             healthy, bool(st.get("stopped_by_admin"))))
-    return Live(at, engine_up, tuple(apps))
+    releases = {}
+    for st in reports:  # the release mark lives under the service bundle's target name
+        rel = st.get("release") or {}
+        if rel.get("stages"):
+            app = rel.get("app") or st["name"]
+            releases[app] = ReleaseLive(app, str(rel.get("version") or ""), int(rel.get("done") or 0),
+                                        int(rel["stages"]), str(rel.get("phase") or ""))
+    return Live(at, engine_up, tuple(apps), tuple(releases[a] for a in sorted(releases)))
 
 
 def label_value(text: object) -> str:
@@ -191,6 +220,12 @@ def render(events: list[AuditEvent], live: Live | None = None) -> str:
             samples[APP_UP].append(_sample(APP_UP, {"app": a.app}, int(a.up)))
             samples[APP_HEALTHY].append(_sample(APP_HEALTHY, {"app": a.app}, int(a.healthy)))
             samples[APP_STOPPED_BY_ADMIN].append(_sample(APP_STOPPED_BY_ADMIN, {"app": a.app}, int(a.stopped_by_admin)))
+        for rel in live.releases:
+            labels = {"app": rel.app, "version": rel.version}
+            samples[RELEASE_STAGES_DONE].append(_sample(RELEASE_STAGES_DONE, labels, rel.done))
+            samples[RELEASE_STAGES].append(_sample(RELEASE_STAGES, labels, rel.stages))
+            for phase in RELEASE_PHASES:
+                samples[RELEASE_PHASE].append(_sample(RELEASE_PHASE, {**labels, "phase": phase}, int(phase == rel.phase)))
     lines = []
     for m in METRICS:
         lines += [f"# HELP {m.name} {_help_text(m.help)}", f"# TYPE {m.name} {m.kind}", *samples[m]]

@@ -76,8 +76,14 @@ def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_f
             f"or roll it back with `bundle abort {app}`") in r.stdout, r.stdout
     assert _on(swarm, fleet, "2.0.0", fleet["canary"]) and _on(swarm, fleet, "1.0.0", fleet["web"])
     # the importer is gone: the pause is in the state dir, and status says what to run next
-    st = run_bundle("status", app, "--state-dir", services)
+    prom = services.parent / "bundle.prom"
+    st = run_bundle("status", app, "--state-dir", services, "--metrics-file", prom)
     assert st.code == INACTIVE and f"  paused: release 2.0.0 of {app} is paused after stage 1 of 2" in st.stdout, str(st)
+    # ... and so do the metrics a monitoring system reads (docs/metrics.md: bundle_release_*)
+    text, labels = prom.read_text(), f'app="{app}",version="2.0.0"'
+    assert f"bundle_release_stages_done{{{labels}}} 1" in text and f"bundle_release_stages{{{labels}}} 2" in text, text
+    assert f'bundle_release_phase{{{labels},phase="paused"}} 1' in text, text
+    assert f'bundle_release_phase{{{labels},phase="stopped"}} 0' in text, text
     doc = json.loads(run_bundle("status", app, "--state-dir", services, "--json").stdout)
     rel = doc["apps"][0]["detail"]["release"]
     assert (rel["phase"], rel["done"], rel["pause"]) == ("paused", 1, "promote"), rel
@@ -91,7 +97,8 @@ def test_a_release_paused_for_promote_ends_the_import_with_exit_11_and_promote_f
     assert f"release 2.0.0 of {app} completed: every stage done" in p.stderr, p.stderr
     assert _on(swarm, fleet, "2.0.0", fleet["canary"], fleet["web"])
     assert doc["services"] == {fleet["canary"]: "2.0.0", fleet["web"]: "2.0.0"} and doc["app"]["state"] == "active"
-    assert run_bundle("status", app, "--state-dir", services).code == 0
+    assert run_bundle("status", app, "--state-dir", services, "--metrics-file", prom).code == 0
+    assert "bundle_release_phase{" not in prom.read_text()  # no release under way any more
     h = run_bundle("history", app, "--state-dir", services).stdout
     assert "2.0.0  result: paused" in h and "promote  1.0.0 -> 2.0.0  result: done" in h, h
     # nothing is paused any more: refused in one line, nothing changed

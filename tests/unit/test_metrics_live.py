@@ -58,3 +58,21 @@ def test_with_the_engine_down_every_app_is_down_and_the_engine_gauge_says_why():
 def test_without_a_measure_the_file_has_no_live_sample():
     assert not [k for k in samples(render([], None)) if k[0] in ("bundle_app_up", "bundle_engine_up")]
     assert samples(render([], Live(1.0, True)))[("bundle_engine_up", ())] == 1
+
+
+def test_a_staged_release_under_way_shows_its_stage_and_phase():
+    rel = {"app": "shop", "version": "2.0.0", "done": 1, "stages": 3, "phase": "paused"}
+    live = live_of([{**report("fl-web"), "release": rel}, report("other")], True, 1.0)
+    got = samples(render([], live))
+    labels = (("app", "shop"), ("version", "2.0.0"))
+    assert got[("bundle_release_stages_done", labels)] == 1 and got[("bundle_release_stages", labels)] == 3
+    phases = {dict(k[1])["phase"]: v for k, v in got.items() if k[0] == "bundle_release_phase"}
+    assert phases == {"interrupted": 0, "aborting": 0, "paused": 1, "soaking": 0, "stopped": 0}
+    # no release under way: no release sample at all (an alert on a stuck phase cannot fire on nothing)
+    assert not [k for k in samples(render([], live_of([report("other")], True, 1.0))) if "release" in k[0]]
+
+
+def test_the_release_phases_named_in_the_metrics_are_the_release_s_own():
+    from importer.kinds.service.release import Phase
+    from importer.metrics import RELEASE_PHASES
+    assert set(RELEASE_PHASES) == {str(p) for p in Phase}
