@@ -413,6 +413,10 @@ def test_a_broken_v3_is_rolled_back_by_swarm_to_v2_with_exit_4_and_the_task_erro
     assert rec["version"] == "2.0.0" and rec["image"] == v2
     st = run_bundle("status", fleet["web"], "--state-dir", services)
     assert "last update: rollback_completed" in st.stdout, st.stdout
+    # the failed task's own output is kept, as for the container kind
+    h = run_bundle("history", fleet["web"], "--state-dir", services)
+    (path,) = [ln.split(": ", 1)[1] for ln in h.stdout.splitlines() if "logs of the failed container: " in ln]
+    assert "migration failed" in Path(path).read_text(), path
 
 
 def test_bundle_rollback_of_a_service_uses_swarms_rollback_to_the_previous_image(fleet, services, swarm):

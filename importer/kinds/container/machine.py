@@ -16,7 +16,6 @@ import time
 from bundlecore import interrupts, placeholders
 from bundlecore.engine import EngineError, EngineNotFound, stop_timeout
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
-from bundlecore.fsutil import atomic_write_bytes
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
 from importer import ownership
@@ -28,9 +27,9 @@ from importer.kinds.container.generations import Generations, summary
 from importer.health import HealthGate
 from importer.kinds.container.journal import UNDO_STEPS, Direction, Step, SwapJournal, SwapKind
 from importer.delivery import LoadedImages
+from importer.logtail import save_tail
 from importer.kinds.container.status import SETTLE_SECONDS, unsettled
 
-LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
 
 # Steps run outside the forward loop (BEGIN by whoever starts the journal, COMMIT/PRUNE by
 # commit_and_finish).
@@ -392,16 +391,11 @@ class ContainerSwap:
 
     def _save_logs(self, cid: str) -> None:
         """Keep the failed container's last log lines (shown by `bundle history`); never blocks the undo."""
-        rel = f"logs/generation-{self.r.new.generation}-{(self.r.swap_id or 'swap')[:12]}.log"
-        try:
-            raw = self.client.logs(cid, stdout=True, stderr=True, tail=LOG_TAIL_LINES)[-LOG_TAIL_BYTES:]
-            (self.app_dir / "logs").mkdir(mode=0o700, exist_ok=True)
-            atomic_write_bytes(self.app_dir / rel, raw)
-        except (OSError, EngineError) as e:
-            self.out(f"  could not save the logs of {cid[:12]}: {e}")
-            return
-        self.r.failed_logs = rel
-        self.j.save()
+        rel = save_tail(self.client, self.app_dir, cid,
+                        f"generation-{self.r.new.generation}-{(self.r.swap_id or 'swap')[:12]}", self.out)
+        if rel:
+            self.r.failed_logs = rel
+            self.j.save()
 
     def _uncommit(self):
         """Recovery found a committed swap whose new version is not healthy: restore the records."""

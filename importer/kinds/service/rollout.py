@@ -43,6 +43,7 @@ from importer.audit import AuditEvent, EventKind, Result, now
 from importer.kinds.service import volumes as vols
 from importer.kinds.service.settings import Outcome, outcome, service_spec, with_image
 from importer.kinds.service.settings import rollout as rollout_settings
+from importer.logtail import save_tail
 from importer.state import JOURNAL, StateDir
 from importer.steps import Resume, Rule, StepJournal, StepRunner
 from importer.backup import data
@@ -357,16 +358,31 @@ class Rollout:
             return self.commit_and_finish("update completed")
         if result == Outcome.ROLLED_BACK:
             errors = task_errors(client, name, image)
+            logs = self.save_failed_logs(image)
             restored = self.restore_data(j.old_image) if j.volumes else ""
             self.finish("rolled back", "; ".join(errors),
                         lambda: AuditEvent(EventKind.SERVICE_UPDATE, Result.ROLLED_BACK, 4, app=name,
-                                           message="; ".join(errors), details={"image": image}))
+                                           message="; ".join(errors),
+                                           details={"image": image, **({"logs": logs} if logs else {})}))
             raise UpdateFailed(f"service {name}: Swarm rolled the update back to {j.old_image}{restored}"
                                + (": " + "; ".join(errors) if errors else ""))
         self.finish("paused", f"Swarm left the update {result}")
         message = ((inspect(client, name) or {}).get("UpdateStatus") or {}).get("Message")
         raise OperatorNeeded(f"service {name}: Swarm left the update {result} ({message}); "
                              f"`bundle rollback {name}` or `docker service update --rollback {name}`")
+
+    def save_failed_logs(self, image: str) -> str | None:
+        """The last log lines of the newest failed task of `image` whose container is on this node
+        (Swarm keeps it while the task is in its history), kept as for the container kind."""
+        failed = [t for t in tasks(self.client, self.j.service)
+                  if t["Spec"]["ContainerSpec"]["Image"] == image
+                  and (t.get("Status") or {}).get("State") in ("failed", "rejected", "shutdown")
+                  and ((t["Status"].get("ContainerStatus") or {}).get("ContainerID"))]
+        for t in sorted(failed, key=lambda t: t.get("CreatedAt", ""), reverse=True):
+            cid = t["Status"]["ContainerStatus"]["ContainerID"]
+            if self.client.container(cid):
+                return save_tail(self.client, self.state.app_dir(self.j.service), cid, f"task-{t['ID'][:12]}", self.out)
+        return None
 
     def commit_and_finish(self, message: str) -> dict:
         j = self.j
