@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import docker
 import pytest
 
 from tests.support import BUNDLE, child_image, one_line, run_bundle
+from tests.swap_fixtures import wait_until
 
 STOP_TIMEOUT = 6   # seconds the old container takes to stop (it ignores SIGTERM): the window hit
 AFTER_EXIT = 15    # the verdict must still be true this long after the exit
@@ -131,14 +133,26 @@ def test_an_interrupt_while_the_old_container_stops_is_undone_and_the_verdict_st
     _still_v1_after(docker_client, app)
 
 
-def test_an_interrupt_before_anything_changed_is_exit_130_and_nothing_changed(docker_client, app):
+def test_an_interrupt_during_the_streamed_load_is_exit_130_and_nothing_changed(docker_client, app):
+    """SIGINT once the plan is printed, while the 40 MB layer streams into the engine."""
     bundle = app["bundle_of"]("2.0.0", 2, big=True)
-    staging = app["state"] / "staging"
-    code, out, err = _import_and_signal(app, bundle, signal.SIGINT,
-                                        lambda: staging.exists() and any(staging.iterdir()))
-    assert code == 130, (out, err)
+    proc = subprocess.Popen([str(BUNDLE), "import", str(bundle), "--keys", str(app["store"]), "--state-dir",
+                             str(app["state"]), "--yes"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(ln) for ln in proc.stdout], daemon=True)
+    reader.start()
+    assert wait_until(lambda: any(ln.startswith("engine: ") for ln in lines) or proc.poll() is not None, timeout=120)
+    proc.send_signal(signal.SIGINT)  # the plan's last line: the load is next
+    err = proc.stderr.read()
+    proc.wait(timeout=180)
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert proc.returncode == 130, (out, err)
+    assert "payload files" not in out, out  # it came during the load, not after it
     assert one_line(err) == "interrupted by SIGINT; nothing changed"
-    assert list(staging.iterdir()) == []
+    staging = app["state"] / "staging"
+    assert not staging.exists() or list(staging.iterdir()) == []
     assert not (app["state"] / "apps" / app["name"] / "journal.json").exists()
     rec = json.loads((app["state"] / "installed" / f"{app['name']}.json").read_text())
     assert rec["version"] == "1.0.0" and rec["container_id"] == app["v1_id"]

@@ -21,6 +21,9 @@ TRANSIENT: tuple[tuple[int | None, str, str], ...] = (
     (500, "device or resource busy", "device or resource busy"),
     (500, "unable to remove filesystem", "filesystem still busy"),
     (409, "is already in progress", "removal already in progress"),
+    # Podman, removing (force) a container that exited a moment ago: its SIGKILL finds it stopped
+    # before its own state says so ("... could not be stopped: ... container state improper")
+    (500, "container state improper", "container still changing state"),
     (None, "reset by peer", "connection reset"),
     (None, "remote end closed connection", "connection reset"),
     # the SDK's unix-socket adapter keeps one pool per URL and closes the least recently used one,
