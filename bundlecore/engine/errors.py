@@ -24,6 +24,8 @@ TRANSIENT: tuple[tuple[int | None, str, str], ...] = (
     # Podman, removing (force) a container that exited a moment ago: its SIGKILL finds it stopped
     # before its own state says so ("... could not be stopped: ... container state improper")
     (500, "container state improper", "container still changing state"),
+    # Docker, the same race: "Could not kill running container X, cannot remove - Container X is not running"
+    (409, "cannot remove - container", "container still changing state"),
     (None, "reset by peer", "connection reset"),
     (None, "remote end closed connection", "connection reset"),
     # the SDK's unix-socket adapter keeps one pool per URL and closes the least recently used one,

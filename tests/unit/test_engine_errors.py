@@ -37,6 +37,8 @@ def api_error(status: int, message: str) -> docker.errors.APIError:
     # Podman: a force removal racing the container's own exit
     (api_error(500, f"cannot remove container {CID} as it could not be stopped: sending SIGKILL to container "
                     f"{CID}: container state improper: stopped"), EngineError, 500, "container still changing state"),
+    (api_error(409, f"Could not kill running container {CID}, cannot remove - Container {CID} is not running"),
+     EngineConflict, 409, "container still changing state"),
     # permanent: said once, never retried
     (api_error(404, f"No such container: {CID}"), EngineNotFound, 404, None),
     (api_error(409, 'Conflict. The container name "/web" is already in use'), EngineConflict, 409, None),
