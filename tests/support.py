@@ -4,9 +4,13 @@ conftest.py."""
 
 from __future__ import annotations
 
+import atexit
 import io
+import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -73,8 +77,13 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
-    maxrss_mib: float
+    maxrss_kib: int | None  # measured only with run_bundle(measure_rss=True)
     seconds: float
+
+    @property
+    def maxrss_mib(self) -> float:
+        assert self.maxrss_kib is not None, "peak RSS is measured only by run_bundle(..., measure_rss=True)"
+        return self.maxrss_kib / 1024
 
     @property
     def stderr_lines(self) -> list[str]:
@@ -105,32 +114,127 @@ os.write(report, b"%d %d" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 """
 
 
-def run_bundle(*args, timeout: float = 600, env: dict | None = None) -> CliResult:
-    """Run the installed `bundle` command; returns exit code, output, and the command's own peak
-    RSS (wait4 of a launcher's child, see _LAUNCHER)."""
+class _ForkServer:
+    """The worker's tests/zygote.py: `bundle` commands forked from one process that imported the
+    product once (see there). One command at a time; a second one at the same moment (a test's own
+    threads), or a server that is gone, runs the command the plain way."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> socket.socket:
+        if self.sock is None:
+            ours, theirs = socket.socketpair()
+            log = open(Path(tempfile.gettempdir()) / f"bundle-zygote-{os.getpid()}.log", "w")
+            self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "zygote.py"), str(theirs.fileno()),
+                                          str(BUNDLE)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, start_new_session=True)
+            theirs.close()
+            log.close()
+            self.sock = ours
+        return self.sock
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def run(self, args: list[str], environ: dict, fds: tuple[int, int, int], timeout: float) -> tuple[int, int] | None:
+        """(exit code, peak RSS KiB) of the command, or None when it could not be forked here."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            sock = self._start()
+            request = json.dumps({"args": args, "env": environ, "cwd": os.getcwd(), "umask": _umask()}).encode()
+            try:
+                sock.sendall(struct.pack("!I", len(request)))
+                socket.send_fds(sock, [request], list(fds))
+                reader = sock.makefile("r")
+                first = reader.readline()
+            except OSError:
+                self.stop()
+                return None
+            if not first.startswith("pid "):  # the server died before forking (its log says why)
+                self.stop()
+                return None
+            pid = int(first.split()[1])
+            timer = threading.Timer(timeout, lambda: _kill_group(pid))
+            timer.start()
+            try:
+                last = reader.readline().split()
+            finally:
+                timer.cancel()
+            assert len(last) == 3 and last[0] == "exit", f"the fork server answered {last!r}"
+            return int(last[1]), int(last[2])
+        finally:
+            self.lock.release()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+_FORK_SERVER = _ForkServer()
+# the fork server runs this checkout's product: a BUNDLE_BIN of another installation runs as itself
+FORKABLE = BUNDLE == Path(sys.executable).parent / "bundle"
+atexit.register(_FORK_SERVER.stop)
+
+
+def run_bundle(*args, timeout: float = 600, env: dict | None = None, measure_rss: bool = False) -> CliResult:
+    """Run the `bundle` command as its own process; returns exit code, output, and (measure_rss) the
+    command's own peak RSS. By default the process is forked from the worker's fork server (the
+    product imported once: tests/zygote.py); measure_rss or BUNDLE_TESTS_FORK=0 start the installed
+    console script instead, through a launcher whose wait4 gives the command's own peak RSS (see
+    _LAUNCHER), as a forked child's would count the server's memory too."""
     args = [str(a) for a in args]
     environ = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_KEYS", "BUNDLE_STATE_DIR")}
     environ.update(env or {})
     started = time.monotonic()
-    report_r, report_w = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report_w), str(BUNDLE), *args], stdin=devnull,
-                                stdout=out, stderr=err, env=environ, pass_fds=(report_w,), start_new_session=True)
-        os.close(report_w)
-        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            with os.fdopen(report_r, "rb") as report:
-                reported = report.read().split()
-            proc.wait()
-        finally:
-            timer.cancel()
-        assert len(reported) == 2, f"the launcher reported nothing (exit {proc.returncode}): {err.read()!r}"
-        code, maxrss_kib = int(reported[0]), int(reported[1])
+        forked = None
+        if not measure_rss and FORKABLE and os.environ.get("BUNDLE_TESTS_FORK", "1") != "0":
+            forked = _FORK_SERVER.run(args, environ, (devnull.fileno(), out.fileno(), err.fileno()), timeout)
+        if forked is not None:
+            code, maxrss_kib = forked[0], None
+        else:
+            code, maxrss_kib = _launch(args, environ, (devnull, out, err), timeout)
         out.seek(0)
         err.seek(0)
-        return CliResult(args, code, out.read().decode(errors="replace"),
-                         err.read().decode(errors="replace"), maxrss_kib / 1024, time.monotonic() - started)
+        return CliResult(args, code, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                         maxrss_kib, time.monotonic() - started)
+
+
+def _launch(args: list[str], environ: dict, files, timeout: float) -> tuple[int, int]:
+    devnull, out, err = files
+    report_r, report_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report_w), str(BUNDLE), *args], stdin=devnull,
+                            stdout=out, stderr=err, env=environ, pass_fds=(report_w,), start_new_session=True)
+    os.close(report_w)
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        with os.fdopen(report_r, "rb") as report:
+            reported = report.read().split()
+        proc.wait()
+    finally:
+        timer.cancel()
+    assert len(reported) == 2, f"the launcher reported nothing (exit {proc.returncode}): {err.read()!r}"
+    return int(reported[0]), int(reported[1])
 
 
 def one_line(stderr: str) -> str:

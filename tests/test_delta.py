@@ -45,9 +45,9 @@ class Scene:
                                f"head -c 262144 /dev/urandom > /two.bin && echo {self.name} > /two.txt")
         self.layers2 = self.client.images.get(self.ref2).attrs["RootFS"]["Layers"]
 
-    def build(self, spec: Path, out: Path, *more):
+    def build(self, spec: Path, out: Path, *more, measure_rss: bool = False):
         return run_bundle("build", spec, "-o", out, "--sign-key", self.key.fpr, "--gnupghome", self.key.home,
-                          "--local", *more)
+                          "--local", *more, measure_rss=measure_rss)
 
     def import_(self, bundle: Path, *more):
         return run_bundle("import", bundle, "--keys", self.keys, "--state-dir", self.state, "--yes", *more)
@@ -185,7 +185,7 @@ def test_have_from_a_real_inventory_builds_a_delta_that_imports(scene, docker_cl
     assert any(img["id"] == scene.id1 and img["diff_ids"] == scene.layers1 for img in doc["images"])
     scene.make_release2()
     delta = scene.root / "v2-have.bundle.zst"
-    r = scene.build(scene.spec2, delta, "--have", inventory)
+    r = scene.build(scene.spec2, delta, "--have", inventory, measure_rss=True)
     assert r.code == 0, str(r)
     manifest = json.loads(fmt.read_head(delta).manifest)
     assert manifest["delta"]["base"]["kind"] == "inventory"
@@ -215,7 +215,7 @@ def test_an_inventory_of_40000_layers_builds_in_linear_memory_and_a_huge_one_is_
     assert inventory.stat().st_size < 16 << 20
     scene.make_release2()
     delta = scene.root / "v2-hostile-have.bundle.zst"
-    r = scene.build(scene.spec2, delta, "--have", inventory)
+    r = scene.build(scene.spec2, delta, "--have", inventory, measure_rss=True)
     assert r.code == 0, str(r)
     assert r.maxrss_mib < 400, f"build --have peaked at {r.maxrss_mib:.0f} MiB"
     manifest = json.loads(fmt.read_head(delta).manifest)
@@ -225,7 +225,7 @@ def test_an_inventory_of_40000_layers_builds_in_linear_memory_and_a_huge_one_is_
     with open(huge, "wb") as f:
         f.truncate(1 << 30)  # 1 GiB (sparse): refused after reading at most the cap
     out = tmp_path / "x.bundle.zst"
-    r = scene.build(scene.spec2, out, "--have", huge)
+    r = scene.build(scene.spec2, out, "--have", huge, measure_rss=True)
     assert r.code == 2 and "over its cap of 16777216 bytes" in one_line(r.stderr), str(r)
     assert r.maxrss_mib < 300, f"build --have of a 1 GiB file peaked at {r.maxrss_mib:.0f} MiB"
     assert not out.exists()

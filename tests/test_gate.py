@@ -52,12 +52,13 @@ class Gate:
     def path(self, name: str) -> Path:
         return self.tmp / f"{name}.bundle"
 
-    def verify(self, bundle: Path, *extra, keys_dir: Path | None = None):
-        return run_bundle("verify", bundle, "--keys", keys_dir or self.keys_dir, "--state-dir", self.state_dir, *extra)
+    def verify(self, bundle: Path, *extra, keys_dir: Path | None = None, measure_rss: bool = False):
+        return run_bundle("verify", bundle, "--keys", keys_dir or self.keys_dir, "--state-dir", self.state_dir, *extra,
+                          measure_rss=measure_rss)
 
-    def import_(self, bundle: Path, *extra, keys_dir: Path | None = None):
+    def import_(self, bundle: Path, *extra, keys_dir: Path | None = None, measure_rss: bool = False):
         return run_bundle("import", bundle, "--keys", keys_dir or self.keys_dir, "--state-dir", self.state_dir,
-                          "--yes", *(("--adopt",) if self.adopt else ()), *extra)
+                          "--yes", *(("--adopt",) if self.adopt else ()), *extra, measure_rss=measure_rss)
 
     def record_installed(self, sequence: int) -> None:
         StateDir(self.state_dir).raise_sequence(self.base.name, sequence)
@@ -83,13 +84,14 @@ class Gate:
         results = []
         if verify:
             before = snapshot_dir(self.state_dir)
-            r = self.verify(bundle, *extra, keys_dir=keys_dir)
+            r = self.verify(bundle, *extra, keys_dir=keys_dir, measure_rss=max_rss_mib is not None)
             self.assert_one_line_refusal(r, check, reason, also)
             assert r.stdout == "", str(r)
             assert snapshot_dir(self.state_dir) == before, "bundle verify changed the state dir"
             results.append(r)
         if import_:
-            results.append(self._refused_import(bundle, check, reason, also, keys_dir, extra, watch_ids))
+            results.append(self._refused_import(bundle, check, reason, also, keys_dir, extra, watch_ids,
+                                               measure_rss=max_rss_mib is not None))
         if max_rss_mib is not None:
             for r in results:
                 assert r.maxrss_mib < max_rss_mib, f"{r.args[0]} peaked at {r.maxrss_mib:.0f} MiB"
@@ -100,7 +102,7 @@ class Gate:
         return {t: i for t, i in snapshot.tags.items()
                 if t.startswith(IMAGE_REPO) and t.endswith(f"-{self.base.token}")}
 
-    def _refused_import(self, bundle, check, reason, also, keys_dir, extra, watch_ids):
+    def _refused_import(self, bundle, check, reason, also, keys_dir, extra, watch_ids, measure_rss=False):
         assert self.installed is not None
         prefix = self.base.target_name
         engine_before = EngineSnapshot.take(self.client, prefix)
@@ -108,7 +110,7 @@ class Gate:
         audit_before = state_before.get("audit.log") or b""
         assert engine_before.containers[prefix][2], "the installed app is not running before the import"
 
-        r = self.import_(bundle, *extra, keys_dir=keys_dir)
+        r = self.import_(bundle, *extra, keys_dir=keys_dir, measure_rss=measure_rss)
         line = self.assert_one_line_refusal(r, check, reason, also)
 
         # the engine: no image of the bundle, no tag moved, the installed container untouched
