@@ -3,6 +3,7 @@
 # (Debian's docker.io) and start one, then wait until `docker info` answers.
 # Idempotent; used by `make test`, `make demo`, `make bench` and .ci/run.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 log=${DOCKERD_LOG:-/tmp/bundle-dockerd.log}
 
@@ -14,15 +15,7 @@ command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_pkgs+=(prometheus-node-exporter)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "ensure-docker: missing ${need_pkgs[*]} and not root: install them first" >&2
-        exit 1
-    fi
-    echo "ensure-docker: installing ${need_pkgs[*]} (about a minute)" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+install_missing ensure-docker "${need_pkgs[@]}"
 
 if docker info >/dev/null 2>&1; then
     exit 0

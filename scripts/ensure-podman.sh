@@ -5,6 +5,7 @@
 # apart from the Docker engine: its own socket, its own storage (/var/lib/containers).
 # Prints the DOCKER_HOST value to use on stdout.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 sock=${BUNDLE_PODMAN_SOCK:-/run/bundle-podman.sock}
 log=${PODMAN_LOG:-/tmp/bundle-podman.log}
@@ -19,15 +20,7 @@ fi
 need_pkgs=()
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "ensure-podman: missing ${need_pkgs[*]} and not root: install them first" >&2
-        exit 1
-    fi
-    echo "ensure-podman: installing ${need_pkgs[*]} (about a minute)" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+install_missing ensure-podman "${need_pkgs[@]}"
 
 # one starter at a time (parallel test workers): the others wait for its socket
 exec 9>"$sock.lock"
