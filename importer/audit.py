@@ -34,6 +34,15 @@ SCHEMA = "audit-event.schema.json"
 RUN_ID = uuid.uuid4().hex  # one per process: one command run
 
 
+def _new_run() -> None:
+    """A forked child runs a command of its own (a fork server's child, say): a run of its own."""
+    global RUN_ID
+    RUN_ID = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_new_run)
+
+
 class EventKind(StrEnum):
     """What happened (docs/audit.md lists them)."""
 
@@ -112,7 +121,7 @@ class AuditEvent:
     started: str | None = None
     finished: str = field(default_factory=now)
     operator: Operator = field(default_factory=operator)
-    run: str = RUN_ID
+    run: str = field(default_factory=lambda: RUN_ID)
     details: dict = field(default_factory=dict)  # what only this kind has (logs, steps, keep_data, ...)
     format: int = FORMAT
 

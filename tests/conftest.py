@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import docker
 import pytest
@@ -24,11 +26,12 @@ from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below u
 # Prometheus, Swarm), `slow` for the files that take longest (real probation windows, soaks, Swarm
 # rollouts, kill -9 matrices, many real refusals). `-m unit`, `-m "engine and not slow"` select a tier.
 #
-# Balance for `--dist loadfile --no-loadscope-reorder` (Makefile): each file whole in one worker
-# (its module fixtures built once, its tests in order), in the order collected here: SLOW first,
-# heaviest first (one full run summed per file; the ranking matters, not the figures), so that no
-# long file starts last. (xdist's loadgroup cannot split a file under pytest 9: it renames
-# `item._nodeid`, which pytest 9 no longer reads.)
+# Balance for `--dist loadfile --no-loadscope-reorder` (Makefile): each file is one work unit for
+# one worker (its module fixtures built once, its tests in order), in the order collected here: SLOW
+# first, heaviest first (one full run summed per file; the ranking matters, not the figures), so that
+# no long file starts last; the kill -9 matrices of SPLIT are cut into several units (the scheduler
+# below). (xdist's loadgroup cannot do this under pytest 9: it renames `item._nodeid`, which pytest 9
+# no longer reads.)
 SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman.py",
         "test_fleet_data.py", "test_fleet.py", "test_fleet_canary.py", "test_fleet_analysis.py", "test_fleet_pause.py",
         "test_health.py",
@@ -36,6 +39,49 @@ SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman.py",
         "test_gate.py", "test_split.py",
         "test_swap_merge.py", "test_swap_lifecycle.py", "test_verdicts.py", "test_everyday_verbs.py", "test_audit.py",
         "test_registry_ownership.py", "test_resource_ownership.py", "test_load_stream.py"]
+# The kill -9 matrices that would alone outlast the rest of the suite in one worker: each is cut into
+# this many work units (its cases dealt round-robin; work_units).
+SPLIT = {"test_swap_crash.py": {"test_upgrade_killed_at_each_step_is_recovered": 3,
+                                "test_manual_rollback_killed_at_each_step_is_recovered": 3,
+                                "test_undo_of_a_failed_migration_killed_at_each_step_is_recovered": 2,
+                                "test_uninstall_killed_at_each_step_is_recovered": 1},
+         "test_compose_crash.py": {"test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version": 4},
+         "test_fleet_data.py": {
+             "test_kill_9_during_the_data_restore_of_a_failed_update_then_recover_lands_on_v1_with_its_data": 2,
+             "test_kill_9_during_bundle_rollback_then_recover_lands_on_one_version_with_matching_data": 2}}
+
+
+def work_units(nodeids: list[str]) -> dict[str, str]:
+    """The xdist work unit of each test: its file, or for the i-th case of a matrix of SPLIT cut in
+    n, `FILE::FUNCTION#(i mod n)`."""
+    dealt: Counter = Counter()
+    units = {}
+    for nodeid in nodeids:
+        path, _, test = nodeid.partition("::")
+        function = test.partition("[")[0]
+        n = SPLIT.get(Path(path).name, {}).get(function)
+        units[nodeid] = f"{path}::{function}#{dealt[path, function] % n}" if n else path
+        dealt[path, function] += 1
+    return units
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the matrices of SPLIT in several units (work_units)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SplitFileScheduling(LoadFileScheduling):
+        units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:  # the collection every worker agreed on, known by now
+                self.units = work_units(self.collection or [])
+            return self.units.get(nodeid) or nodeid.split("::", 1)[0]
+
+    return SplitFileScheduling(config, log)
+
+
 UNIT_DIR = REPO / "tests" / "unit"
 
 

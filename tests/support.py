@@ -203,6 +203,9 @@ def run_bundle(*args, timeout: float = 600, env: dict | None = None, measure_rss
     _LAUNCHER), as a forked child's would count the server's memory too."""
     args = [str(a) for a in args]
     environ = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_KEYS", "BUNDLE_STATE_DIR")}
+    # no timed progress lines in a log unless a test asks for them (env): a step that took over 10 s
+    # on a loaded machine would add one to the stderr a test reads as the one-line error
+    environ.setdefault("BUNDLE_PROGRESS_INTERVAL", "3600")
     environ.update(env or {})
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as devnull:

@@ -192,15 +192,18 @@ def test_rollback_dry_run_prints_the_plan_and_changes_nothing(docker_client, swa
     assert state_files(swap_env["state"].root) == before_files
 
 
-def test_import_dry_run_json_carries_the_plan(base_bundle, tmp_path):
+def test_import_dry_run_json_carries_the_plan(base_bundle, installed_app, tmp_path):
+    # the worker's session app (tests.craft installed_app) runs under the target's name whichever file
+    # of this worker came first: taken over (--adopt), so the plan does not depend on the order
     r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", tmp_path / "state",
-                   "--dry-run", "--json")
+                   "--dry-run", "--json", "--adopt")
     assert r.code == 0, str(r)
     doc = json.loads(r.stdout)
     plan = doc["plan"]
-    assert doc["result"] == "dry-run" and plan["action"] == "install" and plan["app"] == base_bundle.name
+    assert doc["result"] == "dry-run" and plan["action"] == "upgrade" and plan["app"] == base_bundle.name
     assert plan["version_to"] == "2.0.0" and plan["version_from"] is None
-    assert plan["lines"][0].startswith(f"install {base_bundle.target_name}: new container from ")
+    assert plan["lines"][0].startswith(f"update {base_bundle.target_name}: {installed_app.ref} (no version recorded) -> ")
+    assert f"adopt container {base_bundle.target_name}, not installed by bundle" in plan["lines"]
     assert all(line in r.stderr for line in plan["lines"])  # the lines shown, every one
 
 

@@ -221,7 +221,7 @@ def test_a_kill_during_probation_resumes_the_same_window_on_recovery(
     restarts from the journaled base (those that happened while nobody watched count too)."""
     before = _v1(docker_client, swap_env, demo_images, run_extra={"restart": "always"})
     image = demo_images.get(release) or variants[release]
-    proc = _popen_swap(swap_env, image, 2, {"probation": 25, "max_restarts": 3})
+    proc = _popen_swap(swap_env, image, 2, {"probation": 25, "max_restarts": 1})
     try:
         assert wait_until(lambda: _in_probation(swap_env), timeout=60), proc.communicate(timeout=30)
         time.sleep(2)
