@@ -75,9 +75,9 @@ def pytest_xdist_make_scheduler(config, log):
         units: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
-            if self.units is None:  # the collection every worker agreed on, known by now
-                self.units = work_units(self.collection or [])
-            return self.units.get(nodeid) or nodeid.split("::", 1)[0]
+            if self.units is None and self.collection:  # the collection every worker agreed on
+                self.units = work_units(self.collection)
+            return (self.units or {}).get(nodeid) or nodeid.split("::", 1)[0]
 
     return SplitFileScheduling(config, log)
 
