@@ -15,7 +15,7 @@ from importer.kinds.compose.status import app_status as status
 from importer.kinds.compose.status import status_lines
 
 # the import options its plan takes (importer.pipeline.plan_options)
-PLAN_OPTIONS = ("app", "images", "adopt")
+PLAN_OPTIONS = ("app", "images", "adopt", "prefer", "masked", "signed")
 
 
 def unfinished_runs(state) -> list[str]:
