@@ -77,6 +77,23 @@ class Source(StrEnum):
     HOST = "set on this host"
 
 
+class Applied(StrEnum):
+    """Where a setting `bundle show` lists as applied came from (`source_of`)."""
+
+    BUNDLE = "bundle"
+    SITE = "site"
+    HOST = "this host"
+
+
+def source_of(key: "Key", value, recorded: dict, site_now: dict, site_env: frozenset[str]) -> Applied:
+    """Where an applied setting came from (pure): the site file sets it to this value now, or it is an
+    env key the site set when the running version was installed, unchanged since -> site; as
+    recorded at install -> bundle; else it was changed on this host since -> this host."""
+    if site_now.get(key) == value or (key.kind is Kind.ENV and key.name in site_env and recorded.get(key) == value):
+        return Applied.SITE
+    return Applied.BUNDLE if recorded.get(key) == value else Applied.HOST
+
+
 class Origin(StrEnum):
     BUNDLE = "bundle"   # the release changed it and it is applied
     LOCAL = "local"     # this host changed it and it is kept

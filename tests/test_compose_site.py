@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from bundlecore.engine import Engine
 from tests.test_compose import compose_yaml, container, env, images, target_for
 
@@ -72,9 +74,22 @@ def test_a_site_secret_reaches_its_service_is_never_shown_and_survives_an_upgrad
                                                                                "PLAIN": "***"}
     assert f"DB_PASSWORD={SECRET}" in env_of("web") and container(docker_client, env, "db")["Id"] == ids["db"]
     assert container(docker_client, env, "web")["Image"] == images[("web", "2")]["id"]
-    for verb in (("status", p), ("history", p)):
+    for verb in (("status", p), ("history", p), ("show", p)):
         shown = run_bundle(*verb, "--state-dir", state, "--json")
         assert shown.code == 0 and SECRET not in shown.stdout, verb
+
+    # `bundle show`: the compose file as applied (images as loaded, the site's settings in, masked)
+    text = run_bundle("show", p, "--state-dir", state)
+    assert text.code == 0 and SECRET not in text.stdout + text.stderr, str(text)
+    applied = yaml.safe_load(text.stdout)
+    web = applied["services"]["web"]
+    assert applied["name"] == p and web["image"] == images[("web", "2")]["id"]
+    assert web["environment"] == {"WEB": "x", "DB_PASSWORD": "***", "PLAIN": "***"}
+    assert web["volumes"] == ["data:/data:ro"] and web["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert "$$(cat /release)" in applied["services"]["db"]["command"][-1]
+    rows = {r["setting"]: r for r in json.loads(run_bundle("show", p, "--state-dir", state, "--json").stdout)["settings"]}
+    assert rows["services.web env DB_PASSWORD"]["source"] == "site" and rows["services.web env WEB"]["source"] == "bundle"
+    assert rows["services.web env DB_PASSWORD"]["value"] == "***" and rows["services.web env DB_PASSWORD"]["secret"]
 
 
 # -- probation: the whole project watched once every service passed its gate ----------------------

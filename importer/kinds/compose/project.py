@@ -90,7 +90,7 @@ def create_body(project: str, svc: ComposeService, image_id: str, labels: dict[s
     return body
 
 
-def _compared(settings: Settings, svc: ComposeService) -> Settings:
+def compared_settings(settings: Settings, svc: ComposeService) -> Settings:
     """The settings the merge compares for a service: its network is the project's and its tmpfs
     mounts Compose's own `tmpfs`, neither a run setting this host changes."""
     tmpfs = {t.partition(":")[0] for t in svc.tmpfs or ()}
@@ -104,9 +104,9 @@ def merged_service(svc: ComposeService, recorded: dict | None, live: dict, live_
     three-way (importer.merge) with those it was installed with (`recorded`; None for a service
     --adopt takes over, whose own settings are then this host's) and its running container's. A
     conflict is refused (exit 3) unless `prefer` decides it."""
-    theirs = _compared(settings_of_run(svc.run.as_mapping()), svc)
-    base = None if recorded is None else _compared(settings_of_run((recorded.get("settings") or {}).get("run")), svc)
-    ours = _compared(settings_of_container(live, live_image, named=set(theirs if base is None else base)), svc)
+    theirs = compared_settings(settings_of_run(svc.run.as_mapping()), svc)
+    base = None if recorded is None else compared_settings(settings_of_run((recorded.get("settings") or {}).get("run")), svc)
+    ours = compared_settings(settings_of_container(live, live_image, named=set(theirs if base is None else base)), svc)
     result = merge(base, theirs, ours, prefer)
     if result.conflicts and prefer is None:
         raise SettingsConflict(f"services.{svc.name}: " + "; ".join(d.conflict(masked) for d in result.conflicts)
