@@ -83,6 +83,15 @@ def test_a_setting_changed_on_both_sides_differently_is_refused_naming_the_servi
     assert svc.run.as_mapping()["env"] == {"A": "3"}
 
 
+def test_a_bind_kept_from_the_running_container_that_nests_with_the_releases_is_refused():
+    from bundlecore.refusals import HostPolicyRefused
+    release = _with(RUN, volumes=["/srv/app:/data"])
+    with pytest.raises(HostPolicyRefused) as e:
+        merged_service(_svc(release), None, _live(_svc(_with(release, volumes=["/srv/app:/data", "/srv/app/sub:/x"]))),
+                       IMAGE)
+    assert "services.web" in str(e.value) and e.value.exit_code == 3
+
+
 def test_the_project_network_and_tmpfs_are_not_settings_of_this_host():
     svc = _svc(tmpfs=("/tmp:size=1m",))
     merged, result = merged_service(svc, _recorded(svc), _live(svc), IMAGE)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bundlecore.refusals import SettingsConflict
+from bundlecore.refusals import HostPolicyRefused, SettingsConflict
 from bundlecore.release import ComposeService, ComposeTarget, RunSettings
 from importer import ownership
+from importer.hostpolicy import nested_binds
 from importer.masking import shown_env
 from importer.merge import (Decision, Key, Kind, MergeResult, Settings, Side, merge, run_with, settings_of_container,
                             settings_of_run)
@@ -103,7 +104,8 @@ def merged_service(svc: ComposeService, recorded: dict | None, live: dict, live_
     """The service as the swap makes it: the release's settings (the site file's over them) merged
     three-way (importer.merge) with those it was installed with (`recorded`; None for a service
     --adopt takes over, whose own settings are then this host's) and its running container's. A
-    conflict is refused (exit 3) unless `prefer` decides it."""
+    conflict is refused (exit 3) unless `prefer` decides it, as is a bind kept from the running
+    container that nests with another (the host policy's nested-bind rule)."""
     theirs = compared_settings(settings_of_run(svc.run.as_mapping()), svc)
     base = None if recorded is None else compared_settings(settings_of_run((recorded.get("settings") or {}).get("run")), svc)
     ours = compared_settings(settings_of_container(live, live_image, named=set(theirs if base is None else base)), svc)
@@ -111,6 +113,13 @@ def merged_service(svc: ComposeService, recorded: dict | None, live: dict, live_
     if result.conflicts and prefer is None:
         raise SettingsConflict(f"services.{svc.name}: " + "; ".join(d.conflict(masked) for d in result.conflicts)
                                + ": choose with --prefer bundle or --prefer local")
+    kept = [(f"services.{svc.name}: the kept mount at {k.name}", str(v)) for k, v in result.merged.items()
+            if k.kind is Kind.VOLUME and v != theirs.get(k)]
+    if kept:  # the host policy's nested-bind rule over the binds kept from the running container too
+        nested = nested_binds([(f"services.{svc.name}.volumes.{i}", v) for i, v in enumerate(svc.run.volumes or ())]
+                              + kept)
+        if nested:
+            raise HostPolicyRefused(nested)
     run = run_with(svc.run.as_mapping(), theirs, result.merged)
     return (svc if run is svc.run.as_mapping() else replace(svc, run=RunSettings.from_json(run))), result
 
