@@ -162,3 +162,19 @@ def test_an_installed_record_is_shown_with_its_secrets_masked():
     assert shown is not None and "s3cret" not in str(shown)
     assert shown["services"]["web"]["settings"]["run"]["env"] == {"B": MASK, "A": "1"}
     assert rec["services"]["web"]["settings"]["run"]["env"]["B"] == "s3cret"  # the record itself is left alone
+
+
+def test_the_anythingllm_stack_site_example_goes_over_its_services_under_its_policy():
+    from pathlib import Path
+
+    from bundler.spec import load_spec
+    from importer.hostpolicy import HostPolicy
+    example = Path(__file__).resolve().parents[2] / "examples" / "anythingllm-stack"
+    spec = load_spec(example / "bundle.toml")
+    site = SiteSettings.load(spec.name, example / "site.toml")
+    target = site.over_target(target_from_json(spec.target))
+    assert isinstance(target, ComposeTarget)
+    app = target.project.services["anythingllm"].run.as_mapping()
+    assert app["env"]["JWT_SECRET"] == "change-me" and app["ports"] == ["10.0.0.5:3001:3001"]
+    assert "JWT_SECRET" in site.masked and not any("change-me" in line for line in site.plan_lines())
+    HostPolicy.load(example).check_target(spec.name, target)  # nothing the site file adds is refused
