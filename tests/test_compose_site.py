@@ -141,3 +141,36 @@ def test_a_service_failing_in_the_projects_probation_puts_the_whole_project_back
     assert project_containers(docker_client, env) == sorted(f"{env['project']}-{s}-1" for s in ("db", "web"))
     st = app_status(Engine(docker_client), env["state"], env["project"])
     assert st["state"] == "active" and st["installed"]["version"] == "1" and st["last_swap"]["result"] == "rolled-back"
+
+
+def test_an_upgrade_killed_in_its_probation_is_put_back_by_recover_with_its_data(docker_client, env, images):
+    """kill -9 as the probation step starts (every service had passed its gate, db had migrated its
+    volume): `bundle recover` puts the whole project back on 1 with the data as it was."""
+    import os
+    import subprocess
+    import sys
+
+    from importer.kinds.compose.status import app_status
+    from importer.steps import pending
+    from tests.support import run_bundle
+    from tests.test_compose import KILLED, REPO, bundle_for, swap, volume_files
+    from tests.test_compose import __file__ as driver
+    compose, refs = compose_yaml(images, worker=None)
+    swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "1", 1))
+    data_before = volume_files(docker_client, env)
+    compose, refs = compose_yaml(images, db="2", web="2", worker=None)
+    target = target_for(env, compose, refs, extra='[target.health.web]\ncmd = "test -s /seen"\nprobation = "60s"\n')
+    r = subprocess.run([sys.executable, driver, "swap", str(env["state"].root), json.dumps(target),
+                        json.dumps(bundle_for(env, images, refs, "2", 2))], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "BUNDLE_CRASH_AT": "compose:probation", "BUNDLE_CRASH_WHEN": "before"},
+                       timeout=300)
+    assert r.returncode == KILLED, f"not killed in probation: rc={r.returncode} {r.stderr[-800:]}"
+    assert volume_files(docker_client, env)["data/schema"] == b"2\n"  # db had migrated
+    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
+    assert rec.code == 0, str(rec)
+    assert pending(env["state"]) == []
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active" and st["installed"]["version"] == "1", st
+    assert volume_files(docker_client, env) == data_before
+    for s in ("db", "web"):
+        assert container(docker_client, env, s)["Image"] == images[(s, "1")]["id"]
