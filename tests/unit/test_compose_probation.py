@@ -34,3 +34,13 @@ def test_probation_is_one_project_step_after_every_gate_and_before_commit():
     with_window = forward_steps(["db", "web"], services, probation=True)
     assert "probation" not in without
     assert with_window == without[:-2] + ["probation", "commit", "prune"]
+
+
+def test_the_probation_flag_over_a_compose_target_is_the_projects_window():
+    from bundlecore.release import ComposeTarget, target_from_json
+    svc = {"image": "demo/web:1", "run": {}, "depends_on": {}, "networks": {}}
+    t = target_from_json({"kind": "compose", "name": "p", "image": "demo/web:1", "run": {},
+                          "compose": {"project": "p", "services": {"web": svc}, "volumes": {}, "networks": {}}})
+    assert isinstance(t, ComposeTarget)
+    project = t.with_probation(45).health_json()
+    assert probation_window(probation_healths({"web": None}, project)) == 45
