@@ -17,11 +17,11 @@ and every other output, also once the site file changed or removed it (the keys 
 the installed version).
 
 A compose project (importer.kinds.compose) has one `[services.SERVICE.run]` table per service
-instead, in the same vocabulary and merged the same way over that service's signed settings; a
-table naming a service the project does not have, or a `[run]` table for a project (which
-service would it mean?), is refused with one line (exit 1, as every site-file refusal), as a `[services]` table for a target
-that is not a compose project is, and a `[health]` probe, timeout or attempts for a project (each
-service's gate is signed); `[health.prometheus] url` goes into every service's metrics gate.
+instead, in the same vocabulary and merged the same way over that service's signed settings. One
+line refuses (exit 1, as every site-file refusal) a table naming a service the project does not
+have, a `[run]` table for a project (which service would it mean?), a `[health]` probe, timeout or
+attempts for one (each service's gate is signed), and `[services]` for a target of another kind;
+`[health.prometheus] url` goes into every service's metrics gate.
 
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
 (importer.analysis): where this host's Prometheus is, is the intranet's knowledge; the host
@@ -34,9 +34,9 @@ importer.health `follow_published`). Probation and the metrics query stay signed
 from __future__ import annotations
 
 import os
-from types import MappingProxyType
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.fsutil import read_toml

@@ -120,8 +120,9 @@ def merged_service(svc: ComposeService, recorded: dict | None, live: dict, live_
                               + kept)
         if nested:
             raise HostPolicyRefused(nested)
-    run = run_with(svc.run.as_mapping(), theirs, result.merged)
-    return (svc if run is svc.run.as_mapping() else replace(svc, run=RunSettings.from_json(run))), result
+    signed = svc.run.as_mapping()
+    run = run_with(signed, theirs, result.merged)
+    return (svc if run is signed else replace(svc, run=RunSettings.from_json(run))), result
 
 
 def shown_record(record: dict | None) -> dict | None:

@@ -29,10 +29,11 @@ def applied_service(svc: ComposeService, live: dict | None, live_image: dict) ->
     """The service as its running container has it (its recorded settings when it is missing)."""
     if live is None:
         return svc
-    theirs = compared_settings(settings_of_run(svc.run.as_mapping()), svc)
+    recorded = svc.run.as_mapping()
+    theirs = compared_settings(settings_of_run(recorded), svc)
     ours = compared_settings(settings_of_container(live, live_image, named=set(theirs)), svc)
-    run = run_with(svc.run.as_mapping(), theirs, ours)
-    return svc if run is svc.run.as_mapping() else replace(svc, run=RunSettings.from_json(run))
+    run = run_with(recorded, theirs, ours)
+    return svc if run is recorded else replace(svc, run=RunSettings.from_json(run))
 
 
 def _seconds(value: Any) -> str:
