@@ -40,7 +40,7 @@ def _probation(text):
 @click.option("--probation", metavar="DURATION", default=None, callback=lambda ctx, param, v: _probation(v),
               help="Watch the new version this long (e.g. 10m) before committing, the old one kept parked; "
               "this import only, overrides the bundle's [target.health] probation (a service release: "
-              "each stage soaks at least this long).")
+              "each stage soaks at least this long; a compose project: every service, over one window).")
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
               "target's registry; either must be granted in host-policy.toml `registries`); a service target "
               "is rolled out from it by digest.")

@@ -1,5 +1,6 @@
 """`bundle show NAME`: the run settings NAME's container runs with, and where each came from (the
-bundle, the site file, or this host), secrets masked (like `helm get values`)."""
+bundle, the site file, or this host), secrets masked (like `helm get values`); for a compose
+project, the effective compose file as applied (importer.kinds.compose.show)."""
 
 import click
 
@@ -14,8 +15,16 @@ from importer.state import StateDir
 @state_dir_option
 @json_option
 def show(name, state_dir, as_json):
-    """Show the run settings NAME runs with and where each came from: bundle, site file or this host."""
+    """Show the run settings NAME runs with and where each came from: bundle, site file or this host.
+
+    For a compose project: its compose file as applied (images as loaded, secrets masked), and in
+    --json each service's settings with their source."""
     from bundlecore.engine import connect
-    from importer.kinds.container import control
-    doc = control.show(connect(), StateDir(state_dir), name)
-    emit(jsondoc.document("show", doc), as_json, control.show_lines(doc))
+    from bundlecore.release import ComposeTarget, installed_kind
+    state = StateDir(state_dir)
+    if installed_kind(state.installed(name)) == ComposeTarget.KIND:
+        from importer.kinds.compose import show as shown
+    else:
+        from importer.kinds.container import control as shown  # type: ignore[no-redef]
+    doc = shown.show(connect(), state, name)
+    emit(jsondoc.document("show", doc), as_json, shown.show_lines(doc))

@@ -37,7 +37,9 @@ Probation (`probation` seconds, `max_restarts`; off unless set): after the gate 
 container is watched for the window (`watch_probation`). It fails when the container restarted
 more than `max_restarts` times since the gate passed, when it exited and is not being
 restarted (restart policy "no", or on-failure gave up), or when its probe kept failing for
-`timeout` seconds; the swap then rolls back exactly as after a failed gate.
+`timeout` seconds; the swap then rolls back exactly as after a failed gate. A compose project's
+services are watched over one window (`watch_probation_of`), each by its own gate: the first that
+fails, named, fails the project's.
 
 Metrics gate (`prometheus = {url, query, max, window}`, importer.analysis): probation lasts
 at least `window`, and the query is evaluated on every look and once at the window's end; a value
@@ -415,46 +417,75 @@ class HealthGate:
     def watch_probation(self, client, cid: str, until: float, base_restarts: int, out=print) -> tuple[bool, str]:
         """Watch the container until the wall-clock time `until`; (kept, why not). `base_restarts` is its
         RestartCount when the gate passed (a recovery resumes the same window with the same base)."""
-        countdown = Countdown("probation", max(0.0, until - time.time()))
-        try:
-            return self._watch_probation(client, cid, until, base_restarts, countdown)
-        finally:
-            countdown.close()
+        return watch_probation_of(client, [Watched(self, cid, base_restarts)], until)
 
-    def _watch_probation(self, client, cid: str, until: float, base_restarts: int,
-                         countdown: Countdown) -> tuple[bool, str]:
-        failing_since = route = started_at = None
-        analysis = Analysis(self.metrics) if self.metrics else None
+
+@dataclass
+class Watched:
+    """One container in a probation window: its gate (probe, max_restarts, metrics), the
+    RestartCount it counts from, and (in a project) the name a failure is told by."""
+
+    gate: HealthGate
+    cid: str
+    base_restarts: int
+    name: str = ""
+    grown: int = 0
+    failing_since: float | None = None
+    route: ProbeRoute | None = None
+    started_at: str | None = None
+    analysis: Analysis | None = None
+
+    def check(self, client, ended: bool) -> str | None:
+        """One look at the container (and its metrics gate); why it failed, or None."""
+        gate = self.gate
+        if gate.metrics and self.analysis is None:
+            self.analysis = Analysis(gate.metrics)
+        info = client.container(self.cid)
+        if info is None:
+            return "the container is gone"
+        st = info["State"]
+        self.grown = info.get("RestartCount", 0) - self.base_restarts
+        if self.grown > gate.max_restarts:
+            return f"it restarted {self.grown} times in its probation (at most {gate.max_restarts} allowed)"
+        if not st.get("Running") and not st.get("Restarting"):
+            return f"it exited (code {st.get('ExitCode')}) in its probation and is not being restarted"
+        if self.analysis:
+            why = self.analysis.step(final=ended)
+            if why:
+                return why
+        if ended:
+            return None if st.get("Running") and not st.get("Restarting") else "it was restarting when its probation ended"
+        if st.get("Running") and not st.get("Restarting") and (gate.probe_kind or gate.docker_hc):
+            if self.route is None or st.get("StartedAt") != self.started_at:  # a restart may change its address
+                self.route, self.started_at = gate.route(info), st.get("StartedAt")
+            try:
+                ok, last = gate.probe(client, self.cid, info, self.route)
+            except Unhealthy as e:
+                ok, last = False, str(e)
+            self.failing_since = None if ok else (self.failing_since or time.monotonic())
+            if self.failing_since and time.monotonic() - self.failing_since >= gate.timeout:
+                return f"its health check failed for {gate.timeout:g} s in its probation ({last})"
+        return None
+
+
+def watch_probation_of(client, watched: list[Watched], until: float) -> tuple[bool, str]:
+    """Watch every container until the wall-clock time `until` (one window: a container target's
+    one, or every service of a compose project); (kept, why not, naming the failed one in a project).
+    Each is looked at every PROBATION_EVERY seconds by its own gate's rules (HealthGate)."""
+    countdown = Countdown("probation", max(0.0, until - time.time()))
+    try:
         while True:
-            info = client.container(cid)
-            if info is None:
-                return False, "the container is gone"
-            st = info["State"]
-            grown = info.get("RestartCount", 0) - base_restarts
-            if grown > self.max_restarts:
-                return False, f"it restarted {grown} times in its probation (at most {self.max_restarts} allowed)"
-            if not st.get("Running") and not st.get("Restarting"):
-                return False, f"it exited (code {st.get('ExitCode')}) in its probation and is not being restarted"
             ended = time.time() >= until
-            if analysis:
-                why = analysis.step(final=ended)
+            for w in watched:
+                why = w.check(client, ended)
                 if why:
-                    return False, why
+                    return False, (f"service {w.name}: {why}" if w.name else why)
             if ended:
-                return (True, "") if st.get("Running") and not st.get("Restarting") else (
-                    False, "it was restarting when its probation ended")
-            if st.get("Running") and not st.get("Restarting") and (self.probe_kind or self.docker_hc):
-                if route is None or st.get("StartedAt") != started_at:  # a restart may change its address
-                    route, started_at = self.route(info), st.get("StartedAt")
-                try:
-                    ok, last = self.probe(client, cid, info, route)
-                except Unhealthy as e:
-                    ok, last = False, str(e)
-                failing_since = None if ok else (failing_since or time.monotonic())
-                if failing_since and time.monotonic() - failing_since >= self.timeout:
-                    return False, f"its health check failed for {self.timeout:g} s in its probation ({last})"
-            countdown.tick(f"{max(0, grown)} restart(s)")
+                return True, ""
+            countdown.tick(f"{sum(max(0, w.grown) for w in watched)} restart(s)")
             interrupts.sleep(min(PROBATION_EVERY, max(0.0, until - time.time())))
+    finally:
+        countdown.close()
 
 
 class Unhealthy(Exception):

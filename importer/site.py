@@ -16,6 +16,13 @@ than two. Every env value from the site file is a secret (importer.masking): mas
 and every other output, also once the site file changed or removed it (the keys are recorded with
 the installed version).
 
+A compose project (importer.kinds.compose) has one `[services.SERVICE.run]` table per service
+instead, in the same vocabulary and merged the same way over that service's signed settings. One
+line refuses (exit 1, as every site-file refusal) a table naming a service the project does not
+have, a `[run]` table for a project (which service would it mean?), a `[health]` probe, timeout or
+attempts for one (each service's gate is signed), and `[services]` for a target of another kind;
+`[health.prometheus] url` goes into every service's metrics gate.
+
 `[health.prometheus] url` sets (or replaces) the Prometheus the bundle's metrics gate queries
 (importer.analysis): where this host's Prometheus is, is the intranet's knowledge; the host
 policy's `prometheus_urls` must still allow it. `[health]` `http`, `tcp` or `cmd` replaces the signed
@@ -29,10 +36,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.fsutil import read_toml
-from bundlecore.release import HealthSettings, RunSettings, Target
+from bundlecore.release import ComposeTarget, HealthSettings, RunSettings, Target
 from bundlecore.runspec import parse_port, parse_volume
 from bundlecore.schema import first_error
 from importer.masking import shown_env
@@ -53,6 +61,7 @@ class SiteSettings:
     run: dict = field(default_factory=dict)
     prometheus_url: str | None = None
     health: dict = field(default_factory=dict)  # HEALTH_KEYS set by the file
+    services: dict = field(default_factory=dict)  # a compose project's: service -> its [services.NAME.run]
 
     @classmethod
     def load(cls, app: str, path: Path | None = None) -> "SiteSettings":
@@ -75,17 +84,19 @@ class SiteSettings:
             raise EnvironmentProblem(f"site settings {path}: {err}")
         health = raw.get("health") or {}
         return cls(Path(path), raw.get("run") or {}, (health.get("prometheus") or {}).get("url"),
-                   {k: v for k, v in health.items() if k in HEALTH_KEYS})
+                   {k: v for k, v in health.items() if k in HEALTH_KEYS},
+                   {n: t.get("run") or {} for n, t in (raw.get("services") or {}).items()})
 
     @property
     def masked(self) -> frozenset[str]:
         """The env keys this file sets: their values are secrets (importer.masking)."""
-        return frozenset(self.run.get("env") or {})
+        return frozenset(self.run.get("env") or {}).union(*(t.get("env") or {} for t in self.services.values()))
 
-    def over(self, run: dict | None) -> dict:
-        """The bundle's run settings with this site's over them (see the module docstring)."""
+    def over(self, run: dict | None, site: dict | None = None) -> dict:
+        """The bundle's run settings with this site's (`site`: a service's table, else `[run]`) over
+        them (see the module docstring)."""
         out = dict(run or {})
-        for key, value in self.run.items():
+        for key, value in (self.run if site is None else site).items():
             if key in ("env", "labels"):
                 out[key] = {**(out.get(key) or {}), **value}
             elif key == "ports":
@@ -111,27 +122,59 @@ class SiteSettings:
         return {"health": out} if out != (health or {}) else {}
 
     def over_target(self, target: Target) -> Target:
-        """The signed target with this site's run settings and Prometheus URL over it."""
+        """The signed target with this site's run settings and Prometheus URL over it (a compose
+        project's: each `[services.NAME.run]` over that service's)."""
+        if isinstance(target, ComposeTarget):
+            target = self._over_services(target)
+        elif self.services:
+            raise EnvironmentProblem(f"site settings {self.path}: [services] tables are for a compose project; "
+                                     f"{target.name} is a {target.kind} target ([run] sets its settings)")
         health = self.over_health(target.health_json()).get("health")
         return replace(target, run=RunSettings.from_json(self.over(target.run.as_mapping())),
                        health=HealthSettings.from_json({"timeout": None, "attempts": None, **health})
                        if health else target.health)
 
+    def _over_services(self, target: ComposeTarget) -> ComposeTarget:
+        project = target.project
+        if self.run:
+            raise EnvironmentProblem(f"site settings {self.path}: [run] is not applied to a compose project: "
+                                     f"set each service's in [services.SERVICE.run]")
+        unknown = sorted(set(self.services) - set(project.services))
+        if unknown:
+            raise EnvironmentProblem(f"site settings {self.path}: services.{unknown[0]} names no service of the "
+                                     f"compose project {project.project} ({', '.join(project.services)})")
+        if self.health:
+            raise EnvironmentProblem(f"site settings {self.path}: [health] {', '.join(self.health)} is not applied to a "
+                                     f"compose project: each service's gate is its signed [target.health.SERVICE] or "
+                                     f"healthcheck")
+        services = {}
+        for n, s in project.services.items():
+            health = self.over_health(s.health.to_json() if s.health else None).get("health")  # the Prometheus URL
+            services[n] = replace(s, run=RunSettings.from_json(self.over(s.run.as_mapping(), self.services.get(n) or {})),
+                                  health=HealthSettings.from_json(health) if health else s.health)
+        return replace(target, compose=replace(project, services=MappingProxyType(services)))
+
     def plan_lines(self) -> list[str]:
         """What the operator confirms of the site file, env values masked."""
         if self.path is None:
             return []
-        out = [f"site settings {self.path} (over the bundle's):"]
-        for key, value in self.run.items():
-            if key == "env":
-                out += [f"  env {k}={shown_env(k, v, self.masked)}" for k, v in value.items()]
-            elif key == "labels":
-                out += [f"  label {k}={v}" for k, v in value.items()]
-            elif isinstance(value, list) and key not in ("command", "entrypoint"):
-                out += [f"  {key} {v}" for v in value]
-            else:
-                out.append(f"  {key} {value}")
+        out = [f"site settings {self.path} (over the bundle's):"] + self._run_lines("  ", self.run)
+        for name, table in self.services.items():
+            out += self._run_lines(f"  services.{name} ", table)
         out += [f"  health.{k} {v}" for k, v in self.health.items()]
         if self.prometheus_url:
             out.append(f"  health.prometheus.url {self.prometheus_url}")
+        return out
+
+    def _run_lines(self, prefix: str, run: dict) -> list[str]:
+        out = []
+        for key, value in run.items():
+            if key == "env":
+                out += [f"{prefix}env {k}={shown_env(k, v, self.masked)}" for k, v in value.items()]
+            elif key == "labels":
+                out += [f"{prefix}label {k}={v}" for k, v in value.items()]
+            elif isinstance(value, list) and key not in ("command", "entrypoint"):
+                out += [f"{prefix}{key} {v}" for v in value]
+            else:
+                out.append(f"{prefix}{key} {value}")
         return out

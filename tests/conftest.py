@@ -35,7 +35,8 @@ from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below u
 SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman.py",
         "test_fleet_data.py", "test_fleet.py", "test_fleet_canary.py", "test_fleet_analysis.py", "test_fleet_pause.py",
         "test_health.py",
-        "test_metrics_gate.py", "test_swap_data.py", "test_compose.py", "test_lifecycle.py", "test_swap.py",
+        "test_metrics_gate.py", "test_swap_data.py", "test_compose.py", "test_compose_site.py", "test_lifecycle.py",
+        "test_swap.py",
         "test_gate.py", "test_split.py",
         "test_swap_merge.py", "test_swap_lifecycle.py", "test_verdicts.py", "test_everyday_verbs.py", "test_audit.py",
         "test_registry_ownership.py", "test_resource_ownership.py", "test_load_stream.py"]

@@ -8,7 +8,7 @@ import pytest
 from bundlecore.errors import EnvironmentProblem
 from importer.site import SiteSettings
 from importer.kinds.container.config import recreate_config
-from importer.kinds.container.merge import (Key, Kind, Origin, Side, merge, settings_of_container, settings_of_run)
+from importer.merge import (Key, Kind, Origin, Side, merge, settings_of_container, settings_of_run)
 
 G = Key(Kind.ENV, "GREETING")
 P = Key(Kind.PORT, "8080/tcp")

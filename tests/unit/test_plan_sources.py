@@ -9,7 +9,7 @@ import pytest
 from bundlecore.refusals import HealthTargetGone
 from bundlecore.release import ContainerTarget, RunSettings
 from importer.health import follow_published
-from importer.kinds.container.merge import Key, Kind, merge, site_keys
+from importer.merge import Key, Kind, merge, site_keys
 from importer.kinds.container.plan import PlanKind, SwapPlan, _follow_ports
 
 SIGNED = ["127.0.0.1:18900:8080"]

@@ -10,7 +10,7 @@ import pytest
 
 from bundlecore.refusals import SettingsConflict
 from bundlecore.release import ContainerTarget, RunSettings
-from importer.kinds.container.merge import Key, Kind, merge
+from importer.merge import Key, Kind, merge
 from importer.kinds.container.plan import CurrentContainer, PlanKind, SwapPlan, _merge_settings
 from importer.masking import MASK, is_secret, shown_env
 from importer.site import SiteSettings

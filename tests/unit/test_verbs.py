@@ -67,8 +67,9 @@ def test_a_usage_error_points_to_the_help_of_its_command():
 
 
 def test_where_an_applied_setting_came_from():
-    from importer.kinds.container.control import Source, source_of
-    from importer.kinds.container.merge import Key, Kind
+    from importer.merge import Applied as Source
+    from importer.merge import source_of
+    from importer.merge import Key, Kind
     env, restart = Key(Kind.ENV, "DB_PASSWORD"), Key(Kind.RESTART)
     recorded = {env: "old", restart: "unless-stopped", Key(Kind.ENV, "GREETING"): "hi"}
     assert source_of(env, "new", recorded, {env: "new"}, frozenset()) is Source.SITE          # the site file now

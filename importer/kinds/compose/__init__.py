@@ -5,6 +5,7 @@ protocol: importer.kinds; docs/format.md `compose`).
   machine   the swap's per-service steps (one table, run by importer.steps), its journal and undo
   run       plan, apply, recover
   status    what `bundle status`, `list` and `--json` show of the project and each service
+  show      `bundle show`: the effective compose file as applied (importer.cmd_show picks it)
 The backup and exact restore of the mounts is importer.backup, the health gate importer.health and
 the run settings' create body importer.runconfig (shared with the container kind).
 """
@@ -15,7 +16,7 @@ from importer.kinds.compose.status import app_status as status
 from importer.kinds.compose.status import status_lines
 
 # the import options its plan takes (importer.pipeline.plan_options)
-PLAN_OPTIONS = ("app", "images", "adopt")
+PLAN_OPTIONS = ("app", "images", "adopt", "prefer", "masked", "signed")
 
 
 def unfinished_runs(state) -> list[str]:

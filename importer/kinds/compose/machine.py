@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from bundlecore import interrupts
+from bundlecore import interrupts, placeholders
 from bundlecore.engine import EngineError
 from bundlecore.errors import ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.release import ComposeService, ComposeTarget, Result, signers_of, target_from_json
 from importer import ownership
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.backup import data
-from importer.health import HealthGate
+from importer.health import HealthGate, Watched, watch_probation_of
 from importer.kinds.compose.project import (NETWORK_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL, Action,
                                             network_name)
 from importer.state import StateDir, highest_sequence_after
@@ -48,6 +49,7 @@ class Step(StrEnum):
     BACKUP = "backup"
     CREATE_NEW = "create_new"
     START_NEW = "start_new"
+    PROBATION = "probation"
     COMMIT = "commit"
     PRUNE = "prune"
     REMOVE_NEW = "remove_new"
@@ -118,6 +120,10 @@ class ProjectRecord:
     swap_id: str
     target_kind: str = KIND
     version_before: str | None = None
+    site_env: list[str] = field(default_factory=list)  # env keys never shown (importer.masking), recorded
+    probation: dict = field(default_factory=dict)  # the project's own ([target.health] of --probation)
+    probation_until: float | None = None
+    probation_base_restarts: dict[str, int] = field(default_factory=dict)
     created_networks: list[str] = field(default_factory=list)
     created_volumes: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
@@ -333,6 +339,45 @@ class ProjectSwap:
         if policy:
             self.client.set_restart_policy(s.new_id, policy)
 
+    def probation(self) -> None:
+        """Every service of the project watched over one window once all passed their gates, the
+        displaced ones still parked (importer.health `watch_probation_of`, each by its own gate;
+        the window is the longest a service's or the project's settings ask). Its end and each
+        RestartCount it counts from are journaled before watching. A failure undoes the project."""
+        healths = probation_healths({n: self.svc(n).health for n in self.r.order}, self.r.probation)
+        window = probation_window(healths)
+        ids = {n: self._running_id(n) for n in healths}
+        infos = {n: self.client.container(cid) for n, cid in ids.items() if cid}
+        if not window or not infos:
+            return
+        if self.r.probation_until is None:
+            self.r.probation_until = time.time() + window
+            self.r.probation_base_restarts = {n: int(i.get("RestartCount", 0)) for n, i in infos.items() if i}
+            self.j.save()
+        watched = []
+        for n, info in infos.items():
+            gate = HealthGate(healths[n], ((info or {}).get("Config") or {}).get("Healthcheck"))
+            if gate.metrics:  # the query's placeholders name this release
+                gate.metrics = gate.metrics.bound(placeholders.values_of(self.r.app, self.r.version))
+            watched.append(Watched(gate, ids[n] or "", self.r.probation_base_restarts.get(n, 0), name=n))
+        left = max(0.0, self.r.probation_until - time.time())
+        self.out(f"  probation: watching {', '.join(infos)} of {self.r.project} {self.r.version or ''} for "
+                 f"{left:.0f} s; the previous version stays parked")
+        ok, why = watch_probation_of(self.client, watched, self.r.probation_until)
+        if not ok:
+            raise AttemptFailed(f"{self.r.project} {self.r.version or ''} failed its probation: {why}")
+
+    def _running_id(self, name: str) -> str | None:
+        """The container a service runs on now (its new one, or the one kept); None for a service
+        others waited on to complete (it ran once)."""
+        s = self.svc(name)
+        if s.gate_exit:
+            return None
+        if s.action in (Action.CREATE, Action.RECREATE):
+            return s.new_id
+        info = self.client.container_named(s.container)
+        return info["Id"] if info else None
+
     def commit(self) -> None:
         """Point of no return: every service passed its gate; the project is recorded as installed."""
         r, t = self.r, now()
@@ -359,7 +404,7 @@ class ProjectSwap:
                   "images": b.get("images") or {}, "bundle_sha256": b.get("sha256"),
                   "signers": [s.fingerprint for s in signers_of(b.get("signers"))],
                   "generation": r.generation, "installed_at": t, "order": r.order, "services": services,
-                  "previous": previous, "target": r.target}
+                  "previous": previous, "target": r.target, "site_env": r.site_env}
         self.state.record_installed(r.app, record)
         if isinstance(r.sequence, int):
             self.state.raise_sequence(b.get("name") or r.app, r.sequence)
@@ -464,6 +509,7 @@ _BASE: dict[Step, _Rule] = {
     Step.BACKUP: _Rule(ProjectSwap.backup, undo=Step.RESTORE_DATA),
     Step.CREATE_NEW: _Rule(ProjectSwap.create_new, undo=Step.REMOVE_NEW),
     Step.START_NEW: _Rule(ProjectSwap.start_new, undo=Step.REMOVE_NEW),
+    Step.PROBATION: _Rule(ProjectSwap.probation),  # a crash in it: the project goes back (undo)
     Step.COMMIT: _Rule(ProjectSwap.commit, started=Resume.REPLAY),
     Step.PRUNE: _Rule(ProjectSwap.prune, started=Resume.REPLAY),
     Step.REMOVE_NEW: _Rule(ProjectSwap.remove_new),
@@ -474,9 +520,30 @@ _BASE: dict[Step, _Rule] = {
 }
 
 
-def forward_steps(order: list[str], services: dict[str, ServiceSwap]) -> list[str]:
+def probation_healths(healths: Mapping[str, dict | None], project: dict | None) -> dict[str, dict]:
+    """Each service's settings for the probation window (`healths`: its `[target.health.NAME]`):
+    the project's window (`--probation`) over the service's when longer, and the project's
+    max_restarts (else none allowed) where the service sets none (pure)."""
+    out = {}
+    window = (project or {}).get("probation")
+    for name, own in healths.items():
+        health = dict(own or {})
+        if window:
+            health["probation"] = max(float(health.get("probation") or 0), float(window))
+            health.setdefault("max_restarts", (project or {}).get("max_restarts") or 0)
+        out[name] = health
+    return out
+
+
+def probation_window(healths: dict[str, dict]) -> float:
+    """The project's one window: the longest any service's settings ask (its metrics window too)."""
+    return max((HealthGate(h).probation for h in healths.values()), default=0.0)
+
+
+def forward_steps(order: list[str], services: dict[str, ServiceSwap], probation: bool = False) -> list[str]:
     """The forward steps of a project swap: the displaced services stopped (reverse dependency
-    order), parked and backed up, then each new one created and gated in dependency order."""
+    order), parked and backed up, then each new one created and gated in dependency order, then
+    (when a window is set) the whole project's probation."""
     displaced = [n for n in reversed(order) if services.get(n) and services[n].action == Action.RECREATE]
     displaced = [n for n, s in services.items() if s.action == Action.RETIRE] + displaced
     incoming = [n for n in order if services[n].action in (Action.CREATE, Action.RECREATE)]
@@ -486,6 +553,8 @@ def forward_steps(order: list[str], services: dict[str, ServiceSwap]) -> list[st
     steps += [ServiceStep.of(Step.BACKUP, n) for n in displaced]
     for n in incoming:
         steps += [ServiceStep.of(Step.CREATE_NEW, n), ServiceStep.of(Step.START_NEW, n)]
+    if probation:
+        steps.append(Step.PROBATION)
     return [str(s) for s in [*steps, Step.COMMIT, Step.PRUNE]]
 
 
@@ -513,4 +582,4 @@ def service_swap(name: str, action: Action, container: str, svc: ComposeService 
 
 
 __all__ = ["ProjectSwap", "ProjectJournal", "ProjectRecord", "ServiceSwap", "Step", "ServiceStep", "forward_steps",
-           "undo_order", "begin", "service_swap"]
+           "undo_order", "begin", "service_swap", "probation_healths", "probation_window"]

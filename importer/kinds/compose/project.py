@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bundlecore.release import ComposeService, ComposeTarget
+from bundlecore.refusals import HostPolicyRefused, SettingsConflict
+from bundlecore.release import ComposeService, ComposeTarget, RunSettings
 from importer import ownership
+from importer.hostpolicy import nested_binds
+from importer.masking import shown_env
+from importer.merge import (Decision, Key, Kind, MergeResult, Settings, Side, merge, run_with, settings_of_container,
+                            settings_of_run)
 from importer.runconfig import run_config
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -86,6 +91,64 @@ def create_body(project: str, svc: ComposeService, image_id: str, labels: dict[s
     return body
 
 
+def compared_settings(settings: Settings, svc: ComposeService) -> Settings:
+    """The settings the merge compares for a service: its network is the project's and its tmpfs
+    mounts Compose's own `tmpfs`, neither a run setting this host changes."""
+    tmpfs = {t.partition(":")[0] for t in svc.tmpfs or ()}
+    return {k: v for k, v in settings.items()
+            if k.kind is not Kind.NETWORK and not (k.kind is Kind.VOLUME and k.name in tmpfs)}
+
+
+def merged_service(svc: ComposeService, recorded: dict | None, live: dict, live_image: dict,
+                   prefer: Side | None = None, masked: frozenset[str] = frozenset()) -> tuple[ComposeService, MergeResult]:
+    """The service as the swap makes it: the release's settings (the site file's over them) merged
+    three-way (importer.merge) with those it was installed with (`recorded`; None for a service
+    --adopt takes over, whose own settings are then this host's) and its running container's. A
+    conflict is refused (exit 3) unless `prefer` decides it, as is a bind kept from the running
+    container that nests with another (the host policy's nested-bind rule)."""
+    theirs = compared_settings(settings_of_run(svc.run.as_mapping()), svc)
+    base = None if recorded is None else compared_settings(settings_of_run((recorded.get("settings") or {}).get("run")), svc)
+    ours = compared_settings(settings_of_container(live, live_image, named=set(theirs if base is None else base)), svc)
+    result = merge(base, theirs, ours, prefer)
+    if result.conflicts and prefer is None:
+        raise SettingsConflict(f"services.{svc.name}: " + "; ".join(d.conflict(masked) for d in result.conflicts)
+                               + ": choose with --prefer bundle or --prefer local")
+    kept = [(f"services.{svc.name}: the kept mount at {k.name}", str(v)) for k, v in result.merged.items()
+            if k.kind is Kind.VOLUME and v != theirs.get(k)]
+    if kept:  # the host policy's nested-bind rule over the binds kept from the running container too
+        nested = nested_binds([(f"services.{svc.name}.volumes.{i}", v) for i, v in enumerate(svc.run.volumes or ())]
+                              + kept)
+        if nested:
+            raise HostPolicyRefused(nested)
+    signed = svc.run.as_mapping()
+    run = run_with(signed, theirs, result.merged)
+    return (svc if run is signed else replace(svc, run=RunSettings.from_json(run))), result
+
+
+def shown_record(record: dict | None) -> dict | None:
+    """An installed record as outputs show it (`--json`, the audit log): every env value of the
+    target and of each service's settings masked as importer.masking says (the site file's keys
+    recorded with it, the signed `secret_env`). The record on disk keeps the values: the next
+    upgrade's three-way merge compares them."""
+    if not record:
+        return record
+    marked = frozenset(record.get("site_env") or ())
+
+    def run_shown(run: dict) -> dict:
+        keys = marked | frozenset(run.get("secret_env") or ())
+        env = run.get("env")
+        return {**run, "env": {k: shown_env(k, v, keys) for k, v in env.items()}} if env else run
+
+    out = dict(record)
+    target = out.get("target") or {}
+    if "compose" in target:
+        services = {n: {**s, "run": run_shown(s.get("run") or {})} for n, s in target["compose"]["services"].items()}
+        out["target"] = {**target, "compose": {**target["compose"], "services": services}}
+    out["services"] = {n: {**s, "settings": {**s["settings"], "run": run_shown(s["settings"].get("run") or {})}}
+                       if s.get("settings") else s for n, s in (out.get("services") or {}).items()}
+    return out
+
+
 @dataclass
 class ServicePlan:
     """One service in the plan: what happens to it, and the containers involved."""
@@ -99,6 +162,8 @@ class ServicePlan:
     old_id: str | None = None
     old_image_id: str | None = None
     changes: list[str] = field(default_factory=list)  # why it is recreated
+    service: ComposeService | None = None  # as the swap creates it (the three-way merge's result)
+    decisions: list[Decision] = field(default_factory=list)  # the settings the merge decided
 
     def line(self) -> str:
         what = {Action.CREATE: f"create {self.container} from {self.image_ref}",
@@ -120,6 +185,10 @@ class ProjectPlan:
     current: str | None = None      # the version installed now
     generation: int = 1
     warnings: list[str] = field(default_factory=list)
+    masked: frozenset[str] = frozenset()    # env keys never shown (importer.masking)
+    prefer: Side | None = None
+    site_keys: dict[str, frozenset[Key]] = field(default_factory=dict)  # per service: what the site file decides
+    probation: float = 0.0                  # s: the project's window once every service passed its gate
 
     @property
     def key(self) -> str:
@@ -138,7 +207,14 @@ class ProjectPlan:
     def lines(self) -> list[str]:
         head = (f"{self.kind} compose project {self.project} (app {self.app}) "
                 + (f"{self.current} -> " if self.current else "") + f"{self.new_version} (generation {self.generation})")
-        out = [head] + [s.line() for s in self.services]
+        out = [head]
+        for s in self.services:
+            out.append(s.line())
+            out += [f"    {d.line(self.masked, self.prefer, self.site_keys.get(s.name, frozenset()))}"
+                    for d in s.decisions]
+        if self.probation and self.changed():
+            out.append(f"  probation: every service watched {self.probation:g} s once all passed their gates (a "
+                       f"restart or failing health check puts the whole project back); the previous version stays parked")
         if self.kind == "upgrade" and self.changed():
             out.append("  the writable mounts of every service recreated or retired are backed up first; if any "
                        "service fails its gate, the whole project goes back with that data restored")

@@ -11,9 +11,11 @@ from importer import ownership
 from importer.backup import data
 from importer.delivery import Delivery
 from importer.kinds.compose.machine import (KIND, ProjectJournal, ProjectRecord, ProjectSwap, begin, forward_steps,
-                                            service_swap)
+                                            probation_healths, probation_window, service_swap)
 from importer.kinds.compose.project import (PROJECT_LABEL, SERVICE_LABEL, Action, ProjectPlan, ServicePlan, config_hash,
-                                            container_name, create_body, differences, service_labels)
+                                            container_name, create_body, differences, merged_service, service_labels,
+                                            shown_record)
+from importer.merge import Side, site_keys
 from importer.state import StateDir
 from importer.steps import Resume
 
@@ -21,17 +23,18 @@ Out = print
 
 
 def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: str, *, new_version: str | None = None,
-                 app: str | None = None, images: dict[str, str] | None = None, adopt: bool = False) -> ProjectPlan:
+                 app: str | None = None, images: dict[str, str] | None = None, adopt: bool = False,
+                 prefer: str | None = None, masked: frozenset[str] = frozenset(),
+                 signed: ComposeTarget | None = None) -> ProjectPlan:
     """What the swap will do, per service (changes nothing). A container or volume of the project's
     names that this app did not make is refused (exit 3), unless `adopt` and it is the project's
     own as Compose labels it (started with `docker compose up`): its containers are then displaced
     like an installed version's (parked, their data backed up, put back on failure) and its
-    volumes used as they are."""
+    volumes used as they are. Each running service's settings go through the three-way merge
+    (project.merged_service): `signed` is the release's own target, before the site file (which
+    settings the site file decides), `masked` the site file's env keys."""
     app = app or target.name
     project = target.project
-    if target.run.as_mapping() or target.health is not None:  # only the site file or --probation sets them
-        raise UsageProblem(f"{app} is a compose project: site settings ([run], [health]) and --probation are not "
-                           f"supported for it yet, and would not take effect")
     installed = state.installed(app)
     if installed and installed.get("kind") != KIND:
         raise UsageProblem(f"{app} is installed as a {installed.get('kind')} target, not a compose project")
@@ -47,6 +50,8 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
             raise OwnershipRefused(f"volume {name} exists and is no app's: pass --adopt to take over the Compose "
                                    f"project {project.project} with its data")
     recorded = (installed or {}).get("services") or {}
+    side = Side(prefer) if prefer else None
+    masked = masked | frozenset((installed or {}).get("site_env") or ())
     ids = dict(images or {})
     ids.setdefault(target.image, new_image_id)
     services = []
@@ -56,7 +61,6 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
         image_id = ids.get(svc.image)
         if image_id is None:
             raise UsageProblem(f"services.{name}.image {svc.image} is not one of the bundle's images")
-        digest = config_hash(project.project, svc, image_id)
         live = client.container_named(cname)
         labels = ((live or {}).get("Config") or {}).get("Labels") or {}
         if live and labels.get(ownership.APP_LABEL) != app and not _adoptable(labels, project.project, name, adopt):
@@ -64,13 +68,19 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
                     if labels.get(PROJECT_LABEL) == project.project and ownership.APP_LABEL not in labels else "")
             raise OwnershipRefused(f"container {cname} exists and is not {app}'s: the project {project.project} "
                                    f"cannot take its name{hint}")
-        sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest)
+        decisions: list = []
+        if live:
+            svc, merged = merged_service(svc, recorded.get(name), live, client.image(live["Image"]) or {}, side,
+                                         masked | frozenset(svc.run.secret_env or ()))
+            decisions = merged.decisions
+        digest = config_hash(project.project, svc, image_id)
+        sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest, service=svc)
         if live:
             sp.old_id, sp.old_image_id = live["Id"], live["Image"]
             if labels.get("com.docker.compose.config-hash") == digest:
                 sp.action = Action.KEEP
             else:
-                sp.action = Action.RECREATE
+                sp.action, sp.decisions = Action.RECREATE, decisions
                 sp.changes = differences(recorded.get(name), {"image_id": image_id, "image_ref": svc.image,
                                                               "settings": svc.to_json()})
         services.append(sp)
@@ -81,9 +91,17 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
                 services.append(ServicePlan(name, Action.RETIRE, rec["container"], old_id=live["Id"],
                                             old_image_id=live["Image"]))
     adopted = not installed and any(s.action == Action.RECREATE for s in services)
+    by_site = ({n: site_keys(signed.project.services[n].run.as_mapping(), s.run.as_mapping())
+                for n, s in project.services.items() if n in signed.project.services}
+               if isinstance(signed, ComposeTarget) else {})
     return ProjectPlan(app, target, "upgrade" if installed or adopted else "install", services, new_version=new_version,
                        current=(installed or {}).get("version"),
-                       generation=int((installed or {}).get("generation") or 0) + 1)
+                       generation=int((installed or {}).get("generation") or 0) + 1,
+                       masked=masked | frozenset(k for s in project.services.values() for k in s.run.secret_env or ()),
+                       prefer=side, site_keys=by_site,
+                       probation=probation_window(probation_healths(
+                           {n: s.health.to_json() if s.health else None for n, s in project.services.items()},
+                           target.health_json())))
 
 
 def _adoptable(labels: dict, project: str, service: str, adopt: bool) -> bool:
@@ -104,7 +122,7 @@ def apply(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, *, kee
         record.steps = [s for s in record.steps if not s.startswith(("networks",))]
     journal = ProjectJournal(state.app_dir(plan.app), record)
     begin(state, journal)
-    return ProjectSwap(client, state, journal, out=out).run_forward()
+    return shown_record(ProjectSwap(client, state, journal, out=out).run_forward()) or {}
 
 
 def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep: int) -> ProjectRecord:
@@ -122,7 +140,7 @@ def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep
         if svc is not None and sp.action != Action.KEEP:
             labels = {**service_labels(project.project, sp.name, sp.config_hash or "", plan.app, plan.generation),
                       data.SWAP_LABEL: swap_id}
-            kw["create"] = create_body(project.project, svc, sp.image_id or "", labels)
+            kw["create"] = create_body(project.project, sp.service or svc, sp.image_id or "", labels)
         if sp.old_id and sp.action in (Action.RECREATE, Action.RETIRE):
             info = client.inspect_container(sp.old_id)
             old_settings = (recorded.get(sp.name) or {}).get("settings") or {}
@@ -133,11 +151,13 @@ def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep
                       backup_dir=f"generations/{old_gen}/{sp.name}", old_health=old_settings.get("health"))
         services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
     order = project.order()
+    watched = plan.probation > 0 and any(s.action != Action.KEEP for s in plan.services)
     return ProjectRecord(kind=plan.kind, app=plan.app, project=project.project, target=plan.target.to_json(), order=order,
-                         services=services, steps=forward_steps(order, services), generation=plan.generation,
+                         services=services, steps=forward_steps(order, services, watched), generation=plan.generation,
                          keep=keep, bundle=delivery.journal_bundle(), version=plan.new_version,
                          sequence=delivery.release.sequence, installed_before=installed, swap_id=swap_id,
-                         version_before=(installed or {}).get("version"))
+                         version_before=(installed or {}).get("version"), site_env=sorted(plan.masked),
+                         probation=plan.target.health_json() or {})
 
 
 def recover(client, state: StateDir, name: str, out=print) -> list[str]:

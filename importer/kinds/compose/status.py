@@ -6,6 +6,7 @@ from typing import Any
 
 from bundlecore.errors import AppState
 from importer.kinds.compose.machine import ProjectJournal
+from importer.kinds.compose.project import shown_record
 from importer.state import StateDir
 from importer.steps import live_run, unfinished_line
 
@@ -34,7 +35,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
     result: dict[str, Any] = {
         "name": name, "kind": "compose", "project": (installed or {}).get("project"),
         "container_name": f"{len(services)} services of compose project {(installed or {}).get('project')}",
-        "installed": installed, "services": services,
+        "installed": shown_record(installed), "services": services,
         "previous": [{**p, "parked_name": p.get("parked_name")} for p in (installed or {}).get("previous") or []],
         "pending_swap": (app_dir / ProjectJournal.FILE).exists(), "operation": live_run(state, app_dir),
         "last_swap": ({k: last.get(k) for k in ("kind", "result", "message", "started_at", "finished_at")}

@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
-from importer.kinds.container.merge import Key, Kind
+from importer.merge import Key, Kind
 from importer.runconfig import run_config  # noqa: F401  (a first install's body: shared with the compose kind)
 
 # Config keys posted as they are (when the user set them they are theirs; engine defaults
@@ -52,7 +52,7 @@ def recreate_config(old: dict, old_image: dict, new_image: dict, new_image_ref: 
     the engine accepts one network at create time, the others are connected before start.
     `joined_names` maps container IDs to names, to rewrite a `container:<id>` network mode to the
     name (so it still means the same container if that one is recreated too). `changes` are the
-    run settings the three-way merge (importer.kinds.container.merge) changes: they override their parts of
+    run settings the three-way merge (importer.merge) changes: they override their parts of
     the copy, everything else stays as the old container had it.
     """
     body = _copy_config(old, old_image, new_image_ref, joined_names)

@@ -30,6 +30,7 @@ from importer.audit import AuditEvent, EventKind, now, operator, write_event
 from importer import ownership
 from importer.backup import data
 from importer.masking import is_secret
+from importer.merge import source_of
 from importer.state import StateDir, container_of
 from importer.kinds.container.generations import Generations
 from importer.kinds.container.journal import SwapJournal
@@ -147,29 +148,11 @@ def control(client, state: StateDir, app: str, action: Action, *, wait: float = 
 
 # -- show ------------------------------------------------------------------------------------------
 
-class Source(StrEnum):
-    """Where a setting `bundle show` lists came from."""
-
-    BUNDLE = "bundle"
-    SITE = "site"
-    HOST = "this host"
-
-
-def source_of(key, value, recorded: dict, site_now: dict, site_env: frozenset[str]) -> Source:
-    """Where an applied setting came from (pure): the site file sets it to this value now, or it is an
-    env key the site set when the running version was installed, unchanged since -> site; as
-    recorded at install -> bundle; else it was changed on this host since -> this host."""
-    from importer.kinds.container.merge import Kind
-    if site_now.get(key) == value or (key.kind is Kind.ENV and key.name in site_env and recorded.get(key) == value):
-        return Source.SITE
-    return Source.BUNDLE if recorded.get(key) == value else Source.HOST
-
-
 def show(client, state: StateDir, app: str) -> dict:
     """The run settings the container runs with, each with where it came from: `site` (set by the
     site file), `bundle` (as the bundle set it when installed) or `this host` (changed on this host
     after, by hand or in an adopted container); secrets masked (importer.masking)."""
-    from importer.kinds.container.merge import Kind, settings_of_container, settings_of_run, shown
+    from importer.merge import Kind, settings_of_container, settings_of_run, shown
     from importer.site import SiteSettings
     rec, info = installed_container(client, state, app, "show")
     installed_with = (Generations(state.app_dir(app)).current or {}).get("bundle") or {}

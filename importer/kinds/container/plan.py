@@ -36,7 +36,7 @@ from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations, version_change
 from importer.health import ANY_ADDRESS, Followed, HealthGate, follow_published
 from importer.kinds.container.journal import SwapJournal
-from importer.kinds.container.merge import (Key, Kind, MergeResult, Origin, Side, Source, keys_from_json, merge,
+from importer.merge import (Key, Kind, MergeResult, Origin, Side, Source, keys_from_json, merge,
                                             settings_of_container, settings_of_run, site_keys)
 
 BACKUP_MARGIN = 1.1
@@ -246,7 +246,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
               prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None,
               sequence: int | None = None, signed: ContainerTarget | None = None) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
-    whose run settings conflict (importer.kinds.container.merge) is refused here, before anything is loaded.
+    whose run settings conflict (importer.merge) is refused here, before anything is loaded.
     The installed release imported again (`sequence`) is nothing to do when its container runs as
     recorded, else a repair: the container recreated (from the recorded settings when it is missing).
     `signed`: the release's own target, before the site file (what each setting's source is, and the

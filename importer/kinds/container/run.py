@@ -30,7 +30,7 @@ from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
 from importer.kinds.container.generations import Generations, parked_name, shown_version
 from importer.health import HealthGate
-from importer.kinds.container.merge import keys_to_json
+from importer.merge import keys_to_json
 from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 from importer.kinds.container.machine import AttemptFailed, ContainerSwap, begin

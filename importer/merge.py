@@ -1,4 +1,5 @@
-"""Three-way merge of an application's run settings on upgrade (pure: no engine, no disk).
+"""Three-way merge of an application's run settings on upgrade (pure: no engine, no disk), for a
+container target and for each service of a compose project alike.
 
 base   = the run settings the running version was installed with (recorded at install: the
          bundle's `[target.run]` with the site settings over it);
@@ -76,6 +77,23 @@ class Source(StrEnum):
     HOST = "set on this host"
 
 
+class Applied(StrEnum):
+    """Where a setting `bundle show` lists as applied came from (`source_of`)."""
+
+    BUNDLE = "bundle"
+    SITE = "site"
+    HOST = "this host"
+
+
+def source_of(key: "Key", value, recorded: dict, site_now: dict, site_env: frozenset[str]) -> Applied:
+    """Where an applied setting came from (pure): the site file sets it to this value now, or it is an
+    env key the site set when the running version was installed, unchanged since -> site; as
+    recorded at install -> bundle; else it was changed on this host since -> this host."""
+    if site_now.get(key) == value or (key.kind is Kind.ENV and key.name in site_env and recorded.get(key) == value):
+        return Applied.SITE
+    return Applied.BUNDLE if recorded.get(key) == value else Applied.HOST
+
+
 class Origin(StrEnum):
     BUNDLE = "bundle"   # the release changed it and it is applied
     LOCAL = "local"     # this host changed it and it is kept
@@ -147,6 +165,37 @@ def merge(base: Settings | None, theirs: Settings, ours: Settings, prefer: Side 
         if origin is not None:
             out.decisions.append(Decision(key, b, t, o, origin, result))
     return out
+
+
+def run_with(run: dict, theirs: Settings, merged: Settings) -> dict:
+    """The run-spec object `run` (whose settings are `theirs`) with what the merge decided otherwise
+    (`merged`: a value this host kept) in its place. Every setting the merge left as the release
+    has it keeps its place and spelling, so a merge that kept nothing returns `run` itself."""
+    if merged == theirs:
+        return run
+    out = dict(run)
+    changed = {k for k in set(theirs) | set(merged) if theirs.get(k) != merged.get(k)}
+    for kind, field_ in ((Kind.ENV, "env"), (Kind.LABEL, "labels")):
+        if any(k.kind is kind for k in changed):
+            out[field_] = {k.name: v for k, v in sorted(merged.items()) if k.kind is kind}
+    for kind, field_, key_of in ((Kind.PORT, "ports", lambda p: parse_port(p).key),
+                                 (Kind.VOLUME, "volumes", lambda v: parse_volume(v).target)):
+        if any(k.kind is kind for k in changed):
+            kept = [x for x in run.get(field_) or [] if Key(kind, key_of(x)) not in changed]
+            added = [str(v) for k in sorted(changed) if k.kind is kind and merged.get(k) is not None
+                     for v in _values(merged[k])]
+            out[field_] = kept + added
+    if any(k.kind is Kind.CAP_ADD for k in changed):
+        out["cap_add"] = [k.name for k in sorted(merged) if k.kind is Kind.CAP_ADD]
+    for kind, field_ in ((Kind.RESTART, "restart"), (Kind.COMMAND, "command"), (Kind.NETWORK, "network")):
+        if Key(kind) in changed:
+            value = merged.get(Key(kind))
+            out[field_] = list(value) if isinstance(value, tuple) else value
+    return {k: v for k, v in out.items() if v not in (None, [], {})}
+
+
+def _values(value: object) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def site_keys(signed: dict | None, run: dict | None) -> frozenset[Key]:
