@@ -41,7 +41,8 @@ def pod_env(podman_client, podman_host, uniq, tmp_path):
     """swap_env on the Podman service: state dir, app name, port; `env` points the CLI at Podman."""
     from importer.state import StateDir
     env = {"name": f"demo-{uniq}", "port": free_port(), "state": StateDir(tmp_path / "state"),
-           "volume": f"demo-{uniq}-data", "uniq": uniq, "env": {"DOCKER_HOST": podman_host}}
+           "volume": f"demo-{uniq}-data", "uniq": uniq, "units": tmp_path / "units",
+           "env": {"DOCKER_HOST": podman_host, "BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")}}
     yield env
     Cleanup(podman_client, uniq, env["state"].identity)()
 
@@ -50,8 +51,8 @@ def _cli(pod_env, *args):
     return run_bundle(*args, "--state-dir", pod_env["state"].root, env=pod_env["env"])
 
 
-def _with_v1(client, pod_env, images):
-    install(client, pod_env, images["v1"], 1)
+def _with_v1(client, pod_env, images, **kw):
+    install(client, pod_env, images["v1"], 1, **kw)
     seed_data(client, pod_env["name"])
     return data_files(client, pod_env["name"])
 
@@ -166,6 +167,61 @@ def test_a_failed_upgrade_on_podman_restores_the_data_byte_for_byte(podman_clien
     _assert_runs(podman_client, pod_env, "1.0.0", before)
     r = _cli(pod_env, "history", pod_env["name"])
     assert r.code == 0 and "result: rolled-back" in r.stdout, str(r)
+
+
+def _unit(pod_env):
+    return pod_env["units"] / f"container-{pod_env['name']}.service"
+
+
+def test_a_systemd_unit_brings_the_container_back_after_a_reboot_and_follows_every_swap(
+        podman_client, pod_env, podman_images, monkeypatch):
+    """`--systemd-unit` (issue 23): the commit writes Podman's own unit for the container (starts it by
+    name), the upgrade replaces it (the one before kept as .previous), `bundle rollback` writes the one of
+    the generation put back, doctor's reboot row finds it, and uninstall renames it .removed."""
+    name, unit = pod_env["name"], _unit(pod_env)
+    monkeypatch.setenv("BUNDLE_SYSTEMD_DIR", str(pod_env["units"]))  # install() runs in this process
+    before = _with_v1(podman_client, pod_env, podman_images, systemd_unit=True)
+    v1_id = podman_client.api.inspect_container(name)["Id"]
+    text = unit.read_text()
+    assert text.startswith(f"# written by bundle: app {name} 1.0.0 image {podman_images['v1']['ref']} "), text
+    assert f"container {v1_id[:12]}" in text.splitlines()[0]
+    assert f"ExecStart=/usr/bin/podman start {name}\n" in text and "Restart=on-failure" in text, text  # unless-stopped
+    assert f"{v1_id}/userdata/conmon.pid" in text and "--new" not in text
+    assert pod_env["state"].installed(name)["systemd_unit"] == str(unit)
+
+    install(podman_client, pod_env, podman_images["v2"], 2)  # no flag: the unit bundle wrote is kept current
+    _assert_runs(podman_client, pod_env, "2.0.0", _migrated(before, "2.0.0"))
+    v2_id = podman_client.api.inspect_container(name)["Id"]
+    assert f" 2.0.0 image {podman_images['v2']['ref']} " in unit.read_text().splitlines()[0]
+    assert f"{v2_id}/userdata/conmon.pid" in unit.read_text()
+    assert f"container {v1_id[:12]}" in (unit.parent / f"{unit.name}.previous").read_text().splitlines()[0]
+    doctor = _cli(pod_env, "doctor", "--json")
+    reboot = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "reboot")
+    assert reboot["verdict"] == "ok", reboot
+
+    r = _cli(pod_env, "rollback", name, "--yes")
+    assert r.code == 0, str(r)
+    assert f"systemd unit {unit}: update" in r.stdout and f"{unit} written, not enabled: " in r.stdout, r.stdout
+    _assert_runs(podman_client, pod_env, "1.0.0", before)
+    assert f"{v1_id}/userdata/conmon.pid" in unit.read_text()
+
+    r = _cli(pod_env, "uninstall", name, "--yes")
+    assert r.code == 0, str(r)
+    assert containers_named(podman_client, name) == [] and not unit.exists()
+    assert f"container {v1_id[:12]}" in (unit.parent / f"{unit.name}.removed").read_text()
+
+
+def test_a_systemd_unit_is_refused_on_docker_before_anything_changes(docker_client, base_bundle, tmp_path):
+    state = tmp_path / "state"
+    r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                   "--systemd-unit", env={"BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")})
+    assert r.code == REFUSED, str(r)
+    assert one_line(r.stderr).startswith(f"refused: engine: systemd unit for {base_bundle.target_name}: Docker "), r
+    assert one_line(r.stderr).endswith("restarts containers itself after a reboot (their restart policy); "
+                                       "--systemd-unit is for Podman hosts")
+    assert containers_named(docker_client, base_bundle.target_name) == []
+    assert not (tmp_path / "units").exists()
+    assert not (state / "installed").exists() or not list((state / "installed").iterdir())
 
 
 # A representative subset of the container kind's kill -9 matrix (tests/test_swap_crash.py runs all
