@@ -210,6 +210,11 @@ def test_a_systemd_unit_brings_the_container_back_after_a_reboot_and_follows_eve
     r = _cli(pod_env, "uninstall", name, "--yes")
     assert r.code == 0, str(r)
     assert containers_named(podman_client, name) == [] and not unit.exists()
+    assert not any(c["Names"][0].startswith(f"/{name}.previous-") for c in podman_client.api.containers(all=True))
+    assert pod_env["volume"] not in [v["Name"] for v in podman_client.api.volumes()["Volumes"] or []]
+    assert pod_env["state"].installed(name) is None
+    kept, = (pod_env["state"].root / "removed").iterdir()  # the final backup of the data is kept
+    assert (kept / "final-backup").is_dir() and list((kept / "final-backup").iterdir())
     assert f"container {v1_id[:12]}" in (unit.parent / f"{unit.name}.removed").read_text()
 
 
