@@ -7,14 +7,17 @@ DOCKER_HOST differs (scripts/ensure-podman.sh starts the service on its own sock
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 
+import docker
 import pytest
 
 from bundlecore.engine import EngineKind, engine_for
 from importer.backup.data import HELPER_LABEL, STATE_LABEL
 from importer.steps import pending
-from tests.support import one_line, run_bundle
+from tests.support import REPO, one_line, run_bundle
 from tests.swap_fixtures import (Cleanup, bundle_for, containers_named, data_files, digest, free_port, install,
                                  remove_images, run_driver, seed_data, served_version, target_for)
 
@@ -115,6 +118,47 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
         for c in containers_named(podman_client, name) + containers_named(podman_client, f"{name}.previous-1"):
             podman_client.api.remove_container(c["Id"], force=True, v=True)
         remove_images(podman_client, {"it": {"ref": image_id}})
+
+
+@pytest.fixture(scope="module")
+def rootless_host():
+    """DOCKER_HOST of a rootless Podman: a user's own `podman system service` on
+    $XDG_RUNTIME_DIR/podman/podman.sock (scripts/ensure-podman-rootless.sh makes the user and starts it)."""
+    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-podman-rootless.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"no rootless Podman service: {r.stderr.strip() or r.stdout.strip()}", pytrace=False)
+    return r.stdout.strip()
+
+
+def test_a_signed_bundle_imports_on_a_rootless_podman(rootless_host, base_bundle, tmp_path):
+    """Rootless Podman (issue 23): the user's own socket and storage, named so in the plan and by doctor.
+    The container gets no network (a site file's `network = "none"`): a rootless network is slirp4netns,
+    which needs /dev/net/tun, and a sandboxed test machine may keep that to root."""
+    client = docker.DockerClient(base_url=rootless_host, timeout=300)
+    env, state = {"DOCKER_HOST": rootless_host}, tmp_path / "state"
+    name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
+    assert re.fullmatch(r"unix:///run/user/\d+/podman/podman\.sock", rootless_host)
+    site = tmp_path / "site.toml"
+    site.write_text('[run]\nnetwork = "none"\n')
+    try:
+        r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                       "--site", site, env=env)
+        assert r.code == 0, str(r)
+        assert re.search(rf"engine: Podman 4\.\S+, API 1\.41, rootless at {rootless_host}\n", r.stdout), r.stdout
+        assert client.api.inspect_image(image_id)["RepoTags"] == [f"localhost/{ref}"]
+        info = client.api.inspect_container(name)
+        assert info["State"]["Running"] and info["Image"] == image_id
+        assert run_bundle("status", name, "--state-dir", state, env=env).code == 0
+        doctor = run_bundle("doctor", "--json", "--keys", base_bundle.keys_dir, "--state-dir", state, env=env)
+        engine = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "engine")
+        assert engine["verdict"] == "ok" and engine["detail"].endswith(", rootless"), engine
+        r = run_bundle("uninstall", name, "--yes", "--state-dir", state, env=env)
+        assert r.code == 0, str(r)
+        assert containers_named(client, name) == []
+    finally:
+        for c in containers_named(client, name):
+            client.api.remove_container(c["Id"], force=True, v=True)
+        remove_images(client, {"it": {"ref": image_id}})
 
 
 def test_a_swarm_service_is_refused_on_podman_before_anything_changes(podman_client, podman_host, base_bundle,

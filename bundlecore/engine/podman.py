@@ -34,8 +34,8 @@ import threading
 from typing import IO, Any, Callable, Iterator, cast
 from urllib.parse import quote
 
-from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, podman_container,
-                                        podman_error)
+from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
+                                        podman_container, podman_error, podman_rootless)
 from bundlecore.engine.errors import EngineError, EngineNotFound
 from bundlecore.engine.sdk import DEFAULT_STOP_TIMEOUT, Engine, Json
 
@@ -51,6 +51,15 @@ class PodmanEngine(Engine):
             return super()._once(fn, *args, **kw)
         except EngineError as e:
             raise podman_error(e) from None
+
+    def describe(self) -> str:
+        """'Podman 4.3.1, API 1.41' and ', rootless' for a user's own service (its storage, its socket)."""
+        return describe(self.kind, self.version(), self.rootless())
+
+    def rootless(self) -> bool:
+        def get() -> Json:
+            return cast(Json, self._api._result(self._api._get(f"{self._api.base_url}/v4.0.0/libpod/info"), json=True))
+        return podman_rootless(self._idem("info", get))
 
     def inspect_container(self, ref: str) -> Json:
         return podman_container(super().inspect_container(ref))
