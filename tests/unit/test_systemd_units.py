@@ -85,3 +85,15 @@ def test_systemctl_is_not_run_for_a_unit_outside_systemds_directory(unit_dir, mo
     monkeypatch.setattr(units.subprocess, "run", lambda *a, **k: pytest.fail("systemctl ran"))
     units.activate(unit_dir / "container-web.service", said.append)
     assert f"systemd reads no units from {unit_dir} (BUNDLE_SYSTEMD_DIR)" in said[0]
+
+
+def test_the_systemd_unit_option_reaches_only_the_container_kind():
+    from bundlecore.errors import UsageProblem
+    from importer.kinds import compose, container, service
+    from importer.pipeline import plan_options
+    assert plan_options(container, systemd_unit=True, resume=False)["systemd_unit"] is True
+    for kind in (service, compose):
+        assert "systemd_unit" not in plan_options(kind, systemd_unit=False, resume=False)
+        with pytest.raises(UsageProblem, match="^--systemd-unit writes the unit of a container target; this target "
+                                               "is not one$"):
+            plan_options(kind, systemd_unit=True, resume=False)
