@@ -57,9 +57,14 @@ class PodmanEngine(Engine):
         return describe(self.kind, self.version(), self.rootless())
 
     def rootless(self) -> bool:
+        """From Podman's own /libpod/info (its Docker-compatible /info does not say); False where that
+        answers nothing readable: the engine's name is display, never a decision."""
         def get() -> Json:
             return cast(Json, self._api._result(self._api._get(f"{self._api.base_url}/v4.0.0/libpod/info"), json=True))
-        return podman_rootless(self._idem("info", get))
+        try:
+            return podman_rootless(self._idem("libpod info", get))
+        except EngineError:
+            return False
 
     def inspect_container(self, ref: str) -> Json:
         return podman_container(super().inspect_container(ref))
