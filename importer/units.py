@@ -143,7 +143,7 @@ def _unmanaged(path: Path) -> str | None:
     if not systemd_running():
         return "systemd is not running here"
     if path.parent != UNIT_DIR:
-        return f"systemd reads no units from {path.parent} (BUNDLE_SYSTEMD_DIR): copy it to {UNIT_DIR}"
+        return f"{path.parent} is not {UNIT_DIR} (BUNDLE_SYSTEMD_DIR; a rootless user's: `systemctl --user`)"
     if shutil.which("systemctl") is None:
         return "no systemctl on PATH"
     return None

@@ -84,7 +84,7 @@ def test_systemctl_is_not_run_for_a_unit_outside_systemds_directory(unit_dir, mo
     monkeypatch.setattr(units, "systemd_running", lambda: True)
     monkeypatch.setattr(units.subprocess, "run", lambda *a, **k: pytest.fail("systemctl ran"))
     units.activate(unit_dir / "container-web.service", said.append)
-    assert f"systemd reads no units from {unit_dir} (BUNDLE_SYSTEMD_DIR)" in said[0]
+    assert f"written, not enabled: {unit_dir} is not /etc/systemd/system (BUNDLE_SYSTEMD_DIR" in said[0]
 
 
 def test_the_systemd_unit_option_reaches_only_the_container_kind():
