@@ -1,5 +1,5 @@
 """The container kind's kill -9 matrix on a real Podman service (issue 23): kill -9 at every forward step
-of an upgrade and at every step of its undo, then `bundle recover` in a fresh process: one container of
+of an upgrade and of a rollback and at every step of the undo, then `bundle recover` in a fresh process: one container of
 the app's name on the old or the new version, its data exact, its systemd unit starting that container.
 (tests/test_swap_crash.py runs the matrix at both crash points of every step on Docker; the fixtures and
 checks are tests/test_podman.py's.)"""
@@ -11,7 +11,8 @@ import json
 import pytest
 
 from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS
-from tests.swap_fixtures import bundle_for, run_driver, target_for
+from tests.support import run_bundle
+from tests.swap_fixtures import bundle_for, data_files, install, run_driver, target_for
 from tests import test_podman
 from tests.test_podman import KILLED, _assert_runs, _cli, _migrated, _with_v1
 
@@ -52,3 +53,23 @@ def test_the_undo_of_a_failed_upgrade_killed_on_podman_is_recovered(podman_clien
     r = _cli(pod_env, "recover", "--yes")
     assert r.code == 0, str(r)
     _assert_runs(podman_client, pod_env, "1.0.0", before)
+
+
+# The forward steps only a rollback has (the others are the upgrade's, above).
+ROLLBACK_KILLS = [s for s in FORWARD_STEPS["rollback"] if s not in FORWARD_STEPS["upgrade"]]
+
+
+@pytest.mark.parametrize("step", ROLLBACK_KILLS)
+def test_a_rollback_killed_on_podman_is_recovered(podman_client, pod_env, podman_images, step, monkeypatch):
+    """Killed before its gate: recovery puts the version it was rolling back from back, with that
+    version's data, and the unit still starts it."""
+    monkeypatch.setenv("BUNDLE_SYSTEMD_DIR", str(pod_env["units"]))
+    _with_v1(podman_client, pod_env, podman_images, systemd_unit=True)
+    install(podman_client, pod_env, podman_images["v2"], 2)
+    v2_data = data_files(podman_client, pod_env["name"])
+    r = run_bundle("rollback", pod_env["name"], "--yes", "--state-dir", pod_env["state"].root,
+                   env={**pod_env["env"], "BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": "after"})
+    assert r.returncode == KILLED, r.stderr
+    r = _cli(pod_env, "recover", "--yes")
+    assert r.code == 0, str(r)
+    _assert_runs(podman_client, pod_env, "2.0.0", v2_data)
