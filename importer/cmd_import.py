@@ -44,11 +44,13 @@ def _probation(text):
 @click.option("--registry", metavar="HOST:PORT", help="Push the verified images to this registry (overrides the "
               "target's registry; either must be granted in host-policy.toml `registries`); a service target "
               "is rolled out from it by digest.")
+@click.option("--systemd-unit", is_flag=True, help="Podman: write a systemd unit that starts the container at "
+              "boot (Podman has no daemon to); later swaps keep it current (shown in the plan).")
 @click.option("--resume", is_flag=True, help="Continue a staged release stopped between stages.")
 @json_option
 @metrics_file_option
 def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt, site, prefer, keep, registry, resume,
-               probation, as_json, metrics_file):
+               probation, systemd_unit, as_json, metrics_file):
     """Verify a bundle, load its images and swap the running application."""
     out = human_out(as_json)
     state = StateDir(state_dir)  # checked (owner, mode) before anything else is read
@@ -56,7 +58,7 @@ def import_cmd(bundle, keys_dir, state_dir, yes, dry_run, allow_downgrade, adopt
         result = import_bundle(
             bundle, TrustStore.load(keys_dir), state, dry_run=dry_run,
             allow_downgrade=allow_downgrade, adopt=adopt, keep=keep, site=site, prefer=prefer, registry=registry,
-            resume=resume, probation=probation, out=out,
+            resume=resume, probation=probation, systemd_unit=systemd_unit, out=out,
             confirm=lambda: require_confirmation(yes, "Go ahead?", "import"))
     code = result.pop("exit_code", 0)  # 11: a staged release paused after a stage (bundle promote continues it)
     if as_json:

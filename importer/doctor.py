@@ -33,6 +33,7 @@ from pathlib import Path
 from bundlecore.errors import EnvironmentProblem
 from bundlecore.progress import human
 from bundlecore.trust import MAX_CLOCK_SKEW, TrustStore
+from importer import units
 from importer.load import SPACE_MARGIN
 from importer.state import StateDir
 
@@ -123,7 +124,8 @@ def _restart_policies(client, state_dir) -> dict[str, str]:
 
 
 def _units_present() -> set[str]:
-    return {p.name for d in UNIT_DIRS if d.is_dir() for p in d.iterdir()}
+    """Unit file names in systemd's directories and the one the import writes to (importer.units)."""
+    return {p.name for d in {units.unit_dir(), *UNIT_DIRS} if d.is_dir() for p in d.iterdir()}
 
 
 def _restart_service_on() -> bool:
@@ -140,8 +142,9 @@ def reboot_finding(policies: dict[str, str], units: set[str], restart_service: b
     if bare:
         return Finding(Check.REBOOT, Verdict.WARN,
                        f"Podman restarts nothing after a reboot and {len(bare)} container(s) with a restart policy "
-                       f"have no systemd unit: {', '.join(bare)} (`podman generate systemd --new --files --name "
-                       f"NAME` into /etc/systemd/system, or restart=always with podman-restart.service enabled)")
+                       f"have no systemd unit: {', '.join(bare)} (`bundle import --systemd-unit` writes one, as does "
+                       f"`podman generate systemd --files --name NAME` into /etc/systemd/system; or restart=always "
+                       f"with podman-restart.service enabled)")
     return Finding(Check.REBOOT, Verdict.OK, f"{len(policies)} installed container(s); systemd brings back each one "
                    f"with a restart policy" if policies else "no installed container")
 

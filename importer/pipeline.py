@@ -153,6 +153,8 @@ def plan_options(kind, **options) -> dict:
     accepted = getattr(kind, "PLAN_OPTIONS", ())
     if options.get("resume") and "resume" not in accepted:
         raise UsageProblem("--resume continues a staged release of a service target; this target has no stages")
+    if options.get("systemd_unit") and "systemd_unit" not in accepted:
+        raise UsageProblem("--systemd-unit writes the unit of a container target; this target is not one")
     return {k: v for k, v in options.items() if k in accepted}
 
 
@@ -169,6 +171,7 @@ class ImportOptions:
     registry: str | None = None
     resume: bool = False
     probation: int | None = None
+    systemd_unit: bool = False
 
 
 @dataclass
@@ -204,7 +207,7 @@ class ImportContext:
 def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bool = False,
                   allow_downgrade: bool = False, adopt: bool = False, keep: int = 2,
                   site: Path | None = None, prefer: str | None = None, registry: str | None = None,
-                  resume: bool = False, probation: int | None = None,
+                  resume: bool = False, probation: int | None = None, systemd_unit: bool = False,
                   confirm: Callable[[], None] = lambda: None,
                   out: Callable[[str], None] = print, show_progress: bool | None = None) -> dict:
     """Gate, load and swap one bundle. `confirm()` runs after the plan is shown (not on a dry
@@ -219,7 +222,7 @@ def import_bundle(path: Path, store: TrustStore, state: StateDir, *, dry_run: bo
         check_registry_address(registry)
     client = connect()
     ctx = ImportContext(path, store, state, ImportOptions(dry_run, allow_downgrade, adopt, keep, site, prefer,
-                                                          registry, resume, probation),
+                                                          registry, resume, probation, systemd_unit),
                         client, client.platform(), confirm, out, show_progress,
                         AuditEvent(EventKind.IMPORT, Result.FAILED, 1, started=now(),
                                    details={"bundle": str(path), **({"dry_run": True} if dry_run else {})}))
@@ -339,7 +342,8 @@ def _plan(ctx: ImportContext) -> None:
     ctx.plan = ctx.kind.plan(ctx.client, ctx.state, target, r.target_image_id, new_version=r.version,
                              **plan_options(ctx.kind, registry=ctx.registry, resume=o.resume, prefer=o.prefer,
                                             app=r.app, masked=settings.masked, sequence=r.sequence,
-                                            signed=r.target, images={i.ref: i.id for i in r.images}, adopt=o.adopt))
+                                            signed=r.target, images={i.ref: i.id for i in r.images}, adopt=o.adopt,
+                                            systemd_unit=o.systemd_unit))
     claims = [line for c in ownership.review_resources(ctx.client, ctx.state, ctx.gate.host_policy, r.app, target,
                                                         adopt=o.adopt) if (line := c.line())]
     if claims:

@@ -32,7 +32,7 @@ from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below u
 # no long file starts last; the kill -9 matrices of SPLIT are cut into several units (the scheduler
 # below). (xdist's loadgroup cannot do this under pytest 9: it renames `item._nodeid`, which pytest 9
 # no longer reads.)
-SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman.py",
+SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman_crash.py", "test_podman.py",
         "test_fleet_data.py", "test_fleet.py", "test_fleet_canary.py", "test_fleet_analysis.py", "test_fleet_pause.py",
         "test_health.py",
         "test_metrics_gate.py", "test_swap_data.py", "test_compose.py", "test_compose_site.py", "test_lifecycle.py",

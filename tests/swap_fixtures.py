@@ -139,8 +139,10 @@ def loaded_by_the_tool(bundle: dict) -> dict:
     return {**bundle, "loaded_tags": dict(bundle["images"]), "loaded_image_ids": sorted(bundle["images"].values())}
 
 
-def install(client, env: dict, image: dict, sequence: int, *, loaded: bool = False, **kw) -> dict:
-    """plan + run_swap under the lock, as `bundle import` does (`loaded`: as if its load created the image)."""
+def install(client, env: dict, image: dict, sequence: int, *, loaded: bool = False, systemd_unit: bool = False,
+            **kw) -> dict:
+    """plan + run_swap under the lock, as `bundle import` does (`loaded`: as if its load created the image;
+    `systemd_unit`: as `--systemd-unit` asks)."""
     from bundlecore.engine import engine_for
     from importer.kinds import recover_all
     from importer.kinds.container.plan import plan_swap
@@ -149,7 +151,7 @@ def install(client, env: dict, image: dict, sequence: int, *, loaded: bool = Fal
     client = engine_for(client)  # Docker's, or Podman's (tests/test_podman.py)
     with env["state"].lock():
         recover_all(client, env["state"], out=lambda s: None)
-        plan = plan_swap(client, env["state"], typed(target), image["id"])
+        plan = plan_swap(client, env["state"], typed(target), image["id"], systemd_unit=systemd_unit)
         bundle = bundle_for(image, sequence)
         return run_swap(client, env["state"], plan, delivery(loaded_by_the_tool(bundle) if loaded else bundle),
                         out=lambda s: None)

@@ -7,15 +7,17 @@ DOCKER_HOST differs (scripts/ensure-podman.sh starts the service on its own sock
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 
+import docker
 import pytest
 
 from bundlecore.engine import EngineKind, engine_for
 from importer.backup.data import HELPER_LABEL, STATE_LABEL
-from importer.kinds.container.journal import FORWARD_STEPS, UNDO_STEPS
 from importer.steps import pending
-from tests.support import one_line, run_bundle
+from tests.support import REPO, one_line, run_bundle
 from tests.swap_fixtures import (Cleanup, bundle_for, containers_named, data_files, digest, free_port, install,
                                  remove_images, run_driver, seed_data, served_version, target_for)
 
@@ -41,7 +43,8 @@ def pod_env(podman_client, podman_host, uniq, tmp_path):
     """swap_env on the Podman service: state dir, app name, port; `env` points the CLI at Podman."""
     from importer.state import StateDir
     env = {"name": f"demo-{uniq}", "port": free_port(), "state": StateDir(tmp_path / "state"),
-           "volume": f"demo-{uniq}-data", "uniq": uniq, "env": {"DOCKER_HOST": podman_host}}
+           "volume": f"demo-{uniq}-data", "uniq": uniq, "units": tmp_path / "units",
+           "env": {"DOCKER_HOST": podman_host, "BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")}}
     yield env
     Cleanup(podman_client, uniq, env["state"].identity)()
 
@@ -50,8 +53,8 @@ def _cli(pod_env, *args):
     return run_bundle(*args, "--state-dir", pod_env["state"].root, env=pod_env["env"])
 
 
-def _with_v1(client, pod_env, images):
-    install(client, pod_env, images["v1"], 1)
+def _with_v1(client, pod_env, images, **kw):
+    install(client, pod_env, images["v1"], 1, **kw)
     seed_data(client, pod_env["name"])
     return data_files(client, pod_env["name"])
 
@@ -69,6 +72,9 @@ def _assert_runs(client, pod_env, version, data):
     assert digest(data_files(client, name)) == digest(data)
     mine = [HELPER_LABEL, f"{STATE_LABEL}={pod_env['state'].identity}"]
     assert client.api.containers(all=True, filters={"label": mine}) == []
+    unit = _unit(pod_env)
+    if unit.exists():  # the unit bundle wrote starts the container that runs, of the version that runs
+        assert f" {version} " in unit.read_text().splitlines()[0] and f"{info['Id']}/userdata" in unit.read_text()
     for c in client.api.containers(all=True):  # parked generations are stopped
         if any(n.startswith(f"/{name}.previous-") for n in c["Names"]):
             assert not client.api.inspect_container(c["Id"])["State"]["Running"]
@@ -112,6 +118,47 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
         for c in containers_named(podman_client, name) + containers_named(podman_client, f"{name}.previous-1"):
             podman_client.api.remove_container(c["Id"], force=True, v=True)
         remove_images(podman_client, {"it": {"ref": image_id}})
+
+
+@pytest.fixture(scope="module")
+def rootless_host():
+    """DOCKER_HOST of a rootless Podman: a user's own `podman system service` on
+    $XDG_RUNTIME_DIR/podman/podman.sock (scripts/ensure-podman-rootless.sh makes the user and starts it)."""
+    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-podman-rootless.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"no rootless Podman service: {r.stderr.strip() or r.stdout.strip()}", pytrace=False)
+    return r.stdout.strip()
+
+
+def test_a_signed_bundle_imports_on_a_rootless_podman(rootless_host, base_bundle, tmp_path):
+    """Rootless Podman (issue 23): the user's own socket and storage, named so in the plan and by doctor.
+    The container gets no network (a site file's `network = "none"`): a rootless network is slirp4netns,
+    which needs /dev/net/tun, and a sandboxed test machine may keep that to root."""
+    client = docker.DockerClient(base_url=rootless_host, timeout=300)
+    env, state = {"DOCKER_HOST": rootless_host}, tmp_path / "state"
+    name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
+    assert re.fullmatch(r"unix:///run/user/\d+/podman/podman\.sock", rootless_host)
+    site = tmp_path / "site.toml"
+    site.write_text('[run]\nnetwork = "none"\n')
+    try:
+        r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                       "--site", site, env=env)
+        assert r.code == 0, str(r)
+        assert re.search(rf"engine: Podman 4\.\S+, API 1\.41, rootless at {rootless_host}\n", r.stdout), r.stdout
+        assert client.api.inspect_image(image_id)["RepoTags"] == [f"localhost/{ref}"]
+        info = client.api.inspect_container(name)
+        assert info["State"]["Running"] and info["Image"] == image_id
+        assert run_bundle("status", name, "--state-dir", state, env=env).code == 0
+        doctor = run_bundle("doctor", "--json", "--keys", base_bundle.keys_dir, "--state-dir", state, env=env)
+        engine = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "engine")
+        assert engine["verdict"] == "ok" and engine["detail"].endswith(", rootless"), engine
+        r = run_bundle("uninstall", name, "--yes", "--state-dir", state, env=env)
+        assert r.code == 0, str(r)
+        assert containers_named(client, name) == []
+    finally:
+        for c in containers_named(client, name):
+            client.api.remove_container(c["Id"], force=True, v=True)
+        remove_images(client, {"it": {"ref": image_id}})
 
 
 def test_a_swarm_service_is_refused_on_podman_before_anything_changes(podman_client, podman_host, base_bundle,
@@ -168,35 +215,61 @@ def test_a_failed_upgrade_on_podman_restores_the_data_byte_for_byte(podman_clien
     assert r.code == 0 and "result: rolled-back" in r.stdout, str(r)
 
 
-# A representative subset of the container kind's kill -9 matrix (tests/test_swap_crash.py runs all
-# of it on Docker): before the point of no return, at it, after the gate, and in the undo.
-UPGRADE_KILLS = [s for s in FORWARD_STEPS["upgrade"] if s in ("stop_old", "backup", "start_new", "commit")]
-UNDO_KILLS = [s for s in UNDO_STEPS if s == "restore_data"]
+def _unit(pod_env):
+    return pod_env["units"] / f"container-{pod_env['name']}.service"
 
 
-@pytest.mark.parametrize("step", UPGRADE_KILLS)
-def test_an_upgrade_killed_on_podman_is_recovered(podman_client, pod_env, podman_images, step):
-    before = _with_v1(podman_client, pod_env, podman_images)
-    target = target_for(pod_env, podman_images["v2"])
-    r = run_driver("swap", pod_env["state"].root, json.dumps(target), podman_images["v2"]["id"],
-                   json.dumps(bundle_for(podman_images["v2"], 2)),
-                   env={**pod_env["env"], "BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": "after"})
-    assert r.returncode == KILLED, r.stderr
-    r = _cli(pod_env, "recover", "--yes")
+def test_a_systemd_unit_brings_the_container_back_after_a_reboot_and_follows_every_swap(
+        podman_client, pod_env, podman_images, monkeypatch):
+    """`--systemd-unit` (issue 23): the commit writes Podman's own unit for the container (starts it by
+    name), the upgrade replaces it (the one before kept as .previous), `bundle rollback` writes the one of
+    the generation put back, doctor's reboot row finds it, and uninstall renames it .removed."""
+    name, unit = pod_env["name"], _unit(pod_env)
+    monkeypatch.setenv("BUNDLE_SYSTEMD_DIR", str(pod_env["units"]))  # install() runs in this process
+    before = _with_v1(podman_client, pod_env, podman_images, systemd_unit=True)
+    v1_id = podman_client.api.inspect_container(name)["Id"]
+    text = unit.read_text()
+    assert text.startswith(f"# written by bundle: app {name} 1.0.0 image {podman_images['v1']['ref']} "), text
+    assert f"container {v1_id[:12]}" in text.splitlines()[0]
+    assert f"ExecStart=/usr/bin/podman start {name}\n" in text and "Restart=on-failure" in text, text  # unless-stopped
+    assert f"{v1_id}/userdata/conmon.pid" in text and "--new" not in text
+    assert pod_env["state"].installed(name)["systemd_unit"] == str(unit)
+
+    install(podman_client, pod_env, podman_images["v2"], 2)  # no flag: the unit bundle wrote is kept current
+    _assert_runs(podman_client, pod_env, "2.0.0", _migrated(before, "2.0.0"))
+    v2_id = podman_client.api.inspect_container(name)["Id"]
+    assert f" 2.0.0 image {podman_images['v2']['ref']} " in unit.read_text().splitlines()[0]
+    assert f"{v2_id}/userdata/conmon.pid" in unit.read_text()
+    assert f"container {v1_id[:12]}" in (unit.parent / f"{unit.name}.previous").read_text().splitlines()[0]
+    doctor = _cli(pod_env, "doctor", "--json")
+    reboot = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "reboot")
+    assert reboot["verdict"] == "ok", reboot
+
+    r = _cli(pod_env, "rollback", name, "--yes")
     assert r.code == 0, str(r)
-    committed = step == "commit"
-    _assert_runs(podman_client, pod_env, "2.0.0" if committed else "1.0.0",
-                 _migrated(before, "2.0.0") if committed else before)
-
-
-@pytest.mark.parametrize("step", UNDO_KILLS)
-def test_the_undo_of_a_failed_upgrade_killed_on_podman_is_recovered(podman_client, pod_env, podman_images, step):
-    before = _with_v1(podman_client, pod_env, podman_images)
-    target = target_for(pod_env, podman_images["v3"], timeout=3, attempts=1)
-    r = run_driver("swap", pod_env["state"].root, json.dumps(target), podman_images["v3"]["id"],
-                   json.dumps(bundle_for(podman_images["v3"], 3)),
-                   env={**pod_env["env"], "BUNDLE_CRASH_AT": step, "BUNDLE_CRASH_WHEN": "before"})
-    assert r.returncode == KILLED, r.stderr
-    r = _cli(pod_env, "recover", "--yes")
-    assert r.code == 0, str(r)
+    assert f"systemd unit {unit}: update" in r.stdout and f"{unit} written, not enabled: " in r.stdout, r.stdout
     _assert_runs(podman_client, pod_env, "1.0.0", before)
+    assert f"{v1_id}/userdata/conmon.pid" in unit.read_text()
+
+    r = _cli(pod_env, "uninstall", name, "--yes")
+    assert r.code == 0, str(r)
+    assert containers_named(podman_client, name) == [] and not unit.exists()
+    assert not any(c["Names"][0].startswith(f"/{name}.previous-") for c in podman_client.api.containers(all=True))
+    assert pod_env["volume"] not in [v["Name"] for v in podman_client.api.volumes()["Volumes"] or []]
+    assert pod_env["state"].installed(name) is None
+    kept, = (pod_env["state"].root / "removed").iterdir()  # the final backup of the data is kept
+    assert (kept / "final-backup").is_dir() and list((kept / "final-backup").iterdir())
+    assert f"container {v1_id[:12]}" in (unit.parent / f"{unit.name}.removed").read_text()
+
+
+def test_a_systemd_unit_is_refused_on_docker_before_anything_changes(docker_client, base_bundle, tmp_path):
+    state = tmp_path / "state"
+    r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                   "--systemd-unit", env={"BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")})
+    assert r.code == REFUSED, str(r)
+    assert one_line(r.stderr).startswith(f"refused: engine: systemd unit for {base_bundle.target_name}: Docker "), r
+    assert one_line(r.stderr).endswith("restarts containers itself after a reboot (their restart policy); "
+                                       "--systemd-unit is for Podman hosts")
+    assert containers_named(docker_client, base_bundle.target_name) == []
+    assert not (tmp_path / "units").exists()
+    assert not (state / "installed").exists() or not list((state / "installed").iterdir())

@@ -8,6 +8,7 @@ above the engine layer knows which engine it talks to; these rules are table-tes
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Iterable, Mapping
 
@@ -27,9 +28,26 @@ def engine_kind(version: Mapping[str, Any]) -> EngineKind:
     return EngineKind.PODMAN if any(n.startswith("Podman") for n in names) else EngineKind.DOCKER
 
 
-def describe(kind: EngineKind, version: Mapping[str, Any]) -> str:
-    """'Podman 4.3.1, API 1.41': the engine as plans and `doctor` name it."""
-    return f"{kind.value} {version.get('Version', '?')}, API {version.get('ApiVersion', '?')}"
+def describe(kind: EngineKind, version: Mapping[str, Any], rootless: bool = False) -> str:
+    """'Podman 4.3.1, API 1.41' ('..., rootless'): the engine as plans and `doctor` name it."""
+    return f"{kind.value} {version.get('Version', '?')}, API {version.get('ApiVersion', '?')}" + \
+        (", rootless" if rootless else "")
+
+
+def podman_rootless(libpod_info: Mapping[str, Any]) -> bool:
+    """A rootless Podman says so in its own /libpod/info (host.security.rootless); its Docker-compatible
+    /info does not (no `name=rootless` security option, unlike a rootless Docker)."""
+    security = (libpod_info.get("host") or {}).get("security") or {}
+    return security.get("rootless") is True
+
+
+_ROOTLESS_SOCKET = re.compile(r"unix://(/var)?/run/user/\d+/podman/podman\.sock")
+
+
+def rootless_socket(address: str) -> bool:
+    """The address is where a rootless Podman listens: `$XDG_RUNTIME_DIR/podman/podman.sock`
+    (/run/user/UID/...), as `systemctl --user enable podman.socket` makes it."""
+    return _ROOTLESS_SOCKET.fullmatch(address) is not None
 
 
 # The registries Podman puts in front of a name that has none: `podman load` of `demo/app:1.0.0`
@@ -105,6 +123,9 @@ def archive_member_name(name: str, top: str) -> str:
 
 def unreachable_line(address: str) -> str:
     """The one engine-down line: it names the engine the address is for, and how to start it."""
+    if rootless_socket(address):
+        return (f"Podman engine unreachable at {address}; is the rootless `podman system service` of that user "
+                f"running (`systemctl --user enable --now podman.socket` as that user)?")
     if "podman" in address:
         return f"Podman engine unreachable at {address}; is `podman system service` (podman.socket) running?"
     return f"Docker engine unreachable at {address}; is dockerd running?"

@@ -19,6 +19,9 @@ holds the pure rules), so nothing above the engine layer changes.
 - Layers: `podman load` reads every layer the archive names, even one it has: every layer is sent
   (`skips_known_layers`), so a delta bundle, which leaves out layers, cannot be loaded on Podman.
 - No Swarm (`runs_swarm`): the `service` target kind is refused before anything changes.
+- No daemon restarts a container after a reboot (`restarts_after_reboot`): systemd does, through a
+  unit Podman itself writes (`systemd_unit`: its libpod `generate systemd` endpoint, the text of
+  `podman generate systemd --name NAME`), which starts and stops the existing container by name.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import queue
 import tarfile
 import threading
 from typing import IO, Any, Callable, Iterator, cast
+from urllib.parse import quote
 
-from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, podman_container,
-                                        podman_error)
+from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
+                                        podman_container, podman_error, podman_rootless)
 from bundlecore.engine.errors import EngineError, EngineNotFound
 from bundlecore.engine.sdk import DEFAULT_STOP_TIMEOUT, Engine, Json
 
@@ -40,12 +44,27 @@ class PodmanEngine(Engine):
     kind = EngineKind.PODMAN
     implicit_registries = PODMAN_IMPLICIT_REGISTRIES
     runs_swarm = False
+    restarts_after_reboot = False
 
     def _once(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
             return super()._once(fn, *args, **kw)
         except EngineError as e:
             raise podman_error(e) from None
+
+    def describe(self) -> str:
+        """'Podman 4.3.1, API 1.41' and ', rootless' for a user's own service (its storage, its socket)."""
+        return describe(self.kind, self.version(), self.rootless())
+
+    def rootless(self) -> bool:
+        """From Podman's own /libpod/info (its Docker-compatible /info does not say); False where that
+        answers nothing readable: the engine's name is display, never a decision."""
+        def get() -> Json:
+            return cast(Json, self._api._result(self._api._get(f"{self._api.base_url}/v4.0.0/libpod/info"), json=True))
+        try:
+            return podman_rootless(self._idem("libpod info", get))
+        except EngineError:
+            return False
 
     def inspect_container(self, ref: str) -> Json:
         return podman_container(super().inspect_container(ref))
@@ -67,6 +86,17 @@ class PodmanEngine(Engine):
             if "no such container" in e.message.lower():
                 raise
             # the update endpoint itself is missing (Podman before 5): the policy stays (see above)
+
+    def systemd_unit(self, name: str, restart: str) -> str:
+        """`podman generate systemd --name NAME --restart-policy RESTART` (not `--new`: the unit starts
+        the container the swap made, whose ID and backups the state dir records), from Podman's own
+        generator over its libpod API, so the unit is what this Podman version writes."""
+        def get() -> str:
+            url = f"{self._api.base_url}/v4.0.0/libpod/generate/{quote(name, safe='')}/systemd"
+            res = self._api._get(url, params={"useName": "true", "new": "false", "restartPolicy": restart})
+            units = self._api._result(res, json=True)
+            return str(next(iter(units.values())))
+        return cast(str, self._idem(f"systemd unit of {name}", get))
 
     def skips_known_layers(self) -> bool:
         return False

@@ -110,6 +110,7 @@ class Engine:
     kind = EngineKind.DOCKER
     implicit_registries: tuple[str, ...] = ()  # what the engine puts before a registry-less name
     runs_swarm = True                           # Swarm services (the `service` target kind)
+    restarts_after_reboot = True                # a daemon starts containers by their restart policy at boot
 
     def __init__(self, client: docker.DockerClient, *, say: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -226,6 +227,11 @@ class Engine:
         self._idem(f"restart policy of {cid[:12]}", self._api.update_container, cid,
                    restart_policy={"Name": policy.get("Name") or "no",
                                    "MaximumRetryCount": policy.get("MaximumRetryCount", 0)})
+
+    def systemd_unit(self, name: str, restart: str) -> str:
+        """A systemd unit that starts the container NAME at boot: only for an engine with no daemon
+        to do it (`restarts_after_reboot` False); callers ask that first."""
+        raise EngineError(None, f"{self.describe()} restarts containers itself after a reboot")
 
     def connect_network(self, cid: str, network: str, endpoint: Json) -> None:
         """Attach with the full EndpointConfig (the SDK's connect_container_to_network drops some fields)."""

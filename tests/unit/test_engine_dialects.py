@@ -8,7 +8,8 @@ import pytest
 
 from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
                                         engine_kind, has_registry,
-                                        podman_container, podman_error, signed_ref_of, unreachable_line)
+                                        podman_container, podman_error, podman_rootless, rootless_socket,
+                                        signed_ref_of, unreachable_line)
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
 from bundlecore.engine.podman import renamed_tar
 
@@ -34,6 +35,33 @@ def test_the_engine_is_told_apart_by_its_version_components(version, kind):
 def test_the_engine_is_named_with_its_version_and_api():
     assert describe(EngineKind.PODMAN, PODMAN_VERSION) == "Podman 4.3.1, API 1.41"
     assert describe(EngineKind.DOCKER, {}) == "Docker ?, API ?"
+    assert describe(EngineKind.PODMAN, PODMAN_VERSION, rootless=True) == "Podman 4.3.1, API 1.41, rootless"
+
+
+# /libpod/info of the two Podman services of this machine (trimmed): the rootful test service and a
+# user's rootless one (`podman system service` run by that user, XDG_RUNTIME_DIR=/run/user/1001)
+ROOTFUL_INFO = {"host": {"security": {"rootless": False, "seccompEnabled": True}}}
+ROOTLESS_INFO = {"host": {"security": {"rootless": True, "seccompEnabled": True},
+                          "remoteSocket": {"path": "unix:///run/user/1001/podman/podman.sock", "exists": True}}}
+
+
+@pytest.mark.parametrize("info, rootless", [(ROOTLESS_INFO, True), (ROOTFUL_INFO, False), ({}, False),
+                                            ({"host": {"security": {"rootless": "yes"}}}, False)])
+def test_a_rootless_podman_is_told_by_its_own_info(info, rootless):
+    assert podman_rootless(info) is rootless
+
+
+@pytest.mark.parametrize("address, rootless", [
+    ("unix:///run/user/1001/podman/podman.sock", True),
+    ("unix:///var/run/user/0/podman/podman.sock", True),
+    ("unix:///run/podman/podman.sock", False),
+    ("unix:///run/bundle-podman.sock", False),
+    ("unix:///run/user/1001/podman/podman.sock.evil", False),
+    ("unix:///run/user/me/podman/podman.sock", False),
+    ("tcp://127.0.0.1:2375", False),
+])
+def test_a_rootless_socket_is_the_users_runtime_dir(address, rootless):
+    assert rootless_socket(address) is rootless
 
 
 SIGNED = {"demo/app:1.0.0": "sha256:" + "a" * 64, "busybox:1.36": "sha256:" + "b" * 64,
@@ -90,6 +118,9 @@ def test_the_engine_down_line_names_the_engine_the_address_is_for():
     assert unreachable_line("unix:///run/podman/podman.sock") == ("Podman engine unreachable at "
                                                                   "unix:///run/podman/podman.sock; is `podman system "
                                                                   "service` (podman.socket) running?")
+    assert unreachable_line("unix:///run/user/1001/podman/podman.sock") == (
+        "Podman engine unreachable at unix:///run/user/1001/podman/podman.sock; is the rootless `podman system "
+        "service` of that user running (`systemctl --user enable --now podman.socket` as that user)?")
 
 
 def test_podmans_inspect_record_reads_as_dockers():

@@ -26,7 +26,7 @@ from importer.kinds.container.status import status_lines
 from importer.kinds.container.uninstall import plan_uninstall, uninstall
 
 # the import options its plan takes (importer.pipeline.plan_options)
-PLAN_OPTIONS = ("prefer", "masked", "app", "sequence", "signed")
+PLAN_OPTIONS = ("prefer", "masked", "app", "sequence", "signed", "systemd_unit")
 
 
 def unfinished_runs(state) -> list[str]:

@@ -196,6 +196,9 @@ class JournalRecord(_Record):
     app: str | None = _optional()  # the app whose state this is (`name` is its container); None: same name
     failed_logs: str | None = _optional()  # the removed new container's `docker logs` tail (relative path)
     uninstall: dict | None = _optional()  # uninstall only: keep_data, volumes, parked, removed_to
+    # The systemd unit the commit writes (importer.units): {"path"}, and once written its "mark" (an
+    # undo after the commit puts the unit it replaced back).
+    unit: dict | None = _optional()
 
     @property
     def key(self) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from bundlecore import interrupts, placeholders
 from bundlecore.engine import EngineError, EngineNotFound, stop_timeout
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
-from importer import ownership
+from importer import ownership, units
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import Resume, Rule, StepRunner
@@ -216,10 +217,26 @@ class ContainerSwap:
             "container_id": new.id, "generation": new.generation, "installed_at": t,
             "previous": [summary(i) for i in gens.previous()], "health": self.r.health,
         }
+        if self.r.unit is not None:
+            record["systemd_unit"] = self._write_unit()
         self.state.record_installed(self.r.key, record)
         app = (self.r.bundle or {}).get("name")
         if app and isinstance(new.sequence, int):  # the gate's anti-rollback mark, keyed by app name
             self.state.raise_sequence(app, new.sequence)
+
+    def _write_unit(self) -> str:
+        """The systemd unit that starts the committed container at boot (importer.units), the one it
+        replaces kept as `.previous`; journaled first, so an undo after the commit puts that back."""
+        new = self.r.new
+        unit = units.UnitWrite(Path(self.r.unit["path"]), units.mark_for(
+            self.r.key, new.version, new.image_ref, new.image_id, new.id))
+        self.r.unit["mark"] = unit.mark
+        self.j.save()
+        policy = (self.client.inspect_container(new.id)["HostConfig"].get("RestartPolicy") or {}).get("Name")
+        units.write(unit, self.client.systemd_unit(self.r.name, units.systemd_restart(policy)))
+        self.out(f"  systemd unit {unit.path} starts {self.r.name} {new.version or ''} at boot")
+        units.activate(unit.path, self.out)
+        return str(unit.path)
 
     def prune(self):
         """Drop generations beyond `keep` (container, backup, the images its load created), and backups
@@ -403,6 +420,8 @@ class ContainerSwap:
             g = Generations(self.app_dir)
             g.data = self.r.generations_before
             g.save()
+        if self.r.unit and self.r.unit.get("mark"):
+            units.put_back(units.UnitWrite(Path(self.r.unit["path"]), self.r.unit["mark"]))
         before = self.r.installed_before
         if before:
             self.state.record_installed(self.r.key, before)

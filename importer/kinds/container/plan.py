@@ -20,14 +20,15 @@ import shutil
 import socket
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 
 from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
-from bundlecore.refusals import HostPolicyRefused, SettingsConflict
+from bundlecore.refusals import EngineRefused, HostPolicyRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
-from importer import ownership
+from importer import ownership, units
 from importer.site import HEALTH_KEYS
 from importer.state import StateDir
 from importer.backup import data
@@ -130,6 +131,7 @@ class SwapPlan:
     was_site_keys: frozenset[Key] = frozenset()  # those it decided when the running version was installed
     followed: tuple[Followed, Source] | None = None  # the signed probe moved to where its port is published
     health_by_site: bool = False  # the site file set the probe, its timeout or attempts (importer.site)
+    unit: str | None = None  # the systemd unit the swap writes or updates (importer.units; Podman)
 
     @property
     def key(self) -> str:
@@ -200,6 +202,9 @@ class SwapPlan:
             else:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
                 out += [f"    {d.line(self.marked, self.prefer, self.by_site)}" for d in self.settings.decisions]
+        if self.unit and self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
+            out.append(f"  systemd unit {self.unit}: {'update' if Path(self.unit).exists() else 'write'} "
+                       f"(starts {self.name} at boot: the engine has no daemon to)")
         if self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
             out.append(f"  health check{f' ({Source.SITE})' if self.health_by_site else ''}: {self.health}")
             if self.followed:
@@ -244,16 +249,18 @@ def _current(state: StateDir, info: dict, gens: Generations) -> CurrentContainer
 
 def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: str, *, new_version: str | None = None,
               prefer: Side | None = None, masked: frozenset[str] = frozenset(), app: str | None = None,
-              sequence: int | None = None, signed: ContainerTarget | None = None) -> SwapPlan:
+              sequence: int | None = None, signed: ContainerTarget | None = None,
+              systemd_unit: bool = False) -> SwapPlan:
     """Read the current container (if any) and describe the swap; changes nothing. An upgrade
     whose run settings conflict (importer.merge) is refused here, before anything is loaded.
     The installed release imported again (`sequence`) is nothing to do when its container runs as
     recorded, else a repair: the container recreated (from the recorded settings when it is missing).
     `signed`: the release's own target, before the site file (what each setting's source is, and the
-    ports its health check means)."""
+    ports its health check means). `systemd_unit`: write a unit that starts it at boot (importer.units)."""
     name = target.name
     app = app or name
     client.ping()
+    unit = _unit(client, name, systemd_unit)
     # The plan is shown (and confirmed) before the bundle's images are loaded: the new image may
     # not be in the engine yet; run_swap resolves it again.
     new_img = client.image(new_image_id) or {"Id": new_image_id, "Config": {}}
@@ -272,7 +279,8 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         refuse_nested_binds(client, name, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())])
         hc = (new_img.get("Config") or {}).get("Healthcheck")
         plan = SwapPlan(kind, name, target, new_img["Id"], ref, new_version, masked=masked, app=app,
-                        gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site)
+                        gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site,
+                        unit=unit)
         _follow_ports(plan, signed, target.run.ports or ())
         plan.health = _describe_health(plan.gate, hc, loaded)
         return plan
@@ -284,7 +292,8 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
         kind, repair = (PlanKind.REPAIR, _repair(state, app, installed, why)) if why else (PlanKind.CURRENT, None)
     plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
-                    gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site)
+                    gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site,
+                    unit=unit)
     if kind == PlanKind.CURRENT:
         return plan
     _fill_mounts(client, state, plan, old)
@@ -402,12 +411,30 @@ def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> S
     ref = target_item.get("image_ref") or target_item["image_id"]
     plan = SwapPlan(PlanKind.ROLLBACK, name, ContainerTarget(name, ref, RunSettings()), target_item["image_id"],
                     ref, target_item.get("version"), old=_current(state, cur, gens), rollback_to=target_item,
-                    app=app, gate=health)
+                    app=app, gate=health, unit=_unit(client, name, False))
     _fill_mounts(client, state, plan, cur)
     info = client.container(target_item["container_id"])
     plan.health = HealthGate(health, info["Config"].get("Healthcheck")).describe()
     note_risks(plan, cur)
     return plan
+
+
+def _unit(client, name: str, asked: bool) -> str | None:
+    """The systemd unit the swap writes (asked) or keeps current (one bundle wrote before), on an engine
+    with no daemon that restarts containers after a reboot; asked on one that has: refused."""
+    if client.restarts_after_reboot:
+        if asked:
+            raise EngineRefused(f"systemd unit for {name}: {client.describe()} restarts containers itself after "
+                                f"a reboot (their restart policy); --systemd-unit is for Podman hosts")
+        return None
+    if not (asked or units.ours(name)):
+        return None
+    path = units.unit_path(name)
+    where = next(p for p in (path.parent, *path.parents) if p.exists())
+    if not os.access(where, os.W_OK):
+        raise EnvironmentProblem(f"systemd unit {path}: {where} is not writable by this user "
+                                 f"(run as root, or set BUNDLE_SYSTEMD_DIR)")
+    return str(path)
 
 
 def _follow_ports(plan: SwapPlan, signed: ContainerTarget | None, ports) -> None:

@@ -74,7 +74,7 @@ def _begin(state: StateDir, plan: SwapPlan, kind: SwapKind, gens: Generations, *
         kind=kind, name=plan.name, steps=FORWARD_STEPS[kind], keep=keep, health=plan.gate,
         bundle=bundle, helper_image=helper, t0=time.time(), installed_before=state.installed(plan.key),
         generations_before=gens.data, new=new, old=old, preexisting=preexisting, created_volumes=created_volumes,
-        swap_id=swap_id, app=plan.app)
+        swap_id=swap_id, app=plan.app, unit={"path": plan.unit} if plan.unit else None)
     j = SwapJournal.start(app_dir, record)
     gens.save()  # the allocated generation numbers are never reused
     begin(state, j)

@@ -24,13 +24,14 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bundlecore.engine import EngineError, EngineNotFound, container_name
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem, reason
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
 from bundlecore.release import Result, signers_of
-from importer import ownership
+from importer import ownership, units
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer
 from importer.state import StateDir, container_of
 from importer.steps import Resume, Rule, StepRunner
@@ -80,6 +81,9 @@ class UninstallPlan:
             out.append(f"  keep volume {v} (bundle did not create it for {self.app}; backed up, not removed)")
         for b in self.binds:
             out.append(f"  keep host directory {b} (never removed)")
+        if self.record.get("systemd_unit"):
+            out.append(f"  rename systemd unit {self.record['systemd_unit']} to ...{units.REMOVED} "
+                       f"(disabled first where systemd runs)")
         out.append("  move the state of the app to removed/ (the anti-rollback mark stays)")
         return out
 
@@ -220,6 +224,9 @@ class Uninstall:
                 self.client.remove_container(p["id"], volumes=not keep)
         if self.r.old and self.client.container(self.r.old.id):
             self.client.remove_container(self.r.old.id, volumes=not keep)  # v: anonymous volumes only
+        unit = (self.r.installed_before or {}).get("systemd_unit")
+        if unit and (to := units.retire(Path(unit))):
+            self.out(f"  systemd unit {unit} renamed {to.name}")
 
     def remove_volumes(self):
         if self.r.uninstall["keep_data"]:

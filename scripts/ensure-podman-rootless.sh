@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A rootless Podman service for the tests (issue 23): the user $BUNDLE_ROOTLESS_USER (made here, with
+# subordinate UIDs/GIDs, when run as root) runs `podman system service` on its own
+# $XDG_RUNTIME_DIR/podman/podman.sock (/run/user/UID/...), as `systemctl --user enable podman.socket`
+# would on a host with systemd. Reuses a running one; prints the DOCKER_HOST value to use on stdout.
+set -euo pipefail
+
+user=${BUNDLE_ROOTLESS_USER:-bundle-rootless}
+log=${PODMAN_ROOTLESS_LOG:-/tmp/bundle-podman-rootless.log}
+
+if ! id -u "$user" >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-podman-rootless: no user $user and not root to make it" >&2
+        exit 1
+    fi
+    useradd --create-home --shell /usr/sbin/nologin "$user"
+fi
+grep -q "^$user:" /etc/subuid || usermod --add-subuids 300000-365535 "$user"
+grep -q "^$user:" /etc/subgid || usermod --add-subgids 300000-365535 "$user"
+uid=$(id -u "$user")
+run=/run/user/$uid
+home=$(getent passwd "$user" | cut -d: -f6)
+as_user() { runuser -u "$user" -- env XDG_RUNTIME_DIR="$run" HOME="$home" "$@"; }
+sock=$run/podman/podman.sock
+answers() { curl -sf --max-time 5 --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
+if answers; then
+    echo "unix://$sock"
+    exit 0
+fi
+install -d -m 700 -o "$user" -g "$user" "$run"
+as_user mkdir -p "$run/podman"
+exec 9>"$run/podman/start.lock"
+flock 9
+if ! answers; then
+    rm -f "$sock"
+    echo "=== rootless podman service started by ensure-podman-rootless at $(date -u +%FT%TZ)" >>"$log"
+    # its own session: a test run killed with its process group must not take the engine along
+    as_user setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &
+fi
+for _ in $(seq 1 60); do
+    if answers; then
+        echo "unix://$sock"
+        exit 0
+    fi
+    sleep 0.5
+done
+echo "ensure-podman-rootless: the rootless Podman service of $user did not answer within 30 s; see $log" >&2
+tail -5 "$log" >&2 || true
+exit 1
