@@ -47,6 +47,7 @@ SPLIT = {"test_swap_crash.py": {"test_upgrade_killed_at_each_step_is_recovered":
                                 "test_undo_of_a_failed_migration_killed_at_each_step_is_recovered": 2,
                                 "test_uninstall_killed_at_each_step_is_recovered": 1},
          "test_compose_crash.py": {"test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version": 4},
+         "test_podman_crash.py": {"test_an_upgrade_killed_on_podman_is_recovered": 2},
          "test_fleet_data.py": {
              "test_kill_9_during_the_data_restore_of_a_failed_update_then_recover_lands_on_v1_with_its_data": 2,
              "test_kill_9_during_bundle_rollback_then_recover_lands_on_one_version_with_matching_data": 2}}
