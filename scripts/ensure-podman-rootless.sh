@@ -4,6 +4,7 @@
 # $XDG_RUNTIME_DIR/podman/podman.sock (/run/user/UID/...), as `systemctl --user enable podman.socket`
 # would on a host with systemd. Reuses a running one; prints the DOCKER_HOST value to use on stdout.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 user=${BUNDLE_ROOTLESS_USER:-bundle-rootless}
 log=${PODMAN_ROOTLESS_LOG:-/tmp/bundle-podman-rootless.log}
@@ -37,13 +38,4 @@ if ! answers; then
     # its own session: a test run killed with its process group must not take the engine along
     as_user setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &
 fi
-for _ in $(seq 1 60); do
-    if answers; then
-        echo "unix://$sock"
-        exit 0
-    fi
-    sleep 0.5
-done
-echo "ensure-podman-rootless: the rootless Podman service of $user did not answer within 30 s; see $log" >&2
-tail -5 "$log" >&2 || true
-exit 1
+serve_when_answering ensure-podman-rootless "the rootless Podman service of $user" "$sock" "$log"

@@ -42,13 +42,4 @@ if ! answers; then
     # its own session: a test run killed with its process group must not take the engine along
     CONTAINERS_CONF=$conf setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &
 fi
-for _ in $(seq 1 60); do
-    if answers; then
-        echo "unix://$sock"
-        exit 0
-    fi
-    sleep 0.5
-done
-echo "ensure-podman: the Podman service did not answer within 30 s; see $log" >&2
-tail -5 "$log" >&2 || true
-exit 1
+serve_when_answering ensure-podman "the Podman service" "$sock" "$log"

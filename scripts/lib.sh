@@ -14,3 +14,20 @@ install_missing() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+
+# serve_when_answering WHO WHAT SOCK LOG: wait (30 s at most) until the caller's `answers` says the
+# service on SOCK answers, then print its DOCKER_HOST value and exit 0; else one line naming WHAT
+# and LOG, the log's last lines, exit 1.
+serve_when_answering() {
+    local who=$1 what=$2 sock=$3 log=$4
+    for _ in $(seq 1 60); do
+        if answers; then
+            echo "unix://$sock"
+            exit 0
+        fi
+        sleep 0.5
+    done
+    echo "$who: $what did not answer within 30 s; see $log" >&2
+    tail -5 "$log" >&2 || true
+    exit 1
+}

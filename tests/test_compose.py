@@ -318,9 +318,6 @@ UNDO_STEPS = ["remove_new:web", "remove_new:db", "restore_data:db", "restore_dat
 @pytest.mark.parametrize("step", UNDO_STEPS)
 def test_undo_killed_at_each_step_is_finished_by_recover_with_the_data_restored(docker_client, env, images, step):
     """db migrates its volume to 2, web fails its gate: the undo is killed at `step`; `recover` finishes it."""
-    from importer.kinds.compose.status import app_status
-    from importer.steps import pending
-    from tests.support import run_bundle
     compose, refs = _two(images, "1", "1")
     swap(docker_client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "1", 1))
     data_before = volume_files(docker_client, env)
@@ -329,14 +326,7 @@ def test_undo_killed_at_each_step_is_finished_by_recover_with_the_data_restored(
                         json.dumps(bundle_for(env, images, refs, "2", 2))], capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "BUNDLE_CRASH_AT": f"compose:{step}", "BUNDLE_CRASH_WHEN": "after"}, timeout=300)
     assert r.returncode == KILLED, f"not killed at {step}: rc={r.returncode} {r.stderr[-800:]}"
-    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
-    assert rec.code == 0, str(rec)
-    assert pending(env["state"]) == []
-    st = app_status(Engine(docker_client), env["state"], env["project"])
-    assert st["state"] == "active" and st["installed"]["version"] == "1", st
-    assert volume_files(docker_client, env) == data_before
-    for s in ("db", "web"):
-        assert container(docker_client, env, s)["Image"] == images[(s, "1")]["id"]
+    assert_recovered_to_v1(docker_client, env, images, data_before)
 
 
 def _driver(argv: list[str]) -> int:
@@ -356,3 +346,18 @@ def _driver(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_driver(sys.argv[1:]))
+
+
+def assert_recovered_to_v1(docker_client, env, images, data_before) -> None:
+    """`bundle recover` of a killed project swap: release 1 back, active, every volume as before."""
+    from importer.kinds.compose.status import app_status
+    from importer.steps import pending
+    from tests.support import run_bundle
+    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
+    assert rec.code == 0, str(rec)
+    assert pending(env["state"]) == []
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active" and st["installed"]["version"] == "1", st
+    assert volume_files(docker_client, env) == data_before
+    for s in ("db", "web"):
+        assert container(docker_client, env, s)["Image"] == images[(s, "1")]["id"]

@@ -11,7 +11,7 @@ import json
 import yaml
 
 from bundlecore.engine import Engine
-from tests.test_compose import compose_yaml, container, env, images, target_for
+from tests.test_compose import assert_recovered_to_v1, compose_yaml, container, env, images, target_for
 
 __all__ = ["env", "images"]  # the fixtures this file's tests take
 
@@ -150,9 +150,6 @@ def test_an_upgrade_killed_in_its_probation_is_put_back_by_recover_with_its_data
     import subprocess
     import sys
 
-    from importer.kinds.compose.status import app_status
-    from importer.steps import pending
-    from tests.support import run_bundle
     from tests.test_compose import KILLED, REPO, bundle_for, swap, volume_files
     from tests.test_compose import __file__ as driver
     compose, refs = compose_yaml(images, worker=None)
@@ -166,11 +163,4 @@ def test_an_upgrade_killed_in_its_probation_is_put_back_by_recover_with_its_data
                        timeout=300)
     assert r.returncode == KILLED, f"not killed in probation: rc={r.returncode} {r.stderr[-800:]}"
     assert volume_files(docker_client, env)["data/schema"] == b"2\n"  # db had migrated
-    rec = run_bundle("recover", "--yes", "--state-dir", env["state"].root)
-    assert rec.code == 0, str(rec)
-    assert pending(env["state"]) == []
-    st = app_status(Engine(docker_client), env["state"], env["project"])
-    assert st["state"] == "active" and st["installed"]["version"] == "1", st
-    assert volume_files(docker_client, env) == data_before
-    for s in ("db", "web"):
-        assert container(docker_client, env, s)["Image"] == images[(s, "1")]["id"]
+    assert_recovered_to_v1(docker_client, env, images, data_before)
