@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "BUNDLE_KEYS": "trust store directory (default /etc/bundle/keys)",
     "BUNDLE_STATE_DIR": "importer state directory (default /var/lib/bundle)",
     "BUNDLE_SITE_DIR": "directory of the site settings NAME.toml (default /etc/bundle/apps)",
+    "BUNDLE_SYSTEMD_DIR": "where import --systemd-unit writes a Podman container's unit (default /etc/systemd/system)",
     "BUNDLE_PROGRESS_INTERVAL": "seconds between progress lines when stderr is not a terminal (default 10)",
     "DOCKER_HOST": "the Docker engine to use (default unix:///var/run/docker.sock)",
     "DOCKER_CONFIG": "directory of the Docker client config.json holding registry logins (default ~/.docker)",
