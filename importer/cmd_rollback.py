@@ -5,6 +5,7 @@ import click
 from bundlecore import jsondoc
 from bundlecore.text import emit
 from importer import metrics
+from importer.versiontext import shown_version
 from importer.options import (app_argument, app_status_now, complete_generations, confirmed_change, human_out,
                               json_option, metrics_file_option, state_dir_option, yes_option)
 
@@ -38,4 +39,5 @@ def rollback(name, to, dry_run, state_dir, yes, as_json, metrics_file):
         from importer.state import StateDir
         doc["app"] = app_status_now(StateDir(state_dir), name)
     emit(jsondoc.document("rollback", doc), as_json,
-         [f"{name} {done.get('version')} (generation {done.get('generation')}) is running"])
+         [f"{name} {shown_version(done.get('version'), done.get('image'))} (generation {done.get('generation')}) "
+          f"is running"])

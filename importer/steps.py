@@ -129,7 +129,7 @@ class StepJournal:
         self.save()
         crash_hook(point, "before" if phase == Phase.STARTED else "after")
 
-    def reached(self, step: StrEnum, phase: str = Phase.STARTED) -> bool:
+    def reached(self, step: StrEnum | str, phase: str = Phase.STARTED) -> bool:
         """Whether `step` was ever recorded in `phase` (a started step may have partly run)."""
         return any(h["step"] == step and h["phase"] == phase for h in self.record.history)
 

@@ -32,7 +32,8 @@ from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below u
 # no long file starts last; the kill -9 matrices of SPLIT are cut into several units (the scheduler
 # below). (xdist's loadgroup cannot do this under pytest 9: it renames `item._nodeid`, which pytest 9
 # no longer reads.)
-SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_podman_crash.py", "test_podman.py",
+SLOW = ["test_swap_crash.py", "test_compose_crash.py", "test_compose_rollback_crash.py", "test_podman_crash.py",
+        "test_podman.py",
         "test_fleet_data.py", "test_fleet.py", "test_fleet_canary.py", "test_fleet_analysis.py", "test_fleet_pause.py",
         "test_health.py",
         "test_metrics_gate.py", "test_swap_data.py", "test_compose.py", "test_compose_site.py", "test_lifecycle.py",
@@ -47,6 +48,7 @@ SPLIT = {"test_swap_crash.py": {"test_upgrade_killed_at_each_step_is_recovered":
                                 "test_undo_of_a_failed_migration_killed_at_each_step_is_recovered": 2,
                                 "test_uninstall_killed_at_each_step_is_recovered": 1},
          "test_compose_crash.py": {"test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version": 4},
+         "test_compose_rollback_crash.py": {"test_rollback_killed_at_each_step_is_recovered_to_one_healthy_generation": 2},
          "test_podman_crash.py": {"test_an_upgrade_killed_on_podman_is_recovered": 2},
          "test_fleet_data.py": {
              "test_kill_9_during_the_data_restore_of_a_failed_update_then_recover_lands_on_v1_with_its_data": 2,

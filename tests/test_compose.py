@@ -27,7 +27,8 @@ DB = ("sh", "-c", 'v=$(cat /release); [ -f /data/schema ] || echo 0 > /data/sche
       '[ "$(cat /data/schema)" = "$v" ] || { echo "migrated $(cat /data/schema) -> $v" >> /data/log; '
       'echo "$v" > /data/schema; }; touch /ready; exec sleep 100000')  # migrates once per release
 WEB = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; cat /data/schema > /seen; exec sleep 100000')
-WORKER = ("sh", "-c", '[ "$(cat /release)" = bad ] && exit 3; exec sleep 100000')
+WORKER = ("sh", "-c", '[ "$(cat /release)" = bad ] && { echo "worker: no queue in release bad" >&2; exit 3; }; '
+          'exec sleep 100000')
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +84,15 @@ def compose_yaml(images, db="1", web="1", worker: str | None = "1", web_env="x")
     return json.dumps(doc), sorted({s["image"] for s in svc.values()})  # JSON is YAML
 
 
-def target_for(env, compose: str, refs: list[str], extra: str = "") -> dict:
+def target_for(env, compose: str, refs: list[str], extra: str = "", version: str = "1", sequence: int | None = None) -> dict:
     from bundler.spec import load_spec
     d = env["dir"]
     d.mkdir(exist_ok=True)
     (d / "compose.yaml").write_text(compose)
     (d / "bundle.toml").write_text(textwrap.dedent(f"""\
         name = "{env['project']}"
-        version = "1"
+        version = "{version}"
+        {f"sequence = {sequence}" if sequence else ""}
         images = {json.dumps(refs)}
         [target]
         kind = "compose"
@@ -176,6 +178,10 @@ def test_upgrade_of_one_service_image_recreates_only_that_service(docker_client,
     parked = docker_client.api.inspect_container(f"{env['project']}-web-1.previous-1")
     assert not parked["State"]["Running"] and parked["HostConfig"]["RestartPolicy"]["Name"] == "no"
     assert rec["version"] == "2" and rec["generation"] == 2 and rec["previous"][0]["version"] == "1"
+    from importer.kinds.compose.status import app_status, status_lines
+    lines = status_lines(app_status(Engine(docker_client), env["state"], env["project"]))
+    assert any(ln.startswith(f"  previous: generation 1 1 as {env['project']}-web-1.previous-1, data backup "
+                             "generations/1 (replaced ") for ln in lines), lines
 
 
 def test_a_failing_service_after_a_migration_puts_the_whole_project_back_with_its_data(docker_client, env, images):
@@ -200,6 +206,100 @@ def test_a_failing_service_after_a_migration_puts_the_whole_project_back_with_it
     st = app_status(Engine(docker_client), env["state"], env["project"])
     assert st["state"] == "active" and st["installed"]["version"] == "1"
     assert st["last_swap"]["result"] == "rolled-back"
+    # the failed service's last log lines are kept (importer.logtail) and shown by `bundle history`
+    from tests.support import run_bundle
+    h = run_bundle("history", env["project"], "--state-dir", env["state"].root)
+    assert h.code == 0 and "logs of the failed container: " in h.stdout, str(h)
+    assert "    worker: no queue in release bad" in h.stdout, str(h)
+
+
+# -- `bundle rollback` of a project ------------------------------------------------------------------
+
+def upgraded(client, env, images, worker: str | None = "1", **v2) -> dict:
+    """v1 installed, then upgraded to 2 (`v2`: the services whose release changes), then v2 writes data:
+    returns what the volume held under v1 and each v1 container's ID."""
+    install(client, env, images, worker=worker)
+    names = ("db", "web", "worker") if worker else ("db", "web")
+    before = {"files": volume_files(client, env), "ids": {s: container(client, env, s)["Id"] for s in names}}
+    compose, refs = compose_yaml(images, worker=worker, **v2)
+    swap(client, env["state"], target_for(env, compose, refs), bundle_for(env, images, refs, "2", 2))
+    client.api.exec_start(client.api.exec_create(f"{env['project']}-db-1", ["sh", "-c", "echo v2 > /data/written-by-v2"]))
+    return before
+
+
+def test_rollback_puts_the_previous_generation_back_with_its_data_exactly(docker_client, env, images):
+    from tests.support import run_bundle
+    p, state = env["project"], env["state"].root
+    before = upgraded(docker_client, env, images, db="2", web="2")
+    v2_files = volume_files(docker_client, env)
+    assert v2_files["data/schema"] == b"2\n" and v2_files["data/written-by-v2"] == b"v2\n"
+    v2_ids = {s: container(docker_client, env, s)["Id"] for s in ("db", "web")}
+    dry = run_bundle("rollback", p, "--dry-run", "--state-dir", state)
+    assert dry.code == 0 and f"roll back compose project {p} (app {p}): 2 -> 1 (generation 1" in dry.stdout, str(dry)
+    assert f"service db: park {p}-db-1 as {p}-db-1.previous-2" in dry.stdout and "service worker: keep" in dry.stdout
+    r = run_bundle("rollback", p, "--yes", "--state-dir", state)
+    assert r.code == 0, str(r)
+    assert f"{p} 1 (generation 1) is running" in r.stdout
+    assert volume_files(docker_client, env) == before["files"]  # v1's data byte for byte; v2's kept as generation 2
+    assert digest(volume_files(docker_client, env)) == digest(before["files"])
+    for s in ("db", "web", "worker"):
+        info = container(docker_client, env, s)
+        assert info["Id"] == before["ids"][s] and info["State"]["Running"], s
+        assert info["State"]["Health"]["Status"] == "healthy", s
+    for s in ("db", "web"):
+        parked = docker_client.api.inspect_container(f"{p}-{s}-1.previous-2")
+        assert parked["Id"] == v2_ids[s] and not parked["State"]["Running"]
+    st = run_bundle("status", p, "--state-dir", state)
+    assert st.code == 0 and f"compose project {p} 1 " in st.stdout and "[active]" in st.stdout, str(st)
+    assert f"previous: generation 2 2 as {p}-db-1.previous-2, {p}-web-1.previous-2, data backup generations/2" \
+        in st.stdout, str(st)
+    doc = json.loads(run_bundle("status", p, "--state-dir", state, "--json").stdout)["apps"][0]
+    assert (doc["state"], doc["version"], doc["detail"]["installed"]["generation"]) == ("active", "1", 1)
+    # the newer data was kept: rolling forward puts generation 2 back with what v2 had written
+    fwd = run_bundle("rollback", p, "--to", "2", "--yes", "--state-dir", state)
+    assert fwd.code == 0, str(fwd)
+    assert volume_files(docker_client, env) == v2_files
+    assert {s: container(docker_client, env, s)["Id"] for s in ("db", "web")} == v2_ids
+
+
+# -- `bundle uninstall` of a project ------------------------------------------------------------------
+
+@pytest.mark.parametrize("keep_data", [True, False])
+def test_uninstall_removes_every_service_after_a_final_backup(docker_client, env, images, keep_data):
+    from tests.support import run_bundle
+    p, state = env["project"], env["state"]
+    upgraded(docker_client, env, images, worker=None, web="2")  # web of generation 1 is kept parked
+    data_before = volume_files(docker_client, env)
+    r = run_bundle("uninstall", p, "--yes", "--state-dir", state.root, *(["--keep-data"] if keep_data else []))
+    assert r.code == 0, str(r)
+    assert f"{p} is uninstalled; its final backup and records are in" in r.stdout
+    assert f"remove kept generation {p}-web-1.previous-1" in r.stdout
+    assert f"{'keep' if keep_data else 'remove'} volume {p}_data" in r.stdout
+    assert project_containers(docker_client, env) == []  # the parked generation too
+    volumes = {v["Name"] for v in docker_client.api.volumes()["Volumes"] or []}
+    assert (f"{p}_data" in volumes) == keep_data
+    if keep_data:
+        assert volume_files_of(docker_client, f"{p}_data", images) == data_before
+    assert not any(n["Name"] == f"{p}_default" for n in docker_client.api.networks(names=[f"{p}_default"]))
+    assert state.installed(p) is None and not state.app_dir(p).exists()
+    (kept,) = list((state.root / "removed").glob(f"{p}-*"))
+    backup = json.loads((kept / "final-backup" / "db" / "backup.json").read_text())
+    assert [m["destination"] for m in backup["mounts"]] == ["/data"]
+    assert state.highest_sequence(p) == 2  # uninstalling does not make sequence 1 installable again
+    st = run_bundle("status", p, "--state-dir", state.root)
+    assert st.code == 6 and "not installed" in st.stdout, str(st)
+    last = json.loads(run_bundle("history", p, "--state-dir", state.root, "--json").stdout)["events"][-1]
+    assert (last["event"], last["result"]) == ("uninstall", "done")
+
+
+def volume_files_of(client, volume: str, images) -> dict[str, bytes]:
+    """The files of a volume no container mounts, through a stopped container made for the look."""
+    c = client.api.create_container(images[("db", "1")]["ref"], ["true"],
+                                    host_config=client.api.create_host_config(binds=[f"{volume}:/data"]))
+    try:
+        return data_files(client, c["Id"], "/data")
+    finally:
+        client.api.remove_container(c["Id"])
 
 
 # -- the whole path: `bundle build` of the compose file, `bundle import`, status/list/history --json -----
@@ -228,6 +328,88 @@ def test_compose_bundle_built_imported_and_shown_by_status_list_history(docker_c
     assert [(a["name"], a["kind"], a["state"]) for a in listed["apps"]] == [(p, "compose", "active")]
     history = run_bundle("history", p, "--state-dir", state, "--json")
     assert history.code == 0 and '"install"' in history.stdout and '"project"' in history.stdout
+
+
+def test_importing_the_installed_release_of_a_project_again_is_refused_as_a_replay(docker_client, env, images, pgp_keys):
+    """As the container kind refuses a replay: the sequence check, exit 3, one line, nothing changed."""
+    from tests.keys import trust_store
+    from tests.support import one_line, run_bundle
+    compose, refs = compose_yaml(images, worker=None)
+    target_for(env, compose, refs)
+    out, keys, state = env["dir"] / "p.bundle", trust_store(env["dir"] / "keys", [pgp_keys.builder]), env["state"].root
+    r = run_bundle("build", env["dir"] / "bundle.toml", "-o", out, "--sign-key", pgp_keys.builder.fpr,
+                   "--gnupghome", pgp_keys.builder.home, "--local")
+    assert r.code == 0, str(r)
+    assert run_bundle("import", out, "--keys", keys, "--state-dir", state, "--yes").code == 0
+    ids = {s: container(docker_client, env, s)["Id"] for s in ("db", "web")}
+    files = {str(f.relative_to(state)): f.read_bytes() for f in sorted(state.rglob("*"))
+             if f.is_file() and f.name not in ("lock", "audit.log", "bundle.prom")}
+    again = run_bundle("import", out, "--keys", keys, "--state-dir", state, "--yes")
+    assert again.code == 3, str(again)
+    seq = json.loads(run_bundle("status", env["project"], "--state-dir", state, "--json").stdout)["apps"][0]["sequence"]
+    assert one_line(again.stderr) == (f"refused: sequence: replay: {env['project']} sequence {seq} is not above {seq}, "
+                                      f"the highest installed (--allow-downgrade overrides)")
+    assert {s: container(docker_client, env, s)["Id"] for s in ("db", "web")} == ids
+    assert {str(f.relative_to(state)): f.read_bytes() for f in sorted(state.rglob("*"))
+            if f.is_file() and f.name not in ("lock", "audit.log", "bundle.prom")} == files
+    assert project_containers(docker_client, env) == sorted(f"{env['project']}-{s}-1" for s in ("db", "web"))
+
+
+def built(env, pgp_keys, compose: str, refs: list[str], version: str, sequence: int) -> Path:
+    """A signed bundle of the project (`bundle build --local`)."""
+    from tests.support import run_bundle
+    target_for(env, compose, refs, version=version, sequence=sequence)
+    out = env["dir"] / f"p-{version}.bundle"
+    r = run_bundle("build", env["dir"] / "bundle.toml", "-o", out, "--sign-key", pgp_keys.builder.fpr,
+                   "--gnupghome", pgp_keys.builder.home, "--local")
+    assert r.code == 0, str(r)
+    return out
+
+
+def test_sigint_during_a_project_swap_is_undone_as_the_container_kinds(docker_client, env, images, pgp_keys):
+    """SIGINT once the swap has changed something: the whole project is put back and the import ends
+    as the container kind's does (tests/test_verdicts.py): `update failed: interrupted by SIGINT
+    during step ...`, exit 4, v1 running healthy with its data (nothing changed would be exit 130)."""
+    import re
+    import signal
+    import time
+
+    from tests.keys import trust_store
+    from tests.support import BUNDLE, one_line, run_bundle
+    keys, state, p = trust_store(env["dir"] / "keys", [pgp_keys.builder]), env["state"].root, env["project"]
+    env["dir"].mkdir(exist_ok=True)
+    v1 = built(env, pgp_keys, *_two(images, "1", "1"), "1", 1)
+    v2 = built(env, pgp_keys, *_two(images, "2", "2"), "2", 2)
+    assert run_bundle("import", v1, "--keys", keys, "--state-dir", state, "--yes").code == 0
+    ids, data_before = {s: container(docker_client, env, s)["Id"] for s in ("db", "web")}, volume_files(docker_client, env)
+    journal = state / "apps" / p / "journal.json"
+
+    def swapping() -> bool:  # a step that changes the engine has started
+        try:
+            return json.loads(journal.read_text()).get("step", "").split(":")[0] in (
+                "stop_old", "rename_old", "backup", "create_new", "start_new")
+        except (FileNotFoundError, ValueError):
+            return False
+    proc = subprocess.Popen([str(BUNDLE), "import", str(v2), "--keys", str(keys), "--state-dir", str(state), "--yes"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not swapping():
+        assert proc.poll() is None and time.monotonic() < deadline, "the swap never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 4, (out, err)
+    last = one_line("\n".join(ln for ln in err.splitlines() if ln.strip() and " received: " not in ln))
+    assert re.fullmatch(rf"update failed: interrupted by SIGINT during step \S+; the whole project {p} is back on 1 "
+                        r"with every volume restored", last), err
+    assert "KeyboardInterrupt" not in out + err
+    for s in ("db", "web"):
+        info = container(docker_client, env, s)
+        assert info["Id"] == ids[s] and info["State"]["Running"] and info["State"]["Health"]["Status"] == "healthy"
+    assert volume_files(docker_client, env) == data_before
+    st = run_bundle("status", p, "--state-dir", state)
+    assert st.code == 0 and f"compose project {p} 1 " in st.stdout and "[active]" in st.stdout, str(st)
+    assert not journal.exists()
 
 
 # -- --adopt: a project started with `docker compose up` (plain `docker run` with Compose's labels) ----
@@ -271,8 +453,21 @@ def test_adopt_takes_over_a_compose_project_keeping_its_data(docker_client, env,
         assert info["Id"] != ids[s] and info["Config"]["Labels"]["io.bundle.app"] == env["project"]
         parked = docker_client.api.inspect_container(f"{env['project']}-{s}-1.previous-0")
         assert parked["Id"] == ids[s] and not parked["State"]["Running"]
-    assert app_status(Engine(docker_client), env["state"], env["project"])["state"] == "active"
+    st = app_status(Engine(docker_client), env["state"], env["project"])
+    assert st["state"] == "active"
     assert rec["previous"][0]["generation"] == 0
+    from importer.kinds.compose.status import status_lines
+    previous = [ln for ln in status_lines(st) if ln.startswith("  previous:")]
+    assert len(previous) == 1 and "None" not in previous[0], previous  # review finding D5
+    assert previous[0].startswith("  previous: generation 0 an unknown image (no version recorded) as ")
+    # `bundle rollback` puts the project the admin had back, with the data it had when it was taken over
+    from tests.support import run_bundle
+    docker_client.api.exec_start(docker_client.api.exec_create(f"{env['project']}-db-1", ["sh", "-c", "echo x > /data/new"]))
+    r = run_bundle("rollback", env["project"], "--yes", "--state-dir", env["state"].root)
+    assert r.code == 0 and "(no version recorded) (generation 0) is running" in r.stdout, str(r)
+    assert volume_files(docker_client, env) == data_before
+    assert {s: container(docker_client, env, s)["Id"] for s in ("db", "web")} == ids
+    assert app_status(Engine(docker_client), env["state"], env["project"])["state"] == "active"
 
 
 # -- refusals: before anything changes ---------------------------------------------------------------

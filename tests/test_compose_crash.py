@@ -2,7 +2,7 @@
 before and after each step's action, then `bundle recover` in a fresh process: the project is on
 exactly one version, healthy, with its data (the old version's byte for byte, or the new one's
 migration of it). The swap runs in tests/test_compose.py's driver process; the undo's steps are
-killed in tests/test_compose.py."""
+killed in tests/test_compose.py; a rollback's and an uninstall's in tests/test_compose_rollback_crash.py."""
 
 from __future__ import annotations
 
@@ -54,3 +54,4 @@ def test_upgrade_killed_at_each_step_is_recovered_to_one_healthy_version(docker_
         assert files["data/schema"] == b"2\n" and files["data/log"] == data_before["data/log"] + b"migrated 1 -> 2\n"
     for s in ("db", "web"):
         assert container(docker_client, env, s)["Image"] == images[(s, version)]["id"]
+

@@ -7,7 +7,7 @@ import pytest
 
 from bundlecore.errors import AppState
 from bundlecore.release import ComposeService, RunSettings, dependency_order, target_from_json
-from importer.kinds.compose.machine import (ProjectRecord, ServiceStep, ServiceSwap, Step, _Rules, forward_steps,
+from importer.kinds.compose.machine import (ProjectRecord, Rules, ServiceStep, ServiceSwap, Step, forward_steps,
                                             undo_order)
 from importer.kinds.compose.project import Action, config_hash, create_body, service_labels
 from importer.kinds.compose.status import app_state
@@ -60,7 +60,7 @@ def test_an_upgrade_stops_in_reverse_order_and_creates_in_order_leaving_kept_ser
 
 
 def test_each_service_step_is_undone_by_its_own_services_undo_step():
-    rules = _Rules()
+    rules = Rules()
     assert rules["stop_old:db"].undo == "start_old:db" and rules["backup:web"].undo == "restore_data:web"
     assert rules["start_new:web"].undo == "remove_new:web" and rules["networks"].undo == Step.REMOVE_NETWORKS
     assert rules["commit"].started == "replay" and rules["create_new:db"].started == "undo"
@@ -111,3 +111,28 @@ def test_host_policy_names_the_service_in_a_refusal():
                             "networks": {"default": {}}}}}})
     with pytest.raises(HostPolicyRefused, match=r"^services\.db\.cap_add\.0 asks for added capability SYS_ADMIN"):
         HostPolicy(None).check_target("p", t)
+
+
+def test_a_rollback_restores_every_kept_containers_data_before_any_of_them_starts():
+    services = _swaps({"db": Action.RECREATE, "web": Action.RECREATE, "cache": Action.KEEP, "old": Action.RETIRE})
+    steps = forward_steps(["db", "cache", "web"], services, rollback=True)
+    assert steps == ["begin", "networks", "stop_old:old", "stop_old:web", "stop_old:db", "rename_old:old",
+                     "rename_old:web", "rename_old:db", "backup:old", "backup:web", "backup:db",
+                     "restore_target:db", "restore_target:web", "rename_target:db", "start_new:db",
+                     "rename_target:web", "start_new:web", "commit", "prune"]
+    rules = Rules()
+    assert rules["restore_target:db"].undo == "restore_data:db" and rules["rename_target:web"].undo == "remove_new:web"
+
+
+def test_a_new_generation_number_is_above_every_kept_and_rolled_back_one():
+    from importer.kinds.compose.run import next_generation
+    assert next_generation(None) == 1
+    assert next_generation({"generation": 1, "previous": [{"generation": 2}]}) == 3  # rolled back from 2 to 1
+    assert next_generation({"generation": 1, "highest_generation": 4, "previous": []}) == 5
+
+
+def test_the_previous_line_never_says_none_for_a_generation_without_a_version():
+    from importer.versiontext import previous_line
+    line = previous_line({"generation": 0, "version": None, "parked_name": "p-db-1.previous-0",
+                          "backup_dir": "generations/0", "displaced_at": "t"})
+    assert "None" not in line and "generation 0 an unknown image (no version recorded) as p-db-1.previous-0" in line

@@ -164,6 +164,15 @@ def test_an_installed_record_is_shown_with_its_secrets_masked():
     assert rec["services"]["web"]["settings"]["run"]["env"]["B"] == "s3cret"  # the record itself is left alone
 
 
+def test_a_kept_generations_record_is_shown_with_its_secrets_masked_too():
+    t = _target()
+    kept = {"site_env": ["B"], "target": t.to_json(),
+            "services": {"web": {"container": "p-web-1", "settings": {"run": {"env": {"B": "old-s3cret"}}}}}}
+    kept["target"]["compose"]["services"]["web"]["run"]["env"]["B"] = "old-s3cret"
+    shown = shown_record({"services": {}, "previous": [{"generation": 1, "record": kept}]})
+    assert shown is not None and "old-s3cret" not in str(shown)  # what `bundle rollback` would put back
+
+
 def test_the_anythingllm_stack_site_example_goes_over_its_services_under_its_policy():
     from pathlib import Path
 

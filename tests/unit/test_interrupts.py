@@ -69,7 +69,7 @@ def test_a_reason_is_never_a_bare_class_name_with_nothing_after_it(e, text):
 
 
 def test_versions_are_shown_the_same_way_on_both_sides_and_never_as_none():
-    from importer.kinds.container.generations import shown_version, version_change
+    from importer.versiontext import shown_version, version_change
     assert version_change("2.0.0", "app:2.0.0", "1.2.0", "app:1.2.0") == "2.0.0 -> 1.2.0"
     assert version_change("2.0.0", "app:2.0.0", None, "app:1.2.0") == (
         "2.0.0 (app:2.0.0) -> app:1.2.0 (no version recorded)")

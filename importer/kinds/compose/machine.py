@@ -9,6 +9,12 @@ in dependency order. Services whose config hash did not change keep running unto
 Any failure before COMMIT undoes the whole project: every new container removed, every backed-up
 mount restored exactly, every parked container renamed back and started in dependency order,
 gated again. From COMMIT on, recovery finishes the swap.
+
+A rollback (`bundle rollback`) is the same machine: the services that differ from the kept
+generation are stopped, parked and backed up as in an upgrade (the current generation is then
+kept, rollable forward); that generation's parked containers get the data they had when they were
+replaced (RESTORE_TARGET, every one before any starts), take their names back (RENAME_TARGET) and
+are gated in dependency order. Its undo parks them again and restores the current data.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from importer import ownership
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.backup import data
 from importer.health import HealthGate, Watched, watch_probation_of
+from importer.logtail import save_tail
 from importer.kinds.compose.project import (NETWORK_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL, Action,
                                             network_name)
 from importer.state import StateDir, highest_sequence_after
@@ -48,6 +55,8 @@ class Step(StrEnum):
     RENAME_OLD = "rename_old"
     BACKUP = "backup"
     CREATE_NEW = "create_new"
+    RESTORE_TARGET = "restore_target"
+    RENAME_TARGET = "rename_target"
     START_NEW = "start_new"
     PROBATION = "probation"
     COMMIT = "commit"
@@ -57,6 +66,9 @@ class Step(StrEnum):
     RENAME_BACK = "rename_back"
     START_OLD = "start_old"
     REMOVE_NETWORKS = "remove_networks"
+    REMOVE_OLD = "remove_old"          # `bundle uninstall` (importer.kinds.compose.uninstall)
+    REMOVE_VOLUMES = "remove_volumes"
+    CLEAR_STATE = "clear_state"
 
 
 class ServiceStep(str):
@@ -71,7 +83,8 @@ class ServiceStep(str):
         return str(self)
 
 
-def _step(text: str) -> Step | ServiceStep:
+def step_of(text: str) -> Step | ServiceStep:
+    """A step as the journal spells it, typed."""
     kind, _, service = text.partition(":")
     return ServiceStep.of(Step(kind), service) if service else Step(kind)
 
@@ -98,13 +111,16 @@ class ServiceSwap:
     mounts: list[dict] = field(default_factory=list)
     backup_dir: str | None = None
     old_health: dict | None = None
+    target_parked: str | None = None   # rollback: where the generation put back is parked
+    target_backup: str | None = None   # rollback: the data it had when it was replaced
+    target_policy: dict | None = None  # rollback: its restart policy as its generation created it
 
 
 @dataclass
 class ProjectRecord:
     """Everything in the project's journal (and, once finished, in last-swap.json)."""
 
-    kind: str                         # install | upgrade
+    kind: str                         # install | upgrade | rollback
     app: str
     project: str
     target: dict                      # the target as signed (with the site's settings over it)
@@ -136,6 +152,8 @@ class ProjectRecord:
     result: str | None = None
     message: str | None = None
     finished_at: str | None = None
+    uninstall: dict | None = None     # `bundle uninstall` (importer.kinds.compose.uninstall): what it removes
+    failed_logs: str | None = None    # the last log lines of the service that failed its gate (importer.logtail)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -148,8 +166,8 @@ class ProjectRecord:
         r = cls(**{k: v for k, v in d.items() if k in known})
         r.services = {n: ServiceSwap(**s) for n, s in d["services"].items()}
         r.direction = Direction(r.direction)
-        r.step = _step(r.step) if r.step else None
-        r.history = [{**h, "step": _step(h["step"])} for h in r.history]
+        r.step = step_of(r.step) if r.step else None
+        r.history = [{**h, "step": step_of(h["step"])} for h in r.history]
         return r
 
 
@@ -168,35 +186,39 @@ class ProjectJournal(StepJournal):
 
 
 @dataclass(frozen=True)
-class _Rule:
+class StepRule:
     """A kind of step: its action (with the service, for a per-service step), its undo, its resume rule."""
 
     action: Callable[..., None]
     undo: Step | None = None
     started: Resume = Resume.UNDO
+    done: Resume | None = None
 
 
-class _Rules(Mapping):
-    """The rule of every step, per service: `_BASE` applied to the service the step names."""
+class Rules(Mapping):
+    """The rule of every step, per service: a table of `StepRule`s (the swap's `_BASE` unless given)
+    applied to the service the step names."""
+
+    def __init__(self, base: "Mapping[Step, StepRule] | None" = None):
+        self.base = _BASE if base is None else base
 
     def __getitem__(self, key: Any) -> Rule:
         try:
-            step = _step(str(key))
+            step = step_of(str(key))
+            kind, _, service = str(step).partition(":")
+            k = self.base[Step(kind)]
         except ValueError:
             raise KeyError(key) from None
         if isinstance(step, Step):
-            k = _BASE[step]
-            return Rule(k.action, k.undo, k.started)
-        kind, _, service = str(step).partition(":")
-        base = _BASE[Step(kind)]
-        return Rule(lambda m: base.action(m, service), ServiceStep.of(base.undo, service) if base.undo else None,
-                    base.started)
+            return Rule(k.action, k.undo, k.started, k.done)
+        return Rule(lambda m: k.action(m, service), ServiceStep.of(k.undo, service) if k.undo else None,
+                    k.started, k.done)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(_BASE)
+        return iter(self.base)
 
     def __len__(self) -> int:
-        return len(_BASE)
+        return len(self.base)
 
 
 class AttemptFailed(Exception):
@@ -211,7 +233,7 @@ class ProjectSwap:
         self.app_dir = journal.app_dir
         self.timer = PhaseTimer()
         self.recovering = False
-        self.runner = StepRunner(state, journal, _Rules(), self, label=self.r.project, timer=self.timer, out=out)
+        self.runner = StepRunner(state, journal, Rules(), self, label=self.r.project, timer=self.timer, out=out)
         self.owner = data.HelperOwner(state.identity, self.r.swap_id)
 
     @property
@@ -228,12 +250,24 @@ class ProjectSwap:
         with data.helpers_owned_by(self.owner):
             try:
                 interrupts.check()
-                self.runner.forward(_step(s) for s in self.r.steps if _step(s) not in (Step.BEGIN, Step.COMMIT, Step.PRUNE))
+                self.runner.forward(step_of(s) for s in self.r.steps
+                                    if step_of(s) not in (Step.BEGIN, Step.COMMIT, Step.PRUNE))
             except AttemptFailed as e:
                 self.undo(str(e))
+            except interrupts.Interrupted as e:  # as the container kind: nothing changed yet is exit 130
+                if not self._changed():
+                    self.finish(Result.INTERRUPTED, f"{e} before {self.r.project} was changed")
+                    e.unfinished = None
+                    raise
+                self.undo(f"{e} during step {self.r.step}")
             except (Exception, KeyboardInterrupt) as e:
                 self.undo(f"the swap of {self.r.project} stopped at step {self.r.step}: {reason(e)}")
             return self.commit_and_finish()
+
+    def _changed(self) -> bool:
+        """Whether any step changed the engine yet (the networks step only when it created one)."""
+        needed = self.runner.undo_steps(undo_order(self.r))
+        return any(s != Step.REMOVE_NETWORKS for s in needed) or bool(self.r.created_networks or self.r.created_volumes)
 
     def commit_and_finish(self) -> dict:
         with interrupts.shielded():
@@ -253,7 +287,7 @@ class ProjectSwap:
             exit_code=ExitCode.DONE if undone else result.exit_code, app=r.app, message=message,
             bundle=BundleRef(b.get("sha256"), b.get("name"), r.version, r.sequence), signers=signers_of(b.get("signers")),
             version_from=r.version_before, version_to=r.version, phases=self.timer.seconds, started=r.started_at,
-            details={"swap": r.kind, "project": r.project,
+            details={"swap": r.kind, "project": r.project, "logs": r.failed_logs,
                      "services": {n: s.action for n, s in r.services.items()},
                      "steps": [str(h["step"]) + ":" + h["phase"] for h in r.history][-60:]})
 
@@ -330,12 +364,36 @@ class ProjectSwap:
         for net, ep in (s.create.get("extra_networks") or {}).items():
             self.client.connect_network(s.new_id, net, ep)
 
+    def restore_target(self, name: str) -> None:
+        """Rollback: the parked container put back gets the data it had when it was replaced."""
+        s = self.svc(name)
+        if not s.target_backup:
+            return
+        bdir = self.app_dir / s.target_backup
+        manifest = data.load_backup(bdir)
+        if manifest is None:
+            return  # it had no writable mount
+        owned = {**manifest, "mounts": ownership.without_foreign(self.client, self.state, self.r.app,
+                                                                 manifest["mounts"], self.out)}
+        data.restore_mounts(self.client, bdir, owned, self._helper())
+        self.out(f"  restored {len(owned['mounts'])} mount(s) of {s.container} from the backup taken "
+                 f"{manifest['taken_at']}")
+
+    def rename_target(self, name: str) -> None:
+        s = self.svc(name)
+        info = self.client.container(s.new_id)
+        if info is None:
+            raise OperatorNeeded(f"the parked container {s.target_parked} of service {name} is gone")
+        if info["Name"].lstrip("/") != s.container:
+            self.client.rename(s.new_id, s.container)
+
     def start_new(self, name: str) -> None:
         s = self.svc(name)
         ok, why = self._gate(s, s.new_id, s.health)
         if not ok:
+            self._save_logs(s)
             raise AttemptFailed(f"service {name} of {self.r.project} {self.r.version or ''} failed its gate: {why}")
-        policy = ((s.create or {}).get("config", {}).get("HostConfig") or {}).get("RestartPolicy")
+        policy = ((s.create or {}).get("config", {}).get("HostConfig") or {}).get("RestartPolicy") or s.target_policy
         if policy:
             self.client.set_restart_policy(s.new_id, policy)
 
@@ -382,13 +440,18 @@ class ProjectSwap:
         """Point of no return: every service passed its gate; the project is recorded as installed."""
         r, t = self.r, now()
         before = r.installed_before or {}
-        previous = list(before.get("previous") or [])
+        previous = [p for p in before.get("previous") or [] if p.get("generation") != r.generation]
         displaced = {n: s for n, s in r.services.items() if s.action in (Action.RECREATE, Action.RETIRE)}
         if before or displaced:  # displaced without a record: the Compose project --adopt took over (generation 0)
             previous.insert(0, {"generation": before.get("generation") or 0, "version": before.get("version"),
                                 "displaced_at": t, "parked": {n: s.parked_name for n, s in displaced.items()},
                                 "backup_dir": f"generations/{before.get('generation') or 0}",
-                                "parked_name": ", ".join(s.parked_name or "" for s in displaced.values())})
+                                "parked_name": ", ".join(s.parked_name or "" for s in displaced.values()),
+                                "restart_policies": {n: s.restart_policy for n, s in displaced.items()},
+                                "record": {k: v for k, v in before.items() if k != "previous"} or None})
+        if r.kind == "rollback":  # the kept generation's own record, now installed again
+            self._record_rollback(previous, t)
+            return
         services = dict((before.get("services") or {}))
         for n, s in r.services.items():
             if s.action == Action.RETIRE:
@@ -404,10 +467,21 @@ class ProjectSwap:
                   "images": b.get("images") or {}, "bundle_sha256": b.get("sha256"),
                   "signers": [s.fingerprint for s in signers_of(b.get("signers"))],
                   "generation": r.generation, "installed_at": t, "order": r.order, "services": services,
-                  "previous": previous, "target": r.target, "site_env": r.site_env}
+                  "previous": previous, "target": r.target, "site_env": r.site_env,
+                  "highest_generation": max(r.generation, int(before.get("highest_generation") or 0))}
         self.state.record_installed(r.app, record)
         if isinstance(r.sequence, int):
             self.state.raise_sequence(b.get("name") or r.app, r.sequence)
+
+    def _record_rollback(self, previous: list[dict], t: str) -> None:
+        r, before = self.r, self.r.installed_before or {}
+        back = next(p for p in before.get("previous") or [] if p.get("generation") == r.generation)
+        record = {**(back.get("record") or adopted_record(before, back, r)), "generation": r.generation,
+                  "installed_at": t, "previous": previous,
+                  "highest_sequence": highest_sequence_after(before, (back.get("record") or {}).get("sequence")),
+                  "highest_generation": max(int(before.get("generation") or 0),
+                                            int(before.get("highest_generation") or 0))}
+        self.state.record_installed(r.app, record)
 
     def prune(self) -> None:
         """Parked containers and backups of generations beyond `keep` are removed."""
@@ -430,6 +504,14 @@ class ProjectSwap:
     # -- undo steps --------------------------------------------------------------------------
     def remove_new(self, name: str) -> None:
         s = self.svc(name)
+        if self.r.kind == "rollback":  # the generation put back returns to its parking place, untouched otherwise
+            info = self.client.container(s.new_id) if s.new_id else None
+            if info:
+                self.client.stop(s.new_id)
+                self.client.set_restart_policy(s.new_id, {"Name": "no"})
+                if info["Name"].lstrip("/") != s.target_parked:
+                    self.client.rename(s.new_id, s.target_parked)
+            return
         ids = {c["Id"] for c in self._made_by_this_swap(name)} | ({s.new_id} if s.new_id else set())
         for cid in ids:
             info = self.client.container(cid)
@@ -492,6 +574,15 @@ class ProjectSwap:
         self.out(f"  starting {s.container}; gate: {gate.describe()}")
         return gate.wait_healthy(self.client, cid, out=self.out)
 
+    def _save_logs(self, s: ServiceSwap) -> None:
+        """Keep the failed service's last log lines (`bundle history` shows them); never blocks the undo."""
+        rel = save_tail(self.client, self.app_dir, s.new_id or "", f"generation-{self.r.generation}-{self.r.swap_id}-{s.name}",
+                        self.out)
+        if rel:
+            self.r.failed_logs = rel
+            self.j.save()
+            self.out(f"  the last log lines of {s.container} are kept in {self.app_dir / rel}")
+
     def _made_by_this_swap(self, name: str) -> list[dict]:
         return self.client.containers(all=True, filters={"label": [f"{data.SWAP_LABEL}={self.r.swap_id}",
                                                                    f"{SERVICE_LABEL}={name}"]})
@@ -501,22 +592,24 @@ class ProjectSwap:
         return data.find_helper_image(self.client, ids)
 
 
-_BASE: dict[Step, _Rule] = {
-    Step.BEGIN: _Rule(lambda m: None),
-    Step.NETWORKS: _Rule(ProjectSwap.networks, undo=Step.REMOVE_NETWORKS),
-    Step.STOP_OLD: _Rule(ProjectSwap.stop_old, undo=Step.START_OLD),
-    Step.RENAME_OLD: _Rule(ProjectSwap.rename_old, undo=Step.RENAME_BACK),
-    Step.BACKUP: _Rule(ProjectSwap.backup, undo=Step.RESTORE_DATA),
-    Step.CREATE_NEW: _Rule(ProjectSwap.create_new, undo=Step.REMOVE_NEW),
-    Step.START_NEW: _Rule(ProjectSwap.start_new, undo=Step.REMOVE_NEW),
-    Step.PROBATION: _Rule(ProjectSwap.probation),  # a crash in it: the project goes back (undo)
-    Step.COMMIT: _Rule(ProjectSwap.commit, started=Resume.REPLAY),
-    Step.PRUNE: _Rule(ProjectSwap.prune, started=Resume.REPLAY),
-    Step.REMOVE_NEW: _Rule(ProjectSwap.remove_new),
-    Step.RESTORE_DATA: _Rule(ProjectSwap.restore_data),
-    Step.RENAME_BACK: _Rule(ProjectSwap.rename_back),
-    Step.START_OLD: _Rule(ProjectSwap.start_old),
-    Step.REMOVE_NETWORKS: _Rule(ProjectSwap.remove_networks),
+_BASE: dict[Step, StepRule] = {
+    Step.BEGIN: StepRule(lambda m: None),
+    Step.NETWORKS: StepRule(ProjectSwap.networks, undo=Step.REMOVE_NETWORKS),
+    Step.STOP_OLD: StepRule(ProjectSwap.stop_old, undo=Step.START_OLD),
+    Step.RENAME_OLD: StepRule(ProjectSwap.rename_old, undo=Step.RENAME_BACK),
+    Step.BACKUP: StepRule(ProjectSwap.backup, undo=Step.RESTORE_DATA),
+    Step.CREATE_NEW: StepRule(ProjectSwap.create_new, undo=Step.REMOVE_NEW),
+    Step.RESTORE_TARGET: StepRule(ProjectSwap.restore_target, undo=Step.RESTORE_DATA),
+    Step.RENAME_TARGET: StepRule(ProjectSwap.rename_target, undo=Step.REMOVE_NEW),
+    Step.START_NEW: StepRule(ProjectSwap.start_new, undo=Step.REMOVE_NEW),
+    Step.PROBATION: StepRule(ProjectSwap.probation),  # a crash in it: the project goes back (undo)
+    Step.COMMIT: StepRule(ProjectSwap.commit, started=Resume.REPLAY),
+    Step.PRUNE: StepRule(ProjectSwap.prune, started=Resume.REPLAY),
+    Step.REMOVE_NEW: StepRule(ProjectSwap.remove_new),
+    Step.RESTORE_DATA: StepRule(ProjectSwap.restore_data),
+    Step.RENAME_BACK: StepRule(ProjectSwap.rename_back),
+    Step.START_OLD: StepRule(ProjectSwap.start_old),
+    Step.REMOVE_NETWORKS: StepRule(ProjectSwap.remove_networks),
 }
 
 
@@ -540,10 +633,23 @@ def probation_window(healths: dict[str, dict]) -> float:
     return max((HealthGate(h).probation for h in healths.values()), default=0.0)
 
 
-def forward_steps(order: list[str], services: dict[str, ServiceSwap], probation: bool = False) -> list[str]:
+def adopted_record(installed: dict, back: dict, r: ProjectRecord) -> dict:
+    """The installed record of generation 0, the Compose project --adopt took over (it has none of
+    its own): its parked containers as they run again, no version, the project's target."""
+    services = {n: {"container": s.container, "container_id": s.new_id, "image_ref": s.image_ref, "image_id": s.image_id,
+                    "config_hash": s.config_hash} for n, s in r.services.items() if n in (back.get("parked") or {})}
+    return {"kind": KIND, "app": r.app, "name": r.project, "project": r.project, "version": None, "sequence": None,
+            "image": installed.get("image"), "image_id": services[r.order[0]]["image_id"] if r.order else None,
+            "images": {}, "bundle_sha256": None, "signers": [], "order": r.order, "services": services,
+            "target": installed.get("target")}
+
+
+def forward_steps(order: list[str], services: dict[str, ServiceSwap], probation: bool = False, *,
+                  rollback: bool = False) -> list[str]:
     """The forward steps of a project swap: the displaced services stopped (reverse dependency
-    order), parked and backed up, then each new one created and gated in dependency order, then
-    (when a window is set) the whole project's probation."""
+    order), parked and backed up, then each new one created and gated in dependency order (a
+    rollback: each kept one's data restored, then each renamed back and gated in dependency order),
+    then (when a window is set) the whole project's probation."""
     displaced = [n for n in reversed(order) if services.get(n) and services[n].action == Action.RECREATE]
     displaced = [n for n, s in services.items() if s.action == Action.RETIRE] + displaced
     incoming = [n for n in order if services[n].action in (Action.CREATE, Action.RECREATE)]
@@ -551,8 +657,12 @@ def forward_steps(order: list[str], services: dict[str, ServiceSwap], probation:
     steps += [ServiceStep.of(Step.STOP_OLD, n) for n in displaced]
     steps += [ServiceStep.of(Step.RENAME_OLD, n) for n in displaced]
     steps += [ServiceStep.of(Step.BACKUP, n) for n in displaced]
-    for n in incoming:
-        steps += [ServiceStep.of(Step.CREATE_NEW, n), ServiceStep.of(Step.START_NEW, n)]
+    if rollback:  # every kept container gets its data back before any of them starts
+        steps += [ServiceStep.of(Step.RESTORE_TARGET, n) for n in incoming]
+        steps += [ServiceStep.of(s, n) for n in incoming for s in (Step.RENAME_TARGET, Step.START_NEW)]
+    else:
+        for n in incoming:
+            steps += [ServiceStep.of(Step.CREATE_NEW, n), ServiceStep.of(Step.START_NEW, n)]
     if probation:
         steps.append(Step.PROBATION)
     return [str(s) for s in [*steps, Step.COMMIT, Step.PRUNE]]
@@ -572,7 +682,7 @@ def undo_order(r: ProjectRecord) -> list:
 def begin(state: StateDir, journal: ProjectJournal) -> None:
     journal.record.started_at = now()
     journal.record.pid = os.getpid()
-    StepRunner(state, journal, _Rules(), None).step(Step.BEGIN)
+    StepRunner(state, journal, Rules(), None).step(Step.BEGIN)
 
 
 def service_swap(name: str, action: Action, container: str, svc: ComposeService | None, **kw: Any) -> ServiceSwap:
@@ -581,5 +691,5 @@ def service_swap(name: str, action: Action, container: str, svc: ComposeService 
     return ServiceSwap(name=name, action=str(action), container=container, health=health, **kw)
 
 
-__all__ = ["ProjectSwap", "ProjectJournal", "ProjectRecord", "ServiceSwap", "Step", "ServiceStep", "forward_steps",
-           "undo_order", "begin", "service_swap", "probation_healths", "probation_window"]
+__all__ = ["Rules", "StepRule", "step_of", "ProjectSwap", "ProjectJournal", "ProjectRecord", "ServiceSwap", "Step",
+           "ServiceStep", "forward_steps", "undo_order", "begin", "service_swap", "probation_healths", "probation_window"]

@@ -25,6 +25,7 @@ from importer.masking import shown_env
 from importer.merge import (Decision, Key, Kind, MergeResult, Settings, Side, merge, run_with, settings_of_container,
                             settings_of_run)
 from importer.runconfig import run_config
+from importer.versiontext import shown_version
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -146,6 +147,8 @@ def shown_record(record: dict | None) -> dict | None:
         out["target"] = {**target, "compose": {**target["compose"], "services": services}}
     out["services"] = {n: {**s, "settings": {**s["settings"], "run": run_shown(s["settings"].get("run") or {})}}
                        if s.get("settings") else s for n, s in (out.get("services") or {}).items()}
+    if out.get("previous"):  # a kept generation's own record (the one `bundle rollback` puts back)
+        out["previous"] = [{**p, "record": shown_record(p["record"])} if p.get("record") else p for p in out["previous"]]
     return out
 
 
@@ -164,12 +167,22 @@ class ServicePlan:
     changes: list[str] = field(default_factory=list)  # why it is recreated
     service: ComposeService | None = None  # as the swap creates it (the three-way merge's result)
     decisions: list[Decision] = field(default_factory=list)  # the settings the merge decided
+    target_parked: str | None = None  # rollback: where the container put back is parked
+    target_backup: str | None = None  # rollback: the data it had when it was replaced
 
     def line(self) -> str:
         what = {Action.CREATE: f"create {self.container} from {self.image_ref}",
                 Action.RECREATE: f"recreate {self.container} ({'; '.join(self.changes)})",
                 Action.KEEP: f"keep {self.container} running (image and settings unchanged)",
                 Action.RETIRE: f"retire {self.container} (no longer in the project: stopped and kept parked)"}
+        return f"  service {self.name}: {what[self.action]}"
+
+    def rollback_line(self, current_gen: int | None) -> str:
+        park = f"park {self.container} as {self.container}.previous-{current_gen} (its writable mounts backed up)"
+        back = (f"put {self.target_parked} back as {self.container}"
+                + (" with the data it had when it was replaced" if self.target_backup else " (no writable mounts)"))
+        what = {Action.RECREATE: f"{park}, then {back}", Action.CREATE: back, Action.RETIRE: park,
+                Action.KEEP: f"keep {self.container} running (the same container in both generations)"}
         return f"  service {self.name}: {what[self.action]}"
 
 
@@ -189,6 +202,8 @@ class ProjectPlan:
     prefer: Side | None = None
     site_keys: dict[str, frozenset[Key]] = field(default_factory=dict)  # per service: what the site file decides
     probation: float = 0.0                  # s: the project's window once every service passed its gate
+    rollback_to: dict | None = None  # a rollback: the kept generation put back (installed record's `previous` item)
+    current_generation: int | None = None
 
     @property
     def key(self) -> str:
@@ -205,6 +220,8 @@ class ProjectPlan:
         return [s for s in self.services if s.action is not Action.KEEP]
 
     def lines(self) -> list[str]:
+        if self.kind == "rollback":
+            return self._rollback_lines()
         head = (f"{self.kind} compose project {self.project} (app {self.app}) "
                 + (f"{self.current} -> " if self.current else "") + f"{self.new_version} (generation {self.generation})")
         out = [head]
@@ -218,6 +235,17 @@ class ProjectPlan:
         if self.kind == "upgrade" and self.changed():
             out.append("  the writable mounts of every service recreated or retired are backed up first; if any "
                        "service fails its gate, the whole project goes back with that data restored")
+        return out + [f"  warning: {w}" for w in self.warnings]
+
+    def _rollback_lines(self) -> list[str]:
+        back = self.rollback_to or {}
+        out = [f"roll back compose project {self.project} (app {self.app}): {shown_version(self.current)} -> "
+               f"{shown_version(self.new_version)} (generation {self.generation}, replaced {back.get('displaced_at')})"]
+        out += [s.rollback_line(self.current_generation) for s in self.services]
+        out.append(f"  the current generation {self.current_generation} is kept (parked, its data backed up): "
+                   f"`bundle rollback {self.app} --to {self.current_generation}` returns to it")
+        out.append("  each service put back passes its own gate, in dependency order; if any fails: those put back "
+                   "are parked again, the current data restored exactly, the current services restarted")
         return out + [f"  warning: {w}" for w in self.warnings]
 
 

@@ -6,18 +6,21 @@ import uuid
 
 from bundlecore.errors import EnvironmentProblem, InstallUndone, UpdateFailed, UsageProblem
 from bundlecore.refusals import OwnershipRefused
-from bundlecore.release import ComposeTarget, Result
+from bundlecore.release import ComposeTarget, Result, target_from_json
 from importer import ownership
 from importer.backup import data
 from importer.delivery import Delivery
 from importer.kinds.compose.machine import (KIND, ProjectJournal, ProjectRecord, ProjectSwap, begin, forward_steps,
                                             probation_healths, probation_window, service_swap)
-from importer.kinds.compose.project import (PROJECT_LABEL, SERVICE_LABEL, Action, ProjectPlan, ServicePlan, config_hash,
-                                            container_name, create_body, differences, merged_service, service_labels,
-                                            shown_record)
+from importer.kinds.compose.project import (HASH_LABEL, PROJECT_LABEL, SERVICE_LABEL, Action, ProjectPlan, ServicePlan,
+                                            config_hash, container_name, create_body, differences, merged_service,
+                                            service_labels, shown_record)
+from importer.kinds.compose.uninstall import KIND as UNINSTALL
+from importer.kinds.compose.uninstall import recover as recover_uninstall
 from importer.merge import Side, site_keys
 from importer.state import StateDir
 from importer.steps import Resume
+from importer.versiontext import shown_version
 
 Out = print
 
@@ -63,7 +66,8 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
             raise UsageProblem(f"services.{name}.image {svc.image} is not one of the bundle's images")
         live = client.container_named(cname)
         labels = ((live or {}).get("Config") or {}).get("Labels") or {}
-        if live and labels.get(ownership.APP_LABEL) != app and not _adoptable(labels, project.project, name, adopt):
+        ours = labels.get(ownership.APP_LABEL) == app or (live and live["Id"] == (recorded.get(name) or {}).get("container_id"))
+        if live and not ours and not _adoptable(labels, project.project, name, adopt):
             hint = (" (pass --adopt to take over the Compose project it belongs to)"
                     if labels.get(PROJECT_LABEL) == project.project and ownership.APP_LABEL not in labels else "")
             raise OwnershipRefused(f"container {cname} exists and is not {app}'s: the project {project.project} "
@@ -95,13 +99,20 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
                 for n, s in project.services.items() if n in signed.project.services}
                if isinstance(signed, ComposeTarget) else {})
     return ProjectPlan(app, target, "upgrade" if installed or adopted else "install", services, new_version=new_version,
-                       current=(installed or {}).get("version"),
-                       generation=int((installed or {}).get("generation") or 0) + 1,
+                       current=(installed or {}).get("version"), generation=next_generation(installed),
                        masked=masked | frozenset(k for s in project.services.values() for k in s.run.secret_env or ()),
                        prefer=side, site_keys=by_site,
                        probation=probation_window(probation_healths(
                            {n: s.health.to_json() if s.health else None for n, s in project.services.items()},
                            target.health_json())))
+
+
+def next_generation(installed: dict | None) -> int:
+    """A new generation's number: above every one this project had (a rolled-back one is kept and
+    may be put back, so a number is never given twice)."""
+    rec = installed or {}
+    seen = [rec.get("generation"), rec.get("highest_generation")] + [p.get("generation") for p in rec.get("previous") or []]
+    return max(int(g or 0) for g in seen) + 1
 
 
 def _adoptable(labels: dict, project: str, service: str, adopt: bool) -> bool:
@@ -142,13 +153,8 @@ def _record(client, state: StateDir, plan: ProjectPlan, delivery: Delivery, keep
                       data.SWAP_LABEL: swap_id}
             kw["create"] = create_body(project.project, sp.service or svc, sp.image_id or "", labels)
         if sp.old_id and sp.action in (Action.RECREATE, Action.RETIRE):
-            info = client.inspect_container(sp.old_id)
-            old_settings = (recorded.get(sp.name) or {}).get("settings") or {}
-            kw.update(old_id=sp.old_id, old_image_id=sp.old_image_id, parked_name=f"{sp.container}.previous-{old_gen}",
-                      was_running=bool(info["State"].get("Running")),
-                      restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-                      mounts=ownership.without_foreign(client, state, plan.app, data.backed_up_mounts(info)),
-                      backup_dir=f"generations/{old_gen}/{sp.name}", old_health=old_settings.get("health"))
+            kw.update(_displaced(client, state, plan.app, sp, old_gen,
+                                 ((recorded.get(sp.name) or {}).get("settings") or {}).get("health")))
         services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
     order = project.order()
     watched = plan.probation > 0 and any(s.action != Action.KEEP for s in plan.services)
@@ -165,6 +171,8 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     journal = ProjectJournal.load(state.app_dir(name))
     if journal is None:
         return []
+    if journal.record.kind == UNINSTALL:
+        return recover_uninstall(client, state, name, journal, out)
     swap = ProjectSwap(client, state, journal, out=out)
     swap.recovering = True
     with data.helpers_owned_by(swap.owner):
@@ -180,28 +188,133 @@ def recover(client, state: StateDir, name: str, out=print) -> list[str]:
     return [f"{name}: {last.get('result')}: {last.get('message')}"]
 
 
-def _not_yet(what: str):
-    raise UsageProblem(f"{what} of a compose project is not supported yet (issue 22)")
-
-
 def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> ProjectPlan:
-    _not_yet("`bundle rollback`")
-    raise AssertionError
+    """Describe putting a kept generation of the project back (generation `to`, or the most recently
+    replaced one): each service whose container differs is parked and backed up (the current
+    generation is kept in turn), and that generation's parked container comes back with the data it
+    had when it was replaced. Changes nothing."""
+    client.ping()
+    installed = state.installed(name) or {}
+    prev = installed.get("previous") or []
+    if not prev:
+        raise UsageProblem(f"no previous generation of {name} is kept: nothing to roll back to")
+    back = prev[0] if to is None else next((p for p in prev if p.get("generation") == to), None)
+    if back is None:
+        why = "it is the installed one" if to == installed.get("generation") else "it is not kept"
+        raise UsageProblem(f"cannot roll {name} back to generation {to}: {why} "
+                           f"(kept: {', '.join(str(p.get('generation')) for p in prev)})")
+    rec = back.get("record") or _adopted(client, installed, back)
+    target = target_from_json(rec["target"])
+    assert isinstance(target, ComposeTarget)
+    current = installed.get("services") or {}
+    services = []
+    for n in [*rec["order"], *sorted(set(current) - set(rec["order"]))]:
+        cur, tgt = current.get(n), (rec.get("services") or {}).get(n)
+        live = client.container_named(cur["container"]) if cur else None
+        if cur and not live:
+            raise EnvironmentProblem(f"the container {cur['container']} of service {n} is missing: `bundle import` "
+                                     f"the installed release again to repair it first")
+        if cur and tgt and cur.get("container_id") == tgt.get("container_id"):
+            services.append(ServicePlan(n, Action.KEEP, cur["container"]))
+            continue
+        sp = ServicePlan(n, Action.RETIRE, (cur or tgt or {})["container"])
+        if live:
+            sp.old_id, sp.old_image_id = live["Id"], live["Image"]
+        if tgt:
+            kept = client.container(tgt["container_id"])
+            if not kept or kept["Id"] != tgt["container_id"]:
+                raise EnvironmentProblem(f"the container of service {n} of generation {back['generation']} "
+                                         f"({tgt['container']}) is gone")
+            sp.action = Action.RECREATE if cur else Action.CREATE
+            sp.image_ref, sp.image_id, sp.config_hash = tgt.get("image_ref"), tgt.get("image_id"), tgt.get("config_hash")
+            sp.target_parked = kept["Name"].lstrip("/")
+            sp.target_backup = _backup_of(state, name, prev, n, sp.target_parked, kept)
+        services.append(sp)
+    return ProjectPlan(name, target, "rollback", services, new_version=rec.get("version"),
+                       current=installed.get("version"), generation=int(back["generation"]), rollback_to=back,
+                       current_generation=int(installed.get("generation") or 0))
+
+
+def _adopted(client, installed: dict, back: dict) -> dict:
+    """Generation 0 (the project --adopt took over) as a record: its parked containers, in the
+    installed project's dependency order (what the rollback needs of it)."""
+    services = {}
+    for svc, parked in (back.get("parked") or {}).items():
+        info = client.container(parked)
+        if not info:
+            raise EnvironmentProblem(f"the container of service {svc} of generation 0 ({parked}) is gone")
+        services[svc] = {"container": container_name(installed["project"], svc), "container_id": info["Id"],
+                         "image_id": info["Image"], "image_ref": info["Config"].get("Image"),
+                         "config_hash": (info["Config"].get("Labels") or {}).get(HASH_LABEL)}
+    order = [n for n in installed.get("order") or [] if n in services] + sorted(set(services) - set(installed.get("order") or []))
+    return {"version": None, "order": order, "services": services, "target": installed["target"]}
+
+
+def _backup_of(state: StateDir, app: str, prev: list[dict], service: str, parked: str, info: dict) -> str | None:
+    """Where the data a parked container had when it was replaced is kept (None: it has no writable
+    mount); a kept generation whose backup is missing cannot be put back (EnvironmentProblem)."""
+    if not data.backed_up_mounts(info):
+        return None
+    for p in prev:
+        if (p.get("parked") or {}).get(service) == parked:
+            rel = f"{p['backup_dir']}/{service}"
+            bdir = state.app_dir(app) / rel
+            manifest = data.load_backup(bdir)
+            if manifest is not None:
+                data.verify_backup(bdir, manifest)
+                return rel
+    raise EnvironmentProblem(f"the data backup of service {service} ({parked}) is missing")
 
 
 def rollback(client, state: StateDir, plan: ProjectPlan, *, out=print) -> dict:
-    _not_yet("`bundle rollback`")
-    raise AssertionError
+    """Put the kept generation back (containers and data), on the swap's journal and undo: any
+    service that fails its gate puts the current generation back with its data."""
+    if plan.kind != "rollback" or plan.rollback_to is None:
+        raise UsageProblem("not a rollback plan")
+    installed = state.installed(plan.app) or {}
+    rec, cur_gen = plan.rollback_to.get("record") or _adopted(client, installed, plan.rollback_to), \
+        int(installed.get("generation") or 0)
+    swap_id = uuid.uuid4().hex[:12]
+    current = installed.get("services") or {}
+    gates_exit = {d for s in plan.target.project.services.values() for d, cond in s.depends_on.items()
+                  if cond == "service_completed_successfully"}
+    services = {}
+    for sp in plan.services:
+        svc = plan.target.project.services.get(sp.name)
+        kw: dict = {"image_ref": sp.image_ref, "image_id": sp.image_id, "config_hash": sp.config_hash,
+                    "gate_exit": sp.name in gates_exit}
+        if sp.action in (Action.CREATE, Action.RECREATE) and svc is not None:
+            body = create_body(plan.project, svc, sp.image_id or "", {})
+            policy = (plan.rollback_to.get("restart_policies") or {}).get(sp.name)  # as it had when it was parked
+            kw.update(new_id=(rec["services"][sp.name])["container_id"], target_parked=sp.target_parked,
+                      target_backup=sp.target_backup,
+                      target_policy=policy or body["config"]["HostConfig"].get("RestartPolicy") or {"Name": "no"})
+        if sp.old_id and sp.action in (Action.RECREATE, Action.RETIRE):
+            kw.update(_displaced(client, state, plan.app, sp, cur_gen,
+                                 ((current.get(sp.name) or {}).get("settings") or {}).get("health")))
+        services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
+    bundle = {"sha256": rec.get("bundle_sha256"), "name": plan.app, "signers": rec.get("signers") or [],
+              "images": rec.get("images") or {}}
+    record = ProjectRecord(kind="rollback", app=plan.app, project=plan.project, target=rec["target"],
+                           order=rec["order"], services=services,
+                           steps=forward_steps(rec["order"], services, rollback=True), generation=plan.generation,
+                           keep=1_000_000, bundle=bundle, version=rec.get("version"), sequence=rec.get("sequence"),
+                           installed_before=installed, swap_id=swap_id, version_before=installed.get("version"),
+                           site_env=list(rec.get("site_env") or []))
+    journal = ProjectJournal(state.app_dir(plan.app), record)
+    begin(state, journal)
+    out(f"rolling {plan.project} back to generation {plan.generation} ({shown_version(rec.get('version'))})")
+    return shown_record(ProjectSwap(client, state, journal, out=out).run_forward()) or {}  # adds no generation: prunes none
 
 
-def plan_uninstall(client, state: StateDir, name: str, *, keep_data: bool = False) -> ProjectPlan:
-    _not_yet("`bundle uninstall`")
-    raise AssertionError
+def _displaced(client, state: StateDir, app: str, sp: ServicePlan, gen: int, health: dict | None) -> dict:
+    """A running service's journal fields when it is displaced (parked as generation `gen`, its data backed up)."""
+    info = client.inspect_container(sp.old_id)
+    return dict(old_id=sp.old_id, old_image_id=sp.old_image_id, parked_name=f"{sp.container}.previous-{gen}",
+                was_running=bool(info["State"].get("Running")),
+                restart_policy=info["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+                mounts=ownership.without_foreign(client, state, app, data.backed_up_mounts(info)),
+                backup_dir=f"generations/{gen}/{sp.name}", old_health=health)
 
 
-def uninstall(client, state: StateDir, plan: ProjectPlan, *, out=print) -> str:
-    _not_yet("`bundle uninstall`")
-    raise AssertionError
-
-
-__all__ = ["plan_project", "apply", "recover", "plan_rollback", "rollback", "plan_uninstall", "uninstall", "Result"]
+__all__ = ["plan_project", "apply", "recover", "plan_rollback", "rollback", "Result"]

@@ -9,6 +9,7 @@ from importer.kinds.compose.machine import ProjectJournal
 from importer.kinds.compose.project import shown_record
 from importer.state import StateDir
 from importer.steps import live_run, unfinished_line
+from importer.versiontext import previous_line, shown_version
 
 HEALTHY = (None, "healthy")
 
@@ -36,7 +37,7 @@ def app_status(client, state: StateDir, name: str) -> dict:
         "name": name, "kind": "compose", "project": (installed or {}).get("project"),
         "container_name": f"{len(services)} services of compose project {(installed or {}).get('project')}",
         "installed": shown_record(installed), "services": services,
-        "previous": [{**p, "parked_name": p.get("parked_name")} for p in (installed or {}).get("previous") or []],
+        "previous": [{k: v for k, v in p.items() if k != "record"} for p in (installed or {}).get("previous") or []],
         "pending_swap": (app_dir / ProjectJournal.FILE).exists(), "operation": live_run(state, app_dir),
         "last_swap": ({k: last.get(k) for k in ("kind", "result", "message", "started_at", "finished_at")}
                       if last else None)}
@@ -68,7 +69,7 @@ def app_state(st: dict, *, engine_answers: bool) -> AppState:
 
 def status_lines(st: dict) -> list[str]:
     rec = st.get("installed") or {}
-    out = [f"{st['name']}: " + (f"compose project {rec.get('project')} {rec.get('version')} (sequence "
+    out = [f"{st['name']}: " + (f"compose project {rec.get('project')} {shown_version(rec.get('version'))} (sequence "
                                 f"{rec.get('sequence')}, generation {rec.get('generation')}, installed "
                                 f"{rec.get('installed_at')})" if rec else "not installed") + f" [{st.get('state')}]"]
     for name, svc in (st.get("services") or {}).items():
@@ -80,8 +81,7 @@ def status_lines(st: dict) -> list[str]:
         else:
             out.append(f"  service {name}: container {svc['container']}: missing")
     for p in st.get("previous") or []:
-        out.append(f"  previous: generation {p.get('generation')} {p.get('version')} parked as {p.get('parked_name')}, "
-                   f"data backup {p.get('backup_dir')} (replaced {p.get('displaced_at')})")
+        out.append(previous_line(p))
     last = st.get("last_swap")
     if last:
         out.append(f"  last {last['kind']}: {last['result']} at {last.get('finished_at')}: {last.get('message')}")

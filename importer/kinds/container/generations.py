@@ -21,23 +21,6 @@ def parked_name(name: str, gen: int) -> str:
     return f"{name}.previous-{gen}"
 
 
-def shown_version(version: str | None, image_ref: str | None) -> str:
-    """A generation's version as shown to people: an adopted one has none recorded (never "None")."""
-    if version:
-        return version
-    return f"{image_ref or 'an unknown image'} (no version recorded)"
-
-
-def version_change(old: str | None, old_ref: str | None, new: str | None, new_ref: str | None) -> str:
-    """"2.0.0 -> 1.2.0"; the same kind of words on both sides: images too when a version is missing."""
-    if old and new:
-        return f"{old} -> {new}"
-
-    def side(v: str | None, ref: str | None) -> str:
-        return f"{v} ({ref})" if v and ref else shown_version(v, ref)
-    return f"{side(old, old_ref)} -> {side(new, new_ref)}"
-
-
 def summary(item: dict) -> dict:
     """What the installed record and `bundle status` show of a kept generation."""
     return {k: item.get(k) for k in SUMMARY_KEYS}

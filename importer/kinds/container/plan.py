@@ -34,7 +34,8 @@ from importer.state import StateDir
 from importer.backup import data
 from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
-from importer.kinds.container.generations import Generations, version_change
+from importer.kinds.container.generations import Generations
+from importer.versiontext import version_change
 from importer.health import ANY_ADDRESS, Followed, HealthGate, follow_published
 from importer.kinds.container.journal import SwapJournal
 from importer.merge import (Key, Kind, MergeResult, Origin, Side, Source, keys_from_json, merge,

@@ -28,7 +28,8 @@ from importer.delivery import Delivery, LoadedImages
 from importer.state import StateDir, highest_sequence_after
 from importer.backup import data
 from importer.kinds.container.config import recreate_config, run_config
-from importer.kinds.container.generations import Generations, parked_name, shown_version
+from importer.kinds.container.generations import Generations, parked_name
+from importer.versiontext import shown_version
 from importer.health import HealthGate
 from importer.merge import keys_to_json
 from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer, IncomingContainer, JournalRecord,

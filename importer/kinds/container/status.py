@@ -11,7 +11,8 @@ from typing import Any
 from bundlecore.engine import container_name, seconds_up
 from bundlecore.errors import AppState
 from importer.state import StateDir, container_of
-from importer.kinds.container.generations import Generations, shown_version, summary
+from importer.kinds.container.generations import Generations, summary
+from importer.versiontext import previous_line
 from importer.kinds.container.journal import SwapJournal
 from importer.steps import live_run, unfinished_line
 
@@ -160,9 +161,7 @@ def status_lines(st: dict) -> list[str]:
     if rec.get("highest_sequence") is not None:
         out.append(f"  highest sequence ever installed: {rec['highest_sequence']}")
     for p in st.get("previous") or []:
-        out.append(f"  previous: generation {p['generation']} {shown_version(p.get('version'), p.get('image_ref'))} "
-                   f"as {p['parked_name']}, "
-                   f"data backup {p.get('backup_dir')} (replaced {p.get('displaced_at')})")
+        out.append(previous_line(p))
     last = st.get("last_swap")
     if last:
         out.append(f"  last {last['kind']}: {last['result']} at {last.get('finished_at')}: {last.get('message')}")
