@@ -266,7 +266,7 @@ def test_rollback_puts_the_previous_generation_back_with_its_data_exactly(docker
 
 @pytest.mark.parametrize("keep_data", [True, False])
 def test_uninstall_removes_every_service_after_a_final_backup(docker_client, env, images, keep_data):
-    from tests.support import run_bundle
+    from tests.support import one_line, run_bundle
     p, state = env["project"], env["state"]
     upgraded(docker_client, env, images, worker=None, web="2")  # web of generation 1 is kept parked
     data_before = volume_files(docker_client, env)
@@ -290,6 +290,13 @@ def test_uninstall_removes_every_service_after_a_final_backup(docker_client, env
     assert st.code == 6 and "not installed" in st.stdout, str(st)
     last = json.loads(run_bundle("history", p, "--state-dir", state.root, "--json").stdout)["events"][-1]
     assert (last["event"], last["result"]) == ("uninstall", "done")
+    # the data back from the per-service final backups: the shared volume once, exactly as it was
+    r = run_bundle("restore", p, "--from-uninstall", "--yes", "--state-dir", state.root)
+    if keep_data:
+        assert r.code == 1 and f"volume(s) {p}_data exist: restore never overwrites data" in one_line(r.stderr), str(r)
+    else:
+        assert r.code == 0 and f"volume {p}_data (was /data): created and filled from the backup" in r.stdout, str(r)
+        assert volume_files_of(docker_client, f"{p}_data", images) == data_before
 
 
 def volume_files_of(client, volume: str, images) -> dict[str, bytes]:

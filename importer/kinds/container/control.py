@@ -16,7 +16,7 @@ final backup back, only while the app is not installed and only into volumes tha
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterator
@@ -193,6 +193,9 @@ class RestorePlan:
     volumes: list[dict]   # the backup's named-volume mounts, restored
     binds: list[str]      # host directories: never removed by uninstall, left as they are
     anonymous: list[str]  # mount targets of anonymous volumes: a new container gets fresh ones
+    # where each volume is read from: (backup, its manifest, its volumes); one backup for a container,
+    # one per service for a project (a volume several services mount: from the first that has it)
+    parts: list[tuple[Path, dict, list[dict]]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"restore the data of {self.app} from its final backup {self.backup_dir} "
@@ -207,10 +210,17 @@ class RestorePlan:
         return out
 
 
+def final_backup_parts(backup_dir: Path) -> list[Path]:
+    """The backups a final backup holds: itself (a container's), or one per service (a compose
+    project's: final-backup/SERVICE/)."""
+    if (backup_dir / "backup.json").is_file():
+        return [backup_dir]
+    return sorted(p for p in backup_dir.glob("*/") if (p / "backup.json").is_file()) if backup_dir.is_dir() else []
+
+
 def latest_final_backup(state: StateDir, app: str) -> Path:
     """The final backup of `app`'s last uninstall (removed/<app>-<time>/final-backup)."""
-    found = sorted(p for p in (state.root / "removed").glob(f"{app}-*/{FINAL_BACKUP}")
-                   if (p / "backup.json").is_file())
+    found = sorted(p for p in (state.root / "removed").glob(f"{app}-*/{FINAL_BACKUP}") if final_backup_parts(p))
     if not found:
         raise UsageProblem(f"no final backup of {app} in {state.root / 'removed'} (see `bundle history {app}`)")
     return found[-1]
@@ -224,19 +234,28 @@ def plan_restore(client, state: StateDir, app: str) -> RestorePlan:
         raise UsageProblem(f"{app} is installed: restore puts back the data of an uninstalled app only "
                            f"(`bundle rollback {app}` for a kept generation)")
     backup_dir = latest_final_backup(state, app)
-    manifest = data.load_backup(backup_dir) or {"mounts": []}
     named = _named_volumes(backup_dir.parent)
-    volumes = [m for m in manifest["mounts"] if m["type"] == "volume" and m.get("name")
-               and (named is None or m["name"] in named)]
-    anonymous = [m for m in manifest["mounts"] if m["type"] == "volume" and m not in volumes]
-    binds = [m["source"] for m in manifest["mounts"] if m["type"] == "bind"]
+    parts: list[tuple[Path, dict, list[dict]]] = []
+    anonymous: list[str] = []
+    binds: list[str] = []
+    seen: set[str] = set()
+    for part in final_backup_parts(backup_dir):
+        manifest = data.load_backup(part) or {"mounts": []}
+        kept = [m for m in manifest["mounts"] if m["type"] == "volume" and m.get("name")
+                and (named is None or m["name"] in named)]
+        mine = [m for m in kept if m["name"] not in seen]
+        seen.update(m["name"] for m in mine)
+        anonymous += [m["destination"] for m in manifest["mounts"] if m["type"] == "volume" and m not in kept]
+        binds += [m["source"] for m in manifest["mounts"] if m["type"] == "bind" and m["source"] not in binds]
+        parts.append((part, manifest, mine))
+    volumes = [m for _, _, mine in parts for m in mine]
     taken = [m["name"] for m in volumes if client.volume_exists(m["name"])]
     if taken:
         raise EnvironmentProblem(f"volume(s) {', '.join(taken)} exist: restore never overwrites data "
                                  f"(remove or rename them first); nothing restored")
     if not volumes:
         raise UsageProblem(f"the final backup {backup_dir} holds no named volume to restore")
-    return RestorePlan(app, backup_dir, manifest, volumes, binds, [m["destination"] for m in anonymous])
+    return RestorePlan(app, backup_dir, parts[0][1], volumes, binds, anonymous, [p for p in parts if p[2]])
 
 
 def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
@@ -251,11 +270,11 @@ def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
         journal = _journal_of(state, plan.backup_dir.parent)
         image = ((journal.get("old") or {}).get("image_id")) if journal else None
         helper = data.find_helper_image(client, [image] if image else [])
-        only = {**plan.manifest, "mounts": plan.volumes}
         out(f"restoring {len(plan.volumes)} volume(s) of {plan.app} from {plan.backup_dir}")
         for m in plan.volumes:  # the app's again (importer.ownership): a reinstall needs no --adopt
             client.create_volume(m["name"], {ownership.APP_LABEL: plan.app})
-        data.restore_mounts(client, plan.backup_dir, only, helper)
+        for part, manifest, mounts in plan.parts:
+            data.restore_mounts(client, part, {**manifest, "mounts": mounts}, helper)
         write_event(state, AuditEvent(
             EventKind.RESTORE, Result.DONE, 0, app=plan.app, started=started,
             message=f"the data of {plan.app} was restored from {plan.backup_dir}",
