@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -52,11 +54,20 @@ def build_app_image(client, tag: str, version: str, broken: bool = False, docker
     if dockerfile_extra:
         extra["Dockerfile"] = (APP_CONTEXT / "Dockerfile").read_text() + dockerfile_extra + "\n"
     ctx = _build_context(extra)
-    image, _ = client.images.build(
-        fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True,
-        buildargs={"APP_VERSION": version, "APP_BROKEN": "1" if broken else "0"},
-    )
-    return image.id
+    for attempt in range(3):
+        try:
+            image, _ = client.images.build(
+                fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True,
+                buildargs={"APP_VERSION": version, "APP_BROKEN": "1" if broken else "0"},
+            )
+            return image.id
+        except docker.errors.BuildError as e:
+            # the builder's cache is the engine's untagged intermediate images, shared by every build
+            # of the demo app: a test removing its own image at that moment prunes them (noprune=False)
+            # under a build that had just chosen one ("unable to find image sha256:..."): build again
+            if "unable to find image" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def child_image(client, parent: str, tag: str, run: str = "echo two > /two.txt") -> str:
