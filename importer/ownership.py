@@ -278,6 +278,39 @@ def foreign_volumes(client, state: StateDir, app: str, names) -> dict[str, str]:
     return out
 
 
+@dataclass
+class UninstallMounts:
+    """What an uninstall of `app` does with the mounts of its containers, whatever its kind: another
+    app's volumes are neither backed up nor removed (`foreign`); host directories are backed up,
+    never removed; a volume another container uses (`shared`) or bundle did not create for the app
+    (`not_created`) is backed up and kept; the other `volumes` are removed unless --keep-data."""
+
+    backed_up: list[dict] = field(default_factory=list)   # importer.backup.data mount records
+    foreign: dict[str, str] = field(default_factory=dict)  # volume -> the app that owns it
+    binds: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
+    not_created: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+
+
+def uninstall_mounts(client, state: StateDir, app: str, mounts: list[dict], ours: set[str]) -> UninstallMounts:
+    """Sort `mounts` for an uninstall of `app` whose containers (kept generations included) are `ours`."""
+    foreign = foreign_volumes(client, state, app, [m["name"] for m in mounts if m.get("name")])
+    out = UninstallMounts([m for m in mounts if m.get("name") not in foreign], foreign)
+    for m in out.backed_up:
+        if m["type"] == "bind":
+            out.binds.append(m["source"])
+        elif m.get("name"):
+            users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
+            if users - ours:
+                out.shared.append(m["name"])
+            elif created_for(client, m["name"]) != app:
+                out.not_created.append(m["name"])
+            else:
+                out.volumes.append(m["name"])
+    return out
+
+
 def without_foreign(client, state: StateDir, app: str, mounts: list[dict], out=None) -> list[dict]:
     """`mounts` (importer.backup.data mount records) less the volumes of other apps, each said once."""
     foreign = foreign_volumes(client, state, app, [m["name"] for m in mounts if m.get("type") == "volume"

@@ -113,22 +113,12 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
                 (client.inspect_network(name).get("Labels") or {}).get(ownership.APP_LABEL) == app:
             plan.networks.append(name)
     live = [i for i in containers.values() if i]
-    mounts = list({(m["type"], m.get("name"), m.get("source")): m for i in live for m in data.backed_up_mounts(i)}.values())
-    plan.foreign = ownership.foreign_volumes(client, state, app, [m["name"] for m in mounts if m.get("name")])
-    mounts = [m for m in mounts if m.get("name") not in plan.foreign]
-    plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts))
-    ours = {i["Id"] for i in live} | {p["id"] for p in plan.parked}
-    for m in mounts:
-        if m["type"] == "bind":
-            plan.binds.append(m["source"])
-        elif m.get("name"):
-            users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
-            if users - ours:
-                plan.shared.append(m["name"])
-            elif ownership.created_for(client, m["name"]) != app:
-                plan.not_created.append(m["name"])
-            else:
-                plan.volumes.append(m["name"])
+    unique = {(m["type"], m.get("name"), m.get("source")): m for i in live for m in data.backed_up_mounts(i)}
+    mounts = ownership.uninstall_mounts(client, state, app, list(unique.values()),
+                                        {i["Id"] for i in live} | {p["id"] for p in plan.parked})
+    plan.foreign, plan.binds, plan.shared = mounts.foreign, mounts.binds, mounts.shared
+    plan.not_created, plan.volumes = mounts.not_created, mounts.volumes
+    plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts.backed_up))
     return plan
 
 

@@ -106,22 +106,11 @@ def plan_uninstall(client, state: StateDir, app: str, *, keep_data: bool = False
             plan.parked.append({"id": parked["Id"], "name": item["parked_name"]})
     if info is None:
         return plan
-    all_mounts = data.backed_up_mounts(info)
-    plan.foreign = ownership.foreign_volumes(client, state, app, [m["name"] for m in all_mounts if m.get("name")])
-    mounts = [m for m in all_mounts if m.get("name") not in plan.foreign]
-    plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts))
-    ours = {info["Id"]} | {p["id"] for p in plan.parked}
-    for m in mounts:
-        if m["type"] == "bind":
-            plan.binds.append(m["source"])
-        elif m.get("name"):
-            users = {c["Id"] for c in client.containers(all=True, filters={"volume": m["name"]})}
-            if users - ours:
-                plan.shared.append(m["name"])
-            elif ownership.created_for(client, m["name"]) != app:
-                plan.not_created.append(m["name"])
-            else:
-                plan.volumes.append(m["name"])
+    mounts = ownership.uninstall_mounts(client, state, app, data.backed_up_mounts(info),
+                                        {info["Id"]} | {p["id"] for p in plan.parked})
+    plan.foreign, plan.binds, plan.shared = mounts.foreign, mounts.binds, mounts.shared
+    plan.not_created, plan.volumes = mounts.not_created, mounts.volumes
+    plan.backup_estimate = sum(s or 0 for s in data.estimate_sizes(client, mounts.backed_up))
     return plan
 
 
