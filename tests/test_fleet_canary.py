@@ -178,10 +178,14 @@ def _canary_run(fl: Fleet, swarm, bundle: Path, poller: Poller):  # noqa: F811
     """The import under the poller, sampling (canary tasks, stable tasks, stable spec index)."""
     canary = f"{fl.s}-canary"
 
+    def canary_tasks() -> dict:
+        try:  # the canary service comes and goes during the import: absent is no task
+            return running(swarm, canary)
+        except docker.errors.NotFound:
+            return {}
+
     def watch():
-        exists = bool(swarm.api.services(filters={"name": canary}))
-        return (running(swarm, canary) if exists else {}, running(swarm, fl.s),
-                swarm.api.inspect_service(fl.s)["Version"]["Index"])
+        return canary_tasks(), running(swarm, fl.s), swarm.api.inspect_service(fl.s)["Version"]["Index"]
 
     assert wait_until(lambda: poller.counts()[0] >= 20, timeout=30), poller.c.logs()[-500:]
     before = poller.counts()
