@@ -65,7 +65,7 @@ from typing import IO, cast
 
 import zstandard
 
-from bundlecore.engine import EngineError
+from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded
 from bundlecore.fsutil import atomic_write_json, fsync_dir
 
@@ -239,6 +239,17 @@ class _HashingWriter:
 
     def flush(self):
         self.f.flush()
+
+
+def remove_unless_refused(remove, name: str, what: str, out) -> None:
+    """Remove a volume or network of the app's: one already gone is fine, one the engine refuses to
+    remove (in use by a container started since) is kept, and the output says so."""
+    try:
+        remove(name)
+    except EngineNotFound:
+        pass
+    except EngineError as e:
+        out(f"  kept {what} {name}: {e.explanation or e}")
 
 
 def load_backup(backup_dir: Path) -> dict | None:

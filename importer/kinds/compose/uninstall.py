@@ -25,7 +25,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from bundlecore.engine import EngineError, EngineNotFound
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem, reason
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
@@ -229,19 +228,9 @@ class ProjectUninstall:
     def remove_volumes(self, _: str | None = None) -> None:
         """The app's volumes (unless --keep-data), then the project's networks (they hold no data)."""
         for vol in [] if self.plan["keep_data"] else self.plan["volumes"]:
-            try:
-                self.client.remove_volume(vol)
-            except EngineNotFound:
-                pass
-            except EngineError as e:  # in use by a container started since: keep it
-                self.out(f"  kept volume {vol}: {e.explanation or e}")
+            data.remove_unless_refused(self.client.remove_volume, vol, "volume", self.out)
         for net in self.plan["networks"]:
-            try:
-                self.client.remove_network(net)
-            except EngineNotFound:
-                pass
-            except EngineError as e:
-                self.out(f"  kept network {net}: {e.explanation or e}")
+            data.remove_unless_refused(self.client.remove_network, net, "network", self.out)
 
     def clear_state(self, _: str | None = None) -> None:
         try:

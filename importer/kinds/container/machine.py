@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bundlecore import interrupts, placeholders
-from bundlecore.engine import EngineError, EngineNotFound, stop_timeout
+from bundlecore.engine import EngineError, stop_timeout
 from bundlecore.errors import EnvironmentProblem, ExitCode, InstallUndone, OperatorNeeded, UpdateFailed, reason
 from bundlecore.progress import human
 from bundlecore.release import ContainerTarget, Result, signers_of
@@ -396,12 +396,7 @@ class ContainerSwap:
             self.client.remove_container(cid, volumes=True)
         if self.r.kind == SwapKind.INSTALL:
             for vol in self.r.created_volumes or []:
-                try:
-                    self.client.remove_volume(vol)
-                except EngineNotFound:
-                    pass
-                except EngineError as e:
-                    self.out(f"  kept volume {vol}: {e.explanation or e}")
+                data.remove_unless_refused(self.client.remove_volume, vol, "volume", self.out)
         backup = self._backup_to_restore()
         if backup:  # what the data is now: a restore must find it so, or someone wrote since
             self.r.fingerprint_stopped = data.fingerprint_mounts(self.client, backup[1]["mounts"], self._helper())

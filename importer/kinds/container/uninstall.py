@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundlecore.engine import EngineError, EngineNotFound, container_name
+from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UsageProblem, reason
 from bundlecore.progress import human
 from bundlecore.refusals import OwnershipRefused
@@ -221,12 +221,7 @@ class Uninstall:
         if self.r.uninstall["keep_data"]:
             return
         for vol in self.r.uninstall["volumes"]:
-            try:
-                self.client.remove_volume(vol)
-            except EngineNotFound:
-                pass
-            except EngineError as e:  # in use by a container started since: keep it
-                self.out(f"  kept volume {vol}: {e.explanation or e}")
+            data.remove_unless_refused(self.client.remove_volume, vol, "volume", self.out)
 
     def clear_state(self):
         try:
