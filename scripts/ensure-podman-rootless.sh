@@ -36,6 +36,7 @@ if ! answers; then
     rm -f "$sock"
     echo "=== rootless podman service started by ensure-podman-rootless at $(date -u +%FT%TZ)" >>"$log"
     # its own session: a test run killed with its process group must not take the engine along
-    as_user setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &
+    # from / (see ensure-podman.sh)
+    (cd / && as_user setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &)
 fi
 serve_when_answering ensure-podman-rootless "the rootless Podman service of $user" "$sock" "$log"

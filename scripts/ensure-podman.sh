@@ -40,6 +40,8 @@ if ! answers; then
     printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n' \
         "$nofile" "$nofile" "$nproc" "$nproc" >"$conf"
     # its own session: a test run killed with its process group must not take the engine along
-    CONTAINERS_CONF=$conf setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &
+    # from /: the service outlives the caller, whose working directory may be removed (conmon then
+    # fails every container start: "Failed to get working directory")
+    (cd / && CONTAINERS_CONF=$conf setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &)
 fi
 serve_when_answering ensure-podman "the Podman service" "$sock" "$log"
