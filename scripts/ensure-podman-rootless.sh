@@ -35,8 +35,11 @@ flock 9
 if ! answers; then
     rm -f "$sock"
     echo "=== rootless podman service started by ensure-podman-rootless at $(date -u +%FT%TZ)" >>"$log"
-    # its own session: a test run killed with its process group must not take the engine along
-    # from / (see ensure-podman.sh)
-    (cd / && as_user setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&- &)
+    # its own session: a test run killed with its process group must not take the engine along;
+    # from / (see ensure-podman.sh); `exec`, not the as_user function: bash keeps copies of a
+    # function's redirected fds (our caller's stdout pipe, the lock) open for as long as it runs,
+    # so whoever reads this script's output would wait for the service to end
+    (cd / && exec runuser -u "$user" -- env XDG_RUNTIME_DIR="$run" HOME="$home" \
+        setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null 9>&-) &
 fi
 serve_when_answering ensure-podman-rootless "the rootless Podman service of $user" "$sock" "$log"

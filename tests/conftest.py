@@ -5,8 +5,10 @@ the developer sets BUNDLE_TESTS_ALLOW_NO_DOCKER=1)."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
-import subprocess
+import signal
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 
 from tests.daemons import start_node_exporter, start_prometheus, start_registry  # noqa: E402
-from tests.support import REPO, build_app_image  # noqa: E402  (fixtures below use them)
+from tests.support import REPO, build_app_image, set_up  # noqa: E402  (fixtures below use them)
 
 # Tiers (markers registered in pyproject.toml; `make test` runs them all): `unit` for tests/unit
 # (pure logic, no engine), `engine` for every other file (the real engine, registry, gpg,
@@ -86,6 +88,48 @@ def pytest_xdist_make_scheduler(config, log):
     return SplitFileScheduling(config, log)
 
 
+# A test phase (setup, call, teardown) still running after this long has hung: it fails, naming
+# itself, with the stack of every thread on its stderr, and the suite goes on. Without it one test
+# waiting forever holds `make test` until CI's own limit kills the run and reports nothing useful.
+# The slowest test takes under 90 s.
+HANG_LIMIT_S = float(os.environ.get("BUNDLE_TESTS_HANG_LIMIT", "600"))
+
+
+class TestHung(Exception):
+    """A test phase outlived HANG_LIMIT_S."""
+
+    __test__ = False
+
+
+def _hang_guard(item):
+    def on_alarm(signum, frame):
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise TestHung(f"{item.nodeid} still running after {HANG_LIMIT_S:.0f} s (every thread's stack is on stderr)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, HANG_LIMIT_S)
+    try:
+        return (yield)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _hang_guard(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _hang_guard(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _hang_guard(item))
+
+
 UNIT_DIR = REPO / "tests" / "unit"
 
 
@@ -100,9 +144,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _engine_or_fail():
-    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-docker.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        msg = f"no Docker engine: {r.stderr.strip() or r.stdout.strip()}"
+    code, said = set_up("ensure-docker.sh")
+    if code != 0:
+        msg = f"no Docker engine: {said}"
         if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
             pytest.skip(msg)
         pytest.fail(msg, pytrace=False)
@@ -118,13 +162,13 @@ def docker_client():
 def podman_host():
     """DOCKER_HOST of a real Podman service on its own socket (scripts/ensure-podman.sh starts it
     once; the Docker engine is left alone). Fails like docker_client when it cannot be had."""
-    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-podman.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        msg = f"no Podman service: {r.stderr.strip() or r.stdout.strip()}"
+    code, said = set_up("ensure-podman.sh")
+    if code != 0:
+        msg = f"no Podman service: {said}"
         if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
             pytest.skip(msg)
         pytest.fail(msg, pytrace=False)
-    return r.stdout.strip()
+    return said
 
 
 @pytest.fixture(scope="session")

@@ -164,6 +164,7 @@ class _ForkServer:
             sock = self._start()
             request = json.dumps({"args": args, "env": environ, "cwd": os.getcwd(), "umask": _umask()}).encode()
             try:
+                sock.settimeout(60)  # a server that neither forks nor fails within a minute is wedged
                 sock.sendall(struct.pack("!I", len(request)))
                 socket.send_fds(sock, [request], list(fds))
                 reader = sock.makefile("r")
@@ -178,7 +179,11 @@ class _ForkServer:
             timer = threading.Timer(timeout, lambda: _kill_group(pid))
             timer.start()
             try:
+                sock.settimeout(timeout + 60)  # killed at `timeout`; a kill that does not end it fails the test
                 last = reader.readline().split()
+            except OSError as e:
+                self.stop()
+                raise AssertionError(f"`bundle {' '.join(args)}` still not ended 60 s after its kill at {timeout} s") from e
             finally:
                 timer.cancel()
             assert len(last) == 3 and last[0] == "exit", f"the fork server answered {last!r}"
@@ -249,6 +254,23 @@ def _launch(args: list[str], environ: dict, files, timeout: float) -> tuple[int,
         timer.cancel()
     assert len(reported) == 2, f"the launcher reported nothing (exit {proc.returncode}): {err.read()!r}"
     return int(reported[0]), int(reported[1])
+
+
+def set_up(script: str, timeout: float = 300) -> tuple[int, str]:
+    """Run scripts/SCRIPT (an ensure-*.sh that starts a service): (exit code, its stdout, or its
+    stderr when it failed). Its output goes to files, not pipes: a service it leaves running keeps
+    no pipe of ours open, and a script still running after `timeout` is a failure, not a hang."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            code = subprocess.run(["bash", str(REPO / "scripts" / script)], stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=err, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+            err.write(f"\n{script} still running after {timeout:g} s".encode())
+        out.seek(0)
+        err.seek(0)
+        text = (out if code == 0 else err).read().decode(errors="replace").strip()
+        return code, text or out.read().decode(errors="replace").strip()
 
 
 def one_line(stderr: str) -> str:

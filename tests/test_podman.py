@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 
 import docker
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from bundlecore.engine import EngineKind, engine_for
 from importer.backup.data import HELPER_LABEL, STATE_LABEL
 from importer.steps import pending
-from tests.support import REPO, one_line, run_bundle
+from tests.support import one_line, run_bundle, set_up
 from tests.swap_fixtures import (Cleanup, bundle_for, containers_named, data_files, digest, free_port, install,
                                  remove_images, run_driver, seed_data, served_version, target_for)
 
@@ -124,10 +123,10 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
 def rootless_host():
     """DOCKER_HOST of a rootless Podman: a user's own `podman system service` on
     $XDG_RUNTIME_DIR/podman/podman.sock (scripts/ensure-podman-rootless.sh makes the user and starts it)."""
-    r = subprocess.run(["bash", str(REPO / "scripts" / "ensure-podman-rootless.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"no rootless Podman service: {r.stderr.strip() or r.stdout.strip()}", pytrace=False)
-    return r.stdout.strip()
+    code, said = set_up("ensure-podman-rootless.sh")
+    if code != 0:
+        pytest.fail(f"no rootless Podman service: {said}", pytrace=False)
+    return said
 
 
 def test_a_signed_bundle_imports_on_a_rootless_podman(rootless_host, base_bundle, tmp_path):

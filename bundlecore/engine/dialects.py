@@ -96,6 +96,13 @@ def podman_error(e: EngineError) -> EngineError:
     return e
 
 
+def podman_start_outran(e: EngineError) -> bool:
+    """Podman's start answered an error only because the container's process had already exited when
+    Podman went to read its cgroup (`read /proc/PID/cgroup: no such process`): the process ran. Not a
+    transient error, as a second start would run the app (and its migration) again."""
+    return e.status == 500 and "/cgroup: no such process" in e.message.lower()
+
+
 def podman_container(info: dict[str, Any]) -> dict[str, Any]:
     """Podman's container inspect record in Docker's words: HostConfig.Ulimits named `RLIMIT_NOFILE`
     become `nofile` (what its own create wants back, as Docker names them); State.Health with an

@@ -16,6 +16,9 @@ holds the pure rules), so nothing above the engine layer changes.
 - Restart policy: Podman 4.3 cannot change a container's policy after creation (no update endpoint).
   A parked container keeps its policy; Podman restarts no stopped container by itself (no daemon:
   only podman-restart.service at boot, for `always` containers), so parking is its stop.
+- Start: a container whose process exits at once (a broken release) can make the start answer
+  `read /proc/PID/cgroup: no such process`; it did start and exit, and is left to the health gate
+  to judge like Docker's, rather than failing the swap on an engine error.
 - Layers: `podman load` reads every layer the archive names, even one it has: every layer is sent
   (`skips_known_layers`), so a delta bundle, which leaves out layers, cannot be loaded on Podman.
 - No Swarm (`runs_swarm`): the `service` target kind is refused before anything changes.
@@ -35,7 +38,8 @@ from typing import IO, Any, Callable, Iterator, cast
 from urllib.parse import quote
 
 from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
-                                        podman_container, podman_error, podman_rootless)
+                                        podman_container, podman_error, podman_rootless,
+                                        podman_start_outran)
 from bundlecore.engine.errors import EngineError, EngineNotFound
 from bundlecore.engine.sdk import DEFAULT_STOP_TIMEOUT, Engine, Json
 
@@ -78,6 +82,15 @@ class PodmanEngine(Engine):
         if config.get("StopTimeout") is None:
             config = {**config, "StopTimeout": DEFAULT_STOP_TIMEOUT}
         return super().create_container(config, name)
+
+    def start(self, cid: str) -> None:
+        try:
+            super().start(cid)
+        except EngineError as e:
+            state = (self.container(cid) or {}).get("State") or {}
+            if not (podman_start_outran(e) and state.get("Status") in ("exited", "stopped")):
+                raise
+            # it ran and exited before Podman read its cgroup: started, as Docker would say (see above)
 
     def set_restart_policy(self, cid: str, policy: Json) -> None:
         try:

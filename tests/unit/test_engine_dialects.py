@@ -8,7 +8,8 @@ import pytest
 
 from bundlecore.engine.dialects import (PODMAN_IMPLICIT_REGISTRIES, EngineKind, archive_member_name, describe,
                                         engine_kind, has_registry,
-                                        podman_container, podman_error, podman_rootless, rootless_socket,
+                                        podman_container, podman_error, podman_rootless, podman_start_outran,
+                                        rootless_socket,
                                         signed_ref_of, unreachable_line)
 from bundlecore.engine.errors import EngineConflict, EngineError, EngineNotFound
 from bundlecore.engine.podman import renamed_tar
@@ -110,6 +111,17 @@ def test_a_registry_is_a_first_component_with_a_dot_a_port_or_localhost(ref, has
 def test_podmans_500_answers_become_the_errors_docker_would_give(error, kind):
     got = podman_error(error)
     assert type(got) is kind and got.message == error.message and got.status == error.status
+
+
+@pytest.mark.parametrize("status, message, outran", [
+    (500, "OCI runtime error: runc: read /proc/41523/cgroup: no such process", True),
+    (500, "crun: read /proc/7/cgroup: No such process: OCI runtime error", True),
+    (500, "OCI runtime error: runc: exec: \"/app\": no such file or directory", False),
+    (500, "no such container", False),
+    (None, "read /proc/7/cgroup: no such process", False),
+])
+def test_a_podman_start_that_lost_the_race_with_its_exit_is_told_from_one_that_failed(status, message, outran):
+    assert podman_start_outran(EngineError(status, message)) is outran
 
 
 def test_the_engine_down_line_names_the_engine_the_address_is_for():
