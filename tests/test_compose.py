@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,10 @@ def env(docker_client, uniq, tmp_path):
     project = f"ct{uniq}"
     yield {"project": project, "state": StateDir(tmp_path / "state"), "dir": tmp_path / "spec", "uniq": uniq}
     Cleanup(docker_client, project, StateDir(tmp_path / "state").identity)()
+
+
+# a verdict must still be true this long after the command said it (the container kind's rule)
+AFTER_EXIT = 5
 
 
 def _escaped(argv) -> list[str]:
@@ -249,6 +254,13 @@ def test_rollback_puts_the_previous_generation_back_with_its_data_exactly(docker
     for s in ("db", "web"):
         parked = docker_client.api.inspect_container(f"{p}-{s}-1.previous-2")
         assert parked["Id"] == v2_ids[s] and not parked["State"]["Running"]
+    time.sleep(AFTER_EXIT)  # "is running" is still true: the same containers up and healthy, v2's still parked
+    for s in ("db", "web", "worker"):
+        info = container(docker_client, env, s)
+        assert info["Id"] == before["ids"][s] and info["State"]["Running"] and not info["State"]["Restarting"], s
+        assert info["State"]["Health"]["Status"] == "healthy" and info["RestartCount"] == 0, s
+    assert not any(docker_client.api.inspect_container(f"{p}-{s}-1.previous-2")["State"]["Running"]
+                   for s in ("db", "web"))
     st = run_bundle("status", p, "--state-dir", state)
     assert st.code == 0 and f"compose project {p} 1 " in st.stdout and "[active]" in st.stdout, str(st)
     assert f"previous: generation 2 2 as {p}-db-1.previous-2, {p}-web-1.previous-2, data backup generations/2" \
@@ -276,6 +288,8 @@ def test_uninstall_removes_every_service_after_a_final_backup(docker_client, env
     assert f"remove kept generation {p}-web-1.previous-1" in r.stdout
     assert f"{'keep' if keep_data else 'remove'} volume {p}_data" in r.stdout
     assert project_containers(docker_client, env) == []  # the parked generation too
+    time.sleep(AFTER_EXIT)  # and it stays so: nothing of the project comes back
+    assert project_containers(docker_client, env) == []
     volumes = {v["Name"] for v in docker_client.api.volumes()["Volumes"] or []}
     assert (f"{p}_data" in volumes) == keep_data
     if keep_data:
@@ -297,6 +311,7 @@ def test_uninstall_removes_every_service_after_a_final_backup(docker_client, env
     else:
         assert r.code == 0 and f"volume {p}_data (was /data): created and filled from the backup" in r.stdout, str(r)
         assert volume_files_of(docker_client, f"{p}_data", images) == data_before
+        assert project_containers(docker_client, env) == []  # the data only: no service is started
 
 
 def volume_files_of(client, volume: str, images) -> dict[str, bytes]:

@@ -269,6 +269,47 @@ def test_restore_from_uninstall_puts_the_final_backup_back_and_never_overwrites(
     assert digest(data_files(docker_client, swap_env["name"])) == before
 
 
+def test_a_restore_killed_after_making_its_volumes_is_finished_by_running_it_again(docker_client, swap_env,
+                                                                                   demo_images):
+    """kill -9 between creating the volumes and filling them: the rerun fills exactly those volumes
+    (its journal names them) instead of refusing them as data it must not overwrite; a volume of that
+    name someone else made meanwhile is still refused."""
+    install_app(docker_client, swap_env, demo_images["v1"], 1)
+    app, volume = app_of(swap_env), swap_env["volume"]
+    seed_data(docker_client, swap_env["name"])
+    before = digest(data_files(docker_client, swap_env["name"]))
+    assert bundle_cmd(swap_env, "uninstall", app, "-y").code == 0
+
+    r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes",
+                   env={"BUNDLE_CRASH_AT": "restore_volumes_made", "BUNDLE_CRASH_WHEN": "after"})
+    assert r.code == -9, str(r)
+    assert docker_client.api.inspect_volume(volume)["Labels"] == {"io.bundle.app": app}  # made, empty
+
+    r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes")
+    assert r.code == 0, str(r)
+    assert f"volume {volume} (was /data): made by an interrupted restore: filled again from the backup" in r.stdout
+    probe = docker_client.containers.create(demo_images["v1"]["ref"], name=f"probe-{swap_env['uniq']}",
+                                            volumes={volume: {"bind": "/data", "mode": "ro"}})
+    assert digest(data_files(docker_client, probe.id)) == before
+    probe.remove()
+    events = json.loads(bundle_cmd(swap_env, "history", app, "--json").stdout)["events"]
+    assert [e["result"] for e in events if e["event"] == "restore"] == ["done"]
+    # done: a third run finds the data there and refuses, as for any volume that exists
+    r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes")
+    assert r.code == 1 and f"volume(s) {volume} exist: restore never overwrites data" in one_line(r.stderr), str(r)
+
+    # interrupted again, then the admin replaces the volume with one of their own: never filled over
+    docker_client.api.remove_volume(volume)
+    r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes",
+                   env={"BUNDLE_CRASH_AT": "restore_volumes_made", "BUNDLE_CRASH_WHEN": "after"})
+    assert r.code == -9, str(r)
+    docker_client.api.remove_volume(volume)
+    docker_client.api.create_volume(volume, labels={"owner": "admin"})
+    r = bundle_cmd(swap_env, "restore", app, "--from-uninstall", "--yes")
+    assert r.code == 1 and f"volume(s) {volume} exist: restore never overwrites data" in one_line(r.stderr), str(r)
+    assert docker_client.api.inspect_volume(volume)["Labels"] == {"owner": "admin"}
+
+
 # -- status --metrics ------------------------------------------------------------------------------
 
 def test_status_metrics_keeps_the_up_and_healthy_gauges_current(docker_client, swap_env, demo_images, tmp_path):

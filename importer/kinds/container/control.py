@@ -32,6 +32,7 @@ from importer.backup import data
 from importer.masking import is_secret
 from importer.merge import source_of
 from importer.state import StateDir, container_of
+from importer.steps import crash_hook
 from importer.kinds.container.generations import Generations
 from importer.kinds.container.journal import SwapJournal
 from importer.kinds.container.status import ADMIN_STOP, AdminStop, app_status
@@ -196,11 +197,15 @@ class RestorePlan:
     # where each volume is read from: (backup, its manifest, its volumes); one backup for a container,
     # one per service for a project (a volume several services mount: from the first that has it)
     parts: list[tuple[Path, dict, list[dict]]] = field(default_factory=list)
+    # volumes an interrupted restore of this backup created (its journal): filled again, not refused
+    resumed: frozenset[str] = frozenset()
 
     def lines(self) -> list[str]:
         out = [f"restore the data of {self.app} from its final backup {self.backup_dir} "
                f"(taken {self.manifest.get('taken_at')})"]
-        out += [f"  volume {m['name']} (was {m['destination']}): created and filled from the backup"
+        out += [f"  volume {m['name']} (was {m['destination']}): "
+                + ("made by an interrupted restore: filled again from the backup" if m["name"] in self.resumed
+                   else "created and filled from the backup")
                 for m in self.volumes]
         out += [f"  host directory {b}: never removed, left as it is" for b in self.binds]
         out += [f"  anonymous volume of {d}: not restored (a new container gets a fresh one; its data stays in "
@@ -249,13 +254,41 @@ def plan_restore(client, state: StateDir, app: str) -> RestorePlan:
         binds += [m["source"] for m in manifest["mounts"] if m["type"] == "bind" and m["source"] not in binds]
         parts.append((part, manifest, mine))
     volumes = [m for _, _, mine in parts for m in mine]
-    taken = [m["name"] for m in volumes if client.volume_exists(m["name"])]
+    resumed = _interrupted_restore(client, state, backup_dir, app)
+    taken = [m["name"] for m in volumes if m["name"] not in resumed and client.volume_exists(m["name"])]
     if taken:
         raise EnvironmentProblem(f"volume(s) {', '.join(taken)} exist: restore never overwrites data "
                                  f"(remove or rename them first); nothing restored")
     if not volumes:
         raise UsageProblem(f"the final backup {backup_dir} holds no named volume to restore")
-    return RestorePlan(app, backup_dir, parts[0][1], volumes, binds, anonymous, [p for p in parts if p[2]])
+    return RestorePlan(app, backup_dir, parts[0][1], volumes, binds, anonymous, [p for p in parts if p[2]],
+                       frozenset(resumed))
+
+
+# The restore's journal, beside the final backup it reads (removed/<app>-<time>/): the volumes it is
+# about to create, written before the first one is. A restore killed after that leaves volumes
+# empty or half filled; run again, it fills exactly those again (restore_mounts makes a mount hold
+# exactly its backup) instead of refusing them as data it must not overwrite.
+RESTORE_JOURNAL = "restore-journal.json"
+RESTORE_CRASH_POINT = "restore_volumes_made"  # importer.steps.crash_hook: the volumes made, not filled
+
+
+def _interrupted_restore(client, state: StateDir, backup_dir: Path, app: str) -> set[str]:
+    """The volumes an interrupted restore of this backup created: named by its journal, existing,
+    and still labelled as the app's (what the restore made them)."""
+    try:
+        journal = state.read_json(backup_dir.parent / RESTORE_JOURNAL) or {}
+    except (OSError, ValueError):
+        return set()
+    made = set()
+    for name in journal.get("volumes") or []:
+        try:
+            labels = client.inspect_volume(name).get("Labels") or {}
+        except EngineError:
+            continue
+        if labels.get(ownership.APP_LABEL) == app:
+            made.add(name)
+    return made
 
 
 def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
@@ -264,21 +297,28 @@ def restore(client, state: StateDir, plan: RestorePlan, *, out=print) -> dict:
     with state.lock():
         if state.installed(plan.app):
             raise UsageProblem(f"{plan.app} was installed since the plan was made; nothing restored")
-        taken = [m["name"] for m in plan.volumes if client.volume_exists(m["name"])]
+        resumed = _interrupted_restore(client, state, plan.backup_dir, plan.app)
+        taken = [m["name"] for m in plan.volumes if m["name"] not in resumed and client.volume_exists(m["name"])]
         if taken:
             raise EnvironmentProblem(f"volume(s) {', '.join(taken)} were created since the plan was made; nothing restored")
         journal = _journal_of(state, plan.backup_dir.parent)
         image = ((journal.get("old") or {}).get("image_id")) if journal else None
         helper = data.find_helper_image(client, [image] if image else [])
         out(f"restoring {len(plan.volumes)} volume(s) of {plan.app} from {plan.backup_dir}")
+        restore_journal = plan.backup_dir.parent / RESTORE_JOURNAL
+        atomic_write_json(restore_journal, {"app": plan.app, "started": started,
+                                            "volumes": [m["name"] for m in plan.volumes]})
         for m in plan.volumes:  # the app's again (importer.ownership): a reinstall needs no --adopt
-            client.create_volume(m["name"], {ownership.APP_LABEL: plan.app})
+            if m["name"] not in resumed:
+                client.create_volume(m["name"], {ownership.APP_LABEL: plan.app})
+        crash_hook(RESTORE_CRASH_POINT, "after")  # kill -9 tests: the volumes made, still empty
         for part, manifest, mounts in plan.parts:
             data.restore_mounts(client, part, {**manifest, "mounts": mounts}, helper)
         write_event(state, AuditEvent(
             EventKind.RESTORE, Result.DONE, 0, app=plan.app, started=started,
             message=f"the data of {plan.app} was restored from {plan.backup_dir}",
             details={"backup": str(plan.backup_dir), "volumes": [m["name"] for m in plan.volumes]}))
+        restore_journal.unlink()
     return {"name": plan.app, "backup": str(plan.backup_dir), "volumes": [m["name"] for m in plan.volumes]}
 
 
