@@ -8,6 +8,7 @@ import atexit
 import io
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -273,8 +274,13 @@ def set_up(script: str, timeout: float = 300) -> tuple[int, str]:
         return code, text or out.read().decode(errors="replace").strip()
 
 
+# a progress note (bundlecore.progress: an engine retry, a long step) starts with its UTC time stamp
+_NOTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+
+
 def one_line(stderr: str) -> str:
-    """The single line a user-caused error must print (no traceback)."""
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    """The single line a user-caused error must print (no traceback). Progress notes beside it (an
+    engine busy for a moment and retried) are not part of the error: a loaded machine decides them."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not _NOTE.match(ln)]
     assert len(lines) == 1 and "Traceback" not in stderr, f"expected one line on stderr, got:\n{stderr}"
     return lines[0]
