@@ -9,6 +9,13 @@ set -euo pipefail
 user=${BUNDLE_ROOTLESS_USER:-bundle-rootless}
 log=${PODMAN_ROOTLESS_LOG:-/tmp/bundle-podman-rootless.log}
 
+# a rootless Podman maps its user's subordinate IDs with newuidmap/newgidmap (Debian's uidmap, which
+# an `apt-get install podman` without recommends leaves out); podman itself: ensure-podman.sh
+need_pkgs=()
+command -v newuidmap >/dev/null 2>&1 || need_pkgs+=(uidmap)
+command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+install_missing ensure-podman-rootless "${need_pkgs[@]}"
+
 if ! id -u "$user" >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-podman-rootless: no user $user and not root to make it" >&2
