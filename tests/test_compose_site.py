@@ -164,3 +164,61 @@ def test_an_upgrade_killed_in_its_probation_is_put_back_by_recover_with_its_data
     assert r.returncode == KILLED, f"not killed in probation: rc={r.returncode} {r.stderr[-800:]}"
     assert volume_files(docker_client, env)["data/schema"] == b"2\n"  # db had migrated
     assert_recovered_to_v1(docker_client, env, images, data_before)
+
+
+def test_a_rollback_keeps_the_kept_generations_probation_and_a_death_in_it_puts_the_current_one_back(
+        docker_client, env, images):
+    """Generation 1 was imported with a probation window for web; a rollback to it watches that window
+    too (before, it ended at the gates). web dies inside it: the rollback is undone, generation 2 runs
+    again with the data it had (v2's migration and what it wrote), exit 4."""
+    import threading
+
+    from bundlecore.errors import UpdateFailed
+    from importer.kinds.compose.machine import ProjectJournal
+    from importer.kinds.compose.run import plan_rollback, rollback
+    from importer.kinds.compose.status import app_status
+    from tests.swap_fixtures import wait_until
+    from tests.test_compose import bundle_for, swap, volume_files
+    engine, state = Engine(docker_client), env["state"]
+    compose, refs = compose_yaml(images, worker=None)
+    swap(docker_client, state, target_for(env, compose, refs, extra=WEB_PROBATION), bundle_for(env, images, refs, "1", 1))
+    compose, refs = compose_yaml(images, db="2", web="2", worker=None)
+    swap(docker_client, state, target_for(env, compose, refs), bundle_for(env, images, refs, "2", 2))
+    docker_client.api.exec_start(docker_client.api.exec_create(f"{env['project']}-db-1",
+                                                                ["sh", "-c", "echo v2 > /data/written-by-v2"]))
+    v2_files = volume_files(docker_client, env)
+    v2_ids = {s: container(docker_client, env, s)["Id"] for s in ("db", "web")}
+    with state.lock():
+        plan = plan_rollback(engine, state, env["project"])
+    assert plan.probation == 8
+    assert any(line.startswith("  probation: every service watched 8 s") for line in plan.lines()), plan.lines()
+    lines: list[str] = []
+    failed: list[BaseException] = []
+
+    def roll_back():
+        try:
+            with state.lock():
+                rollback(engine, state, plan, out=lines.append)
+        except BaseException as e:  # the test asserts on it
+            failed.append(e)
+
+    worker = threading.Thread(target=roll_back)
+    worker.start()
+    app_dir = state.app_dir(env["project"])
+    assert wait_until(lambda: (ProjectJournal.read(app_dir) or {}).get("step") == "probation", timeout=120), lines
+    web = container(docker_client, env, "web")
+    assert web["Image"] == images[("web", "1")]["id"] and web["Id"] != v2_ids["web"]
+    docker_client.api.kill(web["Id"])  # generation 1's web dies in its window
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], UpdateFailed), (failed, lines)
+    assert failed[0].exit_code == 4 and "failed its probation: service web: it exited" in str(failed[0])
+    assert volume_files(docker_client, env) == v2_files  # generation 2's data, as it was before the rollback
+    for s in ("db", "web"):
+        info = container(docker_client, env, s)
+        assert info["Id"] == v2_ids[s] and info["State"]["Running"], s
+    st = app_status(engine, state, env["project"])
+    assert st["state"] == "active" and st["installed"]["version"] == "2" and st["installed"]["generation"] == 2
+
+
+WEB_PROBATION = '[target.health.web]\ncmd = "test -s /seen"\nprobation = "8s"\n'

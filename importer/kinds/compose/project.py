@@ -229,9 +229,7 @@ class ProjectPlan:
             out.append(s.line())
             out += [f"    {d.line(self.masked, self.prefer, self.site_keys.get(s.name, frozenset()))}"
                     for d in s.decisions]
-        if self.probation and self.changed():
-            out.append(f"  probation: every service watched {self.probation:g} s once all passed their gates (a "
-                       f"restart or failing health check puts the whole project back); the previous version stays parked")
+        out += self._probation_lines()
         if self.kind == "upgrade" and self.changed():
             out.append("  the writable mounts of every service recreated or retired are backed up first; if any "
                        "service fails its gate, the whole project goes back with that data restored")
@@ -246,7 +244,13 @@ class ProjectPlan:
                    f"`bundle rollback {self.app} --to {self.current_generation}` returns to it")
         out.append("  each service put back passes its own gate, in dependency order; if any fails: those put back "
                    "are parked again, the current data restored exactly, the current services restarted")
-        return out + [f"  warning: {w}" for w in self.warnings]
+        return out + self._probation_lines() + [f"  warning: {w}" for w in self.warnings]
+
+    def _probation_lines(self) -> list[str]:
+        if not (self.probation and self.changed()):
+            return []
+        return [f"  probation: every service watched {self.probation:g} s once all passed their gates (a restart or "
+                f"failing health check puts the whole project back); the previous version stays parked"]
 
 
 def differences(old: dict | None, new: dict) -> list[str]:

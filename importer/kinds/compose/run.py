@@ -101,10 +101,14 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
     return ProjectPlan(app, target, "upgrade" if installed or adopted else "install", services, new_version=new_version,
                        current=(installed or {}).get("version"), generation=next_generation(installed),
                        masked=masked | frozenset(k for s in project.services.values() for k in s.run.secret_env or ()),
-                       prefer=side, site_keys=by_site,
-                       probation=probation_window(probation_healths(
-                           {n: s.health.to_json() if s.health else None for n, s in project.services.items()},
-                           target.health_json())))
+                       prefer=side, site_keys=by_site, probation=project_probation(target))
+
+
+def project_probation(target: ComposeTarget) -> float:
+    """The project's probation window: the longest of its own and any service's (0: none)."""
+    return probation_window(probation_healths(
+        {n: s.health.to_json() if s.health else None for n, s in target.project.services.items()},
+        target.health_json()))
 
 
 def next_generation(installed: dict | None) -> int:
@@ -232,7 +236,8 @@ def plan_rollback(client, state: StateDir, name: str, to: int | None = None) -> 
         services.append(sp)
     return ProjectPlan(name, target, "rollback", services, new_version=rec.get("version"),
                        current=installed.get("version"), generation=int(back["generation"]), rollback_to=back,
-                       current_generation=int(installed.get("generation") or 0))
+                       current_generation=int(installed.get("generation") or 0),
+                       probation=project_probation(target))  # as its import had it: the kept generation's own
 
 
 def _adopted(client, installed: dict, back: dict) -> dict:
@@ -295,12 +300,14 @@ def rollback(client, state: StateDir, plan: ProjectPlan, *, out=print) -> dict:
         services[sp.name] = service_swap(sp.name, sp.action, sp.container, svc, **kw)
     bundle = {"sha256": rec.get("bundle_sha256"), "name": plan.app, "signers": rec.get("signers") or [],
               "images": rec.get("images") or {}}
+    watched = plan.probation > 0 and any(s.action != Action.KEEP for s in plan.services)
     record = ProjectRecord(kind="rollback", app=plan.app, project=plan.project, target=rec["target"],
                            order=rec["order"], services=services,
-                           steps=forward_steps(rec["order"], services, rollback=True), generation=plan.generation,
-                           keep=1_000_000, bundle=bundle, version=rec.get("version"), sequence=rec.get("sequence"),
-                           installed_before=installed, swap_id=swap_id, version_before=installed.get("version"),
-                           site_env=list(rec.get("site_env") or []))
+                           steps=forward_steps(rec["order"], services, watched, rollback=True),
+                           generation=plan.generation, keep=1_000_000, bundle=bundle, version=rec.get("version"),
+                           sequence=rec.get("sequence"), installed_before=installed, swap_id=swap_id,
+                           version_before=installed.get("version"), site_env=list(rec.get("site_env") or []),
+                           probation=plan.target.health_json() or {})
     journal = ProjectJournal(state.app_dir(plan.app), record)
     begin(state, journal)
     out(f"rolling {plan.project} back to generation {plan.generation} ({shown_version(rec.get('version'))})")
