@@ -92,9 +92,11 @@ def test_the_podman_service_is_told_apart_from_docker(docker_client, podman_clie
 
 def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_client, podman_host, base_bundle, tmp_path):
     """The issue's report: `bundle import` refused "docker load set localhost/demo/app:1.0.0, which was
-    not signed". Podman's name for the signed ref is matched, the image checked by its ID."""
-    env, state = {"DOCKER_HOST": podman_host}, tmp_path / "state"
+    not signed". Podman's name for the signed ref is matched, the image checked by its ID. Imported
+    again with `--systemd-unit`, the release running as recorded gets only its unit (no swap)."""
+    env, state = {"DOCKER_HOST": podman_host, "BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")}, tmp_path / "state"
     name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
+    unit = tmp_path / "units" / f"container-{name}.service"
     try:
         r = run_bundle("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
                        env=env)
@@ -110,9 +112,26 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
         found = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
         assert found["engine"]["verdict"] == "ok" and found["engine"]["detail"].startswith("Podman 4."), doctor.stdout
         assert found["reboot"]["verdict"] == "ok", doctor.stdout  # restart = "no": nothing to bring back
+        assert not unit.exists()  # not asked for
+
+        again = ("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
+                 "--systemd-unit")
+        r = run_bundle(*again, env=env)
+        assert r.code == 0, str(r)
+        assert f"only its systemd unit {unit} is written" in r.stdout and "nothing to do" not in r.stdout, r.stdout
+        first = unit.read_text().splitlines()[0]
+        assert first.startswith(f"# written by bundle: app {name} ") and f"container {info['Id'][:12]}" in first
+        now = podman_client.api.inspect_container(name)
+        assert (now["Id"], now["State"]["StartedAt"]) == (info["Id"], info["State"]["StartedAt"])  # not touched
+        assert json.loads((state / "installed" / f"{name}.json").read_text())["systemd_unit"] == str(unit)
+        text = unit.read_text()
+        r = run_bundle(*again, env=env)
+        assert r.code == 0 and "nothing to do" in r.stdout and unit.read_text() == text, str(r)
+
         r = run_bundle("uninstall", name, "--yes", "--state-dir", state, env=env)
         assert r.code == 0, str(r)
         assert containers_named(podman_client, name) == []
+        assert not unit.exists() and (unit.parent / f"{unit.name}.removed").read_text() == text
     finally:
         for c in containers_named(podman_client, name) + containers_named(podman_client, f"{name}.previous-1"):
             podman_client.api.remove_container(c["Id"], force=True, v=True)

@@ -146,7 +146,13 @@ class SwapPlan:
     @property
     def nothing_to_do(self) -> bool:
         """The installed release is imported again and runs as recorded: the import ends here, exit 0."""
-        return self.kind == PlanKind.CURRENT
+        return self.kind == PlanKind.CURRENT and not self.unit_only
+
+    @property
+    def unit_only(self) -> bool:
+        """The installed release runs as recorded, but --systemd-unit asks for a unit it does not have:
+        the import writes only that unit (no swap)."""
+        return self.kind == PlanKind.CURRENT and self.unit is not None and not units.ours(self.name)
 
     @property
     def marked(self) -> frozenset[str]:
@@ -165,7 +171,8 @@ class SwapPlan:
                        f"{self.repair.generation}) but {self.repair.why}")
         if self.kind == PlanKind.CURRENT:
             out.append(f"{self.name} {self.new_version or ''} is already installed and healthy (container "
-                       f"{self.old.id[:12]}, image {self.new_image_id[:19]}): nothing to do")
+                       f"{self.old.id[:12]}, image {self.new_image_id[:19]})"
+                       + ("" if self.unit_only else ": nothing to do"))
         elif self.old is None:  # a first install, or the repair of a container that is missing
             what = f"  recreate {self.name} with the settings recorded at install:" if self.repair else \
                 f"install {self.name}:"
@@ -203,6 +210,9 @@ class SwapPlan:
             else:
                 out.append("  then create the new container with the same settings, networks and mounts, except:")
                 out += [f"    {d.line(self.marked, self.prefer, self.by_site)}" for d in self.settings.decisions]
+        if self.unit_only:
+            out.append(f"  only its systemd unit {self.unit} is written (starts {self.name} at boot: the engine has "
+                       f"no daemon to); the container is left as it runs")
         if self.unit and self.kind not in (PlanKind.UNCHANGED, PlanKind.CURRENT):
             out.append(f"  systemd unit {self.unit}: {'update' if Path(self.unit).exists() else 'write'} "
                        f"(starts {self.name} at boot: the engine has no daemon to)")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 from bundlecore.engine import container_name
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
 from bundlecore.release import ContainerTarget
-from importer import ownership
+from importer import ownership, units
 from importer.audit import AuditEvent, BundleRef, EventKind, Result, now, write_event
 from importer.delivery import Delivery, LoadedImages
 from importer.state import StateDir, highest_sequence_after
@@ -91,9 +92,26 @@ def run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, *, kee
         return _record_unchanged(state, plan, delivery)
     if plan.nothing_to_do:
         return state.installed(plan.key) or {}
+    if plan.unit_only:
+        return _write_unit_of_installed(client, state, plan, out)
     swap_id = uuid.uuid4().hex
     with data.helpers_owned_by(_owner(state, swap_id)):
         return _run_swap(client, state, plan, delivery, swap_id, keep, out)
+
+
+def _write_unit_of_installed(client, state: StateDir, plan: SwapPlan, out) -> dict:
+    """--systemd-unit for the release already installed and running as recorded: its unit written (as
+    the swap's commit writes one, importer.units) and recorded; the container is not touched."""
+    rec = state.installed(plan.key) or {}
+    unit = units.UnitWrite(Path(plan.unit or ""), units.mark_for(plan.key, rec.get("version"), rec.get("image"),
+                                                                 rec["image_id"], rec["container_id"]))
+    policy = (client.inspect_container(rec["container_id"])["HostConfig"].get("RestartPolicy") or {}).get("Name")
+    units.write(unit, client.systemd_unit(plan.name, units.systemd_restart(policy)))
+    out(f"  systemd unit {unit.path} starts {plan.name} {rec.get('version') or ''} at boot")
+    units.activate(unit.path, out)
+    rec = {**rec, "systemd_unit": str(unit.path)}
+    state.record_installed(plan.key, rec)
+    return rec
 
 
 def _run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, swap_id: str, keep: int, out) -> dict:
