@@ -38,6 +38,7 @@ from importer.kinds.compose.machine import (ProjectJournal, ProjectRecord, Rules
 from importer.kinds.compose.project import network_name
 from importer.state import StateDir
 from importer.steps import Direction, Resume, StepRunner
+from importer.uninstalling import UninstallRun
 
 FINAL_BACKUP = "final-backup"
 KIND = "uninstall"
@@ -158,7 +159,7 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
     return m.run_forward()
 
 
-class ProjectUninstall:
+class ProjectUninstall(UninstallRun):
     """Runs (or, after a crash, finishes or undoes) one journaled uninstall of a project."""
 
     def __init__(self, client, state: StateDir, journal: ProjectJournal, out=print):
@@ -167,29 +168,20 @@ class ProjectUninstall:
         self.runner = StepRunner(state, journal, Rules(_RULES), self, label=self.r.project, timer=self.timer, out=out)
 
     @property
+    def app(self) -> str:
+        return self.r.app
+
+    @property
+    def what(self) -> str:
+        return self.r.project
+
+    @property
     def plan(self) -> dict:
         assert self.r.uninstall is not None
         return self.r.uninstall
 
-    @property
-    def removed_to(self):
-        return self.state.root / self.plan["removed_to"]
-
-    def run_forward(self) -> str:
-        try:
-            self.runner.forward(step_of(s) for s in self.r.steps)
-        except (Exception, KeyboardInterrupt) as e:
-            why = reason(e)
-            if self.runner.resume() != Resume.REPLAY:
-                self.undo(f"the uninstall of {self.r.app} stopped at step {self.r.step}: {why}")
-            raise OperatorNeeded(f"the uninstall of {self.r.app} stopped at step {self.r.step} after its final "
-                                 f"backup: {why}; `bundle recover` finishes it") from e
-        where = str(self.removed_to)
-        self._finish(Result.DONE, f"{self.r.app} was uninstalled; its final backup and records are in {where}")
-        return where
-
-    def _finish(self, result: Result, message: str) -> None:
-        self.runner.finish(result, message, lambda: self._event(result, message))
+    def forward_steps(self):
+        return (step_of(s) for s in self.r.steps)
 
     def _event(self, result: Result, message: str) -> AuditEvent:
         r, b = self.r, self.r.bundle or {}
@@ -231,17 +223,6 @@ class ProjectUninstall:
             data.remove_unless_refused(self.client.remove_volume, vol, "volume", self.out)
         for net in self.plan["networks"]:
             data.remove_unless_refused(self.client.remove_network, net, "network", self.out)
-
-    def clear_state(self, _: str | None = None) -> None:
-        try:
-            os.unlink(self.state.installed_path(self.r.app))
-        except FileNotFoundError:
-            pass
-        dest = self.removed_to
-        if self.j.app_dir.exists() and not dest.exists():
-            dest.parent.mkdir(mode=0o700, exist_ok=True)
-            os.rename(self.j.app_dir, dest)
-        self.j.app_dir = dest
 
     # -- undo (before a final backup was complete) ---------------------------------------------
     def undo(self, why: str) -> None:
@@ -299,14 +280,4 @@ def recover(client, state: StateDir, app: str, j: ProjectJournal, out=print) -> 
         if info is not None and (info["Id"] != s.old_id or info["Name"].lstrip("/") != s.container):
             raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: container "
                                  f"{str(s.old_id)[:12]} is not {s.container}; nothing was changed")
-    m = ProjectUninstall(client, state, j, out)
-    m.recovering = True
-    out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
-    if m.runner.resume() == Resume.REPLAY:
-        where = m.run_forward()
-        return [f"{app}: finished the interrupted uninstall; its final backup is in {where}"]
-    try:
-        m.undo(f"the uninstall of {app} was interrupted at {r.step}:{r.phase}")
-    except EnvironmentProblem:
-        return [f"{app}: undid the interrupted uninstall; {r.project} is as it was"]
-    return []
+    return ProjectUninstall(client, state, j, out).recover()

@@ -20,7 +20,6 @@ renamed to removed/<app>-<time>/. The anti-rollback mark
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from importer import ownership, units
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer
 from importer.state import StateDir, container_of
 from importer.steps import Resume, Rule, StepRunner
+from importer.uninstalling import UninstallRun
 from importer.backup import data
 from importer.kinds.container.generations import Generations
 from importer.kinds.container.machine import stop_saying
@@ -144,40 +144,27 @@ def uninstall(client, state: StateDir, plan: UninstallPlan, *, out=print) -> str
     return m.run_forward()
 
 
-class Uninstall:
-    """Runs (or, after a crash, finishes or undoes) one journaled uninstall."""
+class Uninstall(UninstallRun):
+    """Runs (or, after a crash, finishes or undoes) one journaled uninstall of a container."""
 
     def __init__(self, client, state: StateDir, journal: SwapJournal, out=print):
         self.client, self.state, self.j, self.r, self.out = client, state, journal, journal.record, out
         self.timer, self.recovering = PhaseTimer(), False
         self.runner = StepRunner(state, journal, _RULES, self, timer=self.timer, out=out)
 
+    @property
+    def app(self) -> str:
+        return self.r.key
+
+    @property
+    def what(self) -> str:
+        return self.r.name
+
     def step(self, step: Step) -> None:
         self.runner.step(step)
 
-    def resumes_forward(self) -> bool:
-        """Recovery finishes this uninstall (its final backup is complete) instead of undoing it."""
-        return self.runner.resume() == Resume.REPLAY
-
-    @property
-    def removed_to(self):
-        return self.state.root / self.r.uninstall["removed_to"]
-
-    def run_forward(self) -> str:
-        try:
-            self.runner.forward(self.r.steps)
-        except (Exception, KeyboardInterrupt) as e:
-            why = reason(e)
-            if not self.resumes_forward():
-                self.undo(f"the uninstall of {self.r.key} stopped at step {self.r.step}: {why}")
-            raise OperatorNeeded(f"the uninstall of {self.r.key} stopped at step {self.r.step} after its final "
-                                 f"backup: {why}; `bundle recover` finishes it") from e
-        where = str(self.removed_to)
-        self._finish(Result.DONE, f"{self.r.key} was uninstalled; its final backup and records are in {where}")
-        return where
-
-    def _finish(self, result: Result, message: str) -> None:
-        self.runner.finish(result, message, lambda: self._event(result, message))
+    def forward_steps(self):
+        return self.r.steps
 
     def _event(self, result: Result, message: str) -> AuditEvent:
         r, b = self.r, self.r.bundle or {}
@@ -222,17 +209,6 @@ class Uninstall:
             return
         for vol in self.r.uninstall["volumes"]:
             data.remove_unless_refused(self.client.remove_volume, vol, "volume", self.out)
-
-    def clear_state(self):
-        try:
-            os.unlink(self.state.installed_path(self.r.key))
-        except FileNotFoundError:
-            pass
-        dest = self.removed_to
-        if self.j.app_dir.exists() and not dest.exists():
-            dest.parent.mkdir(mode=0o700, exist_ok=True)
-            os.rename(self.j.app_dir, dest)
-        self.j.app_dir = dest
 
     # -- undo (before the final backup was complete) -------------------------------------------
     def undo(self, why: str):
@@ -298,14 +274,4 @@ def recover(client, state: StateDir, app: str, j: SwapJournal, out=print) -> lis
         if info is not None and foreign:
             raise OperatorNeeded(f"the uninstall journal of {app} does not match the engine: volume(s) "
                                  f"{', '.join(sorted(foreign))} are not mounted by {r.name}; nothing was changed")
-    m = Uninstall(client, state, j, out)
-    m.recovering = True
-    out(f"recovering the interrupted uninstall of {app} (stopped at {r.step}:{r.phase})")
-    if m.resumes_forward():
-        where = m.run_forward()
-        return [f"{app}: finished the interrupted uninstall; its final backup is in {where}"]
-    try:
-        m.undo(f"the uninstall of {app} was interrupted at {r.step}:{r.phase}")
-    except EnvironmentProblem:
-        return [f"{app}: undid the interrupted uninstall; {r.name} is as it was"]
-    return []
+    return Uninstall(client, state, j, out).recover()
