@@ -29,12 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Callable
 
 from bundlecore.engine import EngineError, EngineNotFound
-from bundlecore.refusals import OwnershipRefused, TagMoveRefused
+from bundlecore.refusals import HostPolicyRefused, OwnershipRefused, TagMoveRefused
 from bundlecore.release import Release, ServiceTarget, Target, installed_kind
-from bundlecore.runspec import named_volumes
-from importer.hostpolicy import HostPolicy, Setting
+from bundlecore.runspec import VolumeKind, named_volumes, parse_volume
+from importer.backup.data import HELPER_LABEL
+from importer.hostpolicy import HostPolicy, Setting, nested_binds
 from importer.state import StateDir
 
 
@@ -319,3 +321,25 @@ def without_foreign(client, state: StateDir, app: str, mounts: list[dict], out=N
         if out:
             out(f"  volume {name} belongs to app {owner}: not backed up or restored by {app}")
     return [m for m in mounts if m.get("name") not in foreign]
+
+
+def refuse_nested_binds(client, binds: list[tuple[str, str]], own: Callable[[str, dict], bool]) -> None:
+    """The host policy's nested-bind rule (importer.hostpolicy `nested_binds`) over the binds a release
+    asks for (`binds`: where asked, the volume spec) and against the bind mounts of every other
+    container on this engine, whatever made it: a bind inside another container's writable bind, or
+    a writable one around another's, is refused (HostPolicyRefused, exit 3). `own(name, labels)`
+    says which containers are the app's own (the kind knows: its container and kept generations, a
+    project's, a service's tasks); this tool's restore helpers are never others."""
+    if not any(parse_volume(spec).kind is VolumeKind.BIND for _, spec in binds):
+        return
+    others = []
+    for c in client.containers(all=True):
+        cname, labels = (c.get("Names") or ["/"])[0].lstrip("/"), c.get("Labels") or {}
+        if own(cname, labels) or HELPER_LABEL in labels:
+            continue
+        others += [(f"container {cname}'s mount at {m['Destination']}",
+                    f"{m['Source']}:{m['Destination']}" + ("" if m.get("RW", True) else ":ro"))
+                   for m in c.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")]
+    nested = nested_binds(binds, others)
+    if nested:
+        raise HostPolicyRefused(nested)

@@ -509,6 +509,35 @@ def test_service_asking_a_forbidden_host_path_is_refused_before_anything_changes
     assert project_containers(docker_client, env) == []
 
 
+def test_a_service_bind_inside_another_containers_writable_bind_is_refused_before_anything_changes(
+        docker_client, env, images, tmp_path):
+    """The nested-bind rule across containers, for a project as for a container: a container outside
+    the project mounts G writable, so it could plant a symlink at G/app; web's bind of G/app is
+    refused (exit 3) naming both, and nothing of the project is made."""
+    from bundlecore.refusals import HostPolicyRefused
+    shared = tmp_path / "granted"
+    (shared / "app").mkdir(parents=True)
+    agent = docker_client.api.create_container_from_config(
+        {"Image": images[("db", "1")]["ref"], "Cmd": ["true"], "HostConfig": {"Binds": [f"{shared}:/all"]}},
+        name=f"agent-{env['uniq']}")["Id"]
+    try:
+        compose, refs = compose_yaml(images, worker=None)
+        doc = json.loads(compose)
+        doc["services"]["web"]["volumes"].append(f"{shared}/app:/x:ro")
+        with pytest.raises(HostPolicyRefused) as e:
+            swap(docker_client, env["state"], target_for(env, json.dumps(doc), refs), bundle_for(env, images, refs, "1", 1))
+        assert str(e.value) == (f"services.web.volumes.1 binds host path {shared}/app inside {shared} (container "
+                                f"agent-{env['uniq']}'s mount at /all), and container agent-{env['uniq']}'s mount at "
+                                f"/all is writable: a container could put a symlink in its place that a restart would "
+                                f"mount; nested binds are never allowed (bind {shared} once and use the subdirectory "
+                                f"inside the container)")
+        assert e.value.exit_code == 3
+        assert project_containers(docker_client, env) == [] and os.listdir(shared / "app") == []
+        assert env["state"].installed(env["project"]) is None
+    finally:
+        docker_client.api.remove_container(agent, force=True)
+
+
 # -- kill -9 at every step, then `bundle recover` -----------------------------------------------------
 
 def _two(images, db, web):

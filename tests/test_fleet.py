@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
 import re
 import signal
 import socketserver
@@ -368,6 +369,35 @@ def test_an_admins_service_named_in_a_stage_is_refused_and_keeps_its_image(fleet
     assert plan.code == 0, str(plan)
     assert f"adopt service {admin} (no app owns it" in plan.stdout, plan.stdout
     assert swarm.api.inspect_service(admin)["Version"] == before["Version"]
+
+
+def test_a_service_bind_inside_another_containers_writable_bind_is_refused_before_anything_changes(
+        fleet, services, swarm, tmp_path):
+    """The nested-bind rule across containers, for a Swarm service as for a container: a container on
+    this node mounts G writable, so it could plant a symlink at G/app; a release binding G/app is
+    refused (exit 3) naming both, before anything is pushed or created."""
+    from tests.keys import trust_store
+    shared = tmp_path / "granted"
+    (shared / "app").mkdir(parents=True)
+    agent = f"fl-{fleet['tok']}-agent"
+    cid = swarm.api.create_container_from_config({"Image": f"{fleet['repo']}:1.0.0", "Cmd": ["true"],
+                                                  "HostConfig": {"Binds": [f"{shared}:/all"]}}, name=agent)["Id"]
+    try:
+        store = trust_store(tmp_path / "store", [fleet["key"]])
+        (store / "host-policy.toml").write_text(f'[host]\nregistries = ["{fleet["registry"]}"]\nshared_networks = '
+                                                f'["{fleet["net"]}"]\nbind_prefixes = ["{shared}"]\n')
+        r = run_bundle("import", bundle_of(fleet, "1.0.0", 1, volume=f"{shared}/app"), "--keys", store,
+                       "--state-dir", services, "--yes", "--registry", fleet["registry"])
+        assert r.code == 3, str(r)
+        assert one_line(r.stderr) == (
+            f"refused: host policy: target.run.volumes.0 binds host path {shared}/app inside {shared} (container "
+            f"{agent}'s mount at /all), and container {agent}'s mount at /all is writable: a container could put a "
+            f"symlink in its place that a restart would mount; nested binds are never allowed (bind {shared} once "
+            f"and use the subdirectory inside the container)")
+        assert not [s for s in swarm.api.services() if s["Spec"]["Name"] == fleet["web"]]
+        assert not (services / "installed" / f"{fleet['web']}.json").exists() and os.listdir(shared / "app") == []
+    finally:
+        swarm.api.remove_container(cid, force=True)
 
 
 def test_a_service_another_app_created_is_refused_even_with_adopt(fleet, services, swarm):

@@ -77,6 +77,9 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
             svc, merged = merged_service(svc, recorded.get(name), live, client.image(live["Image"]) or {}, side,
                                          masked | frozenset(svc.run.secret_env or ()))
             decisions = merged.decisions
+        # against every container outside the project (its own, parked ones too, carry its label)
+        ownership.refuse_nested_binds(client, [(f"services.{name}.volumes.{i}", v) for i, v in enumerate(svc.run.volumes or ())],
+                                      lambda _, other: other.get(PROJECT_LABEL) == project.project)
         digest = config_hash(project.project, svc, image_id)
         sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest, service=svc)
         if live:

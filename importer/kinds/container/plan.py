@@ -25,14 +25,13 @@ from pathlib import Path
 from bundlecore.engine import container_name
 from bundlecore.errors import EnvironmentProblem, UsageProblem
 from bundlecore.progress import human
-from bundlecore.refusals import EngineRefused, HostPolicyRefused, SettingsConflict
+from bundlecore.refusals import EngineRefused, SettingsConflict
 from bundlecore.runspec import VolumeKind, parse_port, parse_volume
 from bundlecore.release import ContainerTarget, InstalledRecord, RunSettings
 from importer import ownership, units
 from importer.site import HEALTH_KEYS
 from importer.state import StateDir
 from importer.backup import data
-from importer.hostpolicy import nested_binds
 from importer.kinds.container.config import describe_mount, run_config
 from importer.kinds.container.generations import Generations
 from importer.versiontext import version_change
@@ -377,21 +376,10 @@ def _merge_settings(plan: SwapPlan, state: StateDir, old: dict, old_img: dict) -
 
 
 def refuse_nested_binds(client, name: str, binds: list[tuple[str, str]]) -> None:
-    """The host policy's nested-bind rule (importer.hostpolicy.nested_binds) over the new container's
-    binds (the bundle's and those kept from the running container) and against the binds of every
-    other container on this engine; the app's own (the running one, its kept generations) and this
-    tool's helpers are not others."""
-    others = []
-    for c in client.containers(all=True):
-        cname = (c.get("Names") or ["/"])[0].lstrip("/")
-        if cname == name or cname.startswith(f"{name}.previous-") or data.HELPER_LABEL in (c.get("Labels") or {}):
-            continue
-        others += [(f"container {cname}'s mount at {m['Destination']}",
-                    f"{m['Source']}:{m['Destination']}" + ("" if m.get("RW", True) else ":ro"))
-                   for m in c.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")]
-    nested = nested_binds(binds, others)
-    if nested:
-        raise HostPolicyRefused(nested)
+    """The nested-bind rule against every other container on this engine; the app's own (the running
+    container, its kept generations) are not others."""
+    ownership.refuse_nested_binds(client, binds, lambda cname, labels: cname == name
+                                  or cname.startswith(f"{name}.previous-"))
 
 
 def plan_rollback(client, state: StateDir, app: str, to: int | None = None) -> SwapPlan:

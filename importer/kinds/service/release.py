@@ -40,6 +40,7 @@ from bundlecore.release import PROMOTE, ServiceTarget, canary_name
 from bundlecore.text import printable
 from bundlecore.timeutil import format_ts, parse_ts, plus, utc_now
 from importer.analysis import Analysis, MetricsGate
+from importer import ownership
 from importer.delivery import Delivery
 from importer.kinds.service import canary, rollout, volumes
 from importer.state import StateDir, highest_sequence_after
@@ -265,6 +266,11 @@ def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, n
             current.setdefault(s, None)
             if target.stage(i).canary:
                 canaries[(i, s)] = _canary_planned(s, info, target.stage(i).replicas)
+    # a task of another service, or any other container, on this node: the app's own services' tasks
+    # (and their canaries') are not others
+    own = set(current) | {canary_name(s) for s in current}
+    ownership.refuse_nested_binds(client, [(f"target.run.volumes.{i}", v) for i, v in enumerate(target.run.volumes or ())],
+                                  lambda _, labels: labels.get(rollout.SERVICE_NAME_LABEL) in own)
     return ServicePlan(name, target, new_image_id, new_version, registry, current, resume_from, replicas, canaries)
 
 

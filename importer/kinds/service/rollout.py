@@ -52,6 +52,9 @@ LAST = "last-rollout.json"
 KIND = "service"
 POLL = 0.5
 
+# the label Swarm puts on each task container: the service it runs for
+SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+
 
 class RolloutStep(StrEnum):
     BEGIN = "begin"
@@ -151,7 +154,7 @@ def tasks(client, name: str) -> list[dict]:
 
 def tasks_alive(client, name: str) -> bool:
     """Whether a container of service `name`'s tasks is still there (a removed service's tasks stop after it)."""
-    return bool(client.containers(all=True, filters={"label": f"com.docker.swarm.service.name={name}"}))
+    return bool(client.containers(all=True, filters={"label": f"{SERVICE_NAME_LABEL}={name}"}))
 
 
 def running_images(client, name: str) -> dict[str, int]:
