@@ -31,7 +31,7 @@ from bundlecore.text import say
 from bundlecore.timeutil import parse_ts
 from importer.audit import AuditEvent, EventKind, Result, read_events
 
-# importer.kinds.service.release.Phase's values (a unit test holds them equal: this module does not
+# importer.kinds.service.mark.Phase's values (a unit test holds them equal: this module does not
 # import a kind)
 RELEASE_PHASES = ("interrupted", "aborting", "paused", "soaking", "stopped")
 DEFAULT_NAME = "bundle.prom"  # in STATE_DIR/metrics/ unless --metrics-file says where

@@ -73,6 +73,6 @@ def test_a_staged_release_under_way_shows_its_stage_and_phase():
 
 
 def test_the_release_phases_named_in_the_metrics_are_the_release_s_own():
-    from importer.kinds.service.release import Phase
+    from importer.kinds.service.mark import Phase
     from importer.metrics import RELEASE_PHASES
     assert set(RELEASE_PHASES) == {str(p) for p in Phase}

@@ -1,5 +1,5 @@
 """A stage's pause (issue 19): how the spec says it, how the manifest keeps it, and what a paused
-release's mark means to status, promote and --resume (importer.kinds.service.release)."""
+release's mark means to status, promote and --resume (importer.kinds.service.mark)."""
 
 import io
 
@@ -10,7 +10,7 @@ from bundlecore.progress import Countdown
 from bundlecore.release import PROMOTE, ServiceTarget
 from bundlecore.timeutil import format_ts, utc_now
 from bundler.spec import stage_pause
-from importer.kinds.service.release import Phase, next_action, phase_of
+from importer.kinds.service.mark import Phase, next_action, phase_of
 
 
 def test_a_pause_is_seconds_or_promote_and_none_after_the_last_stage():

@@ -26,9 +26,9 @@ from bundlecore.errors import BundleError, UsageProblem
 from bundlecore.release import Result, ServiceTarget, signers_of
 from importer.audit import AuditEvent, BundleRef, EventKind, now, write_event
 from importer.kinds.service import canary, rollout
-from importer.kinds.service.release import (Phase, ReleaseMark, ServicePlan, _forget_release, _pause_over, _versions,
-                                            next_action, pending_release, phase_of, recover_release, release_of_app,
-                                            roll_back_service, run_stages)
+from importer.kinds.service.mark import (Phase, ReleaseMark, forget_release, installed_versions, next_action,
+                                         pause_over, pending_release, phase_of, release_of_app)
+from importer.kinds.service.release import ServicePlan, recover_release, roll_back_service, run_stages
 from importer.state import StateDir
 from importer.steps import crash_hook
 
@@ -72,7 +72,7 @@ def promote(client, state: StateDir, plan: ReleaseStepPlan, *, out=print) -> dic
     target = ServiceTarget.from_json(mark.target)
     registry = mark.record.get("registry") or target.registry or ""
     sp = ServicePlan(plan.name, target, mark.image_id, mark.version, registry, dict(mark.before), mark.done)
-    out(_pause_over(mark))
+    out(pause_over(mark))
     crash_hook(f"release_promote_{mark.done + 1}", "before")
     try:
         rec = run_stages(client, state, sp, mark, mark.image or "", mark.record,
@@ -133,13 +133,13 @@ def finish_abort(client, state: StateDir, name: str, mark: ReleaseMark, *, out=p
     except BundleError as e:
         write_event(state, AuditEvent.of_error(EventKind.ABORT, e, **_event_of(state, plan, started)))
         raise
-    _forget_release(state, name)
+    forget_release(state, name)
     message = (f"release {mark.version} of {plan.app} aborted: every service it moved runs its version from before"
                + (f"; {', '.join(left)} created by it, left running" if left else ""))
     write_event(state, AuditEvent(EventKind.ABORT, Result.ABORTED, int(Result.ABORTED.exit_code), message=message,
                                   **_event_of(state, plan, started)))
     out(message)
-    return {"name": plan.app, "version": mark.version, "services": _versions(state, mark.services)}
+    return {"name": plan.app, "version": mark.version, "services": installed_versions(state, mark.services)}
 
 
 def _touched(mark: ReleaseMark) -> int:
@@ -153,7 +153,7 @@ def _event_of(state: StateDir, plan: ReleaseStepPlan, started: str | None) -> di
     return {"app": plan.app, "version_from": _version_before(state, mark), "version_to": mark.version,
             "bundle": BundleRef(rec.get("bundle_sha256"), plan.app, mark.version, rec.get("sequence")),
             "signers": signers_of(rec.get("signers")), "started": started,
-            "details": {"services": _versions(state, mark.services), "target": plan.name, "stages": mark.stages,
+            "details": {"services": installed_versions(state, mark.services), "target": plan.name, "stages": mark.stages,
                         "stage": mark.done}}
 
 

@@ -23,17 +23,13 @@ import of the same bundle passes the gate, and a stopped release cannot be repla
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from enum import StrEnum
 
 from bundlecore import placeholders
 from bundlecore.errors import EnvironmentProblem, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.interrupts import Interrupted
-from bundlecore.fsutil import atomic_write_json
 from bundlecore.progress import Countdown
 from bundlecore.refusals import EngineRefused
 from bundlecore.release import PROMOTE, ServiceTarget, canary_name
@@ -43,12 +39,12 @@ from importer.analysis import Analysis, MetricsGate
 from importer import ownership
 from importer.delivery import Delivery
 from importer.kinds.service import canary, rollout, volumes
+from importer.kinds.service.mark import (ReleaseMark, forget_release, installed_versions, next_action, pause_over,
+                                         pending_release)
 from importer.state import StateDir, highest_sequence_after
 from importer.steps import crash_hook
 
-TIMED = "timed"  # ReleaseMark.pause of a stage's timed pause (PROMOTE: until `bundle promote`)
 INLINE_SOAK = 30  # seconds of soak watched in-process; longer soaks end the import (resume later)
-RELEASE = "release.json"
 INLINE_SOAK_ENV = "BUNDLE_INLINE_SOAK"  # test-only: the suite lowers it to prove --resume without a 30 s wait
 
 
@@ -102,126 +98,6 @@ def stage_soak(target: ServiceTarget, index: int) -> int:
     """Seconds stage `index` is watched after its update: its soak, at least the probation
     (`[target.health] probation` or --probation) when one is set."""
     return max(target.soak(index), (target.health.probation if target.health else None) or 0)
-
-
-def _release_path(state: StateDir, name: str):
-    return state.app_dir(name) / RELEASE
-
-
-@dataclass
-class ReleaseMark:
-    """apps/<target>/release.json: a release between its first stage and its last, written before
-    each stage acts (`running`: the stage being rolled or watched) and when it stops for a long
-    soak (`resume_after`). A kill -9 leaves it `running`: `recover` rolls that stage back and
-    leaves the release stopped after the stages before it, for `--resume` (recover_release)."""
-
-    image_id: str
-    version: str | None
-    done: int                                   # stages completed
-    stages: int
-    resume_after: str | None = None             # stopped: --resume after this time
-    running: int | None = None                  # the stage (1-based) in progress; None: stopped
-    app: str | None = None
-    image: str | None = None                    # the pinned reference the release rolls out
-    services: list[list[str]] = field(default_factory=list)   # each stage's services
-    before: dict[str, str | None] = field(default_factory=dict)  # service -> image before the release
-    watch: list[float] = field(default_factory=list)  # seconds each stage is watched (soak, analysis) inline
-    replicas: list = field(default_factory=list)  # each stage's canary replicas as signed (None: rolled whole)
-    pause: str | None = None                    # stopped by a stage's pause: PROMOTE, or TIMED (until resume_after)
-    aborting: bool = False                      # `bundle abort` under way: recover finishes it
-    target: dict = field(default_factory=dict)  # the target as journaled: `bundle promote` rolls the rest with it
-    record: dict = field(default_factory=dict)  # the installed record each service of the release gets
-
-    @classmethod
-    def load(cls, state: StateDir, name: str) -> "ReleaseMark | None":
-        doc = pending_release(state, name)
-        return cls(**doc) if doc is not None else None
-
-    def save(self, state: StateDir, name: str) -> None:
-        state.ensure_app_dir(name)
-        atomic_write_json(_release_path(state, name), asdict(self))
-
-    def canary_replicas(self, k: int):
-        """Stage k's canary replicas as signed; None: it rolls its services whole."""
-        return self.replicas[k] if k < len(self.replicas) else None
-
-    def stop(self, state: StateDir, name: str, done: int) -> None:
-        """Stage `done`+1 failed or was rolled back: the release is stopped after the stages before
-        it (`--resume` or `bundle promote` retries it); with none done, nothing of it runs and the mark goes."""
-        if done == 0:
-            _forget_release(state, name)
-            return
-        self.done, self.running, self.resume_after, self.pause = done, None, format_ts(utc_now()), None
-        self.save(state, name)
-
-    def enter_pause(self, state: StateDir, name: str, done: int, pause: int | str,
-                    start: datetime | None = None) -> int:
-        """Stopped after stage `done` by its pause (from `start`, e.g. the end of a long soak, else
-        now); journaled before the release waits. The pause's seconds (0: until promote)."""
-        seconds = 0 if pause == PROMOTE else int(pause)
-        self.done, self.running, self.pause = done, None, PROMOTE if pause == PROMOTE else TIMED
-        self.resume_after = format_ts(plus(start or utc_now(), seconds))
-        self.save(state, name)
-        return seconds
-
-
-class Phase(StrEnum):
-    """Where a release between its first stage and its last stands (status, promote, abort, recover)."""
-
-    INTERRUPTED = "interrupted"  # killed inside a stage: `bundle recover`
-    ABORTING = "aborting"        # killed inside `bundle abort`: `bundle recover` finishes the abort
-    PAUSED = "paused"            # a stage's pause: `bundle promote` (or its end, then --resume)
-    SOAKING = "soaking"          # stopped for a long soak: --resume once it is over
-    STOPPED = "stopped"          # stopped after a stage (soak over, or a stage rolled back): --resume or promote
-
-
-def phase_of(mark: dict) -> Phase:
-    if mark.get("aborting"):
-        return Phase.ABORTING
-    if mark.get("running"):
-        return Phase.INTERRUPTED
-    if mark.get("pause"):
-        return Phase.PAUSED
-    return Phase.SOAKING if utc_now() < parse_ts(mark["resume_after"]) else Phase.STOPPED
-
-
-def next_action(mark: dict) -> str:
-    """Where a release stands and what to run next (status, the import's and promote's last line)."""
-    app, n, k, until = mark.get("app") or "APP", mark["stages"], mark["done"], mark.get("resume_after")
-    version = f"release {mark['version']} of {app}"
-    phase = phase_of(mark)
-    if phase is Phase.ABORTING:
-        return f"the abort of {version} was interrupted: run `bundle recover` to finish it"
-    if phase is Phase.INTERRUPTED:
-        return f"{version} was interrupted in stage {mark['running']} of {n}: run `bundle recover`"
-    if phase is Phase.PAUSED and mark["pause"] == PROMOTE:
-        return (f"{version} is paused after stage {k} of {n}: continue with `bundle promote {app}`, "
-                f"or roll it back with `bundle abort {app}`")
-    if phase is Phase.PAUSED:
-        over = " (over)" if until and utc_now() >= parse_ts(until) else ""
-        return (f"{version} is paused after stage {k} of {n} until {until}{over}: continue with `bundle promote "
-                f"{app}` (or `bundle import BUNDLE --resume` after {until}), or roll it back with `bundle abort {app}`")
-    return (f"{version} is stopped after stage {k} of {n}: continue with `bundle import BUNDLE --resume` after "
-            f"{until}, or roll it back with `bundle abort {app}`")
-
-
-def pending_release(state: StateDir, name: str) -> dict | None:
-    try:
-        return json.loads(_release_path(state, name).read_text())
-    except FileNotFoundError:
-        return None
-
-
-def release_of_app(state: StateDir, app: str) -> tuple[str, ReleaseMark] | None:
-    """(the target name it is kept under, the mark) of app `app`'s release between its first stage
-    and its last; `app` may also be that target's name."""
-    if not state.apps_root.exists():
-        return None
-    for d in sorted(state.apps_root.iterdir()):
-        mark = pending_release(state, d.name) if d.is_dir() else None
-        if mark and (mark.get("app") == app or d.name == app):
-            return d.name, ReleaseMark(**mark)
-    return None
 
 
 def plan(client, state: StateDir, target: ServiceTarget, new_image_id: str, *, new_version: str | None = None,
@@ -299,7 +175,7 @@ def apply(client, state: StateDir, plan: ServicePlan, delivery: Delivery, *, kee
         watch=[_watch_of(plan.target, gate, i)[1] for i in range(len(stages))], target=plan.target.to_json(),
         record=record, replicas=[plan.target.stage(i).replicas for i in range(len(stages))])
     if mark.pause and plan.resume_from:
-        out(_pause_over(mark))
+        out(pause_over(mark))
     return run_stages(client, state, plan, mark, image, record, delivery.registry_auth, out)
 
 
@@ -358,24 +234,11 @@ def _pause_after(state: StateDir, plan: ServicePlan, stages: list[list[str]], i:
             out(f"{e.signame} during the pause of stage {i + 1}: the release stays paused")
         else:
             countdown.close()
-            out(_pause_over(mark))
+            out(pause_over(mark))
             return None
     out(next_action(asdict(mark)))
     return {**(state.installed(stages[i][0]) or {}), "paused_after_stage": i + 1, "pause": mark.pause,
-            "resume_after": mark.resume_after, "services": _versions(state, stages)}
-
-
-def _pause_over(mark: ReleaseMark) -> str:
-    """The line a continued pause gets: when it ended (or that a person cut it short)."""
-    k = mark.done
-    if mark.pause is None:  # stopped after a stage (its long soak over, or a stage after it rolled back)
-        return f"stage {k} of {mark.stages} done before; continuing with stage {k + 1}"
-    if mark.pause == PROMOTE:
-        return f"stage {k} of {mark.stages}: promoted; continuing with stage {k + 1}"
-    until = mark.resume_after or ""
-    if until and utc_now() < parse_ts(until):
-        return f"stage {k} of {mark.stages}: its pause until {until} cut short by promote; continuing with stage {k + 1}"
-    return f"stage {k} of {mark.stages}: its pause ended at {until}; continuing with stage {k + 1}"
+            "resume_after": mark.resume_after, "services": installed_versions(state, stages)}
 
 
 def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str]], i: int, image: str,
@@ -406,7 +269,7 @@ def _run_stage(client, state: StateDir, plan: ServicePlan, stages: list[list[str
         if plan.target.pause(i) is None:  # else its pause says what comes next
             out(f"stage {i + 1} of {n} done; continue with --resume after {after}")
         return {**(state.installed(stages[i][0]) or {}), "stopped_after_stage": i + 1, "resume_after": after,
-                "services": _versions(state, stages)}
+                "services": installed_versions(state, stages)}
     out(f"stage {i + 1} of {n} done: {', '.join(_units(stages[i], mark.canary_replicas(i)))} on {image}")
     return None
 
@@ -497,7 +360,7 @@ def _watch(client, state, plan: ServicePlan, mark: ReleaseMark, i: int, image: s
             out(f"stage {i + 1} of {n}: analysis failed: {why}")
             for k in range(i, -1, -1):
                 _roll_back(client, state, mark, k, out)
-            _forget_release(state, plan.name)
+            forget_release(state, plan.name)
             raise UpdateFailed(f"stage {i + 1} of {n}: analysis failed: {why}; every service of stage(s) "
                                f"{', '.join(str(k + 1) for k in range(i, -1, -1))} rolled back"
                                + ("; later stage(s) not started" if i + 1 < n else ""))
@@ -553,13 +416,6 @@ def roll_back_service(client, state: StateDir, name: str, out=print) -> dict:
     return rec
 
 
-def _forget_release(state: StateDir, name: str) -> None:
-    try:
-        os.unlink(_release_path(state, name))
-    except FileNotFoundError:
-        pass
-
-
 def _finish_release(state: StateDir, plan: ServicePlan, app: str, seq: int, stages: list[list[str]]) -> dict:
     for services in stages:
         for s in services:
@@ -567,13 +423,8 @@ def _finish_release(state: StateDir, plan: ServicePlan, app: str, seq: int, stag
             rec["highest_sequence"] = highest_sequence_after(rec, seq)
             state.record_installed(s, rec)
     state.raise_sequence(app, seq)
-    _forget_release(state, plan.name)
-    return {**(state.installed(stages[-1][-1]) or {}), "services": _versions(state, stages)}
-
-
-def _versions(state: StateDir, stages: list[list[str]]) -> dict[str, str | None]:
-    """Each service's installed version (what the import's audit event records)."""
-    return {s: (state.installed(s) or {}).get("version") for services in stages for s in services}
+    forget_release(state, plan.name)
+    return {**(state.installed(stages[-1][-1]) or {}), "services": installed_versions(state, stages)}
 
 
 def unfinished_runs(state: StateDir) -> list[str]:
@@ -621,7 +472,7 @@ def recover_release(client, state: StateDir, name: str, out=print) -> list[str]:
         if k + 1 < mark.stages:
             mark.stop(state, name, k + 1)
         else:
-            _forget_release(state, name)
+            forget_release(state, name)
         lines.append(f"{name}: stage {k + 1} of release {mark.version} completed" + (
             f"; it is stopped after stage {k + 1} of {mark.stages}: continue with `bundle import --resume`"
             if k + 1 < mark.stages else ""))

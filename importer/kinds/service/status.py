@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from bundlecore.errors import AppState, UsageProblem
 from bundlecore.release import canary_name
 from importer.kinds.service import canary, rollout, volumes
-from importer.kinds.service.release import (Phase, next_action, pending_release, phase_of, release_of_app,
-                                            roll_back_service)
+from importer.kinds.service.mark import Phase, next_action, pending_release, phase_of, release_of_app
+from importer.kinds.service.release import roll_back_service
 from importer.state import StateDir
 from importer.steps import live_run, unfinished_line
 
