@@ -392,14 +392,30 @@ def _load(ctx: ImportContext) -> None:
     matched; layers the engine already has are verified, not sent; image IDs checked after."""
     ctx.in_engine = layers_in_engine(ctx.client, ctx.release)
     before = LoadedImages.before(ctx.client, ctx.release)
-    with _feed(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (feed, check):
-        with ctx.timer.phase("load"):
-            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, feed, check)
+    try:
+        _stream_load(ctx)
+    except EnvironmentProblem:
+        # a layer the engine had when the load began is gone (an image removed or pruned meanwhile):
+        # `docker load` then wanted the file it was not sent; nothing is swapped yet, so load again
+        # with what the engine has now (a second failure is the import's)
+        gone = ctx.in_engine - layers_in_engine(ctx.client, ctx.release)
+        if not gone:
+            raise
+        ctx.out(f"{len(gone)} layer(s) the engine had were removed during the load (an image prune?): "
+                f"loading again with them")
+        ctx.in_engine -= gone
+        _stream_load(ctx)
     ctx.loaded = before.made_since(ctx.images)
     ctx.out(f"verified {len(ctx.release.payload)} payload files ({ctx.head.payload_bytes} bytes) and loaded "
             f"{', '.join(ctx.images)} (image IDs checked)"
             + (f"; {len(ctx.in_engine)} layer(s) the engine already had were verified, not sent"
                if ctx.in_engine else ""))
+
+
+def _stream_load(ctx: ImportContext) -> None:
+    with _feed(ctx, docker_archive_members(ctx.release) - ctx.in_engine) as (feed, check):
+        with ctx.timer.phase("load"):
+            ctx.audit.bundle.sha256, ctx.images = stage_and_load(ctx.client, feed, check)
 
 
 @contextlib.contextmanager

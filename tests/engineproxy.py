@@ -1,6 +1,6 @@
 """A proxy on a unix socket in front of the engine's socket that answers some container removals
-with the engine's own transient 500, to prove the product retries them (point to it with
-DOCKER_HOST=unix://<path>).
+with the engine's own transient 500, to prove the product retries them, or runs a test's action
+when a request arrives, before forwarding it (point to it with DOCKER_HOST=unix://<path>).
 
 One request per connection: each forwarded request gets `Connection: close`, so every request
 arrives on a fresh connection and its head can be read here; upgraded connections (exec, attach)
@@ -22,8 +22,9 @@ class EngineProxy:
     `500 unable to remove filesystem ... directory not empty` (what dockerd says when a busy
     storage driver keeps a file open), the later ones are forwarded."""
 
-    def __init__(self, path: Path, fail, times: int = 2, upstream: str = ENGINE_SOCKET):
+    def __init__(self, path: Path, fail, times: int = 2, upstream: str = ENGINE_SOCKET, before=None):
         self.path, self.fail, self.left, self.upstream = str(path), fail, times, upstream
+        self.before = before  # before(request head): called, then the request is forwarded (a race made on cue)
         self.failed: list[str] = []
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -66,6 +67,8 @@ class EngineProxy:
                 client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
                                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 return
+            if self.before is not None:
+                self.before(head)
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
                 up.connect(self.upstream)
                 up.sendall(_one_request(head))

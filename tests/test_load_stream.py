@@ -9,6 +9,7 @@ payload, and a refusal cuts the upload inside a member: the layer store must not
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from bundlecore import format as fmt
 from bundlecore.inventory import chain_ids
 from importer.load import CRASH_MIDWAY, LOAD_CRASH_POINTS
+from tests.engineproxy import EngineProxy
 from tests.craft import SPEC, BaseBundle, EngineSnapshot, _read_members, _remove_image, run_bundle, snapshot_dir
 from tests.keys import trust_store
 from tests.support import build_app_image, child_image
@@ -128,6 +130,38 @@ def test_good_bundle_streams_into_the_engine_without_staging_it(unique_bundle, d
     assert r.code == 0, str(r)
     assert top_layer_registered(docker_client, diff_ids)
     assert docker_client.images.get(base.image["id"])
+
+
+def test_a_layer_removed_while_the_load_runs_is_sent_on_a_second_load(unique_bundle, docker_client, tmp_path):
+    """The layers the engine has are verified but left out of the upload. An image removed (an admin's
+    prune) between that look and `docker load` makes the load want a file it was not sent; nothing is
+    swapped yet, so the import loads again with those layers: exit 0, the signed image installed."""
+    base, diff_ids = unique_bundle
+    r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "first", "--yes")
+    assert r.code == 0, str(r)
+    for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+        c.remove(force=True)  # the image stays, unused: every layer of the bundle is in the engine
+    assert top_layer_registered(docker_client, diff_ids)
+    removed: list[bytes] = []
+
+    def prune_on_load(head: bytes) -> None:
+        if re.match(rb"POST /v[\d.]+/images/load", head) and not removed:
+            removed.append(head)
+            docker_client.images.remove(base.image["id"], force=True)
+
+    with EngineProxy(tmp_path / "engine.sock", lambda cid: False, times=0, before=prune_on_load) as proxy:
+        r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "second", "--yes",
+                       env={"DOCKER_HOST": proxy.docker_host})
+    try:
+        assert removed and r.code == 0, str(r)
+        assert "layer(s) the engine had were removed during the load (an image prune?): loading again with them" \
+            in r.stdout, r.stdout
+        assert top_layer_registered(docker_client, diff_ids)
+        info = docker_client.api.inspect_container(base.target_name)
+        assert info["State"]["Running"] and info["Image"] == base.image["id"]
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+            c.remove(force=True)
 
 
 @pytest.fixture(scope="module")
