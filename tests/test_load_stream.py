@@ -137,6 +137,8 @@ def test_a_layer_removed_while_the_load_runs_is_sent_on_a_second_load(unique_bun
     prune) between that look and `docker load` makes the load want a file it was not sent; nothing is
     swapped yet, so the import loads again with those layers: exit 0, the signed image installed."""
     base, diff_ids = unique_bundle
+    for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+        c.remove(force=True)  # an earlier test's install of the module's bundle (another state dir)
     r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "first", "--yes")
     assert r.code == 0, str(r)
     for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
