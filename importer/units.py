@@ -129,6 +129,16 @@ def retire(path: Path) -> Path | None:
     return to
 
 
+def install(client, unit: UnitWrite, name: str, container_id: str, version: str | None,
+            out: Callable[[str], None]) -> None:
+    """The unit of container `name` as the engine writes it (its restart policy as systemd's),
+    written (`write`), said, and activated where systemd runs."""
+    policy = (client.inspect_container(container_id)["HostConfig"].get("RestartPolicy") or {}).get("Name")
+    write(unit, client.systemd_unit(name, systemd_restart(policy)))
+    out(f"  systemd unit {unit.path} starts {name} {version or ''} at boot")
+    activate(unit.path, out)
+
+
 def activate(path: Path, out: Callable[[str], None]) -> None:
     """Make systemd read the unit and start it at boot; where it cannot, say why and what to run."""
     why = _unmanaged(path)

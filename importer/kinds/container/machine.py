@@ -232,10 +232,7 @@ class ContainerSwap:
             self.r.key, new.version, new.image_ref, new.image_id, new.id))
         self.r.unit["mark"] = unit.mark
         self.j.save()
-        policy = (self.client.inspect_container(new.id)["HostConfig"].get("RestartPolicy") or {}).get("Name")
-        units.write(unit, self.client.systemd_unit(self.r.name, units.systemd_restart(policy)))
-        self.out(f"  systemd unit {unit.path} starts {self.r.name} {new.version or ''} at boot")
-        units.activate(unit.path, self.out)
+        units.install(self.client, unit, self.r.name, new.id, new.version, self.out)
         return str(unit.path)
 
     def prune(self):

@@ -105,10 +105,7 @@ def _write_unit_of_installed(client, state: StateDir, plan: SwapPlan, out) -> di
     rec = state.installed(plan.key) or {}
     unit = units.UnitWrite(Path(plan.unit or ""), units.mark_for(plan.key, rec.get("version"), rec.get("image"),
                                                                  rec["image_id"], rec["container_id"]))
-    policy = (client.inspect_container(rec["container_id"])["HostConfig"].get("RestartPolicy") or {}).get("Name")
-    units.write(unit, client.systemd_unit(plan.name, units.systemd_restart(policy)))
-    out(f"  systemd unit {unit.path} starts {plan.name} {rec.get('version') or ''} at boot")
-    units.activate(unit.path, out)
+    units.install(client, unit, plan.name, rec["container_id"], rec.get("version"), out)
     rec = {**rec, "systemd_unit": str(unit.path)}
     state.record_installed(plan.key, rec)
     return rec
