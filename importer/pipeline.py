@@ -401,6 +401,10 @@ def _load(ctx: ImportContext) -> None:
         gone = ctx.in_engine - layers_in_engine(ctx.client, ctx.release)
         if not gone:
             raise
+        missing = sorted(gone - set(ctx.release.payload_sizes()))
+        if missing:  # a delta bundle's base layer: this bundle cannot send it
+            raise EnvironmentProblem(f"layer {missing[0]}, which this delta bundle leaves to the engine, was removed "
+                                     f"during the load (an image prune?): import the full bundle") from None
         ctx.out(f"{len(gone)} layer(s) the engine had were removed during the load (an image prune?): "
                 f"loading again with them")
         ctx.in_engine -= gone

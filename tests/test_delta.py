@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import docker
@@ -12,6 +13,7 @@ import pytest
 
 from bundlecore import format as fmt
 from bundlecore.inventory import parse_inventory
+from tests.engineproxy import EngineProxy
 from tests.support import build_app_image, child_image, one_line, run_bundle
 from tests.craft import _remove_image
 
@@ -128,6 +130,34 @@ def test_a_delta_is_refused_naming_the_missing_layers_where_the_engine_lacks_its
         line = one_line(r.stderr)
         assert line.startswith("refused: delta base: this engine lacks "), line
         assert scene.layers1[-1] in line and f"{scene.name} 1.0.0" in line, line
+    scene.nothing_changed()
+
+
+def test_a_delta_whose_base_is_pruned_during_the_load_fails_naming_it_and_changes_nothing(scene, docker_client,
+                                                                                          tmp_path):
+    """The gate found the base layers in the engine; release 1's image removed when the load request
+    arrives (an admin's prune): a full bundle would load again with them, a delta cannot send them.
+    One line says which layer went and to import the full bundle; exit 1, nothing installed."""
+    scene.make_release2()
+    delta = scene.root / "v2-delta.bundle.zst"
+    assert scene.build(scene.spec2, delta, "--since", scene.v1).code == 0
+    _remove_image(docker_client, scene.ref2)
+    pruned: list[bytes] = []
+
+    def prune_on_load(head: bytes) -> None:
+        if re.match(rb"POST /v[\d.]+/images/load", head) and not pruned:
+            pruned.append(head)
+            _remove_image(docker_client, scene.ref1)
+            _remove_image(docker_client, scene.id1)
+
+    with EngineProxy(tmp_path / "engine.sock", lambda cid: False, times=0, before=prune_on_load) as proxy:
+        r = run_bundle("import", delta, "--keys", scene.keys, "--state-dir", scene.state, "--yes",
+                       env={"DOCKER_HOST": proxy.docker_host})
+    assert pruned and r.code == 1, str(r)
+    line = one_line(r.stderr)
+    assert line.startswith("error: layer ") and line.endswith(", which this delta bundle leaves to the engine, was "
+                                                              "removed during the load (an image prune?): import the "
+                                                              "full bundle"), line
     scene.nothing_changed()
 
 
