@@ -375,16 +375,22 @@ class Rollout:
                              f"`bundle rollback {name}` or `docker service update --rollback {name}`")
 
     def save_failed_logs(self, image: str) -> str | None:
-        """The last log lines of the newest failed task of `image` whose container is on this node
-        (Swarm keeps it while the task is in its history), kept as for the container kind."""
+        """The last log lines of a failed task of `image` whose container is on this node (Swarm keeps
+        it while the task is in its history), kept as for the container kind: the newest task that
+        failed and printed something, before one Swarm shut down (which may have had no time to)."""
         failed = [t for t in tasks(self.client, self.j.service)
                   if t["Spec"]["ContainerSpec"]["Image"] == image
                   and (t.get("Status") or {}).get("State") in ("failed", "rejected", "shutdown")
                   and ((t["Status"].get("ContainerStatus") or {}).get("ContainerID"))]
-        for t in sorted(failed, key=lambda t: t.get("CreatedAt", ""), reverse=True):
+        failed.sort(key=lambda t: t.get("CreatedAt", ""), reverse=True)
+        failed.sort(key=lambda t: t["Status"]["State"] == "shutdown")  # stable: newest first within each
+        for t in failed:
             cid = t["Status"]["ContainerStatus"]["ContainerID"]
             if self.client.container(cid):
-                return save_tail(self.client, self.state.app_dir(self.j.service), cid, f"task-{t['ID'][:12]}", self.out)
+                saved = save_tail(self.client, self.state.app_dir(self.j.service), cid, f"task-{t['ID'][:12]}",
+                                  self.out, skip_empty=True)
+                if saved:
+                    return saved
         return None
 
     def commit_and_finish(self, message: str) -> dict:
