@@ -7,11 +7,12 @@ puts the whole project back with its data (exit 4)."""
 from __future__ import annotations
 
 import json
+import time
 
 import yaml
 
 from bundlecore.engine import Engine
-from tests.test_compose import assert_recovered_to_v1, compose_yaml, container, env, images, target_for
+from tests.test_compose import AFTER_EXIT, assert_recovered_to_v1, compose_yaml, container, env, images, target_for
 
 __all__ = ["env", "images"]  # the fixtures this file's tests take
 
@@ -214,9 +215,10 @@ def test_a_rollback_keeps_the_kept_generations_probation_and_a_death_in_it_puts_
     assert len(failed) == 1 and isinstance(failed[0], UpdateFailed), (failed, lines)
     assert failed[0].exit_code == 4 and "failed its probation: service web: it exited" in str(failed[0])
     assert volume_files(docker_client, env) == v2_files  # generation 2's data, as it was before the rollback
+    time.sleep(AFTER_EXIT)  # "running again" is still true a moment later
     for s in ("db", "web"):
         info = container(docker_client, env, s)
-        assert info["Id"] == v2_ids[s] and info["State"]["Running"], s
+        assert info["Id"] == v2_ids[s] and info["State"]["Running"] and not info["State"]["Restarting"], s
     st = app_status(engine, state, env["project"])
     assert st["state"] == "active" and st["installed"]["version"] == "2" and st["installed"]["generation"] == 2
 
