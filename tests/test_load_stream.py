@@ -166,6 +166,40 @@ def test_a_layer_removed_while_the_load_runs_is_sent_on_a_second_load(unique_bun
             c.remove(force=True)
 
 
+def test_the_upload_goes_with_its_exact_length_not_in_chunks(unique_bundle, docker_client, tmp_path):
+    """The verified archive's size is known from the signed sizes: the upload carries it as its
+    Content-Length (the engine reads it faster than chunks), the archive's two end blocks included,
+    and the engine loads exactly that: exit 0, the signed image installed."""
+    base, diff_ids = unique_bundle
+    for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+        c.remove(force=True)
+    _remove_image(docker_client, base.image["id"])
+    heads: list[bytes] = []
+
+    def record(head: bytes) -> None:
+        if re.match(rb"POST /v[\d.]+/images/load", head):
+            heads.append(head)
+
+    with EngineProxy(tmp_path / "engine.sock", lambda cid: False, times=0, before=record) as proxy:
+        r = run_bundle("import", base.path, "--keys", base.keys_dir, "--state-dir", tmp_path / "state", "--yes",
+                       env={"DOCKER_HOST": proxy.docker_host})
+    try:
+        assert r.code == 0, str(r)
+        assert len(heads) == 1, heads
+        length = re.search(rb"\r\ncontent-length: (\d+)\r\n", heads[0], re.IGNORECASE)
+        assert length, heads[0]
+        assert b"chunked" not in heads[0].lower(), heads[0]
+        # at most every payload member with its header and padding (layers the engine has stay out)
+        most = sum(2 * fmt.BLOCK + len(m.data) for m in base.members if m.name.startswith(fmt.PAYLOAD_PREFIX))
+        n = int(length.group(1))
+        assert n % fmt.BLOCK == 0 and UNIQUE_LAYER_BYTES < n <= most + len(fmt.TAR_END), (n, most)
+        assert top_layer_registered(docker_client, diff_ids)
+        assert docker_client.api.inspect_container(base.target_name)["Image"] == base.image["id"]
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"name": base.target_name}):
+            c.remove(force=True)
+
+
 @pytest.fixture(scope="module")
 def upgrade(docker_client, pgp_keys, tmp_path_factory):
     """Two releases of one app: 1.0.0 (the base image) and 2.0.0 (one more layer of random bytes
