@@ -15,6 +15,7 @@ import pytest
 
 from bundlecore.engine import EngineKind, engine_for
 from importer.backup.data import HELPER_LABEL, STATE_LABEL
+from importer.kinds.container.run import UNIT_WRITTEN
 from importer.steps import pending
 from tests.support import one_line, run_bundle, set_up
 from tests.swap_fixtures import (Cleanup, bundle_for, containers_named, data_files, digest, free_port, install,
@@ -93,7 +94,8 @@ def test_the_podman_service_is_told_apart_from_docker(docker_client, podman_clie
 def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_client, podman_host, base_bundle, tmp_path):
     """The issue's report: `bundle import` refused "docker load set localhost/demo/app:1.0.0, which was
     not signed". Podman's name for the signed ref is matched, the image checked by its ID. Imported
-    again with `--systemd-unit`, the release running as recorded gets only its unit (no swap)."""
+    again with `--systemd-unit`, the release running as recorded gets only its unit (no swap), also
+    after that import was killed between writing the unit and recording it."""
     env, state = {"DOCKER_HOST": podman_host, "BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")}, tmp_path / "state"
     name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
     unit = tmp_path / "units" / f"container-{name}.service"
@@ -116,6 +118,11 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
 
         again = ("import", base_bundle.path, "--keys", base_bundle.keys_dir, "--state-dir", state, "--yes",
                  "--systemd-unit")
+        # killed once the unit is written and before the record names it: the rerun below records it
+        # (else uninstall, which retires the unit its record names, would leave it behind)
+        r = run_bundle(*again, env={**env, "BUNDLE_CRASH_AT": UNIT_WRITTEN, "BUNDLE_CRASH_WHEN": "after"})
+        assert r.code == KILLED and unit.exists(), str(r)
+        assert "systemd_unit" not in json.loads((state / "installed" / f"{name}.json").read_text())
         r = run_bundle(*again, env=env)
         assert r.code == 0, str(r)
         assert f"only its systemd unit {unit} is written" in r.stdout and "nothing to do" not in r.stdout, r.stdout

@@ -132,6 +132,7 @@ class SwapPlan:
     followed: tuple[Followed, Source] | None = None  # the signed probe moved to where its port is published
     health_by_site: bool = False  # the site file set the probe, its timeout or attempts (importer.site)
     unit: str | None = None  # the systemd unit the swap writes or updates (importer.units; Podman)
+    unit_recorded: bool = False  # the installed record names `unit` (a unit written but unrecorded: a crash)
 
     @property
     def key(self) -> str:
@@ -149,9 +150,11 @@ class SwapPlan:
 
     @property
     def unit_only(self) -> bool:
-        """The installed release runs as recorded, but --systemd-unit asks for a unit it does not have:
-        the import writes only that unit (no swap)."""
-        return self.kind == PlanKind.CURRENT and self.unit is not None and not units.ours(self.name)
+        """The installed release runs as recorded, but --systemd-unit asks for a unit it does not have,
+        or that its record does not name (written by an import killed before it recorded it, so that
+        uninstall would leave it): the import writes only that unit and records it (no swap)."""
+        return self.kind == PlanKind.CURRENT and self.unit is not None \
+            and not (units.ours(self.name) and self.unit_recorded)
 
     @property
     def marked(self) -> frozenset[str]:
@@ -303,7 +306,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
                     gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site,
-                    unit=unit)
+                    unit=unit, unit_recorded=unit is not None and (state.installed(app) or {}).get("systemd_unit") == unit)
     if kind == PlanKind.CURRENT:
         return plan
     _fill_mounts(client, state, plan, old)

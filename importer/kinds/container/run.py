@@ -37,6 +37,7 @@ from importer.kinds.container.journal import (FORWARD_STEPS, DisplacedContainer,
                                    PreexistingData, Step, SwapJournal, SwapKind)
 from importer.kinds.container.machine import AttemptFailed, ContainerSwap, begin
 from importer.kinds.container.plan import PlanKind, SwapPlan, check_host, image_ref_for, preflight
+from importer.steps import crash_hook
 
 
 def _own_health(state: StateDir, gens: Generations, info: dict) -> dict | None:
@@ -99,6 +100,10 @@ def run_swap(client, state: StateDir, plan: SwapPlan, delivery: Delivery, *, kee
         return _run_swap(client, state, plan, delivery, swap_id, keep, out)
 
 
+# kill -9 point of the unit-only import: a rerun writes the unit again (idempotent) and records it
+UNIT_WRITTEN = "unit_written"
+
+
 def _write_unit_of_installed(client, state: StateDir, plan: SwapPlan, out) -> dict:
     """--systemd-unit for the release already installed and running as recorded: its unit written (as
     the swap's commit writes one, importer.units) and recorded; the container is not touched."""
@@ -106,6 +111,7 @@ def _write_unit_of_installed(client, state: StateDir, plan: SwapPlan, out) -> di
     unit = units.UnitWrite(Path(plan.unit or ""), units.mark_for(plan.key, rec.get("version"), rec.get("image"),
                                                                  rec["image_id"], rec["container_id"]))
     units.install(client, unit, plan.name, rec["container_id"], rec.get("version"), out)
+    crash_hook(UNIT_WRITTEN, "after")  # kill -9 tests: the unit written, the record not yet naming it
     rec = {**rec, "systemd_unit": str(unit.path)}
     state.record_installed(plan.key, rec)
     return rec
