@@ -132,7 +132,7 @@ class SwapPlan:
     followed: tuple[Followed, Source] | None = None  # the signed probe moved to where its port is published
     health_by_site: bool = False  # the site file set the probe, its timeout or attempts (importer.site)
     unit: str | None = None  # the systemd unit the swap writes or updates (importer.units; Podman)
-    unit_recorded: bool = False  # the installed record names `unit` (a unit written but unrecorded: a crash)
+    unit_recorded: bool = False  # the record of the release imported again names `unit` (else: a crash left it)
 
     @property
     def key(self) -> str:
@@ -306,7 +306,7 @@ def plan_swap(client, state: StateDir, target: ContainerTarget, new_image_id: st
     plan = SwapPlan(kind, name, target, new_img["Id"], ref,
                     new_version, old=current, prefer=Side(prefer) if prefer else None, masked=masked, app=app,
                     gate=target.health_json(), repair=repair, site_keys=by_site, health_by_site=health_by_site,
-                    unit=unit, unit_recorded=unit is not None and (state.installed(app) or {}).get("systemd_unit") == unit)
+                    unit=unit, unit_recorded=unit is not None and (installed or {}).get("systemd_unit") == unit)
     if kind == PlanKind.CURRENT:
         return plan
     _fill_mounts(client, state, plan, old)
