@@ -173,7 +173,7 @@ class _StreamedMember:
         """Called whether or not the member matched: nothing more is sent until `release`."""
 
     def release(self) -> None:
-        self.feed.put((self.held or b"") + b"\0" * (-self.size % fmt.BLOCK))
+        self.feed.put((self.held or b"") + b"\0" * fmt.pad(self.size))
         self.held = None
 
 
@@ -223,7 +223,7 @@ class VerifiedFeed:
         for member in self.keep:
             name, size = (self.patches[member].path, self.patches[member].size) if member in self.patches \
                 else (member, sizes[member])
-            total += len(fmt.tar_member_header(name[len(fmt.PAYLOAD_PREFIX):], size, 0)) + size + (-size % fmt.BLOCK)
+            total += fmt.tar_member_size(name[len(fmt.PAYLOAD_PREFIX):], size)
         return total
 
     def staged(self, member: str) -> Path:
@@ -272,7 +272,7 @@ class VerifiedFeed:
         with open(path, "rb") as f:
             while chunk := f.read(fmt.CHUNK):
                 self.put(chunk)
-        self.put(b"\0" * (-size % fmt.BLOCK))
+        self.put(b"\0" * fmt.pad(size))
         path.unlink()
 
     def run_gate(self, gate_payload_check) -> None:
@@ -298,12 +298,12 @@ class VerifiedFeed:
         """The docker archive as a tar stream (paths without images/); raises, cutting the
         upload, if the gate refused; the end-of-archive blocks only after everything verified,
         and only when the archive is exactly `upload_size` long."""
-        sent = 0
+        sent, members_end = 0, self.upload_size - len(fmt.TAR_END)
         while (item := self.queue.get()) is not self._END:
-            if sent + len(item) > self.upload_size - len(fmt.TAR_END):
+            if sent + len(item) > members_end:
                 self.cancelled.set()
-                yield from self._cut(item, f"the verified payload is longer than the {self.upload_size - len(fmt.TAR_END)}"
-                                           f" bytes its signed manifest promises")
+                yield from self._cut(item, f"the verified payload is longer than the {members_end} bytes its signed "
+                                           f"manifest promises")
             yield item
             if sent < self._crash_at <= sent + len(item):
                 crash_hook(CRASH_MIDWAY, "after")  # kill -9 tests: the engine holds half the upload
@@ -314,9 +314,8 @@ class VerifiedFeed:
             if not any(m.held for m in self.streaming.values()):
                 yield fmt.tar_member_header("refused", fmt.BLOCK, 0)
             raise self.error
-        if sent + len(fmt.TAR_END) != self.upload_size:
-            yield from self._cut(b"\0", f"the verified payload is {sent} bytes, its signed manifest promises "
-                                        f"{self.upload_size - len(fmt.TAR_END)}")
+        if sent != members_end:
+            yield from self._cut(b"\0", f"the verified payload is {sent} bytes, its signed manifest promises {members_end}")
         yield fmt.TAR_END
         crash_hook(CRASH_SENT, "after")  # kill -9 tests: the engine holds the whole verified archive
 

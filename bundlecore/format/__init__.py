@@ -40,7 +40,8 @@ from bundlecore.format.layout import (BLOCK, CHUNK, COMPRESSION_LEVEL, DOCKER_AR
                                       HEAD_MEMBERS, JOB_SIZE, MANIFEST, MAX_HEAD_FRAME, MAX_HEAD_TAR, MAX_MANIFEST,
                                       MAX_SIGNATURES, MAX_SIGNATURE_BLOCKS, MAX_SUMS, MAX_WINDOW, PAYLOAD_PREFIX,
                                       SIGNATURES, SUMS, TAR_END, FormatError)
-from bundlecore.format.tar import TarMember, parse_pax_size, parse_tar_header, tar_member, tar_member_header
+from bundlecore.format.tar import (TarMember, pad, parse_pax_size, parse_tar_header, tar_member, tar_member_header,
+                                   tar_member_size)
 from bundlecore.format.frames import ZSTD_MAGIC, ZstdFrameScanner, pad_frame
 from bundlecore.format.encoding import dumps_canonical, format_sha256sums, loads_strict_json, parse_sha256sums
 from bundlecore.format.writer import PayloadFile, PayloadWriter, assemble, compress_head
@@ -53,8 +54,8 @@ __all__ = [
     "BLOCK", "CHUNK", "COMPRESSION_LEVEL", "DOCKER_ARCHIVE_MANIFEST", "FORMAT_VERSION", "HEAD_MEMBERS",
     "JOB_SIZE", "MANIFEST", "MAX_HEAD_FRAME", "MAX_HEAD_TAR", "MAX_MANIFEST", "MAX_SIGNATURES",
     "MAX_SIGNATURE_BLOCKS", "MAX_SUMS", "MAX_WINDOW", "PAYLOAD_PREFIX", "SIGNATURES", "SUMS", "TAR_END",
-    "FormatError", "TarMember", "parse_pax_size", "parse_tar_header", "tar_member",
-    "tar_member_header", "ZSTD_MAGIC", "ZstdFrameScanner", "pad_frame", "dumps_canonical", "format_sha256sums",
+    "FormatError", "TarMember", "pad", "parse_pax_size", "parse_tar_header", "tar_member",
+    "tar_member_header", "tar_member_size", "ZSTD_MAGIC", "ZstdFrameScanner", "pad_frame", "dumps_canonical", "format_sha256sums",
     "loads_strict_json", "parse_sha256sums", "PayloadFile", "PayloadWriter", "assemble", "compress_head",
     "FS_BLOCK", "PAYLOAD_OFFSET", "place_head", "rewrite_head", "rewrite_split_head", "Head",
     "PayloadReader", "read_exact", "read_head", "MAX_PARTS", "MIN_PART_SIZE", "BundleFiles", "PartsReader",

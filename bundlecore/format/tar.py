@@ -56,6 +56,11 @@ def tar_member(name: str, data: bytes, mtime: int) -> bytes:
     return tar_member_header(name, len(data), mtime) + data + b"\0" * pad(len(data))
 
 
+def tar_member_size(name: str, size: int) -> int:
+    """How many bytes `tar_member` of a `size`-byte file named `name` takes: header(s), data, padding."""
+    return len(tar_member_header(name, size, 0)) + size + pad(size)
+
+
 @dataclass(frozen=True)
 class TarMember:
     name: str

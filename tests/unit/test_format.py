@@ -141,6 +141,12 @@ def test_tar_member_pads_to_whole_blocks():
         member = fmt.tar_member("images/x", b"a" * n, 0)
         assert len(member) % fmt.BLOCK == 0
         assert len(member) == fmt.BLOCK + -(-n // fmt.BLOCK) * fmt.BLOCK
+        assert fmt.tar_member_size("images/x", n) == len(member)
+
+
+def test_member_size_of_8_gib_and_more_counts_its_pax_record():
+    """The Content-Length of the import's upload (importer.load) is a sum of these."""
+    assert fmt.tar_member_size("images/huge/layer.tar", LIMIT) == 3 * fmt.BLOCK + LIMIT + fmt.pad(LIMIT)
 
 
 def test_header_with_a_wrong_checksum_is_refused():
