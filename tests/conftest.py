@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import uuid
+from typing import NoReturn
 from collections import Counter
 from pathlib import Path
 
@@ -143,13 +144,18 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
+def _missing(msg: str) -> NoReturn:
+    """An engine the tests need cannot be had: fail (always under CI), or skip where a developer
+    asked for it outside CI (BUNDLE_TESTS_ALLOW_NO_DOCKER=1)."""
+    if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
+        pytest.skip(msg)
+    pytest.fail(msg, pytrace=False)
+
+
 def _engine_or_fail():
     code, said = set_up("ensure-docker.sh")
     if code != 0:
-        msg = f"no Docker engine: {said}"
-        if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
-            pytest.skip(msg)
-        pytest.fail(msg, pytrace=False)
+        _missing(f"no Docker engine: {said}")
     return docker.from_env(timeout=300)
 
 
@@ -164,10 +170,7 @@ def podman_host():
     once; the Docker engine is left alone). Fails like docker_client when it cannot be had."""
     code, said = set_up("ensure-podman.sh")
     if code != 0:
-        msg = f"no Podman service: {said}"
-        if os.environ.get("CI") != "true" and os.environ.get("BUNDLE_TESTS_ALLOW_NO_DOCKER") == "1":
-            pytest.skip(msg)
-        pytest.fail(msg, pytrace=False)
+        _missing(f"no Podman service: {said}")
     return said
 
 
