@@ -25,6 +25,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending: str | None = None  # the name of a signal noted and not raised yet
 _deferring = 0               # depth of deferred() scopes
 _shielding = 0               # depth of shielded() scopes
+_shielded_what: list[str] = []  # what each shielded() scope runs to its end, innermost last (said on a signal)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -47,7 +48,7 @@ def _handler(signum: int, frame: object) -> None:
     first = _pending is None
     _pending = _pending or name
     if first:
-        what = ("the rollback runs to its end" if _shielding
+        what = (_shielded_what[-1] if _shielding
                 else "stopping after the step in progress (its engine operation finishes first)")
         sys.stderr.write(f"\n{name} received: {what}\n")
         sys.stderr.flush()
@@ -96,14 +97,17 @@ def deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def shielded() -> Iterator[str | None]:
+def shielded(what: str = "the rollback runs to its end") -> Iterator[str | None]:
     """An undo (or a commit past the point of no return): runs to its end whatever arrives; the
-    interrupt noted meanwhile is dropped on leaving (what ran is the answer to it)."""
+    interrupt noted meanwhile is dropped on leaving (what ran is the answer to it). `what` is what
+    the signal's notice says continues."""
     global _shielding, _pending
     _shielding += 1
+    _shielded_what.append(what)
     try:
         yield _pending
     finally:
+        _shielded_what.pop()
         _shielding -= 1
         if not _shielding:
             _pending = None

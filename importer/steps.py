@@ -71,10 +71,15 @@ class Rule:
         return self.done if phase == Phase.DONE and self.done is not None else self.started
 
 
+# what the notice of a signal received during a kind's commit says continues (interrupts.shielded)
+COMMIT_RUNS_ON = "the release is past its health gate: its commit runs to its end"
+
+
 def crash_hook(point: str, when: str) -> None:
-    """SIGKILL ourselves at the point named by BUNDLE_CRASH_AT (tests of crash safety only)."""
+    """SIGKILL ourselves at the point named by BUNDLE_CRASH_AT (tests of crash safety only), or
+    the signal BUNDLE_CRASH_SIGNAL names (SIGINT, SIGTERM: tests of what an interrupt there says)."""
     if os.environ.get("BUNDLE_CRASH_AT") == point and os.environ.get("BUNDLE_CRASH_WHEN", "after") == when:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.Signals[os.environ.get("BUNDLE_CRASH_SIGNAL", "SIGKILL")])
 
 
 class Record(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 
 import docker
 import pytest
@@ -95,7 +96,7 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
     """The issue's report: `bundle import` refused "docker load set localhost/demo/app:1.0.0, which was
     not signed". Podman's name for the signed ref is matched, the image checked by its ID. Imported
     again with `--systemd-unit`, the release running as recorded gets only its unit (no swap), also
-    after that import was killed between writing the unit and recording it."""
+    after that import was killed, or interrupted, between writing the unit and recording it."""
     env, state = {"DOCKER_HOST": podman_host, "BUNDLE_SYSTEMD_DIR": str(tmp_path / "units")}, tmp_path / "state"
     name, ref, image_id = base_bundle.target_name, base_bundle.image["ref"], base_bundle.image["id"]
     unit = tmp_path / "units" / f"container-{name}.service"
@@ -123,14 +124,22 @@ def test_a_signed_bundle_imports_on_podman_under_its_localhost_name(podman_clien
         r = run_bundle(*again, env={**env, "BUNDLE_CRASH_AT": UNIT_WRITTEN, "BUNDLE_CRASH_WHEN": "after"})
         assert r.code == KILLED and unit.exists(), str(r)
         assert "systemd_unit" not in json.loads((state / "installed" / f"{name}.json").read_text())
-        r = run_bundle(*again, env=env)
+        # the rerun gets SIGINT at the same point: the unit is written and recorded all the same, and the
+        # exit says so (0), never "interrupted ...; nothing changed" with a unit written
+        r = run_bundle(*again, env={**env, "BUNDLE_CRASH_AT": UNIT_WRITTEN, "BUNDLE_CRASH_SIGNAL": "SIGINT"})
         assert r.code == 0, str(r)
+        assert "SIGINT received: the unit is written and recorded first" in r.stderr, str(r)
         assert f"only its systemd unit {unit} is written" in r.stdout and "nothing to do" not in r.stdout, r.stdout
         first = unit.read_text().splitlines()[0]
         assert first.startswith(f"# written by bundle: app {name} ") and f"container {info['Id'][:12]}" in first
         now = podman_client.api.inspect_container(name)
         assert (now["Id"], now["State"]["StartedAt"]) == (info["Id"], info["State"]["StartedAt"])  # not touched
         assert json.loads((state / "installed" / f"{name}.json").read_text())["systemd_unit"] == str(unit)
+        time.sleep(3)  # and still so a moment later: the container untouched, the unit in place
+        later = podman_client.api.inspect_container(name)
+        assert (later["Id"], later["State"]["StartedAt"], later["State"]["Running"]) == \
+            (info["Id"], info["State"]["StartedAt"], True)
+        assert unit.read_text().splitlines()[0] == first
         text = unit.read_text()
         r = run_bundle(*again, env=env)
         assert r.code == 0 and "nothing to do" in r.stdout and unit.read_text() == text, str(r)

@@ -57,6 +57,19 @@ def test_an_undo_runs_to_its_end_and_the_interrupt_is_dropped():
     assert done == ["undo step", "after it"] and interrupts.pending() is None
 
 
+def test_the_notice_says_what_runs_to_its_end(capsys):
+    """An undo says the rollback finishes; a commit or a unit write says what it finishes instead,
+    never "the rollback" where there is none."""
+    with interrupts.shielded():
+        _send()
+    with interrupts.shielded("the commit runs to its end"):
+        with interrupts.shielded("the unit is written first"):  # the innermost scope is what runs
+            _send()
+    err = capsys.readouterr().err
+    assert "SIGINT received: the rollback runs to its end" in err
+    assert "SIGINT received: the unit is written first" in err and "the commit" not in err
+
+
 @pytest.mark.parametrize("e, text", [
     (KeyboardInterrupt(), "interrupted"),
     (interrupts.Interrupted("SIGTERM"), "interrupted by SIGTERM"),

@@ -40,7 +40,7 @@ from importer.logtail import save_tail
 from importer.kinds.compose.project import (NETWORK_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL, Action,
                                             network_name)
 from importer.state import StateDir, highest_sequence_after
-from importer.steps import Direction, Resume, Rule, StepJournal, StepRunner
+from importer.steps import COMMIT_RUNS_ON, Direction, Resume, Rule, StepJournal, StepRunner
 
 KIND = "compose"
 COMPLETION_TIMEOUT = 600  # s: how long a service others wait on to complete may run (no [target.health.NAME])
@@ -270,7 +270,7 @@ class ProjectSwap:
         return any(s != Step.REMOVE_NETWORKS for s in needed) or bool(self.r.created_networks or self.r.created_volumes)
 
     def commit_and_finish(self) -> dict:
-        with interrupts.shielded():
+        with interrupts.shielded(COMMIT_RUNS_ON):
             self.runner.forward([Step.COMMIT, Step.PRUNE])
             record = self.state.installed(self.r.app)
             self.finish(Result.DONE, f"{self.r.project} {self.r.version} is running")

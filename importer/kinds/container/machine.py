@@ -22,7 +22,7 @@ from bundlecore.release import ContainerTarget, Result, signers_of
 from importer import ownership, units
 from importer.audit import AuditEvent, BundleRef, EventKind, PhaseTimer, now
 from importer.state import StateDir, highest_sequence_after
-from importer.steps import Resume, Rule, StepRunner
+from importer.steps import COMMIT_RUNS_ON, Resume, Rule, StepRunner
 from importer.backup import data
 from importer.kinds.container.generations import Generations, summary
 from importer.health import HealthGate
@@ -78,7 +78,7 @@ class ContainerSwap:
 
     def commit_and_finish(self) -> dict:
         """Past the gate: commit and prune run to their end whatever interrupt arrives."""
-        with interrupts.shielded():
+        with interrupts.shielded(COMMIT_RUNS_ON):
             self.step(Step.COMMIT)
             self.step(Step.PRUNE)
             record = self.state.installed(self.r.key)

@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bundlecore import interrupts
 from bundlecore.engine import container_name
 from bundlecore.errors import InstallUndone, OperatorNeeded, UpdateFailed, UsageProblem
 from bundlecore.runspec import named_volumes
@@ -106,14 +107,17 @@ UNIT_WRITTEN = "unit_written"
 
 def _write_unit_of_installed(client, state: StateDir, plan: SwapPlan, out) -> dict:
     """--systemd-unit for the release already installed and running as recorded: its unit written (as
-    the swap's commit writes one, importer.units) and recorded; the container is not touched."""
+    the swap's commit writes one, importer.units) and recorded; the container is not touched. An
+    interrupt meanwhile lets both finish (exit 0, the lines say what was written): stopped between
+    them, the import would say "nothing changed" with a unit written."""
     rec = state.installed(plan.key) or {}
     unit = units.UnitWrite(Path(plan.unit or ""), units.mark_for(plan.key, rec.get("version"), rec.get("image"),
                                                                  rec["image_id"], rec["container_id"]))
-    units.install(client, unit, plan.name, rec["container_id"], rec.get("version"), out)
-    crash_hook(UNIT_WRITTEN, "after")  # kill -9 tests: the unit written, the record not yet naming it
-    rec = {**rec, "systemd_unit": str(unit.path)}
-    state.record_installed(plan.key, rec)
+    with interrupts.shielded("the unit is written and recorded first"):
+        units.install(client, unit, plan.name, rec["container_id"], rec.get("version"), out)
+        crash_hook(UNIT_WRITTEN, "after")  # kill -9 tests: the unit written, the record not yet naming it
+        rec = {**rec, "systemd_unit": str(unit.path)}
+        state.record_installed(plan.key, rec)
     return rec
 
 
