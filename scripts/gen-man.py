@@ -37,7 +37,7 @@ ENVIRONMENT = {
     "GNUPGHOME": "keyring holding the signing key (build, approve)",
     "SUDO_USER": "the person recorded in the audit log when run through sudo",
 }
-TEST_HOOKS = {"BUNDLE_CRASH_AT", "BUNDLE_CRASH_WHEN", "BUNDLE_BACKOFF_BASE", "BUNDLE_INLINE_SOAK"}
+TEST_HOOKS = {"BUNDLE_CRASH_AT", "BUNDLE_CRASH_WHEN", "BUNDLE_CRASH_SIGNAL", "BUNDLE_BACKOFF_BASE", "BUNDLE_INLINE_SOAK"}
 PACKAGES = ("bundlecore", "bundler", "importer", "bundlecli")
 
 
