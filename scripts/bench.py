@@ -2,7 +2,8 @@
 """`make bench`: how `bundle build`, `bundle verify` and `bundle import` compare with the plain
 docker/zstd commands they replace, and what delta and split bundles cost, on this machine, in one
 run (issue 11). A benchmark, not a test: it exits 0 when every step ran (goals met or not) and 1
-when a step could not run.
+when a step could not run. The project's modules are compiled to bytecode first, as a wheel
+install does.
 
     .venv/bin/python scripts/bench.py [--quick] [--size-mb 1000] [--patch-layer-mb 300] [--repeat 3]
                                       [--only build,split,import,delta,patch] [--json PATH] [--clean]
@@ -23,7 +24,9 @@ CPU-seconds are the command's (GNU time: user + sys of its whole tree) plus the 
   stable-probe wait, which `docker run -d` does not do) and vs the careful manual pipeline
   `sha256sum -c && gpg --verify && zstd -dc f | docker load && docker run -d && docker exec`
   (<= 0.90x, end to end); peak RSS < 100 MB, peak scratch under the state dir <= 64 MB; the
-  import's phases (from its own lines) and CPU-seconds of the process and the engine.
+  import's phases (from its own lines) and CPU-seconds of the process and the engine. For
+  reference (no goal): `zstd -dc f | docker load && docker run -d`, what decompressing the same
+  file costs before anything is checked.
 - delta: a release changing one 1 MiB layer of the big image, full vs `--since` the last (<= 5%).
 - patch: a release changing 1% of the files of a --patch-layer-mb layer, full vs `--since` the last
   (<= 3%, met once binary patches are in `--since`), build and import times and peak RSS.
@@ -53,6 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bundlecore.inventory import chain_ids  # noqa: E402  (Docker's layer identity, one rule)
 from importer.health import PROBE_SPACING, STABLE_PROBES  # noqa: E402  (the documented wait)
+PACKAGES = ("bundlecli", "bundlecore", "bundler", "importer")   # what the bundle command imports
 MiB = 1 << 20
 PIECE = 64 * MiB
 GEN_VERSION = "1"           # bump when the generated image content changes
@@ -473,6 +477,13 @@ def bundle_cli() -> str:
     return found
 
 
+def compile_bytecode() -> None:
+    """Compile the project's modules to bytecode first, as `pip install` of the wheel does on the
+    admin's host (scripts/install.sh): the editable checkout is otherwise compiled again at every
+    start when PYTHONDONTWRITEBYTECODE is set, which times the compiler, not `bundle`."""
+    run([sys.executable, "-m", "compileall", "-q", *(str(REPO / p) for p in PACKAGES)])
+
+
 # --------------------------------------------------------------------------------------------
 # figures and the table (pure; tests/unit/test_bench.py)
 # --------------------------------------------------------------------------------------------
@@ -753,7 +764,7 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
     if not b.manual.exists():
         log("the manual pipeline's signed file (once, untimed)")
         run(manual_build_cmd(b, tag, b.manual), shell=True)
-    bases, manuals, imports, staging_peak = [], [], [], 0
+    bases, manuals, unchecked, imports, staging_peak = [], [], [], [], 0
     for i in range(b.repeat):
         log(f"baseline: docker load -i T && docker run -d (image removed first; run {i + 1}/{b.repeat})")
         fig["layers_left_before_load"] = make_absent(image, b.docker_root, b.driver)
@@ -769,6 +780,13 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
         if r["rc"]:
             raise StepFailed(f"manual import pipeline: {failure_line(r)}")
         manuals.append(r)
+        log(f"reference: zstd -dc f | docker load && docker run -d (image removed first; run {i + 1}/{b.repeat})")
+        make_absent(image, b.docker_root, b.driver)
+        r = b.timer(f"set -o pipefail; zstd -dc {b.manual} | docker load -q && docker run -d --name {APPS[0]}.unz {tag}",
+                    shell=True)
+        if r["rc"]:
+            raise StepFailed(f"zstd -dc | docker load && docker run -d: {failure_line(r)}")
+        unchecked.append(r)
         log(f"bundle import --yes (image removed, fresh state dir; run {i + 1}/{b.repeat})")
         fig["layers_left_before_import"] = make_absent(image, b.docker_root, b.driver)
         with DirPoller(b.work / f"state-{i}" / "staging") as staging:
@@ -794,9 +812,17 @@ def section_import(b: Bench, image: dict, tag: str, B: Path, T: Path) -> None:
                import_output=[f"+{t:.2f}s {ln}" for t, ln in imports[-1]["lines"]])
     rep.row("docker load -i T && docker run -d" + runs(base), secs(median(base)))
     rep.row("sha256sum -c && gpg --verify && zstd -dc | docker load && run -d && exec" + runs(mw), secs(median(mw)))
+    uw = [r["wall"] for r in unchecked]
+    fig.update(unchecked_load_run_s=round(median(uw), 2), unchecked_load_run_runs_s=[round(x, 2) for x in uw])
+    rep.row("zstd -dc f | docker load && run -d (decompressed, nothing checked)" + runs(uw), secs(median(uw)))
     rep.row("bundle import --yes (until exit 0)" + runs(walls), secs(median(walls)))
     rep.goal(f"  ratio of medians import (less the {stable_wait:g} s stable-probe wait) / load + run",
              ratio_of_medians(unwaited, base), GOAL_IMPORT_RATIO, key="import_ratio")
+    rel = ratio_of_medians(unwaited, uw)
+    if rel is not None:
+        fig["import_unchecked_ratio"] = round(rel, 4)
+    rep.row("  ratio of medians import (less the wait) / zstd -dc | load + run (what decompressing costs)",
+            "?" if rel is None else f"{rel:.2f}", "(reference)")
     rep.goal("  ratio of medians import / manual pipeline", ratio_of_medians(walls, mw), GOAL_IMPORT_MANUAL_RATIO,
              key="import_manual_ratio")
     rss = fig["import_rss_kb"]
@@ -913,6 +939,7 @@ def main(argv=None) -> int:
     fig["load_average"] = list(os.getloadavg())
     run(["bash", str(REPO / "scripts" / "ensure-docker.sh")], capture=False)
     bundle = bundle_cli()
+    compile_bytecode()
     gnu_time = _gnu_time()
     if not gnu_time:
         log("GNU time unavailable: CPU and peak RSS via getrusage(RUSAGE_CHILDREN) in a wrapper")
