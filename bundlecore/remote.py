@@ -15,7 +15,9 @@ an import's lock or a cron job. So:
 
 Every failure is a `RemoteProblem` (an EnvironmentProblem, exit 1, one line) whose `failure` says
 what went wrong as an enum, so callers decide (retry, count as a failed evaluation) on that, never
-on the message. Name resolution is the resolver's business and is not covered by the deadline.
+on the message. Name resolution is inside the deadline too: the resolver is asked on a thread
+that the request waits for only until the deadline (a DNS server that does not answer makes glibc
+wait 5 s per try and per server), and the connection then goes to the addresses it gave.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.util.connection import allowed_gai_family
 
 from bundlecore.errors import EnvironmentProblem
 
@@ -55,13 +58,14 @@ class RemoteProblem(EnvironmentProblem):
     sent its status line and headers (a timeout after that is a slow body, not a slow server)."""
 
     def __init__(self, failure: Failure, message: str, answered: bool = False, cause: str = "",
-                 host_unreachable: bool = False) -> None:
+                 host_unreachable: bool = False, unresolved: str | None = None) -> None:
         super().__init__(message)
         self.failure = failure
         self.answered = answered
         self.cause = cause or failure.value  # the underlying exception's name, when there was one
         # no route to the host at all (as opposed to "nothing listens there" or "it did not answer")
         self.host_unreachable = host_unreachable
+        self.unresolved = unresolved  # a TIMEOUT while the resolver was still asked for this name
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,39 @@ class _Watchdog:
     def passed(self) -> bool:
         return self.expired or time.monotonic() >= self.deadline
 
+    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        """getaddrinfo(host, port) for a TCP connection, waited for until the deadline at most (then
+        _NameTimeout); the thread asking is left to end when the resolver gives up."""
+        answer: list[list[tuple[Any, ...]] | BaseException] = []
+        done = threading.Event()
+
+        def ask() -> None:
+            try:
+                answer.append(_getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+            except BaseException as e:  # handed to the request's thread, which raises it
+                answer.append(e)
+            done.set()
+
+        threading.Thread(target=ask, name=f"resolve {host}", daemon=True).start()
+        if not done.wait(max(0.0, self.deadline - time.monotonic())):
+            raise _NameTimeout(host)
+        if isinstance(answer[0], BaseException):
+            raise answer[0]
+        return answer[0]
+
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+_getaddrinfo = socket.getaddrinfo   # the resolver (the unit tests put a silent one here)
+
+
+class _NameTimeout(urllib3.exceptions.ConnectTimeoutError):
+    """The resolver did not answer before the request's deadline."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"the name {host} did not resolve in time")
+        self.host = host
 
 
 def _shut(sock: socket.socket) -> None:
@@ -153,11 +188,44 @@ def _watched(pool_cls: Any, dog: _Watchdog) -> Any:
 
     class Watched(pool_cls.ConnectionCls):  # type: ignore[misc]
         def _new_conn(self) -> socket.socket:
-            sock: socket.socket = super()._new_conn()
+            sock = _connect(self, dog)
             dog.adopt(sock)
             return sock
 
     return type(pool_cls.__name__, (pool_cls,), {"ConnectionCls": Watched})
+
+
+def _connect(conn: Any, dog: _Watchdog) -> socket.socket:
+    """What urllib3's HTTPConnection._new_conn does, with the name resolved within the deadline
+    (`_Watchdog.resolve`): the socket goes to the first of its addresses that takes it, and the
+    connection keeps the host name for TLS and the Host header. Errors are urllib3's own, so the
+    HTTP client reports them as it would."""
+    try:
+        addresses = dog.resolve(conn._dns_host.strip("[]"), conn.port)
+    except socket.gaierror as e:
+        raise urllib3.exceptions.NameResolutionError(conn.host, conn, e) from e
+    except UnicodeError:  # not a name IDNA can encode
+        raise urllib3.exceptions.LocationParseError(f"'{conn.host}', label empty or too long") from None
+    error: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            for level, name, value in conn.socket_options or ():
+                sock.setsockopt(level, name, value)
+            if isinstance(conn.timeout, (int, float)):  # fetch always gives one
+                sock.settimeout(conn.timeout)
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(address)
+            return sock
+        except TimeoutError as e:
+            sock.close()
+            raise urllib3.exceptions.ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})") from e
+        except OSError as e:
+            sock.close()
+            error = e
+    raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
 
 class _Adapter(HTTPAdapter):
@@ -207,11 +275,13 @@ def fetch(method: str, url: str, *, timeout: float, max_bytes: int, read_body: b
         try:
             resp = session.request(method, url, timeout=(timeout, timeout), stream=True, **kwargs)
         except _BROKEN as e:
-            no_route = isinstance(e, requests.ConnectTimeout) or any(
-                getattr(c, "errno", None) in UNREACHABLE_ERRNOS for c in causes(e))
+            unresolved = next((c.host for c in causes(e) if isinstance(c, _NameTimeout)), None)
+            no_route = unresolved is None and (isinstance(e, requests.ConnectTimeout) or any(
+                getattr(c, "errno", None) in UNREACHABLE_ERRNOS for c in causes(e)))
             if dog.passed() or isinstance(e, requests.Timeout):
-                raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s",
-                                    host_unreachable=no_route) from None
+                why = f" (the name {unresolved} did not resolve in time)" if unresolved else ""
+                raise RemoteProblem(Failure.TIMEOUT, f"no answer within {timeout:g} s{why}",
+                                    host_unreachable=no_route, unresolved=unresolved) from None
             raise RemoteProblem(Failure.UNREACHABLE, f"cannot reach it ({type(e).__name__})",
                                 cause=type(e).__name__, host_unreachable=no_route) from None
         with resp:

@@ -205,8 +205,9 @@ class GitHubReleases:
             except RemoteProblem as e:
                 if e.answered:
                     raise UpstreamUnavailable(f"{url}: {e}") from None
-                problem = (f"timed out after {self.timeout:g}s" if e.failure is Failure.TIMEOUT
-                           else f"cannot connect: {e.cause}")
+                problem = (f"cannot connect: {e.cause}" if e.failure is not Failure.TIMEOUT
+                           else f"timed out after {self.timeout:g}s resolving {e.unresolved}" if e.unresolved
+                           else f"timed out after {self.timeout:g}s")
                 continue
             if reply.status_code < 500:
                 return reply

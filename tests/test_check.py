@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import textwrap
 import threading
@@ -250,6 +251,48 @@ def test_a_hanging_server_is_bounded_by_the_timeout(tmp_path, github):
     r = check(write_spec(tmp_path / "bundle.toml"), github, "--timeout", "0.3")
     assert r.code == 1 and "timed out after 0.3s (4 attempts)" in one_line(r.stderr)
     assert time.monotonic() - started < 4.5  # 4 x 0.3 s plus backoff and start-up, not 4 x 5 s
+
+
+def test_a_dns_server_that_never_answers_is_bounded_by_the_timeout(tmp_path):
+    """The resolver points at a DNS server that takes every query and never answers (in a mount
+    namespace of the test's own, /etc/resolv.conf bound over): glibc waits 4 s per query, so 4
+    attempts would take 16 s and more. `--timeout` is a total deadline that covers the name's
+    resolution too: each attempt ends at 1 s, and the line says what was still unresolved."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for last in range(99, 120):  # a loopback address whose port 53 is free (a local resolver may hold one)
+        try:
+            dns.bind((f"127.0.0.{last}", 53))
+            break
+        except OSError:
+            continue
+    queries = []
+
+    def swallow():
+        while True:
+            try:
+                queries.append(dns.recv(512))
+            except OSError:
+                return
+
+    threading.Thread(target=swallow, daemon=True).start()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {dns.getsockname()[0]}\noptions timeout:4 attempts:1\n")
+    host = "releases.never-answers.test"
+    started = time.monotonic()
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv),
+                            str(BUNDLE), "check", str(write_spec(tmp_path / "bundle.toml")),
+                            "--api-url", f"http://{host}:8080", "--timeout", "1"],
+                           env={**os.environ, **check_env()}, capture_output=True, text=True, timeout=120)
+    finally:
+        dns.close()
+    took = time.monotonic() - started
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert one_line(r.stderr) == (f"error: http://{host}:8080{LATEST} timed out after 1s resolving {host} "
+                                  f"(4 attempts)")
+    assert queries, "the resolver never asked the silent DNS server: the test proves nothing"
+    assert took < 10, f"took {took:.1f} s"  # 4 x 1 s, the backoff and the start-up; 16 s and more unbounded
 
 
 def test_github_token_is_sent_as_bearer_and_api_url_takes_a_path(tmp_path, github):

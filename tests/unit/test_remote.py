@@ -6,11 +6,13 @@ traceback."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
 
 from bundlecore.errors import EnvironmentProblem
+from bundlecore import remote
 from bundlecore.remote import MAX_DEPTH, Failure, RemoteProblem, depth, fetch, parse_json
 from tests.unit.conftest import answer, drip
 
@@ -74,6 +76,53 @@ def test_nobody_listening_is_unreachable_and_names_the_cause():
         port = s.getsockname()[1]
     err, _ = _timed(f"http://127.0.0.1:{port}/")
     assert err.failure is Failure.UNREACHABLE and err.cause == "ConnectionError"
+
+
+def test_a_resolver_that_does_not_answer_ends_at_the_deadline_and_says_so(monkeypatch):
+    """A dead DNS server makes getaddrinfo wait 5 s per try and server: the deadline covers it."""
+    asked = []
+
+    def silent(host, *args):
+        asked.append(host)
+        time.sleep(5)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(remote, "_getaddrinfo", silent)
+    err, took = _timed("http://updates.example.test:8080/x", timeout=0.5)
+    assert asked == ["updates.example.test"]
+    assert err.failure is Failure.TIMEOUT and not err.answered and not err.host_unreachable
+    assert err.unresolved == "updates.example.test"
+    assert str(err) == "no answer within 0.5 s (the name updates.example.test did not resolve in time)"
+    assert took < 1.5
+
+
+def test_a_name_the_resolver_cannot_find_is_unreachable_at_once(monkeypatch):
+    def unknown(host, *args):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(remote, "_getaddrinfo", unknown)
+    err, took = _timed("http://nowhere.example.test/x", timeout=5)
+    assert err.failure is Failure.UNREACHABLE and err.unresolved is None and took < 1
+
+
+def test_a_host_name_is_connected_to_at_the_address_it_resolves_to_and_keeps_its_name():
+    """localhost, through the deadline's resolver: the connection goes to the address it resolves
+    to, and the request still names the host (the Host header; TLS would verify the same name)."""
+    seen = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve_one():
+            conn, _ = listener.accept()
+            with conn:
+                seen.append(conn.recv(65536))
+                answer(b'{"ok": 1}')(conn)
+
+        threading.Thread(target=serve_one, daemon=True).start()
+        reply = fetch("GET", f"http://localhost:{listener.getsockname()[1]}/x", timeout=2, max_bytes=100, direct=True)
+    assert reply.status_code == 200 and reply.json(expect=dict) == {"ok": 1}
+    assert b"\r\nHost: localhost:" in seen[0]
 
 
 def test_a_whole_answer_in_time_is_returned_and_status_only_reads_no_body(serve):
