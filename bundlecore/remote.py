@@ -212,8 +212,8 @@ def _connect(conn: Any, dog: _Watchdog) -> socket.socket:
         try:
             for level, name, value in conn.socket_options or ():
                 sock.setsockopt(level, name, value)
-            if isinstance(conn.timeout, (int, float)):  # fetch always gives one
-                sock.settimeout(conn.timeout)
+            if isinstance(conn.timeout, (int, float)):  # fetch always gives one; the resolver took its share
+                sock.settimeout(max(0.001, min(conn.timeout, dog.deadline - time.monotonic())))
             if conn.source_address:
                 sock.bind(conn.source_address)
             sock.connect(address)
