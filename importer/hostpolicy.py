@@ -14,10 +14,11 @@ trust store) and refuses, before anything is loaded, every setting it does not g
   a symlink where `G/app/sub` was, and its next restart mounts whatever that points to. No grant
   allows it: bind the outer directory once and use the subdirectory inside the container. The
   container kind's plan applies the same rule to the binds the new container keeps from the
-  running one; and every kind's plan (a container, each service of a project, a Swarm service)
-  applies it between the binds it asks for and those of every other container on the engine
-  (importer.ownership `refuse_nested_binds`: the app's own containers, tasks and kept generations
-  are not others);
+  running one; and every kind's plan (a container, a project, a Swarm service) applies it between
+  the binds it asks for and those of every other container on the engine (importer.ownership
+  `refuse_nested_binds`: the app's own containers, tasks and kept generations are not others); a
+  project's plan takes the binds of all its services together, so one service's writable bind
+  around another's is refused as two containers' are;
 - the engine's socket (`/var/run/docker.sock`, `/run/docker.sock`, a unix DOCKER_HOST), or any
   directory holding it: never, unless `engine_socket = true` — a prefix grant is not enough;
 - added capabilities: Docker's default set adds nothing and is always fine; any other

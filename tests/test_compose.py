@@ -538,6 +538,31 @@ def test_a_service_bind_inside_another_containers_writable_bind_is_refused_befor
         docker_client.api.remove_container(agent, force=True)
 
 
+def test_a_service_bind_inside_a_sibling_services_writable_bind_is_refused_before_anything_changes(
+        docker_client, env, images, tmp_path):
+    """The nested-bind rule between the services of one project too: db mounts G writable, so it
+    could plant a symlink at G/app that web's next start would mount; refused (exit 3) naming both,
+    nothing made. Two services binding the same directory are not nested, and go through."""
+    from bundlecore.refusals import HostPolicyRefused
+    shared = tmp_path / "granted"
+    (shared / "app").mkdir(parents=True)
+    compose, refs = compose_yaml(images, worker=None)
+    doc = json.loads(compose)
+    doc["services"]["db"]["volumes"].append(f"{shared}:/all")
+    doc["services"]["web"]["volumes"].append(f"{shared}/app:/x:ro")
+    with pytest.raises(HostPolicyRefused) as e:
+        swap(docker_client, env["state"], target_for(env, json.dumps(doc), refs), bundle_for(env, images, refs, "1", 1))
+    assert str(e.value).startswith(f"services.web.volumes.1 binds host path {shared}/app inside {shared} "
+                                   f"(services.db.volumes.1), and services.db.volumes.1 is writable: ")
+    assert e.value.exit_code == 3
+    assert project_containers(docker_client, env) == [] and os.listdir(shared / "app") == []
+    assert env["state"].installed(env["project"]) is None
+
+    doc["services"]["web"]["volumes"][1] = f"{shared}:/x:ro"  # the same directory, shared: not nested
+    swap(docker_client, env["state"], target_for(env, json.dumps(doc), refs), bundle_for(env, images, refs, "1", 1))
+    assert env["state"].installed(env["project"])["version"] == "1"
+
+
 # -- kill -9 at every step, then `bundle recover` -----------------------------------------------------
 
 def _two(images, db, web):

@@ -57,7 +57,7 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
     masked = masked | frozenset((installed or {}).get("site_env") or ())
     ids = dict(images or {})
     ids.setdefault(target.image, new_image_id)
-    services = []
+    services, binds = [], []
     for name in project.order():
         svc = project.services[name]
         cname = container_name(project.project, name)
@@ -77,9 +77,7 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
             svc, merged = merged_service(svc, recorded.get(name), live, client.image(live["Image"]) or {}, side,
                                          masked | frozenset(svc.run.secret_env or ()))
             decisions = merged.decisions
-        # against every container outside the project (its own, parked ones too, carry its label)
-        ownership.refuse_nested_binds(client, [(f"services.{name}.volumes.{i}", v) for i, v in enumerate(svc.run.volumes or ())],
-                                      lambda _, other: other.get(PROJECT_LABEL) == project.project)
+        binds += [(f"services.{name}.volumes.{i}", v) for i, v in enumerate(svc.run.volumes or ())]
         digest = config_hash(project.project, svc, image_id)
         sp = ServicePlan(name, Action.CREATE, cname, svc.image, image_id, digest, service=svc)
         if live:
@@ -91,6 +89,10 @@ def plan_project(client, state: StateDir, target: ComposeTarget, new_image_id: s
                 sp.changes = differences(recorded.get(name), {"image_id": image_id, "image_ref": svc.image,
                                                               "settings": svc.to_json()})
         services.append(sp)
+    # every service's binds together (one service's writable bind around another's is as nested as
+    # two containers' are), and against every container outside the project (its own, parked ones
+    # too, carry its label): one look at the engine's containers, not one per service
+    ownership.refuse_nested_binds(client, binds, lambda _, other: other.get(PROJECT_LABEL) == project.project)
     for name, rec in sorted(recorded.items()):
         if name not in project.services:
             live = client.container_named(rec["container"])
