@@ -317,6 +317,9 @@ def test_generations_beyond_keep_are_pruned(docker_client, app_image, swap_env, 
     install(docker_client, swap_env, first, 1, loaded=True)  # as if its import's load had created it
     install(docker_client, swap_env, demo_images["v2"], 2)
     install(docker_client, swap_env, demo_images["v4"], 4)
+    users = [(c["Names"], c["Labels"], c["Status"])
+             for c in docker_client.api.containers(all=True, filters={"ancestor": first["id"]})]
+    assert users == [], "containers still use the pruned generation's image"  # (who kept it, if it is kept)
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.api.inspect_image(first["id"])
     names = sorted(n for c in docker_client.api.containers(all=True) for n in c["Names"] if name in n)
