@@ -22,7 +22,7 @@ import pytest
 pytest_plugins = ["tests.keys", "tests.craft", "tests.swap_fixtures"]
 
 from tests.daemons import start_node_exporter, start_prometheus, start_registry  # noqa: E402
-from tests.support import REPO, build_app_image, set_up  # noqa: E402  (fixtures below use them)
+from tests.support import REPO, build_app_image, build_helper_image, set_up  # noqa: E402  (fixtures below use them)
 
 # Tiers (markers registered in pyproject.toml; `make test` runs them all): `unit` for tests/unit
 # (pure logic, no engine), `engine` for every other file (the real engine, registry, gpg,
@@ -161,7 +161,9 @@ def _engine_or_fail():
 
 @pytest.fixture(scope="session")
 def docker_client():
-    return _engine_or_fail()
+    client = _engine_or_fail()
+    build_helper_image(client)
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import hashlib
 import io
 import subprocess
 import tarfile
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -247,3 +248,32 @@ def test_a_sparse_file_comes_back_sparse_after_a_rollback(docker_client, swap_en
     assert _listing(docker_client, name) == tree
     _sh(docker_client, name, "cmp /data/sparse.img /tmp/reference.img")
     assert _allocated_kib(docker_client, name, "/data/sparse.img") <= before_kib + 64
+
+
+def test_an_app_without_a_shell_gets_the_labelled_helper_image_not_another_apps(docker_client, uniq):
+    """The app's own image cannot run the helper (no /bin/sh in it): the helper is an image the
+    engine's admin labelled for it (tests: support.HELPER_IMAGE), tried before any other app's
+    image, even one smaller than it."""
+    def image_of(files: dict[str, bytes], tag: str) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
+        repo, tag_ = tag.split(":")
+        docker_client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag_)
+        return docker_client.images.get(tag).id
+
+    no_shell = image_of({"app": b"not a shell"}, f"swaptest/noshell-{uniq}:1")
+    tiny = image_of({"bin/sh": b"#!x"}, f"swaptest/tiny-{uniq}:1")  # another app's, smaller than the helper
+    since = int(time.time()) - 1
+    try:
+        helper = docker_client.images.get(swap_data.find_helper_image(Engine(docker_client), [no_shell]))
+        assert swap_data.HELPER_IMAGE_LABEL in helper.labels, helper.tags  # HELPER_IMAGE, or a twin a parallel worker built
+        tried = {ev["Actor"]["Attributes"].get("image") for ev in docker_client.events(
+            since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container", "event": "create"})}
+        assert no_shell in tried and tiny not in tried, "another app's image was tried"
+    finally:
+        for ref in (no_shell, tiny):
+            docker_client.images.remove(ref, force=True)

@@ -57,6 +57,7 @@ import shlex
 import shutil
 import tarfile
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from bundlecore.errors import EnvironmentProblem, OperatorNeeded
 from bundlecore.fsutil import atomic_write_json, fsync_dir
 
 HELPER_LABEL = "io.bundle.helper"
+HELPER_IMAGE_LABEL = "io.bundle.helper-image"   # on an image an admin keeps for the helper (any value)
 STATE_LABEL = "io.bundle.state"  # sha256 of the real path of the state dir that made the container
 SWAP_LABEL = "io.bundle.swap"    # the swap (journal) that made it
 RESTORE_ROOT = "/bundle-restore/root"
@@ -275,20 +277,31 @@ def verify_backup(backup_dir: Path, manifest: dict) -> None:
 
 # -- helper container ---------------------------------------------------------------------
 
-def find_helper_image(client, candidates: list[str]) -> str:
-    """The first image (candidates first, then any local one) that runs /bin/sh, by trying it."""
-    seen = []
-    for ref in candidates + [img["Id"] for img in sorted(client.images(), key=lambda i: i.get("Size", 0))]:
-        if not ref or ref in seen:
-            continue
-        seen.append(ref)
+def helper_search_order(candidates: Sequence[str | None], local: list[dict]) -> list[str]:
+    """Which images to try as the helper, in order: the app's own (`candidates`), then the local
+    images an admin labelled HELPER_IMAGE_LABEL, then every other local image, smallest first.
+    Trying an image runs a container of it for a moment, and an image some container uses cannot
+    be removed meanwhile: a labelled image keeps the search off other apps' images."""
+    by_size = sorted(local, key=lambda i: i.get("Size", 0))
+    labelled = [i["Id"] for i in by_size if HELPER_IMAGE_LABEL in (i.get("Labels") or {})]
+    order: list[str] = []
+    for ref in [*candidates, *labelled, *(i["Id"] for i in by_size)]:
+        if ref and ref not in order:
+            order.append(ref)
+    return order
+
+
+def find_helper_image(client, candidates: Sequence[str | None]) -> str:
+    """The first image of `helper_search_order` that runs /bin/sh with the helper's tools, by trying it."""
+    for ref in helper_search_order(candidates, client.images()):
         try:
             if _run_helper(client, ref, HELPER_TOOLS_PROBE, binds=[], timeout=30) == 0:
                 return ref
         except (EngineError, EnvironmentProblem):
             continue
     raise EnvironmentProblem("no local image can run /bin/sh with tar, stat and df, which restoring data "
-                             "after a failed update needs; load one (e.g. busybox) and retry")
+                             f"after a failed update needs; load one (e.g. busybox, labelled {HELPER_IMAGE_LABEL}) "
+                             "and retry")
 
 
 @dataclass(frozen=True)

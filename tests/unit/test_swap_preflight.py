@@ -78,3 +78,16 @@ def test_the_fingerprint_leaves_out_the_mount_roots_times_and_the_restore_scratc
     assert "-path './.bundle-restore-*' -prune" in lines[0]
     assert "! -path ." in lines[0] and "%y|%z" in lines[0]  # every other entry with mtime and ctime
     assert "'/r/it'\"'\"'s/x.conf'" in lines[1]             # quoted
+
+
+def test_the_helper_is_sought_in_the_apps_images_then_labelled_ones_then_any_smallest_first():
+    """A labelled image comes before other apps' images (trying one runs a container of it, which
+    holds it against its removal for that moment); each image is tried once."""
+    from importer.backup.data import HELPER_IMAGE_LABEL, helper_search_order
+    local = [{"Id": "other-big", "Size": 900}, {"Id": "old", "Size": 50},
+             {"Id": "tools", "Size": 700, "Labels": {HELPER_IMAGE_LABEL: "1"}},
+             {"Id": "other-small", "Size": 10, "Labels": None},
+             {"Id": "tools-small", "Size": 600, "Labels": {HELPER_IMAGE_LABEL: ""}}]
+    assert helper_search_order(["old", None, "new"], local) == [
+        "old", "new", "tools-small", "tools", "other-small", "other-big"]
+    assert helper_search_order([], []) == []
