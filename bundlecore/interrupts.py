@@ -24,8 +24,7 @@ from collections.abc import Iterator
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending: str | None = None  # the name of a signal noted and not raised yet
 _deferring = 0               # depth of deferred() scopes
-_shielding = 0               # depth of shielded() scopes
-_shielded_what: list[str] = []  # what each shielded() scope runs to its end, innermost last (said on a signal)
+_shielded: list[str] = []    # the open shielded() scopes: what each runs to its end, innermost last
 
 
 class Interrupted(KeyboardInterrupt):
@@ -43,12 +42,12 @@ class Interrupted(KeyboardInterrupt):
 def _handler(signum: int, frame: object) -> None:
     global _pending
     name = signal.Signals(signum).name
-    if not _deferring and not _shielding:
+    if not _deferring and not _shielded:
         raise Interrupted(name)
     first = _pending is None
     _pending = _pending or name
     if first:
-        what = (_shielded_what[-1] if _shielding
+        what = (_shielded[-1] if _shielded
                 else "stopping after the step in progress (its engine operation finishes first)")
         sys.stderr.write(f"\n{name} received: {what}\n")
         sys.stderr.flush()
@@ -68,7 +67,7 @@ def pending() -> str | None:
 def check() -> None:
     """Raise the noted interrupt now, unless an undo is running (a point where stopping is safe)."""
     global _pending
-    if _pending and not _shielding:
+    if _pending and not _shielded:
         name, _pending = _pending, None
         raise Interrupted(name)
 
@@ -101,13 +100,11 @@ def shielded(what: str = "the rollback runs to its end") -> Iterator[str | None]
     """An undo (or a commit past the point of no return): runs to its end whatever arrives; the
     interrupt noted meanwhile is dropped on leaving (what ran is the answer to it). `what` is what
     the signal's notice says continues."""
-    global _shielding, _pending
-    _shielding += 1
-    _shielded_what.append(what)
+    global _pending
+    _shielded.append(what)
     try:
         yield _pending
     finally:
-        _shielded_what.pop()
-        _shielding -= 1
-        if not _shielding:
+        _shielded.pop()
+        if not _shielded:
             _pending = None
