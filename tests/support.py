@@ -54,13 +54,16 @@ def build_app_image(client, tag: str, version: str, broken: bool = False, docker
     extra = {}
     if dockerfile_extra:
         extra["Dockerfile"] = (APP_CONTEXT / "Dockerfile").read_text() + dockerfile_extra + "\n"
-    ctx = _build_context(extra)
+    return _build(client, _build_context(extra), tag,
+                  buildargs={"APP_VERSION": version, "APP_BROKEN": "1" if broken else "0"})
+
+
+def _build(client, ctx: bytes, tag: str, **kw) -> str:
+    """`docker build` of a context tar as `tag`; returns the image ID."""
     for attempt in range(3):
         try:
-            image, _ = client.images.build(
-                fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True,
-                buildargs={"APP_VERSION": version, "APP_BROKEN": "1" if broken else "0"},
-            )
+            image, _ = client.images.build(fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True,
+                                           forcerm=True, **kw)
             return image.id
         except docker.errors.BuildError as e:
             # the builder's cache is the engine's untagged intermediate images, shared by every build
@@ -82,21 +85,7 @@ def build_helper_image(client) -> str:
     from importer.backup.data import HELPER_IMAGE_LABEL
     dockerfile = (f'FROM scratch\nCOPY bin/ /bin/\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
                   f'LABEL {HELPER_IMAGE_LABEL}="tests"\n')
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    for attempt in range(3):
-        try:
-            image, _ = client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True,
-                                           tag=HELPER_IMAGE, rm=True, forcerm=True)
-            return image.id
-        except docker.errors.BuildError as e:  # the shared build cache, as in build_app_image
-            if "unable to find image" not in str(e) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return _build(client, _build_context({"Dockerfile": dockerfile}), HELPER_IMAGE)
 
 
 def child_image(client, parent: str, tag: str, run: str = "echo two > /two.txt") -> str:
