@@ -35,7 +35,7 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.util.connection import allowed_gai_family
+from urllib3.util.connection import allowed_gai_family, create_connection
 
 from bundlecore.errors import EnvironmentProblem
 
@@ -197,9 +197,9 @@ def _watched(pool_cls: Any, dog: _Watchdog) -> Any:
 
 def _connect(conn: Any, dog: _Watchdog) -> socket.socket:
     """What urllib3's HTTPConnection._new_conn does, with the name resolved within the deadline
-    (`_Watchdog.resolve`): the socket goes to the first of its addresses that takes it, and the
-    connection keeps the host name for TLS and the Host header. Errors are urllib3's own, so the
-    HTTP client reports them as it would."""
+    (`_Watchdog.resolve`): urllib3's own create_connection to the first of its addresses that takes
+    the connection, with what the resolver left of the deadline; the connection keeps the host name
+    for TLS and the Host header. Errors are urllib3's own, so the HTTP client reports them as it would."""
     try:
         addresses = dog.resolve(conn._dns_host.strip("[]"), conn.port)
     except socket.gaierror as e:
@@ -207,23 +207,15 @@ def _connect(conn: Any, dog: _Watchdog) -> socket.socket:
     except UnicodeError:  # not a name IDNA can encode
         raise urllib3.exceptions.LocationParseError(f"'{conn.host}', label empty or too long") from None
     error: OSError | None = None
-    for family, kind, proto, _, address in addresses:
-        sock = socket.socket(family, kind, proto)
+    for *_, address in addresses:
+        timeout = max(0.001, min(conn.timeout, dog.deadline - time.monotonic()))  # fetch always gives one
         try:
-            for level, name, value in conn.socket_options or ():
-                sock.setsockopt(level, name, value)
-            if isinstance(conn.timeout, (int, float)):  # fetch always gives one; the resolver took its share
-                sock.settimeout(max(0.001, min(conn.timeout, dog.deadline - time.monotonic())))
-            if conn.source_address:
-                sock.bind(conn.source_address)
-            sock.connect(address)
-            return sock
+            return create_connection(address[:2], timeout, source_address=conn.source_address,
+                                     socket_options=conn.socket_options)
         except TimeoutError as e:
-            sock.close()
             raise urllib3.exceptions.ConnectTimeoutError(
                 conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})") from e
         except OSError as e:
-            sock.close()
             error = e
     raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
