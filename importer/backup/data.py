@@ -57,7 +57,7 @@ import shlex
 import shutil
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -293,7 +293,7 @@ def helper_search_order(candidates: Sequence[str | None], local: list[dict]) -> 
 
 def find_helper_image(client, candidates: Sequence[str | None]) -> str:
     """The first image of `helper_search_order` that runs /bin/sh with the helper's tools, by trying it."""
-    for ref in helper_search_order(candidates, client.images()):
+    for ref in _helper_search(client, candidates):
         try:
             if _run_helper(client, ref, HELPER_TOOLS_PROBE, binds=[], timeout=30) == 0:
                 return ref
@@ -302,6 +302,14 @@ def find_helper_image(client, candidates: Sequence[str | None]) -> str:
     raise EnvironmentProblem("no local image can run /bin/sh with tar, stat and df, which restoring data "
                              f"after a failed update needs; load one (e.g. busybox, labelled {HELPER_IMAGE_LABEL}) "
                              "and retry")
+
+
+def _helper_search(client, candidates: Sequence[str | None]) -> Iterator[str]:
+    """`helper_search_order`, the engine's images listed only once none of the app's own served (a
+    listing is one more engine call, and Podman's can fail on an image removed meanwhile)."""
+    own = helper_search_order(candidates, [])
+    yield from own
+    yield from (ref for ref in helper_search_order([], client.images()) if ref not in own)
 
 
 @dataclass(frozen=True)
